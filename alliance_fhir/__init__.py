@@ -1,0 +1,60 @@
+"""alliance-fhir: psychotherapy alliance measures in FHIR.
+
+Instruments are data (a Questionnaire and a mapping per instrument); responses are scored
+exactly as the authors publish and written as score Observations.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .catalog import Catalog, Instrument, data_root, load_catalog
+from .content import apply_text_packs, content_resources, load_text_pack
+from .errors import (
+    AllianceFhirError,
+    FhirValidationError,
+    InputError,
+    InstrumentError,
+    ScoringError,
+    TextPackError,
+)
+from .fhirtypes import validate_resource
+from .inputs import read_inputs
+from .models import InstrumentMapping, ScaleScore, ScoreResult, TextPack
+from .observations import build_observation, collection_bundle, observation_identifier
+from .offline import Outcome, score_records
+from .scoring import score_response
+
+try:
+    __version__ = version("alliance-fhir")
+except PackageNotFoundError:  # running from a source tree without an install
+    __version__ = "0.0.0+unknown"
+
+__all__ = [
+    "AllianceFhirError",
+    "Catalog",
+    "FhirValidationError",
+    "InputError",
+    "Instrument",
+    "InstrumentError",
+    "InstrumentMapping",
+    "Outcome",
+    "ScaleScore",
+    "ScoreResult",
+    "ScoringError",
+    "TextPack",
+    "TextPackError",
+    "__version__",
+    "apply_text_packs",
+    "build_observation",
+    "collection_bundle",
+    "content_resources",
+    "data_root",
+    "load_catalog",
+    "load_text_pack",
+    "observation_identifier",
+    "read_inputs",
+    "score_records",
+    "score_response",
+    "validate_resource",
+]

@@ -1,0 +1,44 @@
+"""The only importer of fhir.resources: full-model validation at the edges.
+
+fhir.resources has no R4 package; R4B is the closest and accepts R4 JSON for the resources
+we use (Questionnaire, QuestionnaireResponse, Observation, CodeSystem, Bundle). Validation
+costs about a millisecond per resource, so it is used where a full model earns its cost
+(content we publish, tests, ``--validate``), never on the scoring hot path.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+from pydantic import ValidationError
+
+from .errors import FhirValidationError
+
+__all__ = ["validate_resource"]
+
+_MODULES = {
+    "Bundle": "bundle",
+    "CodeSystem": "codesystem",
+    "Observation": "observation",
+    "Questionnaire": "questionnaire",
+    "QuestionnaireResponse": "questionnaireresponse",
+}
+
+
+def validate_resource(resource: dict[str, Any]) -> None:
+    """Validate a resource with fhir.resources (R4B).
+
+    Raises:
+        FhirValidationError: unknown resource type or the model rejects it; the message lists
+            each failing element path.
+    """
+    rtype = resource.get("resourceType")
+    if rtype not in _MODULES:
+        raise FhirValidationError(f"cannot validate resource type {rtype!r}")
+    model = getattr(import_module(f"fhir.resources.R4B.{_MODULES[rtype]}"), rtype)
+    try:
+        model.model_validate(resource)
+    except ValidationError as exc:
+        details = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
+        raise FhirValidationError(f"{rtype} is not valid FHIR: {details}") from exc

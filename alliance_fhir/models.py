@@ -1,0 +1,251 @@
+"""Our own data models: the mapping-file schema and the scoring result.
+
+The mapping schema is the contract for everyone who adds an instrument, so it is strict
+(unknown keys are rejected) and self-describing (``alliance-fhir instruments schema`` exports
+it as JSON Schema for editors). Scoring results are plain frozen dataclasses rather than
+pydantic models because they are built on the hot path, tens of thousands per second.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = [
+    "Band",
+    "CodingSpec",
+    "Cutoff",
+    "InstrumentMapping",
+    "ItemScale",
+    "MissingRule",
+    "ReliableChange",
+    "ScaleRange",
+    "ScaleScore",
+    "ScaleSpec",
+    "ScoreResult",
+    "TextPack",
+]
+
+Confidence = Literal["C2", "C1", "U", "X"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CodingSpec(_Strict):
+    """A FHIR Coding written in snake_case-free FHIR form (system, code, display)."""
+
+    system: str
+    code: str
+    display: str | None = None
+
+
+class ScaleRange(_Strict):
+    """Inclusive range of a score."""
+
+    min: float
+    max: float
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ScaleRange:
+        if self.min > self.max:
+            raise ValueError(f"range min {self.min} is above max {self.max}")
+        return self
+
+
+class ItemScale(_Strict):
+    """The raw values every scored item takes: a Likert anchor set or a visual-analogue line."""
+
+    kind: Literal["likert", "vas"]
+    min: float
+    max: float
+    decimals: int = Field(0, ge=0, le=3, description="Decimal places an answer may carry (VAS: 1, to the mm).")
+
+
+class MissingRule(_Strict):
+    """How unanswered items are handled for one scale.
+
+    ``source`` says whose rule it is: the instrument's authors, or a project decision that
+    the Observation then states openly (the authors publish no rule for most instruments).
+    """
+
+    rule: Literal["all-required", "prorate"]
+    min_answered: int = Field(ge=1)
+    round_to: int = Field(1, ge=0, le=4, description="Decimals of a prorated score.")
+    source: Literal["authors", "project decision"]
+    note: str
+
+
+class Cutoff(_Strict):
+    """A published cutoff. Ship only those the reference tags C2, with their source."""
+
+    id: str
+    threshold: float
+    operator: Literal["<", "<="] = Field(description="'<': below the threshold; '<=': at or below it.")
+    label: str
+    interpretation: list[CodingSpec] = Field(min_length=1)
+    source: str
+    confidence: Confidence
+    boundary_note: str | None = None
+
+
+class Band(_Strict):
+    """A published score band (inclusive bounds)."""
+
+    id: str
+    min: float
+    max: float
+    label: str
+    source: str
+    confidence: Confidence
+
+
+class ScaleSpec(_Strict):
+    """One score of an instrument: a total or a subscale."""
+
+    id: str
+    title: str
+    items: list[str] = Field(min_length=1)
+    reverse_items: list[str] = Field(default_factory=list)
+    aggregation: Literal["sum", "mean"]
+    range: ScaleRange
+    decimals: int = Field(0, ge=0, le=4)
+    missing: MissingRule
+    codes: list[CodingSpec] = Field(min_length=1, description="First: project code; then SNOMED CT etc.")
+    cutoffs: list[Cutoff] = Field(default_factory=list)
+    bands: list[Band] = Field(default_factory=list)
+    questionnaire_item: str | None = Field(None, description="linkId of the read-only calculated score item.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ScaleSpec:
+        if len(set(self.items)) != len(self.items):
+            raise ValueError(f"scale '{self.id}' lists an item twice")
+        stray = [i for i in self.reverse_items if i not in self.items]
+        if stray:
+            raise ValueError(f"scale '{self.id}': reverse items {stray} are not among its items")
+        if self.missing.min_answered > len(self.items):
+            raise ValueError(f"scale '{self.id}': min_answered {self.missing.min_answered} exceeds its {len(self.items)} items")
+        if self.missing.rule == "all-required" and self.missing.min_answered != len(self.items):
+            raise ValueError(f"scale '{self.id}': rule all-required needs min_answered = {len(self.items)}")
+        return self
+
+
+class ReliableChange(_Strict):
+    """A published reliable-change threshold (used by clinical signals)."""
+
+    value: float = Field(gt=0)
+    scale: str
+    population: str | None = None
+    source: str
+    confidence: Confidence
+
+
+class InstrumentMapping(_Strict):
+    """A mapping file: how to score one Questionnaire ``url|version`` and how to report it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    schema_ref: str | None = Field(None, alias="$schema")
+    schema_version: Literal[1] = 1
+    instrument: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]*$", description="Short stable id, e.g. 'wai-sr'.")
+    name: str
+    title: str
+    questionnaire: str = Field(pattern=r"^\S+\|\S+$", description="Canonical 'url|version' of the scored Questionnaire.")
+    algorithm_version: str
+    measures: Literal["alliance", "outcome"] = Field(description="What the instrument measures: the alliance, or a companion outcome.")
+    respondent: Literal["client", "therapist", "observer", "group-member", "parent"]
+    verification: Literal["confirmed", "labels-unconfirmed", "user-supplied"]
+    verification_note: str | None = None
+    citation: str
+    key_source: str
+    item_scale: ItemScale
+    aggregation_note: str | None = None
+    scales: list[ScaleSpec] = Field(min_length=1)
+    reliable_change: ReliableChange | None = None
+
+    @model_validator(mode="after")
+    def _unique_scales(self) -> InstrumentMapping:
+        ids = [s.id for s in self.scales]
+        if len(set(ids)) != len(ids):
+            raise ValueError("scale ids must be unique")
+        if self.reliable_change and self.reliable_change.scale not in ids:
+            raise ValueError(f"reliable_change names unknown scale '{self.reliable_change.scale}'")
+        return self
+
+    @property
+    def url(self) -> str:
+        return self.questionnaire.split("|", 1)[0]
+
+    @property
+    def version(self) -> str:
+        return self.questionnaire.split("|", 1)[1]
+
+    @property
+    def total(self) -> ScaleSpec:
+        """The instrument's headline score: the scale with id 'total', else the first."""
+        return next((s for s in self.scales if s.id == "total"), self.scales[0])
+
+
+class TextPack(_Strict):
+    """Licensed or translated wording for one Questionnaire version, in one language.
+
+    The shipped Questionnaires name each item's domain only; organisations that hold a licence
+    supply the owner's wording (or a translation) this way, without code changes.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    schema_ref: str | None = Field(None, alias="$schema")
+    language: str = Field(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$", description="BCP-47 tag, e.g. 'en', 'de-CH'.")
+    instrument: str = Field(pattern=r"^\S+\|\S+$", description="The Questionnaire 'url|version' the texts belong to.")
+    title: str | None = None
+    texts: dict[str, str] = Field(description="linkId -> item text; every question item must be present.")
+    answers: dict[str, str] = Field(default_factory=dict, description="answer code -> label.")
+    source: str | None = Field(None, description="Where the wording comes from and under which licence.")
+
+
+@dataclass(frozen=True, slots=True)
+class ScaleScore:
+    """One computed scale score and how it came about."""
+
+    scale: ScaleSpec
+    value: Decimal
+    answered: int
+    prorated: bool
+    flags: tuple[Cutoff | Band, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreResult:
+    """Everything known after scoring one QuestionnaireResponse (no FHIR output yet)."""
+
+    response_ref: str
+    mapping: InstrumentMapping
+    status: str
+    scores: tuple[ScaleScore, ...]
+    answered: int
+    item_count: int
+    rules_applied: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    omitted: tuple[str, ...] = field(default=())
+
+    @property
+    def instrument_id(self) -> str:
+        return self.mapping.instrument
+
+    @property
+    def questionnaire(self) -> str:
+        return self.mapping.questionnaire
+
+    @property
+    def algorithm_version(self) -> str:
+        return self.mapping.algorithm_version
+
+    @property
+    def total(self) -> ScaleScore:
+        """The headline score (always present: without it scoring fails)."""
+        return self.scores[0]
