@@ -192,11 +192,11 @@ def _reference_ranges(scale: ScaleSpec) -> list[dict[str, Any]]:
         {
             "low": _quantity(Decimal(str(scale.range.min)).normalize()),
             "high": _quantity(Decimal(str(scale.range.max)).normalize()),
-            "text": f"Possible range {scale.range.min:g}-{scale.range.max:g} (higher = stronger)",
+            "text": f"Possible range {scale.range.min:g}-{scale.range.max:g} (higher is better)",
         }
     ]
     for cut in scale.cutoffs:
-        text = f"{cut.label.capitalize()}; cutoff {cut.threshold:g} ({cut.confidence})"
+        text = f"Cutoff {cut.threshold:g} [{cut.confidence}]: {cut.label}"
         entry: dict[str, Any] = {"text": text}
         if cut.operator == "<":
             entry["low"] = _quantity(Decimal(str(cut.threshold)).normalize())

@@ -208,15 +208,15 @@ def _answer_weight(answer: dict[str, Any]) -> Decimal | None:
 def _score_scale(scale: ScaleSpec, values: dict[str, Decimal], instrument: Instrument) -> tuple[ScaleScore | None, str]:
     """Return the score, or None and the reason it cannot be given; the string is the rule applied."""
     item_scale = instrument.mapping.item_scale
-    flip = Decimal(str(item_scale.min)) + Decimal(str(item_scale.max))
+    flip = _decimal(item_scale.min) + _decimal(item_scale.max)
     answered = [flip - values[i] if i in scale.reverse_items else values[i] for i in scale.items if i in values]
     n_items, n = len(scale.items), len(answered)
     rule = scale.missing
     if n < rule.min_answered:
         missing = ", ".join(i for i in scale.items if i not in values)
         return None, (
-            f"too many missing answers for {scale.id}: items {missing} unanswered; "
-            f"at least {rule.min_answered} of {n_items} are needed ({rule.source})"
+            f"too many missing answers for {scale.id}: unanswered item(s) {missing}; "
+            f"at least {rule.min_answered} of {n_items} needed ({rule.source})"
         )
     total = sum(answered, Decimal(0))
     if n == n_items:
@@ -234,6 +234,11 @@ def _score_scale(scale: ScaleSpec, values: dict[str, Decimal], instrument: Instr
     return ScaleScore(scale=scale, value=value, answered=n, prorated=n != n_items, flags=flags), note
 
 
+def _decimal(number: float) -> Decimal:
+    """Mapping numbers arrive as floats; 7.0 must become Decimal('7'), not '7.0'."""
+    return Decimal(int(number)) if float(number).is_integer() else Decimal(repr(number))
+
+
 def _round(value: Decimal, places: int) -> Decimal:
     return value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
 
@@ -241,11 +246,11 @@ def _round(value: Decimal, places: int) -> Decimal:
 def _flags(scale: ScaleSpec, value: Decimal) -> list[Cutoff | Band]:
     flags: list[Cutoff | Band] = []
     for cut in scale.cutoffs:
-        threshold = Decimal(str(cut.threshold))
+        threshold = _decimal(cut.threshold)
         if value < threshold or (cut.operator == "<=" and value == threshold):
             flags.append(cut)
     for band in scale.bands:
-        if Decimal(str(band.min)) <= value <= Decimal(str(band.max)):
+        if _decimal(band.min) <= value <= _decimal(band.max):
             flags.append(band)
     return flags
 

@@ -1,0 +1,82 @@
+"""Shared fixtures: the shipped catalog and response builders that read like a scoring sheet.
+
+``make_response("wai-sr", {1: 4, 2: 3})`` answers WAI-SR item 1 with the anchor whose raw
+value is 4 (Very often) and item 2 with 3 (Fairly often), as a clinician would tick them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pytest
+
+from alliance_fhir import Catalog, load_catalog
+
+BASE = "http://alliance-fhir.org/fhir"
+CS = f"{BASE}/CodeSystem/alliance-fhir"
+
+ResponseFactory = Callable[..., dict[str, Any]]
+
+
+@pytest.fixture(autouse=True)
+def _no_user_instruments(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests see only the shipped instruments unless they add their own."""
+    monkeypatch.delenv("ALLIANCE_FHIR_INSTRUMENTS", raising=False)
+
+
+@pytest.fixture(scope="session")
+def catalog() -> Catalog:
+    loaded = load_catalog()
+    assert loaded.problems == []
+    return loaded
+
+
+def _coding_for(catalog: Catalog, instrument_id: str, link: str, raw: float) -> dict[str, Any]:
+    inst = catalog.get(instrument_id)
+    spec = inst.items[link]
+    for (system, code), weight in spec.options.items():
+        if weight == raw:
+            return {"system": system, "code": code}
+    raise AssertionError(f"{instrument_id} item {link} has no anchor with value {raw}")
+
+
+@pytest.fixture(scope="session")
+def make_response(catalog: Catalog) -> ResponseFactory:
+    def build(
+        instrument_id: str,
+        answers: Mapping[int | str, float],
+        *,
+        status: str = "completed",
+        rid: str = "qr-1",
+        version: str | None = "1.0.0",
+        as_integer: bool = False,
+        **extra: Any,
+    ) -> dict[str, Any]:
+        inst = catalog.get(instrument_id)
+        items = []
+        for link, raw in answers.items():
+            link = str(link)
+            if inst.items[link].kind == "choice":
+                answer = {"valueInteger": int(raw)} if as_integer else {"valueCoding": _coding_for(catalog, instrument_id, link, raw)}
+            else:
+                answer = {"valueDecimal": raw}
+            items.append({"linkId": link, "answer": [answer]})
+        response: dict[str, Any] = {
+            "resourceType": "QuestionnaireResponse",
+            "id": rid,
+            "questionnaire": inst.url + (f"|{version}" if version else ""),
+            "status": status,
+            "subject": {"reference": "Patient/p1"},
+            "authored": "2026-11-01T10:00:00Z",
+            "item": items,
+        }
+        response.update(extra)
+        return response
+
+    return build
+
+
+def all_items(n: int, value: float) -> dict[int, float]:
+    """Every item 1..n answered with the same raw value."""
+    return {i: value for i in range(1, n + 1)}
