@@ -20,7 +20,7 @@ from rich.table import Table
 
 from . import __version__
 from .catalog import Catalog, Instrument, load_catalog
-from .content import content_resources, load_text_pack, write_content
+from .content import content_resources, load_text_pack, text_pack_template, write_content
 from .errors import AllianceFhirError
 from .inputs import read_inputs
 from .models import InstrumentMapping, ScoreResult
@@ -231,6 +231,18 @@ def questionnaires_export(
         raise typer.Exit(1) from None
     for path in written:
         err.print(f"wrote {path}", markup=False)
+
+
+@questionnaires_app.command("template")
+def questionnaires_template(
+    ctx: typer.Context,
+    instrument: Annotated[str, typer.Argument(help="Instrument id, Questionnaire url, or url|version.")],
+    language: Annotated[str, typer.Option("--language", help="BCP-47 language of the pack.")] = "en",
+    instruments: InstrumentsOption = None,
+) -> None:
+    """Print a text pack skeleton for an instrument: every linkId, ready for licensed wording."""
+    inst = _get(_catalog(ctx, instruments), instrument)
+    sys.stdout.write(json.dumps(text_pack_template(inst, language), indent=2, ensure_ascii=False) + "\n")
 
 
 # ---------------------------------------------------------------- score

@@ -19,7 +19,7 @@ from .catalog import Catalog, Instrument, walk_items
 from .errors import TextPackError
 from .models import TextPack
 
-__all__ = ["apply_text_packs", "content_resources", "load_text_pack", "write_content"]
+__all__ = ["apply_text_packs", "content_resources", "load_text_pack", "text_pack_template", "write_content"]
 
 TRANSLATION = "http://hl7.org/fhir/StructureDefinition/translation"
 _UNTEXTED_TYPES = {"group", "display"}
@@ -59,6 +59,25 @@ def apply_text_packs(instrument: Instrument, packs: Sequence[TextPack]) -> dict[
         _check_coverage(instrument, pack)
         _apply(questionnaire, pack, primary=position == 0)
     return questionnaire
+
+
+def text_pack_template(instrument: Instrument, language: str) -> dict[str, Any]:
+    """A text pack skeleton listing every linkId to fill in (pre-filled with our domain texts)."""
+    items = [i for i in walk_items(instrument.questionnaire["item"]) if i.get("type") not in _UNTEXTED_TYPES]
+    answers = {
+        option["valueCoding"]["code"]: option["valueCoding"].get("display", "")
+        for item in items
+        for option in item.get("answerOption", [])
+        if "valueCoding" in option
+    }
+    return {
+        "language": language,
+        "instrument": instrument.canonical,
+        "title": instrument.questionnaire.get("title", ""),
+        "source": "State where this wording comes from and the licence under which you use it.",
+        "texts": {i["linkId"]: i.get("text", "") for i in items},
+        "answers": answers,
+    }
 
 
 def _check_coverage(instrument: Instrument, pack: TextPack) -> None:
