@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -48,7 +48,7 @@ InstrumentsOption = Annotated[
 ]
 
 
-class OutputFormat(str, Enum):
+class OutputFormat(StrEnum):
     bundle = "bundle"
     ndjson = "ndjson"
     table = "table"
@@ -262,11 +262,11 @@ def score(
     rows: list[Outcome] = []
     failed = 0
     for outcome in score_records(read_inputs(paths), catalog):
-        if outcome.error is not None:
+        if outcome.result is None or outcome.observation is None:
             failed += 1
-            err.print(f"error: {outcome.error}" + ("" if str(outcome.error).startswith(outcome.label) else f" ({outcome.label})"), markup=False)
+            message = str(outcome.error)
+            err.print(f"error: {message}" + ("" if message.startswith(outcome.label) else f" ({outcome.label})"), markup=False)
             continue
-        assert outcome.result is not None and outcome.observation is not None
         for warning in outcome.result.warnings:
             err.print(f"warning: {outcome.result.response_ref}: {warning}", markup=False)
         if fmt is OutputFormat.ndjson:

@@ -124,7 +124,9 @@ def _concept(scale: ScaleSpec) -> dict[str, Any]:
 
 
 def _quantity(value: Decimal) -> dict[str, Any]:
-    number: int | float = int(value) if value == value.to_integral_value() and value.as_tuple().exponent >= 0 else float(value)
+    exponent = value.as_tuple().exponent
+    is_whole = isinstance(exponent, int) and exponent >= 0  # '46' stays 46; '46.0' (prorated) stays 46.0
+    number: int | float = int(value) if is_whole else float(value)
     return {"value": number, "unit": "{score}", "system": UCUM, "code": "{score}"}
 
 
