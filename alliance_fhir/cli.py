@@ -20,6 +20,7 @@ from rich.table import Table
 
 from . import __version__
 from .catalog import Catalog, Instrument, load_catalog
+from .cli_server import register as register_server_commands
 from .content import content_resources, load_text_pack, text_pack_template, write_content
 from .errors import AllianceFhirError
 from .inputs import read_inputs
@@ -38,13 +39,14 @@ instruments_app = typer.Typer(help="List, show and check alliance instruments.",
 questionnaires_app = typer.Typer(help="Export instruments as FHIR R4 Questionnaires.", no_args_is_help=True)
 app.add_typer(instruments_app, name="instruments")
 app.add_typer(questionnaires_app, name="questionnaires")
+register_server_commands(app)
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True, highlight=False)
 
 InstrumentsOption = Annotated[
     list[Path] | None,
-    typer.Option("--instruments", help="Extra instruments folder (Questionnaire + mapping); repeatable. Also $ALLIANCE_FHIR_INSTRUMENTS."),
+    typer.Option("--instruments", metavar="DIR", help="Extra instruments folder (Questionnaire + mapping); repeatable. Also $ALLIANCE_FHIR_INSTRUMENTS."),
 ]
 
 

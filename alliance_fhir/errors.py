@@ -8,19 +8,35 @@ Every error that crosses the public API is an :class:`AllianceFhirError`, so cal
     │   └── TextPackError      a text pack does not fit its Questionnaire
     ├── InputError             an input file or stream cannot be read as JSON/NDJSON
     ├── ScoringError           one QuestionnaireResponse cannot be scored (names resource, item, reason)
-    └── FhirValidationError    a resource fails the FHIR (R4B) model
+    ├── FhirValidationError    a resource fails the FHIR (R4B) model
+    ├── ConfigError            server settings or secrets are missing or invalid
+    ├── FhirTransportError     no usable HTTP answer (connection refused, timeout, TLS)
+    ├── FhirServerError        the server answered with an error status (keeps the OperationOutcome)
+    │   ├── AuthError          401/403, or the token endpoint refused us
+    │   ├── NotFound           404/410
+    │   └── Conflict           409/412
+    └── StateError             the local sync-state database cannot be used
 
 This module imports nothing from the package, so every other module can use it.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "AllianceFhirError",
+    "AuthError",
+    "ConfigError",
+    "Conflict",
+    "FhirServerError",
+    "FhirTransportError",
     "FhirValidationError",
     "InputError",
     "InstrumentError",
+    "NotFound",
     "ScoringError",
+    "StateError",
     "TextPackError",
 ]
 
@@ -63,3 +79,57 @@ class ScoringError(AllianceFhirError):
 
 class FhirValidationError(AllianceFhirError):
     """A resource does not validate against the FHIR (R4B) model."""
+
+
+class ConfigError(AllianceFhirError):
+    """Server settings or secrets are missing or invalid (CLI exit code 2)."""
+
+
+class StateError(AllianceFhirError):
+    """The local sync-state database cannot be opened or written."""
+
+
+class FhirTransportError(AllianceFhirError):
+    """No usable HTTP answer: connection refused or dropped, timeout, TLS failure."""
+
+    def __init__(self, method: str, path: str, reason: str) -> None:
+        self.method = method
+        self.path = path
+        super().__init__(f"{method} {path}: {reason}")
+
+
+class FhirServerError(AllianceFhirError):
+    """The FHIR server answered with an error status; keeps the OperationOutcome as evidence.
+
+    The message names the method, the path (never query values, which may hold patient
+    data), the status and the OperationOutcome's diagnostics.
+    """
+
+    def __init__(self, method: str, path: str, status: int, outcome: dict[str, Any] | None = None) -> None:
+        self.method = method
+        self.path = path
+        self.status = status
+        self.outcome = outcome
+        super().__init__(f"{method} {path}: HTTP {status}" + (f": {summarise_outcome(outcome)}" if outcome else ""))
+
+
+class AuthError(FhirServerError):
+    """401/403 from the server, or the token endpoint refused our credentials."""
+
+
+class NotFound(FhirServerError):
+    """404/410: the resource or endpoint does not exist (or was deleted)."""
+
+
+class Conflict(FhirServerError):
+    """409/412: a version conflict or a conditional operation matched more than one resource."""
+
+
+def summarise_outcome(outcome: dict[str, Any]) -> str:
+    """One line from an OperationOutcome: each issue's severity and diagnostics (or details)."""
+    parts = []
+    for issue in outcome.get("issue") or []:
+        if isinstance(issue, dict):
+            text = issue.get("diagnostics") or (issue.get("details") or {}).get("text") or issue.get("code", "")
+            parts.append(f"{issue.get('severity', '?')}: {text}")
+    return "; ".join(parts)[:500] or "(no diagnostics)"

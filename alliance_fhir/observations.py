@@ -18,7 +18,7 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
-from .models import Band, Cutoff, ScaleScore, ScaleSpec, ScoreResult
+from .models import Band, Cutoff, InstrumentMapping, ScaleScore, ScaleSpec, ScoreResult
 
 __all__ = [
     "ALGORITHM_SYSTEM",
@@ -28,6 +28,7 @@ __all__ = [
     "build_observation",
     "collection_bundle",
     "observation_identifier",
+    "observation_identifier_for",
 ]
 
 PROJECT_BASE = "http://alliance-fhir.org/fhir"
@@ -67,8 +68,13 @@ def response_key(response: dict[str, Any]) -> str:
 
 def observation_identifier(response: dict[str, Any], result: ScoreResult) -> dict[str, str]:
     """Deterministic identifier: same response + same instrument + same algorithm version."""
-    name = f"{response_key(response)}|{result.mapping.url}|{result.algorithm_version}"
-    return {"system": IDENTIFIER_SYSTEM, "value": str(uuid.uuid5(_NAMESPACE, name))}
+    return {"system": IDENTIFIER_SYSTEM, "value": observation_identifier_for(response, result.mapping)}
+
+
+def observation_identifier_for(response: dict[str, Any], mapping: InstrumentMapping) -> str:
+    """The identifier value alone, computable without scoring (to find or retract an Observation)."""
+    name = f"{response_key(response)}|{mapping.url}|{mapping.algorithm_version}"
+    return str(uuid.uuid5(_NAMESPACE, name))
 
 
 def build_observation(result: ScoreResult, response: dict[str, Any]) -> dict[str, Any]:

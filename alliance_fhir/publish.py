@@ -1,0 +1,57 @@
+"""Publishing our content (Questionnaires, CodeSystems) to a FHIR server, idempotently.
+
+Each resource is matched by ``url`` + ``version`` and written by conditional update, so a
+second run changes nothing and versions never overwrite each other (the body carries no
+``id``: the server keeps one resource per url|version).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from .client import FhirClient
+from .errors import AllianceFhirError
+
+__all__ = ["PublishResult", "publish_resources"]
+
+_IGNORED = ("id", "meta", "text")
+
+
+@dataclass(frozen=True, slots=True)
+class PublishResult:
+    """What happened (or would happen, in a dry run) to one resource."""
+
+    resource_type: str
+    canonical: str
+    action: str  # created | updated | unchanged | failed
+    detail: str = ""
+
+
+def publish_resources(client: FhirClient, resources: Iterable[dict[str, Any]], *, dry_run: bool = False) -> list[PublishResult]:
+    """Create or update each resource by ``url|version``; report one result per resource."""
+    return [_publish_one(client, resource, dry_run) for resource in resources]
+
+
+def _publish_one(client: FhirClient, resource: dict[str, Any], dry_run: bool) -> PublishResult:
+    rtype, url, version = resource["resourceType"], resource["url"], resource.get("version", "")
+    canonical = f"{url}|{version}"
+    criteria = {"url": url, "version": version}
+    try:
+        existing = list(client.search(rtype, {**criteria, "_count": "2"}))
+        if len(existing) > 1:
+            return PublishResult(rtype, canonical, "failed", "more than one resource on the server has this url|version")
+        body = {k: v for k, v in resource.items() if k not in _IGNORED}
+        if existing and _comparable(existing[0]) == _comparable(body):
+            return PublishResult(rtype, canonical, "unchanged")
+        action = "updated" if existing else "created"
+        if not dry_run:
+            client.conditional_update(rtype, criteria, body)
+        return PublishResult(rtype, canonical, action)
+    except AllianceFhirError as exc:
+        return PublishResult(rtype, canonical, "failed", str(exc))
+
+
+def _comparable(resource: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in resource.items() if k not in _IGNORED}

@@ -1,0 +1,152 @@
+"""A small in-memory FHIR server as an ``httpx.MockTransport`` handler, for unit tests.
+
+It plays exactly the parts sync uses: QuestionnaireResponse search with paging, Observation
+search by identifier, conditional update (``PUT Type?criteria``) alone or inside transaction
+Bundles, and ``/metadata``. Faults can be scripted per request.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qsl
+
+import httpx
+
+BASE = "http://fhir.test/fhir"
+Fault = Callable[[httpx.Request], httpx.Response | None]
+
+
+class FakeFhir:
+    def __init__(self, page_size_cap: int = 1000) -> None:
+        self.store: dict[str, dict[str, dict[str, Any]]] = {"QuestionnaireResponse": {}, "Observation": {}, "Questionnaire": {}, "CodeSystem": {}}
+        self.clock = itertools.count(1)
+        self.requests: list[httpx.Request] = []
+        self.faults: list[Fault] = []
+        self.page_size_cap = page_size_cap
+        self._ids = itertools.count(1)
+        self._searches: dict[str, list[dict[str, Any]]] = {}
+
+    # ---------------------------------------------------------------- data
+    def stamp(self) -> str:
+        return f"2026-11-01T00:{next(self.clock) // 60:02d}:{next(self.clock) % 60:02d}.000+00:00"
+
+    def put(self, resource: dict[str, Any]) -> dict[str, Any]:
+        rtype = resource["resourceType"]
+        rid = resource.get("id") or f"gen{next(self._ids)}"
+        old = self.store[rtype].get(rid)
+        version = int(old["meta"]["versionId"]) + 1 if old else 1
+        stored = {**resource, "id": rid, "meta": {"versionId": str(version), "lastUpdated": self.stamp()}}
+        self.store[rtype][rid] = stored
+        return stored
+
+    # ---------------------------------------------------------------- http
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        for fault in list(self.faults):
+            response = fault(request)
+            if response is not None:
+                return response
+        path = request.url.path.removeprefix("/fhir").strip("/")
+        params = dict(parse_qsl(request.url.query.decode(), keep_blank_values=True))
+        if path == "metadata":
+            return _json(200, {"resourceType": "CapabilityStatement", "fhirVersion": "4.0.1"})
+        if request.method == "GET" and "_getpages" in params:
+            return self._page(params["_getpages"], int(params["_offset"]), int(params["_count"]))
+        if request.method == "GET":
+            return self._search(path, params)
+        if request.method == "PUT":
+            return self._conditional_put(path, params, json.loads(request.content))
+        if request.method == "POST" and path == "":
+            return self._transaction(json.loads(request.content))
+        return _json(400, _outcome("unsupported"))
+
+    def _matches(self, rtype: str, params: dict[str, str]) -> list[dict[str, Any]]:
+        found = []
+        for res in self.store[rtype].values():
+            if "identifier" in params:
+                system, _, value = params["identifier"].partition("|")
+                if not any(i.get("system") == system and i.get("value") == value for i in res.get("identifier", [])):
+                    continue
+            if "questionnaire" in params and res.get("questionnaire") not in params["questionnaire"].split(","):
+                continue
+            if "status" in params and res.get("status") not in params["status"].split(","):
+                continue
+            if "subject" in params and (res.get("subject") or {}).get("reference") != params["subject"]:
+                continue
+            if "_lastUpdated" in params and res["meta"]["lastUpdated"] < params["_lastUpdated"].removeprefix("ge"):
+                continue
+            if "url" in params and (res.get("url"), res.get("version")) != (params["url"], params.get("version")):
+                continue
+            found.append(res)
+        return sorted(found, key=lambda r: r["meta"]["lastUpdated"])
+
+    def _search(self, rtype: str, params: dict[str, str]) -> httpx.Response:
+        matches = [json.loads(json.dumps(r)) for r in self._matches(rtype, params)]
+        search_id = f"s{next(self._ids)}"
+        self._searches[search_id] = matches
+        return self._page(search_id, 0, min(int(params.get("_count", "20")), self.page_size_cap))
+
+    def _page(self, search_id: str, offset: int, count: int) -> httpx.Response:
+        matches = self._searches[search_id]
+        page = matches[offset : offset + count]
+        bundle: dict[str, Any] = {
+            "resourceType": "Bundle", "type": "searchset", "total": len(matches),
+            "meta": {"lastUpdated": self.stamp()},
+            "entry": [{"resource": r, "search": {"mode": "match"}} for r in page],
+            "link": [],
+        }
+        if offset + count < len(matches):
+            bundle["link"].append({"relation": "next", "url": f"{BASE}?_getpages={search_id}&_offset={offset + count}&_count={count}"})
+        return _json(200, bundle)
+
+    def _conditional_put(self, rtype: str, params: dict[str, str], body: dict[str, Any]) -> httpx.Response:
+        matches = self._matches(rtype, params)
+        if len(matches) > 1:
+            return _json(412, _outcome("multiple matches"))
+        if matches:
+            body = {**body, "id": matches[0]["id"]}
+            if _same(matches[0], body):
+                return _json(200, matches[0])
+        stored = self.put({k: v for k, v in body.items() if k != "meta"})
+        return _json(200 if matches else 201, stored)
+
+    def _transaction(self, bundle: dict[str, Any]) -> httpx.Response:
+        entries = []
+        for entry in bundle.get("entry", []):
+            url = entry["request"]["url"]
+            rtype, _, query = url.partition("?")
+            resource = entry["resource"]
+            if resource.get("status") == "invalid":
+                return _json(422, _outcome("invalid resource in transaction"))
+            response = self._conditional_put(rtype, dict(parse_qsl(query)), resource)
+            entries.append({"response": {"status": str(response.status_code)}})
+        return _json(200, {"resourceType": "Bundle", "type": "transaction-response", "entry": entries})
+
+
+def _same(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    strip = lambda r: {k: v for k, v in r.items() if k not in ("meta",)}  # noqa: E731
+    return strip(old) == strip(new)
+
+
+def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> httpx.Response:
+    return httpx.Response(status, json=body, headers=headers)
+
+
+def _outcome(text: str) -> dict[str, Any]:
+    return {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "processing", "diagnostics": text}]}
+
+
+def fail_times(times: int, status: int, headers: dict[str, str] | None = None, when: Callable[[httpx.Request], bool] = lambda r: True) -> Fault:
+    """A fault that answers ``status`` to the first ``times`` requests matching ``when``."""
+    left = [times]
+
+    def fault(request: httpx.Request) -> httpx.Response | None:
+        if left[0] > 0 and when(request):
+            left[0] -= 1
+            return httpx.Response(status, headers=headers, json=_outcome(f"injected {status}"))
+        return None
+
+    return fault
