@@ -61,9 +61,14 @@ def _config(server: str | None, config: Path | None, **overrides: Any) -> Server
         raise typer.Exit(2) from None
 
 
+def client_factory(cfg: ServerConfig) -> FhirClient:
+    """How commands get a client; tests replace it to plug in an ``httpx.MockTransport``."""
+    return FhirClient(cfg)
+
+
 def _client(cfg: ServerConfig) -> FhirClient:
     try:
-        return FhirClient(cfg)
+        return client_factory(cfg)
     except AllianceFhirError as exc:
         err.print(f"error: {exc}", markup=False)
         raise typer.Exit(2) from None

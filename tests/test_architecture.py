@@ -10,7 +10,11 @@ from alliance_fhir import errors
 
 PACKAGE = Path(alliance_fhir.__file__).parent
 # Left to right: a module may import only modules earlier in this list.
-ORDER = ["errors", "fhirtypes", "models", "catalog", "content", "scoring", "observations", "inputs", "offline", "cli"]
+ORDER = [
+    "errors", "fhirtypes", "models", "catalog", "content", "scoring", "observations", "inputs", "offline",
+    "_retry", "config", "auth", "client", "state", "publish", "sync",
+    "cli_server", "cli",
+]
 
 
 def imports_of(module: str) -> set[str]:
