@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,6 +23,7 @@ from .catalog import Catalog, load_catalog
 from .client import FhirClient
 from .config import ServerConfig, data_dir, load_config
 from .content import content_resources
+from .demo import cleanup_demo, post_demo_data
 from .errors import AllianceFhirError, ConfigError, FhirServerError, FhirTransportError, StateError
 from .publish import publish_resources
 from .state import StateStore
@@ -45,6 +47,7 @@ def register(app: typer.Typer) -> None:
     app.command("check")(check)
     app.command("publish")(publish)
     app.command("sync")(sync)
+    app.command("demo")(demo)
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -243,3 +246,46 @@ def _print_report(report: SyncReport, as_json: bool) -> None:
     table.add_row(*(str(v) for v in (report.found, report.scored, report.written, report.unchanged, report.retracted,
                                       report.failed, report.requests, report.seconds)))
     out.print(table)
+
+
+# ---------------------------------------------------------------- demo
+
+
+def demo(
+    ctx: typer.Context,
+    server: ServerOption = None,
+    cleanup: Annotated[bool, typer.Option("--cleanup", help="Delete everything the demo created (it is tagged), then exit.")] = False,
+    state: Annotated[Path | None, typer.Option("--state", help="SQLite state file (default: user data dir).")] = None,
+    config: ConfigOption = None,
+    ca_bundle: CaOption = None,
+    verbose: VerboseOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """The round trip: publish the instruments, post a synthetic caseload, sync, sync again, summarise."""
+    _setup_logging(verbose)
+    cfg = _config(server, config, ca_bundle=ca_bundle, state_db=state)
+    catalog = _catalog(ctx, None)
+    with _client(cfg) as client:
+        try:
+            if cleanup:
+                err.print(f"deleted {cleanup_demo(client)} demo resources from {cfg.base_url}", markup=False)
+                raise typer.Exit(0)
+            published = publish_resources(client, content_resources(catalog))
+            err.print(f"published {len(published)} resources: " + ", ".join(
+                f"{n} {a}" for a, n in Counter(r.action for r in published).items()), markup=False)
+            err.print(f"posted {post_demo_data(client, catalog)} demo resources (patients, practitioners, sessions, responses)",
+                      markup=False)
+        except AllianceFhirError as exc:
+            raise _fatal(exc) from None
+    with StateStore(cfg.state_db or data_dir() / "state.sqlite") as store:
+        first = _run_with_progress(cfg, catalog, store, SyncOptions())
+        second = _run_with_progress(cfg, catalog, store, SyncOptions())
+    if as_json:
+        sys.stdout.write(json.dumps({"first": first.as_dict(), "second": second.as_dict()}, indent=2) + "\n")
+    else:
+        _print_report(first, False)
+        _print_report(second, False)
+        if second.written == 0 and second.retracted == 0:
+            err.print("The second sync wrote nothing: everything was already in step.", markup=False)
+    raise typer.Exit(0 if first.ok and second.ok else 1)
+

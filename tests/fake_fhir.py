@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl
@@ -21,7 +22,7 @@ Fault = Callable[[httpx.Request], httpx.Response | None]
 
 class FakeFhir:
     def __init__(self, page_size_cap: int = 1000) -> None:
-        self.store: dict[str, dict[str, dict[str, Any]]] = {"QuestionnaireResponse": {}, "Observation": {}, "Questionnaire": {}, "CodeSystem": {}}
+        self.store: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
         self.clock = itertools.count(1)
         self.requests: list[httpx.Request] = []
         self.faults: list[Fault] = []
@@ -52,7 +53,7 @@ class FakeFhir:
         path = request.url.path.removeprefix("/fhir").strip("/")
         params = dict(parse_qsl(request.url.query.decode(), keep_blank_values=True))
         if path == "metadata":
-            return _json(200, {"resourceType": "CapabilityStatement", "fhirVersion": "4.0.1"})
+            return _json(200, CAPABILITIES)
         if request.method == "GET" and "_getpages" in params:
             return self._page(params["_getpages"], int(params["_offset"]), int(params["_count"]))
         if request.method == "GET":
@@ -121,9 +122,28 @@ class FakeFhir:
             resource = entry["resource"]
             if resource.get("status") == "invalid":
                 return _json(422, _outcome("invalid resource in transaction"))
+            if "/" in rtype:  # PUT Type/id
+                self.put(resource)
+                entries.append({"response": {"status": "200"}})
+                continue
             response = self._conditional_put(rtype, dict(parse_qsl(query)), resource)
             entries.append({"response": {"status": str(response.status_code)}})
         return _json(200, {"resourceType": "Bundle", "type": "transaction-response", "entry": entries})
+
+
+CAPABILITIES = {
+    "resourceType": "CapabilityStatement",
+    "fhirVersion": "4.0.1",
+    "software": {"name": "FakeFhir", "version": "0"},
+    "rest": [{
+        "mode": "server",
+        "interaction": [{"code": "transaction"}, {"code": "batch"}],
+        "resource": [
+            {"type": "QuestionnaireResponse", "searchParam": [{"name": "questionnaire"}, {"name": "status"}, {"name": "subject"}]},
+            {"type": "Observation", "conditionalCreate": True, "conditionalUpdate": True},
+        ],
+    }],
+}
 
 
 def _same(old: dict[str, Any], new: dict[str, Any]) -> bool:
