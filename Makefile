@@ -26,6 +26,11 @@ demo: install
 test: install
 	$(BIN)/python -m pytest
 
+## Chromium (Debian) and LHC-Forms (npm, into .cache/lforms) for the browser tests (pytest -m browser).
+.PHONY: browser-deps
+browser-deps:
+	bash scripts/browser-deps.sh
+
 ## Regenerate the mapping JSON Schema after changing alliance_fhir/models.py.
 schema: install
 	$(BIN)/alliance-fhir instruments schema > mappings/mapping.schema.json
