@@ -20,9 +20,12 @@ __all__ = ["validate_resource"]
 _MODULES = {
     "Bundle": "bundle",
     "CodeSystem": "codesystem",
+    "DetectedIssue": "detectedissue",
+    "Device": "device",
     "Observation": "observation",
     "Questionnaire": "questionnaire",
     "QuestionnaireResponse": "questionnaireresponse",
+    "Task": "task",
 }
 
 

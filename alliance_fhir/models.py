@@ -18,14 +18,20 @@ __all__ = [
     "Band",
     "CodingSpec",
     "Cutoff",
+    "EarlyWarningRule",
+    "GapRule",
     "InstrumentMapping",
     "ItemScale",
+    "LowAllianceRule",
     "MissingRule",
     "ReliableChange",
+    "RuptureRule",
     "ScaleRange",
     "ScaleScore",
     "ScaleSpec",
     "ScoreResult",
+    "SignalsSpec",
+    "SplitRule",
     "TextPack",
 ]
 
@@ -144,6 +150,95 @@ class ReliableChange(_Strict):
     confidence: Confidence
 
 
+SignalSource = Literal["authors", "project decision"]
+Severity = Literal["high", "moderate", "low"]
+DropOperator = Literal[">=", ">"]
+
+
+class _SignalRule(_Strict):
+    """Common to every signal rule: whose rule it is, why, and how severe a hit is.
+
+    Alliance signals are mostly project decisions (the authors publish no numeric drop rule),
+    so each rule says so itself and the emitted DetectedIssue repeats it.
+    """
+
+    scale: str = Field("total", description="id of the scale the rule reads (the total unless said otherwise).")
+    severity: Severity = "moderate"
+    source: SignalSource
+    note: str
+
+
+class LowAllianceRule(_SignalRule):
+    """A score meets a published cutoff of the scale; threshold and operator come from that cutoff."""
+
+    cutoff: str = Field(description="id of a cutoff on that scale; only a C2 cutoff is accepted.")
+
+
+class RuptureRule(_SignalRule):
+    """A drop from the previous score and/or from the client's running baseline (mean of earlier scores)."""
+
+    min_drop: float | None = Field(None, gt=0, description="Drop from the previous score that counts.")
+    baseline_drop: float | None = Field(None, gt=0, description="Drop below the running baseline that counts.")
+    baseline_window: int | None = Field(None, ge=1, description="Earlier scores in the baseline; none: all of the episode.")
+    combine: Literal["any", "all"] = Field("any", description="'any': either drop suffices; 'all': both are needed.")
+    operator: DropOperator = ">="
+
+    @model_validator(mode="after")
+    def _has_threshold(self) -> RuptureRule:
+        if self.min_drop is None and self.baseline_drop is None:
+            raise ValueError("a rupture rule needs min_drop or baseline_drop")
+        return self
+
+
+class EarlyWarningRule(_SignalRule):
+    """Low (per the low_alliance rule) or falling alliance within the first sessions of an episode."""
+
+    sessions: int = Field(3, ge=1, description="The first N sessions of an episode of care.")
+    min_drop: float | None = Field(None, gt=0, description="Drop from the previous score that counts as falling.")
+    include_low: bool = Field(True, description="Also warn when the low_alliance rule is met.")
+    operator: DropOperator = ">="
+
+
+class GapRule(_SignalRule):
+    """Client-therapist gap: this form against its partner form for the same session, on a common scale."""
+
+    pairs_with: str = Field(description="Instrument id of the partner form (client form for a therapist form, or vice versa).")
+    partner_scale: str = "total"
+    common_scale: Literal["percent-of-maximum"] = "percent-of-maximum"
+    threshold: float = Field(gt=0, description="Absolute gap, in points of the common scale, that counts.")
+    operator: DropOperator = ">="
+
+
+class SplitRule(_SignalRule):
+    """Split alliance: members of one couple, family or group session who score apart."""
+
+    max_difference: float | None = Field(None, gt=0, description="A member this far below the session's highest member.")
+    below_group_mean: float | None = Field(None, gt=0, description="A member this far below the session's mean (all members).")
+    min_members: int = Field(2, ge=2)
+    operator: DropOperator = ">="
+
+    @model_validator(mode="after")
+    def _has_threshold(self) -> SplitRule:
+        if self.max_difference is None and self.below_group_mean is None:
+            raise ValueError("a split rule needs max_difference or below_group_mean")
+        return self
+
+
+class SignalsSpec(_Strict):
+    """Which alliance signals an instrument emits, and with which thresholds. Omitted rules are off."""
+
+    low_alliance: LowAllianceRule | None = None
+    rupture: RuptureRule | None = None
+    early_warning: EarlyWarningRule | None = None
+    gap: GapRule | None = None
+    split: SplitRule | None = None
+
+    def rules(self) -> list[tuple[str, _SignalRule]]:
+        """The configured rules by name, in a fixed order."""
+        names = ("low_alliance", "rupture", "early_warning", "gap", "split")
+        return [(n, getattr(self, n)) for n in names if getattr(self, n) is not None]
+
+
 class InstrumentMapping(_Strict):
     """A mapping file: how to score one Questionnaire ``url|version`` and how to report it."""
 
@@ -166,6 +261,7 @@ class InstrumentMapping(_Strict):
     aggregation_note: str | None = None
     scales: list[ScaleSpec] = Field(min_length=1)
     reliable_change: ReliableChange | None = None
+    signals: SignalsSpec | None = Field(None, description="Alliance signals (rupture, low alliance, ...); alliance measures only.")
 
     @model_validator(mode="after")
     def _unique_scales(self) -> InstrumentMapping:
@@ -175,6 +271,35 @@ class InstrumentMapping(_Strict):
         if self.reliable_change and self.reliable_change.scale not in ids:
             raise ValueError(f"reliable_change names unknown scale '{self.reliable_change.scale}'")
         return self
+
+    @model_validator(mode="after")
+    def _signals_fit(self) -> InstrumentMapping:
+        if self.signals is None:
+            return self
+        if self.measures != "alliance":
+            raise ValueError("signals are for alliance measures only (an outcome measure's low score is not a low alliance)")
+        scales = {s.id: s for s in self.scales}
+        for name, rule in self.signals.rules():
+            if rule.scale not in scales:
+                raise ValueError(f"signals.{name} names unknown scale '{rule.scale}'")
+        early, low = self.signals.early_warning, self.signals.low_alliance
+        if early is not None and early.min_drop is None and not (early.include_low and low is not None):
+            raise ValueError("signals.early_warning needs min_drop, or include_low with a low_alliance rule")
+        if low is not None:
+            cutoff = next((c for c in scales[low.scale].cutoffs if c.id == low.cutoff), None)
+            if cutoff is None:
+                raise ValueError(f"signals.low_alliance names unknown cutoff '{low.cutoff}' of scale '{low.scale}'")
+            if cutoff.confidence != "C2":
+                raise ValueError(f"signals.low_alliance: cutoff '{low.cutoff}' is {cutoff.confidence}; only C2 cutoffs may drive signals")
+        return self
+
+    def low_alliance_cutoff(self) -> Cutoff | None:
+        """The C2 cutoff the low-alliance signal applies, if the mapping configures one."""
+        low = self.signals.low_alliance if self.signals else None
+        if low is None:
+            return None
+        scale = next(s for s in self.scales if s.id == low.scale)
+        return next(c for c in scale.cutoffs if c.id == low.cutoff)
 
     @property
     def url(self) -> str:
