@@ -24,6 +24,9 @@ from .models import InstrumentMapping, ScaleScore, ScoreResult, TextPack
 from .observations import build_observation, collection_bundle, observation_identifier
 from .offline import Outcome, score_records
 from .scoring import score_response
+from .signal_resources import detected_issue, signal_bundle, signal_resources
+from .signals import Signal, detect_signals
+from .trajectory import ScorePoint, Series, Trajectories, build_trajectories, context_from_encounters, unbundle
 
 try:
     __version__ = version("alliance-fhir")
@@ -41,20 +44,31 @@ __all__ = [
     "Outcome",
     "ScaleScore",
     "ScoreResult",
+    "ScorePoint",
     "ScoringError",
+    "Series",
+    "Signal",
     "TextPack",
     "TextPackError",
+    "Trajectories",
     "__version__",
     "apply_text_packs",
     "build_observation",
+    "build_trajectories",
     "collection_bundle",
     "content_resources",
+    "context_from_encounters",
     "data_root",
+    "detect_signals",
+    "detected_issue",
     "load_catalog",
     "load_text_pack",
     "observation_identifier",
     "read_inputs",
     "score_records",
     "score_response",
+    "signal_bundle",
+    "signal_resources",
+    "unbundle",
     "validate_resource",
 ]

@@ -21,6 +21,7 @@ from rich.table import Table
 from . import __version__
 from .catalog import Catalog, Instrument, load_catalog
 from .cli_server import register as register_server_commands
+from .cli_signals import register as register_signal_commands
 from .content import content_resources, load_text_pack, text_pack_template, write_content
 from .errors import AllianceFhirError
 from .inputs import read_inputs
@@ -40,6 +41,7 @@ questionnaires_app = typer.Typer(help="Export instruments as FHIR R4 Questionnai
 app.add_typer(instruments_app, name="instruments")
 app.add_typer(questionnaires_app, name="questionnaires")
 register_server_commands(app)
+register_signal_commands(app)
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True, highlight=False)

@@ -26,6 +26,7 @@ from .content import content_resources
 from .demo import cleanup_demo, post_demo_data
 from .errors import AllianceFhirError, ConfigError, FhirServerError, FhirTransportError, StateError
 from .publish import publish_resources
+from .signal_sync import run_signals
 from .state import StateStore
 from .sync import SyncOptions, SyncReport, run_sync
 
@@ -188,6 +189,8 @@ def sync(
     instrument: Annotated[list[str] | None, typer.Option("--instrument", help="Only this instrument id; repeatable.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Score and count; write nothing, keep the checkpoint.")] = False,
     reset: Annotated[bool, typer.Option("--reset", help="Forget this server's checkpoint and ledger, then exit.")] = False,
+    with_signals: Annotated[bool, typer.Option("--signals", help="Then detect alliance signals and write them as DetectedIssues.")] = False,
+    tasks: Annotated[bool, typer.Option("--tasks", help="With --signals: a follow-up Task per active signal.")] = False,
     state: Annotated[Path | None, typer.Option("--state", help="SQLite state file (default: user data dir).")] = None,
     concurrency: Annotated[int | None, typer.Option("--concurrency", help="Requests in flight.")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Observations per transaction Bundle.")] = None,
@@ -216,6 +219,14 @@ def sync(
         options = SyncOptions(since=since, patient=patient, instruments=tuple(instrument or ()), dry_run=dry_run)
         report = _run_with_progress(cfg, catalog, store, options)
     _print_report(report, as_json)
+    if with_signals and not dry_run:
+        with _client(cfg) as client:
+            try:
+                result = run_signals(client, catalog, patient=patient, tasks=tasks)[0]
+            except AllianceFhirError as exc:
+                raise _fatal(exc) from None
+        err.print(f"signals: {result.signals} ({result.active} active); written {result.written}, unchanged {result.unchanged}, "
+                  f"withdrawn {result.withdrawn}, tasks created {result.tasks_created}", markup=False)
     raise typer.Exit(0 if report.ok else 1)
 
 

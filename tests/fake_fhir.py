@@ -69,13 +69,15 @@ class FakeFhir:
         for res in self.store[rtype].values():
             if "identifier" in params:
                 system, _, value = params["identifier"].partition("|")
-                if not any(i.get("system") == system and i.get("value") == value for i in res.get("identifier", [])):
+                if not any(i.get("system") == system and value in ("", i.get("value")) for i in res.get("identifier", [])):
                     continue
             if "questionnaire" in params and res.get("questionnaire") not in params["questionnaire"].split(","):
                 continue
             if "status" in params and res.get("status") not in params["status"].split(","):
                 continue
             if "subject" in params and (res.get("subject") or {}).get("reference") != params["subject"]:
+                continue
+            if "patient" in params and (res.get("patient") or {}).get("reference") != params["patient"]:
                 continue
             if "_lastUpdated" in params and res["meta"]["lastUpdated"] < params["_lastUpdated"].removeprefix("ge"):
                 continue
@@ -86,6 +88,9 @@ class FakeFhir:
 
     def _search(self, rtype: str, params: dict[str, str]) -> httpx.Response:
         matches = [json.loads(json.dumps(r)) for r in self._matches(rtype, params)]
+        if params.get("_include") == "Observation:encounter":
+            refs = {(m.get("encounter") or {}).get("reference", "") for m in matches}
+            matches += [dict(e, _included=True) for e in self.store["Encounter"].values() if f"Encounter/{e['id']}" in refs]
         search_id = f"s{next(self._ids)}"
         self._searches[search_id] = matches
         return self._page(search_id, 0, min(int(params.get("_count", "20")), self.page_size_cap))
@@ -96,7 +101,8 @@ class FakeFhir:
         bundle: dict[str, Any] = {
             "resourceType": "Bundle", "type": "searchset", "total": len(matches),
             "meta": {"lastUpdated": self.stamp()},
-            "entry": [{"resource": r, "search": {"mode": "match"}} for r in page],
+            "entry": [{"resource": {k: v for k, v in r.items() if k != "_included"},
+                       "search": {"mode": "include" if r.get("_included") else "match"}} for r in page],
             "link": [],
         }
         if offset + count < len(matches):
@@ -122,6 +128,12 @@ class FakeFhir:
             resource = entry["resource"]
             if resource.get("status") == "invalid":
                 return _json(422, _outcome("invalid resource in transaction"))
+            if entry["request"]["method"] == "POST":  # conditional create
+                criteria = dict(parse_qsl(entry["request"].get("ifNoneExist", "")))
+                if not (criteria and self._matches(rtype, criteria)):
+                    self.put({k: v for k, v in resource.items() if k != "id"})
+                entries.append({"response": {"status": "201"}})
+                continue
             if "/" in rtype:  # PUT Type/id
                 self.put(resource)
                 entries.append({"response": {"status": "200"}})

@@ -15,7 +15,7 @@ ORDER = [
     "trajectory", "signals", "signal_resources", "report",
     "inputs", "offline",
     "_retry", "config", "auth", "client", "state", "publish", "sync", "demo",
-    "cli_server", "cli",
+    "signal_sync", "cli_server", "cli_signals", "cli",
 ]
 
 
