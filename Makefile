@@ -4,8 +4,11 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+HAPI_PORT ?= 8080
+export HAPI_PORT
+HAPI_URL := http://127.0.0.1:$(HAPI_PORT)/fhir
 
-.PHONY: install demo test test-unit schema clean
+.PHONY: install demo demo-offline test schema clean hapi-start hapi-stop
 
 install: $(STAMP)
 
@@ -15,16 +18,28 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
-## The main job: score every example response offline and show the scores.
-demo: install
+## The main job: start the local HAPI FHIR server, publish the instruments, post a synthetic
+## caseload, sync, sync again (nothing to write), and print the summaries.
+demo: install hapi-start
+	$(BIN)/alliance-fhir demo --server $(HAPI_URL)
+
+## Score the example responses offline (no server).
+demo-offline: install
 	$(BIN)/alliance-fhir instruments list
 	$(BIN)/alliance-fhir score examples/*/complete.json examples/*/amended.json --format table
-	@echo "Incomplete examples: WAI-SR and HAq-II are prorated (project rule); the 4-line VAS scales are refused:"
+	@echo "Incomplete examples: WAI-SR and HAq-II are prorated (project rule); the unfinished VAS forms are in progress, so refused:"
 	-$(BIN)/alliance-fhir score examples/*/incomplete.json --format table
 
-## The whole test suite (the command CI runs).
-test: install
+## The whole test suite (the command CI runs): unit, integration (real local HAPI) and browser tests.
+test: install browser-deps
 	$(BIN)/python -m pytest
+
+## The local HAPI FHIR JPA server (R4) from hapi/: built on first use, started in the background.
+hapi-start:
+	@bash hapi/ctl.sh start
+
+hapi-stop:
+	@bash hapi/ctl.sh stop
 
 ## Chromium (Debian) and LHC-Forms (npm, into .cache/lforms) for the browser tests (pytest -m browser).
 .PHONY: browser-deps

@@ -28,6 +28,9 @@ __all__ = ["FhirClient", "safe_path"]
 
 logger = logging.getLogger("alliance_fhir.http")
 FHIR_JSON = "application/fhir+json"
+# No "Cache-Control: no-cache" on searches: HAPI 8.8 then often omits the `next` link of a
+# multi-valued search (seen 14 times in 15), silently truncating it. Sync's searches differ from
+# run to run anyway (the `_lastUpdated` window moves), so HAPI's search cache cannot serve stale pages.
 
 
 def safe_path(url: str | httpx.URL) -> str:
@@ -123,6 +126,7 @@ class FhirClient:
         params: dict[str, str] | None = None,
         json: Any = None,
         idempotent: bool | None = None,
+        headers: dict[str, str] | None = None,
     ) -> httpx.Response:
         """Send one request (with retries when idempotent) and map error statuses to errors.
 
@@ -130,7 +134,7 @@ class FhirClient:
             FhirTransportError, FhirServerError (AuthError, NotFound, Conflict).
         """
         url = path if path.startswith(("http://", "https://")) else f"{self.base_url}/{path}".rstrip("/")
-        headers = {"Content-Type": FHIR_JSON} if json is not None else None
+        headers = {**(headers or {}), **({"Content-Type": FHIR_JSON} if json is not None else {})}
         shown = safe_path(httpx.URL(url, params=params))
 
         def send() -> httpx.Response:

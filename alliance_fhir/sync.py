@@ -165,8 +165,7 @@ class _Run:
             "questionnaire": ",".join(dict.fromkeys(canonicals)),
             "status": _SEARCH_STATUSES,
             "_count": str(self.client.config.page_size),
-            "_sort": "_lastUpdated",
-        }
+        }  # no _sort: HAPI 8.8 then often drops the `next` link of this multi-valued search
         if since:
             params["_lastUpdated"] = f"ge{since}"
         if self.options.patient:

@@ -80,3 +80,35 @@ def make_response(catalog: Catalog) -> ResponseFactory:
 def all_items(n: int, value: float) -> dict[int, float]:
     """Every item 1..n answered with the same raw value."""
     return {i: value for i in range(1, n + 1)}
+
+
+# ---------------------------------------------------------------- the real FHIR server
+
+import os  # noqa: E402
+import subprocess  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_HAPI_PORT = os.environ.get("ALLIANCE_FHIR_TEST_HAPI_PORT", "8091")
+
+
+@pytest.fixture(scope="session")
+def fhir_server() -> str:
+    """Base URL of a real FHIR R4 server: $ALLIANCE_FHIR_TEST_SERVER, else the local HAPI harness.
+
+    The harness is built and started once per session on its own port with an empty database
+    (and stopped at the end if this session started it). A server that cannot start fails
+    the integration tests with the reason; it never skips them.
+    """
+    external = os.environ.get("ALLIANCE_FHIR_TEST_SERVER")
+    if external:
+        yield external.rstrip("/")
+        return
+    env = {**os.environ, "HAPI_PORT": TEST_HAPI_PORT, "HAPI_FRESH": "1"}
+    was_running = subprocess.run(["bash", str(ROOT / "hapi" / "ctl.sh"), "status"], env=env, capture_output=True, text=True).returncode == 0
+    proc = subprocess.run(["bash", str(ROOT / "hapi" / "ctl.sh"), "start"], env=env, capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0:
+        pytest.fail(f"the local HAPI FHIR server did not start (hapi/ctl.sh start, port {TEST_HAPI_PORT}):\n{proc.stderr[-3000:]}")
+    yield proc.stdout.strip().splitlines()[-1]
+    if not was_running and not os.environ.get("ALLIANCE_FHIR_KEEP_HAPI"):
+        subprocess.run(["bash", str(ROOT / "hapi" / "ctl.sh"), "stop"], env=env, capture_output=True, text=True)

@@ -169,7 +169,7 @@ def test_score_ndjson_folder_and_errors():
     assert len(lines) == 7 * 2 + 2  # complete + amended for all, incomplete for WAI-SR and HAq-II
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 5
-    assert all("incomplete" in e and "item(s) 3" in e for e in errors)
+    assert all("incomplete" in e and "status 'in-progress' is not scorable" in e for e in errors)
 
 
 def test_score_table():

@@ -45,6 +45,10 @@ def test_example_scores(catalog, instrument, kind):
 
 @pytest.mark.parametrize("instrument", ["srs", "csrs", "gsrs", "ors", "cors"])
 def test_incomplete_vas_examples_are_refused(catalog, instrument):
+    """A client who stopped after three lines: the response is in progress, and scoring refuses it."""
     response = json.loads((EXAMPLES / instrument / "incomplete.json").read_text())
-    with pytest.raises(ScoringError, match="unanswered item"):
+    with pytest.raises(ScoringError, match="status 'in-progress' is not scorable"):
         score_response(response, catalog)
+    # even marked completed, a missing line is too many for a 4-line VAS (no prorating)
+    with pytest.raises(ScoringError, match="unanswered item"):
+        score_response(dict(response, status="completed"), catalog)

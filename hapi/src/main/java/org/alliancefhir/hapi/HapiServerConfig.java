@@ -245,6 +245,10 @@ public class HapiServerConfig {
 			BulkDataExportProvider theBulkDataExportProvider,
 			ValueSetOperationProvider theValueSetOperationProvider,
 			@Qualifier("myInstanceValidator") IInstanceValidatorModule theInstanceValidator) {
+		// Score Observations point at the exact response version they were computed from; HAPI strips
+		// versions from stored references unless told to keep them at a path.
+		theSystemDao.getContext().getParserOptions().setDontStripVersionsFromReferencesAtPaths(
+				"Observation.derivedFrom", "DetectedIssue.evidence.detail");
 		RestfulServer server = new RestfulServer(theSystemDao.getContext());
 		server.registerProviders(theResourceProviders.createProviders());
 		server.registerProvider(theSystemProvider);
