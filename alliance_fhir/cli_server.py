@@ -23,10 +23,11 @@ from .catalog import Catalog, load_catalog
 from .client import FhirClient
 from .config import ServerConfig, data_dir, load_config
 from .content import content_resources
-from .demo import cleanup_demo, post_demo_data
+from .demo import DEMO_TAG, cleanup_demo, post_demo_data
 from .errors import AllianceFhirError, ConfigError, FhirServerError, FhirTransportError, StateError
 from .publish import publish_resources
 from .signal_sync import run_signals
+from .signals import Signal
 from .state import StateStore
 from .sync import SyncOptions, SyncReport, run_sync
 
@@ -289,14 +290,31 @@ def demo(
         except AllianceFhirError as exc:
             raise _fatal(exc) from None
     with StateStore(cfg.state_db or data_dir() / "state.sqlite") as store:
-        first = _run_with_progress(cfg, catalog, store, SyncOptions())
-        second = _run_with_progress(cfg, catalog, store, SyncOptions())
+        # the demo syncs only its own (tagged) data: on a shared server it never touches anyone else's
+        first = _run_with_progress(cfg, catalog, store, SyncOptions(tag=DEMO_TAG))
+        second = _run_with_progress(cfg, catalog, store, SyncOptions(tag=DEMO_TAG))
+    with _client(cfg) as client:
+        try:
+            signal_report, found, _ = run_signals(client, catalog, tag=DEMO_TAG)
+        except AllianceFhirError as exc:
+            raise _fatal(exc) from None
     if as_json:
-        sys.stdout.write(json.dumps({"first": first.as_dict(), "second": second.as_dict()}, indent=2) + "\n")
+        runs = {"first": first.as_dict(), "second": second.as_dict(), "signals": signal_report.as_dict()}
+        sys.stdout.write(json.dumps(runs, indent=2) + "\n")
     else:
         _print_report(first, False)
         _print_report(second, False)
         if second.written == 0 and second.retracted == 0:
             err.print("The second sync wrote nothing: everything was already in step.", markup=False)
+        out.print(signals_table(found))
+        err.print(f"signals written as DetectedIssues: {signal_report.written} (unchanged {signal_report.unchanged})", markup=False)
     raise typer.Exit(0 if first.ok and second.ok else 1)
+
+
+def signals_table(found: list[Signal]) -> Table:
+    """One row per signal: who, which instrument, what, how severe, open or resolved, since when."""
+    table = Table("subject", "instrument", "signal", "severity", "status", "opened", "detail", title="Alliance signals")
+    for s in found:
+        table.add_row(s.subject, s.instrument, s.kind, s.severity, s.status, s.opened_at.date().isoformat(), s.detail)
+    return table
 

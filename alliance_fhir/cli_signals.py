@@ -12,15 +12,28 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from .catalog import Catalog
-from .cli_server import CaOption, ConfigOption, JsonOption, ServerOption, VerboseOption, _catalog, _client, _config, _fatal, _setup_logging, err, out
+from .cli_server import (
+    CaOption,
+    ConfigOption,
+    JsonOption,
+    ServerOption,
+    VerboseOption,
+    _catalog,
+    _client,
+    _config,
+    _fatal,
+    _setup_logging,
+    err,
+    out,
+    signals_table,
+)
 from .errors import AllianceFhirError, InputError
 from .inputs import read_inputs
 from .signal_resources import signal_bundle
 from .signal_sync import fetch_trajectories, run_signals
-from .signals import Signal, detect_signals
+from .signals import detect_signals
 from .trajectory import Trajectories, build_trajectories, context_from_encounters, unbundle
 
 __all__ = ["register"]
@@ -78,16 +91,9 @@ def signals(
     if as_json:
         sys.stdout.write(json.dumps(result.as_dict(), indent=2) + "\n")
     else:
-        out.print(_signals_table(found))
+        out.print(signals_table(found))
         err.print(f"signals: {result.signals} ({result.active} active); written {result.written}, unchanged {result.unchanged}, "
                   f"withdrawn {result.withdrawn}, tasks created {result.tasks_created}" + (" (dry run)" if dry_run else ""), markup=False)
-
-
-def _signals_table(found: list[Signal]) -> Table:
-    table = Table("subject", "instrument", "signal", "severity", "status", "opened", "detail", title="Alliance signals")
-    for s in found:
-        table.add_row(s.subject, s.instrument, s.kind, s.severity, s.status, s.opened_at.date().isoformat(), s.detail)
-    return table
 
 
 def report(

@@ -28,9 +28,8 @@ __all__ = ["FhirClient", "safe_path"]
 
 logger = logging.getLogger("alliance_fhir.http")
 FHIR_JSON = "application/fhir+json"
-# No "Cache-Control: no-cache" on searches: HAPI 8.8 then often omits the `next` link of a
-# multi-valued search (seen 14 times in 15), silently truncating it. Sync's searches differ from
-# run to run anyway (the `_lastUpdated` window moves), so HAPI's search cache cannot serve stale pages.
+# HAPI replays an identical search's results for 60 s by default; we always want the current state.
+_FRESH = {"Cache-Control": "no-cache"}
 
 
 def safe_path(url: str | httpx.URL) -> str:
@@ -91,14 +90,28 @@ class FhirClient:
         return self._json(self.request("GET", f"{resource_type}/{resource_id}"))
 
     def search_pages(self, resource_type: str, params: dict[str, str]) -> Iterator[dict[str, Any]]:
-        """Yield searchset Bundles page by page, following ``next`` links (constant memory)."""
-        page = self._json(self.request("GET", resource_type, params=params))
+        """Yield searchset Bundles page by page, following ``next`` links (constant memory).
+
+        Searches are fresh (``Cache-Control: no-cache``) and ask for an accurate total: HAPI 8.8
+        otherwise often answers a selective search on a large table with a first page and no
+        ``next`` link, silently truncating it. Should a server still stop short of the total it
+        announced, this raises instead of returning part of the result.
+
+        Raises:
+            FhirServerError: the pages ended before the announced total.
+        """
+        query = {"_total": "accurate", **params} if "_summary" not in params else dict(params)
+        page = self._json(self.request("GET", resource_type, params=query, headers=_FRESH))
+        total, seen = page.get("total"), 0
         while True:
+            seen += sum(1 for e in page.get("entry", []) if (e.get("search") or {}).get("mode", "match") == "match")
             yield page
             next_url = next((link.get("url") for link in page.get("link", []) if link.get("relation") == "next"), None)
             if not next_url:
-                return
+                break
             page = self._json(self.request("GET", self._same_origin(next_url)))
+        if isinstance(total, int) and seen < total:
+            raise FhirServerError("GET", safe_path(f"{self.base_url}/{resource_type}"), 200, _truncated(seen, total))
 
     def search(self, resource_type: str, params: dict[str, str]) -> Iterator[dict[str, Any]]:
         """Yield the matching resources (``search.mode`` match) across all pages."""
@@ -184,3 +197,8 @@ def _status_error(method: str, path: str, response: httpx.Response) -> FhirServe
     status = response.status_code
     cls = AuthError if status in (401, 403) else NotFound if status in (404, 410) else Conflict if status in (409, 412) else FhirServerError
     return cls(method, path, status, outcome)
+
+
+def _truncated(seen: int, total: int) -> dict[str, Any]:
+    text = f"search pages ended after {seen} of {total} results (no next link)"
+    return {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "incomplete", "diagnostics": text}]}

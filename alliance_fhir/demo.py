@@ -22,7 +22,7 @@ from .observations import FOCUS_EXTENSION, PROJECT_CODESYSTEM
 
 __all__ = ["DEMO_TAG", "DemoClient", "cleanup_demo", "demo_clients", "demo_resources", "post_demo_data"]
 
-DEMO_TAG = {"system": PROJECT_CODESYSTEM, "code": "demo", "display": "alliance-fhir demo data"}
+DEMO_TAG = {"system": PROJECT_CODESYSTEM, "code": "demo"}
 _START = datetime(2026, 9, 7, 10, 0, tzinfo=UTC)
 
 
@@ -87,7 +87,7 @@ def cleanup_demo(client: FhirClient) -> int:
     """Delete every resource carrying the demo tag (Observations first, references last)."""
     tag = f"{DEMO_TAG['system']}|{DEMO_TAG['code']}"
     deleted = 0
-    for rtype in ("Observation", "QuestionnaireResponse", "Encounter", "Patient", "Practitioner"):
+    for rtype in ("Task", "DetectedIssue", "Observation", "QuestionnaireResponse", "Encounter", "Patient", "Practitioner"):
         for resource in list(client.search(rtype, {"_tag": tag, "_count": "200", "_elements": "id"})):
             try:
                 client.request("DELETE", f"{rtype}/{resource['id']}")

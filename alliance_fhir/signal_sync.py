@@ -49,11 +49,15 @@ class SignalReport:
         return dict(vars(self))
 
 
-def fetch_trajectories(client: FhirClient, catalog: Catalog, patient: str | None = None) -> Trajectories:
+def fetch_trajectories(
+    client: FhirClient, catalog: Catalog, patient: str | None = None, tag: dict[str, str] | None = None
+) -> Trajectories:
     """Our score Observations (all statuses) and their Encounters, as per-client series."""
     params = {"identifier": f"{IDENTIFIER_SYSTEM}|", "_include": "Observation:encounter", "_count": "500"}
     if patient:
         params["subject"] = patient
+    if tag:
+        params["_tag"] = _tag_param(tag)
     observations: list[dict[str, Any]] = []
     encounters: list[dict[str, Any]] = []
     for page in client.search_pages("Observation", params):
@@ -70,24 +74,33 @@ def run_signals(
     patient: str | None = None,
     tasks: bool = False,
     dry_run: bool = False,
+    tag: dict[str, str] | None = None,
 ) -> tuple[SignalReport, list[Signal], Trajectories]:
-    """Detect signals from the server's scores and write them (unless ``dry_run``)."""
+    """Detect signals from the server's scores and write them (unless ``dry_run``).
+
+    With ``tag``, only Observations carrying that meta.tag are read, and the DetectedIssues and
+    Tasks written carry it too (the demo uses this to stay within its own data).
+    """
     report = SignalReport(server=client.base_url, dry_run=dry_run)
-    trajectories = fetch_trajectories(client, catalog, patient)
+    trajectories = fetch_trajectories(client, catalog, patient, tag)
     report.observations = sum(len(s.points) for s in trajectories.series)
     report.problems = list(trajectories.problems)
     signals = detect_signals(trajectories)
     report.signals, report.active = len(signals), sum(1 for s in signals if s.status == "active")
     resources = signal_resources(signals, tasks=tasks)
+    if tag:
+        for resource in resources:
+            if resource["resourceType"] != "Device":
+                resource["meta"] = {"tag": [tag]}
     issues = [r for r in resources if r["resourceType"] == "DetectedIssue"]
-    existing = _existing(client, "DetectedIssue", SIGNAL_IDENTIFIER_SYSTEM, patient)
+    existing = _existing(client, "DetectedIssue", SIGNAL_IDENTIFIER_SYSTEM, patient, tag)
     withdrawn = withdrawn_issues(existing.values(), issues)
     report.withdrawn = len(withdrawn)
     writes = [r for r in resources if r["resourceType"] in ("Device", "DetectedIssue") and _changed(r, existing, client)]
     report.unchanged = len(issues) - sum(1 for r in writes if r["resourceType"] == "DetectedIssue")
     new_tasks = [r for r in resources if r["resourceType"] == "Task"]
     if tasks:
-        known = _existing(client, "Task", TASK_IDENTIFIER_SYSTEM, None)
+        known = _existing(client, "Task", TASK_IDENTIFIER_SYSTEM, None, tag)
         new_tasks = [t for t in new_tasks if t["identifier"][0]["value"] not in known]
     if not dry_run:
         _write(client, writes, withdrawn, new_tasks)
@@ -96,10 +109,14 @@ def run_signals(
     return report, signals, trajectories
 
 
-def _existing(client: FhirClient, rtype: str, system: str, patient: str | None) -> dict[str, dict[str, Any]]:
+def _existing(
+    client: FhirClient, rtype: str, system: str, patient: str | None, tag: dict[str, str] | None
+) -> dict[str, dict[str, Any]]:
     params = {"identifier": f"{system}|", "_count": "500"}
     if patient:
         params["patient" if rtype == "DetectedIssue" else "subject"] = patient
+    if tag:
+        params["_tag"] = _tag_param(tag)
     found = {}
     for resource in client.search(rtype, params):
         for ident in resource.get("identifier", []):
@@ -132,7 +149,10 @@ def _write(client: FhirClient, writes: Iterable[dict[str, Any]], withdrawn: Iter
         else:
             ident = next(i for i in resource["identifier"] if i.get("system") == SIGNAL_IDENTIFIER_SYSTEM)
             url = f"DetectedIssue?identifier={ident['system']}|{ident['value']}"
-        entries.append({"resource": {k: v for k, v in resource.items() if k != "meta"}, "request": {"method": "PUT", "url": url}})
+        body = {k: v for k, v in resource.items() if k != "meta"}
+        if "tag" in (resource.get("meta") or {}):
+            body["meta"] = {"tag": resource["meta"]["tag"]}
+        entries.append({"resource": body, "request": {"method": "PUT", "url": url}})
     for start in range(0, len(entries), 50):
         client.transaction({"resourceType": "Bundle", "type": "transaction", "entry": entries[start : start + 50]}, idempotent=True)
     for task in tasks:  # conditional create: never overwrite a clinician's Task
@@ -142,3 +162,7 @@ def _write(client: FhirClient, writes: Iterable[dict[str, Any]], withdrawn: Iter
             "request": {"method": "POST", "url": "Task", "ifNoneExist": f"identifier={ident['system']}|{ident['value']}"},
         }]}
         client.transaction(bundle, idempotent=True)
+
+
+def _tag_param(tag: dict[str, str]) -> str:
+    return f"{tag['system']}|{tag['code']}"

@@ -38,6 +38,7 @@ class SyncOptions:
     patient: str | None = None
     instruments: Sequence[str] = ()
     dry_run: bool = False
+    tag: dict[str, str] | None = None  # only responses with this meta.tag; the Observations carry it too
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,11 +166,13 @@ class _Run:
             "questionnaire": ",".join(dict.fromkeys(canonicals)),
             "status": _SEARCH_STATUSES,
             "_count": str(self.client.config.page_size),
-        }  # no _sort: HAPI 8.8 then often drops the `next` link of this multi-valued search
+        }
         if since:
             params["_lastUpdated"] = f"ge{since}"
         if self.options.patient:
             params["subject"] = self.options.patient
+        if self.options.tag:
+            params["_tag"] = f"{self.options.tag['system']}|{self.options.tag['code']}"
         return params
 
     def _handle_page(self, page: dict[str, Any]) -> list[_Write]:
@@ -216,6 +219,8 @@ class _Run:
             return self._fail(rid, version, str(exc))
         self.report.scored += 1
         observation = build_observation(result, response)
+        if self.options.tag:
+            observation["meta"] = {"tag": [self.options.tag]}
         identifier = observation["identifier"][0]["value"]
         if self.options.dry_run:
             self.report.written += 1

@@ -39,7 +39,10 @@ class FakeFhir:
         rid = resource.get("id") or f"gen{next(self._ids)}"
         old = self.store[rtype].get(rid)
         version = int(old["meta"]["versionId"]) + 1 if old else 1
-        stored = {**resource, "id": rid, "meta": {"versionId": str(version), "lastUpdated": self.stamp()}}
+        meta = {"versionId": str(version), "lastUpdated": self.stamp()}
+        if (resource.get("meta") or {}).get("tag"):
+            meta["tag"] = resource["meta"]["tag"]
+        stored = {**resource, "id": rid, "meta": meta}
         self.store[rtype][rid] = stored
         return stored
 
@@ -77,6 +80,8 @@ class FakeFhir:
                 continue
             if "subject" in params and (res.get("subject") or {}).get("reference") != params["subject"]:
                 continue
+            if "_tag" in params and not any(f"{t.get('system')}|{t.get('code')}" == params["_tag"] for t in (res.get("meta") or {}).get("tag", [])):
+                continue
             if "patient" in params and (res.get("patient") or {}).get("reference") != params["patient"]:
                 continue
             if "_lastUpdated" in params and res["meta"]["lastUpdated"] < params["_lastUpdated"].removeprefix("ge"):
@@ -99,7 +104,7 @@ class FakeFhir:
         matches = self._searches[search_id]
         page = matches[offset : offset + count]
         bundle: dict[str, Any] = {
-            "resourceType": "Bundle", "type": "searchset", "total": len(matches),
+            "resourceType": "Bundle", "type": "searchset", "total": sum(1 for m in matches if not m.get("_included")),
             "meta": {"lastUpdated": self.stamp()},
             "entry": [{"resource": {k: v for k, v in r.items() if k != "_included"},
                        "search": {"mode": "include" if r.get("_included") else "match"}} for r in page],
@@ -117,7 +122,7 @@ class FakeFhir:
             body = {**body, "id": matches[0]["id"]}
             if _same(matches[0], body):
                 return _json(200, matches[0])
-        stored = self.put({k: v for k, v in body.items() if k != "meta"})
+        stored = self.put(body)
         return _json(200 if matches else 201, stored)
 
     def _transaction(self, bundle: dict[str, Any]) -> httpx.Response:

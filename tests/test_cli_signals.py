@@ -81,15 +81,17 @@ def test_report_needs_one_subject(demo_files):
     assert result.exit_code == 2 and "exactly one of --patient or --practitioner" in result.stderr
 
 
-def test_sync_with_signals_then_signals_again_writes_nothing(monkeypatch, tmp_path):
+def test_demo_writes_signals_and_reruns_write_nothing(monkeypatch, tmp_path):
     fake = FakeFhir()
     monkeypatch.setattr(cli_server, "client_factory", lambda cfg: FhirClient(cfg, transport=httpx.MockTransport(fake), sleep=lambda s: None))
     monkeypatch.setenv("ALLIANCE_FHIR_STATE_DB", str(tmp_path / "state.sqlite"))
-    assert runner.invoke(app, ["demo", "--server", BASE]).exit_code == 0
+    demo = runner.invoke(app, ["demo", "--server", BASE, "--json"])
+    assert demo.exit_code == 0, demo.output
+    issues = list(fake.store["DetectedIssue"].values())
+    assert json.loads(demo.stdout)["signals"]["written"] == len(issues) > 0
     first = runner.invoke(app, ["sync", "--server", BASE, "--signals", "--tasks"])
     assert first.exit_code == 0, first.output
-    issues = list(fake.store["DetectedIssue"].values())
-    assert issues and "written 0" not in first.stderr
+    assert f"written 0, unchanged {len(issues)}" in first.stderr
     assert len(fake.store["Task"]) >= 1
     second = runner.invoke(app, ["signals", "--server", BASE, "--tasks", "--json"])
     summary = json.loads(second.stdout)

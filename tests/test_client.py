@@ -140,3 +140,21 @@ def test_log_lines_have_no_query_values(caplog):
 def test_safe_path():
     assert safe_path("http://x/fhir/Observation?identifier=a|b&_count=2") == "/fhir/Observation?identifier=&_count="
 
+
+
+def test_searches_are_fresh_and_ask_for_an_accurate_total():
+    seen = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"resourceType": "Bundle", "total": 0, "link": []})
+
+    with make_client(handler) as client:
+        assert list(client.search("Observation", {"code": "x"})) == []
+    assert seen[0].headers["Cache-Control"] == "no-cache" and seen[0].url.params["_total"] == "accurate"
+
+
+def test_a_search_that_stops_short_of_its_total_is_an_error():
+    page = {"resourceType": "Bundle", "total": 3, "link": [], "entry": [{"resource": {"id": "1"}, "search": {"mode": "match"}}]}
+    with make_client(lambda r: httpx.Response(200, json=page)) as client, pytest.raises(FhirServerError, match="ended after 1 of 3"):
+        list(client.search("Observation", {}))
