@@ -315,6 +315,6 @@ def signals_table(found: list[Signal]) -> Table:
     """One row per signal: who, which instrument, what, how severe, open or resolved, since when."""
     table = Table("subject", "instrument", "signal", "severity", "status", "opened", "detail", title="Alliance signals")
     for s in found:
-        table.add_row(s.subject, s.instrument, s.kind, s.severity, s.status, s.opened_at.date().isoformat(), s.detail)
+        table.add_row(s.subject, s.instrument, s.kind, s.severity, s.status, s.opened_at.date().isoformat(), s.detail.split(" Rule:")[0])
     return table
 

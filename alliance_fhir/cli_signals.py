@@ -92,7 +92,8 @@ def signals(
         sys.stdout.write(json.dumps(result.as_dict(), indent=2) + "\n")
     else:
         out.print(signals_table(found))
-        err.print(f"signals: {result.signals} ({result.active} active); written {result.written}, unchanged {result.unchanged}, "
+        verb = "would write" if dry_run else "written"
+        err.print(f"signals: {result.signals} ({result.active} active); {verb} {result.written}, unchanged {result.unchanged}, "
                   f"withdrawn {result.withdrawn}, tasks created {result.tasks_created}" + (" (dry run)" if dry_run else ""), markup=False)
 
 
