@@ -89,7 +89,7 @@ class FhirClient:
         """Read one resource. Raises NotFound when it does not exist."""
         return self._json(self.request("GET", f"{resource_type}/{resource_id}"))
 
-    def search_pages(self, resource_type: str, params: dict[str, str]) -> Iterator[dict[str, Any]]:
+    def search_pages(self, resource_type: str, params: dict[str, str], *, post: bool = False) -> Iterator[dict[str, Any]]:
         """Yield searchset Bundles page by page, following ``next`` links (constant memory).
 
         Searches are fresh (``Cache-Control: no-cache``) and ask for an accurate total: HAPI 8.8
@@ -101,7 +101,10 @@ class FhirClient:
             FhirServerError: the pages ended before the announced total.
         """
         query = {"_total": "accurate", **params} if "_summary" not in params else dict(params)
-        page = self._json(self.request("GET", resource_type, params=query, headers=_FRESH))
+        if post:  # long criteria (e.g. many identifiers) go in a form body: POST Type/_search
+            page = self._json(self.request("POST", f"{resource_type}/_search", form=query, headers=_FRESH, idempotent=True))
+        else:
+            page = self._json(self.request("GET", resource_type, params=query, headers=_FRESH))
         total, seen = page.get("total"), 0
         while True:
             seen += sum(1 for e in page.get("entry", []) if (e.get("search") or {}).get("mode", "match") == "match")
@@ -113,9 +116,9 @@ class FhirClient:
         if isinstance(total, int) and seen < total:
             raise FhirServerError("GET", safe_path(f"{self.base_url}/{resource_type}"), 200, _truncated(seen, total))
 
-    def search(self, resource_type: str, params: dict[str, str]) -> Iterator[dict[str, Any]]:
+    def search(self, resource_type: str, params: dict[str, str], *, post: bool = False) -> Iterator[dict[str, Any]]:
         """Yield the matching resources (``search.mode`` match) across all pages."""
-        for page in self.search_pages(resource_type, params):
+        for page in self.search_pages(resource_type, params, post=post):
             for entry in page.get("entry", []):
                 resource = entry.get("resource")
                 if resource and (entry.get("search") or {}).get("mode", "match") == "match":
@@ -138,6 +141,7 @@ class FhirClient:
         *,
         params: dict[str, str] | None = None,
         json: Any = None,
+        form: dict[str, str] | None = None,
         idempotent: bool | None = None,
         headers: dict[str, str] | None = None,
     ) -> httpx.Response:
@@ -154,7 +158,7 @@ class FhirClient:
             self.requests_sent += 1
             started = time.perf_counter()
             try:
-                response = self._http.request(method, url, params=params, json=json, headers=headers)
+                response = self._http.request(method, url, params=params, json=json, data=form, headers=headers)
             except httpx.TransportError as exc:
                 logger.info("%s %s failed: %s after %.0f ms", method, shown, type(exc).__name__, (time.perf_counter() - started) * 1000)
                 raise

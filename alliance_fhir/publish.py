@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .client import FhirClient
-from .errors import AllianceFhirError
+from .errors import AllianceFhirError, Conflict
 
 __all__ = ["PublishResult", "publish_resources"]
 
@@ -31,7 +31,15 @@ class PublishResult:
 
 def publish_resources(client: FhirClient, resources: Iterable[dict[str, Any]], *, dry_run: bool = False) -> list[PublishResult]:
     """Create or update each resource by ``url|version``; report one result per resource."""
-    return [_publish_one(client, resource, dry_run) for resource in resources]
+    return [_publish_with_one_retry(client, resource, dry_run) for resource in resources]
+
+
+def _publish_with_one_retry(client: FhirClient, resource: dict[str, Any], dry_run: bool) -> PublishResult:
+    """Two publishers at once make HAPI refuse one conditional write (409); the second look settles it."""
+    result = _publish_one(client, resource, dry_run)
+    if result.action == "failed" and result.detail.startswith("conflict:"):
+        result = _publish_one(client, resource, dry_run)
+    return result
 
 
 def _publish_one(client: FhirClient, resource: dict[str, Any], dry_run: bool) -> PublishResult:
@@ -49,6 +57,8 @@ def _publish_one(client: FhirClient, resource: dict[str, Any], dry_run: bool) ->
         if not dry_run:
             client.conditional_update(rtype, criteria, body)
         return PublishResult(rtype, canonical, action)
+    except Conflict as exc:
+        return PublishResult(rtype, canonical, "failed", f"conflict: {exc}")
     except AllianceFhirError as exc:
         return PublishResult(rtype, canonical, "failed", str(exc))
 

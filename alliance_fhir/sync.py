@@ -179,6 +179,7 @@ class _Run:
         responses = [e["resource"] for e in page.get("entry", []) if _is_match(e)]
         self.report.found += len(responses)
         seen = self.store.lookup(self.server, [str(r.get("id", "")) for r in responses])
+        seen = self._still_on_server(seen)
         writes: list[_Write] = []
         ledger: list[LedgerEntry] = []
         for response in responses:
@@ -195,6 +196,24 @@ class _Run:
         if not self.options.dry_run:
             self.store.record(self.server, ledger)
         return writes
+
+    def _still_on_server(self, seen: dict[str, LedgerEntry]) -> dict[str, LedgerEntry]:
+        """Drop ledger entries whose Observation is gone (a reset or cleaned server): rewrite those.
+
+        One search per page, so a no-op re-sync stays a handful of requests.
+        """
+        written = {e.observation_identifier: rid for rid, e in seen.items() if e.outcome == "written" and e.observation_identifier}
+        if not written:
+            return seen
+        values = ",".join(f"{IDENTIFIER_SYSTEM}|{value}" for value in written)
+        params = {"identifier": values, "_elements": "identifier", "_count": str(len(written))}
+        present = {
+            ident.get("value")
+            for resource in self.client.search("Observation", params, post=True)
+            for ident in resource.get("identifier", [])
+            if ident.get("system") == IDENTIFIER_SYSTEM
+        }
+        return {rid: e for rid, e in seen.items() if e.outcome != "written" or e.observation_identifier in present}
 
     def _unchanged(self, previous: LedgerEntry, response: dict[str, Any], version: str) -> bool:
         if previous.version_id != version:

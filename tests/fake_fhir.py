@@ -63,6 +63,8 @@ class FakeFhir:
             return self._search(path, params)
         if request.method == "PUT":
             return self._conditional_put(path, params, json.loads(request.content))
+        if request.method == "POST" and path.endswith("/_search"):
+            return self._search(path.removesuffix("/_search"), dict(parse_qsl(request.content.decode())))
         if request.method == "POST" and path == "":
             return self._transaction(json.loads(request.content))
         return _json(400, _outcome("unsupported"))
@@ -71,8 +73,9 @@ class FakeFhir:
         found = []
         for res in self.store[rtype].values():
             if "identifier" in params:
-                system, _, value = params["identifier"].partition("|")
-                if not any(i.get("system") == system and value in ("", i.get("value")) for i in res.get("identifier", [])):
+                wanted = [v.partition("|") for v in params["identifier"].split(",")]
+                idents = res.get("identifier", [])
+                if not any(i.get("system") == system and value in ("", i.get("value")) for system, _, value in wanted for i in idents):
                     continue
             if "questionnaire" in params and res.get("questionnaire") not in params["questionnaire"].split(","):
                 continue

@@ -120,3 +120,12 @@ def test_demo_round_trip_and_cleanup(server):
     runs = json.loads(result.stdout)
     assert runs["first"]["written"] == 42 and runs["second"]["written"] == 0
     assert len(server.store["Observation"]) == 42
+
+
+def test_publish_retries_a_conflicting_concurrent_write_once(server):
+    from .fake_fhir import fail_times
+
+    server.faults.append(fail_times(1, 409, when=lambda r: r.method == "PUT"))
+    result = run("publish", "--server", BASE, "--json")
+    assert result.exit_code == 0, result.output
+    assert {r["action"] for r in json.loads(result.stdout)} == {"created"}
