@@ -161,9 +161,13 @@ class _Run:
         return (datetime.fromisoformat(checkpoint.replace("Z", "+00:00")) - overlap).isoformat()
 
     def _params(self, since: str | None) -> dict[str, str]:
-        canonicals = [c for inst in self.instruments for c in (inst.canonical, inst.url)]
+        # A canonical without a version matches every version (FHIR search on canonicals), so the
+        # plain urls find versioned and unversioned responses alike, including versions we do not
+        # know (reported, not silently missed). On HAPI 8.8 it is also 4x faster than listing
+        # `url|version` and `url` side by side (27 s vs 6 s for 2,000 responses).
+        urls = dict.fromkeys(inst.url for inst in self.instruments)
         params = {
-            "questionnaire": ",".join(dict.fromkeys(canonicals)),
+            "questionnaire": ",".join(urls),
             "status": _SEARCH_STATUSES,
             "_count": str(self.client.config.page_size),
         }

@@ -77,7 +77,10 @@ class FakeFhir:
                 idents = res.get("identifier", [])
                 if not any(i.get("system") == system and value in ("", i.get("value")) for system, _, value in wanted for i in idents):
                     continue
-            if "questionnaire" in params and res.get("questionnaire") not in params["questionnaire"].split(","):
+            if "questionnaire" in params and not any(
+                res.get("questionnaire") == value or str(res.get("questionnaire")).startswith(value + "|")
+                for value in params["questionnaire"].split(",")
+            ):  # a canonical without a version matches every version
                 continue
             if "status" in params and res.get("status") not in params["status"].split(","):
                 continue

@@ -1,0 +1,216 @@
+"""Sync throughput against a real HAPI FHIR server, next to the server's ingest ceiling and a naive client.
+
+(a) ``alliance-fhir sync`` with its defaults (library call: run_sync).
+(b) the ingest ceiling: the same, pre-built Observations posted as transaction Bundles of
+    conditional updates, at the best batch size x concurrency of a small grid.
+(c) the naive client: one search page at a time, one POST per Observation, sequential.
+Then a no-op re-sync (requests and seconds), and the peak RSS of ``alliance-fhir sync`` in a
+subprocess for N and for a large N (flat memory is the claim).
+
+Usage: python -m benchmarks.bench_sync [--quick] [--n 10000] [--large 100000] [--server URL] [--out FILE]
+Without --server it starts its own local HAPI (hapi/ctl.sh, port 8092, empty database).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from alliance_fhir import build_observation, content_resources, load_catalog, score_response
+from alliance_fhir.client import FhirClient
+from alliance_fhir.config import ServerConfig
+from alliance_fhir.observations import IDENTIFIER_SYSTEM
+from alliance_fhir.publish import publish_resources
+from alliance_fhir.state import StateStore
+from alliance_fhir.sync import SyncOptions, run_sync
+
+from ._report import machine_info, markdown_table, write_json
+
+ROOT = Path(__file__).resolve().parent.parent
+CATALOG = load_catalog()
+CS = "http://alliance-fhir.org/fhir/CodeSystem/alliance-fhir"
+WAI = ["seldom", "sometimes", "fairly-often", "very-often", "always"]
+
+
+def responses(prefix: str, n: int) -> list[dict[str, Any]]:
+    """n responses, WAI-SR and SRS alternating, 100 per patient (patients listed first)."""
+    out: list[dict[str, Any]] = [{"resourceType": "Patient", "id": f"{prefix}-p{k}"} for k in range((n + 99) // 100)]
+    for i in range(n):
+        patient = {"reference": f"Patient/{prefix}-p{i // 100}"}
+        base = {"resourceType": "QuestionnaireResponse", "id": f"{prefix}-{i}", "status": "completed", "subject": patient,
+                "authored": "2026-11-01T10:00:00Z"}
+        if i % 2:
+            items = [{"linkId": str(k), "answer": [{"valueDecimal": round(5 + (i * k) % 50 / 10, 1)}]} for k in range(1, 5)]
+            out.append({**base, "questionnaire": "http://alliance-fhir.org/fhir/Questionnaire/srs|1.0.0", "item": items})
+        else:
+            items = [{"linkId": str(k), "answer": [{"valueCoding": {"system": CS, "code": f"wai-sr-{WAI[(i + k) % 5]}"}}]}
+                     for k in range(1, 13)]
+            out.append({**base, "questionnaire": "http://alliance-fhir.org/fhir/Questionnaire/wai-sr|1.0.0", "item": items})
+    return out
+
+
+def put_all(base: str, resources: list[dict[str, Any]], batch: int = 200, workers: int = 4) -> float:
+    """PUT resources by id in transactions; the patients go first so references resolve."""
+    started = time.perf_counter()
+    patients = [r for r in resources if r["resourceType"] == "Patient"]
+    rest = [r for r in resources if r["resourceType"] != "Patient"]
+    with FhirClient(ServerConfig(url=base, timeout=300)) as c:
+        for group in (patients, rest):
+            chunks = [group[i : i + batch] for i in range(0, len(group), batch)]
+            bundles = [{"resourceType": "Bundle", "type": "transaction",
+                        "entry": [{"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}} for r in chunk]}
+                       for chunk in chunks]
+            with ThreadPoolExecutor(workers) as pool:
+                list(pool.map(lambda b: c.transaction(b, idempotent=True), bundles))
+    return time.perf_counter() - started
+
+
+def sync_run(base: str, state: Path, patient_prefix: str | None = None, **settings: Any) -> dict[str, Any]:
+    with FhirClient(ServerConfig(url=base, timeout=300, **settings)) as c, StateStore(state) as store:
+        report = run_sync(c, CATALOG, store, SyncOptions())
+    return report.as_dict()
+
+
+def prebuilt_observations(prefix: str, n: int, salt: str) -> list[dict[str, Any]]:
+    """The Observations sync would write for these responses, under fresh identifiers (so each is a create)."""
+    out = []
+    for r in responses(prefix, n):
+        if r["resourceType"] != "QuestionnaireResponse":
+            continue
+        obs = build_observation(score_response(r, CATALOG), r)
+        obs["identifier"][0]["value"] = str(uuid.uuid5(uuid.NAMESPACE_URL, salt + obs["identifier"][0]["value"]))
+        out.append(obs)
+    return out
+
+
+def ingest(base: str, observations: list[dict[str, Any]], batch: int, workers: int) -> float:
+    entries = [{"resource": o, "request": {"method": "PUT", "url": f"Observation?identifier={IDENTIFIER_SYSTEM}|{o['identifier'][0]['value']}"}}
+               for o in observations]
+    bundles = [{"resourceType": "Bundle", "type": "transaction", "entry": entries[i : i + batch]} for i in range(0, len(entries), batch)]
+    with FhirClient(ServerConfig(url=base, timeout=300, concurrency=workers)) as c:
+        started = time.perf_counter()
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(lambda b: c.transaction(b, idempotent=True), bundles))
+        return time.perf_counter() - started
+
+
+def naive(base: str, prefix: str) -> tuple[int, float]:
+    """One page at a time, one plain POST per Observation, nothing in parallel."""
+    started = time.perf_counter()
+    written = 0
+    with FhirClient(ServerConfig(url=base, timeout=300)) as c:
+        params = {"_count": "20", "status": "completed", "questionnaire": "http://alliance-fhir.org/fhir/Questionnaire/wai-sr|1.0.0,"
+                  "http://alliance-fhir.org/fhir/Questionnaire/srs|1.0.0", "_tag": f"urn:bench|{prefix}"}
+        for r in c.search("QuestionnaireResponse", params):
+            obs = build_observation(score_response(r, CATALOG), r)
+            obs["identifier"][0]["value"] = "naive-" + obs["identifier"][0]["value"]
+            c.request("POST", "Observation", json=obs)
+            written += 1
+    return written, time.perf_counter() - started
+
+
+def tagged(resources: list[dict[str, Any]], tag: str) -> list[dict[str, Any]]:
+    return [{**r, "meta": {"tag": [{"system": "urn:bench", "code": tag}]}} for r in resources]
+
+
+def rss_of_sync(base: str, n_label: str) -> dict[str, Any]:
+    """Peak RSS (MiB) of a full `alliance-fhir sync` in a fresh subprocess, with a fresh state file."""
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "ALLIANCE_FHIR_STATE_DB": str(Path(tmp) / "s.sqlite")}
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        proc = subprocess.run([sys.executable, "-m", "alliance_fhir", "sync", "--server", base, "--json"], env=env,
+                              capture_output=True, text=True, check=False)
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    summary = json.loads(proc.stdout) if proc.stdout.strip().startswith("{") else {}
+    return {"label": n_label, "peak_rss_mib": round(peak / 1024, 1), "rss_is_new_max": peak > before,
+            "found": summary.get("found"), "written": summary.get("written"), "seconds": summary.get("seconds")}
+
+
+def start_server(port: str) -> str:
+    env = {**os.environ, "HAPI_PORT": port, "HAPI_FRESH": "1"}
+    subprocess.run(["bash", str(ROOT / "hapi" / "ctl.sh"), "stop"], env=env, capture_output=True, check=False)
+    proc = subprocess.run(["bash", str(ROOT / "hapi" / "ctl.sh"), "start"], env=env, capture_output=True, text=True, check=True)
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small N for a CI smoke run (well under 2 minutes)")
+    parser.add_argument("--n", type=int, default=10_000)
+    parser.add_argument("--large", type=int, default=100_000, help="N for the second RSS measurement (0: skip)")
+    parser.add_argument("--server", help="an existing FHIR server (default: start a local HAPI on port 8092)")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "sync.json")
+    args = parser.parse_args()
+    n = 300 if args.quick else args.n
+    large = 0 if args.quick else args.large
+    grid_n = 100 if args.quick else 1000
+    base = args.server or start_server("8092")
+    with FhirClient(ServerConfig(url=base)) as c:
+        publish_resources(c, content_resources(CATALOG))
+    results: dict[str, Any] = {"machine": machine_info(["alliance-fhir", "httpx"]), "server": base, "n": n}
+    prefix = f"b{uuid.uuid4().hex[:6]}"
+    results["post_seconds"] = round(put_all(base, tagged(responses(prefix, n), prefix)), 2)
+    with tempfile.TemporaryDirectory() as tmp:
+        state = Path(tmp) / "s.sqlite"
+        a = sync_run(base, state)
+        noop = sync_run(base, state)
+    results["a_sync"] = a
+    results["noop_resync"] = {"requests": noop["requests"], "seconds": noop["seconds"], "written": noop["written"]}
+    grid = []
+    for batch in (25, 50, 100, 200):
+        for workers in (1, 2, 4, 8):
+            obs = prebuilt_observations(prefix, grid_n, f"grid-{batch}-{workers}-")
+            seconds = ingest(base, obs, batch, workers)
+            grid.append({"batch": batch, "concurrency": workers, "per_s": round(len(obs) / seconds, 1)})
+    best = max(grid, key=lambda g: g["per_s"])
+    ceiling_obs = prebuilt_observations(prefix, n, "ceiling-")
+    ceiling_s = ingest(base, ceiling_obs, best["batch"], best["concurrency"])
+    results["b_ceiling"] = {"batch": best["batch"], "concurrency": best["concurrency"], "seconds": round(ceiling_s, 3),
+                            "per_s": round(len(ceiling_obs) / ceiling_s, 1)}
+    results["grid"] = grid
+    naive_n, naive_s = naive(base, prefix)
+    results["c_naive"] = {"written": naive_n, "seconds": round(naive_s, 3), "per_s": round(naive_n / naive_s, 1)}
+    results["rss"] = [rss_of_sync(base, f"{n} (already synced: reads + ledger)")]
+    if large:
+        big = f"L{uuid.uuid4().hex[:6]}"
+        results["post_large_seconds"] = round(put_all(base, tagged(responses(big, large), big)), 2)
+        results["rss"].append(rss_of_sync(base, f"{large} new + {n} known"))
+    a_rate = n / a["seconds"]
+    results["ratios"] = {"a_over_b": round(a_rate / results["b_ceiling"]["per_s"], 3),
+                         "a_over_c": round(a_rate / results["c_naive"]["per_s"], 2)}
+    write_json(args.out, results)
+    print(report(results, a_rate))
+
+
+def report(r: dict[str, Any], a_rate: float) -> str:
+    rows = [
+        ("(a) alliance-fhir sync, defaults (concurrency 4, batch 50, page 200)", r["n"], f"{r['a_sync']['seconds']:.2f}", f"{a_rate:,.0f}"),
+        (f"(b) ingest ceiling, batch {r['b_ceiling']['batch']} x {r['b_ceiling']['concurrency']} in flight", r["n"],
+         f"{r['b_ceiling']['seconds']:.2f}", f"{r['b_ceiling']['per_s']:,.0f}"),
+        ("(c) naive: page by page, one POST per Observation", r["c_naive"]["written"], f"{r['c_naive']['seconds']:.2f}",
+         f"{r['c_naive']['per_s']:,.0f}"),
+    ]
+    text = [markdown_table(["variant", "responses", "seconds", "responses/s"], rows), ""]
+    text.append(f"a/b = {r['ratios']['a_over_b']:.2f} (target >= 0.80); a/c = {r['ratios']['a_over_c']:.1f} (target >= 10)")
+    text.append(f"no-op re-sync: {r['noop_resync']['requests']} requests, {r['noop_resync']['seconds']:.2f} s, "
+                f"{r['noop_resync']['written']} written")
+    text.append("")
+    text.append(markdown_table(["batch", "in flight", "Observations/s"], [(g["batch"], g["concurrency"], f"{g['per_s']:,.0f}") for g in r["grid"]]))
+    text.append("")
+    text.append(markdown_table(["sync of", "peak RSS (MiB)", "found", "seconds"],
+                               [(x["label"], x["peak_rss_mib"], x["found"], x["seconds"]) for x in r["rss"]]))
+    return "\n".join(text)
+
+
+if __name__ == "__main__":
+    main()
