@@ -89,11 +89,13 @@ def test_every_signal_points_at_its_score_observations(demo_server):
 
 
 def test_second_signals_run_writes_nothing(demo_server):
-    before = {i["id"]: i["meta"]["versionId"] for i in issues_on(demo_server)}
-    result = runner.invoke(app, ["signals", "--server", demo_server, "--json"])
-    summary = json.loads(result.stdout)
-    assert summary["written"] == 0 and summary["withdrawn"] == 0
-    assert {i["id"]: i["meta"]["versionId"] for i in issues_on(demo_server)} == before
+    """Scoped to the demo's data (other tests share this server and have signals of their own)."""
+    tag = f"{DEMO_TAG['system']}|{DEMO_TAG['code']}"
+    before = {i["id"]: i["meta"]["versionId"] for i in issues_on(demo_server, _tag=tag)}
+    with client(demo_server) as c:
+        summary = run_signals(c, CATALOG, tag=DEMO_TAG)[0]
+    assert summary.written == 0 and summary.withdrawn == 0 and summary.unchanged == len(before) > 0
+    assert {i["id"]: i["meta"]["versionId"] for i in issues_on(demo_server, _tag=tag)} == before
 
 
 def test_repair_resolves_the_same_rupture_resource(fhir_server, tmp_path):
