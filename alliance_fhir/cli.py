@@ -28,6 +28,7 @@ from .inputs import read_inputs
 from .models import InstrumentMapping, ScoreResult
 from .observations import collection_bundle
 from .offline import Outcome, score_records
+from .package import write_package
 
 app = typer.Typer(
     name="alliance-fhir",
@@ -38,8 +39,10 @@ app = typer.Typer(
 )
 instruments_app = typer.Typer(help="List, show and check alliance instruments.", no_args_is_help=True)
 questionnaires_app = typer.Typer(help="Export instruments as FHIR R4 Questionnaires.", no_args_is_help=True)
+package_app = typer.Typer(help="Build a FHIR NPM package of our content.", no_args_is_help=True)
 app.add_typer(instruments_app, name="instruments")
 app.add_typer(questionnaires_app, name="questionnaires")
+app.add_typer(package_app, name="package")
 register_server_commands(app)
 register_signal_commands(app)
 
@@ -247,6 +250,27 @@ def questionnaires_template(
     """Print a text pack skeleton for an instrument: every linkId, ready for licensed wording."""
     inst = _get(_catalog(ctx, instruments), instrument)
     sys.stdout.write(json.dumps(text_pack_template(inst, language), indent=2, ensure_ascii=False) + "\n")
+
+
+# ---------------------------------------------------------------- package
+
+
+@package_app.command("build")
+def package_build(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Argument(help="The .tgz to write, or a folder (then <name>-<version>.tgz inside it).")],
+    text_pack: Annotated[list[Path] | None, typer.Option("--text-pack", help="Text pack JSON (licensed or translated wording).")] = None,
+    instruments: InstrumentsOption = None,
+) -> None:
+    """Write a FHIR NPM package (.tgz): Questionnaires, CodeSystem, ValueSets, ObservationDefinitions."""
+    catalog = _catalog(ctx, instruments)
+    try:
+        packs = [load_text_pack(p) for p in text_pack or []]
+        path = write_package(catalog, out, __version__, packs)
+    except AllianceFhirError as exc:
+        err.print(f"error: {exc}", markup=False)
+        raise typer.Exit(1) from None
+    err.print(f"wrote {path}", markup=False)
 
 
 # ---------------------------------------------------------------- score

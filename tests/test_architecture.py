@@ -12,7 +12,7 @@ from alliance_fhir import errors
 PACKAGE = Path(alliance_fhir.__file__).parent
 # Left to right: a module may import only modules earlier in this list.
 ORDER = [
-    "errors", "fhirtypes", "models", "catalog", "content", "scoring", "observations",
+    "errors", "fhirtypes", "models", "catalog", "content", "package", "scoring", "observations",
     "trajectory", "signals", "signal_resources", "report",
     "inputs", "offline",
     "_retry", "config", "auth", "client", "state", "publish", "sync", "demo",

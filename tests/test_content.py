@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from alliance_fhir import TextPackError, apply_text_packs, content_resources, load_text_pack, validate_resource
+from alliance_fhir.catalog import walk_items
 from alliance_fhir.content import TRANSLATION, write_content
 
 PACKS = Path(__file__).resolve().parent / "fixtures" / "text-packs"
@@ -48,7 +49,8 @@ def test_vas_items_are_decimal_sliders(catalog):
 
 
 def test_score_items_are_read_only_calculated(catalog):
-    items = {i["linkId"]: i for i in catalog.get("wai-sr").questionnaire["item"]}
+    items = {i["linkId"]: i for i in walk_items(catalog.get("wai-sr").questionnaire["item"])}
+    assert [i["linkId"] for i in items["total"]["item"]] == ["task", "bond", "goal"]  # subscales nested under the total (SDC component)
     for link in ("total", "task", "bond", "goal"):
         assert items[link]["readOnly"] is True
         assert items[link]["extension"][0]["url"].endswith("sdc-questionnaire-calculatedExpression")

@@ -126,6 +126,7 @@ class LhcPage:
         self.served = served
         self.errors: list[str] = []
         self.blocked: list[str] = []
+        self.dom_ids: dict[str, str] = {}  # linkId -> element id of the form on the page
         page.set_default_timeout(TIMEOUT_MS)
         page.on("console", self._on_console)
         page.on("pageerror", lambda exc: self.errors.append(f"page error: {exc}"))
@@ -167,6 +168,7 @@ class LhcPage:
         The form shows answers without the score ("Seldom", not "Seldom - 1"): the scoring key
         of an alliance measure is not shown to the client.
         """
+        self.dom_ids = dict(_dom_ids(questionnaire.get("item", []), ""))
         self.page.evaluate(
             """async ([q, qr, id, timeout]) => {
                 LForms.Util.removeFormsFromPage(id);
@@ -183,21 +185,30 @@ class LhcPage:
             [questionnaire, response, CONTAINER, TIMEOUT_MS],
         )
 
+    def dom_id(self, link_id: str) -> str:
+        """The element id of an item's input: ``<linkId>`` plus ``/<repetition>`` per nesting level.
+
+        A top-level item is ``total/1``; the WAI-SR subscales, nested under the total item, are
+        ``task/1/1``. An unknown linkId fails here rather than as a missing element later.
+        """
+        assert link_id in self.dom_ids, f"no item {link_id!r} in the form on the page"
+        return self.dom_ids[link_id]
+
     def field(self, link_id: str) -> Any:
-        """The input of a top-level item (LHC-Forms ids are ``<linkId>/<repetition>``)."""
-        return self.page.locator(f'[id="{link_id}/1"]')
+        """The input of an item (see :meth:`dom_id`)."""
+        return self.page.locator(f'[id="{self.dom_id(link_id)}"]')
 
     def option_label(self, link_id: str, system: str, code: str) -> Any:
-        """The clickable label of one radio-button answer (id ``<linkId>/1|<system>|<code>``)."""
-        return self.page.locator(f'label[id="{link_id}/1|{system}|{code}"]')
+        """The clickable label of one radio-button answer (id ``<element id>|<system>|<code>``)."""
+        return self.page.locator(f'label[id="{self.dom_id(link_id)}|{system}|{code}"]')
 
     def values(self, link_ids: list[str]) -> dict[str, str]:
         return dict(
             zip(
                 link_ids,
                 self.page.evaluate(
-                    "ids => ids.map(id => { const e = document.getElementById(id + '/1'); return e ? e.value : null; })",
-                    link_ids,
+                    "ids => ids.map(id => { const e = document.getElementById(id); return e ? e.value : null; })",
+                    [self.dom_id(link_id) for link_id in link_ids],
                 ),
                 strict=True,
             )
@@ -234,6 +245,13 @@ class LhcPage:
         """LForms.Util.checkValidity: None when valid, else LHC-Forms' messages."""
         result = self.page.evaluate(f"() => LForms.Util.checkValidity('{CONTAINER}')")
         return None if result is None else [str(m) for m in result]
+
+
+def _dom_ids(items: list[dict[str, Any]], prefix: str) -> Iterator[tuple[str, str]]:
+    """(linkId, element id) for every item, depth first; LHC-Forms adds ``/1`` per level (first repetition)."""
+    for item in items:
+        yield item["linkId"], f"{item['linkId']}{prefix}/1"
+        yield from _dom_ids(item.get("item", []), f"{prefix}/1")
 
 
 @pytest.fixture(scope="session")

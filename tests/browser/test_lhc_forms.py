@@ -43,6 +43,7 @@ from alliance_fhir import (
     score_response,
     validate_resource,
 )
+from alliance_fhir.catalog import walk_items
 
 from .conftest import REPO, LhcPage
 
@@ -146,8 +147,8 @@ def _questionnaire(instrument_id: str) -> dict[str, Any]:
 
 
 def _questions(questionnaire: dict[str, Any]) -> list[dict[str, Any]]:
-    """The answerable items (the shipped forms are flat; read-only items are the scores)."""
-    return [i for i in questionnaire["item"] if not i.get("readOnly") and i["type"] != "display"]
+    """The answerable items at any depth (read-only items are the scores)."""
+    return [i for i in walk_items(questionnaire["item"]) if not i.get("readOnly") and i["type"] not in ("display", "group")]
 
 
 def _score_items(instrument_id: str) -> dict[str, str]:
@@ -217,9 +218,26 @@ def _with_our_canonical(qr: dict[str, Any], instrument_id: str) -> dict[str, Any
     return {**qr, "questionnaire": inst.canonical}
 
 
+def _response_items(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every item of a response, depth first: nested under items (groups) or under answers (questions)."""
+    found = []
+    for item in items:
+        found.append(item)
+        found += _response_items(item.get("item", []))
+        for answer in item.get("answer", []):
+            found += _response_items(answer.get("item", []))
+    return found
+
+
 def _exported_scores(qr: dict[str, Any], score_items: dict[str, str]) -> dict[str, Decimal]:
-    """The scores LHC-Forms wrote into the exported response (answers of the read-only items)."""
-    by_link = {item["linkId"]: item for item in qr.get("item", [])}
+    """The scores LHC-Forms wrote into the exported response (answers of the read-only items).
+
+    The WAI-SR subscale items are children of the total item (SDC ``component`` extraction),
+    so a valid R4 response carries them inside the total's answer: they are looked up there.
+    """
+    items = _response_items(qr.get("item", []))
+    by_link = {item["linkId"]: item for item in items}
+    assert len(by_link) == len(items), "a linkId appears twice in the exported response"
     scores = {}
     for scale_id, link_id in score_items.items():
         item = by_link.get(link_id)
@@ -284,10 +302,10 @@ def test_every_item_renders_with_its_answer_options(lhc: LhcPage, instrument_id:
     assert questionnaire["title"] in page.locator(".lhc-form-title").inner_text()
     for question in _questions(questionnaire):
         link_id = question["linkId"]
-        assert question["text"] in page.locator(f'[id="label-{link_id}/1"]').inner_text(), f"item {link_id} text"
+        assert question["text"] in page.locator(f'[id="label-{lhc.dom_id(link_id)}"]').inner_text(), f"item {link_id} text"
         if question["type"] == "choice":
             options = question["answerOption"]
-            item = page.locator(f'[id="item-{link_id}/1"]')
+            item = page.locator(f'[id="item-{lhc.dom_id(link_id)}"]')
             assert item.locator('input[type="radio"]').count() == len(options), f"item {link_id}: not one radio per option"
             for option in options:
                 coding = option["valueCoding"]
@@ -300,10 +318,18 @@ def test_every_item_renders_with_its_answer_options(lhc: LhcPage, instrument_id:
             assert question["type"] == "decimal"
             box = lhc.field(link_id)
             assert box.is_visible() and box.is_editable(), f"item {link_id}: no editable input"
+    score_items = {i["linkId"]: i for i in walk_items(questionnaire["item"]) if i.get("readOnly")}
     for link_id in _score_items(instrument_id).values():
         score = lhc.field(link_id)
         assert score.is_visible() and not score.is_editable(), f"score item {link_id} must be read-only"
         assert score.input_value() == "", "no score before any answer"
+        assert score_items[link_id]["text"] in page.locator(f'[id="label-{lhc.dom_id(link_id)}"]').inner_text()
+        # The unit LHC-Forms shows beside a score (questionnaire-unit, used by SDC extraction).
+        assert page.locator(f'[id="unit_{lhc.dom_id(link_id)}"]').input_value() == "{score}"
+    # Subscales render nested under the total (SDC component extraction needs that parent).
+    for child in next((i for i in questionnaire["item"] if i["linkId"] == "total"), {}).get("item", []):
+        assert lhc.dom_id(child["linkId"]) == f"{child['linkId']}/1/1"
+        assert page.locator(f'[id="item-total/1"] [id="{lhc.dom_id(child["linkId"])}"]').count() == 1
     lhc.assert_clean()
 
 
@@ -330,7 +356,7 @@ def test_filled_by_ui_scores_agree(lhc: LhcPage, answers: AnswerSet) -> None:
     assert draft_shown == draft_ours, f"LHC-Forms computed {draft_shown} from our Questionnaire, our scorer gives {draft_ours}"
     before = lhc.field("total").input_value()
     _fill_by_ui(lhc, AnswerSet("change", answers.instrument, {first: answers.answers[first]}, {}))
-    lhc.page.wait_for_function("([id, old]) => document.getElementById(id).value !== old", arg=["total/1", before])
+    lhc.page.wait_for_function("([id, old]) => document.getElementById(id).value !== old", arg=[lhc.dom_id("total"), before])
 
     assert lhc.check_validity() is None
     exported = _assert_scores_agree(lhc, answers)
@@ -445,7 +471,7 @@ def test_text_pack_wording_shows(lhc: LhcPage, instrument_id: str, pack_file: st
         assert pack.title in page.locator(".lhc-form-title").inner_text()
     shipped = {q["linkId"]: q["text"] for q in _questions(_questionnaire(instrument_id))}
     for link_id, text in pack.texts.items():
-        label = page.locator(f'[id="label-{link_id}/1"]').inner_text()
+        label = page.locator(f'[id="label-{lhc.dom_id(link_id)}"]').inner_text()
         assert text in label and shipped[link_id] not in label, f"item {link_id}: {label!r}"
     for question in _questions(questionnaire):
         for option in question.get("answerOption", []):
