@@ -23,6 +23,7 @@ from .inputs import read_inputs
 from .models import InstrumentMapping, ScaleScore, ScoreResult, TextPack
 from .observations import build_observation, collection_bundle, observation_identifier
 from .offline import Outcome, score_records
+from .package import build_package, package_resources, write_package
 from .scoring import score_response
 from .signal_resources import detected_issue, signal_bundle, signal_resources
 from .signals import Signal, detect_signals
@@ -54,6 +55,7 @@ __all__ = [
     "__version__",
     "apply_text_packs",
     "build_observation",
+    "build_package",
     "build_trajectories",
     "collection_bundle",
     "content_resources",
@@ -64,6 +66,7 @@ __all__ = [
     "load_catalog",
     "load_text_pack",
     "observation_identifier",
+    "package_resources",
     "read_inputs",
     "score_records",
     "score_response",
@@ -71,4 +74,5 @@ __all__ = [
     "signal_resources",
     "unbundle",
     "validate_resource",
+    "write_package",
 ]

@@ -22,7 +22,7 @@ from . import __version__
 from .catalog import Catalog, Instrument, load_catalog
 from .cli_server import register as register_server_commands
 from .cli_signals import register as register_signal_commands
-from .content import content_resources, load_text_pack, text_pack_template, write_content
+from .content import content_resources, extraction_problems, load_text_pack, text_pack_template, write_content
 from .errors import AllianceFhirError
 from .inputs import read_inputs
 from .models import InstrumentMapping, ScoreResult
@@ -197,6 +197,8 @@ def instruments_check(
         problems.append(f"{directory}: no Questionnaire + mapping pair found")
     for inst in checked:
         out.print(f"ok  {inst.id} {inst.canonical}", markup=False)
+        for note in extraction_problems(inst):  # advisory: scoring does not depend on SDC extraction rules
+            err.print(f"note: {inst.id}: SDC extraction: {note}", markup=False)
     for problem in problems:
         err.print(f"problem: {problem}", markup=False)
     summary = f"{len(checked)} instrument(s) ok, {len(problems)} problem(s)"
