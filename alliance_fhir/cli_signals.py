@@ -50,7 +50,7 @@ def register(app: typer.Typer) -> None:
 
 def _local_trajectories(paths: list[str], catalog: Catalog, patient: str | None) -> Trajectories:
     resources = []
-    for label, doc in read_inputs(paths):
+    for _label, doc in read_inputs(paths):
         if isinstance(doc, InputError):
             err.print(f"error: {doc}", markup=False)
             raise typer.Exit(1)

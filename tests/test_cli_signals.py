@@ -9,8 +9,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from alliance_fhir import build_observation, score_response
-from alliance_fhir import cli_server
+from alliance_fhir import build_observation, cli_server, score_response
 from alliance_fhir.cli import app
 from alliance_fhir.client import FhirClient
 from alliance_fhir.demo import demo_resources
