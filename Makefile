@@ -8,7 +8,7 @@ HAPI_PORT ?= 8080
 export HAPI_PORT
 HAPI_URL := http://127.0.0.1:$(HAPI_PORT)/fhir
 
-.PHONY: install demo demo-offline test schema clean hapi-start hapi-stop
+.PHONY: install demo demo-offline test schema clean hapi-start hapi-stop bench bench-quick
 
 install: $(STAMP)
 
@@ -45,6 +45,22 @@ hapi-stop:
 .PHONY: browser-deps
 browser-deps:
 	bash scripts/browser-deps.sh
+
+## Benchmarks (figures and ratios, never assertions): scoring in-process, sync against a local HAPI.
+BENCH_STAMP := $(VENV)/.bench-stamp
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[test,bench]"
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m benchmarks.bench_scoring
+	$(BIN)/python -m benchmarks.bench_sync
+
+## CI smoke: both scripts in quick mode (well under 2 minutes each), figures not asserted.
+bench-quick: $(BENCH_STAMP)
+	$(BIN)/python -m benchmarks.bench_scoring --quick --out benchmarks/results/scoring-quick.json
+	$(BIN)/python -m benchmarks.bench_sync --quick --out benchmarks/results/sync-quick.json
+	@HAPI_PORT=8092 bash hapi/ctl.sh stop >/dev/null 2>&1 || true
 
 ## Regenerate the mapping JSON Schema after changing alliance_fhir/models.py.
 schema: install

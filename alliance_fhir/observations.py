@@ -7,7 +7,9 @@ response, the total as ``valueQuantity`` (UCUM ``{score}``), subscales as ``comp
 can be idempotent (conditional create/update on that identifier).
 
 Observations are built as plain dicts on the hot path; :func:`validate_observation` runs the
-full fhir.resources model when a caller wants proof.
+full fhir.resources model when a caller wants proof. What depends only on the mapping (codes,
+reference ranges, method, interpretations) is prepared once per scale, mapping or flag, and
+every Observation still gets containers of its own: a caller may edit one freely.
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from .models import Band, Cutoff, InstrumentMapping, ScaleScore, ScaleSpec, ScoreResult
+from .scoring import IdentityCache
 
 __all__ = [
     "ALGORITHM_SYSTEM",
@@ -39,14 +43,12 @@ FOCUS_EXTENSION = f"{PROJECT_BASE}/StructureDefinition/alliance-focus"
 INSTANTIATES = "http://hl7.org/fhir/StructureDefinition/workflow-instantiatesCanonical"
 UCUM = "http://unitsofmeasure.org"
 _NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, IDENTIFIER_SYSTEM)
-_SURVEY = {
-    "coding": [
-        {"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "survey", "display": "Survey"}
-    ]
-}
+_NAMESPACE_BYTES = _NAMESPACE.bytes
+# Coding leaves (strings only). Prepared parts are never handed out: builders copy them.
+_SURVEY = {"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "survey", "display": "Survey"}
 _MEASURE_CATEGORY = {
-    "alliance": {"coding": [{"system": PROJECT_CODESYSTEM, "code": "therapeutic-alliance", "display": "Therapeutic alliance"}]},
-    "outcome": {"coding": [{"system": PROJECT_CODESYSTEM, "code": "treatment-outcome", "display": "Treatment outcome"}]},
+    "alliance": {"system": PROJECT_CODESYSTEM, "code": "therapeutic-alliance", "display": "Therapeutic alliance"},
+    "outcome": {"system": PROJECT_CODESYSTEM, "code": "treatment-outcome", "display": "Treatment outcome"},
 }
 
 
@@ -74,20 +76,30 @@ def observation_identifier(response: dict[str, Any], result: ScoreResult) -> dic
 def observation_identifier_for(response: dict[str, Any], mapping: InstrumentMapping) -> str:
     """The identifier value alone, computable without scoring (to find or retract an Observation)."""
     name = f"{response_key(response)}|{mapping.url}|{mapping.algorithm_version}"
-    return str(uuid.uuid5(_NAMESPACE, name))
+    return _uuid5(name)
+
+
+def _uuid5(name: str) -> str:
+    """``str(uuid.uuid5(_NAMESPACE, name))`` without building a UUID object (a third of the time)."""
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name.encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def build_observation(result: ScoreResult, response: dict[str, Any]) -> dict[str, Any]:
     """The score Observation (R4 JSON) for one scored response."""
     mapping = result.mapping
     total = result.total
+    parts, total_parts = _mapping_parts(mapping), _scale_parts(total.scale)
     obs: dict[str, Any] = {
         "resourceType": "Observation",
         "extension": [{"url": INSTANTIATES, "valueCanonical": mapping.questionnaire}],
         "identifier": [observation_identifier(response, result)],
         "status": "amended" if result.status == "amended" else "final",
-        "category": [_SURVEY, _MEASURE_CATEGORY[mapping.measures]],
-        "code": _concept(total.scale),
+        "category": [{"coding": [_SURVEY.copy()]}, {"coding": [parts.category.copy()]}],
+        "code": _concept(total_parts),
     }
     for key in ("subject", "encounter"):
         if isinstance(response.get(key), dict):
@@ -100,15 +112,14 @@ def build_observation(result: ScoreResult, response: dict[str, Any]) -> dict[str
     if isinstance(response.get("author"), dict):
         obs["performer"] = [response["author"]]
     obs["valueQuantity"] = _quantity(total.value)
-    interpretation = _interpretation(total.flags)
-    if interpretation:
-        obs["interpretation"] = interpretation
-    notes = _notes(result)
+    if total.flags:
+        obs["interpretation"] = _interpretation(total.flags)
+    notes = _notes(result, parts)
     if notes:
         obs["note"] = notes
-    obs["method"] = _method(result)
+    obs["method"] = {"coding": [parts.method_coding.copy()], "text": parts.method_text}
     obs["derivedFrom"] = [_response_reference(response)]
-    obs["referenceRange"] = _reference_ranges(total.scale)
+    obs["referenceRange"] = _reference_ranges(total_parts)
     components = [_component(score) for score in result.scores[1:]]
     if components:
         obs["component"] = components
@@ -124,11 +135,6 @@ def collection_bundle(observations: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _concept(scale: ScaleSpec) -> dict[str, Any]:
-    codings = [c.model_dump(exclude_none=True) for c in scale.codes]
-    return {"coding": codings, "text": scale.codes[0].display or scale.title}
-
-
 def _quantity(value: Decimal) -> dict[str, Any]:
     exponent = value.as_tuple().exponent
     is_whole = isinstance(exponent, int) and exponent >= 0  # '46' stays 46; '46.0' (prorated) stays 46.0
@@ -136,47 +142,17 @@ def _quantity(value: Decimal) -> dict[str, Any]:
     return {"value": number, "unit": "{score}", "system": UCUM, "code": "{score}"}
 
 
-def _interpretation(flags: tuple[Cutoff | Band, ...]) -> list[dict[str, Any]]:
-    out = []
-    for flag in flags:
-        if isinstance(flag, Cutoff):
-            rule = f"total {'<' if flag.operator == '<' else '<='} {flag.threshold:g}"
-            text = f"{flag.label} (rule applied: {rule})"
-            out.append({"coding": [c.model_dump(exclude_none=True) for c in flag.interpretation], "text": text})
-        else:
-            out.append({"text": f"{flag.label} ({flag.min:g}-{flag.max:g}; {flag.source})"})
-    return out
-
-
-def _notes(result: ScoreResult) -> list[dict[str, str]]:
+def _notes(result: ScoreResult, parts: _MappingParts) -> list[dict[str, str]]:
+    if not (result.rules_applied or result.omitted or parts.verification or result.total.flags):
+        return []
     texts = list(result.rules_applied)
-    mapping = result.mapping
     for flag in result.total.flags:
         if isinstance(flag, Cutoff) and flag.boundary_note:
             texts.append(flag.boundary_note)
-    if mapping.verification == "labels-unconfirmed" and mapping.verification_note:
-        texts.append(f"Verification: labels-unconfirmed. {mapping.verification_note}")
+    if parts.verification:
+        texts.append(parts.verification)
     texts += [f"{name} not reported: missing answers" for name in result.omitted]
     return [{"text": t} for t in texts]
-
-
-def _method(result: ScoreResult) -> dict[str, Any]:
-    mapping = result.mapping
-    total = mapping.total
-    parts = [f"{mapping.name} scoring algorithm {mapping.algorithm_version} (alliance-fhir)"]
-    parts.append(f"{total.aggregation} of {len(total.items)} items")
-    if total.reverse_items:
-        parts.append(f"items {', '.join(total.reverse_items)} reverse-scored")
-    parts.append(f"missing data: {total.missing.rule}, min {total.missing.min_answered} answered ({total.missing.source})")
-    if mapping.aggregation_note:
-        parts.append(mapping.aggregation_note)
-    coding = {
-        "system": ALGORITHM_SYSTEM,
-        "code": f"{mapping.instrument}-scoring",
-        "version": mapping.algorithm_version,
-        "display": f"{mapping.name} scoring algorithm",
-    }
-    return {"coding": [coding], "text": "; ".join(parts)}
 
 
 def _response_reference(response: dict[str, Any]) -> dict[str, str]:
@@ -195,28 +171,126 @@ def _focus(response: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def _reference_ranges(scale: ScaleSpec) -> list[dict[str, Any]]:
-    ranges: list[dict[str, Any]] = [
-        {
-            "low": _quantity(Decimal(str(scale.range.min)).normalize()),
-            "high": _quantity(Decimal(str(scale.range.max)).normalize()),
-            "text": f"Possible range {scale.range.min:g}-{scale.range.max:g} (higher is better)",
-        }
-    ]
-    for cut in scale.cutoffs:
-        text = f"Cutoff {cut.threshold:g} [{cut.confidence}]: {cut.label}"
-        entry: dict[str, Any] = {"text": text}
-        if cut.operator == "<":
-            entry["low"] = _quantity(Decimal(str(cut.threshold)).normalize())
-            entry["high"] = _quantity(Decimal(str(scale.range.max)).normalize())
-        ranges.append(entry)
+def _component(score: ScaleScore) -> dict[str, Any]:
+    parts = _scale_parts(score.scale)
+    component: dict[str, Any] = {"code": _concept(parts), "valueQuantity": _quantity(score.value)}
+    if score.flags:
+        component["interpretation"] = _interpretation(score.flags)
+    component["referenceRange"] = _reference_ranges(parts)
+    return component
+
+
+# Builders: fresh containers around prepared leaves (dicts of strings and numbers, copied).
+
+
+def _concept(parts: _ScaleParts) -> dict[str, Any]:
+    return {"coding": [coding.copy() for coding in parts.codings], "text": parts.text}
+
+
+def _reference_ranges(parts: _ScaleParts) -> list[dict[str, Any]]:
+    ranges: list[dict[str, Any]] = []
+    for entry in parts.ranges:
+        if entry.low is None or entry.high is None:
+            ranges.append({"text": entry.text})
+        elif entry.text_first:
+            ranges.append({"text": entry.text, "low": entry.low.copy(), "high": entry.high.copy()})
+        else:
+            ranges.append({"low": entry.low.copy(), "high": entry.high.copy(), "text": entry.text})
     return ranges
 
 
-def _component(score: ScaleScore) -> dict[str, Any]:
-    component: dict[str, Any] = {"code": _concept(score.scale), "valueQuantity": _quantity(score.value)}
-    interpretation = _interpretation(score.flags)
-    if interpretation:
-        component["interpretation"] = interpretation
-    component["referenceRange"] = _reference_ranges(score.scale)
-    return component
+def _interpretation(flags: tuple[Cutoff | Band, ...]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for flag in flags:
+        parts = _flag_parts(flag)
+        if parts.codings is None:
+            out.append({"text": parts.text})
+        else:
+            out.append({"coding": [coding.copy() for coding in parts.codings], "text": parts.text})
+    return out
+
+
+# Prepared once per mapping, scale or flag (see IdentityCache), from the frozen mapping models.
+
+
+@dataclass(frozen=True, slots=True)
+class _MappingParts:
+    """The mapping's share of every Observation: measure category, method, verification note."""
+
+    category: dict[str, str]
+    method_coding: dict[str, str]
+    method_text: str
+    verification: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _RangeParts:
+    """One referenceRange entry: its text and, for a range, the low and high Quantities."""
+
+    text: str
+    low: dict[str, Any] | None = None
+    high: dict[str, Any] | None = None
+    text_first: bool = False  # the instrument range names its bounds first, a cutoff band its text
+
+
+@dataclass(frozen=True, slots=True)
+class _ScaleParts:
+    """A scale's share of an Observation or component: code and reference ranges."""
+
+    codings: tuple[dict[str, Any], ...]
+    text: str
+    ranges: tuple[_RangeParts, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _FlagParts:
+    """An interpretation entry: Codings and text for a cutoff, text alone (codings None) for a band."""
+
+    codings: tuple[dict[str, Any], ...] | None
+    text: str
+
+
+def _prepare_mapping(mapping: InstrumentMapping) -> _MappingParts:
+    total = mapping.total
+    parts = [f"{mapping.name} scoring algorithm {mapping.algorithm_version} (alliance-fhir)"]
+    parts.append(f"{total.aggregation} of {len(total.items)} items")
+    if total.reverse_items:
+        parts.append(f"items {', '.join(total.reverse_items)} reverse-scored")
+    parts.append(f"missing data: {total.missing.rule}, min {total.missing.min_answered} answered ({total.missing.source})")
+    if mapping.aggregation_note:
+        parts.append(mapping.aggregation_note)
+    coding = {
+        "system": ALGORITHM_SYSTEM,
+        "code": f"{mapping.instrument}-scoring",
+        "version": mapping.algorithm_version,
+        "display": f"{mapping.name} scoring algorithm",
+    }
+    unconfirmed = mapping.verification == "labels-unconfirmed" and mapping.verification_note
+    verification = f"Verification: labels-unconfirmed. {mapping.verification_note}" if unconfirmed else None
+    return _MappingParts(_MEASURE_CATEGORY[mapping.measures], coding, "; ".join(parts), verification)
+
+
+def _prepare_scale(scale: ScaleSpec) -> _ScaleParts:
+    high = _bound(scale.range.max)
+    ranges = [_RangeParts(f"Possible range {scale.range.min:g}-{scale.range.max:g} (higher is better)", _bound(scale.range.min), high)]
+    for cut in scale.cutoffs:
+        text = f"Cutoff {cut.threshold:g} [{cut.confidence}]: {cut.label}"
+        ranges.append(_RangeParts(text, _bound(cut.threshold), high, text_first=True) if cut.operator == "<" else _RangeParts(text))
+    codings = tuple(c.model_dump(exclude_none=True) for c in scale.codes)
+    return _ScaleParts(codings, scale.codes[0].display or scale.title, tuple(ranges))
+
+
+def _prepare_flag(flag: Cutoff | Band) -> _FlagParts:
+    if isinstance(flag, Cutoff):
+        rule = f"total {'<' if flag.operator == '<' else '<='} {flag.threshold:g}"
+        return _FlagParts(tuple(c.model_dump(exclude_none=True) for c in flag.interpretation), f"{flag.label} (rule applied: {rule})")
+    return _FlagParts(None, f"{flag.label} ({flag.min:g}-{flag.max:g}; {flag.source})")
+
+
+def _bound(number: float) -> dict[str, Any]:
+    return _quantity(Decimal(str(number)).normalize())
+
+
+_mapping_parts: IdentityCache[InstrumentMapping, _MappingParts] = IdentityCache(_prepare_mapping)
+_scale_parts: IdentityCache[ScaleSpec, _ScaleParts] = IdentityCache(_prepare_scale)
+_flag_parts: IdentityCache[Cutoff | Band, _FlagParts] = IdentityCache(_prepare_flag)

@@ -9,12 +9,23 @@ Answer values follow SDC 4's ``weight()`` order: a weight on the answer itself, 
 Questionnaire's answerOption (matched by Coding system and code); a plain ``valueInteger`` /
 ``valueDecimal`` is the raw value. Our key is authoritative: an answer whose own weight
 disagrees with the key is refused rather than silently trusted.
+
+Speed (``docs/benchmarks.md``): what depends only on the mapping (reverse keys, cutoffs and
+bands as Decimals, each scale's answer lookup) is prepared once per instrument, and equal
+scale outcomes share one frozen :class:`ScaleScore`. The common response shape (a flat list of
+items, one plain answer each) is read by a lean loop that gives up, without raising, at
+anything else; the general walk then scores or refuses the response, so both paths give the
+same result and the same error.
 """
 
 from __future__ import annotations
 
+import math
+import operator
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from .catalog import WEIGHT_URLS, Catalog, Instrument, ItemSpec
 from .errors import InstrumentError, ScoringError
@@ -26,6 +37,9 @@ SCORABLE_STATUSES = frozenset({"completed", "amended"})
 _KNOWN_STATUSES = SCORABLE_STATUSES | {"in-progress", "entered-in-error", "stopped"}
 _VALUE_KEYS = ("valueCoding", "valueInteger", "valueDecimal", "valueString", "valueBoolean", "valueDate",
                "valueDateTime", "valueTime", "valueUri", "valueAttachment", "valueQuantity", "valueReference")
+_NO_ANSWERS: tuple[Any, ...] = ()
+_ZERO = Decimal(0)
+_MAX_OUTCOMES = 4096  # per scale; a likert total has a few hundred possible outcomes
 
 
 def resource_ref(resource: Any) -> str:
@@ -47,22 +61,24 @@ def score_response(response: Any, catalog: Catalog) -> ScoreResult:
     """
     ref = resource_ref(response)
     instrument, warnings = _resolve(response, ref, catalog)
-    values, stored = _collect_answers(response, instrument, ref)
+    plan = _plan(instrument)
+    values, stored = _collect_answers(response, instrument, plan, ref)
     scores: list[ScaleScore] = []
     rules: list[str] = []
     omitted: list[str] = []
-    for position, scale in enumerate(instrument.mapping.scales):
-        score, rule = _score_scale(scale, values, instrument)
+    for position, scale_plan in enumerate(plan.scales):
+        score, rule = _score_scale(scale_plan, values)
         if score is None:
             if position == 0:
                 raise ScoringError(ref, rule)
-            omitted.append(scale.id)
-            warnings.append(f"{scale.id} not reported: {rule}")
+            omitted.append(scale_plan.spec.id)
+            warnings.append(f"{scale_plan.spec.id} not reported: {rule}")
             continue
         if rule:
             rules.append(rule)
         scores.append(score)
-        _compare_stored(scale, score, stored, warnings)
+        if stored:
+            _compare_stored(scale_plan.spec, score, stored, warnings)
     return ScoreResult(
         response_ref=ref,
         mapping=instrument.mapping,
@@ -97,8 +113,81 @@ def _resolve(response: Any, ref: str, catalog: Catalog) -> tuple[Instrument, lis
 
 
 def _collect_answers(
+    response: dict[str, Any], instrument: Instrument, plan: _InstrumentPlan, ref: str
+) -> tuple[dict[str, Decimal], dict[str, Any]]:
+    """Scored item values by linkId, and the stored score items' answers (read-only items)."""
+    lean = _collect_flat(response.get("item"), plan)
+    return lean if lean is not None else _collect_walk(response, instrument, ref)
+
+
+def _collect_flat(items: Any, plan: _InstrumentPlan) -> tuple[dict[str, Decimal], dict[str, Any]] | None:
+    """The common shape, read fast: a flat list of items, each with at most one plain answer.
+
+    Returns None, never raising, at the first thing off that path (nesting, extensions,
+    several answers, a repeated or unknown linkId, anything malformed); :func:`_collect_walk`
+    then handles the response and names the problem, if there is one.
+    """
+    if type(items) is not list:
+        return None
+    remaining = dict(plan.entries)  # each linkId may appear once
+    values: dict[str, Decimal] = {}
+    stored: dict[str, Any] = {}
+    for item in items:
+        if type(item) is not dict or "item" in item:
+            return None
+        link = item.get("linkId")
+        if type(link) is not str:
+            return None
+        entry = remaining.pop(link, None)  # None: not in this Questionnaire, or already seen
+        answers = item.get("answer", _NO_ANSWERS)
+        if entry is None or (type(answers) is not list and answers is not _NO_ANSWERS):
+            return None
+        if type(entry) is ItemSpec and answers:
+            value = _plain_value(entry, answers)
+            if value is None:
+                return None
+            values[link] = value
+        elif not _plain_answers(answers):
+            return None
+        elif entry is True:
+            stored[link] = answers[0] if answers else None
+    return values, stored
+
+
+def _plain_answers(answers: Sequence[Any]) -> bool:
+    return all(type(answer) is dict and "item" not in answer for answer in answers)
+
+
+def _plain_value(spec: ItemSpec, answers: Sequence[Any]) -> Decimal | None:
+    """A scored item's value when it has one plain, valid answer (a Coding without weights, or a number); else None."""
+    answer = answers[0]
+    if len(answers) != 1 or type(answer) is not dict or "item" in answer:
+        return None
+    if "valueCoding" in answer:
+        coding = answer["valueCoding"]
+        if spec.kind != "choice" or "extension" in answer or type(coding) is not dict or "extension" in coding:
+            return None
+        system, code = coding.get("system"), coding.get("code")
+        return spec.options.get((system, code)) if type(system) is str and system and type(code) is str else None
+    if "valueInteger" in answer:
+        raw = answer["valueInteger"]
+        value = Decimal(raw) if type(raw) is int else None
+    elif "valueDecimal" in answer:
+        raw = answer["valueDecimal"]
+        value = Decimal(raw) if type(raw) is int else Decimal(repr(raw)) if type(raw) is float and math.isfinite(raw) else None
+    else:
+        return None
+    if value is None or spec.kind == "choice":
+        return value if value in spec.values else None
+    if not spec.min <= value <= spec.max or -value.as_tuple().exponent > spec.decimals:  # type: ignore[operator]
+        return None
+    return value
+
+
+def _collect_walk(
     response: dict[str, Any], instrument: Instrument, ref: str
 ) -> tuple[dict[str, Decimal], dict[str, Any]]:
+    """Any shape (nested groups, answers with items, weights on answers), checked item by item."""
     values: dict[str, Decimal] = {}
     stored: dict[str, Any] = {}
     seen: set[str] = set()
@@ -205,11 +294,16 @@ def _answer_weight(answer: dict[str, Any]) -> Decimal | None:
     return None
 
 
-def _score_scale(scale: ScaleSpec, values: dict[str, Decimal], instrument: Instrument) -> tuple[ScaleScore | None, str]:
+def _score_scale(plan: _ScalePlan, values: dict[str, Decimal]) -> tuple[ScaleScore | None, str]:
     """Return the score, or None and the reason it cannot be given; the string is the rule applied."""
-    item_scale = instrument.mapping.item_scale
-    flip = _decimal(item_scale.min) + _decimal(item_scale.max)
-    answered = [flip - values[i] if i in scale.reverse_items else values[i] for i in scale.items if i in values]
+    scale, reverse, flip = plan.spec, plan.reverse, plan.flip
+    answered: Sequence[Decimal] | None
+    try:  # every item answered, none reversed (the common case): one lookup in C
+        answered = plan.all_answers(values) if plan.all_answers is not None else None
+    except KeyError:
+        answered = None
+    if answered is None:
+        answered = [flip - values[i] if i in reverse else values[i] for i in scale.items if i in values]
     n_items, n = len(scale.items), len(answered)
     rule = scale.missing
     if n < rule.min_answered:
@@ -218,7 +312,7 @@ def _score_scale(scale: ScaleSpec, values: dict[str, Decimal], instrument: Instr
             f"too many missing answers for {scale.id}: unanswered item(s) {missing}; "
             f"at least {rule.min_answered} of {n_items} needed ({rule.source})"
         )
-    total = sum(answered, Decimal(0))
+    total = sum(answered, _ZERO)
     if n == n_items:
         value = total if scale.aggregation == "sum" else _round(total / n, scale.decimals)
         note = ""
@@ -230,8 +324,14 @@ def _score_scale(scale: ScaleSpec, values: dict[str, Decimal], instrument: Instr
             f"{'mean of the answered items x ' + str(n_items) if scale.aggregation == 'sum' else 'mean of the answered items'}, "
             f"rounded to {rule.round_to} decimal(s) ({rule.source})"
         )
-    flags = tuple(_flags(scale, value))
-    return ScaleScore(scale=scale, value=value, answered=n, prorated=n != n_items, flags=flags), note
+    key = (str(value), n)
+    score = plan.outcomes.get(key)
+    if score is None:
+        flags = tuple(_flags(plan, value)) if plan.cutoffs or plan.bands else ()
+        score = ScaleScore(scale=scale, value=value, answered=n, prorated=n != n_items, flags=flags)
+        if len(plan.outcomes) < _MAX_OUTCOMES:
+            plan.outcomes[key] = score
+    return score, note
 
 
 def _decimal(number: float) -> Decimal:
@@ -243,14 +343,13 @@ def _round(value: Decimal, places: int) -> Decimal:
     return value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
 
 
-def _flags(scale: ScaleSpec, value: Decimal) -> list[Cutoff | Band]:
+def _flags(plan: _ScalePlan, value: Decimal) -> list[Cutoff | Band]:
     flags: list[Cutoff | Band] = []
-    for cut in scale.cutoffs:
-        threshold = _decimal(cut.threshold)
+    for cut, threshold in plan.cutoffs:
         if value < threshold or (cut.operator == "<=" and value == threshold):
             flags.append(cut)
-    for band in scale.bands:
-        if _decimal(band.min) <= value <= _decimal(band.max):
+    for band, low, high in plan.bands:
+        if low <= value <= high:
             flags.append(band)
     return flags
 
@@ -263,3 +362,86 @@ def _compare_stored(scale: ScaleSpec, score: ScaleScore, stored: dict[str, Any],
     raw = answer.get("valueDecimal", answer.get("valueInteger"))
     if isinstance(raw, int | float) and not isinstance(raw, bool) and Decimal(repr(raw)) != score.value:
         warnings.append(f"stored {scale.id} {raw} differs from the re-computed {score.value}; the stored value is ignored")
+
+
+# Prepared once per instrument (and shared with observations: IdentityCache).
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class IdentityCache(Generic[K, V]):
+    """Values prepared once from a frozen object (instrument, mapping, scale), found by identity.
+
+    The mapping models hold lists, so they cannot be dict keys. An entry keeps its object
+    alive, so the id cannot be reused while the entry exists; at ``limit`` entries the cache
+    starts afresh, which bounds memory in a process that reloads catalogs. Internal (also used
+    by :mod:`observations`); not part of the public API.
+    """
+
+    def __init__(self, build: Callable[[K], V], limit: int = 1024) -> None:
+        self._build = build
+        self._limit = limit
+        self._entries: dict[int, tuple[K, V]] = {}
+
+    def __call__(self, key: K) -> V:
+        entry = self._entries.get(id(key))
+        if entry is not None and entry[0] is key:
+            return entry[1]
+        value = self._build(key)
+        if len(self._entries) >= self._limit:
+            self._entries.clear()
+        self._entries[id(key)] = (key, value)
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class _ScalePlan:
+    """One scale with the numbers of its key prepared as Decimals.
+
+    ``outcomes`` shares :class:`ScaleScore` objects (frozen, so safe to share) between
+    responses that score the same: a score is fully set by its value, written exactly
+    (``str``), and the number of answered items.
+    """
+
+    spec: ScaleSpec
+    reverse: frozenset[str]
+    flip: Decimal
+    cutoffs: tuple[tuple[Cutoff, Decimal], ...]
+    bands: tuple[tuple[Band, Decimal, Decimal], ...]
+    all_answers: Callable[[dict[str, Decimal]], tuple[Decimal, ...]] | None  # None: reversed or single-item scale
+    outcomes: dict[tuple[str, int], ScaleScore] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _InstrumentPlan:
+    """An instrument prepared for scoring.
+
+    ``entries`` maps every linkId of the Questionnaire to what the lean answer loop does with
+    it: an :class:`ItemSpec` (a scored item), ``True`` (a stored score item, compared, never
+    trusted) or ``False`` (any other item).
+    """
+
+    scales: tuple[_ScalePlan, ...]
+    entries: dict[str, ItemSpec | bool]
+
+
+def _prepare_instrument(instrument: Instrument) -> _InstrumentPlan:
+    item_scale = instrument.mapping.item_scale
+    flip = _decimal(item_scale.min) + _decimal(item_scale.max)
+    scales = tuple(_prepare_scale(scale, flip) for scale in instrument.mapping.scales)
+    entries: dict[str, ItemSpec | bool] = {}
+    for link in instrument.link_ids:
+        spec = instrument.items.get(link)
+        entries[link] = True if link in instrument.score_link_ids else spec if spec is not None else False
+    return _InstrumentPlan(scales, entries)
+
+
+def _prepare_scale(scale: ScaleSpec, flip: Decimal) -> _ScalePlan:
+    cutoffs = tuple((cut, _decimal(cut.threshold)) for cut in scale.cutoffs)
+    bands = tuple((band, _decimal(band.min), _decimal(band.max)) for band in scale.bands)
+    all_answers = operator.itemgetter(*scale.items) if len(scale.items) > 1 and not scale.reverse_items else None
+    return _ScalePlan(scale, frozenset(scale.reverse_items), flip, cutoffs, bands, all_answers)
+
+
+_plan: IdentityCache[Instrument, _InstrumentPlan] = IdentityCache(_prepare_instrument, limit=256)
