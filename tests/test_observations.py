@@ -118,3 +118,22 @@ def test_response_without_id_still_gets_a_stable_identifier(catalog):
     a, b = observe(catalog, response), observe(catalog, json.loads(json.dumps(response)))
     assert a["identifier"] == b["identifier"]
     assert "reference" not in a["derivedFrom"][0]
+
+
+def test_editing_one_observation_never_changes_the_next(catalog):
+    """Prepared parts are copied into each Observation, never shared (sync adds meta, retraction edits status)."""
+    response = example("srs", "complete")
+    first = observe(catalog, response)
+
+    def scribble(node):  # noqa: ANN001, ANN202
+        if isinstance(node, dict):
+            for key in list(node):
+                scribble(node[key])
+            node["scribbled"] = True
+        elif isinstance(node, list):
+            for child in node:
+                scribble(child)
+            node.append("scribbled")
+
+    scribble(first)
+    assert "scribbled" not in json.dumps(observe(catalog, response))
