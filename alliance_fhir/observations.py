@@ -103,14 +103,14 @@ def build_observation(result: ScoreResult, response: dict[str, Any]) -> dict[str
     }
     for key in ("subject", "encounter"):
         if isinstance(response.get(key), dict):
-            obs[key] = response[key]
+            obs[key] = _copied(response[key])
     focus = _focus(response)
     if focus:
         obs["focus"] = [focus]
     if isinstance(response.get("authored"), str):
         obs["effectiveDateTime"] = response["authored"]
     if isinstance(response.get("author"), dict):
-        obs["performer"] = [response["author"]]
+        obs["performer"] = [_copied(response["author"])]
     obs["valueQuantity"] = _quantity(total.value)
     if total.flags:
         obs["interpretation"] = _interpretation(total.flags)
@@ -167,7 +167,7 @@ def _response_reference(response: dict[str, Any]) -> dict[str, str]:
 def _focus(response: dict[str, Any]) -> dict[str, Any] | None:
     for ext in response.get("extension") or []:
         if isinstance(ext, dict) and ext.get("url") == FOCUS_EXTENSION and isinstance(ext.get("valueReference"), dict):
-            return ext["valueReference"]  # type: ignore[no-any-return]
+            return _copied(ext["valueReference"])  # type: ignore[no-any-return]
     return None
 
 
@@ -294,3 +294,12 @@ def _bound(number: float) -> dict[str, Any]:
 _mapping_parts: IdentityCache[InstrumentMapping, _MappingParts] = IdentityCache(_prepare_mapping)
 _scale_parts: IdentityCache[ScaleSpec, _ScaleParts] = IdentityCache(_prepare_scale)
 _flag_parts: IdentityCache[Cutoff | Band, _FlagParts] = IdentityCache(_prepare_flag)
+
+
+def _copied(value: Any) -> Any:
+    """A copy of a JSON value taken from the response, so editing the Observation never edits the response."""
+    if isinstance(value, dict):
+        return {k: _copied(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copied(v) for v in value]
+    return value
