@@ -175,7 +175,7 @@ def main() -> None:
     n = 300 if args.quick else args.n
     large = 0 if args.quick else args.large
     grid_n = 100 if args.quick else 1000
-    base = args.server or start_server("8092")
+    base = args.server or start_server(os.environ.get("BENCH_HAPI_PORT", "8092"))
     with FhirClient(ServerConfig(url=base)) as c:
         publish_resources(c, content_resources(CATALOG))
     results: dict[str, Any] = {"machine": machine_info(["alliance-fhir", "httpx"]), "server": base, "n": n}
