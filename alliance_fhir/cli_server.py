@@ -313,7 +313,10 @@ def demo(
 
 def signals_table(found: list[Signal]) -> Table:
     """One row per signal: who, which instrument, what, how severe, open or resolved, since when."""
-    table = Table("subject", "instrument", "signal", "severity", "status", "opened", "detail", title="Alliance signals")
+    table = Table(title="Alliance signals")
+    for name in ("subject", "instrument", "signal", "severity", "status", "opened"):
+        table.add_column(name, no_wrap=True)
+    table.add_column("detail", no_wrap=True, overflow="ellipsis", max_width=70)
     for s in found:
         table.add_row(s.subject, s.instrument, s.kind, s.severity, s.status, s.opened_at.date().isoformat(), s.detail.split(" Rule:")[0])
     return table
