@@ -33,6 +33,7 @@ from alliance_fhir.publish import publish_resources
 from alliance_fhir.state import StateStore
 from alliance_fhir.sync import SyncOptions, run_sync
 
+from ._latency_proxy import LatencyProxy
 from ._report import machine_info, markdown_table, write_json
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,14 +47,12 @@ def responses(prefix: str, n: int) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = [{"resourceType": "Patient", "id": f"{prefix}-p{k}"} for k in range((n + 99) // 100)]
     for i in range(n):
         patient = {"reference": f"Patient/{prefix}-p{i // 100}"}
-        base = {"resourceType": "QuestionnaireResponse", "id": f"{prefix}-{i}", "status": "completed", "subject": patient,
-                "authored": "2026-11-01T10:00:00Z"}
+        base = {"resourceType": "QuestionnaireResponse", "id": f"{prefix}-{i}", "status": "completed", "subject": patient, "authored": "2026-11-01T10:00:00Z"}
         if i % 2:
             items = [{"linkId": str(k), "answer": [{"valueDecimal": round(5 + (i * k) % 50 / 10, 1)}]} for k in range(1, 5)]
             out.append({**base, "questionnaire": "http://alliance-fhir.org/fhir/Questionnaire/srs|1.0.0", "item": items})
         else:
-            items = [{"linkId": str(k), "answer": [{"valueCoding": {"system": CS, "code": f"wai-sr-{WAI[(i + k) % 5]}"}}]}
-                     for k in range(1, 13)]
+            items = [{"linkId": str(k), "answer": [{"valueCoding": {"system": CS, "code": f"wai-sr-{WAI[(i + k) % 5]}"}}]} for k in range(1, 13)]
             out.append({**base, "questionnaire": "http://alliance-fhir.org/fhir/Questionnaire/wai-sr|1.0.0", "item": items})
     return out
 
@@ -69,17 +68,22 @@ def put_all(base: str, resources: list[dict[str, Any]], batch: int = 200, worker
     with FhirClient(ServerConfig(url=base, timeout=300)) as c:
         for group in (patients, rest):
             chunks = [group[i : i + batch] for i in range(0, len(group), batch)]
-            bundles = [{"resourceType": "Bundle", "type": "transaction",
-                        "entry": [{"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}} for r in chunk]}
-                       for chunk in chunks]
+            bundles = [
+                {
+                    "resourceType": "Bundle",
+                    "type": "transaction",
+                    "entry": [{"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}} for r in chunk],
+                }
+                for chunk in chunks
+            ]
             with ThreadPoolExecutor(workers) as pool:
                 list(pool.map(lambda b: c.transaction(b, idempotent=True), bundles))
     return time.perf_counter() - started
 
 
-def sync_run(base: str, state: Path, patient_prefix: str | None = None, **settings: Any) -> dict[str, Any]:
+def sync_run(base: str, state: Path, options: SyncOptions | None = None, **settings: Any) -> dict[str, Any]:
     with FhirClient(ServerConfig(url=base, timeout=300, **settings)) as c, StateStore(state) as store:
-        report = run_sync(c, CATALOG, store, SyncOptions())
+        report = run_sync(c, CATALOG, store, options or SyncOptions())
     return report.as_dict()
 
 
@@ -96,8 +100,7 @@ def prebuilt_observations(prefix: str, n: int, salt: str) -> list[dict[str, Any]
 
 
 def ingest(base: str, observations: list[dict[str, Any]], batch: int, workers: int) -> float:
-    entries = [{"resource": o, "request": {"method": "PUT", "url": f"Observation?identifier={IDENTIFIER_SYSTEM}|{o['identifier'][0]['value']}"}}
-               for o in observations]
+    entries = [{"resource": o, "request": {"method": "PUT", "url": f"Observation?identifier={IDENTIFIER_SYSTEM}|{o['identifier'][0]['value']}"}} for o in observations]
     bundles = [{"resourceType": "Bundle", "type": "transaction", "entry": entries[i : i + batch]} for i in range(0, len(entries), batch)]
     with FhirClient(ServerConfig(url=base, timeout=300, concurrency=workers)) as c:
         started = time.perf_counter()
@@ -106,13 +109,17 @@ def ingest(base: str, observations: list[dict[str, Any]], batch: int, workers: i
         return time.perf_counter() - started
 
 
-def naive(base: str, prefix: str) -> tuple[int, float]:
+def naive(base: str, prefix: str, count: int = 20) -> tuple[int, float]:
     """One page at a time, one plain POST per Observation, nothing in parallel."""
     started = time.perf_counter()
     written = 0
     with FhirClient(ServerConfig(url=base, timeout=300)) as c:
-        params = {"_count": "20", "status": "completed", "questionnaire": "http://alliance-fhir.org/fhir/Questionnaire/wai-sr|1.0.0,"
-                  "http://alliance-fhir.org/fhir/Questionnaire/srs|1.0.0", "_tag": f"urn:bench|{prefix}"}
+        params = {
+            "_count": str(count),
+            "status": "completed",
+            "questionnaire": "http://alliance-fhir.org/fhir/Questionnaire/wai-sr|1.0.0,http://alliance-fhir.org/fhir/Questionnaire/srs|1.0.0",
+            "_tag": f"urn:bench|{prefix}",
+        }
         for r in c.search("QuestionnaireResponse", params):
             obs = build_observation(score_response(r, CATALOG), r)
             obs["identifier"][0]["value"] = "naive-" + obs["identifier"][0]["value"]
@@ -125,12 +132,17 @@ def tagged(resources: list[dict[str, Any]], tag: str) -> list[dict[str, Any]]:
     return [{**r, "meta": {"tag": [{"system": "urn:bench", "code": tag}]}} for r in resources]
 
 
+# Peak RSS is the kernel's high-water mark of the probe's own address space (VmHWM, Linux).
+# Not ru_maxrss: on Linux it survives the (v)fork + exec that starts the probe, so a benchmark
+# parent holding 100,000 generated responses (~1 GiB) was once reported as sync's peak.
 _RSS_PROBE = (
-    "import resource, sys\n"
+    "import os, resource, sys\n"
     "from alliance_fhir.cli import app\n"
     "try:\n    app(sys.argv[1:], prog_name='alliance-fhir')\n"
     "except SystemExit:\n    pass\n"
-    "print('peak_rss_kib', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
+    "status = open('/proc/self/status').read().splitlines() if os.path.exists('/proc/self/status') else []\n"
+    "hwm = [int(line.split()[1]) for line in status if line.startswith('VmHWM:')]\n"
+    "print('peak_rss_kib', hwm[0] if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
 )
 
 
@@ -138,18 +150,63 @@ def rss_of_sync(base: str, n_label: str) -> dict[str, Any]:
     """Peak RSS (MiB) of a full `alliance-fhir sync` with a fresh state file, reported by the process itself."""
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "ALLIANCE_FHIR_STATE_DB": str(Path(tmp) / "s.sqlite")}
-        proc = subprocess.run([sys.executable, "-c", _RSS_PROBE, "sync", "--server", base, "--json"], env=env,
-                              capture_output=True, text=True, check=False)
+        proc = subprocess.run([sys.executable, "-c", _RSS_PROBE, "sync", "--server", base, "--json"], env=env, capture_output=True, text=True, check=False)
     peak_kib = next((int(line.split()[1]) for line in proc.stderr.splitlines() if line.startswith("peak_rss_kib")), 0)
     summary = json.loads(proc.stdout) if proc.stdout.strip().startswith("{") else {}
-    return {"label": n_label, "peak_rss_mib": round(peak_kib / 1024, 1),
-            "found": summary.get("found"), "written": summary.get("written"), "seconds": summary.get("seconds")}
+    return {
+        "label": n_label,
+        "peak_rss_mib": round(peak_kib / 1024, 1),
+        "found": summary.get("found"),
+        "written": summary.get("written"),
+        "seconds": summary.get("seconds"),
+    }
+
+
+def latency_runs(base: str, delays_ms: list[int], n: int) -> list[dict[str, Any]]:
+    """(a) and (c) through a proxy that adds each delay to every request, on n fresh responses per run.
+
+    Loopback hides what batching is for: a real EHR is a network round trip away, and the naive
+    client pays that round trip once per Observation while sync pays it once per page or batch.
+    """
+    rows = []
+    for delay in delays_ms:
+        row: dict[str, Any] = {"delay_ms": delay, "n": n}
+        for variant in ("a_sync", "c_naive"):
+            prefix = f"t{uuid.uuid4().hex[:6]}"
+            put_all(base, tagged(responses(prefix, n), prefix))
+            with LatencyProxy(base, delay / 1000) as proxy, tempfile.TemporaryDirectory() as tmp:
+                if variant == "a_sync":
+                    result = sync_run(proxy.url, Path(tmp) / "s.sqlite", SyncOptions(tag={"system": "urn:bench", "code": prefix}))
+                    done, seconds = result["written"], result["seconds"]
+                else:
+                    # Pages of 200 like sync's, so the difference is the writes alone.
+                    done, seconds = naive(proxy.url, prefix, count=200)
+                row[variant] = {"written": done, "seconds": round(seconds, 2), "per_s": round(done / seconds, 1), "requests": proxy.requests}
+        row["a_over_c"] = round(row["a_sync"]["per_s"] / row["c_naive"]["per_s"], 2)
+        rows.append(row)
+    return rows
+
+
+def latency_table(rows: list[dict[str, Any]]) -> str:
+    return markdown_table(
+        ["added delay per request", "(a) sync responses/s", "(a) requests", "(c) naive responses/s", "(c) requests", "a/c"],
+        [
+            (
+                f"{r['delay_ms']} ms",
+                f"{r['a_sync']['per_s']:,.0f}",
+                r["a_sync"]["requests"],
+                f"{r['c_naive']['per_s']:,.0f}",
+                r["c_naive"]["requests"],
+                f"{r['a_over_c']:.1f}",
+            )
+            for r in rows
+        ],
+    )
 
 
 def start_server(port: str) -> str:
     """A fresh local HAPI with the full JIT (the harness's default C1-only flags favour boot time)."""
-    env = {**os.environ, "HAPI_PORT": port, "HAPI_FRESH": "1",
-           "HAPI_JAVA_OPTS": os.environ.get("HAPI_JAVA_OPTS", "-Xms512m -Xmx1536m -XX:+UseParallelGC -Xss1m")}
+    env = {**os.environ, "HAPI_PORT": port, "HAPI_FRESH": "1", "HAPI_JAVA_OPTS": os.environ.get("HAPI_JAVA_OPTS", "-Xms512m -Xmx1536m -XX:+UseParallelGC -Xss1m")}
     subprocess.run(["bash", str(ROOT / "hapi" / "ctl.sh"), "stop"], env=env, capture_output=True, check=False)
     proc = subprocess.run(["bash", str(ROOT / "hapi" / "ctl.sh"), "start"], env=env, capture_output=True, text=True, check=True)
     return proc.stdout.strip().splitlines()[-1]
@@ -163,14 +220,20 @@ def main() -> None:
     parser.add_argument("--server", help="an existing FHIR server (default: start a local HAPI on port 8092)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "sync.json")
     parser.add_argument("--rss-only", type=int, metavar="N", help="only post N more responses and measure sync's peak RSS (needs --server)")
+    parser.add_argument("--latency-ms", help="only compare (a) and (c) through a proxy adding these delays, e.g. 0,20,50 (needs --server)")
+    parser.add_argument("--latency-n", type=int, default=2000, help="responses per --latency-ms run")
     args = parser.parse_args()
+    if args.latency_ms:
+        rows = latency_runs(args.server, [int(d) for d in args.latency_ms.split(",")], args.latency_n)
+        write_json(args.out, {"machine": machine_info(["alliance-fhir", "httpx"]), "latency": rows})
+        print(latency_table(rows))
+        return
     if args.rss_only:
         big = f"L{uuid.uuid4().hex[:6]}"
         posted = put_all(args.server, tagged(responses(big, args.rss_only), big))
         result = rss_of_sync(args.server, f"{args.rss_only} new + what the server held")
         write_json(args.out, {"machine": machine_info(["alliance-fhir"]), "post_seconds": round(posted, 1), "rss": result})
-        print(markdown_table(["sync of", "peak RSS (MiB)", "found", "seconds"],
-                             [(result["label"], result["peak_rss_mib"], result["found"], result["seconds"])]))
+        print(markdown_table(["sync of", "peak RSS (MiB)", "found", "seconds"], [(result["label"], result["peak_rss_mib"], result["found"], result["seconds"])]))
         return
     n = 300 if args.quick else args.n
     large = 0 if args.quick else args.large
@@ -197,8 +260,7 @@ def main() -> None:
     best = max(grid, key=lambda g: g["per_s"])
     ceiling_obs = prebuilt_observations(prefix, n, "ceiling-")
     ceiling_s = ingest(base, ceiling_obs, best["batch"], best["concurrency"])
-    results["b_ceiling"] = {"batch": best["batch"], "concurrency": best["concurrency"], "seconds": round(ceiling_s, 3),
-                            "per_s": round(len(ceiling_obs) / ceiling_s, 1)}
+    results["b_ceiling"] = {"batch": best["batch"], "concurrency": best["concurrency"], "seconds": round(ceiling_s, 3), "per_s": round(len(ceiling_obs) / ceiling_s, 1)}
     results["grid"] = grid
     naive_n, naive_s = naive(base, prefix)
     results["c_naive"] = {"written": naive_n, "seconds": round(naive_s, 3), "per_s": round(naive_n / naive_s, 1)}
@@ -208,30 +270,29 @@ def main() -> None:
         results["post_large_seconds"] = round(put_all(base, tagged(responses(big, large), big)), 2)
         results["rss"].append(rss_of_sync(base, f"{large} new + {n} known"))
     a_rate = a["found"] / a["seconds"]  # everything the run found (a reused --server may hold more than n)
-    results["ratios"] = {"a_over_b": round(a_rate / results["b_ceiling"]["per_s"], 3),
-                         "a_over_c": round(a_rate / results["c_naive"]["per_s"], 2)}
+    results["ratios"] = {"a_over_b": round(a_rate / results["b_ceiling"]["per_s"], 3), "a_over_c": round(a_rate / results["c_naive"]["per_s"], 2)}
     write_json(args.out, results)
     print(report(results, a_rate))
 
 
 def report(r: dict[str, Any], a_rate: float) -> str:
     rows = [
-        ("(a) alliance-fhir sync, defaults (concurrency 4, batch 50, page 200)", r["a_sync"]["found"], f"{r['a_sync']['seconds']:.2f}",
-         f"{a_rate:,.0f}"),
-        (f"(b) ingest ceiling, batch {r['b_ceiling']['batch']} x {r['b_ceiling']['concurrency']} in flight", r["n"],
-         f"{r['b_ceiling']['seconds']:.2f}", f"{r['b_ceiling']['per_s']:,.0f}"),
-        ("(c) naive: page by page, one POST per Observation", r["c_naive"]["written"], f"{r['c_naive']['seconds']:.2f}",
-         f"{r['c_naive']['per_s']:,.0f}"),
+        ("(a) alliance-fhir sync, defaults (concurrency 4, batch 50, page 200)", r["a_sync"]["found"], f"{r['a_sync']['seconds']:.2f}", f"{a_rate:,.0f}"),
+        (
+            f"(b) ingest ceiling, batch {r['b_ceiling']['batch']} x {r['b_ceiling']['concurrency']} in flight",
+            r["n"],
+            f"{r['b_ceiling']['seconds']:.2f}",
+            f"{r['b_ceiling']['per_s']:,.0f}",
+        ),
+        ("(c) naive: page by page, one POST per Observation", r["c_naive"]["written"], f"{r['c_naive']['seconds']:.2f}", f"{r['c_naive']['per_s']:,.0f}"),
     ]
     text = [markdown_table(["variant", "responses", "seconds", "responses/s"], rows), ""]
     text.append(f"a/b = {r['ratios']['a_over_b']:.2f} (target >= 0.80); a/c = {r['ratios']['a_over_c']:.1f} (target >= 10)")
-    text.append(f"no-op re-sync: {r['noop_resync']['requests']} requests, {r['noop_resync']['seconds']:.2f} s, "
-                f"{r['noop_resync']['written']} written")
+    text.append(f"no-op re-sync: {r['noop_resync']['requests']} requests, {r['noop_resync']['seconds']:.2f} s, {r['noop_resync']['written']} written")
     text.append("")
     text.append(markdown_table(["batch", "in flight", "Observations/s"], [(g["batch"], g["concurrency"], f"{g['per_s']:,.0f}") for g in r["grid"]]))
     text.append("")
-    text.append(markdown_table(["sync of", "peak RSS (MiB)", "found", "seconds"],
-                               [(x["label"], x["peak_rss_mib"], x["found"], x["seconds"]) for x in r["rss"]]))
+    text.append(markdown_table(["sync of", "peak RSS (MiB)", "found", "seconds"], [(x["label"], x["peak_rss_mib"], x["found"], x["seconds"]) for x in r["rss"]]))
     return "\n".join(text)
 
 
