@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from . import __version__
 from .catalog import Catalog, Instrument, load_catalog
+from .cli_server import err, out
 from .cli_server import register as register_server_commands
 from .cli_signals import register as register_signal_commands
 from .content import content_resources, extraction_problems, load_text_pack, text_pack_template, write_content
@@ -45,9 +45,6 @@ app.add_typer(questionnaires_app, name="questionnaires")
 app.add_typer(package_app, name="package")
 register_server_commands(app)
 register_signal_commands(app)
-
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True, highlight=False)
 
 InstrumentsOption = Annotated[
     list[Path] | None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -26,15 +27,18 @@ from .content import content_resources
 from .demo import DEMO_TAG, cleanup_demo, post_demo_data
 from .errors import AllianceFhirError, ConfigError, FhirServerError, FhirTransportError, StateError
 from .publish import publish_resources
-from .signal_sync import run_signals
+from .signal_sync import SignalReport, run_signals
 from .signals import Signal
 from .state import StateStore
 from .sync import SyncOptions, SyncReport, run_sync
 
 __all__ = ["register"]
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True, highlight=False)
+# Into a pipe or a log file Rich would assume 80 columns and squeeze the tables (the signals
+# table lost whole columns in `make demo > demo.log`); a terminal or $COLUMNS still decides.
+_WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160
+out = Console(soft_wrap=True, width=_WIDTH)
+err = Console(stderr=True, soft_wrap=True, highlight=False, width=_WIDTH)
 
 ServerOption = Annotated[str | None, typer.Option("--server", help="FHIR R4 base URL (or $ALLIANCE_FHIR_SERVER / config file).")]
 ConfigOption = Annotated[Path | None, typer.Option("--config", help="TOML config file (default ./alliance-fhir.toml, then the user config dir).")]
@@ -226,8 +230,7 @@ def sync(
                 result = run_signals(client, catalog, patient=patient, tasks=tasks)[0]
             except AllianceFhirError as exc:
                 raise _fatal(exc) from None
-        err.print(f"signals: {result.signals} ({result.active} active); written {result.written}, unchanged {result.unchanged}, "
-                  f"withdrawn {result.withdrawn}, tasks created {result.tasks_created}", markup=False)
+        err.print(signals_summary(result), markup=False)
     raise typer.Exit(0 if report.ok else 1)
 
 
@@ -311,11 +314,18 @@ def demo(
     raise typer.Exit(0 if first.ok and second.ok else 1)
 
 
+def signals_summary(result: SignalReport) -> str:
+    """The one-line count of a signals run (on stderr, after the table)."""
+    verb = "would write" if result.dry_run else "written"
+    return (f"signals: {result.signals} ({result.active} active); {verb} {result.written}, unchanged {result.unchanged}, "
+            f"withdrawn {result.withdrawn}, tasks created {result.tasks_created}" + (" (dry run)" if result.dry_run else ""))
+
+
 def signals_table(found: list[Signal]) -> Table:
     """One row per signal: who, which instrument, what, how severe, open or resolved, since when."""
     table = Table(title="Alliance signals")
-    for name in ("subject", "instrument", "signal", "severity", "status", "opened"):
-        table.add_column(name, no_wrap=True)
+    for name, width in (("subject", 12), ("instrument", 6), ("signal", 12), ("severity", 8), ("status", 8), ("opened", 10)):
+        table.add_column(name, no_wrap=True, overflow="ellipsis", min_width=width)
     table.add_column("detail", no_wrap=True, overflow="ellipsis", max_width=70)
     for s in found:
         table.add_row(s.subject, s.instrument, s.kind, s.severity, s.status, s.opened_at.date().isoformat(), s.detail.split(" Rule:")[0])

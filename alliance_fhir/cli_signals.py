@@ -27,6 +27,7 @@ from .cli_server import (
     _setup_logging,
     err,
     out,
+    signals_summary,
     signals_table,
 )
 from .errors import AllianceFhirError, InputError
@@ -92,9 +93,7 @@ def signals(
         sys.stdout.write(json.dumps(result.as_dict(), indent=2) + "\n")
     else:
         out.print(signals_table(found))
-        verb = "would write" if dry_run else "written"
-        err.print(f"signals: {result.signals} ({result.active} active); {verb} {result.written}, unchanged {result.unchanged}, "
-                  f"withdrawn {result.withdrawn}, tasks created {result.tasks_created}" + (" (dry run)" if dry_run else ""), markup=False)
+        err.print(signals_summary(result), markup=False)
 
 
 def report(

@@ -24,12 +24,17 @@ from .auth import build_auth
 from .config import ServerConfig
 from .errors import AuthError, Conflict, FhirServerError, FhirTransportError, NotFound
 
-__all__ = ["FhirClient", "safe_path"]
+__all__ = ["FhirClient", "safe_path", "search_token"]
 
 logger = logging.getLogger("alliance_fhir.http")
 FHIR_JSON = "application/fhir+json"
 # HAPI replays an identical search's results for 60 s by default; we always want the current state.
 _FRESH = {"Cache-Control": "no-cache"}
+
+
+def search_token(coding: dict[str, str]) -> str:
+    """A token search value, ``system|code``, for a tag (or any Coding-shaped dict)."""
+    return f"{coding['system']}|{coding['code']}"
 
 
 def safe_path(url: str | httpx.URL) -> str:

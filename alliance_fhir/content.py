@@ -26,6 +26,11 @@ from .errors import TextPackError
 from .models import InstrumentMapping, ScaleSpec, TextPack
 
 __all__ = [
+    "MEASURE_CATEGORY",
+    "PROJECT_BASE",
+    "PROJECT_CODESYSTEM",
+    "SURVEY_CATEGORY",
+    "UCUM",
     "apply_text_packs",
     "content_resources",
     "definition_resources",
@@ -195,16 +200,18 @@ def _full_url(resource: dict[str, Any]) -> str:
 
 # ---------------------------------------------------------------- definitions (FHIR package)
 
-_BASE = "http://alliance-fhir.org/fhir"
-_CODESYSTEM = f"{_BASE}/CodeSystem/alliance-fhir"
-_UCUM = "http://unitsofmeasure.org"
-_SCORE_UNIT = {"system": _UCUM, "code": "{score}", "display": "{score}"}
-_SURVEY = {"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "survey", "display": "Survey"}
-_MEASURE = {
-    "alliance": {"system": _CODESYSTEM, "code": "therapeutic-alliance", "display": "Therapeutic alliance"},
-    "outcome": {"system": _CODESYSTEM, "code": "treatment-outcome", "display": "Treatment outcome"},
+# The project's namespace and the codings every score carries, defined once: the definitions
+# here and the Observations (observations.py) must agree on them.
+PROJECT_BASE = "http://alliance-fhir.org/fhir"
+PROJECT_CODESYSTEM = f"{PROJECT_BASE}/CodeSystem/alliance-fhir"
+UCUM = "http://unitsofmeasure.org"
+SURVEY_CATEGORY = {"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "survey", "display": "Survey"}
+MEASURE_CATEGORY = {
+    "alliance": {"system": PROJECT_CODESYSTEM, "code": "therapeutic-alliance", "display": "Therapeutic alliance"},
+    "outcome": {"system": PROJECT_CODESYSTEM, "code": "treatment-outcome", "display": "Treatment outcome"},
 }
-DEFINITION_ID_SYSTEM = f"{_BASE}/sid/observation-definition"
+_SCORE_UNIT = {"system": UCUM, "code": "{score}", "display": "{score}"}
+DEFINITION_ID_SYSTEM = f"{PROJECT_BASE}/sid/observation-definition"
 
 
 def definition_resources(catalog: Catalog) -> list[dict[str, Any]]:
@@ -261,7 +268,7 @@ def _answer_valueset(inst: Instrument, codesystems: dict[Any, dict[str, Any]]) -
     valueset: dict[str, Any] = {
         "resourceType": "ValueSet",
         "id": vid,
-        "url": f"{_BASE}/ValueSet/{vid}",
+        "url": f"{PROJECT_BASE}/ValueSet/{vid}",
         "version": m.version,
         "name": _pascal(f"{m.name} answers"),
         "title": f"{m.name} answer anchors",
@@ -313,13 +320,13 @@ def _observation_definition(mapping: InstrumentMapping, scale: ScaleSpec) -> dic
         "resourceType": "ObservationDefinition",
         "id": did,
         "identifier": [{"system": DEFINITION_ID_SYSTEM, "value": f"{mapping.questionnaire}#{scale.id}"}],
-        "category": [{"coding": [dict(_SURVEY)]}, {"coding": [dict(_MEASURE[mapping.measures])]}],
+        "category": [{"coding": [dict(SURVEY_CATEGORY)]}, {"coding": [dict(MEASURE_CATEGORY[mapping.measures])]}],
         "code": {"coding": [c.model_dump(exclude_none=True) for c in scale.codes], "text": scale.codes[0].display or scale.title},
         "permittedDataType": ["Quantity"],
         "multipleResultsAllowed": False,
         "method": {
             "coding": [{
-                "system": _CODESYSTEM,
+                "system": PROJECT_CODESYSTEM,
                 "version": mapping.algorithm_version,
                 "code": f"{mapping.instrument}-scoring",
                 "display": f"{mapping.name} scoring algorithm",
@@ -334,7 +341,7 @@ def _observation_definition(mapping: InstrumentMapping, scale: ScaleSpec) -> dic
 
 def _score_quantity(number: float) -> dict[str, Any]:
     value: int | float = int(number) if float(number).is_integer() else number
-    return {"value": value, "unit": "{score}", "system": _UCUM, "code": "{score}"}
+    return {"value": value, "unit": "{score}", "system": UCUM, "code": "{score}"}
 
 
 def _pascal(text: str) -> str:
@@ -372,9 +379,9 @@ def extraction_problems(instrument: Instrument) -> list[str]:
         return [f"{instrument.canonical}: score item '{total.questionnaire_item}' does not exist"]
     problems += _score_item_problems(head, total, True)
     if _extensions(head, OBSERVATION_EXTRACT_CATEGORY) != [
-        {"url": OBSERVATION_EXTRACT_CATEGORY, "valueCodeableConcept": {"coding": [c]}} for c in (_SURVEY, _MEASURE[mapping.measures])
+        {"url": OBSERVATION_EXTRACT_CATEGORY, "valueCodeableConcept": {"coding": [c]}} for c in (SURVEY_CATEGORY, MEASURE_CATEGORY[mapping.measures])
     ]:
-        problems.append(f"item '{head['linkId']}': observation-extract-category must be survey and {_MEASURE[mapping.measures]['code']}")
+        problems.append(f"item '{head['linkId']}': observation-extract-category must be survey and {MEASURE_CATEGORY[mapping.measures]['code']}")
     expected_entry = [{"url": "ifNoneExist", "valueString": if_none_exist_expression(total)}]
     if [e.get("extension") for e in _extensions(head, OBSERVATION_EXTRACT_ENTRY)] != [expected_entry]:
         problems.append(f"item '{head['linkId']}': observationExtractEntry must be ifNoneExist = {if_none_exist_expression(total)}")

@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 from .catalog import Catalog, Instrument
-from .client import FhirClient
+from .client import FhirClient, search_token
 from .errors import FhirServerError, InstrumentError
 from .observations import FOCUS_EXTENSION, PROJECT_CODESYSTEM
 
@@ -85,7 +85,7 @@ def post_demo_data(client: FhirClient, catalog: Catalog, batch: int = 50) -> int
 
 def cleanup_demo(client: FhirClient) -> int:
     """Delete every resource carrying the demo tag (Observations first, references last)."""
-    tag = f"{DEMO_TAG['system']}|{DEMO_TAG['code']}"
+    tag = search_token(DEMO_TAG)
     deleted = 0
     for rtype in ("Task", "DetectedIssue", "Observation", "QuestionnaireResponse", "Encounter", "Patient", "Practitioner"):
         for resource in list(client.search(rtype, {"_tag": tag, "_count": "200", "_elements": "id"})):

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from .content import MEASURE_CATEGORY, PROJECT_BASE, PROJECT_CODESYSTEM, SURVEY_CATEGORY, UCUM
 from .models import Band, Cutoff, InstrumentMapping, ScaleScore, ScaleSpec, ScoreResult
 from .scoring import IdentityCache
 
@@ -29,27 +30,20 @@ __all__ = [
     "FOCUS_EXTENSION",
     "IDENTIFIER_SYSTEM",
     "PROJECT_CODESYSTEM",
+    "UCUM",
     "build_observation",
     "collection_bundle",
     "observation_identifier",
     "observation_identifier_for",
 ]
 
-PROJECT_BASE = "http://alliance-fhir.org/fhir"
-PROJECT_CODESYSTEM = f"{PROJECT_BASE}/CodeSystem/alliance-fhir"
 ALGORITHM_SYSTEM = PROJECT_CODESYSTEM
 IDENTIFIER_SYSTEM = f"{PROJECT_BASE}/sid/score-observation"
 FOCUS_EXTENSION = f"{PROJECT_BASE}/StructureDefinition/alliance-focus"
 INSTANTIATES = "http://hl7.org/fhir/StructureDefinition/workflow-instantiatesCanonical"
-UCUM = "http://unitsofmeasure.org"
 _NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, IDENTIFIER_SYSTEM)
 _NAMESPACE_BYTES = _NAMESPACE.bytes
 # Coding leaves (strings only). Prepared parts are never handed out: builders copy them.
-_SURVEY = {"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "survey", "display": "Survey"}
-_MEASURE_CATEGORY = {
-    "alliance": {"system": PROJECT_CODESYSTEM, "code": "therapeutic-alliance", "display": "Therapeutic alliance"},
-    "outcome": {"system": PROJECT_CODESYSTEM, "code": "treatment-outcome", "display": "Treatment outcome"},
-}
 
 
 def response_key(response: dict[str, Any]) -> str:
@@ -98,7 +92,7 @@ def build_observation(result: ScoreResult, response: dict[str, Any]) -> dict[str
         "extension": [{"url": INSTANTIATES, "valueCanonical": mapping.questionnaire}],
         "identifier": [observation_identifier(response, result)],
         "status": "amended" if result.status == "amended" else "final",
-        "category": [{"coding": [_SURVEY.copy()]}, {"coding": [parts.category.copy()]}],
+        "category": [{"coding": [SURVEY_CATEGORY.copy()]}, {"coding": [parts.category.copy()]}],
         "code": _concept(total_parts),
     }
     for key in ("subject", "encounter"):
@@ -267,7 +261,7 @@ def _prepare_mapping(mapping: InstrumentMapping) -> _MappingParts:
     }
     unconfirmed = mapping.verification == "labels-unconfirmed" and mapping.verification_note
     verification = f"Verification: labels-unconfirmed. {mapping.verification_note}" if unconfirmed else None
-    return _MappingParts(_MEASURE_CATEGORY[mapping.measures], coding, "; ".join(parts), verification)
+    return _MappingParts(MEASURE_CATEGORY[mapping.measures], coding, "; ".join(parts), verification)
 
 
 def _prepare_scale(scale: ScaleSpec) -> _ScaleParts:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import json
 import re
 import tarfile
 from collections.abc import Iterable
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .catalog import Catalog
-from .content import content_resources, definition_resources, resource_filenames, resource_json
+from .content import PROJECT_BASE, content_resources, definition_resources, resource_filenames, resource_json
 from .errors import AllianceFhirError
 from .models import TextPack
 
@@ -40,7 +39,7 @@ __all__ = [
 
 PACKAGE_NAME = "alliance-fhir.content"
 FHIR_VERSION = "4.0.1"
-CANONICAL = "http://alliance-fhir.org/fhir"
+CANONICAL = PROJECT_BASE
 DEPENDENCIES = {"hl7.fhir.r4.core": FHIR_VERSION}
 # npm's own fixed timestamp for reproducible tarballs (1985-10-26T08:15:00Z).
 _MTIME = 499162500
@@ -140,4 +139,4 @@ def _index_entry(resource: dict[str, Any], filename: str) -> dict[str, Any]:
 
 
 def _json_bytes(doc: dict[str, Any]) -> bytes:
-    return (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+    return resource_json(doc).encode("utf-8")

@@ -14,7 +14,7 @@ from typing import Any
 from .client import FhirClient
 from .errors import AllianceFhirError, Conflict
 
-__all__ = ["PublishResult", "publish_resources"]
+__all__ = ["PublishResult", "comparable", "publish_resources"]
 
 _IGNORED = ("id", "meta", "text")
 
@@ -50,8 +50,8 @@ def _publish_one(client: FhirClient, resource: dict[str, Any], dry_run: bool) ->
         existing = list(client.search(rtype, {**criteria, "_count": "2"}))
         if len(existing) > 1:
             return PublishResult(rtype, canonical, "failed", "more than one resource on the server has this url|version")
-        body = {k: v for k, v in resource.items() if k not in _IGNORED}
-        if existing and _comparable(existing[0]) == _comparable(body):
+        body = comparable(resource)
+        if existing and comparable(existing[0]) == comparable(body):
             return PublishResult(rtype, canonical, "unchanged")
         action = "updated" if existing else "created"
         if not dry_run:
@@ -63,5 +63,6 @@ def _publish_one(client: FhirClient, resource: dict[str, Any], dry_run: bool) ->
         return PublishResult(rtype, canonical, "failed", str(exc))
 
 
-def _comparable(resource: dict[str, Any]) -> dict[str, Any]:
+def comparable(resource: dict[str, Any]) -> dict[str, Any]:
+    """A resource without what the server manages (id, meta, narrative): equal means nothing to write."""
     return {k: v for k, v in resource.items() if k not in _IGNORED}

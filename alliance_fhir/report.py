@@ -162,7 +162,7 @@ def _plot_instrument(ax: Axes, group: list[Series], signals: list[Signal]) -> No
         for missing in series.missing:
             ax.axvline(_x(missing.time), color="#9e9e9e", linestyle=":", linewidth=1.5, label="session without a score")
     for cutoff in (c for c in total.cutoffs if c.confidence == "C2"):
-        rule = f"{'<' if cutoff.operator == '<' else '<='} {cutoff.threshold:g}"
+        rule = f"{cutoff.operator} {cutoff.threshold:g}"
         ax.axhline(cutoff.threshold, color="#c62828", linestyle="--", linewidth=1, label=f"cutoff: {rule} ({cutoff.id})")
     _plot_subscales(ax, group)
     _plot_markers(ax, signals, lambda p: float(p.value))

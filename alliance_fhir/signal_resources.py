@@ -21,8 +21,9 @@ from collections.abc import Iterable
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from .observations import FOCUS_EXTENSION, PROJECT_BASE, PROJECT_CODESYSTEM
-from .signals import RUPTURE, SIGNAL_KINDS, Signal
+from .content import PROJECT_BASE, PROJECT_CODESYSTEM
+from .observations import FOCUS_EXTENSION
+from .signals import RUPTURE, SIGNAL_IDENTIFIER_SYSTEM, SIGNAL_KINDS, Signal
 
 __all__ = [
     "DEVICE_ID",
@@ -39,7 +40,6 @@ __all__ = [
     "withdrawn_issues",
 ]
 
-SIGNAL_IDENTIFIER_SYSTEM = f"{PROJECT_BASE}/sid/alliance-signal"
 TASK_IDENTIFIER_SYSTEM = f"{PROJECT_BASE}/sid/alliance-signal-task"
 DEVICE_IDENTIFIER_SYSTEM = f"{PROJECT_BASE}/sid/device"
 SIGNAL_STATUS_EXTENSION = f"{PROJECT_BASE}/StructureDefinition/alliance-signal-status"

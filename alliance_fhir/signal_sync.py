@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .catalog import Catalog
-from .client import FhirClient
+from .client import FhirClient, search_token
 from .errors import NotFound
 from .observations import IDENTIFIER_SYSTEM
+from .publish import comparable
 from .signal_resources import (
     SIGNAL_IDENTIFIER_SYSTEM,
     TASK_IDENTIFIER_SYSTEM,
@@ -23,12 +24,9 @@ from .signal_resources import (
     withdrawn_issues,
 )
 from .signals import Signal, detect_signals
-from .trajectory import Trajectories, build_trajectories, context_from_encounters
+from .trajectory import Trajectories, build_trajectories, context_from_encounters, unbundle
 
 __all__ = ["SignalReport", "fetch_trajectories", "run_signals"]
-
-_IGNORED = ("id", "meta", "text")
-
 
 @dataclass
 class SignalReport:
@@ -57,13 +55,8 @@ def fetch_trajectories(
     if patient:
         params["subject"] = patient
     if tag:
-        params["_tag"] = _tag_param(tag)
-    observations: list[dict[str, Any]] = []
-    encounters: list[dict[str, Any]] = []
-    for page in client.search_pages("Observation", params):
-        for entry in page.get("entry", []):
-            resource = entry.get("resource") or {}
-            (encounters if resource.get("resourceType") == "Encounter" else observations).append(resource)
+        params["_tag"] = search_token(tag)
+    observations, encounters = unbundle(client.search_pages("Observation", params))
     return build_trajectories(observations, catalog, context_from_encounters(encounters))
 
 
@@ -116,7 +109,7 @@ def _existing(
     if patient:
         params["patient" if rtype == "DetectedIssue" else "subject"] = patient
     if tag:
-        params["_tag"] = _tag_param(tag)
+        params["_tag"] = search_token(tag)
     found = {}
     for resource in client.search(rtype, params):
         for ident in resource.get("identifier", []):
@@ -131,13 +124,9 @@ def _changed(resource: dict[str, Any], existing: dict[str, dict[str, Any]], clie
             current = client.read("Device", resource["id"])
         except NotFound:
             return True
-        return _comparable(current) != _comparable(resource)
+        return comparable(current) != comparable(resource)
     old = existing.get(resource["identifier"][0]["value"])
-    return old is None or _comparable(old) != _comparable(resource)
-
-
-def _comparable(resource: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in resource.items() if k not in _IGNORED}
+    return old is None or comparable(old) != comparable(resource)
 
 
 def _write(client: FhirClient, writes: Iterable[dict[str, Any]], withdrawn: Iterable[dict[str, Any]],
@@ -163,6 +152,3 @@ def _write(client: FhirClient, writes: Iterable[dict[str, Any]], withdrawn: Iter
         }]}
         client.transaction(bundle, idempotent=True)
 
-
-def _tag_param(tag: dict[str, str]) -> str:
-    return f"{tag['system']}|{tag['code']}"

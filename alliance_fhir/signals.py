@@ -23,8 +23,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Literal
 
+from .content import PROJECT_BASE
 from .models import Cutoff, GapRule, InstrumentMapping, RuptureRule, SplitRule
-from .observations import PROJECT_BASE
 from .trajectory import ScorePoint, Series, Trajectories
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "GAP",
     "LOW_ALLIANCE",
     "RUPTURE",
+    "SIGNAL_IDENTIFIER_SYSTEM",
     "SIGNAL_KINDS",
     "SPLIT",
     "Signal",
@@ -58,7 +59,8 @@ SIGNAL_KINDS = {
     SPLIT: "Split alliance",
 }
 _KIND_ORDER = list(SIGNAL_KINDS)
-_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, f"{PROJECT_BASE}/sid/alliance-signal")
+SIGNAL_IDENTIFIER_SYSTEM = f"{PROJECT_BASE}/sid/alliance-signal"
+_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, SIGNAL_IDENTIFIER_SYSTEM)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,8 +119,7 @@ def detect_signals(trajectories: Trajectories) -> list[Signal]:
     for series in trajectories.series:
         found += low_alliance(series) + ruptures(series) + early_warnings(series)
     found += gaps(trajectories) + splits(trajectories)
-    unique = {s.key: s for s in found}  # a pairing declared on both forms yields the same gap twice
-    return sorted(unique.values(), key=lambda s: (s.subject, s.opened_at, _KIND_ORDER.index(s.kind), s.key))
+    return sorted(found, key=lambda s: (s.subject, s.opened_at, _KIND_ORDER.index(s.kind), s.key))
 
 
 def low_alliance(series: Series) -> list[Signal]:
@@ -224,7 +225,8 @@ def gaps(trajectories: Trajectories) -> list[Signal]:
         text = f"|client - therapist| {rule.operator} {rule.threshold:g} points on the percent-of-maximum scale"
         for run in _runs(steps):
             out.append(_signal(GAP, rule.severity, client, run, "client and therapist rate the alliance apart", text, rule.source))
-    return out
+    # Both forms may declare the pairing; each side then finds the same gaps (same key): keep one.
+    return list({signal.key: signal for signal in out}.values())
 
 
 def splits(trajectories: Trajectories) -> list[Signal]:

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .catalog import Catalog, Instrument
-from .client import FhirClient
+from .client import FhirClient, search_token
 from .errors import FhirServerError, FhirTransportError, InstrumentError, ScoringError
 from .observations import IDENTIFIER_SYSTEM, build_observation, observation_identifier_for
 from .scoring import resource_ref, score_response
@@ -176,7 +176,7 @@ class _Run:
         if self.options.patient:
             params["subject"] = self.options.patient
         if self.options.tag:
-            params["_tag"] = f"{self.options.tag['system']}|{self.options.tag['code']}"
+            params["_tag"] = search_token(self.options.tag)
         return params
 
     def _handle_page(self, page: dict[str, Any]) -> list[_Write]:
