@@ -101,6 +101,7 @@ start_server() {
 	fi
 	port_busy && die "port $PORT on 127.0.0.1 is already used by another process"
 	command -v java >/dev/null || die "java not found (JDK 17 needed)"
+	command -v curl >/dev/null || die "curl not found (needed to see when /fhir/metadata answers)"
 	build_if_needed
 	if [[ "${HAPI_FRESH:-0}" == 1 ]]; then
 		rm -rf "$STATE/db"
