@@ -60,7 +60,6 @@ bench: $(BENCH_STAMP)
 bench-quick: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks.bench_scoring --quick --out benchmarks/results/scoring-quick.json
 	$(BIN)/python -m benchmarks.bench_sync --quick --out benchmarks/results/sync-quick.json
-	@HAPI_PORT=$${BENCH_HAPI_PORT:-8092} bash hapi/ctl.sh stop >/dev/null 2>&1 || true
 
 ## Regenerate the mapping JSON Schema after changing alliance_fhir/models.py.
 schema: install

@@ -46,6 +46,7 @@ app.add_typer(package_app, name="package")
 register_server_commands(app)
 register_signal_commands(app)
 
+TextPackOption = Annotated[list[Path] | None, typer.Option("--text-pack", help="Text pack JSON (licensed or translated wording); repeatable.")]
 InstrumentsOption = Annotated[
     list[Path] | None,
     typer.Option("--instruments", metavar="DIR", help="Extra instruments folder (Questionnaire + mapping); repeatable. Also $ALLIANCE_FHIR_INSTRUMENTS."),
@@ -223,7 +224,7 @@ def mapping_json_schema() -> dict[str, Any]:
 def questionnaires_export(
     ctx: typer.Context,
     out_dir: Annotated[Path, typer.Argument(help="Folder to write the JSON files into.")],
-    text_pack: Annotated[list[Path] | None, typer.Option("--text-pack", help="Text pack JSON (licensed or translated wording); repeatable.")] = None,
+    text_pack: TextPackOption = None,
     bundle: Annotated[bool, typer.Option("--bundle", help="Also write bundle.json, one collection Bundle of everything.")] = False,
     instruments: InstrumentsOption = None,
 ) -> None:
@@ -258,7 +259,7 @@ def questionnaires_template(
 def package_build(
     ctx: typer.Context,
     out: Annotated[Path, typer.Argument(help="The .tgz to write, or a folder (then <name>-<version>.tgz inside it).")],
-    text_pack: Annotated[list[Path] | None, typer.Option("--text-pack", help="Text pack JSON (licensed or translated wording).")] = None,
+    text_pack: TextPackOption = None,
     instruments: InstrumentsOption = None,
 ) -> None:
     """Write a FHIR NPM package (.tgz): Questionnaires, CodeSystem, ValueSets, ObservationDefinitions."""

@@ -24,12 +24,17 @@ from .auth import build_auth
 from .config import ServerConfig
 from .errors import AuthError, Conflict, FhirServerError, FhirTransportError, NotFound
 
-__all__ = ["FhirClient", "safe_path", "search_token"]
+__all__ = ["FhirClient", "is_match", "safe_path", "search_token"]
 
 logger = logging.getLogger("alliance_fhir.http")
 FHIR_JSON = "application/fhir+json"
 # HAPI replays an identical search's results for 60 s by default; we always want the current state.
 _FRESH = {"Cache-Control": "no-cache"}
+
+
+def is_match(entry: dict[str, Any]) -> bool:
+    """A searchset entry that matched the criteria (not an ``_include``d resource or an OperationOutcome)."""
+    return isinstance(entry.get("resource"), dict) and (entry.get("search") or {}).get("mode", "match") == "match"
 
 
 def search_token(coding: dict[str, str]) -> str:
@@ -112,22 +117,19 @@ class FhirClient:
             page = self._json(self.request("GET", resource_type, params=query, headers=_FRESH))
         total, seen = page.get("total"), 0
         while True:
-            seen += sum(1 for e in page.get("entry", []) if (e.get("search") or {}).get("mode", "match") == "match")
+            seen += sum(1 for e in page.get("entry", []) if is_match(e))
             yield page
             next_url = next((link.get("url") for link in page.get("link", []) if link.get("relation") == "next"), None)
             if not next_url:
                 break
             page = self._json(self.request("GET", self._same_origin(next_url)))
         if isinstance(total, int) and seen < total:
-            raise FhirServerError("GET", safe_path(f"{self.base_url}/{resource_type}"), 200, _truncated(seen, total))
+            raise FhirServerError("POST" if post else "GET", safe_path(f"{self.base_url}/{resource_type}"), 200, _truncated(seen, total))
 
     def search(self, resource_type: str, params: dict[str, str], *, post: bool = False) -> Iterator[dict[str, Any]]:
         """Yield the matching resources (``search.mode`` match) across all pages."""
         for page in self.search_pages(resource_type, params, post=post):
-            for entry in page.get("entry", []):
-                resource = entry.get("resource")
-                if resource and (entry.get("search") or {}).get("mode", "match") == "match":
-                    yield resource
+            yield from (entry["resource"] for entry in page.get("entry", []) if is_match(entry))
 
     def conditional_update(self, resource_type: str, criteria: dict[str, str], resource: dict[str, Any]) -> httpx.Response:
         """``PUT Type?criteria``: create or update the one match; idempotent, so retried."""

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .catalog import Catalog, Instrument
-from .client import FhirClient, search_token
+from .client import FhirClient, is_match, search_token
 from .errors import FhirServerError, FhirTransportError, InstrumentError, ScoringError
 from .observations import IDENTIFIER_SYSTEM, build_observation, observation_identifier_for
 from .scoring import resource_ref, score_response
@@ -180,7 +180,7 @@ class _Run:
         return params
 
     def _handle_page(self, page: dict[str, Any]) -> list[_Write]:
-        responses = [e["resource"] for e in page.get("entry", []) if _is_match(e)]
+        responses = [e["resource"] for e in page.get("entry", []) if is_match(e)]
         self.report.found += len(responses)
         seen = self.store.lookup(self.server, [str(r.get("id", "")) for r in responses])
         seen = self._still_on_server(seen)
@@ -310,10 +310,6 @@ def _entry(write: _Write) -> dict[str, Any]:
 def _batches(writes: list[_Write], size: int) -> Iterable[list[_Write]]:
     for start in range(0, len(writes), size):
         yield writes[start : start + size]
-
-
-def _is_match(entry: dict[str, Any]) -> bool:
-    return isinstance(entry.get("resource"), dict) and (entry.get("search") or {}).get("mode", "match") == "match"
 
 
 def _version(response: dict[str, Any]) -> str:

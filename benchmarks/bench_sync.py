@@ -117,7 +117,8 @@ def naive(base: str, prefix: str, count: int = 20) -> tuple[int, float]:
         params = {
             "_count": str(count),
             "status": "completed",
-            "questionnaire": "http://alliance-fhir.org/fhir/Questionnaire/wai-sr|1.0.0,http://alliance-fhir.org/fhir/Questionnaire/srs|1.0.0",
+            # Plain canonicals, as sync sends them: HAPI pages `url|version` searches ~4x slower.
+            "questionnaire": "http://alliance-fhir.org/fhir/Questionnaire/wai-sr,http://alliance-fhir.org/fhir/Questionnaire/srs",
             "_tag": f"urn:bench|{prefix}",
         }
         for r in c.search("QuestionnaireResponse", params):
@@ -207,9 +208,14 @@ def latency_table(rows: list[dict[str, Any]]) -> str:
 def start_server(port: str) -> str:
     """A fresh local HAPI with the full JIT (the harness's default C1-only flags favour boot time)."""
     env = {**os.environ, "HAPI_PORT": port, "HAPI_FRESH": "1", "HAPI_JAVA_OPTS": os.environ.get("HAPI_JAVA_OPTS", "-Xms512m -Xmx1536m -XX:+UseParallelGC -Xss1m")}
-    subprocess.run(["bash", str(ROOT / "hapi" / "ctl.sh"), "stop"], env=env, capture_output=True, check=False)
-    proc = subprocess.run(["bash", str(ROOT / "hapi" / "ctl.sh"), "start"], env=env, capture_output=True, text=True, check=True)
+    stop_server(port)
+    # ctl.sh's reason for a failed start goes to stderr: let it through, not captured.
+    proc = subprocess.run(["bash", str(ROOT / "hapi" / "ctl.sh"), "start"], env=env, stdout=subprocess.PIPE, text=True, check=True)
     return proc.stdout.strip().splitlines()[-1]
+
+
+def stop_server(port: str) -> None:
+    subprocess.run(["bash", str(ROOT / "hapi" / "ctl.sh"), "stop"], env={**os.environ, "HAPI_PORT": port}, capture_output=True, check=False)
 
 
 def main() -> None:
@@ -235,10 +241,17 @@ def main() -> None:
         write_json(args.out, {"machine": machine_info(["alliance-fhir"]), "post_seconds": round(posted, 1), "rss": result})
         print(markdown_table(["sync of", "peak RSS (MiB)", "found", "seconds"], [(result["label"], result["peak_rss_mib"], result["found"], result["seconds"])]))
         return
-    n = 300 if args.quick else args.n
-    large = 0 if args.quick else args.large
-    grid_n = 100 if args.quick else 1000
-    base = args.server or start_server(os.environ.get("BENCH_HAPI_PORT", "8092"))
+    port = os.environ.get("BENCH_HAPI_PORT", "8092")
+    base = args.server or start_server(port)
+    try:
+        measure(base, args.out, n=300 if args.quick else args.n, large=0 if args.quick else args.large, grid_n=100 if args.quick else 1000)
+    finally:
+        if not args.server:  # the server this run started, and only that one
+            stop_server(port)
+
+
+def measure(base: str, out: Path, *, n: int, large: int, grid_n: int) -> None:
+    """The full comparison on ``base``: grid, (a), no-op re-sync, (b), (c), RSS; writes ``out`` and prints the tables."""
     with FhirClient(ServerConfig(url=base)) as c:
         publish_resources(c, content_resources(CATALOG))
     results: dict[str, Any] = {"machine": machine_info(["alliance-fhir", "httpx"]), "server": base, "n": n}
@@ -271,7 +284,7 @@ def main() -> None:
         results["rss"].append(rss_of_sync(base, f"{large} new + {n} known"))
     a_rate = a["found"] / a["seconds"]  # everything the run found (a reused --server may hold more than n)
     results["ratios"] = {"a_over_b": round(a_rate / results["b_ceiling"]["per_s"], 3), "a_over_c": round(a_rate / results["c_naive"]["per_s"], 2)}
-    write_json(args.out, results)
+    write_json(out, results)
     print(report(results, a_rate))
 
 
