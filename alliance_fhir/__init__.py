@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .catalog import Catalog, Instrument, data_root, load_catalog
-from .content import apply_text_packs, content_resources, load_text_pack
+from .content.package import build_package, package_resources, write_package
+from .content.questionnaires import apply_text_packs, content_resources, load_text_pack
 from .errors import (
     AllianceFhirError,
     FhirValidationError,
@@ -19,15 +19,15 @@ from .errors import (
     TextPackError,
 )
 from .fhirtypes import validate_resource
-from .inputs import read_inputs
-from .models import InstrumentMapping, ScaleScore, ScoreResult, TextPack
-from .observations import build_observation, collection_bundle, observation_identifier
-from .offline import Outcome, score_records
-from .package import build_package, package_resources, write_package
-from .scoring import score_response
-from .signal_resources import detected_issue, signal_bundle, signal_resources
-from .signals import Signal, detect_signals
-from .trajectory import ScorePoint, Series, Trajectories, build_trajectories, context_from_encounters, unbundle
+from .instruments.catalog import Catalog, Instrument, data_root, load_catalog
+from .instruments.models import InstrumentMapping, ScaleScore, ScoreResult, TextPack
+from .scoring.engine import score_response
+from .scoring.inputs import read_inputs
+from .scoring.observations import build_observation, collection_bundle, observation_identifier
+from .scoring.offline import Outcome, score_records
+from .signals.resources import detected_issue, signal_bundle, signal_resources
+from .signals.rules import Signal, detect_signals
+from .signals.trajectory import ScorePoint, Series, Trajectories, build_trajectories, context_from_encounters, unbundle
 
 try:
     __version__ = version("alliance-fhir")

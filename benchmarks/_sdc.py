@@ -28,7 +28,7 @@ from typing import Any
 from fhirpathpy import compile as fhirpath_compile
 from fhirpathpy.models import models
 
-from alliance_fhir.catalog import CALCULATED, WEIGHT_URLS, Instrument, walk_items
+from alliance_fhir.instruments.catalog import CALCULATED, WEIGHT_URLS, Instrument, walk_items
 
 __all__ = ["SdcScorer"]
 

@@ -26,12 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from alliance_fhir import build_observation, content_resources, load_catalog, score_response
-from alliance_fhir.client import FhirClient
-from alliance_fhir.config import ServerConfig
-from alliance_fhir.observations import IDENTIFIER_SYSTEM
-from alliance_fhir.publish import publish_resources
-from alliance_fhir.state import StateStore
-from alliance_fhir.sync import SyncOptions, run_sync
+from alliance_fhir.scoring.observations import IDENTIFIER_SYSTEM
+from alliance_fhir.server.client import FhirClient
+from alliance_fhir.server.config import ServerConfig
+from alliance_fhir.server.publish import publish_resources
+from alliance_fhir.server.state import StateStore
+from alliance_fhir.server.sync import SyncOptions, run_sync
 
 from ._latency_proxy import LatencyProxy
 from ._report import machine_info, markdown_table, write_json
@@ -138,7 +138,7 @@ def tagged(resources: list[dict[str, Any]], tag: str) -> list[dict[str, Any]]:
 # parent holding 100,000 generated responses (~1 GiB) was once reported as sync's peak.
 _RSS_PROBE = (
     "import os, resource, sys\n"
-    "from alliance_fhir.cli import app\n"
+    "from alliance_fhir.cli.main import app\n"
     "try:\n    app(sys.argv[1:], prog_name='alliance-fhir')\n"
     "except SystemExit:\n    pass\n"
     "status = open('/proc/self/status').read().splitlines() if os.path.exists('/proc/self/status') else []\n"

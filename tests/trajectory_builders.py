@@ -1,7 +1,7 @@
 """Hand-built score Observations for the signal and report tests.
 
 ``score_obs("srs", 35.5, day=3)`` is the score Observation that
-``alliance_fhir.observations.build_observation`` writes for an SRS total of 35.5 authored on
+``alliance_fhir.scoring.observations.build_observation`` writes for an SRS total of 35.5 authored on
 2026-11-03 in Encounter/e3 (one session a day keeps the arithmetic in the tests readable);
 ``test_signals.py`` proves the shape matches the real builder.
 """

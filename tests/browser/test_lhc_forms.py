@@ -43,7 +43,7 @@ from alliance_fhir import (
     score_response,
     validate_resource,
 )
-from alliance_fhir.catalog import walk_items
+from alliance_fhir.instruments.catalog import walk_items
 
 from .conftest import REPO, LhcPage
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from alliance_fhir import build_observation, content_resources, load_catalog, score_response
-from alliance_fhir.publish import publish_resources
+from alliance_fhir.server.publish import publish_resources
 
 from .helpers import client, errors, unique, validate
 

@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 
 from alliance_fhir import load_catalog
-from alliance_fhir.package import PACKAGE_NAME, build_package, package_files, package_resources
-from alliance_fhir.publish import publish_resources
+from alliance_fhir.content.package import PACKAGE_NAME, build_package, package_files, package_resources
+from alliance_fhir.server.publish import publish_resources
 
 from .helpers import client, errors, validate
 

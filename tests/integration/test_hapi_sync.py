@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from alliance_fhir import content_resources, load_catalog
-from alliance_fhir.publish import publish_resources
-from alliance_fhir.state import StateStore
-from alliance_fhir.sync import SyncOptions, run_sync
+from alliance_fhir.server.publish import publish_resources
+from alliance_fhir.server.state import StateStore
+from alliance_fhir.server.sync import SyncOptions, run_sync
 
 from .fault_proxy import FaultProxy
 from .helpers import client, unique

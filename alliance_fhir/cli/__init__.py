@@ -1,0 +1,5 @@
+"""The ``alliance-fhir`` command line."""
+
+from .main import app
+
+__all__ = ["app"]

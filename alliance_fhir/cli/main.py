@@ -1,0 +1,321 @@
+"""The ``alliance-fhir`` command line (typer). The only module that prints.
+
+Commands parse options, call one library function and render the result: data on stdout
+(FHIR JSON, NDJSON or a Rich table), messages and errors on stderr, one line each.
+Exit codes: 0 success; 1 some input failed or a check found problems; 2 usage or
+configuration error.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from .. import __version__
+from ..content.package import write_package
+from ..content.questionnaires import content_resources, extraction_problems, load_text_pack, text_pack_template, write_content
+from ..errors import AllianceFhirError
+from ..instruments.catalog import Catalog, Instrument, load_catalog
+from ..instruments.models import InstrumentMapping, ScoreResult
+from ..scoring.inputs import read_inputs
+from ..scoring.observations import collection_bundle
+from ..scoring.offline import Outcome, score_records
+from .server import err, out
+from .server import register as register_server_commands
+from .signals import register as register_signal_commands
+
+app = typer.Typer(
+    name="alliance-fhir",
+    help="Psychotherapy alliance measures in FHIR: instruments as data, exact scoring, score Observations.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    rich_markup_mode=None,
+)
+instruments_app = typer.Typer(help="List, show and check alliance instruments.", no_args_is_help=True)
+questionnaires_app = typer.Typer(help="Export instruments as FHIR R4 Questionnaires.", no_args_is_help=True)
+package_app = typer.Typer(help="Build a FHIR NPM package of our content.", no_args_is_help=True)
+app.add_typer(instruments_app, name="instruments")
+app.add_typer(questionnaires_app, name="questionnaires")
+app.add_typer(package_app, name="package")
+register_server_commands(app)
+register_signal_commands(app)
+
+TextPackOption = Annotated[list[Path] | None, typer.Option("--text-pack", help="Text pack JSON (licensed or translated wording); repeatable.")]
+InstrumentsOption = Annotated[
+    list[Path] | None,
+    typer.Option("--instruments", metavar="DIR", help="Extra instruments folder (Questionnaire + mapping); repeatable. Also $ALLIANCE_FHIR_INSTRUMENTS."),
+]
+
+
+class OutputFormat(StrEnum):
+    bundle = "bundle"
+    ndjson = "ndjson"
+    table = "table"
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        out.print(f"alliance-fhir {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    instruments: InstrumentsOption = None,
+    version: Annotated[bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version.")] = False,
+) -> None:
+    """Psychotherapy alliance measures in FHIR."""
+    ctx.obj = {"instruments": list(instruments or [])}
+
+
+def _catalog(ctx: typer.Context, extra: list[Path] | None, *, report: bool = True) -> Catalog:
+    dirs = list((ctx.obj or {}).get("instruments", [])) + list(extra or [])
+    try:
+        catalog = load_catalog(dirs)
+    except AllianceFhirError as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(2) from None
+    if report:
+        for problem in catalog.problems:
+            err.print(f"warning: instrument not loaded: {problem}")
+    return catalog
+
+
+def _get(catalog: Catalog, ref: str) -> Instrument:
+    try:
+        return catalog.get(ref)
+    except AllianceFhirError as exc:
+        err.print(f"error: {exc}")
+        raise typer.Exit(2) from None
+
+
+# ---------------------------------------------------------------- instruments
+
+
+@instruments_app.command("list")
+def instruments_list(
+    ctx: typer.Context,
+    instruments: InstrumentsOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """List the loaded instruments."""
+    catalog = _catalog(ctx, instruments)
+    rows = [_summary(i) for i in catalog]
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    table = Table("id", "name", "version", "items", "scores", "range", "cutoffs", "verification", title="Instruments")
+    for r in rows:
+        table.add_row(r["id"], r["name"], r["version"], str(r["items"]), ", ".join(r["scales"]), r["range"],
+                      ", ".join(r["cutoffs"]) or "-", r["verification"])
+    out.print(table)
+
+
+def _summary(inst: Instrument) -> dict[str, Any]:
+    m = inst.mapping
+    total = m.total
+    return {
+        "id": m.instrument,
+        "name": m.name,
+        "title": m.title,
+        "url": m.url,
+        "version": m.version,
+        "questionnaire": m.questionnaire,
+        "measures": m.measures,
+        "items": len(inst.items),
+        "scales": [s.id for s in m.scales],
+        "range": f"{total.range.min:g}-{total.range.max:g}",
+        "cutoffs": [f"{c.operator} {c.threshold:g}" for s in m.scales for c in s.cutoffs],
+        "verification": m.verification,
+        "source": inst.source,
+    }
+
+
+@instruments_app.command("show")
+def instruments_show(
+    ctx: typer.Context,
+    instrument: Annotated[str, typer.Argument(help="Instrument id, Questionnaire url, or url|version.")],
+    instruments: InstrumentsOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the mapping as JSON.")] = False,
+) -> None:
+    """Show one instrument: items, scales, reverse keys, missing-data rules, cutoffs, codes, licence."""
+    inst = _get(_catalog(ctx, instruments), instrument)
+    if as_json:
+        out.print_json(inst.mapping.model_dump_json(by_alias=True, exclude_none=True))
+        return
+    for line in _describe(inst):
+        out.print(line, markup=False)
+
+
+def _describe(inst: Instrument) -> list[str]:
+    m = inst.mapping
+    q = inst.questionnaire
+    lines = [f"{m.name}: {q.get('title')}", f"  Questionnaire  {m.questionnaire}", f"  measures       {m.measures} ({m.respondent}-rated)",
+             f"  algorithm      {m.algorithm_version}", f"  verification   {m.verification}"]
+    if m.verification_note:
+        lines.append(f"                 {m.verification_note}")
+    scale = m.item_scale
+    lines.append(f"  items          {len(inst.items)} {scale.kind} items, {scale.min:g}-{scale.max:g}")
+    for s in m.scales:
+        lines.append(f"  scale {s.id}: {s.aggregation} of items {', '.join(s.items)}; range {s.range.min:g}-{s.range.max:g}")
+        if s.reverse_items:
+            lines.append(f"      reverse-scored ({scale.min:g} + {scale.max:g} - x): {', '.join(s.reverse_items)}")
+        lines.append(f"      missing data ({s.missing.source}): {s.missing.note}")
+        lines.append(f"      codes: {', '.join(f'{c.system}|{c.code}' for c in s.codes)}")
+        for c in s.cutoffs:
+            lines.append(f"      cutoff {c.id}: score {c.operator} {c.threshold:g} -> {c.label} [{c.confidence}] source: {c.source}")
+            if c.boundary_note:
+                lines.append(f"      boundary: {c.boundary_note}")
+    if m.aggregation_note:
+        lines.append(f"  aggregation    {m.aggregation_note}")
+    if m.reliable_change:
+        rc = m.reliable_change
+        lines.append(f"  reliable change {rc.value:g} points ({rc.population or 'all'}) [{rc.confidence}]")
+    lines += [f"  key source     {m.key_source}", f"  citation       {m.citation}", f"  copyright      {q.get('copyright')}"]
+    return lines
+
+
+@instruments_app.command("check")
+def instruments_check(
+    ctx: typer.Context,
+    directory: Annotated[Path | None, typer.Argument(help="Folder to check (default: every loaded instrument).")] = None,
+) -> None:
+    """Cross-check Questionnaire + mapping pairs and explain every problem."""
+    catalog = _catalog(ctx, [directory] if directory else [], report=False)
+    checked = [i for i in catalog if directory is None or Path(i.source).resolve().is_relative_to(directory.resolve())]
+    problems = list(catalog.problems)
+    if directory is not None and not checked and not problems:
+        problems.append(f"{directory}: no Questionnaire + mapping pair found")
+    for inst in checked:
+        out.print(f"ok  {inst.id} {inst.canonical}", markup=False)
+        for note in extraction_problems(inst):  # advisory: scoring does not depend on SDC extraction rules
+            err.print(f"note: {inst.id}: SDC extraction: {note}", markup=False)
+    for problem in problems:
+        err.print(f"problem: {problem}", markup=False)
+    summary = f"{len(checked)} instrument(s) ok, {len(problems)} problem(s)"
+    (err if problems else out).print(summary)
+    raise typer.Exit(1 if problems else 0)
+
+
+@instruments_app.command("schema")
+def instruments_schema() -> None:
+    """Print the JSON Schema of mapping files (for editors)."""
+    out.print_json(json.dumps(mapping_json_schema()))
+
+
+def mapping_json_schema() -> dict[str, Any]:
+    schema = InstrumentMapping.model_json_schema(by_alias=True)
+    schema["$id"] = "http://alliance-fhir.org/schema/mapping.schema.json"
+    schema["title"] = "alliance-fhir instrument mapping"
+    return schema
+
+
+# ---------------------------------------------------------------- questionnaires
+
+
+@questionnaires_app.command("export")
+def questionnaires_export(
+    ctx: typer.Context,
+    out_dir: Annotated[Path, typer.Argument(help="Folder to write the JSON files into.")],
+    text_pack: TextPackOption = None,
+    bundle: Annotated[bool, typer.Option("--bundle", help="Also write bundle.json, one collection Bundle of everything.")] = False,
+    instruments: InstrumentsOption = None,
+) -> None:
+    """Write every Questionnaire (one JSON per form) and the CodeSystem as FHIR R4 JSON."""
+    catalog = _catalog(ctx, instruments)
+    try:
+        packs = [load_text_pack(p) for p in text_pack or []]
+        written = write_content(content_resources(catalog, packs), out_dir, bundle=bundle)
+    except AllianceFhirError as exc:
+        err.print(f"error: {exc}", markup=False)
+        raise typer.Exit(1) from None
+    for path in written:
+        err.print(f"wrote {path}", markup=False)
+
+
+@questionnaires_app.command("template")
+def questionnaires_template(
+    ctx: typer.Context,
+    instrument: Annotated[str, typer.Argument(help="Instrument id, Questionnaire url, or url|version.")],
+    language: Annotated[str, typer.Option("--language", help="BCP-47 language of the pack.")] = "en",
+    instruments: InstrumentsOption = None,
+) -> None:
+    """Print a text pack skeleton for an instrument: every linkId, ready for licensed wording."""
+    inst = _get(_catalog(ctx, instruments), instrument)
+    sys.stdout.write(json.dumps(text_pack_template(inst, language), indent=2, ensure_ascii=False) + "\n")
+
+
+# ---------------------------------------------------------------- package
+
+
+@package_app.command("build")
+def package_build(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Argument(help="The .tgz to write, or a folder (then <name>-<version>.tgz inside it).")],
+    text_pack: TextPackOption = None,
+    instruments: InstrumentsOption = None,
+) -> None:
+    """Write a FHIR NPM package (.tgz): Questionnaires, CodeSystem, ValueSets, ObservationDefinitions."""
+    catalog = _catalog(ctx, instruments)
+    try:
+        packs = [load_text_pack(p) for p in text_pack or []]
+        path = write_package(catalog, out, __version__, packs)
+    except AllianceFhirError as exc:
+        err.print(f"error: {exc}", markup=False)
+        raise typer.Exit(1) from None
+    err.print(f"wrote {path}", markup=False)
+
+
+# ---------------------------------------------------------------- score
+
+
+@app.command()
+def score(
+    ctx: typer.Context,
+    paths: Annotated[list[str], typer.Argument(help="QuestionnaireResponse JSON, NDJSON, Bundle, folder, or - for stdin.")],
+    output: Annotated[OutputFormat | None, typer.Option("--format", "-f", help="bundle (default when piped), ndjson, or table (default on a terminal).")] = None,
+    instruments: InstrumentsOption = None,
+) -> None:
+    """Score QuestionnaireResponses offline into FHIR Observations."""
+    catalog = _catalog(ctx, instruments)
+    fmt = output or (OutputFormat.table if sys.stdout.isatty() else OutputFormat.bundle)
+    observations: list[dict[str, Any]] = []
+    rows: list[Outcome] = []
+    failed = 0
+    for outcome in score_records(read_inputs(paths), catalog):
+        if outcome.result is None or outcome.observation is None:
+            failed += 1
+            message = str(outcome.error)
+            err.print(f"error: {message}" + ("" if message.startswith(outcome.label) else f" ({outcome.label})"), markup=False)
+            continue
+        for warning in outcome.result.warnings:
+            err.print(f"warning: {outcome.result.response_ref}: {warning}", markup=False)
+        if fmt is OutputFormat.ndjson:
+            sys.stdout.write(json.dumps(outcome.observation, separators=(",", ":")) + "\n")
+        elif fmt is OutputFormat.bundle:
+            observations.append(outcome.observation)
+        else:
+            rows.append(outcome)
+    if fmt is OutputFormat.bundle:
+        sys.stdout.write(json.dumps(collection_bundle(observations), indent=2) + "\n")
+    elif fmt is OutputFormat.table:
+        out.print(_score_table(rows))
+    raise typer.Exit(1 if failed else 0)
+
+
+def _score_table(rows: list[Outcome]) -> Table:
+    table = Table("response", "instrument", "total", "subscales", "flags", "rules", title="Scores")
+    for row in rows:
+        result: ScoreResult = row.result  # type: ignore[assignment]
+        subs = ", ".join(f"{s.scale.id} {s.value}" for s in result.scores[1:]) or "-"
+        flags = ", ".join(f.id for s in result.scores for f in s.flags) or "-"
+        table.add_row(result.response_ref, result.instrument_id, str(result.total.value), subs, flags,
+                      "; ".join(result.rules_applied) or "-")
+    return table

@@ -1,0 +1,1 @@
+"""Publishable FHIR content: Questionnaires, text packs, definitions and the FHIR package."""

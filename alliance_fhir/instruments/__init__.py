@@ -1,0 +1,1 @@
+"""The data contract: instrument mappings, text packs and the catalog that loads them."""

@@ -1,0 +1,1 @@
+"""Exact scoring of QuestionnaireResponses and the score Observations built from it."""

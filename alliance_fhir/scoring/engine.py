@@ -1,0 +1,447 @@
+"""Scoring QuestionnaireResponses exactly as the instruments' authors publish.
+
+Pure functions from plain JSON (a ``dict``) to :class:`ScoreResult`: no FHIR models, no I/O,
+because bulk back-fills score tens of thousands of responses per second and fhir.resources
+costs about a millisecond per resource. Every check here is explicit and ends in a
+:class:`ScoringError` that names the resource, the item and the reason.
+
+Answer values follow SDC 4's ``weight()`` order: a weight on the answer itself, then the
+Questionnaire's answerOption (matched by Coding system and code); a plain ``valueInteger`` /
+``valueDecimal`` is the raw value. Our key is authoritative: an answer whose own weight
+disagrees with the key is refused rather than silently trusted.
+
+Speed (``docs/benchmarks.md``): what depends only on the mapping (reverse keys, cutoffs and
+bands as Decimals, each scale's answer lookup) is prepared once per instrument, and equal
+scale outcomes share one frozen :class:`ScaleScore`. The common response shape (a flat list of
+items, one plain answer each) is read by a lean loop that gives up, without raising, at
+anything else; the general walk then scores or refuses the response, so both paths give the
+same result and the same error.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any, Generic, TypeVar
+
+from ..errors import InstrumentError, ScoringError
+from ..instruments.catalog import WEIGHT_URLS, Catalog, Instrument, ItemSpec
+from ..instruments.models import Band, Cutoff, ScaleScore, ScaleSpec, ScoreResult
+
+__all__ = ["SCORABLE_STATUSES", "resource_ref", "score_response"]
+
+SCORABLE_STATUSES = frozenset({"completed", "amended"})
+_KNOWN_STATUSES = SCORABLE_STATUSES | {"in-progress", "entered-in-error", "stopped"}
+_VALUE_KEYS = ("valueCoding", "valueInteger", "valueDecimal", "valueString", "valueBoolean", "valueDate",
+               "valueDateTime", "valueTime", "valueUri", "valueAttachment", "valueQuantity", "valueReference")
+_NO_ANSWERS: tuple[Any, ...] = ()
+_ZERO = Decimal(0)
+_MAX_OUTCOMES = 4096  # per scale; a likert total has a few hundred possible outcomes
+
+
+def resource_ref(resource: Any) -> str:
+    """A PHI-free label for error messages: ``Type/id`` (no content)."""
+    if not isinstance(resource, dict):
+        return "(not a JSON object)"
+    rtype = resource.get("resourceType") or "(no resourceType)"
+    rid = resource.get("id")
+    return f"{rtype}/{rid}" if isinstance(rid, str) and rid else f"{rtype} (no id)"
+
+
+def score_response(response: Any, catalog: Catalog) -> ScoreResult:
+    """Score one QuestionnaireResponse given as parsed JSON.
+
+    Raises:
+        ScoringError: the response is not scorable (wrong resource or status, unknown or
+            mismatched Questionnaire, unknown linkId, duplicate, wrong-type or out-of-range
+            answer, too many missing answers).
+    """
+    ref = resource_ref(response)
+    instrument, warnings = _resolve(response, ref, catalog)
+    plan = _plan(instrument)
+    values, stored = _collect_answers(response, instrument, plan, ref)
+    scores: list[ScaleScore] = []
+    rules: list[str] = []
+    omitted: list[str] = []
+    for position, scale_plan in enumerate(plan.scales):
+        score, rule = _score_scale(scale_plan, values)
+        if score is None:
+            if position == 0:
+                raise ScoringError(ref, rule)
+            omitted.append(scale_plan.spec.id)
+            warnings.append(f"{scale_plan.spec.id} not reported: {rule}")
+            continue
+        if rule:
+            rules.append(rule)
+        scores.append(score)
+        if stored:
+            _compare_stored(scale_plan.spec, score, stored, warnings)
+    return ScoreResult(
+        response_ref=ref,
+        mapping=instrument.mapping,
+        status=response["status"],
+        scores=tuple(scores),
+        answered=len(values),
+        item_count=len(instrument.items),
+        rules_applied=tuple(rules),
+        warnings=tuple(warnings),
+        omitted=tuple(omitted),
+    )
+
+
+def _resolve(response: Any, ref: str, catalog: Catalog) -> tuple[Instrument, list[str]]:
+    if not isinstance(response, dict):
+        raise ScoringError(ref, "not a FHIR resource (expected a JSON object)")
+    if response.get("resourceType") != "QuestionnaireResponse":
+        raise ScoringError(ref, f"not a QuestionnaireResponse (resourceType is {response.get('resourceType')!r})")
+    status = response.get("status")
+    if status not in _KNOWN_STATUSES:
+        raise ScoringError(ref, f"status {status!r} is not a QuestionnaireResponse status")
+    if status not in SCORABLE_STATUSES:
+        raise ScoringError(ref, f"status '{status}' is not scorable (only completed or amended responses are scored)")
+    canonical = response.get("questionnaire")
+    if not isinstance(canonical, str) or not canonical:
+        raise ScoringError(ref, "no questionnaire canonical, so the instrument is unknown")
+    try:
+        instrument, warning = catalog.resolve(canonical)
+    except InstrumentError as exc:
+        raise ScoringError(ref, str(exc)) from exc
+    return instrument, [warning] if warning else []
+
+
+def _collect_answers(
+    response: dict[str, Any], instrument: Instrument, plan: _InstrumentPlan, ref: str
+) -> tuple[dict[str, Decimal], dict[str, Any]]:
+    """Scored item values by linkId, and the stored score items' answers (read-only items)."""
+    lean = _collect_flat(response.get("item"), plan)
+    return lean if lean is not None else _collect_walk(response, instrument, ref)
+
+
+def _collect_flat(items: Any, plan: _InstrumentPlan) -> tuple[dict[str, Decimal], dict[str, Any]] | None:
+    """The common shape, read fast: a flat list of items, each with at most one plain answer.
+
+    Returns None, never raising, at the first thing off that path (nesting, extensions,
+    several answers, a repeated or unknown linkId, anything malformed); :func:`_collect_walk`
+    then handles the response and names the problem, if there is one.
+    """
+    if type(items) is not list:
+        return None
+    remaining = dict(plan.entries)  # each linkId may appear once
+    values: dict[str, Decimal] = {}
+    stored: dict[str, Any] = {}
+    for item in items:
+        if type(item) is not dict or "item" in item:
+            return None
+        link = item.get("linkId")
+        if type(link) is not str:
+            return None
+        entry = remaining.pop(link, None)  # None: not in this Questionnaire, or already seen
+        answers = item.get("answer", _NO_ANSWERS)
+        if entry is None or (type(answers) is not list and answers is not _NO_ANSWERS):
+            return None
+        if type(entry) is ItemSpec and answers:
+            value = _plain_value(entry, answers)
+            if value is None:
+                return None
+            values[link] = value
+        elif not _plain_answers(answers):
+            return None
+        elif entry is True:
+            stored[link] = answers[0] if answers else None
+    return values, stored
+
+
+def _plain_answers(answers: Sequence[Any]) -> bool:
+    return all(type(answer) is dict and "item" not in answer for answer in answers)
+
+
+def _plain_value(spec: ItemSpec, answers: Sequence[Any]) -> Decimal | None:
+    """A scored item's value when it has one plain, valid answer (a Coding without weights, or a number); else None."""
+    answer = answers[0]
+    if len(answers) != 1 or type(answer) is not dict or "item" in answer:
+        return None
+    if "valueCoding" in answer:
+        coding = answer["valueCoding"]
+        if spec.kind != "choice" or "extension" in answer or type(coding) is not dict or "extension" in coding:
+            return None
+        system, code = coding.get("system"), coding.get("code")
+        return spec.options.get((system, code)) if type(system) is str and system and type(code) is str else None
+    if "valueInteger" in answer:
+        raw = answer["valueInteger"]
+        value = Decimal(raw) if type(raw) is int else None
+    elif "valueDecimal" in answer:
+        raw = answer["valueDecimal"]
+        value = Decimal(raw) if type(raw) is int else Decimal(repr(raw)) if type(raw) is float and math.isfinite(raw) else None
+    else:
+        return None
+    if value is None or spec.kind == "choice":
+        return value if value in spec.values else None
+    if not spec.min <= value <= spec.max or -value.as_tuple().exponent > spec.decimals:  # type: ignore[operator]
+        return None
+    return value
+
+
+def _collect_walk(
+    response: dict[str, Any], instrument: Instrument, ref: str
+) -> tuple[dict[str, Decimal], dict[str, Any]]:
+    """Any shape (nested groups, answers with items, weights on answers), checked item by item."""
+    values: dict[str, Decimal] = {}
+    stored: dict[str, Any] = {}
+    seen: set[str] = set()
+    stack = list(reversed(_as_list(response.get("item"), ref, None)))
+    while stack:
+        item = stack.pop()
+        link = item.get("linkId") if isinstance(item, dict) else None
+        if not isinstance(link, str):
+            raise ScoringError(ref, "an item has no linkId")
+        if link not in instrument.link_ids:
+            raise ScoringError(ref, f"unknown linkId (not in {instrument.canonical})", link)
+        if link in seen:
+            raise ScoringError(ref, "duplicate item (the linkId appears more than once)", link)
+        seen.add(link)
+        answers = _as_list(item.get("answer"), ref, link)
+        children = _as_list(item.get("item"), ref, link)
+        for answer in answers:
+            children += _as_list(answer.get("item"), ref, link) if isinstance(answer, dict) else []
+        stack.extend(reversed(children))
+        if link in instrument.score_link_ids:
+            stored[link] = answers[0] if answers else None
+            continue
+        spec = instrument.items.get(link)
+        if spec is None or not answers:
+            continue
+        if len(answers) > 1:
+            raise ScoringError(ref, f"duplicate answers ({len(answers)} given, the item takes one)", link)
+        values[link] = _answer_value(spec, answers[0], ref)
+    return values, stored
+
+
+def _as_list(value: Any, ref: str, link: str | None) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ScoringError(ref, "malformed: expected a JSON array", link)
+    return value
+
+
+def _answer_value(spec: ItemSpec, answer: Any, ref: str) -> Decimal:
+    if not isinstance(answer, dict):
+        raise ScoringError(ref, "malformed answer (expected a JSON object)", spec.link_id)
+    present = [k for k in _VALUE_KEYS if k in answer]
+    if not present:
+        raise ScoringError(ref, "answer has no value", spec.link_id)
+    key = present[0]
+    if spec.kind == "choice":
+        if key == "valueCoding":
+            return _coded_value(spec, answer, ref)
+        if key in ("valueInteger", "valueDecimal"):
+            value = _number(answer[key], key, spec, ref)
+            if value not in spec.values:
+                allowed = ", ".join(f"{v}" for v in sorted(spec.values))
+                raise ScoringError(ref, f"value {value} is out of range (answer values: {allowed})", spec.link_id)
+            return value
+        raise ScoringError(ref, f"wrong type: {key} given, expected valueCoding or valueInteger", spec.link_id)
+    if key not in ("valueDecimal", "valueInteger"):
+        raise ScoringError(ref, f"wrong type: {key} given, expected valueDecimal", spec.link_id)
+    value = _number(answer[key], key, spec, ref)
+    if not spec.min <= value <= spec.max:
+        raise ScoringError(ref, f"value {value} is out of range {spec.min}-{spec.max}", spec.link_id)
+    if -value.as_tuple().exponent > spec.decimals:  # type: ignore[operator]
+        raise ScoringError(ref, f"value {value} has more than {spec.decimals} decimal place(s)", spec.link_id)
+    return value
+
+
+def _number(raw: Any, key: str, spec: ItemSpec, ref: str) -> Decimal:
+    is_number = isinstance(raw, int | float) and not isinstance(raw, bool)
+    if not is_number or (key == "valueInteger" and not isinstance(raw, int)):
+        raise ScoringError(ref, f"wrong type: {key} is {raw!r}, not a number of that type", spec.link_id)
+    if raw != raw or raw in (float("inf"), float("-inf")):
+        raise ScoringError(ref, f"{key} is not a finite number", spec.link_id)
+    return Decimal(raw) if isinstance(raw, int) else Decimal(repr(raw))
+
+
+def _coded_value(spec: ItemSpec, answer: dict[str, Any], ref: str) -> Decimal:
+    coding = answer["valueCoding"]
+    if not isinstance(coding, dict) or not isinstance(coding.get("code"), str):
+        raise ScoringError(ref, "valueCoding has no code", spec.link_id)
+    code, system = coding["code"], coding.get("system")
+    weight = spec.options.get((system, code)) if system else _by_code_only(spec, code)
+    if weight is None:
+        raise ScoringError(ref, f"code '{code}' (system {system}) is not an answer option of this item", spec.link_id)
+    claimed = _answer_weight(answer) if "extension" in answer or "extension" in coding else None
+    if claimed is not None and claimed != weight:
+        raise ScoringError(
+            ref, f"answer carries weight {claimed} but the scoring key gives {weight} for code '{code}'", spec.link_id
+        )
+    return weight
+
+
+def _by_code_only(spec: ItemSpec, code: str) -> Decimal | None:
+    matches = [w for (_, c), w in spec.options.items() if c == code]
+    return matches[0] if len(matches) == 1 else None
+
+
+def _answer_weight(answer: dict[str, Any]) -> Decimal | None:
+    """SDC weight() step 1: a weight carried by the answer (or its Coding, as LHC-Forms writes it)."""
+    for ext in answer.get("extension", []) + answer["valueCoding"].get("extension", []):
+        if isinstance(ext, dict) and ext.get("url") in WEIGHT_URLS:
+            raw = ext.get("valueDecimal", ext.get("valueInteger"))
+            if isinstance(raw, int | float) and not isinstance(raw, bool):
+                return Decimal(repr(raw)) if isinstance(raw, float) else Decimal(raw)
+    return None
+
+
+def _score_scale(plan: _ScalePlan, values: dict[str, Decimal]) -> tuple[ScaleScore | None, str]:
+    """Return the score, or None and the reason it cannot be given; the string is the rule applied."""
+    scale, reverse, flip = plan.spec, plan.reverse, plan.flip
+    answered: Sequence[Decimal] | None
+    try:  # every item answered, none reversed (the common case): one lookup in C
+        answered = plan.all_answers(values) if plan.all_answers is not None else None
+    except KeyError:
+        answered = None
+    if answered is None:
+        answered = [flip - values[i] if i in reverse else values[i] for i in scale.items if i in values]
+    n_items, n = len(scale.items), len(answered)
+    rule = scale.missing
+    if n < rule.min_answered:
+        missing = ", ".join(i for i in scale.items if i not in values)
+        return None, (
+            f"too many missing answers for {scale.id}: unanswered item(s) {missing}; "
+            f"at least {rule.min_answered} of {n_items} needed ({rule.source})"
+        )
+    total = sum(answered, _ZERO)
+    if n == n_items:
+        value = total if scale.aggregation == "sum" else _round(total / n, scale.decimals)
+        note = ""
+    else:
+        mean = total / n
+        value = _round(mean * n_items if scale.aggregation == "sum" else mean, rule.round_to)
+        note = (
+            f"{scale.id} prorated: {n} of {n_items} items answered; "
+            f"{'mean of the answered items x ' + str(n_items) if scale.aggregation == 'sum' else 'mean of the answered items'}, "
+            f"rounded to {rule.round_to} decimal(s) ({rule.source})"
+        )
+    key = (str(value), n)
+    score = plan.outcomes.get(key)
+    if score is None:
+        flags = tuple(_flags(plan, value)) if plan.cutoffs or plan.bands else ()
+        score = ScaleScore(scale=scale, value=value, answered=n, prorated=n != n_items, flags=flags)
+        if len(plan.outcomes) < _MAX_OUTCOMES:
+            plan.outcomes[key] = score
+    return score, note
+
+
+def _decimal(number: float) -> Decimal:
+    """Mapping numbers arrive as floats; 7.0 must become Decimal('7'), not '7.0'."""
+    return Decimal(int(number)) if float(number).is_integer() else Decimal(repr(number))
+
+
+def _round(value: Decimal, places: int) -> Decimal:
+    return value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
+
+
+def _flags(plan: _ScalePlan, value: Decimal) -> list[Cutoff | Band]:
+    flags: list[Cutoff | Band] = []
+    for cut, threshold in plan.cutoffs:
+        if value < threshold or (cut.operator == "<=" and value == threshold):
+            flags.append(cut)
+    for band, low, high in plan.bands:
+        if low <= value <= high:
+            flags.append(band)
+    return flags
+
+
+def _compare_stored(scale: ScaleSpec, score: ScaleScore, stored: dict[str, Any], warnings: list[str]) -> None:
+    """A score the form filler stored is re-computed, never trusted; say so when they differ."""
+    answer = stored.get(scale.questionnaire_item or "")
+    if not isinstance(answer, dict):
+        return
+    raw = answer.get("valueDecimal", answer.get("valueInteger"))
+    if isinstance(raw, int | float) and not isinstance(raw, bool) and Decimal(repr(raw)) != score.value:
+        warnings.append(f"stored {scale.id} {raw} differs from the re-computed {score.value}; the stored value is ignored")
+
+
+# Prepared once per instrument (and shared with observations: IdentityCache).
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class IdentityCache(Generic[K, V]):
+    """Values prepared once from a frozen object (instrument, mapping, scale), found by identity.
+
+    The mapping models hold lists, so they cannot be dict keys. An entry keeps its object
+    alive, so the id cannot be reused while the entry exists; at ``limit`` entries the cache
+    starts afresh, which bounds memory in a process that reloads catalogs. Internal (also used
+    by :mod:`observations`); not part of the public API.
+    """
+
+    def __init__(self, build: Callable[[K], V], limit: int = 1024) -> None:
+        self._build = build
+        self._limit = limit
+        self._entries: dict[int, tuple[K, V]] = {}
+
+    def __call__(self, key: K) -> V:
+        entry = self._entries.get(id(key))
+        if entry is not None and entry[0] is key:
+            return entry[1]
+        value = self._build(key)
+        if len(self._entries) >= self._limit:
+            self._entries.clear()
+        self._entries[id(key)] = (key, value)
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class _ScalePlan:
+    """One scale with the numbers of its key prepared as Decimals.
+
+    ``outcomes`` shares :class:`ScaleScore` objects (frozen, so safe to share) between
+    responses that score the same: a score is fully set by its value, written exactly
+    (``str``), and the number of answered items.
+    """
+
+    spec: ScaleSpec
+    reverse: frozenset[str]
+    flip: Decimal
+    cutoffs: tuple[tuple[Cutoff, Decimal], ...]
+    bands: tuple[tuple[Band, Decimal, Decimal], ...]
+    all_answers: Callable[[dict[str, Decimal]], tuple[Decimal, ...]] | None  # None: reversed or single-item scale
+    outcomes: dict[tuple[str, int], ScaleScore] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _InstrumentPlan:
+    """An instrument prepared for scoring.
+
+    ``entries`` maps every linkId of the Questionnaire to what the lean answer loop does with
+    it: an :class:`ItemSpec` (a scored item), ``True`` (a stored score item, compared, never
+    trusted) or ``False`` (any other item).
+    """
+
+    scales: tuple[_ScalePlan, ...]
+    entries: dict[str, ItemSpec | bool]
+
+
+def _prepare_instrument(instrument: Instrument) -> _InstrumentPlan:
+    item_scale = instrument.mapping.item_scale
+    flip = _decimal(item_scale.min) + _decimal(item_scale.max)
+    scales = tuple(_prepare_scale(scale, flip) for scale in instrument.mapping.scales)
+    entries: dict[str, ItemSpec | bool] = {}
+    for link in instrument.link_ids:
+        spec = instrument.items.get(link)
+        entries[link] = True if link in instrument.score_link_ids else spec if spec is not None else False
+    return _InstrumentPlan(scales, entries)
+
+
+def _prepare_scale(scale: ScaleSpec, flip: Decimal) -> _ScalePlan:
+    cutoffs = tuple((cut, _decimal(cut.threshold)) for cut in scale.cutoffs)
+    bands = tuple((band, _decimal(band.min), _decimal(band.max)) for band in scale.bands)
+    all_answers = operator.itemgetter(*scale.items) if len(scale.items) > 1 and not scale.reverse_items else None
+    return _ScalePlan(scale, frozenset(scale.reverse_items), flip, cutoffs, bands, all_answers)
+
+
+_plan: IdentityCache[Instrument, _InstrumentPlan] = IdentityCache(_prepare_instrument, limit=256)

@@ -1,0 +1,1 @@
+"""Everything that talks to a FHIR server or keeps state: config, auth, client, sync."""

@@ -1,0 +1,160 @@
+"""Authentication for FHIR servers: bearer token, HTTP basic, SMART Backend Services.
+
+SMART Backend Services (client-credentials grant with a private-key JWT assertion, RS384 or
+ES384) caches the access token until shortly before it expires and refreshes it; a 401 from
+the FHIR server forces one re-authentication and one resend, which is not counted as a retry.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+
+from ..errors import AuthError, ConfigError, FhirTransportError
+from .config import AuthSettings
+
+__all__ = ["SmartBackendAuth", "build_auth"]
+
+_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+_EARLY_REFRESH = 60.0
+
+
+class _Bearer(httpx.Auth):
+    def __init__(self, token: str) -> None:
+        self._header = f"Bearer {token}"
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["Authorization"] = self._header
+        yield request
+
+
+class SmartBackendAuth(httpx.Auth):
+    """SMART Backend Services: a signed JWT buys a short-lived access token, cached per client."""
+
+    def __init__(
+        self,
+        settings: AuthSettings,
+        token_url: str,
+        *,
+        http: httpx.Client,
+        clock: Any = time.time,
+    ) -> None:
+        if not settings.client_id:
+            raise ConfigError("SMART auth needs a client id (ALLIANCE_FHIR_CLIENT_ID or [auth] client_id)")
+        self._settings = settings
+        self._key = _private_key(settings)
+        self._token_url = token_url
+        self._http = http
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._token: str | None = None
+        self._expires_at = 0.0
+        self.token_requests = 0
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["Authorization"] = f"Bearer {self._current_token()}"
+        response = yield request
+        if response.status_code == 401:
+            request.headers["Authorization"] = f"Bearer {self._current_token(force=True, stale=request)}"
+            yield request
+
+    def _current_token(self, *, force: bool = False, stale: httpx.Request | None = None) -> str:
+        with self._lock:
+            sent = stale.headers.get("Authorization", "") if stale is not None else ""
+            renewed_meanwhile = force and self._token is not None and sent != f"Bearer {self._token}"
+            if self._token is None or self._clock() >= self._expires_at or (force and not renewed_meanwhile):
+                self._fetch_token()
+            return str(self._token)
+
+    def _fetch_token(self) -> None:
+        now = self._clock()
+        claims = {
+            "iss": self._settings.client_id,
+            "sub": self._settings.client_id,
+            "aud": self._token_url,
+            "exp": int(now) + 300,
+            "iat": int(now),
+            "jti": str(uuid.uuid4()),
+        }
+        headers = {"kid": self._settings.key_id} if self._settings.key_id else None
+        assertion = jwt.encode(claims, self._key, algorithm=self._settings.algorithm, headers=headers)
+        form = {
+            "grant_type": "client_credentials",
+            "scope": self._settings.scope,
+            "client_assertion_type": _ASSERTION_TYPE,
+            "client_assertion": assertion,
+        }
+        self.token_requests += 1
+        try:
+            response = self._http.post(self._token_url, data=form, headers={"Accept": "application/json"})
+        except httpx.TransportError as exc:
+            raise FhirTransportError("POST", self._token_url, f"token endpoint: {type(exc).__name__}") from exc
+        body = _json_or_none(response)
+        if response.status_code != 200 or not body or "access_token" not in body:
+            reason = (body or {}).get("error_description") or (body or {}).get("error") or "no access_token"
+            raise AuthError("POST", self._token_url, response.status_code, {"issue": [{"severity": "error", "diagnostics": str(reason)}]})
+        self._token = str(body["access_token"])
+        self._expires_at = now + float(body.get("expires_in", 300)) - _EARLY_REFRESH
+
+
+def _json_or_none(response: httpx.Response) -> dict[str, Any] | None:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _private_key(settings: AuthSettings) -> str:
+    if settings.private_key is not None:
+        return settings.private_key.get_secret_value()
+    if settings.private_key_file is not None:
+        try:
+            return Path(settings.private_key_file).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read the SMART private key file: {exc}") from exc
+    raise ConfigError("SMART auth needs a private key (ALLIANCE_FHIR_PRIVATE_KEY_FILE or [auth] private_key_file)")
+
+
+def discover_token_url(http: httpx.Client, base_url: str) -> str:
+    """The token endpoint from ``.well-known/smart-configuration``.
+
+    Raises:
+        ConfigError: the server does not publish one.
+    """
+    url = f"{base_url}/.well-known/smart-configuration"
+    try:
+        response = http.get(url, headers={"Accept": "application/json"})
+    except httpx.TransportError as exc:
+        raise FhirTransportError("GET", url, type(exc).__name__) from exc
+    body = _json_or_none(response)
+    if response.status_code != 200 or not body or not body.get("token_endpoint"):
+        raise ConfigError(f"{url} gives no token_endpoint; set ALLIANCE_FHIR_TOKEN_URL")
+    return str(body["token_endpoint"])
+
+
+def build_auth(settings: AuthSettings, base_url: str, http: httpx.Client) -> httpx.Auth | None:
+    """The httpx.Auth for the settings (``http`` is used for token requests only).
+
+    Raises:
+        ConfigError: a secret the chosen kind needs is missing.
+    """
+    if settings.kind == "none":
+        return None
+    if settings.kind == "bearer":
+        if settings.token is None:
+            raise ConfigError("bearer auth needs a token (ALLIANCE_FHIR_TOKEN or [auth] token)")
+        return _Bearer(settings.token.get_secret_value())
+    if settings.kind == "basic":
+        if not settings.username or settings.password is None:
+            raise ConfigError("basic auth needs ALLIANCE_FHIR_USERNAME and ALLIANCE_FHIR_PASSWORD")
+        return httpx.BasicAuth(settings.username, settings.password.get_secret_value())
+    token_url = settings.token_url or discover_token_url(http, base_url)
+    return SmartBackendAuth(settings, token_url, http=http)

@@ -1,0 +1,124 @@
+"""Server settings: where to connect, how to authenticate, how hard to push.
+
+Resolved in this order: command-line options (never secrets), environment variables, then a
+TOML file (``./alliance-fhir.toml``, else ``$XDG_CONFIG_HOME/alliance-fhir/config.toml``).
+Secrets (tokens, passwords, private keys) come only from the environment or the file, so
+they never land in shell history.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from ..errors import ConfigError
+
+__all__ = ["AuthSettings", "ServerConfig", "config_file", "data_dir", "load_config"]
+
+ENV_PREFIX = "ALLIANCE_FHIR_"
+
+
+class AuthSettings(BaseModel):
+    """How to authenticate: none, a bearer token, HTTP basic, or SMART Backend Services."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["none", "bearer", "basic", "smart"] = "none"
+    token: SecretStr | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    client_id: str | None = None
+    token_url: str | None = Field(default=None, description="SMART token endpoint; discovered from .well-known when absent.")
+    private_key: SecretStr | None = Field(default=None, description="PEM text of the signing key.")
+    private_key_file: Path | None = None
+    key_id: str | None = None
+    algorithm: Literal["RS384", "ES384"] = "RS384"
+    scope: str = "system/QuestionnaireResponse.read system/Observation.write system/Questionnaire.write system/CodeSystem.write"
+
+
+class ServerConfig(BaseModel):
+    """Everything a client needs for one FHIR server."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str
+    auth: AuthSettings = Field(default_factory=lambda: AuthSettings())
+    timeout: float = Field(60.0, gt=0)
+    verify: bool = True
+    ca_bundle: Path | None = None
+    concurrency: int = Field(4, ge=1, le=64)
+    batch_size: int = Field(50, ge=1, le=1000)
+    page_size: int = Field(200, ge=1, le=1000)
+    max_attempts: int = Field(6, ge=1, le=20)
+    max_retry_seconds: float = Field(300.0, gt=0)
+    retry_after_cap: float = Field(120.0, ge=0)
+    overlap_seconds: float = Field(300.0, ge=0, description="Re-read window before the checkpoint, for late commits.")
+    state_db: Path | None = None
+
+    @property
+    def base_url(self) -> str:
+        return self.url.rstrip("/")
+
+
+def config_file(explicit: Path | None = None) -> Path | None:
+    """The config file in use: explicit, ``./alliance-fhir.toml``, or the user config dir."""
+    if explicit is not None:
+        return explicit
+    candidates = [Path("alliance-fhir.toml")]
+    xdg = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    candidates.append(Path(xdg) / "alliance-fhir" / "config.toml")
+    return next((p for p in candidates if p.is_file()), None)
+
+
+def data_dir() -> Path:
+    """Where sync state lives by default (``$XDG_DATA_HOME/alliance-fhir``)."""
+    xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(xdg) / "alliance-fhir"
+
+
+_ENV_AUTH = {
+    "AUTH": "kind", "TOKEN": "token", "USERNAME": "username", "PASSWORD": "password",
+    "CLIENT_ID": "client_id", "TOKEN_URL": "token_url", "PRIVATE_KEY": "private_key",
+    "PRIVATE_KEY_FILE": "private_key_file", "KEY_ID": "key_id", "ALGORITHM": "algorithm", "SCOPE": "scope",
+}
+_ENV_SERVER = {
+    "SERVER": "url", "TIMEOUT": "timeout", "CA_BUNDLE": "ca_bundle", "CONCURRENCY": "concurrency",
+    "BATCH_SIZE": "batch_size", "PAGE_SIZE": "page_size", "STATE_DB": "state_db", "VERIFY": "verify",
+}
+
+
+def load_config(url: str | None = None, *, file: Path | None = None, **overrides: Any) -> ServerConfig:
+    """Build the ServerConfig from options, environment and file.
+
+    Raises:
+        ConfigError: no server URL, an unreadable file, or an invalid setting.
+    """
+    raw: dict[str, Any] = {}
+    path = config_file(file)
+    if path is not None:
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"config file {path}: {exc}") from exc
+    server: dict[str, Any] = dict(raw.get("server", {}))
+    auth: dict[str, Any] = dict(raw.get("auth", {}))
+    for suffix, key in _ENV_SERVER.items():
+        if f"{ENV_PREFIX}{suffix}" in os.environ:
+            server[key] = os.environ[f"{ENV_PREFIX}{suffix}"]
+    for suffix, key in _ENV_AUTH.items():
+        if f"{ENV_PREFIX}{suffix}" in os.environ:
+            auth[key] = os.environ[f"{ENV_PREFIX}{suffix}"]
+    server.update({k: v for k, v in overrides.items() if v is not None})
+    if url:
+        server["url"] = url
+    if not server.get("url"):
+        raise ConfigError("no FHIR server: pass --server URL, set ALLIANCE_FHIR_SERVER, or add [server] url to alliance-fhir.toml")
+    try:
+        return ServerConfig.model_validate({**server, "auth": auth})
+    except ValidationError as exc:
+        details = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid settings{f' in {path}' if path else ''}: {details}") from exc

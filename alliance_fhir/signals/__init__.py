@@ -1,0 +1,1 @@
+"""Alliance signals: trajectories from score Observations, the rules, DetectedIssues, reports."""

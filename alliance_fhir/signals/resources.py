@@ -1,0 +1,199 @@
+"""Signals -> FHIR R4: a DetectedIssue per signal, the plugin as its author Device, optional Tasks.
+
+Why DetectedIssue and not Flag (the long form is in ``docs/signals.md``): a DetectedIssue has
+``evidence.detail`` to point at the score Observations, ``severity``, an ``author`` that may be
+a Device, and ``identifiedPeriod`` for when it opened and closed; a Flag has none of these and
+is shown to everyone who opens the chart, while alliance signals are for the treating clinician.
+
+R4 DetectedIssue has no "resolved" status (R5 adds ``mitigated``), so a signal's lifecycle is
+carried three ways that agree: ``status`` ``final`` while active and ``amended`` once resolved,
+``identifiedPeriod.end`` set on resolution, and the ``alliance-signal-status`` extension
+(``active`` / ``resolved``). A repaired rupture also gets a ``mitigation`` entry. The identifier
+is the signal's deterministic key, so an update lands on the same resource.
+
+Everything here is a pure function of the signals: no clock, no server.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from ..content.questionnaires import PROJECT_BASE, PROJECT_CODESYSTEM
+from ..scoring.observations import FOCUS_EXTENSION
+from .rules import RUPTURE, SIGNAL_IDENTIFIER_SYSTEM, SIGNAL_KINDS, Signal
+
+__all__ = [
+    "DEVICE_ID",
+    "DEVICE_IDENTIFIER_SYSTEM",
+    "SIGNAL_IDENTIFIER_SYSTEM",
+    "SIGNAL_STATUS_EXTENSION",
+    "TASK_IDENTIFIER_SYSTEM",
+    "detected_issue",
+    "device_reference",
+    "follow_up_task",
+    "plugin_device",
+    "signal_bundle",
+    "signal_resources",
+    "withdrawn_issues",
+]
+
+TASK_IDENTIFIER_SYSTEM = f"{PROJECT_BASE}/sid/alliance-signal-task"
+DEVICE_IDENTIFIER_SYSTEM = f"{PROJECT_BASE}/sid/device"
+SIGNAL_STATUS_EXTENSION = f"{PROJECT_BASE}/StructureDefinition/alliance-signal-status"
+DEVICE_ID = "alliance-fhir"
+_BUNDLE_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, f"{PROJECT_BASE}/bundle-entry")
+_REPAIR = {"system": PROJECT_CODESYSTEM, "code": "alliance-repair", "display": "Alliance repaired"}
+_FOLLOW_UP = {"system": PROJECT_CODESYSTEM, "code": "alliance-follow-up", "display": "Follow up an alliance signal"}
+_ENGINE = {"system": PROJECT_CODESYSTEM, "code": "signal-engine", "display": "Alliance signal engine"}
+
+
+def plugin_device(software_version: str | None = None) -> dict[str, Any]:
+    """The Device that authors every DetectedIssue: alliance-fhir itself, at a fixed id.
+
+    Same version -> same resource, so writing it (``PUT Device/alliance-fhir``) is idempotent.
+    """
+    return {
+        "resourceType": "Device",
+        "id": DEVICE_ID,
+        "identifier": [{"system": DEVICE_IDENTIFIER_SYSTEM, "value": DEVICE_ID}],
+        "status": "active",
+        "manufacturer": "alliance-fhir project",
+        "deviceName": [{"name": "alliance-fhir", "type": "user-friendly-name"}],
+        "type": {"coding": [_ENGINE], "text": _ENGINE["display"]},
+        "version": [{"value": software_version or _installed_version()}],
+        "note": [{"text": "Software that scores psychotherapy alliance measures and detects alliance signals from the scores."}],
+    }
+
+
+def device_reference() -> dict[str, Any]:
+    """Reference to :func:`plugin_device`: literal id plus identifier, so it resolves either way."""
+    return {
+        "reference": f"Device/{DEVICE_ID}",
+        "identifier": {"system": DEVICE_IDENTIFIER_SYSTEM, "value": DEVICE_ID},
+        "display": "alliance-fhir",
+    }
+
+
+def detected_issue(signal: Signal) -> dict[str, Any]:
+    """The DetectedIssue (R4 JSON) for one signal; the same signal always gives the same resource."""
+    concept = _kind_concept(signal.kind)
+    period: dict[str, str] = {"start": signal.opened_at.isoformat()}
+    if signal.resolved_at is not None:
+        period["end"] = signal.resolved_at.isoformat()
+    extensions: list[dict[str, Any]] = [{"url": SIGNAL_STATUS_EXTENSION, "valueCode": signal.status}]
+    if signal.focus:
+        extensions.insert(0, {"url": FOCUS_EXTENSION, "valueReference": {"reference": signal.focus}})
+    issue: dict[str, Any] = {
+        "resourceType": "DetectedIssue",
+        "extension": extensions,
+        "identifier": [{"system": SIGNAL_IDENTIFIER_SYSTEM, "value": signal.key}],
+        "status": "final" if signal.status == "active" else "amended",
+        "code": concept,
+        "severity": signal.severity,
+        "patient": {"reference": signal.subject},
+        "identifiedPeriod": period,
+        "author": device_reference(),
+        "evidence": [{"code": [concept], "detail": [p.observation.reference() for p in signal.evidence]}],
+        "detail": signal.detail,
+    }
+    if signal.episode:
+        issue["implicated"] = [{"reference": signal.episode}]
+    if signal.kind == RUPTURE and signal.resolved_by is not None:
+        action = {"coding": [_REPAIR], "text": "Score back to at least the pre-rupture level"}
+        issue["mitigation"] = [{"action": action, "date": signal.resolved_by.time.isoformat()}]
+    return issue
+
+
+def follow_up_task(signal: Signal) -> dict[str, Any] | None:
+    """A Task asking the treating clinician to follow up an active signal; None once resolved.
+
+    Write it with conditional create only (``If-None-Exist`` on its identifier) and never
+    update it: after creation the Task belongs to the clinician, whose status must not be
+    overwritten by the next run.
+    """
+    if signal.status != "active":
+        return None
+    task: dict[str, Any] = {
+        "resourceType": "Task",
+        "identifier": [{"system": TASK_IDENTIFIER_SYSTEM, "value": signal.key}],
+        "status": "requested",
+        "intent": "proposal",
+        "priority": "urgent" if signal.severity == "high" else "routine",
+        "code": {"coding": [_FOLLOW_UP], "text": _FOLLOW_UP["display"]},
+        "description": f"Discuss the alliance with the client: {SIGNAL_KINDS[signal.kind].lower()} ({signal.instrument}).",
+        "focus": _issue_reference(signal),
+        "for": {"reference": signal.subject},
+        "authoredOn": signal.opened_at.isoformat(),
+        "requester": device_reference(),
+        "reasonReference": _issue_reference(signal),
+    }
+    if signal.focus:
+        task["owner"] = {"reference": signal.focus}
+    return task
+
+
+def signal_resources(signals: Iterable[Signal], *, tasks: bool = False, software_version: str | None = None) -> list[dict[str, Any]]:
+    """The Device first, then each signal's DetectedIssue (and its Task when ``tasks`` and active)."""
+    out = [plugin_device(software_version)]
+    for signal in signals:
+        out.append(detected_issue(signal))
+        task = follow_up_task(signal) if tasks else None
+        if task is not None:
+            out.append(task)
+    return out
+
+
+def signal_bundle(signals: Iterable[Signal], *, tasks: bool = False, software_version: str | None = None) -> dict[str, Any]:
+    """A ``collection`` Bundle of :func:`signal_resources`, with fullUrls derived from identifiers."""
+    resources = signal_resources(signals, tasks=tasks, software_version=software_version)
+    entries = [{"fullUrl": f"urn:uuid:{_entry_uuid(r)}", "resource": r} for r in resources]
+    return {"resourceType": "Bundle", "type": "collection", "entry": entries}
+
+
+def withdrawn_issues(existing: Iterable[dict[str, Any]], current: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Earlier DetectedIssues of ours that the current run no longer produces, marked entered-in-error.
+
+    That happens when the scores they came from were amended or withdrawn. ``existing`` is
+    what a server holds (with ``id``/``meta``, which are kept so the update lands on them).
+    """
+    produced = {_signal_id(r) for r in current}
+    out = []
+    for issue in existing:
+        key = _signal_id(issue)
+        if key is None or key in produced or issue.get("status") == "entered-in-error":
+            continue
+        updated = {**issue, "status": "entered-in-error"}
+        others = [e for e in issue.get("extension") or [] if e.get("url") != SIGNAL_STATUS_EXTENSION]
+        updated["extension"] = others + [{"url": SIGNAL_STATUS_EXTENSION, "valueCode": "withdrawn"}]
+        out.append(updated)
+    return out
+
+
+def _signal_id(resource: dict[str, Any]) -> str | None:
+    for ident in resource.get("identifier") or []:
+        if isinstance(ident, dict) and ident.get("system") == SIGNAL_IDENTIFIER_SYSTEM:
+            return str(ident.get("value"))
+    return None
+
+
+def _issue_reference(signal: Signal) -> dict[str, Any]:
+    return {"type": "DetectedIssue", "identifier": {"system": SIGNAL_IDENTIFIER_SYSTEM, "value": signal.key}}
+
+
+def _kind_concept(kind: str) -> dict[str, Any]:
+    return {"coding": [{"system": PROJECT_CODESYSTEM, "code": kind, "display": SIGNAL_KINDS[kind]}], "text": SIGNAL_KINDS[kind]}
+
+
+def _entry_uuid(resource: dict[str, Any]) -> str:
+    ident = resource["identifier"][0]
+    return str(uuid.uuid5(_BUNDLE_NAMESPACE, f"{resource['resourceType']}|{ident['system']}|{ident['value']}"))
+
+
+def _installed_version() -> str:
+    try:
+        return version("alliance-fhir")
+    except PackageNotFoundError:  # a source tree without an install
+        return "0.0.0+unknown"

@@ -1,0 +1,131 @@
+"""The server commands (check, publish, sync, demo) through CliRunner, with the fake server plugged in."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from alliance_fhir.cli import server as cli_server
+from alliance_fhir.cli.main import app
+from alliance_fhir.server.client import FhirClient
+
+from ..conftest import all_items
+from ..fake_fhir import BASE, CAPABILITIES, FakeFhir
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def server(monkeypatch, tmp_path) -> FakeFhir:
+    fake = FakeFhir()
+    monkeypatch.setattr(cli_server, "client_factory", lambda cfg: FhirClient(cfg, transport=httpx.MockTransport(fake), sleep=lambda s: None))
+    monkeypatch.setenv("ALLIANCE_FHIR_STATE_DB", str(tmp_path / "state.sqlite"))
+    monkeypatch.chdir(tmp_path)
+    return fake
+
+
+def run(*args: str):  # noqa: ANN201
+    return runner.invoke(app, list(args))
+
+
+@pytest.mark.parametrize("command", ["check", "publish", "sync", "demo"])
+def test_help(command):
+    result = run(command, "--help")
+    assert result.exit_code == 0 and "--server" in result.output
+
+
+def test_no_server_is_exit_2(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ALLIANCE_FHIR_SERVER", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    result = run("sync")
+    assert result.exit_code == 2 and "no FHIR server" in result.stderr
+
+
+def test_secrets_are_not_options():
+    assert "--token" not in run("sync", "--help").output and "--password" not in run("sync", "--help").output
+
+
+def test_check_reports_capabilities(server):
+    result = run("check", "--server", BASE, "--json")
+    assert result.exit_code == 0, result.output
+    checks = {c["check"]: c["ok"] for c in json.loads(result.stdout)["checks"]}
+    assert checks == {"FHIR version": True, "transactions": True, "search responses": True, "conditional update": True,
+                      "conditional create": True, "credentials": True}
+
+
+def test_check_flags_a_server_without_transactions(server, monkeypatch):
+    monkeypatch.setitem(CAPABILITIES["rest"][0], "interaction", [])
+    result = run("check", "--server", BASE)
+    assert result.exit_code == 1 and "MISSING" in result.stdout
+
+
+def test_check_unreachable_server_is_exit_2(monkeypatch):
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused")
+
+    monkeypatch.setattr(cli_server, "client_factory", lambda cfg: FhirClient(cfg, transport=httpx.MockTransport(refuse), sleep=lambda s: None))
+    result = run("check", "--server", BASE)
+    assert result.exit_code == 2 and "ConnectError" in result.stderr
+
+
+def test_publish_twice_changes_nothing_the_second_time(server):
+    first = run("publish", "--server", BASE, "--json")
+    assert first.exit_code == 0, first.output
+    assert {r["action"] for r in json.loads(first.stdout)} == {"created"}
+    second = run("publish", "--server", BASE, "--json")
+    assert {r["action"] for r in json.loads(second.stdout)} == {"unchanged"}
+    assert len(server.store["Questionnaire"]) == 7 and len(server.store["CodeSystem"]) == 1
+
+
+def test_publish_dry_run_writes_nothing(server):
+    result = run("publish", "--server", BASE, "--dry-run")
+    assert result.exit_code == 0 and "created" in result.stdout
+    assert server.store["Questionnaire"] == {}
+
+
+def test_sync_json_summary_and_exit_codes(server, make_response):
+    server.put(make_response("srs", {1: 9, 2: 9, 3: 9, 4: 9}, rid="good"))
+    bad = make_response("srs", {1: 9, 2: 9, 3: 9, 4: 9}, rid="bad")
+    bad["item"][0]["answer"] = [{"valueDecimal": 11}]
+    server.put(bad)
+    result = run("sync", "--server", BASE, "--json")
+    assert result.exit_code == 1
+    summary = json.loads(result.stdout)
+    assert (summary["found"], summary["written"], summary["failed"]) == (2, 1, 1)
+    assert "failed: QuestionnaireResponse/bad: " in result.stderr and "item '1'" in result.stderr
+    again = run("sync", "--server", BASE, "--json")
+    assert again.exit_code == 0 and json.loads(again.stdout)["written"] == 0
+
+
+def test_sync_reset(server, make_response):
+    server.put(make_response("wai-sr", all_items(12, 4), rid="w"))
+    assert run("sync", "--server", BASE).exit_code == 0
+    result = run("sync", "--server", BASE, "--reset")
+    assert result.exit_code == 0 and "forgot the checkpoint" in result.stderr
+    assert json.loads(run("sync", "--server", BASE, "--json").stdout)["unchanged"] == 0
+
+
+def test_sync_unknown_instrument_is_exit_2(server):
+    result = run("sync", "--server", BASE, "--instrument", "calpas-p")
+    assert result.exit_code == 2 and "unknown instrument" in result.stderr
+
+
+def test_demo_round_trip_and_cleanup(server):
+    result = run("demo", "--server", BASE, "--json")
+    assert result.exit_code == 0, result.output
+    runs = json.loads(result.stdout)
+    assert runs["first"]["written"] == 42 and runs["second"]["written"] == 0
+    assert len(server.store["Observation"]) == 42
+
+
+def test_publish_retries_a_conflicting_concurrent_write_once(server):
+    from ..fake_fhir import fail_times
+
+    server.faults.append(fail_times(1, 409, when=lambda r: r.method == "PUT"))
+    result = run("publish", "--server", BASE, "--json")
+    assert result.exit_code == 0, result.output
+    assert {r["action"] for r in json.loads(result.stdout)} == {"created"}

@@ -1,0 +1,160 @@
+"""FhirClient and the retry policy, against MockTransport handlers (no network, no sleeping)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
+import httpx
+import pytest
+
+from alliance_fhir.errors import AuthError, Conflict, FhirServerError, FhirTransportError, NotFound
+from alliance_fhir.server._retry import RetryPolicy, parse_retry_after
+from alliance_fhir.server.client import FhirClient, safe_path
+from alliance_fhir.server.config import ServerConfig
+
+BASE = "http://fhir.test/fhir"
+
+
+def make_client(handler, sleeps: list[float] | None = None, **settings) -> FhirClient:  # noqa: ANN001, ANN003
+    recorded = sleeps if sleeps is not None else []
+    return FhirClient(ServerConfig(url=BASE, **settings), transport=httpx.MockTransport(handler), sleep=recorded.append)
+
+
+def outcome(text: str) -> dict:
+    return {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "processing", "diagnostics": text}]}
+
+
+def test_retry_after_seconds_and_http_date():
+    now = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+    assert parse_retry_after("7") == 7.0
+    assert parse_retry_after(format_datetime(now + timedelta(seconds=30), usegmt=True), now=now) == 30.0
+    assert parse_retry_after(format_datetime(now - timedelta(seconds=30), usegmt=True), now=now) == 0.0
+    assert parse_retry_after("soon") is None and parse_retry_after(None) is None
+
+
+def test_retry_after_is_honoured_and_capped():
+    answers = iter([httpx.Response(503, headers={"Retry-After": "5"}), httpx.Response(429, headers={"Retry-After": "9999"}),
+                    httpx.Response(200, json={"resourceType": "Patient", "id": "1"})])
+    sleeps: list[float] = []
+    with make_client(lambda r: next(answers), sleeps, retry_after_cap=60) as client:
+        assert client.read("Patient", "1")["id"] == "1"
+    assert sleeps == [5.0, 60.0]
+
+
+def test_backoff_without_retry_after_is_jittered_and_grows():
+    answers = iter([httpx.Response(502)] * 4 + [httpx.Response(200)])
+    waits: list[float] = []
+    policy = RetryPolicy(backoff_base=1.0, backoff_max=8.0, sleep=waits.append)
+    assert policy.call(lambda: next(answers), "GET", "/x").status_code == 200
+    assert len(waits) == 4
+    assert all(0 <= w <= cap for w, cap in zip(waits, [1, 2, 4, 8], strict=True))
+
+
+def test_attempts_are_bounded():
+    calls = []
+
+    def always_busy(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return httpx.Response(503, headers={"Retry-After": "1"})
+
+    with make_client(always_busy, max_attempts=3) as client, pytest.raises(FhirServerError, match="HTTP 503"):
+        client.read("Patient", "1")
+    assert len(calls) == 3
+
+
+def test_connection_errors_and_timeouts_are_retried_for_idempotent_requests():
+    answers = iter([httpx.ConnectError("refused"), httpx.ReadTimeout("slow"), httpx.Response(200, json={"id": "1"})])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    with make_client(handler) as client:
+        assert client.read("Patient", "1") == {"id": "1"}
+
+
+def test_plain_post_is_never_retried():
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return httpx.Response(503)
+
+    with make_client(handler) as client, pytest.raises(FhirServerError):
+        client.request("POST", "Observation", json={"resourceType": "Observation"})
+    assert len(calls) == 1
+
+
+def test_idempotent_transaction_is_retried():
+    answers = iter([httpx.Response(504), httpx.Response(200, json={"resourceType": "Bundle", "type": "transaction-response"})])
+    with make_client(lambda r: next(answers)) as client:
+        assert client.transaction({"resourceType": "Bundle"}, idempotent=True)["type"] == "transaction-response"
+
+
+def test_timeout_gives_a_transport_error():
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("slow")
+
+    with make_client(handler, max_attempts=2) as client, pytest.raises(FhirTransportError, match="timed out"):
+        client.read("Patient", "1")
+
+
+@pytest.mark.parametrize("status, error", [(401, AuthError), (403, AuthError), (404, NotFound), (410, NotFound),
+                                           (409, Conflict), (412, Conflict), (422, FhirServerError), (500, FhirServerError)])
+def test_error_statuses_map_to_our_errors_with_the_outcome(status, error):
+    with make_client(lambda r: httpx.Response(status, json=outcome("nope"))) as client, pytest.raises(error) as info:
+        client.read("Patient", "1")
+    assert info.value.status == status and "nope" in str(info.value) and info.value.outcome is not None
+
+
+def test_paging_follows_next_links_and_stays_on_our_origin():
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.url.host == "fhir.test"
+        page = int(request.url.params.get("page", "1"))
+        links = [{"relation": "next", "url": f"http://internal-hapi:8080/fhir?page={page + 1}"}] if page < 3 else []
+        return httpx.Response(200, json={"resourceType": "Bundle", "link": links,
+                                         "entry": [{"resource": {"id": f"{page}"}, "search": {"mode": "match"}},
+                                                   {"resource": {"id": "inc"}, "search": {"mode": "include"}}]})
+
+    with make_client(handler) as client:
+        assert [r["id"] for r in client.search("QuestionnaireResponse", {})] == ["1", "2", "3"]
+
+
+def test_non_json_answer_is_a_transport_error():
+    with make_client(lambda r: httpx.Response(200, text="<html>proxy</html>")) as client, pytest.raises(FhirTransportError):
+        client.read("Patient", "1")
+
+
+def test_log_lines_have_no_query_values(caplog):
+    with make_client(lambda r: httpx.Response(200, json={"resourceType": "Bundle"})) as client:
+        with caplog.at_level(logging.INFO, logger="alliance_fhir.http"):
+            client.request("GET", "QuestionnaireResponse", params={"subject": "Patient/jane-doe", "_count": "5"})
+    [line] = [r.getMessage() for r in caplog.records]
+    assert "jane-doe" not in line and "subject=&_count=" in line and "GET /fhir/QuestionnaireResponse" in line
+
+
+def test_safe_path():
+    assert safe_path("http://x/fhir/Observation?identifier=a|b&_count=2") == "/fhir/Observation?identifier=&_count="
+
+
+
+def test_searches_are_fresh_and_ask_for_an_accurate_total():
+    seen = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"resourceType": "Bundle", "total": 0, "link": []})
+
+    with make_client(handler) as client:
+        assert list(client.search("Observation", {"code": "x"})) == []
+    assert seen[0].headers["Cache-Control"] == "no-cache" and seen[0].url.params["_total"] == "accurate"
+
+
+def test_a_search_that_stops_short_of_its_total_is_an_error():
+    page = {"resourceType": "Bundle", "total": 3, "link": [], "entry": [{"resource": {"id": "1"}, "search": {"mode": "match"}}]}
+    with make_client(lambda r: httpx.Response(200, json=page)) as client, pytest.raises(FhirServerError, match="ended after 1 of 3"):
+        list(client.search("Observation", {}))

@@ -1,0 +1,217 @@
+"""Sync against the in-memory fake server: incremental, idempotent, resumable, failures isolated."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from alliance_fhir.server.client import FhirClient
+from alliance_fhir.server.config import ServerConfig
+from alliance_fhir.server.state import StateStore
+from alliance_fhir.server.sync import SyncOptions, run_sync
+
+from ..conftest import all_items
+from ..fake_fhir import BASE, FakeFhir, fail_times
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+@pytest.fixture
+def server() -> FakeFhir:
+    return FakeFhir()
+
+
+@pytest.fixture
+def store(tmp_path: Path):  # noqa: ANN201
+    with StateStore(tmp_path / "state.sqlite") as s:
+        yield s
+
+
+def client_for(server: FakeFhir, **settings) -> FhirClient:  # noqa: ANN003
+    config = ServerConfig(url=BASE, page_size=settings.pop("page_size", 7), batch_size=settings.pop("batch_size", 3), **settings)
+    return FhirClient(config, transport=httpx.MockTransport(server), sleep=lambda _s: None)
+
+
+def post_responses(server: FakeFhir, make_response, n: int) -> None:  # noqa: ANN001
+    for i in range(n):
+        instrument, answers = [("wai-sr", all_items(12, 1 + i % 5)), ("srs", {1: 9.5, 2: 9, 3: 8.1, 4: i % 10})][i % 2]
+        server.put(make_response(instrument, answers, rid=f"qr{i}"))
+
+
+def observations(server: FakeFhir) -> list[dict]:
+    return list(server.store["Observation"].values())
+
+
+def sync(server, catalog, store, **options):  # noqa: ANN001, ANN003, ANN201
+    with client_for(server) as client:
+        return run_sync(client, catalog, store, SyncOptions(**options))
+
+
+def test_first_sync_writes_one_observation_per_response(server, catalog, store, make_response):
+    post_responses(server, make_response, 20)  # 20 > page size 7: three pages
+    report = sync(server, catalog, store)
+    assert (report.found, report.scored, report.written, report.failed) == (20, 20, 20, 0)
+    assert len(observations(server)) == 20
+    by_response = {o["derivedFrom"][0]["reference"].split("/")[1]: o["valueQuantity"]["value"] for o in observations(server)}
+    assert by_response["qr0"] == 12       # WAI-SR all Seldom: 12 x 1
+    assert by_response["qr2"] == 36       # WAI-SR all Fairly often: 12 x 3
+    assert by_response["qr3"] == 29.6     # SRS 9.5 + 9 + 8.1 + 3
+    assert report.checkpoint is not None
+
+
+def test_second_sync_writes_nothing(server, catalog, store, make_response):
+    post_responses(server, make_response, 20)
+    sync(server, catalog, store)
+    server.requests.clear()
+    report = sync(server, catalog, store)
+    assert (report.written, report.unchanged, report.failed) == (0, 20, 0)
+    assert all(r.method == "GET" or r.url.path.endswith("/_search") for r in server.requests)  # reads only
+    assert len(server.requests) <= 2 * 3  # per page: the search and one existence check
+    assert len(observations(server)) == 20
+
+
+def test_lost_ledger_still_converges_without_duplicates(server, catalog, store, make_response, tmp_path):
+    post_responses(server, make_response, 10)
+    sync(server, catalog, store)
+    with StateStore(tmp_path / "other.sqlite") as fresh:  # e.g. a run killed before recording
+        report = sync(server, catalog, fresh)
+    assert report.written == 10 and len(observations(server)) == 10
+    assert all(o["meta"]["versionId"] == "1" for o in observations(server))  # identical content: no new versions
+
+
+def test_amended_response_updates_its_observation(server, catalog, store, make_response):
+    server.put(make_response("wai-sr", all_items(12, 3), rid="qr-a"))
+    sync(server, catalog, store)
+    amended = copy.deepcopy(server.store["QuestionnaireResponse"]["qr-a"])
+    amended["status"] = "amended"
+    amended["item"][0]["answer"] = [{"valueInteger": 5}]
+    server.put(amended)
+    report = sync(server, catalog, store)
+    assert report.written == 1
+    [obs] = observations(server)
+    assert obs["status"] == "amended" and obs["valueQuantity"]["value"] == 38  # 36 - 3 + 5
+    assert obs["derivedFrom"] == [{"reference": "QuestionnaireResponse/qr-a/_history/2"}]
+
+
+def test_entered_in_error_response_retracts_its_observation(server, catalog, store, make_response):
+    server.put(make_response("srs", {1: 9, 2: 9, 3: 9, 4: 9}, rid="qr-e"))
+    sync(server, catalog, store)
+    retracted = copy.deepcopy(server.store["QuestionnaireResponse"]["qr-e"])
+    retracted["status"] = "entered-in-error"
+    server.put(retracted)
+    report = sync(server, catalog, store)
+    assert report.retracted == 1
+    [obs] = observations(server)
+    assert obs["status"] == "entered-in-error"
+    assert sync(server, catalog, store).retracted == 0
+
+
+def test_bad_responses_are_reported_and_do_not_block_the_rest(server, catalog, store, make_response):
+    post_responses(server, make_response, 6)
+    bad = make_response("wai-sr", all_items(12, 3), rid="qr-bad")
+    bad["item"][2]["answer"] = [{"valueInteger": 9}]
+    server.put(bad)
+    unknown = make_response("srs", {1: 9, 2: 9, 3: 9, 4: 9}, rid="qr-unknown-version")
+    unknown["questionnaire"] = unknown["questionnaire"].replace("1.0.0", "7.0")
+    server.put(unknown)
+    report = sync(server, catalog, store, since="2000-01-01")
+    assert report.written == 6 and report.failed == 2
+    reasons = {f.resource: f.reason for f in report.failures}
+    assert "item '3'" in reasons["QuestionnaireResponse/qr-bad"] and "out of range" in reasons["QuestionnaireResponse/qr-bad"]
+    assert "unknown version '7.0'" in reasons["QuestionnaireResponse/qr-unknown-version"]
+    again = sync(server, catalog, store)
+    assert again.failed == 0 and again.unchanged == 8  # not retried until they change
+
+
+def test_changed_failed_response_is_retried(server, catalog, store, make_response):
+    bad = make_response("wai-sr", all_items(12, 3), rid="qr-fix")
+    bad["item"][2]["answer"] = [{"valueInteger": 9}]
+    server.put(bad)
+    assert sync(server, catalog, store).failed == 1
+    bad["item"][2]["answer"] = [{"valueInteger": 4}]
+    server.put(bad)
+    report = sync(server, catalog, store)
+    assert report.failed == 0 and report.written == 1
+
+
+def test_transient_errors_are_retried_with_the_same_result(server, catalog, store, make_response):
+    post_responses(server, make_response, 10)
+    server.faults.append(fail_times(3, 503, {"Retry-After": "1"}))
+    server.faults.append(fail_times(2, 429, when=lambda r: r.method == "POST"))
+    report = sync(server, catalog, store)
+    assert report.written == 10 and report.failed == 0
+    assert len(observations(server)) == 10
+
+
+def test_invalid_batch_falls_back_to_one_by_one(server, catalog, store, make_response, monkeypatch):
+    post_responses(server, make_response, 3)
+    import alliance_fhir.server.sync as sync_module
+
+    real = sync_module.build_observation
+
+    def poison(result, response):  # noqa: ANN001, ANN202
+        obs = real(result, response)
+        if response["id"] == "qr1":
+            obs["status"] = "invalid"  # the fake server rejects the whole transaction
+        return obs
+
+    monkeypatch.setattr(sync_module, "build_observation", poison)
+    report = sync(server, catalog, store)
+    assert report.written == 2 and report.failed == 1
+    assert "write failed" in report.failures[0].reason and "qr1" in report.failures[0].resource
+    assert report.checkpoint is None  # a failed write keeps the checkpoint, so the next run retries it
+
+
+def test_dry_run_writes_nothing(server, catalog, store, make_response):
+    post_responses(server, make_response, 5)
+    report = sync(server, catalog, store, dry_run=True)
+    assert report.written == 5 and report.dry_run and observations(server) == []
+    assert store.checkpoint(BASE) is None
+
+
+def test_checkpoint_with_overlap_limits_the_search(server, catalog, store, make_response):
+    post_responses(server, make_response, 4)
+    sync(server, catalog, store)
+    server.requests.clear()
+    sync(server, catalog, store)
+    search = server.requests[0]
+    assert "_lastUpdated" in dict(search.url.params)
+
+
+def test_patient_and_instrument_filters(server, catalog, store, make_response):
+    server.put(make_response("srs", {1: 9, 2: 9, 3: 9, 4: 9}, rid="mine", subject={"reference": "Patient/a"}))
+    server.put(make_response("srs", {1: 9, 2: 9, 3: 9, 4: 9}, rid="theirs", subject={"reference": "Patient/b"}))
+    server.put(make_response("wai-sr", all_items(12, 2), rid="wai", subject={"reference": "Patient/a"}))
+    report = sync(server, catalog, store, patient="Patient/a", instruments=("srs",))
+    assert report.written == 1
+    params = dict(server.requests[0].url.params)
+    assert params["subject"] == "Patient/a"
+    assert params["questionnaire"] == "http://alliance-fhir.org/fhir/Questionnaire/srs"  # every version
+
+
+def test_report_as_json_has_counts_and_failures(server, catalog, store, make_response):
+    post_responses(server, make_response, 2)
+    data = sync(server, catalog, store).as_dict()
+    assert json.loads(json.dumps(data))["written"] == 2 and data["failures"] == []
+
+
+def test_reset_forgets_one_server(server, catalog, store, make_response):
+    post_responses(server, make_response, 2)
+    sync(server, catalog, store)
+    store.reset(BASE)
+    assert store.checkpoint(BASE) is None and store.counts(BASE) == {}
+
+
+def test_observations_gone_from_the_server_are_written_again(server, catalog, store, make_response):
+    """A reset or cleaned-up server: the ledger says written, the server says otherwise; the server wins."""
+    post_responses(server, make_response, 6)
+    sync(server, catalog, store)
+    for key in list(server.store["Observation"])[:4]:
+        del server.store["Observation"][key]
+    report = sync(server, catalog, store)
+    assert (report.written, report.unchanged) == (4, 2)
+    assert len(observations(server)) == 6
