@@ -20,8 +20,8 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
+from alliance_fhir._ids import FOCUS_EXTENSION
 from alliance_fhir.instruments.catalog import Instrument, ItemSpec, walk_items
-from alliance_fhir.scoring.observations import FOCUS_EXTENSION
 
 __all__ = ["AMENDED_SHARE", "MISSING_SHARE", "ndjson"]
 

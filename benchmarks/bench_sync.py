@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from alliance_fhir import build_observation, content_resources, load_catalog, score_response
-from alliance_fhir.scoring.observations import IDENTIFIER_SYSTEM
+from alliance_fhir._ids import IDENTIFIER_SYSTEM
 from alliance_fhir.server.client import FhirClient
 from alliance_fhir.server.config import ServerConfig
 from alliance_fhir.server.publish import publish_resources

@@ -23,10 +23,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from .._ids import PROJECT_BASE
 from ..errors import AllianceFhirError
 from ..instruments.catalog import Catalog
 from ..instruments.models import TextPack
-from .questionnaires import PROJECT_BASE, content_resources, definition_resources, resource_filenames, resource_json
+from .questionnaires import content_resources, definition_resources, resource_filenames, resource_json
 
 __all__ = [
     "FHIR_VERSION",

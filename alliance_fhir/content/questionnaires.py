@@ -21,16 +21,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from .._ids import DEFINITION_ID_SYSTEM, MEASURE_CATEGORY, PROJECT_BASE, PROJECT_CODESYSTEM, SURVEY_CATEGORY, UCUM
 from ..errors import TextPackError
 from ..instruments.catalog import Catalog, Instrument, walk_items
 from ..instruments.models import InstrumentMapping, ScaleSpec, TextPack
 
 __all__ = [
-    "MEASURE_CATEGORY",
-    "PROJECT_BASE",
-    "PROJECT_CODESYSTEM",
-    "SURVEY_CATEGORY",
-    "UCUM",
     "apply_text_packs",
     "content_resources",
     "definition_resources",
@@ -200,18 +196,7 @@ def _full_url(resource: dict[str, Any]) -> str:
 
 # ---------------------------------------------------------------- definitions (FHIR package)
 
-# The project's namespace and the codings every score carries, defined once: the definitions
-# here and the Observations (observations.py) must agree on them.
-PROJECT_BASE = "http://alliance-fhir.org/fhir"
-PROJECT_CODESYSTEM = f"{PROJECT_BASE}/CodeSystem/alliance-fhir"
-UCUM = "http://unitsofmeasure.org"
-SURVEY_CATEGORY = {"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "survey", "display": "Survey"}
-MEASURE_CATEGORY = {
-    "alliance": {"system": PROJECT_CODESYSTEM, "code": "therapeutic-alliance", "display": "Therapeutic alliance"},
-    "outcome": {"system": PROJECT_CODESYSTEM, "code": "treatment-outcome", "display": "Treatment outcome"},
-}
 _SCORE_UNIT = {"system": UCUM, "code": "{score}", "display": "{score}"}
-DEFINITION_ID_SYSTEM = f"{PROJECT_BASE}/sid/observation-definition"
 
 
 def definition_resources(catalog: Catalog) -> list[dict[str, Any]]:

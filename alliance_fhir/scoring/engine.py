@@ -25,8 +25,9 @@ import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any, Generic, TypeVar
+from typing import Any
 
+from .._cache import IdentityCache
 from ..errors import InstrumentError, ScoringError
 from ..instruments.catalog import WEIGHT_URLS, Catalog, Instrument, ItemSpec
 from ..instruments.models import Band, Cutoff, ScaleScore, ScaleSpec, ScoreResult
@@ -364,36 +365,7 @@ def _compare_stored(scale: ScaleSpec, score: ScaleScore, stored: dict[str, Any],
         warnings.append(f"stored {scale.id} {raw} differs from the re-computed {score.value}; the stored value is ignored")
 
 
-# Prepared once per instrument (and shared with observations: IdentityCache).
-
-K = TypeVar("K")
-V = TypeVar("V")
-
-
-class IdentityCache(Generic[K, V]):
-    """Values prepared once from a frozen object (instrument, mapping, scale), found by identity.
-
-    The mapping models hold lists, so they cannot be dict keys. An entry keeps its object
-    alive, so the id cannot be reused while the entry exists; at ``limit`` entries the cache
-    starts afresh, which bounds memory in a process that reloads catalogs. Internal (also used
-    by :mod:`observations`); not part of the public API.
-    """
-
-    def __init__(self, build: Callable[[K], V], limit: int = 1024) -> None:
-        self._build = build
-        self._limit = limit
-        self._entries: dict[int, tuple[K, V]] = {}
-
-    def __call__(self, key: K) -> V:
-        entry = self._entries.get(id(key))
-        if entry is not None and entry[0] is key:
-            return entry[1]
-        value = self._build(key)
-        if len(self._entries) >= self._limit:
-            self._entries.clear()
-        self._entries[id(key)] = (key, value)
-        return value
-
+# Prepared once per instrument.
 
 @dataclass(frozen=True, slots=True)
 class _ScalePlan:

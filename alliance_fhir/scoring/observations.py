@@ -21,16 +21,12 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from ..content.questionnaires import MEASURE_CATEGORY, PROJECT_BASE, PROJECT_CODESYSTEM, SURVEY_CATEGORY, UCUM
+from .._cache import IdentityCache
+from .._ids import FOCUS_EXTENSION, IDENTIFIER_SYSTEM, INSTANTIATES, MEASURE_CATEGORY, PROJECT_CODESYSTEM, SURVEY_CATEGORY, UCUM
 from ..instruments.models import Band, Cutoff, InstrumentMapping, ScaleScore, ScaleSpec, ScoreResult
-from .engine import IdentityCache
 
 __all__ = [
     "ALGORITHM_SYSTEM",
-    "FOCUS_EXTENSION",
-    "IDENTIFIER_SYSTEM",
-    "PROJECT_CODESYSTEM",
-    "UCUM",
     "build_observation",
     "collection_bundle",
     "observation_identifier",
@@ -38,9 +34,6 @@ __all__ = [
 ]
 
 ALGORITHM_SYSTEM = PROJECT_CODESYSTEM
-IDENTIFIER_SYSTEM = f"{PROJECT_BASE}/sid/score-observation"
-FOCUS_EXTENSION = f"{PROJECT_BASE}/StructureDefinition/alliance-focus"
-INSTANTIATES = "http://hl7.org/fhir/StructureDefinition/workflow-instantiatesCanonical"
 _NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, IDENTIFIER_SYSTEM)
 _NAMESPACE_BYTES = _NAMESPACE.bytes
 # Coding leaves (strings only). Prepared parts are never handed out: builders copy them.

@@ -15,9 +15,9 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from .._ids import FOCUS_EXTENSION, PROJECT_CODESYSTEM
 from ..errors import FhirServerError, InstrumentError
 from ..instruments.catalog import Catalog, Instrument
-from ..scoring.observations import FOCUS_EXTENSION, PROJECT_CODESYSTEM
 from .client import FhirClient, search_token
 
 __all__ = ["DEMO_TAG", "DemoClient", "cleanup_demo", "demo_clients", "demo_resources", "post_demo_data"]

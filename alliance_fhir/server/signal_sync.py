@@ -12,15 +12,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._ids import IDENTIFIER_SYSTEM, SIGNAL_IDENTIFIER_SYSTEM, TASK_IDENTIFIER_SYSTEM
 from ..errors import NotFound
 from ..instruments.catalog import Catalog
-from ..scoring.observations import IDENTIFIER_SYSTEM
-from ..signals.resources import (
-    SIGNAL_IDENTIFIER_SYSTEM,
-    TASK_IDENTIFIER_SYSTEM,
-    signal_resources,
-    withdrawn_issues,
-)
+from ..signals.resources import signal_resources, withdrawn_issues
 from ..signals.rules import Signal, detect_signals
 from ..signals.trajectory import Trajectories, build_trajectories, context_from_encounters, unbundle
 from .client import FhirClient, search_token

@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from .._ids import IDENTIFIER_SYSTEM
 from ..errors import FhirServerError, FhirTransportError, InstrumentError, ScoringError
 from ..instruments.catalog import Catalog, Instrument
 from ..scoring.engine import resource_ref, score_response
-from ..scoring.observations import IDENTIFIER_SYSTEM, build_observation, observation_identifier_for
+from ..scoring.observations import build_observation, observation_identifier_for
 from .client import FhirClient, is_match, search_token
 from .state import LedgerEntry, StateStore
 

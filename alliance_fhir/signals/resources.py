@@ -21,16 +21,19 @@ from collections.abc import Iterable
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from ..content.questionnaires import PROJECT_BASE, PROJECT_CODESYSTEM
-from ..scoring.observations import FOCUS_EXTENSION
-from .rules import RUPTURE, SIGNAL_IDENTIFIER_SYSTEM, SIGNAL_KINDS, Signal
+from .._ids import (
+    DEVICE_IDENTIFIER_SYSTEM,
+    FOCUS_EXTENSION,
+    PROJECT_BASE,
+    PROJECT_CODESYSTEM,
+    SIGNAL_IDENTIFIER_SYSTEM,
+    SIGNAL_STATUS_EXTENSION,
+    TASK_IDENTIFIER_SYSTEM,
+)
+from .rules import RUPTURE, SIGNAL_KINDS, Signal
 
 __all__ = [
     "DEVICE_ID",
-    "DEVICE_IDENTIFIER_SYSTEM",
-    "SIGNAL_IDENTIFIER_SYSTEM",
-    "SIGNAL_STATUS_EXTENSION",
-    "TASK_IDENTIFIER_SYSTEM",
     "detected_issue",
     "device_reference",
     "follow_up_task",
@@ -40,9 +43,6 @@ __all__ = [
     "withdrawn_issues",
 ]
 
-TASK_IDENTIFIER_SYSTEM = f"{PROJECT_BASE}/sid/alliance-signal-task"
-DEVICE_IDENTIFIER_SYSTEM = f"{PROJECT_BASE}/sid/device"
-SIGNAL_STATUS_EXTENSION = f"{PROJECT_BASE}/StructureDefinition/alliance-signal-status"
 DEVICE_ID = "alliance-fhir"
 _BUNDLE_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, f"{PROJECT_BASE}/bundle-entry")
 _REPAIR = {"system": PROJECT_CODESYSTEM, "code": "alliance-repair", "display": "Alliance repaired"}

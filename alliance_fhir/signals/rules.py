@@ -23,7 +23,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Literal
 
-from ..content.questionnaires import PROJECT_BASE
+from .._ids import SIGNAL_IDENTIFIER_SYSTEM
 from ..instruments.models import Cutoff, GapRule, InstrumentMapping, RuptureRule, SplitRule
 from .trajectory import ScorePoint, Series, Trajectories
 
@@ -32,7 +32,6 @@ __all__ = [
     "GAP",
     "LOW_ALLIANCE",
     "RUPTURE",
-    "SIGNAL_IDENTIFIER_SYSTEM",
     "SIGNAL_KINDS",
     "SPLIT",
     "Signal",
@@ -59,7 +58,6 @@ SIGNAL_KINDS = {
     SPLIT: "Split alliance",
 }
 _KIND_ORDER = list(SIGNAL_KINDS)
-SIGNAL_IDENTIFIER_SYSTEM = f"{PROJECT_BASE}/sid/alliance-signal"
 _NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, SIGNAL_IDENTIFIER_SYSTEM)
 
 

@@ -26,10 +26,10 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from .._ids import INSTANTIATES
 from ..errors import AllianceFhirError, InputError
 from ..instruments.catalog import Catalog
 from ..instruments.models import InstrumentMapping
-from ..scoring.observations import INSTANTIATES
 
 __all__ = [
     "EncounterInfo",

@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 
 import alliance_fhir
 from alliance_fhir import AllianceFhirError, build_observation, content_resources, score_response, validate_resource
+from alliance_fhir._ids import IDENTIFIER_SYSTEM, PROJECT_CODESYSTEM, UCUM
 from alliance_fhir.cli.main import app
 from alliance_fhir.content.package import PACKAGE_NAME, build_package, package_files, package_resources, write_package
 from alliance_fhir.content.questionnaires import (
@@ -33,7 +34,6 @@ from alliance_fhir.content.questionnaires import (
     resource_json,
 )
 from alliance_fhir.instruments.catalog import Catalog, walk_items
-from alliance_fhir.scoring.observations import IDENTIFIER_SYSTEM, PROJECT_CODESYSTEM, UCUM
 
 from ..conftest import all_items
 

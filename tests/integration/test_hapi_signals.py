@@ -12,12 +12,12 @@ import pytest
 from typer.testing import CliRunner
 
 from alliance_fhir import load_catalog
+from alliance_fhir._ids import SIGNAL_IDENTIFIER_SYSTEM
 from alliance_fhir.cli.main import app
 from alliance_fhir.server.demo import DEMO_TAG
 from alliance_fhir.server.signal_sync import run_signals
 from alliance_fhir.server.state import StateStore
 from alliance_fhir.server.sync import SyncOptions, run_sync
-from alliance_fhir.signals.resources import SIGNAL_IDENTIFIER_SYSTEM
 
 from .helpers import client, unique
 from .test_hapi_sync import post_all, wai_sr

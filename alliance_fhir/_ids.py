@@ -1,0 +1,48 @@
+"""Every namespace, identifier system and extension URL of the project, defined once.
+
+Scores, signals, content and the FHIR package must agree on these strings byte for byte:
+an identifier system that differs by one character makes a conditional update create a
+duplicate instead of finding the existing resource. Nothing here imports anything.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DEFINITION_ID_SYSTEM",
+    "DEVICE_IDENTIFIER_SYSTEM",
+    "FOCUS_EXTENSION",
+    "IDENTIFIER_SYSTEM",
+    "INSTANTIATES",
+    "MEASURE_CATEGORY",
+    "PROJECT_BASE",
+    "PROJECT_CODESYSTEM",
+    "SIGNAL_IDENTIFIER_SYSTEM",
+    "SIGNAL_STATUS_EXTENSION",
+    "SURVEY_CATEGORY",
+    "TASK_IDENTIFIER_SYSTEM",
+    "UCUM",
+]
+
+# The project's namespace (canonical base of our Questionnaires and definitions).
+PROJECT_BASE = "http://alliance-fhir.org/fhir"
+PROJECT_CODESYSTEM = f"{PROJECT_BASE}/CodeSystem/alliance-fhir"
+UCUM = "http://unitsofmeasure.org"
+
+# The categories every score Observation (and its ObservationDefinition) carries.
+SURVEY_CATEGORY = {"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "survey", "display": "Survey"}
+MEASURE_CATEGORY = {
+    "alliance": {"system": PROJECT_CODESYSTEM, "code": "therapeutic-alliance", "display": "Therapeutic alliance"},
+    "outcome": {"system": PROJECT_CODESYSTEM, "code": "treatment-outcome", "display": "Treatment outcome"},
+}
+
+# Identifier systems: the keys of our idempotent (conditional) writes.
+IDENTIFIER_SYSTEM = f"{PROJECT_BASE}/sid/score-observation"
+SIGNAL_IDENTIFIER_SYSTEM = f"{PROJECT_BASE}/sid/alliance-signal"
+TASK_IDENTIFIER_SYSTEM = f"{PROJECT_BASE}/sid/alliance-signal-task"
+DEVICE_IDENTIFIER_SYSTEM = f"{PROJECT_BASE}/sid/device"
+DEFINITION_ID_SYSTEM = f"{PROJECT_BASE}/sid/observation-definition"
+
+# Extensions: ours, and the core one that says which Questionnaire an Observation scores.
+FOCUS_EXTENSION = f"{PROJECT_BASE}/StructureDefinition/alliance-focus"
+SIGNAL_STATUS_EXTENSION = f"{PROJECT_BASE}/StructureDefinition/alliance-signal-status"
+INSTANTIATES = "http://hl7.org/fhir/StructureDefinition/workflow-instantiatesCanonical"
