@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import httpx
 
+from .._json import dumps, loads
 from ..errors import AuthError, Conflict, FhirServerError, FhirTransportError, NotFound
 from ._retry import RetryPolicy
 from .auth import build_auth
@@ -165,7 +166,8 @@ class FhirClient:
             self.requests_sent += 1
             started = time.perf_counter()
             try:
-                response = self._http.request(method, url, params=params, json=json, data=form, headers=headers)
+                body = None if json is None else dumps(json)  # orjson, see _json.py
+                response = self._http.request(method, url, params=params, content=body, data=form, headers=headers)
             except httpx.TransportError as exc:
                 logger.info("%s %s failed: %s after %.0f ms", method, shown, type(exc).__name__, (time.perf_counter() - started) * 1000)
                 raise
@@ -189,7 +191,7 @@ class FhirClient:
     @staticmethod
     def _json(response: httpx.Response) -> dict[str, Any]:
         try:
-            body = response.json()
+            body = loads(response.content)
         except ValueError as exc:
             raise FhirTransportError(response.request.method, safe_path(response.request.url), "response is not JSON") from exc
         if not isinstance(body, dict):
@@ -200,7 +202,7 @@ class FhirClient:
 def _status_error(method: str, path: str, response: httpx.Response) -> FhirServerError:
     outcome: dict[str, Any] | None = None
     try:
-        body = response.json()
+        body = loads(response.content)
         if isinstance(body, dict) and body.get("resourceType") == "OperationOutcome":
             outcome = body
     except ValueError:
