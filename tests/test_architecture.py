@@ -113,3 +113,26 @@ def test_every_error_is_an_alliance_fhir_error_with_a_docstring():
         cls = getattr(errors, name)
         assert issubclass(cls, errors.AllianceFhirError)
         assert cls.__doc__ and cls.__doc__.strip()
+
+
+def private_imports(source: str) -> set[str]:
+    """Underscore names that ``source`` imports from another module of the package."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        internal = isinstance(node, ast.ImportFrom) and (node.level > 0 or (node.module or "").startswith("alliance_fhir"))
+        if internal:
+            found |= {a.name for a in node.names if a.name.startswith("_") and not a.name.startswith("__")}  # type: ignore[union-attr]
+    return found
+
+
+def test_no_module_imports_another_modules_private_names():
+    """Shared helpers live in a ``_``-module with public names (e.g. ``cli/_common.py``), never as
+    ``_names`` borrowed across modules."""
+    for path in package_sources():
+        assert not private_imports(path.read_text()), f"{path.relative_to(PACKAGE)} imports {private_imports(path.read_text())}"
+
+
+def test_the_private_name_check_sees_both_spellings():
+    assert private_imports("from .server import _catalog, err\n") == {"_catalog"}
+    assert private_imports("from alliance_fhir.cli.server import _fatal\n") == {"_fatal"}
+    assert private_imports("from ._common import err\nfrom os import _exit\n") == set()

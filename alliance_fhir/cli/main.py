@@ -20,19 +20,19 @@ from rich.table import Table
 from .. import __version__
 from ..content.package import write_package
 from ..content.questionnaires import content_resources, extraction_problems, load_text_pack, text_pack_template, write_content
-from ..errors import AllianceFhirError
-from ..instruments.catalog import Catalog, Instrument, load_catalog
+from ..instruments.catalog import Instrument
 from ..instruments.models import InstrumentMapping, ScoreResult
 from ..scoring.inputs import read_inputs
 from ..scoring.observations import collection_bundle
 from ..scoring.offline import Outcome, score_records
-from .server import err, out
+from ._common import AllianceGroup, InstrumentsOption, TextPackOption, command_catalog, err, out
 from .server import register as register_server_commands
 from .signals import register as register_signal_commands
 
 app = typer.Typer(
     name="alliance-fhir",
     help="Psychotherapy alliance measures in FHIR: instruments as data, exact scoring, score Observations.",
+    cls=AllianceGroup,
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
     rich_markup_mode=None,
@@ -45,13 +45,6 @@ app.add_typer(questionnaires_app, name="questionnaires")
 app.add_typer(package_app, name="package")
 register_server_commands(app)
 register_signal_commands(app)
-
-TextPackOption = Annotated[list[Path] | None, typer.Option("--text-pack", help="Text pack JSON (licensed or translated wording); repeatable.")]
-InstrumentsOption = Annotated[
-    list[Path] | None,
-    typer.Option("--instruments", metavar="DIR", help="Extra instruments folder (Questionnaire + mapping); repeatable. Also $ALLIANCE_FHIR_INSTRUMENTS."),
-]
-
 
 class OutputFormat(StrEnum):
     bundle = "bundle"
@@ -75,27 +68,6 @@ def main(
     ctx.obj = {"instruments": list(instruments or [])}
 
 
-def _catalog(ctx: typer.Context, extra: list[Path] | None, *, report: bool = True) -> Catalog:
-    dirs = list((ctx.obj or {}).get("instruments", [])) + list(extra or [])
-    try:
-        catalog = load_catalog(dirs)
-    except AllianceFhirError as exc:
-        err.print(f"error: {exc}")
-        raise typer.Exit(2) from None
-    if report:
-        for problem in catalog.problems:
-            err.print(f"warning: instrument not loaded: {problem}")
-    return catalog
-
-
-def _get(catalog: Catalog, ref: str) -> Instrument:
-    try:
-        return catalog.get(ref)
-    except AllianceFhirError as exc:
-        err.print(f"error: {exc}")
-        raise typer.Exit(2) from None
-
-
 # ---------------------------------------------------------------- instruments
 
 
@@ -106,7 +78,7 @@ def instruments_list(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """List the loaded instruments."""
-    catalog = _catalog(ctx, instruments)
+    catalog = command_catalog(ctx, instruments)
     rows = [_summary(i) for i in catalog]
     if as_json:
         out.print_json(json.dumps(rows))
@@ -146,7 +118,7 @@ def instruments_show(
     as_json: Annotated[bool, typer.Option("--json", help="Print the mapping as JSON.")] = False,
 ) -> None:
     """Show one instrument: items, scales, reverse keys, missing-data rules, cutoffs, codes, licence."""
-    inst = _get(_catalog(ctx, instruments), instrument)
+    inst = command_catalog(ctx, instruments).get(instrument)
     if as_json:
         out.print_json(inst.mapping.model_dump_json(by_alias=True, exclude_none=True))
         return
@@ -188,7 +160,7 @@ def instruments_check(
     directory: Annotated[Path | None, typer.Argument(help="Folder to check (default: every loaded instrument).")] = None,
 ) -> None:
     """Cross-check Questionnaire + mapping pairs and explain every problem."""
-    catalog = _catalog(ctx, [directory] if directory else [], report=False)
+    catalog = command_catalog(ctx, [directory] if directory else [], report=False)
     checked = [i for i in catalog if directory is None or Path(i.source).resolve().is_relative_to(directory.resolve())]
     problems = list(catalog.problems)
     if directory is not None and not checked and not problems:
@@ -229,13 +201,9 @@ def questionnaires_export(
     instruments: InstrumentsOption = None,
 ) -> None:
     """Write every Questionnaire (one JSON per form) and the CodeSystem as FHIR R4 JSON."""
-    catalog = _catalog(ctx, instruments)
-    try:
-        packs = [load_text_pack(p) for p in text_pack or []]
-        written = write_content(content_resources(catalog, packs), out_dir, bundle=bundle)
-    except AllianceFhirError as exc:
-        err.print(f"error: {exc}", markup=False)
-        raise typer.Exit(1) from None
+    catalog = command_catalog(ctx, instruments)
+    packs = [load_text_pack(p) for p in text_pack or []]
+    written = write_content(content_resources(catalog, packs), out_dir, bundle=bundle)
     for path in written:
         err.print(f"wrote {path}", markup=False)
 
@@ -248,7 +216,7 @@ def questionnaires_template(
     instruments: InstrumentsOption = None,
 ) -> None:
     """Print a text pack skeleton for an instrument: every linkId, ready for licensed wording."""
-    inst = _get(_catalog(ctx, instruments), instrument)
+    inst = command_catalog(ctx, instruments).get(instrument)
     sys.stdout.write(json.dumps(text_pack_template(inst, language), indent=2, ensure_ascii=False) + "\n")
 
 
@@ -263,13 +231,9 @@ def package_build(
     instruments: InstrumentsOption = None,
 ) -> None:
     """Write a FHIR NPM package (.tgz): Questionnaires, CodeSystem, ValueSets, ObservationDefinitions."""
-    catalog = _catalog(ctx, instruments)
-    try:
-        packs = [load_text_pack(p) for p in text_pack or []]
-        path = write_package(catalog, out, __version__, packs)
-    except AllianceFhirError as exc:
-        err.print(f"error: {exc}", markup=False)
-        raise typer.Exit(1) from None
+    catalog = command_catalog(ctx, instruments)
+    packs = [load_text_pack(p) for p in text_pack or []]
+    path = write_package(catalog, out, __version__, packs)
     err.print(f"wrote {path}", markup=False)
 
 
@@ -284,7 +248,7 @@ def score(
     instruments: InstrumentsOption = None,
 ) -> None:
     """Score QuestionnaireResponses offline into FHIR Observations."""
-    catalog = _catalog(ctx, instruments)
+    catalog = command_catalog(ctx, instruments)
     fmt = output or (OutputFormat.table if sys.stdout.isatty() else OutputFormat.bundle)
     observations: list[dict[str, Any]] = []
     rows: list[Outcome] = []

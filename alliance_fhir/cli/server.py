@@ -8,44 +8,44 @@ response or resource failed; 2 configuration, connection or server errors.
 from __future__ import annotations
 
 import json
-import logging
-import os
 import sys
 from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import Progress, TextColumn
 from rich.table import Table
 
 from ..content.questionnaires import content_resources
-from ..errors import AllianceFhirError, ConfigError, FhirServerError, FhirTransportError, StateError
-from ..instruments.catalog import Catalog, load_catalog
+from ..errors import AllianceFhirError, FhirServerError
+from ..instruments.catalog import Catalog
 from ..server.client import FhirClient
-from ..server.config import ServerConfig, data_dir, load_config
+from ..server.config import ServerConfig, data_dir
 from ..server.demo import DEMO_TAG, cleanup_demo, post_demo_data
 from ..server.publish import publish_resources
-from ..server.signal_sync import SignalReport, run_signals
+from ..server.signal_sync import run_signals
 from ..server.state import StateStore
 from ..server.sync import SyncOptions, SyncReport, run_sync
-from ..signals.rules import Signal
+from ._common import (
+    CaOption,
+    ConfigOption,
+    InstrumentsOption,
+    JsonOption,
+    ServerOption,
+    VerboseOption,
+    command_catalog,
+    err,
+    open_client,
+    out,
+    server_config,
+    setup_logging,
+    signals_summary,
+    signals_table,
+)
 
 __all__ = ["register"]
 
-# Into a pipe or a log file Rich would assume 80 columns and squeeze the tables (the signals
-# table lost whole columns in `make demo > demo.log`); a terminal or $COLUMNS still decides.
-_WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160
-out = Console(soft_wrap=True, width=_WIDTH)
-err = Console(stderr=True, soft_wrap=True, highlight=False, width=_WIDTH)
-
-ServerOption = Annotated[str | None, typer.Option("--server", help="FHIR R4 base URL (or $ALLIANCE_FHIR_SERVER / config file).")]
-ConfigOption = Annotated[Path | None, typer.Option("--config", help="TOML config file (default ./alliance-fhir.toml, then the user config dir).")]
-CaOption = Annotated[Path | None, typer.Option("--ca-bundle", help="CA bundle (PEM) to verify the server's TLS certificate.")]
-VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Log one line per HTTP exchange (method, path, status, time).")]
-JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable summary on stdout.")]
-InstrumentsOption = Annotated[list[Path] | None, typer.Option("--instruments", metavar="DIR", help="Extra instruments folder; repeatable.")]
 
 
 def register(app: typer.Typer) -> None:
@@ -54,45 +54,6 @@ def register(app: typer.Typer) -> None:
     app.command("publish")(publish)
     app.command("sync")(sync)
     app.command("demo")(demo)
-
-
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    logging.getLogger("alliance_fhir").setLevel(logging.INFO if verbose else logging.WARNING)
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # our own line per exchange replaces httpx's (it logs full URLs)
-
-
-def _config(server: str | None, config: Path | None, **overrides: Any) -> ServerConfig:
-    try:
-        return load_config(server, file=config, **overrides)
-    except ConfigError as exc:
-        err.print(f"error: {exc}", markup=False)
-        raise typer.Exit(2) from None
-
-
-def client_factory(cfg: ServerConfig) -> FhirClient:
-    """How commands get a client; tests replace it to plug in an ``httpx.MockTransport``."""
-    return FhirClient(cfg)
-
-
-def _client(cfg: ServerConfig) -> FhirClient:
-    try:
-        return client_factory(cfg)
-    except AllianceFhirError as exc:
-        err.print(f"error: {exc}", markup=False)
-        raise typer.Exit(2) from None
-
-
-def _fatal(exc: AllianceFhirError) -> typer.Exit:
-    err.print(f"error: {exc}", markup=False)
-    return typer.Exit(2)
-
-
-def _catalog(ctx: typer.Context, extra: list[Path] | None) -> Catalog:
-    catalog = load_catalog(list((ctx.obj or {}).get("instruments", [])) + list(extra or []))
-    for problem in catalog.problems:
-        err.print(f"warning: instrument not loaded: {problem}", markup=False)
-    return catalog
 
 
 # ---------------------------------------------------------------- check
@@ -106,13 +67,10 @@ def check(
     as_json: JsonOption = False,
 ) -> None:
     """Say whether a server supports what sync needs, which FHIR version it speaks, and whether the credentials work."""
-    _setup_logging(verbose)
-    cfg = _config(server, config, ca_bundle=ca_bundle)
-    with _client(cfg) as client:
-        try:
-            statement = client.capabilities()
-        except (FhirTransportError, FhirServerError) as exc:
-            raise _fatal(exc) from None
+    setup_logging(verbose)
+    cfg = server_config(server, config, ca_bundle=ca_bundle)
+    with open_client(cfg) as client:
+        statement = client.capabilities()
         findings = _capability_findings(statement)
         findings.append(_credentials_finding(client))
     if as_json:
@@ -168,10 +126,10 @@ def publish(
     as_json: JsonOption = False,
 ) -> None:
     """Create or update every Questionnaire and the CodeSystem on the server (by url + version)."""
-    _setup_logging(verbose)
-    cfg = _config(server, config, ca_bundle=ca_bundle)
-    resources = content_resources(_catalog(ctx, instruments))
-    with _client(cfg) as client:
+    setup_logging(verbose)
+    cfg = server_config(server, config, ca_bundle=ca_bundle)
+    resources = content_resources(command_catalog(ctx, instruments))
+    with open_client(cfg) as client:
         results = publish_resources(client, resources, dry_run=dry_run)
     if as_json:
         out.print_json(json.dumps([{s: getattr(r, s) for s in r.__slots__} for r in results]))
@@ -207,29 +165,22 @@ def sync(
     as_json: JsonOption = False,
 ) -> None:
     """Score completed/amended responses on the server and write their Observations (incremental, idempotent)."""
-    _setup_logging(verbose)
-    cfg = _config(server, config, ca_bundle=ca_bundle, concurrency=concurrency, batch_size=batch_size, page_size=page_size,
+    setup_logging(verbose)
+    cfg = server_config(server, config, ca_bundle=ca_bundle, concurrency=concurrency, batch_size=batch_size, page_size=page_size,
                   state_db=state)
     state_path = cfg.state_db or data_dir() / "state.sqlite"
-    try:
-        store = StateStore(state_path)
-    except StateError as exc:
-        raise _fatal(exc) from None
-    with store:
+    with StateStore(state_path) as store:
         if reset:
             store.reset(cfg.base_url)
             err.print(f"reset: forgot the checkpoint and ledger of {cfg.base_url} in {state_path}", markup=False)
             raise typer.Exit(0)
-        catalog = _catalog(ctx, instruments)
+        catalog = command_catalog(ctx, instruments)
         options = SyncOptions(since=since, patient=patient, instruments=tuple(instrument or ()), dry_run=dry_run)
         report = _run_with_progress(cfg, catalog, store, options)
     _print_report(report, as_json)
     if with_signals and not dry_run:
-        with _client(cfg) as client:
-            try:
-                result = run_signals(client, catalog, patient=patient, tasks=tasks)[0]
-            except AllianceFhirError as exc:
-                raise _fatal(exc) from None
+        with open_client(cfg) as client:
+            result = run_signals(client, catalog, patient=patient, tasks=tasks)[0]
         err.print(signals_summary(result), markup=False)
     raise typer.Exit(0 if report.ok else 1)
 
@@ -237,17 +188,14 @@ def sync(
 def _run_with_progress(cfg: ServerConfig, catalog: Catalog, store: StateStore, options: SyncOptions) -> SyncReport:
     columns = [TextColumn("{task.description}"), TextColumn("found {task.fields[found]}  scored {task.fields[scored]}  "
                "written {task.fields[written]}  unchanged {task.fields[unchanged]}  failed {task.fields[failed]}")]
-    with _client(cfg) as client, Progress(*columns, console=err, disable=not err.is_terminal, transient=True) as progress:
+    with open_client(cfg) as client, Progress(*columns, console=err, disable=not err.is_terminal, transient=True) as progress:
         task = progress.add_task("sync", found=0, scored=0, written=0, unchanged=0, failed=0)
 
         def update(report: SyncReport) -> None:
             progress.update(task, found=report.found, scored=report.scored, written=report.written,
                             unchanged=report.unchanged, failed=report.failed)
 
-        try:
-            return run_sync(client, catalog, store, options, update)
-        except AllianceFhirError as exc:  # connection, server, state, or an unknown --instrument
-            raise _fatal(exc) from None
+        return run_sync(client, catalog, store, options, update)
 
 
 def _print_report(report: SyncReport, as_json: bool) -> None:
@@ -277,30 +225,24 @@ def demo(
     as_json: JsonOption = False,
 ) -> None:
     """The round trip: publish the instruments, post a synthetic caseload, sync, sync again, summarise."""
-    _setup_logging(verbose)
-    cfg = _config(server, config, ca_bundle=ca_bundle, state_db=state)
-    catalog = _catalog(ctx, None)
-    with _client(cfg) as client:
-        try:
-            if cleanup:
-                err.print(f"deleted {cleanup_demo(client)} demo resources from {cfg.base_url}", markup=False)
-                raise typer.Exit(0)
-            published = publish_resources(client, content_resources(catalog))
-            err.print(f"published {len(published)} resources: " + ", ".join(
-                f"{n} {a}" for a, n in Counter(r.action for r in published).items()), markup=False)
-            err.print(f"posted {post_demo_data(client, catalog)} demo resources (patients, practitioners, sessions, responses)",
-                      markup=False)
-        except AllianceFhirError as exc:
-            raise _fatal(exc) from None
+    setup_logging(verbose)
+    cfg = server_config(server, config, ca_bundle=ca_bundle, state_db=state)
+    catalog = command_catalog(ctx, None)
+    with open_client(cfg) as client:
+        if cleanup:
+            err.print(f"deleted {cleanup_demo(client)} demo resources from {cfg.base_url}", markup=False)
+            raise typer.Exit(0)
+        published = publish_resources(client, content_resources(catalog))
+        err.print(f"published {len(published)} resources: " + ", ".join(
+            f"{n} {a}" for a, n in Counter(r.action for r in published).items()), markup=False)
+        err.print(f"posted {post_demo_data(client, catalog)} demo resources (patients, practitioners, sessions, responses)",
+                  markup=False)
     with StateStore(cfg.state_db or data_dir() / "state.sqlite") as store:
         # the demo syncs only its own (tagged) data: on a shared server it never touches anyone else's
         first = _run_with_progress(cfg, catalog, store, SyncOptions(tag=DEMO_TAG))
         second = _run_with_progress(cfg, catalog, store, SyncOptions(tag=DEMO_TAG))
-    with _client(cfg) as client:
-        try:
-            signal_report, found, _ = run_signals(client, catalog, tag=DEMO_TAG)
-        except AllianceFhirError as exc:
-            raise _fatal(exc) from None
+    with open_client(cfg) as client:
+        signal_report, found, _ = run_signals(client, catalog, tag=DEMO_TAG)
     if as_json:
         runs = {"first": first.as_dict(), "second": second.as_dict(), "signals": signal_report.as_dict()}
         sys.stdout.write(json.dumps(runs, indent=2) + "\n")
@@ -312,22 +254,3 @@ def demo(
         out.print(signals_table(found))
         err.print(f"signals written as DetectedIssues: {signal_report.written} (unchanged {signal_report.unchanged})", markup=False)
     raise typer.Exit(0 if first.ok and second.ok else 1)
-
-
-def signals_summary(result: SignalReport) -> str:
-    """The one-line count of a signals run (on stderr, after the table)."""
-    verb = "would write" if result.dry_run else "written"
-    return (f"signals: {result.signals} ({result.active} active); {verb} {result.written}, unchanged {result.unchanged}, "
-            f"withdrawn {result.withdrawn}, tasks created {result.tasks_created}" + (" (dry run)" if result.dry_run else ""))
-
-
-def signals_table(found: list[Signal]) -> Table:
-    """One row per signal: who, which instrument, what, how severe, open or resolved, since when."""
-    table = Table(title="Alliance signals")
-    for name, width in (("subject", 12), ("instrument", 6), ("signal", 12), ("severity", 8), ("status", 8), ("opened", 10)):
-        table.add_column(name, no_wrap=True, overflow="ellipsis", min_width=width)
-    table.add_column("detail", no_wrap=True, overflow="ellipsis", max_width=70)
-    for s in found:
-        table.add_row(s.subject, s.instrument, s.kind, s.severity, s.status, s.opened_at.date().isoformat(), s.detail.split(" Rule:")[0])
-    return table
-

@@ -13,26 +13,25 @@ from typing import Annotated
 
 import typer
 
-from ..errors import AllianceFhirError, InputError
+from ..errors import InputError
 from ..instruments.catalog import Catalog
 from ..scoring.inputs import read_inputs
 from ..server.signal_sync import fetch_trajectories, run_signals
 from ..signals.resources import signal_bundle
 from ..signals.rules import detect_signals
 from ..signals.trajectory import Trajectories, build_trajectories, context_from_encounters, unbundle
-from .server import (
+from ._common import (
     CaOption,
     ConfigOption,
     JsonOption,
     ServerOption,
     VerboseOption,
-    _catalog,
-    _client,
-    _config,
-    _fatal,
-    _setup_logging,
+    command_catalog,
     err,
+    open_client,
     out,
+    server_config,
+    setup_logging,
     signals_summary,
     signals_table,
 )
@@ -53,8 +52,7 @@ def _local_trajectories(paths: list[str], catalog: Catalog, patient: str | None)
     resources = []
     for _label, doc in read_inputs(paths):
         if isinstance(doc, InputError):
-            err.print(f"error: {doc}", markup=False)
-            raise typer.Exit(1)
+            raise doc
         resources.append(doc)
     observations, encounters = unbundle(resources)
     if patient:
@@ -75,18 +73,15 @@ def signals(
     as_json: JsonOption = False,
 ) -> None:
     """Detect alliance signals (low alliance, rupture, repair, early warning, gap, split) and write them as DetectedIssues."""
-    _setup_logging(verbose)
-    catalog = _catalog(ctx, None)
+    setup_logging(verbose)
+    catalog = command_catalog(ctx, None)
     if paths:
         found = detect_signals(_local_trajectories(paths, catalog, patient))
         sys.stdout.write(json.dumps(signal_bundle(found, tasks=tasks), indent=2) + "\n")
         raise typer.Exit(0)
-    cfg = _config(server, config, ca_bundle=ca_bundle)
-    with _client(cfg) as client:
-        try:
-            result, found, trajectories = run_signals(client, catalog, patient=patient, tasks=tasks, dry_run=dry_run)
-        except AllianceFhirError as exc:
-            raise _fatal(exc) from None
+    cfg = server_config(server, config, ca_bundle=ca_bundle)
+    with open_client(cfg) as client:
+        result, found, trajectories = run_signals(client, catalog, patient=patient, tasks=tasks, dry_run=dry_run)
     for problem in result.problems:
         err.print(f"note: {problem}", markup=False)
     if as_json:
@@ -108,20 +103,17 @@ def report(
     verbose: VerboseOption = False,
 ) -> None:
     """A client's alliance trajectory (plot + signals table), or a practitioner's caseload, as HTML or PNG."""
-    _setup_logging(verbose)
+    setup_logging(verbose)
     if bool(patient) == bool(practitioner):
         err.print("error: give exactly one of --patient or --practitioner", markup=False)
         raise typer.Exit(2)
-    catalog = _catalog(ctx, None)
+    catalog = command_catalog(ctx, None)
     if paths:
         trajectories = _local_trajectories(paths, catalog, patient)
     else:
-        cfg = _config(server, config, ca_bundle=ca_bundle)
-        with _client(cfg) as client:
-            try:
-                trajectories = fetch_trajectories(client, catalog, patient)
-            except AllianceFhirError as exc:
-                raise _fatal(exc) from None
+        cfg = server_config(server, config, ca_bundle=ca_bundle)
+        with open_client(cfg) as client:
+            trajectories = fetch_trajectories(client, catalog, patient)
     found = detect_signals(trajectories)
     from ..signals import report as rendering  # matplotlib: only when a report is asked for
 

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from alliance_fhir.cli import server as cli_server
+from alliance_fhir.cli import _common as cli_common
 from alliance_fhir.cli.main import app
 from alliance_fhir.server.client import FhirClient
 
@@ -21,7 +21,7 @@ runner = CliRunner()
 @pytest.fixture
 def server(monkeypatch, tmp_path) -> FakeFhir:
     fake = FakeFhir()
-    monkeypatch.setattr(cli_server, "client_factory", lambda cfg: FhirClient(cfg, transport=httpx.MockTransport(fake), sleep=lambda s: None))
+    monkeypatch.setattr(cli_common, "client_factory", lambda cfg: FhirClient(cfg, transport=httpx.MockTransport(fake), sleep=lambda s: None))
     monkeypatch.setenv("ALLIANCE_FHIR_STATE_DB", str(tmp_path / "state.sqlite"))
     monkeypatch.chdir(tmp_path)
     return fake
@@ -67,7 +67,7 @@ def test_check_unreachable_server_is_exit_2(monkeypatch):
     def refuse(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("refused")
 
-    monkeypatch.setattr(cli_server, "client_factory", lambda cfg: FhirClient(cfg, transport=httpx.MockTransport(refuse), sleep=lambda s: None))
+    monkeypatch.setattr(cli_common, "client_factory", lambda cfg: FhirClient(cfg, transport=httpx.MockTransport(refuse), sleep=lambda s: None))
     result = run("check", "--server", BASE)
     assert result.exit_code == 2 and "ConnectError" in result.stderr
 

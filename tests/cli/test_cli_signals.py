@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from alliance_fhir import build_observation, score_response
-from alliance_fhir.cli import server as cli_server
+from alliance_fhir.cli import _common as cli_common
 from alliance_fhir.cli.main import app
 from alliance_fhir.server.client import FhirClient
 from alliance_fhir.server.demo import demo_resources
@@ -83,7 +83,7 @@ def test_report_needs_one_subject(demo_files):
 
 def test_demo_writes_signals_and_reruns_write_nothing(monkeypatch, tmp_path):
     fake = FakeFhir()
-    monkeypatch.setattr(cli_server, "client_factory", lambda cfg: FhirClient(cfg, transport=httpx.MockTransport(fake), sleep=lambda s: None))
+    monkeypatch.setattr(cli_common, "client_factory", lambda cfg: FhirClient(cfg, transport=httpx.MockTransport(fake), sleep=lambda s: None))
     monkeypatch.setenv("ALLIANCE_FHIR_STATE_DB", str(tmp_path / "state.sqlite"))
     demo = runner.invoke(app, ["demo", "--server", BASE, "--json"])
     assert demo.exit_code == 0, demo.output
