@@ -9,7 +9,9 @@ configuration error.
 from __future__ import annotations
 
 import json
+import os
 import sys
+from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,10 +23,7 @@ from .. import __version__
 from ..content.package import write_package
 from ..content.questionnaires import content_resources, extraction_problems, load_text_pack, text_pack_template, write_content
 from ..instruments.catalog import Instrument
-from ..instruments.models import InstrumentMapping, ScoreResult
-from ..scoring.inputs import read_inputs
-from ..scoring.observations import collection_bundle
-from ..scoring.offline import Outcome, score_records
+from ..instruments.models import InstrumentMapping
 from ._common import AllianceGroup, InstrumentsOption, TextPackOption, command_catalog, err, out
 from .server import register as register_server_commands
 from .signals import register as register_signal_commands
@@ -245,41 +244,27 @@ def score(
     ctx: typer.Context,
     paths: Annotated[list[str], typer.Argument(help="QuestionnaireResponse JSON, NDJSON, Bundle, folder, or - for stdin.")],
     output: Annotated[OutputFormat | None, typer.Option("--format", "-f", help="bundle (default when piped), ndjson, or table (default on a terminal).")] = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=0, help="Worker processes (0 = all cores); output keeps the input's order.")] = 1,
     instruments: InstrumentsOption = None,
 ) -> None:
-    """Score QuestionnaireResponses offline into FHIR Observations."""
+    """Score QuestionnaireResponses offline into FHIR Observations (streamed: any input size, flat memory)."""
+    from .score import jobs_for, run_score
+
     catalog = command_catalog(ctx, instruments)
     fmt = output or (OutputFormat.table if sys.stdout.isatty() else OutputFormat.bundle)
-    observations: list[dict[str, Any]] = []
-    rows: list[Outcome] = []
-    failed = 0
-    for outcome in score_records(read_inputs(paths), catalog):
-        if outcome.result is None or outcome.observation is None:
-            failed += 1
-            message = str(outcome.error)
-            err.print(f"error: {message}" + ("" if message.startswith(outcome.label) else f" ({outcome.label})"), markup=False)
-            continue
-        for warning in outcome.result.warnings:
-            err.print(f"warning: {outcome.result.response_ref}: {warning}", markup=False)
-        if fmt is OutputFormat.ndjson:
-            sys.stdout.write(json.dumps(outcome.observation, separators=(",", ":")) + "\n")
-        elif fmt is OutputFormat.bundle:
-            observations.append(outcome.observation)
-        else:
-            rows.append(outcome)
-    if fmt is OutputFormat.bundle:
-        sys.stdout.write(json.dumps(collection_bundle(observations), indent=2) + "\n")
-    elif fmt is OutputFormat.table:
+    dirs = list((ctx.obj or {}).get("instruments", [])) + list(instruments or [])
+    try:
+        failed, rows = run_score(paths, catalog, dirs, fmt.value, jobs_for(jobs))
+    except BrokenPipeError:  # the reader went away (| head): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise typer.Exit(1) from None
+    if fmt is OutputFormat.table:
         out.print(_score_table(rows))
     raise typer.Exit(1 if failed else 0)
 
 
-def _score_table(rows: list[Outcome]) -> Table:
+def _score_table(rows: Sequence[tuple[str, ...]]) -> Table:
     table = Table("response", "instrument", "total", "subscales", "flags", "rules", title="Scores")
     for row in rows:
-        result: ScoreResult = row.result  # type: ignore[assignment]
-        subs = ", ".join(f"{s.scale.id} {s.value}" for s in result.scores[1:]) or "-"
-        flags = ", ".join(f.id for s in result.scores for f in s.flags) or "-"
-        table.add_row(result.response_ref, result.instrument_id, str(result.total.value), subs, flags,
-                      "; ".join(result.rules_applied) or "-")
+        table.add_row(*row)
     return table
