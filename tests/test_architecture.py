@@ -2,7 +2,7 @@
 
 The package is layered and the folder shows it::
 
-    base (errors, _ids, _cache, _json, fhirtypes) -> instruments -> {scoring, content, signals} -> server -> cli
+    base (errors, _ids, _cache, _json, _text, fhirtypes) -> instruments -> {scoring, content, signals} -> server -> cli
 
 A subpackage may import only the layers in its entry of ``MAY_IMPORT``; siblings never import
 each other's code. Relative imports of any depth and absolute ``alliance_fhir...`` imports count.
@@ -18,13 +18,14 @@ import alliance_fhir
 from alliance_fhir import errors
 
 PACKAGE = Path(alliance_fhir.__file__).parent
-BASE = {"errors", "_ids", "_cache", "_json", "fhirtypes"}
+BASE = {"errors", "_ids", "_cache", "_json", "_text", "fhirtypes"}
 # Which top-level parts of the package each part may import (besides itself).
 MAY_IMPORT: dict[str, set[str]] = {
     "errors": set(),
     "_ids": set(),
     "_cache": set(),
     "_json": set(),
+    "_text": set(),
     "fhirtypes": {"errors"},
     "instruments": BASE,
     "scoring": BASE | {"instruments"},

@@ -16,23 +16,34 @@ scale outcomes share one frozen :class:`ScaleScore`. The common response shape (
 items, one plain answer each) is read by a lean loop that gives up, without raising, at
 anything else; the general walk then scores or refuses the response, so both paths give the
 same result and the same error.
+
+The contract: whatever JSON value is given (parsed by any JSON library, numbers as ``int``,
+``float`` or ``Decimal``), :func:`score_response` returns a result or raises
+:class:`ScoringError`, never another exception. Nothing here recurses into the data: the item
+walk is iterative and refuses items nested deeper than :data:`MAX_ITEM_DEPTH`; the elements
+copied into the Observation (subject, encounter, author, focus) and, for a response with
+neither id nor identifier, the whole response (it is hashed) are checked iteratively to at most
+:data:`MAX_JSON_DEPTH` levels. Messages name the resource, the item and the reason with every
+data-derived value made safe (:mod:`.._text`) and never repeat an answer's content.
 """
 
 from __future__ import annotations
 
 import math
 import operator
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from .._cache import IdentityCache
+from .._text import describe, safe_text
 from ..errors import InstrumentError, ScoringError
 from ..instruments.catalog import WEIGHT_URLS, Catalog, Instrument, ItemSpec
 from ..instruments.models import Band, Cutoff, ScaleScore, ScaleSpec, ScoreResult
 
-__all__ = ["SCORABLE_STATUSES", "resource_ref", "score_response"]
+__all__ = ["MAX_ITEM_DEPTH", "MAX_JSON_DEPTH", "SCORABLE_STATUSES", "resource_ref", "score_response"]
 
 SCORABLE_STATUSES = frozenset({"completed", "amended"})
 _KNOWN_STATUSES = SCORABLE_STATUSES | {"in-progress", "entered-in-error", "stopped"}
@@ -41,15 +52,27 @@ _VALUE_KEYS = ("valueCoding", "valueInteger", "valueDecimal", "valueString", "va
 _NO_ANSWERS: tuple[Any, ...] = ()
 _ZERO = Decimal(0)
 _MAX_OUTCOMES = 4096  # per scale; a likert total has a few hundred possible outcomes
+MAX_ITEM_DEPTH = 100
+"""Items nested in items (groups in groups, items under answers) deeper than this are refused."""
+MAX_JSON_DEPTH = 100
+"""JSON levels allowed in an element copied into the Observation, or in a response that is hashed."""
+_MAX_INT_BITS = 10_000  # ~3,000 digits: beyond this an integer cannot be written as JSON text by Python
+_REFERENCES = ("subject", "encounter", "author")
+# FHIR dateTime (R4): a year, optionally month, day, and a time with a zone.
+_DATETIME = re.compile(  # FHIR R4 dateTime; the zone is optional here because servers store zone-less times as given
+    r"([0-9]([0-9]([0-9][1-9]|[1-9]0)|[1-9]00)|[1-9]000)(-(0[1-9]|1[0-2])(-(0[1-9]|[1-2][0-9]|3[0-1])"
+    r"(T([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]+)?(Z|[+-]((0[0-9]|1[0-3]):[0-5][0-9]|14:00))?)?)?)?"
+)
 
 
 def resource_ref(resource: Any) -> str:
     """A PHI-free label for error messages: ``Type/id`` (no content)."""
     if not isinstance(resource, dict):
         return "(not a JSON object)"
-    rtype = resource.get("resourceType") or "(no resourceType)"
+    rtype = resource.get("resourceType")
+    rtype = safe_text(rtype, 60) if isinstance(rtype, str) and rtype else "(no resourceType)"
     rid = resource.get("id")
-    return f"{rtype}/{rid}" if isinstance(rid, str) and rid else f"{rtype} (no id)"
+    return f"{rtype}/{safe_text(rid, 80)}" if isinstance(rid, str) and rid else f"{rtype} (no id)"
 
 
 def score_response(response: Any, catalog: Catalog) -> ScoreResult:
@@ -62,6 +85,7 @@ def score_response(response: Any, catalog: Catalog) -> ScoreResult:
     """
     ref = resource_ref(response)
     instrument, warnings = _resolve(response, ref, catalog)
+    _check_elements(response, ref)
     plan = _plan(instrument)
     values, stored = _collect_answers(response, instrument, plan, ref)
     scores: list[ScaleScore] = []
@@ -96,11 +120,17 @@ def score_response(response: Any, catalog: Catalog) -> ScoreResult:
 def _resolve(response: Any, ref: str, catalog: Catalog) -> tuple[Instrument, list[str]]:
     if not isinstance(response, dict):
         raise ScoringError(ref, "not a FHIR resource (expected a JSON object)")
-    if response.get("resourceType") != "QuestionnaireResponse":
-        raise ScoringError(ref, f"not a QuestionnaireResponse (resourceType is {response.get('resourceType')!r})")
+    rtype = response.get("resourceType")
+    if rtype != "QuestionnaireResponse":
+        shown = f"'{safe_text(rtype, 60)}'" if isinstance(rtype, str) else describe(rtype)
+        raise ScoringError(ref, f"not a QuestionnaireResponse (resourceType is {shown})")
+    if "id" in response and not (isinstance(response["id"], str) and response["id"]):
+        raise ScoringError(ref, f"id is {describe(response['id'])}, not a non-empty string")
     status = response.get("status")
+    if not isinstance(status, str):
+        raise ScoringError(ref, f"status is {describe(status)}, not a QuestionnaireResponse status code")
     if status not in _KNOWN_STATUSES:
-        raise ScoringError(ref, f"status {status!r} is not a QuestionnaireResponse status")
+        raise ScoringError(ref, f"status '{safe_text(status, 40)}' is not a QuestionnaireResponse status")
     if status not in SCORABLE_STATUSES:
         raise ScoringError(ref, f"status '{status}' is not scorable (only completed or amended responses are scored)")
     canonical = response.get("questionnaire")
@@ -109,8 +139,81 @@ def _resolve(response: Any, ref: str, catalog: Catalog) -> tuple[Instrument, lis
     try:
         instrument, warning = catalog.resolve(canonical)
     except InstrumentError as exc:
-        raise ScoringError(ref, str(exc)) from exc
-    return instrument, [warning] if warning else []
+        raise ScoringError(ref, safe_text(str(exc), 400)) from exc
+    return instrument, [safe_text(warning, 400)] if warning else []
+
+
+def _check_elements(response: dict[str, Any], ref: str) -> None:
+    """The elements the Observation copies or hashes must be well-formed, or nothing is written.
+
+    A subject given as a string, a ``meta`` that is a list, an ``authored`` that is not a FHIR
+    dateTime: each would otherwise be dropped silently or copied into an invalid Observation.
+    """
+    for name in _REFERENCES:
+        if name in response:
+            _check_reference(response[name], name, ref)
+    meta = response.get("meta", {})
+    if not isinstance(meta, dict) or not isinstance(meta.get("versionId", ""), str):
+        raise ScoringError(ref, "meta is malformed: expected a JSON object with a string versionId")
+    authored = response.get("authored", "")
+    if not isinstance(authored, str) or (authored and not _DATETIME.fullmatch(authored)):
+        raise ScoringError(ref, f"authored is {describe(authored)}, not a FHIR dateTime")
+    extensions = response.get("extension", [])
+    if not isinstance(extensions, list) or not all(isinstance(e, dict) for e in extensions):
+        raise ScoringError(ref, "extension is malformed: expected a JSON array of objects")
+    for position, ext in enumerate(extensions):
+        if "valueReference" in ext:
+            _check_reference(ext["valueReference"], f"extension[{position}].valueReference", ref)
+    identifier = response.get("identifier", {})
+    if not isinstance(identifier, dict) or not all(isinstance(identifier.get(k, ""), str) for k in ("system", "value")):
+        raise ScoringError(ref, "identifier is malformed: expected a JSON object with string system and value")
+    if not response.get("id") and not identifier.get("value"):  # the content is hashed for the Observation's identifier
+        problem = _json_problem(response, "the response")
+        if problem:
+            raise ScoringError(ref, f"cannot identify the response (no id, no identifier): {problem}")
+
+
+def _check_reference(value: Any, name: str, ref: str) -> None:
+    if not isinstance(value, dict):
+        raise ScoringError(ref, f"{name} is {describe(value)}, not a FHIR Reference (a JSON object)")
+    if not any(isinstance(value.get(k), str) and value[k] for k in ("reference", "display")) and not isinstance(value.get("identifier"), dict):
+        raise ScoringError(ref, f"{name} is a Reference with no reference, identifier or display")
+    for key in ("reference", "display", "type"):
+        if key in value and not isinstance(value[key], str):
+            raise ScoringError(ref, f"{name}.{key} is {describe(value[key])}, not a string")
+    problem = _json_problem(value, name)
+    if problem:
+        raise ScoringError(ref, f"{name} is malformed: {problem}")
+
+
+def _is_finite(number: float | Decimal) -> bool:
+    return number.is_finite() if isinstance(number, Decimal) else math.isfinite(number)
+
+
+def _json_problem(value: Any, name: str) -> str | None:
+    """The first thing that would stop ``value`` being copied or written as JSON, or None (iterative)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            return f"{name} is nested deeper than {MAX_JSON_DEPTH} levels"
+        if isinstance(node, dict):
+            if not all(isinstance(k, str) for k in node):
+                return f"{name} has an object key that is not a string"
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+        elif isinstance(node, bool) or node is None or isinstance(node, str):
+            continue
+        elif isinstance(node, int):
+            if node.bit_length() > _MAX_INT_BITS:
+                return f"{name} holds an integer of more than 3,000 digits"
+        elif isinstance(node, float | Decimal):
+            if not _is_finite(node):
+                return f"{name} holds a non-finite number"
+        else:
+            return f"{name} holds {describe(node)}"
+    return None
 
 
 def _collect_answers(
@@ -174,8 +277,7 @@ def _plain_value(spec: ItemSpec, answers: Sequence[Any]) -> Decimal | None:
         raw = answer["valueInteger"]
         value = Decimal(raw) if type(raw) is int else None
     elif "valueDecimal" in answer:
-        raw = answer["valueDecimal"]
-        value = Decimal(raw) if type(raw) is int else Decimal(repr(raw)) if type(raw) is float and math.isfinite(raw) else None
+        value = _plain_number(answer["valueDecimal"])
     else:
         return None
     if value is None or spec.kind == "choice":
@@ -185,6 +287,18 @@ def _plain_value(spec: ItemSpec, answers: Sequence[Any]) -> Decimal | None:
     return value
 
 
+def _plain_number(raw: Any) -> Decimal | None:
+    """A finite JSON number as a Decimal (from ``int``, ``float`` or ``Decimal``), else None."""
+    kind = type(raw)
+    if kind is float:
+        return Decimal(repr(raw)) if math.isfinite(raw) else None
+    if kind is int:
+        return Decimal(raw)
+    if kind is Decimal:
+        return raw if raw.is_finite() else None  # type: ignore[no-any-return]
+    return None
+
+
 def _collect_walk(
     response: dict[str, Any], instrument: Instrument, ref: str
 ) -> tuple[dict[str, Decimal], dict[str, Any]]:
@@ -192,22 +306,24 @@ def _collect_walk(
     values: dict[str, Decimal] = {}
     stored: dict[str, Any] = {}
     seen: set[str] = set()
-    stack = list(reversed(_as_list(response.get("item"), ref, None)))
+    stack = [(item, 1) for item in reversed(_as_list(response.get("item"), ref, None))]
     while stack:
-        item = stack.pop()
+        item, depth = stack.pop()
         link = item.get("linkId") if isinstance(item, dict) else None
         if not isinstance(link, str):
-            raise ScoringError(ref, "an item has no linkId")
+            raise ScoringError(ref, "an item has no linkId" if isinstance(item, dict) else f"an item is {describe(item)}, not a JSON object")
         if link not in instrument.link_ids:
-            raise ScoringError(ref, f"unknown linkId (not in {instrument.canonical})", link)
+            raise ScoringError(ref, f"unknown linkId (not in {instrument.canonical})", safe_text(link, 60))
         if link in seen:
             raise ScoringError(ref, "duplicate item (the linkId appears more than once)", link)
+        if depth > MAX_ITEM_DEPTH:
+            raise ScoringError(ref, f"items nested deeper than {MAX_ITEM_DEPTH} levels", link)
         seen.add(link)
         answers = _as_list(item.get("answer"), ref, link)
-        children = _as_list(item.get("item"), ref, link)
+        children = list(_as_list(item.get("item"), ref, link))
         for answer in answers:
             children += _as_list(answer.get("item"), ref, link) if isinstance(answer, dict) else []
-        stack.extend(reversed(children))
+        stack.extend((child, depth + 1) for child in reversed(children))
         if link in instrument.score_link_ids:
             stored[link] = answers[0] if answers else None
             continue
@@ -224,13 +340,13 @@ def _as_list(value: Any, ref: str, link: str | None) -> list[Any]:
     if value is None:
         return []
     if not isinstance(value, list):
-        raise ScoringError(ref, "malformed: expected a JSON array", link)
+        raise ScoringError(ref, f"malformed: expected a JSON array, found {describe(value)}", link)
     return value
 
 
 def _answer_value(spec: ItemSpec, answer: Any, ref: str) -> Decimal:
     if not isinstance(answer, dict):
-        raise ScoringError(ref, "malformed answer (expected a JSON object)", spec.link_id)
+        raise ScoringError(ref, f"malformed answer: {describe(answer)}, expected a JSON object", spec.link_id)
     present = [k for k in _VALUE_KEYS if k in answer]
     if not present:
         raise ScoringError(ref, "answer has no value", spec.link_id)
@@ -242,26 +358,29 @@ def _answer_value(spec: ItemSpec, answer: Any, ref: str) -> Decimal:
             value = _number(answer[key], key, spec, ref)
             if value not in spec.values:
                 allowed = ", ".join(f"{v}" for v in sorted(spec.values))
-                raise ScoringError(ref, f"value {value} is out of range (answer values: {allowed})", spec.link_id)
+                raise ScoringError(ref, f"{key} is out of range (answer values: {allowed})", spec.link_id)
             return value
         raise ScoringError(ref, f"wrong type: {key} given, expected valueCoding or valueInteger", spec.link_id)
     if key not in ("valueDecimal", "valueInteger"):
         raise ScoringError(ref, f"wrong type: {key} given, expected valueDecimal", spec.link_id)
     value = _number(answer[key], key, spec, ref)
     if not spec.min <= value <= spec.max:
-        raise ScoringError(ref, f"value {value} is out of range {spec.min}-{spec.max}", spec.link_id)
+        raise ScoringError(ref, f"{key} is out of range {spec.min}-{spec.max}", spec.link_id)
     if -value.as_tuple().exponent > spec.decimals:  # type: ignore[operator]
-        raise ScoringError(ref, f"value {value} has more than {spec.decimals} decimal place(s)", spec.link_id)
+        raise ScoringError(ref, f"{key} has more than {spec.decimals} decimal place(s)", spec.link_id)
     return value
 
 
 def _number(raw: Any, key: str, spec: ItemSpec, ref: str) -> Decimal:
-    is_number = isinstance(raw, int | float) and not isinstance(raw, bool)
+    """The answer's number; its content is never repeated in the message, only its type."""
+    is_number = isinstance(raw, int | float | Decimal) and not isinstance(raw, bool)
     if not is_number or (key == "valueInteger" and not isinstance(raw, int)):
-        raise ScoringError(ref, f"wrong type: {key} is {raw!r}, not a number of that type", spec.link_id)
-    if raw != raw or raw in (float("inf"), float("-inf")):
+        wanted = "an integer" if key == "valueInteger" else "a number"
+        raise ScoringError(ref, f"wrong type: {key} is {describe(raw)}, not {wanted}", spec.link_id)
+    value = _plain_number(raw)
+    if value is None:
         raise ScoringError(ref, f"{key} is not a finite number", spec.link_id)
-    return Decimal(raw) if isinstance(raw, int) else Decimal(repr(raw))
+    return value
 
 
 def _coded_value(spec: ItemSpec, answer: dict[str, Any], ref: str) -> Decimal:
@@ -269,14 +388,15 @@ def _coded_value(spec: ItemSpec, answer: dict[str, Any], ref: str) -> Decimal:
     if not isinstance(coding, dict) or not isinstance(coding.get("code"), str):
         raise ScoringError(ref, "valueCoding has no code", spec.link_id)
     code, system = coding["code"], coding.get("system")
+    if system is not None and not isinstance(system, str):
+        raise ScoringError(ref, f"valueCoding.system is {describe(system)}, not a string", spec.link_id)
     weight = spec.options.get((system, code)) if system else _by_code_only(spec, code)
     if weight is None:
-        raise ScoringError(ref, f"code '{code}' (system {system}) is not an answer option of this item", spec.link_id)
-    claimed = _answer_weight(answer) if "extension" in answer or "extension" in coding else None
+        where = f"system {safe_text(system)}" if system else "no system"
+        raise ScoringError(ref, f"the valueCoding ({where}) is not an answer option of this item", spec.link_id)
+    claimed = _answer_weight(answer, coding, ref, spec.link_id) if "extension" in answer or "extension" in coding else None
     if claimed is not None and claimed != weight:
-        raise ScoringError(
-            ref, f"answer carries weight {claimed} but the scoring key gives {weight} for code '{code}'", spec.link_id
-        )
+        raise ScoringError(ref, "the answer carries a weight that differs from the scoring key's for its code", spec.link_id)
     return weight
 
 
@@ -285,13 +405,19 @@ def _by_code_only(spec: ItemSpec, code: str) -> Decimal | None:
     return matches[0] if len(matches) == 1 else None
 
 
-def _answer_weight(answer: dict[str, Any]) -> Decimal | None:
+def _answer_weight(answer: dict[str, Any], coding: dict[str, Any], ref: str, link: str) -> Decimal | None:
     """SDC weight() step 1: a weight carried by the answer (or its Coding, as LHC-Forms writes it)."""
-    for ext in answer.get("extension", []) + answer["valueCoding"].get("extension", []):
-        if isinstance(ext, dict) and ext.get("url") in WEIGHT_URLS:
-            raw = ext.get("valueDecimal", ext.get("valueInteger"))
-            if isinstance(raw, int | float) and not isinstance(raw, bool):
-                return Decimal(repr(raw)) if isinstance(raw, float) else Decimal(raw)
+    extensions: list[Any] = []
+    for owner, name in ((answer, "answer.extension"), (coding, "valueCoding.extension")):
+        found = owner.get("extension", [])
+        if not isinstance(found, list):
+            raise ScoringError(ref, f"{name} is {describe(found)}, not a JSON array", link)
+        extensions += found
+    for ext in extensions:
+        if isinstance(ext, dict) and isinstance(ext.get("url"), str) and ext["url"] in WEIGHT_URLS:
+            weight = _plain_number(ext.get("valueDecimal", ext.get("valueInteger")))
+            if weight is not None:
+                return weight
     return None
 
 
@@ -360,9 +486,9 @@ def _compare_stored(scale: ScaleSpec, score: ScaleScore, stored: dict[str, Any],
     answer = stored.get(scale.questionnaire_item or "")
     if not isinstance(answer, dict):
         return
-    raw = answer.get("valueDecimal", answer.get("valueInteger"))
-    if isinstance(raw, int | float) and not isinstance(raw, bool) and Decimal(repr(raw)) != score.value:
-        warnings.append(f"stored {scale.id} {raw} differs from the re-computed {score.value}; the stored value is ignored")
+    value = _plain_number(answer.get("valueDecimal", answer.get("valueInteger")))
+    if value is not None and value != score.value:
+        warnings.append(f"the stored {scale.id} differs from the re-computed one; the stored value is ignored")
 
 
 # Prepared once per instrument.

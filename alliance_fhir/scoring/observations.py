@@ -51,7 +51,7 @@ def response_key(response: dict[str, Any]) -> str:
     ident = response.get("identifier")
     if isinstance(ident, dict) and ident.get("value"):
         return f"identifier:{ident.get('system', '')}|{ident['value']}"
-    digest = hashlib.sha256(json.dumps(response, sort_keys=True).encode()).hexdigest()
+    digest = hashlib.sha256(json.dumps(response, sort_keys=True, default=str).encode()).hexdigest()  # default: Decimal input
     return f"content:{digest}"
 
 
@@ -284,9 +284,15 @@ _flag_parts: IdentityCache[Cutoff | Band, _FlagParts] = IdentityCache(_prepare_f
 
 
 def _copied(value: Any) -> Any:
-    """A copy of a JSON value taken from the response, so editing the Observation never edits the response."""
+    """A copy of a JSON value taken from the response, so editing the Observation never edits the response.
+
+    Numbers parsed as ``Decimal`` become plain JSON numbers, so the Observation serialises with
+    any JSON library. Depth is bounded by the scorer (``engine.MAX_JSON_DEPTH``).
+    """
     if isinstance(value, dict):
         return {k: _copied(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_copied(v) for v in value]
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
     return value
