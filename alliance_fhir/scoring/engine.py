@@ -295,7 +295,7 @@ def _plain_number(raw: Any) -> Decimal | None:
     if kind is int:
         return Decimal(raw)
     if kind is Decimal:
-        return raw if raw.is_finite() else None  # type: ignore[no-any-return]
+        return raw if raw.is_finite() else None
     return None
 
 
