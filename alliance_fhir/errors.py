@@ -13,6 +13,7 @@ Every error that crosses the public API is an :class:`AllianceFhirError`, so cal
     ├── FhirTransportError     no usable HTTP answer (connection refused, timeout, TLS)
     ├── FhirServerError        the server answered with an error status (keeps the OperationOutcome)
     │   ├── AuthError          401/403, or the token endpoint refused us
+    │   ├── UnexpectedResponse a 2xx answer we cannot trust (wrong shape, loop, too large, not R4)
     │   ├── NotFound           404/410
     │   └── Conflict           409/412
     └── StateError             the local sync-state database cannot be used
@@ -38,6 +39,7 @@ __all__ = [
     "ScoringError",
     "StateError",
     "TextPackError",
+    "UnexpectedResponse",
 ]
 
 
@@ -115,6 +117,19 @@ class FhirServerError(AllianceFhirError):
 
 class AuthError(FhirServerError):
     """401/403 from the server, or the token endpoint refused our credentials."""
+
+
+class UnexpectedResponse(FhirServerError):
+    """The server answered, but not with what FHIR promises: never trusted, never retried.
+
+    A search that is not a searchset Bundle, a paging loop, a body over the size limit, a
+    transaction-response that does not account for every entry, a server that is not R4.
+    """
+
+    def __init__(self, method: str, path: str, status: int, reason: str) -> None:
+        self.reason = reason
+        outcome = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "invalid", "diagnostics": reason}]}
+        super().__init__(method, path, status, outcome)
 
 
 class NotFound(FhirServerError):

@@ -1,9 +1,12 @@
 """The retry policy for HTTP requests: what is transient, how long to wait, when to stop.
 
-Narrow on purpose: timeouts, connection errors, 429, 502, 503 and 504 only, and only for
+Narrow on purpose: timeouts, connection errors, 408, 429, 502, 503 and 504 only, and only for
 requests the caller declares idempotent (GET, PUT, conditional writes, transactions made only
-of conditional writes). ``Retry-After`` (seconds or an HTTP date) is honoured up to a cap;
-otherwise exponential backoff with full jitter. Attempts and total time are both bounded.
+of conditional writes). Everything else (other 4xx, a bad URL scheme, a body we refuse) fails
+at once. ``Retry-After`` (seconds or an HTTP date) is honoured up to a cap; otherwise
+exponential backoff with full jitter. Attempts are bounded, and ``max_seconds`` is a true
+deadline for the whole call: no wait runs past it (a server asking for more is answered with
+the error at once) and each attempt gets only the time that is left.
 """
 
 from __future__ import annotations
@@ -15,18 +18,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import TypeVar
 
 import httpx
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, stop_after_delay
+from tenacity import RetryCallState, Retrying, retry_if_exception
 
 from ..errors import FhirServerError, FhirTransportError
 
-__all__ = ["RetryPolicy", "TRANSIENT_STATUSES", "parse_retry_after"]
+__all__ = ["PermanentTransportError", "RetryPolicy", "TRANSIENT_STATUSES", "parse_retry_after"]
 
 logger = logging.getLogger(__name__)
-TRANSIENT_STATUSES = frozenset({429, 502, 503, 504})
-T = TypeVar("T")
+TRANSIENT_STATUSES = frozenset({408, 429, 502, 503, 504})
+_MIN_ATTEMPT_SECONDS = 0.05
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
@@ -53,6 +55,10 @@ class TransientStatus(Exception):
         super().__init__(f"HTTP {response.status_code}")
 
 
+class PermanentTransportError(FhirTransportError):
+    """No usable answer, and asking again cannot help (bad URL scheme, invalid URL)."""
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """Bounds and waits for retries; ``sleep`` is injectable so tests never sleep."""
@@ -63,42 +69,60 @@ class RetryPolicy:
     backoff_base: float = 0.5
     backoff_max: float = 30.0
     sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.monotonic
 
     def wait_seconds(self, state: RetryCallState) -> float:
         """Retry-After when the server sent one (capped), else jittered exponential backoff."""
-        outcome = state.outcome
-        error = outcome.exception() if outcome is not None else None
-        if isinstance(error, TransientStatus):
-            hinted = parse_retry_after(error.response.headers.get("Retry-After"))
-            if hinted is not None:
-                return min(hinted, self.retry_after_cap)
+        hinted = _retry_after(state)
+        if hinted is not None:
+            return min(hinted, self.retry_after_cap)
         ceiling = min(self.backoff_max, self.backoff_base * 2 ** (state.attempt_number - 1))
         return random.uniform(0, ceiling)
 
-    def call(self, send: Callable[[], httpx.Response], method: str, path: str) -> httpx.Response:
-        """Run ``send`` until it gives a non-transient answer or the bounds are reached.
+    def call(self, send: Callable[[float], httpx.Response], method: str, path: str) -> httpx.Response:
+        """Run ``send(seconds_left)`` until it gives a non-transient answer or the bounds are reached.
 
         Raises:
             FhirTransportError: the last attempt failed without an HTTP answer.
-            FhirServerError: the last attempt still had a transient status.
+            FhirServerError: the last attempt still had a transient status (or the server asked
+                to wait beyond the deadline).
         """
+        started = self.clock()
+        waited = [0.0]  # with an injected sleep no real time passes: count the waits as spent
+
+        def spent() -> float:
+            return max(self.clock() - started, waited[0])
+
         def attempt() -> httpx.Response:
+            left = self.max_seconds - spent()
             try:
-                response = send()
+                response = send(max(left, _MIN_ATTEMPT_SECONDS))
             except httpx.TimeoutException as exc:
                 raise FhirTransportError(method, path, f"timed out ({type(exc).__name__})") from exc
+            except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+                raise PermanentTransportError(method, path, f"{type(exc).__name__}: {exc}") from exc
             except httpx.TransportError as exc:
                 raise FhirTransportError(method, path, f"{type(exc).__name__}: {exc}") from exc
             if response.status_code in TRANSIENT_STATUSES:
-                response.read()
+                response.close()
                 raise TransientStatus(response)
             return response
 
+        def stop(state: RetryCallState) -> bool:
+            if state.attempt_number >= self.max_attempts:
+                return True
+            return spent() + state.upcoming_sleep + _MIN_ATTEMPT_SECONDS > self.max_seconds
+
+        def pause(seconds: float) -> None:
+            waited[0] += seconds
+            self.sleep(seconds)
+
         retrying = Retrying(
-            retry=retry_if_exception(lambda e: isinstance(e, FhirTransportError | TransientStatus)),
-            stop=stop_after_attempt(self.max_attempts) | stop_after_delay(self.max_seconds),
+            retry=retry_if_exception(lambda e: isinstance(e, FhirTransportError | TransientStatus)
+                                     and not isinstance(e, PermanentTransportError)),
+            stop=stop,
             wait=self.wait_seconds,
-            sleep=self.sleep,
+            sleep=pause,
             before_sleep=lambda s: logger.warning(
                 "%s %s: %s; retry %d of %d in %.1fs", method, path, s.outcome.exception() if s.outcome else "?",
                 s.attempt_number, self.max_attempts - 1, s.next_action.sleep if s.next_action else 0.0,
@@ -108,8 +132,23 @@ class RetryPolicy:
         try:
             return retrying(attempt)
         except TransientStatus as exc:
-            raise FhirServerError(method, path, exc.response.status_code) from None
+            hinted = parse_retry_after(exc.response.headers.get("Retry-After"))
+            beyond = hinted is not None and spent() + min(hinted, self.retry_after_cap) > self.max_seconds
+            outcome = None
+            if beyond:
+                text = f"the server asks to retry in {hinted:.0f} s, beyond the retry budget of {self.max_seconds:.0f} s"
+                outcome = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "throttled", "diagnostics": text}]}
+            raise FhirServerError(method, path, exc.response.status_code, outcome) from None
 
-    def once(self, send: Callable[[], httpx.Response], method: str, path: str) -> httpx.Response:
+    def once(self, send: Callable[[float], httpx.Response], method: str, path: str) -> httpx.Response:
         """Send a non-idempotent request exactly once (never retried), mapping transport errors."""
-        return RetryPolicy(max_attempts=1, sleep=self.sleep).call(send, method, path)
+        single = RetryPolicy(max_attempts=1, max_seconds=self.max_seconds, sleep=self.sleep, clock=self.clock)
+        return single.call(send, method, path)
+
+
+def _retry_after(state: RetryCallState) -> float | None:
+    outcome = state.outcome
+    error = outcome.exception() if outcome is not None else None
+    if isinstance(error, TransientStatus):
+        return parse_retry_after(error.response.headers.get("Retry-After"))
+    return None

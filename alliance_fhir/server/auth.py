@@ -7,12 +7,14 @@ the FHIR server forces one re-authentication and one resend, which is not counte
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 import time
 import uuid
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import jwt
@@ -157,4 +159,36 @@ def build_auth(settings: AuthSettings, base_url: str, http: httpx.Client) -> htt
             raise ConfigError("basic auth needs ALLIANCE_FHIR_USERNAME and ALLIANCE_FHIR_PASSWORD")
         return httpx.BasicAuth(settings.username, settings.password.get_secret_value())
     token_url = settings.token_url or discover_token_url(http, base_url)
+    check_token_url(token_url, base_url, settings)
     return SmartBackendAuth(settings, token_url, http=http)
+
+
+def check_token_url(token_url: str, base_url: str, settings: AuthSettings) -> None:
+    """Our signed assertion goes only to https (loopback excepted) on a host the config allows.
+
+    Allowed hosts: the FHIR server's own, a configured ``token_url``'s, and ``token_hosts``. A
+    discovery document pointing anywhere else (or at plain http) is refused, so a tampered
+    ``.well-known`` cannot harvest assertions.
+
+    Raises:
+        ConfigError: the endpoint is not https, or is on a host the config does not allow.
+    """
+    parts = urlsplit(token_url)
+    host = (parts.hostname or "").lower()
+    if parts.scheme != "https" and not (parts.scheme == "http" and _is_loopback(host)):
+        raise ConfigError(f"SMART token endpoint must use https (loopback excepted), not {parts.scheme or 'no scheme'!r}")
+    allowed = {(urlsplit(base_url).hostname or "").lower(), *(h.lower() for h in settings.token_hosts)}
+    if settings.token_url:
+        allowed.add((urlsplit(settings.token_url).hostname or "").lower())
+    if host not in allowed:
+        raise ConfigError(f"SMART token endpoint host {host!r} is not allowed: add it to [auth] token_hosts "
+                          "(ALLIANCE_FHIR_TOKEN_HOSTS) if you trust it")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

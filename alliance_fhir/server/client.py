@@ -4,6 +4,9 @@ Small and explicit: read, search (following paging links), conditional update, t
 capabilities. Retries come from :mod:`._retry` and apply only to requests declared
 idempotent. HTTP failures become errors from :mod:`.errors` that carry the OperationOutcome.
 The client is thread-safe (httpx.Client is), so sync can keep several requests in flight.
+Every answer is bounded (``max_response_bytes`` after decompression, read while streaming, and
+``request_deadline`` of wall-clock time per exchange on top of httpx's per-read timeout) and
+every search page is verified (a searchset Bundle of the right shape, no paging loop).
 Logging: one INFO line per exchange, with the path and query *names* only (values may be
 patient data) — never bodies.
 """
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any
@@ -19,18 +23,33 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import httpx
 
-from .._json import dumps, loads
-from ..errors import AuthError, Conflict, FhirServerError, FhirTransportError, NotFound
+from ..errors import AuthError, Conflict, FhirServerError, FhirTransportError, NotFound, UnexpectedResponse, summarise_outcome
 from ._retry import RetryPolicy
 from .auth import build_auth
 from .config import ServerConfig
 
-__all__ = ["FhirClient", "is_match", "safe_path", "search_token"]
+__all__ = ["FhirClient", "is_match", "require_r4", "safe_path", "search_token"]
 
 logger = logging.getLogger("alliance_fhir.http")
 FHIR_JSON = "application/fhir+json"
 # HAPI replays an identical search's results for 60 s by default; we always want the current state.
 _FRESH = {"Cache-Control": "no-cache"}
+# We decode bodies ourselves (bounded), so we only ask for encodings we can decode that way.
+_ENCODINGS = "gzip, deflate"
+
+
+def require_r4(statement: dict[str, Any], path: str = "/metadata") -> dict[str, Any]:
+    """The CapabilityStatement, if it is one and says FHIR 4.0.x; else the reason, as an error.
+
+    Raises:
+        UnexpectedResponse: not a CapabilityStatement, or another FHIR version.
+    """
+    if statement.get("resourceType") != "CapabilityStatement":
+        raise UnexpectedResponse("GET", path, 200, f"not a CapabilityStatement (resourceType {statement.get('resourceType')!r})")
+    version = statement.get("fhirVersion")
+    if not isinstance(version, str) or not (version == "4.0" or version.startswith("4.0.")):
+        raise UnexpectedResponse("GET", path, 200, f"the server speaks FHIR {version!r}; alliance-fhir needs FHIR R4 (4.0.x)")
+    return statement
 
 
 def is_match(entry: dict[str, Any]) -> bool:
@@ -79,6 +98,7 @@ class FhirClient:
             sleep=sleep,
         )
         self.requests_sent = 0
+        self._capabilities: dict[str, Any] | None = None
 
     def __enter__(self) -> FhirClient:
         return self
@@ -93,8 +113,18 @@ class FhirClient:
     # ------------------------------------------------------------ operations
 
     def capabilities(self) -> dict[str, Any]:
-        """The server's CapabilityStatement (``GET /metadata``)."""
+        """The server's CapabilityStatement (``GET /metadata``), as it is."""
         return self._json(self.request("GET", "metadata"))
+
+    def r4_capabilities(self) -> dict[str, Any]:
+        """The CapabilityStatement of a FHIR R4 server (fetched once per client).
+
+        Raises:
+            UnexpectedResponse: the server is not FHIR R4 (4.0.x) or /metadata is not a CapabilityStatement.
+        """
+        if self._capabilities is None:
+            self._capabilities = require_r4(self.capabilities(), safe_path(f"{self.base_url}/metadata"))
+        return self._capabilities
 
     def read(self, resource_type: str, resource_id: str) -> dict[str, Any]:
         """Read one resource. Raises NotFound when it does not exist."""
@@ -106,26 +136,46 @@ class FhirClient:
         Searches are fresh (``Cache-Control: no-cache``) and ask for an accurate total: HAPI 8.8
         otherwise often answers a selective search on a large table with a first page and no
         ``next`` link, silently truncating it. Should a server still stop short of the total it
-        announced, this raises instead of returning part of the result.
+        announced, this raises instead of returning part of the result. Each page must be a
+        searchset Bundle of the right shape; a ``next`` link already followed, more pages than
+        the total allows, or empty pages that keep pointing on are errors, never a loop.
 
         Raises:
+            UnexpectedResponse: a page is not a well-formed searchset, or the paging loops.
             FhirServerError: the pages ended before the announced total.
         """
         query = {"_total": "accurate", **params} if "_summary" not in params else dict(params)
+        method = "POST" if post else "GET"
+        where = safe_path(f"{self.base_url}/{resource_type}")
         if post:  # long criteria (e.g. many identifiers) go in a form body: POST Type/_search
             page = self._json(self.request("POST", f"{resource_type}/_search", form=query, headers=_FRESH, idempotent=True))
         else:
             page = self._json(self.request("GET", resource_type, params=query, headers=_FRESH))
-        total, seen = page.get("total"), 0
+        followed: set[str] = set()
+        total: int | None = None
+        seen = pages = empty_run = 0
         while True:
-            seen += sum(1 for e in page.get("entry", []) if is_match(e))
+            entries = _check_searchset(page, method, where)
+            pages += 1
+            if pages == 1:
+                total = page.get("total") if isinstance(page.get("total"), int) else None
+            matched = sum(1 for e in entries if is_match(e))
+            seen += matched
+            empty_run = empty_run + 1 if matched == 0 else 0
             yield page
-            next_url = next((link.get("url") for link in page.get("link", []) if link.get("relation") == "next"), None)
+            next_url = _next_link(page, method, where)
             if not next_url:
                 break
+            if next_url in followed:
+                raise UnexpectedResponse(method, where, 200, f"paging loop: the next link of page {pages} was already followed")
+            if total is not None and seen >= total and matched == 0:  # one empty page past the end is tolerated
+                raise UnexpectedResponse(method, where, 200, f"page {pages} points to a next page after all {total} results")
+            if empty_run >= 2:
+                raise UnexpectedResponse(method, where, 200, f"pages {pages - 1} and {pages} are empty but keep pointing to a next page")
+            followed.add(next_url)
             page = self._json(self.request("GET", self._same_origin(next_url)))
-        if isinstance(total, int) and seen < total:
-            raise FhirServerError("POST" if post else "GET", safe_path(f"{self.base_url}/{resource_type}"), 200, _truncated(seen, total))
+        if total is not None and seen < total:
+            raise FhirServerError(method, where, 200, _truncated(seen, total))
 
     def search(self, resource_type: str, params: dict[str, str], *, post: bool = False) -> Iterator[dict[str, Any]]:
         """Yield the matching resources (``search.mode`` match) across all pages."""
@@ -159,15 +209,19 @@ class FhirClient:
             FhirTransportError, FhirServerError (AuthError, NotFound, Conflict).
         """
         url = path if path.startswith(("http://", "https://")) else f"{self.base_url}/{path}".rstrip("/")
-        headers = {**(headers or {}), **({"Content-Type": FHIR_JSON} if json is not None else {})}
+        headers = {"Accept-Encoding": _ENCODINGS, **(headers or {}), **({"Content-Type": FHIR_JSON} if json is not None else {})}
         shown = safe_path(httpx.URL(url, params=params))
 
-        def send() -> httpx.Response:
+        def send(seconds_left: float) -> httpx.Response:
             self.requests_sent += 1
             started = time.perf_counter()
+            deadline = min(self.config.request_deadline, seconds_left)
+            per_read = min(self.config.timeout, deadline)
             try:
                 body = None if json is None else dumps(json)  # orjson, see _json.py
-                response = self._http.request(method, url, params=params, content=body, data=form, headers=headers)
+                request = self._http.build_request(method, url, params=params, content=body, data=form, headers=headers,
+                                                   timeout=httpx.Timeout(per_read))
+                response = self._bounded(self._http.send(request, stream=True), started + deadline, shown)
             except httpx.TransportError as exc:
                 logger.info("%s %s failed: %s after %.0f ms", method, shown, type(exc).__name__, (time.perf_counter() - started) * 1000)
                 raise
@@ -179,6 +233,50 @@ class FhirClient:
         if response.status_code >= 400:
             raise _status_error(method, shown, response)
         return response
+
+    def _bounded(self, response: httpx.Response, deadline: float, shown: str) -> httpx.Response:
+        """Read the body within the size limit (decompressed) and the deadline, then close the stream.
+
+        Returns a response holding the decoded body, so callers never touch the network again.
+        """
+        limit = self.config.max_response_bytes
+        method = response.request.method
+        try:
+            declared = response.headers.get("Content-Length", "")
+            encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+            if declared.isdigit() and encoding in ("", "identity") and int(declared) > limit:
+                raise UnexpectedResponse(method, shown, response.status_code, _too_large(limit))
+            if response.is_stream_consumed:  # an in-memory answer (tests' MockTransport): already decoded
+                body = response.content
+                if len(body) > limit:
+                    raise UnexpectedResponse(method, shown, response.status_code, _too_large(limit))
+            else:
+                body = self._read_stream(response, encoding, limit, deadline, shown)
+        finally:
+            response.close()
+        kept = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in ("content-encoding", "content-length")]
+        return httpx.Response(response.status_code, headers=kept, content=body, request=response.request)
+
+    @staticmethod
+    def _read_stream(response: httpx.Response, encoding: str, limit: int, deadline: float, shown: str) -> bytes:
+        method = response.request.method
+        decoder = _decoder(encoding)
+        if decoder is None:
+            raise UnexpectedResponse(method, shown, response.status_code, f"unsupported Content-Encoding {encoding!r}")
+        chunks: list[bytes] = []
+        size = 0
+        for raw in response.iter_raw():
+            if time.perf_counter() > deadline:
+                raise httpx.ReadTimeout("the request deadline passed while the body was still arriving", request=response.request)
+            try:
+                data = decoder.decompress(raw, limit - size + 1) if decoder is not _IDENTITY else raw
+            except zlib.error as exc:
+                raise UnexpectedResponse(method, shown, response.status_code, f"body is not valid {encoding}: {exc}") from None
+            size += len(data)
+            if size > limit:
+                raise UnexpectedResponse(method, shown, response.status_code, _too_large(limit))
+            chunks.append(data)
+        return b"".join(chunks)
 
     def _same_origin(self, url: str) -> str:
         """Paging links must stay on our server: rewrite a foreign origin to ours."""
@@ -210,6 +308,62 @@ def _status_error(method: str, path: str, response: httpx.Response) -> FhirServe
     status = response.status_code
     cls = AuthError if status in (401, 403) else NotFound if status in (404, 410) else Conflict if status in (409, 412) else FhirServerError
     return cls(method, path, status, outcome)
+
+
+class _Identity:
+    """Marker decoder for bodies sent without a Content-Encoding."""
+
+
+_IDENTITY = _Identity()
+
+
+def _decoder(encoding: str) -> Any:
+    if encoding in ("", "identity"):
+        return _IDENTITY
+    if encoding in ("gzip", "x-gzip"):
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+    if encoding == "deflate":
+        return zlib.decompressobj()
+    return None
+
+
+def _too_large(limit: int) -> str:
+    return f"response body larger than the limit of {limit} bytes (max_response_bytes)"
+
+
+def _check_searchset(page: dict[str, Any], method: str, where: str) -> list[dict[str, Any]]:
+    """The entries of a well-formed searchset page; else the one-line reason as an error."""
+    if page.get("resourceType") != "Bundle" or page.get("type") != "searchset":
+        what = page.get("resourceType")
+        detail = f": {summarise_outcome(page)}" if what == "OperationOutcome" else ""
+        kind = f"Bundle of type {page.get('type')!r}" if what == "Bundle" else repr(what)
+        raise UnexpectedResponse(method, where, 200, f"expected a searchset Bundle, got {kind}{detail}")
+    entries = page.get("entry", [])
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise UnexpectedResponse(method, where, 200, "searchset Bundle.entry is not a list of objects")
+    if not isinstance(page.get("link", []), list):
+        raise UnexpectedResponse(method, where, 200, "searchset Bundle.link is not a list")
+    total = page.get("total")
+    if total is not None and (not isinstance(total, int) or isinstance(total, bool) or total < 0):
+        raise UnexpectedResponse(method, where, 200, f"searchset Bundle.total is not a count ({total!r})")
+    meta = page.get("meta", {})
+    if not isinstance(meta, dict) or not isinstance(meta.get("lastUpdated", ""), str):
+        raise UnexpectedResponse(method, where, 200, "searchset Bundle.meta.lastUpdated is not an instant")
+    for entry in entries:
+        resource = entry.get("resource")
+        if resource is not None and not isinstance(resource, dict):
+            raise UnexpectedResponse(method, where, 200, "a searchset entry's resource is not an object")
+    return entries
+
+
+def _next_link(page: dict[str, Any], method: str, where: str) -> str | None:
+    for link in page.get("link", []):
+        if isinstance(link, dict) and link.get("relation") == "next":
+            url = link.get("url")
+            if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+                raise UnexpectedResponse(method, where, 200, "the next link is not an http(s) URL")
+            return url
+    return None
 
 
 def _truncated(seen: int, total: int) -> dict[str, Any]:

@@ -12,14 +12,19 @@ import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from ..errors import ConfigError
 
-__all__ = ["AuthSettings", "ServerConfig", "config_file", "data_dir", "load_config"]
+__all__ = ["AuthSettings", "ServerConfig", "WRITE_MODES", "config_file", "data_dir", "load_config"]
 
 ENV_PREFIX = "ALLIANCE_FHIR_"
+WriteMode = Literal["auto", "transaction", "batch", "single", "search"]
+WRITE_MODES: tuple[str, ...] = ("auto", "transaction", "batch", "single", "search")
+# A page of 500 QuestionnaireResponses is 2-8 MB of JSON; 64 MiB leaves room for large forms.
+DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 
 
 class AuthSettings(BaseModel):
@@ -38,6 +43,10 @@ class AuthSettings(BaseModel):
     key_id: str | None = None
     algorithm: Literal["RS384", "ES384"] = "RS384"
     scope: str = "system/QuestionnaireResponse.read system/Observation.write system/Questionnaire.write system/CodeSystem.write"
+    token_hosts: list[str] = Field(
+        default_factory=list,
+        description="Hosts a SMART token endpoint may be on, besides the FHIR server's own host (and token_url's).",
+    )
 
 
 class ServerConfig(BaseModel):
@@ -57,7 +66,25 @@ class ServerConfig(BaseModel):
     max_retry_seconds: float = Field(300.0, gt=0)
     retry_after_cap: float = Field(120.0, ge=0)
     overlap_seconds: float = Field(300.0, ge=0, description="Re-read window before the checkpoint, for late commits.")
+    request_deadline: float = Field(120.0, gt=0, description="Wall-clock limit of one HTTP exchange, body included.")
+    max_response_bytes: int = Field(DEFAULT_MAX_RESPONSE_BYTES, ge=1024, description="Largest body accepted, after decompression.")
+    clock_tolerance_seconds: float = Field(300.0, ge=0, description="How far ahead of our clock a server stamp may be.")
+    write_mode: WriteMode = "auto"
     state_db: Path | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _plain_http_url(cls, value: str) -> str:
+        """http(s) with a host, and no credentials: they would land in logs, shell history and ps."""
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https"):
+            raise ValueError("the server URL must start with http:// or https://")
+        if "@" in parts.netloc:
+            raise ValueError("the server URL must not contain credentials (user:password@); "
+                             "use ALLIANCE_FHIR_USERNAME and ALLIANCE_FHIR_PASSWORD or the config file")
+        if not parts.hostname:
+            raise ValueError("the server URL has no host")
+        return value.strip()
 
     @property
     def base_url(self) -> str:
@@ -84,10 +111,14 @@ _ENV_AUTH = {
     "AUTH": "kind", "TOKEN": "token", "USERNAME": "username", "PASSWORD": "password",
     "CLIENT_ID": "client_id", "TOKEN_URL": "token_url", "PRIVATE_KEY": "private_key",
     "PRIVATE_KEY_FILE": "private_key_file", "KEY_ID": "key_id", "ALGORITHM": "algorithm", "SCOPE": "scope",
+    "TOKEN_HOSTS": "token_hosts",
 }
 _ENV_SERVER = {
     "SERVER": "url", "TIMEOUT": "timeout", "CA_BUNDLE": "ca_bundle", "CONCURRENCY": "concurrency",
     "BATCH_SIZE": "batch_size", "PAGE_SIZE": "page_size", "STATE_DB": "state_db", "VERIFY": "verify",
+    "MAX_RETRY_SECONDS": "max_retry_seconds", "REQUEST_DEADLINE": "request_deadline",
+    "MAX_RESPONSE_BYTES": "max_response_bytes", "CLOCK_TOLERANCE_SECONDS": "clock_tolerance_seconds",
+    "WRITE_MODE": "write_mode",
 }
 
 
@@ -112,6 +143,8 @@ def load_config(url: str | None = None, *, file: Path | None = None, **overrides
     for suffix, key in _ENV_AUTH.items():
         if f"{ENV_PREFIX}{suffix}" in os.environ:
             auth[key] = os.environ[f"{ENV_PREFIX}{suffix}"]
+    if isinstance(auth.get("token_hosts"), str):
+        auth["token_hosts"] = [h.strip() for h in auth["token_hosts"].split(",") if h.strip()]
     server.update({k: v for k, v in overrides.items() if v is not None})
     if url:
         server["url"] = url

@@ -141,9 +141,9 @@ def test_refused_assertion_is_an_auth_error(smart):
 
 def test_smart_needs_a_key_and_a_client_id():
     with pytest.raises(ConfigError, match="client id"):
-        FhirClient(ServerConfig(url="http://x/fhir", auth=AuthSettings(kind="smart", token_url="http://x/token")))
+        FhirClient(ServerConfig(url="http://x/fhir", auth=AuthSettings(kind="smart", token_url="https://x/token")))
     with pytest.raises(ConfigError, match="private key"):
-        FhirClient(ServerConfig(url="http://x/fhir", auth=AuthSettings(kind="smart", client_id="c", token_url="http://x/token")))
+        FhirClient(ServerConfig(url="http://x/fhir", auth=AuthSettings(kind="smart", client_id="c", token_url="https://x/token")))
 
 
 def test_bearer_and_basic_headers():

@@ -47,7 +47,7 @@ def test_backoff_without_retry_after_is_jittered_and_grows():
     answers = iter([httpx.Response(502)] * 4 + [httpx.Response(200)])
     waits: list[float] = []
     policy = RetryPolicy(backoff_base=1.0, backoff_max=8.0, sleep=waits.append)
-    assert policy.call(lambda: next(answers), "GET", "/x").status_code == 200
+    assert policy.call(lambda _left: next(answers), "GET", "/x").status_code == 200
     assert len(waits) == 4
     assert all(0 <= w <= cap for w, cap in zip(waits, [1, 2, 4, 8], strict=True))
 
@@ -116,7 +116,7 @@ def test_paging_follows_next_links_and_stays_on_our_origin():
         assert request.url.host == "fhir.test"
         page = int(request.url.params.get("page", "1"))
         links = [{"relation": "next", "url": f"http://internal-hapi:8080/fhir?page={page + 1}"}] if page < 3 else []
-        return httpx.Response(200, json={"resourceType": "Bundle", "link": links,
+        return httpx.Response(200, json={"resourceType": "Bundle", "type": "searchset", "link": links,
                                          "entry": [{"resource": {"id": f"{page}"}, "search": {"mode": "match"}},
                                                    {"resource": {"id": "inc"}, "search": {"mode": "include"}}]})
 
@@ -130,7 +130,7 @@ def test_non_json_answer_is_a_transport_error():
 
 
 def test_log_lines_have_no_query_values(caplog):
-    with make_client(lambda r: httpx.Response(200, json={"resourceType": "Bundle"})) as client:
+    with make_client(lambda r: httpx.Response(200, json={"resourceType": "Bundle", "type": "searchset"})) as client:
         with caplog.at_level(logging.INFO, logger="alliance_fhir.http"):
             client.request("GET", "QuestionnaireResponse", params={"subject": "Patient/jane-doe", "_count": "5"})
     [line] = [r.getMessage() for r in caplog.records]
@@ -147,7 +147,7 @@ def test_searches_are_fresh_and_ask_for_an_accurate_total():
 
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(request)
-        return httpx.Response(200, json={"resourceType": "Bundle", "total": 0, "link": []})
+        return httpx.Response(200, json={"resourceType": "Bundle", "type": "searchset", "total": 0, "link": []})
 
     with make_client(handler) as client:
         assert list(client.search("Observation", {"code": "x"})) == []
@@ -155,6 +155,6 @@ def test_searches_are_fresh_and_ask_for_an_accurate_total():
 
 
 def test_a_search_that_stops_short_of_its_total_is_an_error():
-    page = {"resourceType": "Bundle", "total": 3, "link": [], "entry": [{"resource": {"id": "1"}, "search": {"mode": "match"}}]}
+    page = {"resourceType": "Bundle", "type": "searchset", "total": 3, "link": [], "entry": [{"resource": {"id": "1"}, "search": {"mode": "match"}}]}
     with make_client(lambda r: httpx.Response(200, json=page)) as client, pytest.raises(FhirServerError, match="ended after 1 of 3"):
         list(client.search("Observation", {}))
