@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import threading
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -27,8 +28,10 @@ class FakeFhir:
         self.requests: list[httpx.Request] = []
         self.faults: list[Fault] = []
         self.page_size_cap = page_size_cap
+        self.capabilities = CAPABILITIES
         self._ids = itertools.count(1)
         self._searches: dict[str, list[dict[str, Any]]] = {}
+        self._lock = threading.Lock()  # sync writes from several threads; one request at a time here
 
     # ---------------------------------------------------------------- data
     def stamp(self) -> str:
@@ -48,6 +51,10 @@ class FakeFhir:
 
     # ---------------------------------------------------------------- http
     def __call__(self, request: httpx.Request) -> httpx.Response:
+        with self._lock:
+            return self._handle(request)
+
+    def _handle(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
         for fault in list(self.faults):
             response = fault(request)
@@ -56,13 +63,24 @@ class FakeFhir:
         path = request.url.path.removeprefix("/fhir").strip("/")
         params = dict(parse_qsl(request.url.query.decode(), keep_blank_values=True))
         if path == "metadata":
-            return _json(200, CAPABILITIES)
+            return _json(200, self.capabilities)
         if request.method == "GET" and "_getpages" in params:
             return self._page(params["_getpages"], int(params["_offset"]), int(params["_count"]))
         if request.method == "GET":
             return self._search(path, params)
+        if request.method == "PUT" and "/" in path:  # update by id
+            rtype, _, rid = path.partition("/")
+            body = json.loads(request.content)
+            return _json(200 if rid in self.store[rtype] else 201, self.put({**body, "id": rid}))
         if request.method == "PUT":
             return self._conditional_put(path, params, json.loads(request.content))
+        if request.method == "DELETE" and "/" in path:
+            rtype, _, rid = path.partition("/")
+            self.store[rtype].pop(rid, None)
+            return _json(200, _outcome("deleted"))
+        if request.method == "POST" and path and "/" not in path:  # plain create
+            body = {k: v for k, v in json.loads(request.content).items() if k != "id"}
+            return _json(201, self.put(body))
         if request.method == "POST" and path.endswith("/_search"):
             return self._search(path.removesuffix("/_search"), dict(parse_qsl(request.content.decode())))
         if request.method == "POST" and path == "":
@@ -92,7 +110,8 @@ class FakeFhir:
                 continue
             if "_lastUpdated" in params and res["meta"]["lastUpdated"] < params["_lastUpdated"].removeprefix("ge"):
                 continue
-            if "url" in params and (res.get("url"), res.get("version")) != (params["url"], params.get("version")):
+            if "url" in params and (res.get("url") not in params["url"].split(",")
+                                    or ("version" in params and res.get("version") != params["version"])):
                 continue
             found.append(res)
         return sorted(found, key=lambda r: r["meta"]["lastUpdated"])
@@ -121,6 +140,8 @@ class FakeFhir:
         return _json(200, bundle)
 
     def _conditional_put(self, rtype: str, params: dict[str, str], body: dict[str, Any]) -> httpx.Response:
+        if body.get("status") == "invalid":
+            return _json(422, _outcome("invalid resource"))
         matches = self._matches(rtype, params)
         if len(matches) > 1:
             return _json(412, _outcome("multiple matches"))
@@ -138,6 +159,9 @@ class FakeFhir:
             rtype, _, query = url.partition("?")
             resource = entry["resource"]
             if resource.get("status") == "invalid":
+                if bundle.get("type") == "batch":
+                    entries.append({"response": {"status": "422 Unprocessable Entity", "outcome": _outcome("invalid resource")}})
+                    continue
                 return _json(422, _outcome("invalid resource in transaction"))
             if entry["request"]["method"] == "POST":  # conditional create
                 criteria = dict(parse_qsl(entry["request"].get("ifNoneExist", "")))
@@ -151,7 +175,7 @@ class FakeFhir:
                 continue
             response = self._conditional_put(rtype, dict(parse_qsl(query)), resource)
             entries.append({"response": {"status": str(response.status_code)}})
-        return _json(200, {"resourceType": "Bundle", "type": "transaction-response", "entry": entries})
+        return _json(200, {"resourceType": "Bundle", "type": f"{bundle.get('type', 'transaction')}-response", "entry": entries})
 
 
 CAPABILITIES = {

@@ -1,12 +1,15 @@
-"""CLI commands that talk to a FHIR server: ``check``, ``publish``, ``sync``.
+"""CLI commands that talk to a FHIR server: ``check``, ``publish``, ``sync``, ``failures``.
 
 Registered on the main app by :mod:`.cli`. Secrets never appear as options: they come from
 the environment or the config file (see :mod:`.config`). Exit codes: 0 success; 1 some
-response or resource failed; 2 configuration, connection or server errors.
+response or resource failed (for sync: or failures are still outstanding; for check: a
+capability sync needs is missing); 2 configuration, connection, authentication or server
+errors (including a server that is not FHIR R4 or answers something we cannot trust).
 """
 
 from __future__ import annotations
 
+import getpass
 import json
 import sys
 from collections import Counter
@@ -18,15 +21,16 @@ from rich.progress import Progress, TextColumn
 from rich.table import Table
 
 from ..content.questionnaires import content_resources
-from ..errors import AllianceFhirError, FhirServerError
+from ..errors import AuthError, ConfigError, FhirServerError
 from ..instruments.catalog import Catalog
 from ..server.client import FhirClient
-from ..server.config import ServerConfig, data_dir
+from ..server.config import WRITE_MODES, ServerConfig, data_dir
 from ..server.demo import DEMO_TAG, cleanup_demo, post_demo_data
 from ..server.publish import publish_resources
 from ..server.signal_sync import run_signals
 from ..server.state import StateStore
 from ..server.sync import SyncOptions, SyncReport, run_sync
+from ..server.writes import choose_write_mode
 from ._common import (
     CaOption,
     ConfigOption,
@@ -53,6 +57,7 @@ def register(app: typer.Typer) -> None:
     app.command("check")(check)
     app.command("publish")(publish)
     app.command("sync")(sync)
+    app.command("failures")(failures)
     app.command("demo")(demo)
 
 
@@ -70,17 +75,23 @@ def check(
     setup_logging(verbose)
     cfg = server_config(server, config, ca_bundle=ca_bundle)
     with open_client(cfg) as client:
-        statement = client.capabilities()
+        statement = client.r4_capabilities()
         findings = _capability_findings(statement)
+        plan = choose_write_mode(statement, cfg.write_mode)
+        findings.append(("write mode", True, f"{plan.mode}: {plan.reason}"))
         findings.append(_credentials_finding(client))
     if as_json:
         out.print_json(json.dumps({"server": cfg.base_url, "checks": [{"check": c, "ok": ok, "detail": d} for c, ok, d in findings]}))
     else:
         table = Table("check", "result", "detail", title=f"FHIR server {cfg.base_url}")
         for name, ok, detail in findings:
-            table.add_row(name, "ok" if ok else "MISSING", detail)
+            table.add_row(name, "ok" if ok else "no" if name in _WRITE_CAPABILITIES else "MISSING", detail)
         out.print(table)
-    raise typer.Exit(0 if all(ok for _, ok, _ in findings) else 1)
+    raise typer.Exit(0 if all(ok or name in _WRITE_CAPABILITIES for name, ok, _ in findings) else 1)
+
+
+# Missing, these only change the write mode (the "write mode" line says which and why).
+_WRITE_CAPABILITIES = frozenset({"transactions", "conditional update", "conditional create"})
 
 
 def _capability_findings(statement: dict[str, Any]) -> list[tuple[str, bool, str]]:
@@ -103,12 +114,13 @@ def _capability_findings(statement: dict[str, Any]) -> list[tuple[str, bool, str
 
 
 def _credentials_finding(client: FhirClient) -> tuple[str, bool, str]:
+    """Raises AuthError (exit 2) when the server refuses our credentials, like every other command."""
     try:
         client.request("GET", "QuestionnaireResponse", params={"_count": "1", "_summary": "count"})
+    except AuthError:
+        raise
     except FhirServerError as exc:
         return ("credentials", False, f"search refused: HTTP {exc.status}")
-    except AllianceFhirError as exc:
-        return ("credentials", False, str(exc))
     return ("credentials", True, f"auth '{client.config.auth.kind}' accepted for a QuestionnaireResponse search")
 
 
@@ -158,6 +170,10 @@ def sync(
     concurrency: Annotated[int | None, typer.Option("--concurrency", help="Requests in flight.")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Observations per transaction Bundle.")] = None,
     page_size: Annotated[int | None, typer.Option("--page-size", help="Responses per search page.")] = None,
+    write_mode: Annotated[str | None, typer.Option(
+        "--write-mode", metavar="|".join(WRITE_MODES[:4]),
+        help="How Observations are written: auto (from the CapabilityStatement), transaction, batch or single "
+             "(search: search by identifier, then create or update by id).")] = None,
     config: ConfigOption = None,
     ca_bundle: CaOption = None,
     instruments: InstrumentsOption = None,
@@ -167,7 +183,7 @@ def sync(
     """Score completed/amended responses on the server and write their Observations (incremental, idempotent)."""
     setup_logging(verbose)
     cfg = server_config(server, config, ca_bundle=ca_bundle, concurrency=concurrency, batch_size=batch_size, page_size=page_size,
-                  state_db=state)
+                        state_db=state, write_mode=write_mode)
     state_path = cfg.state_db or data_dir() / "state.sqlite"
     with StateStore(state_path) as store:
         if reset:
@@ -201,14 +217,72 @@ def _run_with_progress(cfg: ServerConfig, catalog: Catalog, store: StateStore, o
 def _print_report(report: SyncReport, as_json: bool) -> None:
     for failure in report.failures:
         err.print(f"failed: {failure.resource}: {failure.reason}", markup=False)
+    for warning in report.warnings:
+        err.print(f"warning: {warning.resource}: {warning.reason}", markup=False)
+    for seen in report.unattributed:
+        err.print(f"unattributed: {seen.resource}: {seen.reason}", markup=False)
+    if report.write_mode:
+        err.print(f"write mode: {report.write_mode} ({report.write_mode_reason})", markup=False)
+    if report.outstanding:
+        err.print(f"outstanding failures: {len(report.outstanding)} (alliance-fhir failures --server {report.server} lists them)",
+                  markup=False)
     if as_json:
         sys.stdout.write(json.dumps(report.as_dict(), indent=2) + "\n")
         return
-    table = Table("found", "scored", "written", "unchanged", "retracted", "failed", "requests", "seconds",
+    table = Table("found", "scored", "written", "unchanged", "retracted", "failed", "outstanding", "requests", "seconds",
                   title=f"Sync {report.server}" + (" (dry run: nothing written)" if report.dry_run else ""))
     table.add_row(*(str(v) for v in (report.found, report.scored, report.written, report.unchanged, report.retracted,
-                                      report.failed, report.requests, report.seconds)))
+                                      report.failed, len(report.outstanding), report.requests, report.seconds)))
     out.print(table)
+
+
+# ---------------------------------------------------------------- failures
+
+
+def failures(
+    server: ServerOption = None,
+    dismiss: Annotated[str | None, typer.Option("--dismiss", metavar="REF",
+                                                help="Dismiss one outstanding failure (QuestionnaireResponse/ID or ID).")] = None,
+    reason: Annotated[str | None, typer.Option("--reason", help="With --dismiss: why (kept in the ledger).")] = None,
+    by: Annotated[str | None, typer.Option("--by", help="With --dismiss: who (default: the login name).")] = None,
+    state: Annotated[Path | None, typer.Option("--state", help="SQLite state file (default: user data dir).")] = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List the responses whose last sync failed (outstanding until fixed, changed or dismissed); exit 1 while any remain."""
+    cfg = server_config(server, config, state_db=state)
+    with StateStore(cfg.state_db or data_dir() / "state.sqlite") as store:
+        if dismiss is not None:
+            _dismiss(store, cfg.base_url, dismiss, reason, by)
+        outstanding = store.outstanding(cfg.base_url)
+    if as_json:
+        rows = [{"response": f"QuestionnaireResponse/{f.response_id}", "reason": f.reason, "since": f.since, "outcome": f.outcome}
+                for f in outstanding]
+        sys.stdout.write(json.dumps({"server": cfg.base_url, "outstanding_count": len(outstanding), "outstanding": rows}) + "\n")
+    else:
+        table = Table("response", "since", "reason", title=f"Outstanding failures on {cfg.base_url}: {len(outstanding)}")
+        for f in outstanding:
+            table.add_row(f"QuestionnaireResponse/{f.response_id}", f.since, f.reason)
+        out.print(table)
+    raise typer.Exit(1 if outstanding else 0)
+
+
+def _dismiss(store: StateStore, server: str, ref: str, reason: str | None, by: str | None) -> None:
+    if not reason or not reason.strip():
+        raise ConfigError("--dismiss needs --reason (why the failure is accepted; it is kept in the ledger)")
+    response_id = ref.removeprefix("QuestionnaireResponse/")
+    who = by or _login_name()
+    dismissed = store.dismiss(server, response_id, who, reason.strip())
+    if dismissed is None:
+        raise ConfigError(f"QuestionnaireResponse/{response_id} has no outstanding failure on {server}")
+    err.print(f"dismissed: QuestionnaireResponse/{response_id} by {who}: {reason.strip()} (was: {dismissed.reason})", markup=False)
+
+
+def _login_name() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
 
 
 # ---------------------------------------------------------------- demo

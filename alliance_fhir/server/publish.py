@@ -2,7 +2,11 @@
 
 Each resource is matched by ``url`` + ``version`` and written by conditional update, so a
 second run changes nothing and versions never overwrite each other (the body carries no
-``id``: the server keeps one resource per url|version).
+``id``: the server keeps one resource per url|version). Each answer is verified: the server
+must be FHIR R4, and a write must come back as the same resourceType, url and version (read
+back when the server returns no body). Errors about the server itself (connection,
+authentication, a server error, an answer we cannot trust) stop the run and propagate; only a
+refusal of one resource (a 4xx about it) is that resource's failure.
 """
 
 from __future__ import annotations
@@ -11,8 +15,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import AllianceFhirError, Conflict
-from .client import FhirClient
+from ..errors import AuthError, Conflict, FhirServerError, UnexpectedResponse
+from .client import FhirClient, safe_path
 
 __all__ = ["PublishResult", "comparable", "publish_resources"]
 
@@ -30,7 +34,14 @@ class PublishResult:
 
 
 def publish_resources(client: FhirClient, resources: Iterable[dict[str, Any]], *, dry_run: bool = False) -> list[PublishResult]:
-    """Create or update each resource by ``url|version``; report one result per resource."""
+    """Create or update each resource by ``url|version``; report one result per resource.
+
+    Raises:
+        FhirTransportError, AuthError, UnexpectedResponse, FhirServerError: the server is
+            unreachable, refuses our credentials, is not FHIR R4, fails (5xx), or answers
+            something other than what was written.
+    """
+    client.r4_capabilities()
     return [_publish_with_one_retry(client, resource, dry_run) for resource in resources]
 
 
@@ -55,12 +66,36 @@ def _publish_one(client: FhirClient, resource: dict[str, Any], dry_run: bool) ->
             return PublishResult(rtype, canonical, "unchanged")
         action = "updated" if existing else "created"
         if not dry_run:
-            client.conditional_update(rtype, criteria, body)
+            response = client.conditional_update(rtype, criteria, body)
+            _verify(client, response, rtype, url, version)
         return PublishResult(rtype, canonical, action)
     except Conflict as exc:
         return PublishResult(rtype, canonical, "failed", f"conflict: {exc}")
-    except AllianceFhirError as exc:
+    except (AuthError, UnexpectedResponse):
+        raise
+    except FhirServerError as exc:
+        if exc.status >= 500:
+            raise
         return PublishResult(rtype, canonical, "failed", str(exc))
+
+
+def _verify(client: FhirClient, response: Any, rtype: str, url: str, version: str) -> None:
+    """The server must answer 200/201 with what we wrote (or, with no body, have it on a read-back)."""
+    where = safe_path(f"{client.base_url}/{rtype}")
+    if response.status_code not in (200, 201):
+        raise UnexpectedResponse("PUT", where, response.status_code, f"expected 200 or 201 for {url}|{version}")
+    body: Any = None
+    if response.content.strip():
+        try:
+            body = response.json()
+        except ValueError:
+            raise UnexpectedResponse("PUT", where, response.status_code, "the answer is not JSON") from None
+    else:
+        found = list(client.search(rtype, {"url": url, "version": version, "_count": "2"}))
+        body = found[0] if len(found) == 1 else None
+    if not isinstance(body, dict) or (body.get("resourceType"), body.get("url"), body.get("version")) != (rtype, url, version):
+        got = f"{body.get('resourceType')} {body.get('url')}|{body.get('version')}" if isinstance(body, dict) else "nothing usable"
+        raise UnexpectedResponse("PUT", where, response.status_code, f"wrote {rtype} {url}|{version}, the server answered with {got}")
 
 
 def comparable(resource: dict[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,10 @@ from types import TracebackType
 
 from ..errors import StateError
 
-__all__ = ["LedgerEntry", "StateStore"]
+__all__ = ["FAILURE_OUTCOMES", "LedgerEntry", "OutstandingFailure", "StateStore"]
+
+# A response whose last outcome is one of these is outstanding until it scores, changes, or is dismissed.
+FAILURE_OUTCOMES = ("failed", "write-failed")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS checkpoint (
@@ -36,6 +39,8 @@ CREATE TABLE IF NOT EXISTS ledger (
     PRIMARY KEY (server, response_id)
 );
 """
+# Columns added after the first release: added in place to an existing database.
+_LATER_COLUMNS = {"since": "TEXT", "dismissed_by": "TEXT", "dismissed_reason": "TEXT"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,9 +49,20 @@ class LedgerEntry:
 
     response_id: str
     version_id: str
-    outcome: str  # written | failed | retracted | skipped
+    outcome: str  # written | failed | write-failed | retracted | skipped | dismissed
     detail: str | None = None
     observation_identifier: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutstandingFailure:
+    """A response that failed (to score or to be written) and has not been fixed or dismissed."""
+
+    response_id: str
+    version_id: str
+    outcome: str
+    reason: str
+    since: str
 
 
 class StateStore:
@@ -60,6 +76,10 @@ class StateStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            present = {row[1] for row in self._db.execute("PRAGMA table_info(ledger)")}
+            for column, kind in _LATER_COLUMNS.items():
+                if column not in present:
+                    self._db.execute(f"ALTER TABLE ledger ADD COLUMN {column} {kind}")
         except (OSError, sqlite3.Error) as exc:
             raise StateError(f"sync state database {path}: {exc}") from exc
 
@@ -99,14 +119,60 @@ class StateStore:
         return found
 
     def record(self, server: str, entries: Iterable[LedgerEntry]) -> None:
-        """Upsert ledger entries in one transaction."""
-        rows = [(server, e.response_id, e.version_id, e.outcome, e.detail, e.observation_identifier, _now()) for e in entries]
+        """Upsert ledger entries in one transaction.
+
+        A failure keeps the ``since`` of the failure it follows (the response has been failing
+        since then); any other outcome clears it, and clears a dismissal.
+        """
+        now = _now()
+        rows = [(server, e.response_id, e.version_id, e.outcome, e.detail, e.observation_identifier, now,
+                 now if e.outcome in FAILURE_OUTCOMES else None) for e in entries]
+        failing = ",".join(f"'{o}'" for o in FAILURE_OUTCOMES)
         self._write(
-            "INSERT INTO ledger VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(server, response_id) DO UPDATE SET "
+            "INSERT INTO ledger (server, response_id, version_id, outcome, detail, observation_identifier, updated_at, since) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(server, response_id) DO UPDATE SET "
             "version_id = excluded.version_id, outcome = excluded.outcome, detail = excluded.detail, "
-            "observation_identifier = excluded.observation_identifier, updated_at = excluded.updated_at",
+            "observation_identifier = excluded.observation_identifier, updated_at = excluded.updated_at, "
+            f"since = CASE WHEN ledger.outcome IN ({failing}) AND excluded.outcome IN ({failing}) "
+            "THEN COALESCE(ledger.since, excluded.since) ELSE excluded.since END, "
+            "dismissed_by = NULL, dismissed_reason = NULL",
             rows,
         )
+
+    def outstanding(self, server: str) -> list[OutstandingFailure]:
+        """The responses whose last outcome is a failure, oldest failure first."""
+        marks = ",".join("?" * len(FAILURE_OUTCOMES))
+        rows = self._db.execute(
+            f"SELECT response_id, version_id, outcome, COALESCE(detail, ''), COALESCE(since, updated_at) FROM ledger "
+            f"WHERE server = ? AND outcome IN ({marks}) ORDER BY COALESCE(since, updated_at), response_id",
+            [server, *FAILURE_OUTCOMES],
+        ).fetchall()
+        return [OutstandingFailure(*(str(v) for v in row)) for row in rows]
+
+    def dismiss(self, server: str, response_id: str, by: str, reason: str) -> OutstandingFailure | None:
+        """Mark one outstanding failure as dismissed by an operator (who and why are kept).
+
+        The response is processed again as soon as it changes. Returns the failure dismissed,
+        or None when that response has no outstanding failure.
+        """
+        found = next((f for f in self.outstanding(server) if f.response_id == response_id), None)
+        if found is None:
+            return None
+        self._write(
+            "UPDATE ledger SET outcome = 'dismissed', dismissed_by = ?, dismissed_reason = ?, updated_at = ? "
+            "WHERE server = ? AND response_id = ?",
+            [(by, reason, _now(), server, response_id)],
+        )
+        return found
+
+    def dismissal(self, server: str, response_id: str) -> tuple[str, str, str] | None:
+        """Who dismissed a response's failure, why, and the failure's reason (None if not dismissed)."""
+        row = self._db.execute(
+            "SELECT dismissed_by, dismissed_reason, COALESCE(detail, '') FROM ledger "
+            "WHERE server = ? AND response_id = ? AND outcome = 'dismissed'",
+            (server, response_id),
+        ).fetchone()
+        return (str(row[0]), str(row[1]), str(row[2])) if row else None
 
     def counts(self, server: str) -> dict[str, int]:
         rows = self._db.execute("SELECT outcome, COUNT(*) FROM ledger WHERE server = ? GROUP BY outcome", (server,)).fetchall()

@@ -5,30 +5,46 @@ idempotent (deterministic Observation identifiers written by conditional update,
 response versions already handled), resumable (a killed run leaves the checkpoint where it
 was; the ledger and conditional writes make the re-run converge), and streaming (one page
 of responses and a bounded number of write batches in memory at a time).
+
+Nothing is reported that did not happen: the server must say it is FHIR R4, every page must be
+a searchset, every write is verified entry by entry (:mod:`.writes`), and the checkpoint moves
+only when every write of the run landed and the server's clock is sane. Failures stay in the
+ledger, and every run lists those still outstanding.
+
+Clock rules: the checkpoint is the server's own stamp on the first search page
+(``Bundle.meta.lastUpdated``), so the two clocks are never compared for the search itself; our
+clock is used only when the server sends no stamp. A stamp more than
+``clock_tolerance_seconds`` (default 300) ahead of our clock is refused with a warning and the
+previous checkpoint is kept (a stamp in 2099 would otherwise hide every later response).
+Responses committed while a run reads are caught by the overlap window (``overlap_seconds``).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .._ids import IDENTIFIER_SYSTEM
-from ..errors import FhirServerError, FhirTransportError, InstrumentError, ScoringError
+from ..errors import FhirServerError, InstrumentError, ScoringError, UnexpectedResponse
 from ..instruments.catalog import Catalog, Instrument
 from ..scoring.engine import resource_ref, score_response
 from ..scoring.observations import build_observation, observation_identifier_for
 from .client import FhirClient, is_match, search_token
-from .state import LedgerEntry, StateStore
+from .state import LedgerEntry, OutstandingFailure, StateStore
+from .writes import PendingWrite, Writer, Written, choose_write_mode
 
-__all__ = ["SyncFailure", "SyncOptions", "SyncReport", "run_sync"]
+__all__ = ["SyncFailure", "SyncOptions", "SyncReport", "process_response", "run_sync"]
 
 logger = logging.getLogger(__name__)
-_SEARCH_STATUSES = "completed,amended,entered-in-error"
+# Searched without a status filter (HAPI on H2 takes 45 s a page for questionnaire= with a
+# multi-valued status=); the statuses are filtered here instead.
+_SYNCED_STATUSES = frozenset({"completed", "amended", "entered-in-error"})
+_END = object()
 
 
 @dataclass(frozen=True)
@@ -40,6 +56,7 @@ class SyncOptions:
     instruments: Sequence[str] = ()
     dry_run: bool = False
     tag: dict[str, str] | None = None  # only responses with this meta.tag; the Observations carry it too
+    write_mode: str | None = None  # auto | transaction | batch | single | search; None: the config's
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,30 +81,31 @@ class SyncReport:
     unchanged: int = 0
     retracted: int = 0
     failed: int = 0
+    skipped: int = 0  # returned by the search in another status (in-progress, stopped)
     requests: int = 0
     seconds: float = 0.0
+    write_mode: str = ""
+    write_mode_reason: str = ""
     failures: list[SyncFailure] = field(default_factory=list)
+    warnings: list[SyncFailure] = field(default_factory=list)
+    unattributed: list[SyncFailure] = field(default_factory=list)
+    outstanding: list[OutstandingFailure] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return self.failed == 0
+        """No failure this run and none outstanding from earlier runs."""
+        return self.failed == 0 and not self.outstanding
 
     def as_dict(self) -> dict[str, Any]:
-        data = {k: v for k, v in vars(self).items() if k != "failures"}
-        data["failures"] = [{"resource": f.resource, "reason": f.reason} for f in self.failures]
+        lists = ("failures", "warnings", "unattributed", "outstanding")
+        data = {k: v for k, v in vars(self).items() if k not in lists}
+        for name in lists[:3]:
+            data[name] = [{"resource": f.resource, "reason": f.reason} for f in getattr(self, name)]
+        data["outstanding_count"] = len(self.outstanding)
+        data["outstanding"] = [{"response": f"QuestionnaireResponse/{f.response_id}", "reason": f.reason, "since": f.since,
+                                "outcome": f.outcome} for f in self.outstanding]
         return data
 
-
-@dataclass
-class _Write:
-    response_id: str
-    version_id: str
-    identifier: str
-    observation: dict[str, Any]
-    outcome: str = "written"
-
-
-_Written = tuple[_Write, str | None]  # the write, and the failure reason (None when it landed)
 
 def run_sync(
     client: FhirClient,
@@ -113,6 +131,29 @@ def run_sync(
     return run.report
 
 
+def process_response(
+    client: FhirClient,
+    catalog: Catalog,
+    store: StateStore,
+    response: dict[str, Any],
+    options: SyncOptions = SyncOptions(),
+) -> SyncReport:
+    """Sync's path for one response (e.g. delivered by a Subscription): score it, write its
+    Observation with verification, record the ledger. The report counts this one response and
+    lists the server's outstanding failures.
+
+    Raises:
+        FhirTransportError, FhirServerError: the server is unreachable or not FHIR R4.
+    """
+    run = _Run(client, catalog, store, options, None)
+    run.prepare_writer()
+    writes = run.handle_responses([response])
+    if writes:
+        run.settle(run.writer.write(writes))
+    run.report.outstanding = store.outstanding(run.server)
+    return run.report
+
+
 class _Run:
     def __init__(
         self,
@@ -128,29 +169,61 @@ class _Run:
         self.instruments = [catalog.get(ref) for ref in options.instruments] if options.instruments else list(catalog)
         self.on_progress = on_progress or (lambda _report: None)
         self.write_failed = False
+        self.writer = Writer(client, "transaction")
+        self.our_ids: dict[str, str] = {}  # server id of one of our Questionnaires -> its url|version
+
+    def prepare_writer(self) -> None:
+        """Refuse a server that is not FHIR R4; choose the write mode; learn our Questionnaires' ids."""
+        plan = choose_write_mode(self.client.r4_capabilities(), self.options.write_mode or self.client.config.write_mode)
+        self.writer = Writer(self.client, plan.mode)
+        self.report.write_mode, self.report.write_mode_reason = plan.mode, plan.reason
+        self.our_ids = self._questionnaire_ids()
 
     def execute(self) -> None:
+        self.prepare_writer()
         since = self._since()
         self.report.since = since
         started_at: str | None = None
         config = self.client.config
         # Workers only talk HTTP; the ledger and the counts are updated here, on this thread.
         with ThreadPoolExecutor(max_workers=config.concurrency, thread_name_prefix="sync-write") as pool:
-            in_flight: set[Future[list[_Written]]] = set()
-            for page in self.client.search_pages("QuestionnaireResponse", self._params(since)):
+            in_flight: set[Future[list[Written]]] = set()
+            for page in _prefetched(self.client.search_pages("QuestionnaireResponse", self._params(since))):
                 started_at = started_at or _bundle_time(page)
                 for batch in _batches(self._handle_page(page), config.batch_size):
                     while len(in_flight) >= config.concurrency * 2:
                         done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
-                        self._settle(done)
-                    in_flight.add(pool.submit(self._write_batch, batch))
+                        self._settle_futures(done)
+                    in_flight.add(pool.submit(self.writer.write, batch))
                 self.on_progress(self.report)
             done, _ = wait(in_flight)
-            self._settle(done)
-        if not self.options.dry_run and not self.write_failed and started_at:
+            self._settle_futures(done)
+        if not self.options.dry_run and not self.write_failed and started_at and self._sane(started_at):
             self.store.set_checkpoint(self.server, started_at)
             self.report.checkpoint = started_at
+        self.report.outstanding = self.store.outstanding(self.server)
         self.on_progress(self.report)
+
+    def _sane(self, stamp: str) -> bool:
+        """A server stamp may be behind our clock, but not far ahead of it (see the module's clock rules)."""
+        tolerance = self.client.config.clock_tolerance_seconds
+        try:
+            when = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+            if when.tzinfo is None:
+                raise ValueError("no time zone")
+        except ValueError:
+            self._warn("checkpoint", f"the server's search stamp {stamp!r} is not an instant; the checkpoint was not moved")
+            return False
+        ahead = (when - datetime.now(UTC)).total_seconds()
+        if ahead > tolerance:
+            self._warn("checkpoint", f"the server's clock ({stamp}) is {ahead:.0f} s ahead of ours (tolerance {tolerance:.0f} s); "
+                                     "the checkpoint was not moved")
+            return False
+        return True
+
+    def _warn(self, resource: str, text: str) -> None:
+        logger.warning("%s: %s", resource, text)
+        self.report.warnings.append(SyncFailure(resource, text))
 
     def _since(self) -> str | None:
         if self.options.since:
@@ -161,17 +234,33 @@ class _Run:
         overlap = timedelta(seconds=self.client.config.overlap_seconds)
         return (datetime.fromisoformat(checkpoint.replace("Z", "+00:00")) - overlap).isoformat()
 
+    def _questionnaire_ids(self) -> dict[str, str]:
+        """Server ids of our Questionnaires (as ``publish`` put them there), for literal references."""
+        urls = dict.fromkeys(inst.url for inst in self.instruments)
+        known = {inst.canonical for inst in self.instruments}
+        ids: dict[str, str] = {}
+        try:
+            params = {"url": ",".join(urls), "_elements": "url,version", "_count": "200"}
+            for found in self.client.search("Questionnaire", params):
+                canonical = f"{found.get('url')}|{found.get('version')}"
+                if isinstance(found.get("id"), str) and canonical in known:
+                    ids[found["id"]] = canonical
+        except FhirServerError as exc:
+            if isinstance(exc, UnexpectedResponse):
+                raise
+            self._warn("Questionnaire", f"our Questionnaires could not be looked up ({exc}); "
+                                        "responses referring to them by id are not searched")
+        return ids
+
     def _params(self, since: str | None) -> dict[str, str]:
         # A canonical without a version matches every version (FHIR search on canonicals), so the
         # plain urls find versioned and unversioned responses alike, including versions we do not
         # know (reported, not silently missed). On HAPI 8.8 it is also 4x faster than listing
-        # `url|version` and `url` side by side (27 s vs 6 s for 2,000 responses).
-        urls = dict.fromkeys(inst.url for inst in self.instruments)
-        params = {
-            "questionnaire": ",".join(urls),
-            "status": _SEARCH_STATUSES,
-            "_count": str(self.client.config.page_size),
-        }
+        # `url|version` and `url` side by side (27 s vs 6 s for 2,000 responses). Literal
+        # references to our Questionnaires' server ids are searched in the same list.
+        values = list(dict.fromkeys(inst.url for inst in self.instruments))
+        values += [f"Questionnaire/{rid}" for rid in sorted(self.our_ids)]
+        params = {"questionnaire": ",".join(values), "_count": str(self.client.config.page_size)}
         if since:
             params["_lastUpdated"] = f"ge{since}"
         if self.options.patient:
@@ -180,12 +269,44 @@ class _Run:
             params["_tag"] = search_token(self.options.tag)
         return params
 
-    def _handle_page(self, page: dict[str, Any]) -> list[_Write]:
-        responses = [e["resource"] for e in page.get("entry", []) if is_match(e)]
+    def _attributed(self, response: dict[str, Any]) -> dict[str, Any] | None:
+        """The response with ``questionnaire`` as one of our canonicals, or None if it is not ours.
+
+        A literal reference (``Questionnaire/1005``, or that on our server's base URL) to one of our
+        Questionnaires becomes that Questionnaire's url|version.
+        """
+        reference = response.get("questionnaire")
+        if not isinstance(reference, str):
+            return response  # scoring names the problem
+        if reference.partition("|")[0] in {inst.url for inst in self.catalog}:
+            return response
+        local = reference.removeprefix(self.server + "/")
+        kind, _, rest = local.partition("/")
+        rid = rest.split("/_history/")[0]
+        if kind == "Questionnaire" and rid in self.our_ids:
+            return {**response, "questionnaire": self.our_ids[rid]}
+        return None
+
+    def _handle_page(self, page: dict[str, Any]) -> list[PendingWrite]:
+        return self.handle_responses([e["resource"] for e in page.get("entry", []) if is_match(e)])
+
+    def handle_responses(self, candidates: list[dict[str, Any]]) -> list[PendingWrite]:
+        """Score what changed; record scoring failures; return the Observations to write."""
+        responses = []
+        for response in candidates:
+            if response.get("status") not in _SYNCED_STATUSES:
+                self.report.skipped += 1
+                continue
+            attributed = self._attributed(response)
+            if attributed is None:
+                self.report.unattributed.append(SyncFailure(resource_ref(response), "its questionnaire "
+                                                f"{str(response.get('questionnaire'))[:200]!r} is none of ours on this server"))
+                continue
+            responses.append(attributed)
         self.report.found += len(responses)
         seen = self.store.lookup(self.server, [str(r.get("id", "")) for r in responses])
         seen = self._still_on_server(seen)
-        writes: list[_Write] = []
+        writes: list[PendingWrite] = []
         ledger: list[LedgerEntry] = []
         for response in responses:
             rid, version = str(response.get("id", "")), _version(response)
@@ -194,7 +315,7 @@ class _Run:
                 self.report.unchanged += 1
                 continue
             outcome = self._prepare(response, rid, version)
-            if isinstance(outcome, _Write):
+            if isinstance(outcome, PendingWrite):
                 writes.append(outcome)
             elif outcome is not None:
                 ledger.append(outcome)
@@ -215,13 +336,13 @@ class _Run:
         present = {
             ident.get("value")
             for resource in self.client.search("Observation", params, post=True)
-            for ident in resource.get("identifier", [])
-            if ident.get("system") == IDENTIFIER_SYSTEM
+            for ident in resource.get("identifier", []) or []
+            if isinstance(ident, dict) and ident.get("system") == IDENTIFIER_SYSTEM
         }
         return {rid: e for rid, e in seen.items() if e.outcome != "written" or e.observation_identifier in present}
 
     def _unchanged(self, previous: LedgerEntry, response: dict[str, Any], version: str) -> bool:
-        if previous.version_id != version:
+        if previous.version_id != version or previous.outcome == "write-failed":  # a failed write is retried every run
             return False
         if previous.outcome != "written":
             return True
@@ -234,7 +355,7 @@ class _Run:
         except InstrumentError:
             return None
 
-    def _prepare(self, response: dict[str, Any], rid: str, version: str) -> _Write | LedgerEntry | None:
+    def _prepare(self, response: dict[str, Any], rid: str, version: str) -> PendingWrite | LedgerEntry | None:
         if response.get("status") == "entered-in-error":
             return self._retraction(response, rid, version)
         try:
@@ -242,6 +363,8 @@ class _Run:
         except ScoringError as exc:
             return self._fail(rid, version, str(exc))
         self.report.scored += 1
+        for warning in result.warnings:
+            self.report.warnings.append(SyncFailure(f"QuestionnaireResponse/{rid}", warning))
         observation = build_observation(result, response)
         if self.options.tag:
             observation["meta"] = {"tag": [self.options.tag]}
@@ -249,9 +372,9 @@ class _Run:
         if self.options.dry_run:
             self.report.written += 1
             return None
-        return _Write(rid, version, identifier, observation)
+        return PendingWrite(rid, version, identifier, observation)
 
-    def _retraction(self, response: dict[str, Any], rid: str, version: str) -> _Write | LedgerEntry | None:
+    def _retraction(self, response: dict[str, Any], rid: str, version: str) -> PendingWrite | LedgerEntry | None:
         instrument = self._instrument(response)
         if instrument is None:
             return self._fail(rid, version, f"{resource_ref(response)}: entered-in-error, but its Questionnaire is unknown")
@@ -264,51 +387,55 @@ class _Run:
         if self.options.dry_run:
             self.report.retracted += 1
             return None
-        return _Write(rid, version, identifier, observation, outcome="retracted")
+        return PendingWrite(rid, version, identifier, observation, outcome="retracted")
 
     def _fail(self, rid: str, version: str, reason: str) -> LedgerEntry:
         self.report.failed += 1
         self.report.failures.append(SyncFailure(f"QuestionnaireResponse/{rid}", reason))
         return LedgerEntry(rid, version, "failed", reason)
 
-    def _write_batch(self, batch: list[_Write]) -> list[_Written]:
-        """Runs on a worker thread: HTTP only. A rejected batch is retried one entry at a time."""
-        bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [_entry(w) for w in batch]}
-        try:
-            self.client.transaction(bundle, idempotent=True)
-        except (FhirServerError, FhirTransportError) as exc:
-            if len(batch) == 1:
-                return [(batch[0], str(exc))]
-            logger.warning("transaction of %d Observations failed (%s); writing them one by one", len(batch), exc)
-            return [result for write in batch for result in self._write_batch([write])]
-        return [(write, None) for write in batch]
-
-    def _settle(self, done: Iterable[Future[list[_Written]]]) -> None:
-        ledger = []
+    def _settle_futures(self, done: Iterable[Future[list[Written]]]) -> None:
         for future in done:
-            for write, error in future.result():
-                if error is not None:
-                    self.write_failed = True
-                    self.report.failed += 1
-                    self.report.failures.append(SyncFailure(f"QuestionnaireResponse/{write.response_id}", f"write failed: {error}"))
-                    continue
-                if write.outcome == "retracted":
-                    self.report.retracted += 1
-                else:
-                    self.report.written += 1
-                ledger.append(LedgerEntry(write.response_id, write.version_id, write.outcome, None, write.identifier))
+            self.settle(future.result())
+
+    def settle(self, results: list[Written]) -> None:
+        """Count and record what the server confirmed (and what it did not)."""
+        ledger = []
+        for write, error in results:
+            if error is not None:
+                self.write_failed = True
+                self.report.failed += 1
+                reason = f"write failed: {error}"
+                self.report.failures.append(SyncFailure(f"QuestionnaireResponse/{write.response_id}", reason))
+                ledger.append(LedgerEntry(write.response_id, write.version_id, "write-failed", reason, write.identifier))
+                continue
+            if write.outcome == "retracted":
+                self.report.retracted += 1
+            else:
+                self.report.written += 1
+            ledger.append(LedgerEntry(write.response_id, write.version_id, write.outcome, None, write.identifier))
         self.store.record(self.server, ledger)
         self.on_progress(self.report)
 
 
-def _entry(write: _Write) -> dict[str, Any]:
-    return {
-        "resource": write.observation,
-        "request": {"method": "PUT", "url": f"Observation?identifier={IDENTIFIER_SYSTEM}|{write.identifier}"},
-    }
+def _prefetched(pages: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Fetch the next page while the caller works on this one (two pages in memory at most).
+
+    The generator is only ever advanced by one thread at a time (the next fetch is submitted
+    after the previous one returned), so the paging state stays consistent; errors surface
+    where the page would have been.
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync-page") as fetcher:
+        ahead = fetcher.submit(next, pages, _END)
+        while True:
+            page = ahead.result()
+            if page is _END:
+                return
+            ahead = fetcher.submit(next, pages, _END)
+            yield page  # type: ignore[misc]
 
 
-def _batches(writes: list[_Write], size: int) -> Iterable[list[_Write]]:
+def _batches(writes: list[PendingWrite], size: int) -> Iterable[list[PendingWrite]]:
     for start in range(0, len(writes), size):
         yield writes[start : start + size]
 

@@ -54,11 +54,22 @@ def test_check_reports_capabilities(server):
     assert result.exit_code == 0, result.output
     checks = {c["check"]: c["ok"] for c in json.loads(result.stdout)["checks"]}
     assert checks == {"FHIR version": True, "transactions": True, "search responses": True, "conditional update": True,
-                      "conditional create": True, "credentials": True}
+                      "conditional create": True, "write mode": True, "credentials": True}
+    mode = next(c["detail"] for c in json.loads(result.stdout)["checks"] if c["check"] == "write mode")
+    assert mode == "transaction: the server offers transactions and conditional update on Observation"
 
 
-def test_check_flags_a_server_without_transactions(server, monkeypatch):
-    monkeypatch.setitem(CAPABILITIES["rest"][0], "interaction", [])
+def test_check_says_a_server_without_transactions_gets_batches(server, monkeypatch):
+    monkeypatch.setitem(CAPABILITIES["rest"][0], "interaction", [{"code": "batch"}])
+    result = run("check", "--server", BASE, "--json")
+    assert result.exit_code == 0
+    checks = {c["check"]: (c["ok"], c["detail"]) for c in json.loads(result.stdout)["checks"]}
+    assert checks["transactions"][0] is False
+    assert checks["write mode"][1] == "batch: the server offers batches (no transactions) and conditional update on Observation"
+
+
+def test_check_flags_a_server_without_search(server, monkeypatch):
+    monkeypatch.setitem(CAPABILITIES["rest"][0], "resource", [{"type": "Observation", "conditionalUpdate": True}])
     result = run("check", "--server", BASE)
     assert result.exit_code == 1 and "MISSING" in result.stdout
 
@@ -97,8 +108,10 @@ def test_sync_json_summary_and_exit_codes(server, make_response):
     summary = json.loads(result.stdout)
     assert (summary["found"], summary["written"], summary["failed"]) == (2, 1, 1)
     assert "failed: QuestionnaireResponse/bad: " in result.stderr and "item '1'" in result.stderr
-    again = run("sync", "--server", BASE, "--json")
-    assert again.exit_code == 0 and json.loads(again.stdout)["written"] == 0
+    again = run("sync", "--server", BASE, "--json")  # the failure is still outstanding: still exit 1
+    summary = json.loads(again.stdout)
+    assert again.exit_code == 1 and summary["written"] == 0 and summary["failed"] == 0
+    assert summary["outstanding_count"] == 1 and summary["outstanding"][0]["response"] == "QuestionnaireResponse/bad"
 
 
 def test_sync_reset(server, make_response):

@@ -46,6 +46,10 @@ def observations(server: FakeFhir) -> list[dict]:
     return list(server.store["Observation"].values())
 
 
+def qr_search(server: FakeFhir) -> httpx.Request:
+    return next(r for r in server.requests if r.url.path.endswith("/QuestionnaireResponse"))
+
+
 def sync(server, catalog, store, **options):  # noqa: ANN001, ANN003, ANN201
     with client_for(server) as client:
         return run_sync(client, catalog, store, SyncOptions(**options))
@@ -70,7 +74,7 @@ def test_second_sync_writes_nothing(server, catalog, store, make_response):
     report = sync(server, catalog, store)
     assert (report.written, report.unchanged, report.failed) == (0, 20, 0)
     assert all(r.method == "GET" or r.url.path.endswith("/_search") for r in server.requests)  # reads only
-    assert len(server.requests) <= 2 * 3  # per page: the search and one existence check
+    assert len(server.requests) <= 2 + 2 * 3  # /metadata, our Questionnaires' ids; per page: the search, one existence check
     assert len(observations(server)) == 20
 
 
@@ -178,7 +182,7 @@ def test_checkpoint_with_overlap_limits_the_search(server, catalog, store, make_
     sync(server, catalog, store)
     server.requests.clear()
     sync(server, catalog, store)
-    search = server.requests[0]
+    search = qr_search(server)
     assert "_lastUpdated" in dict(search.url.params)
 
 
@@ -188,7 +192,7 @@ def test_patient_and_instrument_filters(server, catalog, store, make_response):
     server.put(make_response("wai-sr", all_items(12, 2), rid="wai", subject={"reference": "Patient/a"}))
     report = sync(server, catalog, store, patient="Patient/a", instruments=("srs",))
     assert report.written == 1
-    params = dict(server.requests[0].url.params)
+    params = dict(qr_search(server).url.params)
     assert params["subject"] == "Patient/a"
     assert params["questionnaire"] == "http://alliance-fhir.org/fhir/Questionnaire/srs"  # every version
 
