@@ -60,6 +60,10 @@ class FakeFhir:
             response = fault(request)
             if response is not None:
                 return response
+        return self.serve(request)
+
+    def serve(self, request: httpx.Request) -> httpx.Response:
+        """Answer as a well-behaved server would (faults use it to play a half-broken one)."""
         path = request.url.path.removeprefix("/fhir").strip("/")
         params = dict(parse_qsl(request.url.query.decode(), keep_blank_values=True))
         if path == "metadata":

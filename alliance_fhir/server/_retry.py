@@ -111,6 +111,9 @@ class RetryPolicy:
         def stop(state: RetryCallState) -> bool:
             if state.attempt_number >= self.max_attempts:
                 return True
+            hinted = _retry_after(state)  # asked to wait past the deadline: waiting less would only be refused again
+            if hinted is not None and spent() + hinted > self.max_seconds:
+                return True
             return spent() + state.upcoming_sleep + _MIN_ATTEMPT_SECONDS > self.max_seconds
 
         def pause(seconds: float) -> None:
@@ -133,7 +136,7 @@ class RetryPolicy:
             return retrying(attempt)
         except TransientStatus as exc:
             hinted = parse_retry_after(exc.response.headers.get("Retry-After"))
-            beyond = hinted is not None and spent() + min(hinted, self.retry_after_cap) > self.max_seconds
+            beyond = hinted is not None and spent() + hinted > self.max_seconds
             outcome = None
             if beyond:
                 text = f"the server asks to retry in {hinted:.0f} s, beyond the retry budget of {self.max_seconds:.0f} s"

@@ -260,6 +260,7 @@ class _Run:
         # references to our Questionnaires' server ids are searched in the same list.
         values = list(dict.fromkeys(inst.url for inst in self.instruments))
         values += [f"Questionnaire/{rid}" for rid in sorted(self.our_ids)]
+        values += [f"{self.server}/Questionnaire/{rid}" for rid in sorted(self.our_ids)]  # for servers that index them as written
         params = {"questionnaire": ",".join(values), "_count": str(self.client.config.page_size)}
         if since:
             params["_lastUpdated"] = f"ge{since}"

@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._ids import IDENTIFIER_SYSTEM
-from ..errors import AllianceFhirError, FhirServerError, UnexpectedResponse, summarise_outcome
+from ..errors import AllianceFhirError, FhirServerError, FhirTransportError, UnexpectedResponse, summarise_outcome
+from ._retry import TRANSIENT_STATUSES, PermanentTransportError
 from .client import FhirClient
 
 __all__ = ["PendingWrite", "WritePlan", "Writer", "choose_write_mode", "server_capabilities"]
@@ -97,17 +98,33 @@ def choose_write_mode(statement: dict[str, Any], requested: str = "auto") -> Wri
 
 
 class Writer:
-    """Writes batches of Observations in one mode; thread-safe (HTTP only, no shared state)."""
+    """Writes batches of Observations in one mode; thread-safe (HTTP only).
+
+    Once a write has failed for a transient reason after its retries (the server is down,
+    throttling past the retry budget, timing out), the writes still to come in this run fail at
+    once instead of each spending its own budget: a run's writes cost one budget, not one per
+    batch or per Observation. The next run tries them all again.
+    """
 
     def __init__(self, client: FhirClient, mode: str) -> None:
         self.client = client
         self.mode = mode
+        self.gave_up: str | None = None  # why the server was given up on in this run
 
     def write(self, batch: list[PendingWrite]) -> list[Written]:
         """Write a batch; one (write, reason-or-None) per write, in order."""
+        if self.gave_up is not None:
+            return [(write, f"not attempted: an earlier write of this run failed ({self.gave_up})") for write in batch]
         if self.mode in ("transaction", "batch"):
             return self._bundle(batch)
         return [(write, self._one(write)) for write in batch]
+
+    def _give_up_on(self, exc: AllianceFhirError) -> None:
+        transient = (isinstance(exc, FhirTransportError) and not isinstance(exc, PermanentTransportError)) or (
+            isinstance(exc, FhirServerError) and not isinstance(exc, UnexpectedResponse)
+            and (exc.status in TRANSIENT_STATUSES or exc.status >= 500))
+        if transient and self.gave_up is None:
+            self.gave_up = str(exc)
 
     # ------------------------------------------------------------ bundles
 
@@ -119,8 +136,10 @@ class Writer:
             if len(batch) > 1 and _isolating(exc):
                 logger.warning("%s of %d Observations refused (%s); writing them one by one", self.mode, len(batch), exc)
                 return [result for write in batch for result in self._bundle([write])]
+            self._give_up_on(exc)
             return [(write, str(exc)) for write in batch]
         except AllianceFhirError as exc:  # transport: the whole batch failed for a transient reason
+            self._give_up_on(exc)
             return [(write, str(exc)) for write in batch]
         problem = _bundle_problem(answer, self.mode, len(batch))
         if problem:
@@ -130,12 +149,15 @@ class Writer:
     # ------------------------------------------------------------ one by one
 
     def _one(self, write: PendingWrite) -> str | None:
+        if self.gave_up is not None:
+            return f"not attempted: an earlier write of this run failed ({self.gave_up})"
         try:
             if self.mode == "single":
                 response = self.client.conditional_update("Observation", _criteria(write), write.observation)
                 return _observation_problem(response.status_code, _body(response), write, "PUT Observation?identifier")
             return self._search_then_write(write)
         except AllianceFhirError as exc:
+            self._give_up_on(exc)
             return str(exc)
 
     def _search_then_write(self, write: PendingWrite) -> str | None:
