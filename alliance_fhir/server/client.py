@@ -23,6 +23,7 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import httpx
 
+from .._json import dumps, loads
 from ..errors import AuthError, Conflict, FhirServerError, FhirTransportError, NotFound, UnexpectedResponse, summarise_outcome
 from ._retry import RetryPolicy
 from .auth import build_auth

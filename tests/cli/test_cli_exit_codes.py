@@ -9,7 +9,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from alliance_fhir.cli import server as cli_server
+from alliance_fhir.cli import _common as cli_common
 from alliance_fhir.cli.main import app
 from alliance_fhir.server.client import FhirClient
 
@@ -23,7 +23,7 @@ COMMANDS = ["check", "publish", "sync"]
 @pytest.fixture
 def fake(monkeypatch, tmp_path) -> FakeFhir:
     server = FakeFhir()
-    monkeypatch.setattr(cli_server, "client_factory",
+    monkeypatch.setattr(cli_common, "client_factory",
                         lambda cfg: FhirClient(cfg, transport=httpx.MockTransport(server), sleep=lambda s: None))
     monkeypatch.setenv("ALLIANCE_FHIR_STATE_DB", str(tmp_path / "state.sqlite"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
