@@ -8,15 +8,24 @@ from pathlib import Path
 
 import pytest
 
+from alliance_fhir import content_resources
+from alliance_fhir.server.publish import publish_resources
 from alliance_fhir.server.state import StateStore
 from alliance_fhir.server.sync import SyncOptions, run_sync
 from alliance_fhir.server.writes import choose_write_mode
 
 from .helpers import client, unique
-from .test_hapi_sync import CATALOG, by_response, caseload, observations, post_all, server, wai_sr  # noqa: F401
+from .test_hapi_sync import CATALOG, by_response, caseload, observations, post_all, wai_sr
 
 pytestmark = pytest.mark.integration
 WAI_URL = "http://alliance-fhir.org/fhir/Questionnaire/wai-sr"
+
+
+@pytest.fixture(scope="module")
+def server(fhir_server: str) -> str:
+    with client(fhir_server) as c:
+        assert not [r for r in publish_resources(c, content_resources(CATALOG)) if r.action == "failed"]
+    return fhir_server
 
 
 def sync(base: str, state: Path, patient: str, **settings):  # noqa: ANN003, ANN201
