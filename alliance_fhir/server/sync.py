@@ -442,8 +442,11 @@ def _batches(writes: list[PendingWrite], size: int) -> Iterable[list[PendingWrit
 
 
 def _version(response: dict[str, Any]) -> str:
-    meta = response.get("meta") or {}
-    return str(meta.get("versionId") or meta.get("lastUpdated") or "")
+    meta = response.get("meta")
+    if not isinstance(meta, dict):
+        return ""
+    version = meta.get("versionId") or meta.get("lastUpdated") or ""
+    return version if isinstance(version, str) else ""
 
 
 def _bundle_time(page: dict[str, Any]) -> str:

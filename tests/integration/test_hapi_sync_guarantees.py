@@ -57,12 +57,17 @@ def test_every_write_mode_forced_on_hapi_writes_exactly_once_with_exact_values(s
     assert rerun.written == 9 and len(observations(server, patient)) == 9
 
 
+def wai_sr_server_id(base: str) -> str:
+    """The server id publish gave WAI-SR 1.0.0."""
+    with client(base) as c:
+        [questionnaire] = list(c.search("Questionnaire", {"url": WAI_URL, "version": "1.0.0"}))
+    return str(questionnaire["id"])
+
+
 def test_finding_9_a_literal_reference_to_our_questionnaire_is_found_and_scored(server, tmp_path):
     patient = f"Patient/{unique('p')}"
-    with client(server) as c:
-        [questionnaire] = list(c.search("Questionnaire", {"url": WAI_URL, "version": "1.0.0"}))
     relative = wai_sr(patient, unique("rel"), 2)
-    relative["questionnaire"] = f"Questionnaire/{questionnaire['id']}"
+    relative["questionnaire"] = f"Questionnaire/{wai_sr_server_id(server)}"
     post_all(server, [relative])
     report = sync(server, tmp_path / "s.sqlite", patient)
     assert (report.found, report.written, report.failed) == (1, 1, 0)
@@ -75,12 +80,12 @@ def test_hapi_does_not_find_an_absolute_reference_to_itself_by_questionnaire(ser
     by that URL (or by Questionnaire/ID) does not return it. Sync searches both forms, so a server that
     does index it is covered; on HAPI such responses stay invisible to any questionnaire search."""
     patient = f"Patient/{unique('p')}"
+    qid = wai_sr_server_id(server)
+    absolute = wai_sr(patient, unique("abs"), 3)
+    absolute["questionnaire"] = f"{server}/Questionnaire/{qid}"
+    post_all(server, [absolute])
     with client(server) as c:
-        [questionnaire] = list(c.search("Questionnaire", {"url": WAI_URL, "version": "1.0.0"}))
-        absolute = wai_sr(patient, unique("abs"), 3)
-        absolute["questionnaire"] = f"{server}/Questionnaire/{questionnaire['id']}"
-        post_all(server, [absolute])
-        values = f"Questionnaire/{questionnaire['id']},{server}/Questionnaire/{questionnaire['id']}"
+        values = f"Questionnaire/{qid},{server}/Questionnaire/{qid}"
         found = list(c.search("QuestionnaireResponse", {"questionnaire": values, "subject": patient}))
     assert found == []
 

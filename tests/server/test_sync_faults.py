@@ -393,3 +393,29 @@ def test_process_response_is_syncs_path_for_one_response(store, catalog, make_re
         report = process_response(client, catalog, store, response)
     assert (report.written, report.failed) == (1, 0) and len(h.observations()) == 1
     assert store.lookup(BASE, ["one"])["one"].outcome == "written"
+
+
+@pytest.mark.parametrize("resource", [
+    {"resourceType": "QuestionnaireResponse", "id": "m1", "status": "completed", "meta": "junk",
+     "questionnaire": "http://alliance-fhir.org/fhir/Questionnaire/srs|1.0.0", "item": "nope"},
+    {"resourceType": "QuestionnaireResponse", "id": 7, "status": "completed", "meta": {"versionId": 3},
+     "questionnaire": ["not", "a", "string"]},
+    {"resourceType": "Patient", "id": "p1", "status": "completed"},
+    {"resourceType": "QuestionnaireResponse", "id": "m2", "status": "amended", "item": [{"linkId": 1, "answer": {"x": 1}}],
+     "questionnaire": "http://alliance-fhir.org/fhir/Questionnaire/srs|1.0.0"},
+])
+def test_finding_7_malformed_resources_are_one_line_failures_not_tracebacks(store, catalog, make_response, resource):
+    h = Harness("transaction", store, catalog)
+    post(h, make_response, 2)
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        body = h.fake.serve(request).json()
+        body["entry"].append({"resource": resource, "search": {"mode": "match"}})
+        body["total"] = body.get("total", 0) + 1
+        return httpx.Response(200, json=body)
+
+    h.fake.faults.append(always(is_qr_search, answer))
+    report = h.sync()
+    assert report.written == 2
+    problems = report.failures + report.unattributed
+    assert len(problems) == 1 and "\n" not in problems[0].reason
