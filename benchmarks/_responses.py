@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from alliance_fhir._ids import FOCUS_EXTENSION
 from alliance_fhir.instruments.catalog import Instrument, ItemSpec, walk_items
 
-__all__ = ["AMENDED_SHARE", "MISSING_SHARE", "ndjson"]
+__all__ = ["AMENDED_SHARE", "MISSING_SHARE", "lines", "ndjson", "write_ndjson"]
 
 AMENDED_SHARE = 0.05
 MISSING_SHARE = 0.05
@@ -34,11 +35,25 @@ AnswerMaker = Callable[[random.Random], dict[str, Any]]
 
 def ndjson(instrument: Instrument, n: int, seed: int = SEED) -> bytes:
     """``n`` responses to ``instrument``, one compact JSON object per line; same seed, same bytes."""
+    return b"".join(lines(instrument, n, seed))
+
+
+def lines(instrument: Instrument, n: int, seed: int = SEED) -> Iterator[bytes]:
+    """The lines of :func:`ndjson` one at a time (each ending in a newline), for files larger than memory."""
     rng = random.Random(f"{seed}:{instrument.id}")
     makers = _answer_makers(instrument)
     prorates = instrument.mapping.total.missing.rule == "prorate"
-    lines = [json.dumps(_response(instrument, i, rng, makers, prorates), separators=(",", ":")) for i in range(n)]
-    return ("\n".join(lines) + "\n").encode()
+    for i in range(n):
+        yield json.dumps(_response(instrument, i, rng, makers, prorates), separators=(",", ":")).encode() + b"\n"
+
+
+def write_ndjson(instrument: Instrument, n: int, path: Path, seed: int = SEED) -> int:
+    """Write :func:`ndjson` to ``path`` without holding it in memory; returns the bytes written."""
+    written = 0
+    with path.open("wb") as out:
+        for line in lines(instrument, n, seed):
+            written += out.write(line)
+    return written
 
 
 def _answer_makers(instrument: Instrument) -> list[tuple[str, AnswerMaker]]:
