@@ -12,11 +12,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .._json import dumps, dumps_pretty
+from .._json import dumps_pretty
+from ..errors import AllianceFhirError, InputError
 from ..instruments.catalog import Catalog
 from ..instruments.models import ScoreResult
+from .engine import score_response
 from .inputs import Raw, parse_raw
-from .offline import score_records
+from .observations import build_observation, observation_json
 
 __all__ = ["BUNDLE_CLOSE", "BUNDLE_CLOSE_EMPTY", "BUNDLE_OPEN", "Chunk", "Format", "chunked", "score_chunk"]
 
@@ -65,20 +67,23 @@ def score_chunk(raws: list[Raw], catalog: Catalog, fmt: Format) -> Chunk:
     chunk = Chunk(bytes_read=sum(len(data) for _, data, _ in raws if isinstance(data, bytes | bytearray)))
     lines: list[bytes] = []
     messages = chunk.messages
-    records = (record for raw in raws for record in parse_raw(raw))
-    for outcome in score_records(records, catalog):
-        result, observation = outcome.result, outcome.observation
-        if result is None or observation is None:
+    for label, doc in (record for raw in raws for record in parse_raw(raw)):
+        try:
+            if isinstance(doc, InputError):
+                raise doc
+            result = score_response(doc, catalog)
+        except AllianceFhirError as exc:
             chunk.failed += 1
-            message = str(outcome.error)
-            messages.append(f"error: {message}" + ("" if message.startswith(outcome.label) else f" ({outcome.label})"))
+            message = str(exc)
+            messages.append(f"error: {message}" + ("" if message.startswith(label) else f" ({label})"))
             continue
         chunk.scored += 1
         for warning in result.warnings:
             messages.append(f"warning: {result.response_ref}: {warning}")
         if fmt == "ndjson":
-            lines.append(dumps(observation))
+            lines.append(observation_json(result, doc))
         elif fmt == "bundle":
+            observation = build_observation(result, doc)
             entry = {"fullUrl": f"urn:uuid:{observation['identifier'][0]['value']}", "resource": observation}
             chunk.entries.append(dumps_pretty(entry).replace(b"\n", b"\n    "))
         else:

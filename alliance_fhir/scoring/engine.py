@@ -174,6 +174,8 @@ def _check_elements(response: dict[str, Any], ref: str) -> None:
 
 
 def _check_reference(value: Any, name: str, ref: str) -> None:
+    if type(value) is dict and _only_strings(value) and (value.get("reference") or value.get("display")):
+        return  # the common Reference ({"reference": "Patient/1"}): nothing below can fail on it
     if not isinstance(value, dict):
         raise ScoringError(ref, f"{name} is {describe(value)}, not a FHIR Reference (a JSON object)")
     if not any(isinstance(value.get(k), str) and value[k] for k in ("reference", "display")) and not isinstance(value.get("identifier"), dict):
@@ -184,6 +186,14 @@ def _check_reference(value: Any, name: str, ref: str) -> None:
     problem = _json_problem(value, name)
     if problem:
         raise ScoringError(ref, f"{name} is malformed: {problem}")
+
+
+def _only_strings(value: dict[Any, Any]) -> bool:
+    """Every key and value a string (a flat Reference), checked without building anything."""
+    for key, item in value.items():
+        if type(key) is not str or type(item) is not str:
+            return False
+    return True
 
 
 def _is_finite(number: float | Decimal) -> bool:
@@ -211,6 +221,8 @@ def _json_problem(value: Any, name: str) -> str | None:
         elif isinstance(node, float | Decimal):
             if not _is_finite(node):
                 return f"{name} holds a non-finite number"
+            if isinstance(node, Decimal) and node.adjusted() > 308:  # beyond a double: copied as an int too long to write
+                return f"{name} holds a number beyond a double's range"
         else:
             return f"{name} holds {describe(node)}"
     return None
