@@ -6,8 +6,7 @@ exactly as the authors publish and written as score Observations.
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
+from ._version import installed_version as _installed_version
 from .content.package import build_package, package_resources, write_package
 from .content.questionnaires import apply_text_packs, content_resources, load_text_pack
 from .errors import (
@@ -20,19 +19,17 @@ from .errors import (
 )
 from .fhirtypes import validate_resource
 from .instruments.catalog import Catalog, Instrument, data_root, load_catalog
-from .instruments.models import InstrumentMapping, ScaleScore, ScoreResult, TextPack
+from .instruments.models import InstrumentMapping, TextPack
 from .scoring.engine import score_response
 from .scoring.inputs import read_inputs
 from .scoring.observations import build_observation, collection_bundle, observation_identifier
 from .scoring.offline import Outcome, score_records
+from .scoring.results import ScaleScore, ScoreResult
 from .signals.resources import detected_issue, signal_bundle, signal_resources
 from .signals.rules import Signal, detect_signals
 from .signals.trajectory import ScorePoint, Series, Trajectories, build_trajectories, context_from_encounters, unbundle
 
-try:
-    __version__ = version("alliance-fhir")
-except PackageNotFoundError:  # running from a source tree without an install
-    __version__ = "0.0.0+unknown"
+__version__ = _installed_version()
 
 __all__ = [
     "AllianceFhirError",

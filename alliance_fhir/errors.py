@@ -23,7 +23,10 @@ This module imports nothing from the package, so every other module can use it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # annotations only: this module imports nothing at run time
+    from pydantic import ValidationError
 
 __all__ = [
     "AllianceFhirError",
@@ -148,3 +151,10 @@ def summarise_outcome(outcome: dict[str, Any]) -> str:
             text = issue.get("diagnostics") or (issue.get("details") or {}).get("text") or issue.get("code", "")
             parts.append(f"{issue.get('severity', '?')}: {text}")
     return "; ".join(parts)[:500] or "(no diagnostics)"
+
+
+def summarise_validation(exc: ValidationError, limit: int | None = None) -> str:
+    """One line from a pydantic ValidationError: ``field.path: message`` per error (``(top)`` for
+    the document itself), the first ``limit`` of them when given."""
+    errors = exc.errors()[:limit] if limit is not None else exc.errors()
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or '(top)'}: {e['msg']}" for e in errors)

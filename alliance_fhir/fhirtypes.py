@@ -1,4 +1,5 @@
-"""The only importer of fhir.resources: full-model validation at the edges.
+"""The only importer of fhir.resources: full-model validation at the edges (and the one
+definition of what a server manages in a resource, :func:`comparable`).
 
 fhir.resources has no R4 package; R4B is the closest and accepts R4 JSON for the resources
 we use (Questionnaire, QuestionnaireResponse, Observation, CodeSystem, Bundle). Validation
@@ -13,9 +14,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .errors import FhirValidationError
+from .errors import FhirValidationError, summarise_validation
 
-__all__ = ["validate_resource"]
+__all__ = ["comparable", "validate_resource"]
+
+_SERVER_MANAGED = ("id", "meta", "text")
 
 _MODULES = {
     "Bundle": "bundle",
@@ -43,5 +46,10 @@ def validate_resource(resource: dict[str, Any]) -> None:
     try:
         model.model_validate(resource)
     except ValidationError as exc:
-        details = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
-        raise FhirValidationError(f"{rtype} is not valid FHIR: {details}") from exc
+        raise FhirValidationError(f"{rtype} is not valid FHIR: {summarise_validation(exc, limit=5)}") from exc
+
+
+def comparable(resource: dict[str, Any]) -> dict[str, Any]:
+    """A resource without what the server manages (id, meta, narrative): two resources whose
+    ``comparable`` forms are equal need no write (publish, signal sync)."""
+    return {k: v for k, v in resource.items() if k not in _SERVER_MANAGED}

@@ -18,7 +18,7 @@ import alliance_fhir
 from alliance_fhir import errors
 
 PACKAGE = Path(alliance_fhir.__file__).parent
-BASE = {"errors", "_ids", "_cache", "_json", "_text", "fhirtypes"}
+BASE = {"errors", "_ids", "_cache", "_json", "_text", "_version", "fhirtypes"}
 # Which top-level parts of the package each part may import (besides itself).
 MAY_IMPORT: dict[str, set[str]] = {
     "errors": set(),
@@ -26,6 +26,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "_cache": set(),
     "_json": set(),
     "_text": set(),
+    "_version": set(),
     "fhirtypes": {"errors"},
     "instruments": BASE,
     "scoring": BASE | {"instruments"},

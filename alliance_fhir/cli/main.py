@@ -20,10 +20,11 @@ import typer
 from rich.table import Table
 
 from .. import __version__
+from ..content.extraction import extraction_problems
 from ..content.package import write_package
-from ..content.questionnaires import content_resources, extraction_problems, load_text_pack, text_pack_template, write_content
+from ..content.questionnaires import content_resources, load_text_pack, text_pack_template, write_content
 from ..instruments.catalog import Instrument
-from ..instruments.models import InstrumentMapping
+from ..instruments.schema import mapping_json_schema
 from ._common import AllianceGroup, InstrumentsOption, TextPackOption, command_catalog, err, out
 from .server import register as register_server_commands
 from .signals import register as register_signal_commands
@@ -179,13 +180,6 @@ def instruments_check(
 def instruments_schema() -> None:
     """Print the JSON Schema of mapping files (for editors)."""
     out.print_json(json.dumps(mapping_json_schema()))
-
-
-def mapping_json_schema() -> dict[str, Any]:
-    schema = InstrumentMapping.model_json_schema(by_alias=True)
-    schema["$id"] = "http://alliance-fhir.org/schema/mapping.schema.json"
-    schema["title"] = "alliance-fhir instrument mapping"
-    return schema
 
 
 # ---------------------------------------------------------------- questionnaires

@@ -27,7 +27,8 @@ from .._ids import PROJECT_BASE
 from ..errors import AllianceFhirError
 from ..instruments.catalog import Catalog
 from ..instruments.models import TextPack
-from .questionnaires import content_resources, definition_resources, resource_filenames, resource_json
+from .definitions import definition_resources
+from .questionnaires import content_resources, resource_filenames, resource_json
 
 __all__ = [
     "FHIR_VERSION",

@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..errors import InstrumentError
+from ..errors import InstrumentError, summarise_validation
 from .models import InstrumentMapping, ScaleSpec
 
 __all__ = [
@@ -208,8 +208,7 @@ def _classify(
         try:
             mappings.append((InstrumentMapping.model_validate(data), str(path)))
         except ValidationError as exc:
-            details = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(top)'}: {e['msg']}" for e in exc.errors())
-            catalog.problems.append(f"{path}: invalid mapping: {details}")
+            catalog.problems.append(f"{path}: invalid mapping: {summarise_validation(exc)}")
 
 
 def _questionnaire_problem(q: dict[str, Any]) -> str | None:

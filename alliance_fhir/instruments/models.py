@@ -1,15 +1,12 @@
-"""Our own data models: the mapping-file schema and the scoring result.
+"""Our own data models: the mapping-file schema and text packs (scoring results: :mod:`alliance_fhir.scoring.results`).
 
 The mapping schema is the contract for everyone who adds an instrument, so it is strict
 (unknown keys are rejected) and self-describing (``alliance-fhir instruments schema`` exports
-it as JSON Schema for editors). Scoring results are plain frozen dataclasses rather than
-pydantic models because they are built on the hot path, tens of thousands per second.
+it as JSON Schema for editors).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -27,9 +24,7 @@ __all__ = [
     "ReliableChange",
     "RuptureRule",
     "ScaleRange",
-    "ScaleScore",
     "ScaleSpec",
-    "ScoreResult",
     "SignalsSpec",
     "SplitRule",
     "TextPack",
@@ -331,46 +326,3 @@ class TextPack(_Strict):
     texts: dict[str, str] = Field(description="linkId -> item text; every question item must be present.")
     answers: dict[str, str] = Field(default_factory=dict, description="answer code -> label.")
     source: str | None = Field(None, description="Where the wording comes from and under which licence.")
-
-
-@dataclass(frozen=True, slots=True)
-class ScaleScore:
-    """One computed scale score and how it came about."""
-
-    scale: ScaleSpec
-    value: Decimal
-    answered: int
-    prorated: bool
-    flags: tuple[Cutoff | Band, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class ScoreResult:
-    """Everything known after scoring one QuestionnaireResponse (no FHIR output yet)."""
-
-    response_ref: str
-    mapping: InstrumentMapping
-    status: str
-    scores: tuple[ScaleScore, ...]
-    answered: int
-    item_count: int
-    rules_applied: tuple[str, ...] = ()
-    warnings: tuple[str, ...] = ()
-    omitted: tuple[str, ...] = field(default=())
-
-    @property
-    def instrument_id(self) -> str:
-        return self.mapping.instrument
-
-    @property
-    def questionnaire(self) -> str:
-        return self.mapping.questionnaire
-
-    @property
-    def algorithm_version(self) -> str:
-        return self.mapping.algorithm_version
-
-    @property
-    def total(self) -> ScaleScore:
-        """The headline score (always present: without it scoring fails)."""
-        return self.scores[0]

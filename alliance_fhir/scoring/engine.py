@@ -41,7 +41,8 @@ from .._cache import IdentityCache
 from .._text import describe, safe_text
 from ..errors import InstrumentError, ScoringError
 from ..instruments.catalog import WEIGHT_URLS, Catalog, Instrument, ItemSpec
-from ..instruments.models import Band, Cutoff, ScaleScore, ScaleSpec, ScoreResult
+from ..instruments.models import Band, Cutoff, ScaleSpec
+from .results import ScaleScore, ScoreResult
 
 __all__ = ["MAX_ITEM_DEPTH", "MAX_JSON_DEPTH", "SCORABLE_STATUSES", "resource_ref", "score_response"]
 

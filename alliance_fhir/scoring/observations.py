@@ -22,9 +22,11 @@ from decimal import Decimal
 from typing import Any
 
 from .._cache import IdentityCache
-from .._ids import FOCUS_EXTENSION, IDENTIFIER_SYSTEM, INSTANTIATES, MEASURE_CATEGORY, PROJECT_CODESYSTEM, SURVEY_CATEGORY, UCUM
+from .._ids import FOCUS_EXTENSION, IDENTIFIER_SYSTEM, INSTANTIATES, MEASURE_CATEGORY, PROJECT_CODESYSTEM, SURVEY_CATEGORY
 from .._json import dumps
-from ..instruments.models import Band, Cutoff, InstrumentMapping, ScaleScore, ScaleSpec, ScoreResult
+from ..instruments.codings import method_coding, score_quantity
+from ..instruments.models import Band, Cutoff, InstrumentMapping, ScaleSpec
+from .results import ScaleScore, ScoreResult
 
 __all__ = [
     "ALGORITHM_SYSTEM",
@@ -103,7 +105,7 @@ def build_observation(result: ScoreResult, response: dict[str, Any]) -> dict[str
         obs["effectiveDateTime"] = response["authored"]
     if isinstance(response.get("author"), dict):
         obs["performer"] = [_copied(response["author"])]
-    obs["valueQuantity"] = _quantity(total.value)
+    obs["valueQuantity"] = score_quantity(total.value)
     if total.flags:
         obs["interpretation"] = _interpretation(total.flags)
     notes = _notes(result, parts)
@@ -163,13 +165,6 @@ def collection_bundle(observations: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _quantity(value: Decimal) -> dict[str, Any]:
-    exponent = value.as_tuple().exponent
-    is_whole = isinstance(exponent, int) and exponent >= 0  # '46' stays 46; '46.0' (prorated) stays 46.0
-    number: int | float = int(value) if is_whole else float(value)
-    return {"value": number, "unit": "{score}", "system": UCUM, "code": "{score}"}
-
-
 def _notes(result: ScoreResult, parts: _MappingParts) -> list[dict[str, str]]:
     if not (result.rules_applied or result.omitted or parts.verification or result.total.flags):
         return []
@@ -207,7 +202,7 @@ def _focus_reference(response: dict[str, Any]) -> dict[str, Any] | None:
 
 def _component(score: ScaleScore) -> dict[str, Any]:
     parts = _scale_parts(score.scale)
-    component: dict[str, Any] = {"code": _concept(parts), "valueQuantity": _quantity(score.value)}
+    component: dict[str, Any] = {"code": _concept(parts), "valueQuantity": score_quantity(score.value)}
     if score.flags:
         component["interpretation"] = _interpretation(score.flags)
     component["referenceRange"] = _reference_ranges(parts)
@@ -293,12 +288,7 @@ def _prepare_mapping(mapping: InstrumentMapping) -> _MappingParts:
     parts.append(f"missing data: {total.missing.rule}, min {total.missing.min_answered} answered ({total.missing.source})")
     if mapping.aggregation_note:
         parts.append(mapping.aggregation_note)
-    coding = {
-        "system": ALGORITHM_SYSTEM,
-        "code": f"{mapping.instrument}-scoring",
-        "version": mapping.algorithm_version,
-        "display": f"{mapping.name} scoring algorithm",
-    }
+    coding = method_coding(mapping)
     unconfirmed = mapping.verification == "labels-unconfirmed" and mapping.verification_note
     verification = f"Verification: labels-unconfirmed. {mapping.verification_note}" if unconfirmed else None
     return _MappingParts(MEASURE_CATEGORY[mapping.measures], coding, "; ".join(parts), verification)
@@ -322,7 +312,7 @@ def _prepare_flag(flag: Cutoff | Band) -> _FlagParts:
 
 
 def _bound(number: float) -> dict[str, Any]:
-    return _quantity(Decimal(str(number)).normalize())
+    return score_quantity(Decimal(str(number)).normalize())
 
 
 _mapping_parts: IdentityCache[InstrumentMapping, _MappingParts] = IdentityCache(_prepare_mapping)
@@ -358,7 +348,7 @@ def _prepare_templates(mapping: InstrumentMapping) -> _Templates:
 
 
 def _prepare_total(score: ScaleScore) -> bytes:
-    out = b',"valueQuantity":' + dumps(_quantity(score.value))
+    out = b',"valueQuantity":' + dumps(score_quantity(score.value))
     return out + b',"interpretation":' + dumps(_interpretation(score.flags)) if score.flags else out
 
 

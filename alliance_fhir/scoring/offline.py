@@ -12,10 +12,10 @@ from typing import Any
 
 from ..errors import AllianceFhirError, InputError
 from ..instruments.catalog import Catalog
-from ..instruments.models import ScoreResult
 from .engine import score_response
 from .inputs import Record
 from .observations import build_observation
+from .results import ScoreResult
 
 __all__ = ["Outcome", "score_records"]
 

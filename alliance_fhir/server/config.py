@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from ..errors import ConfigError
+from ..errors import ConfigError, summarise_validation
 
 __all__ = ["AuthSettings", "ServerConfig", "WRITE_MODES", "config_file", "data_dir", "load_config"]
 
@@ -153,5 +153,4 @@ def load_config(url: str | None = None, *, file: Path | None = None, **overrides
     try:
         return ServerConfig.model_validate({**server, "auth": auth})
     except ValidationError as exc:
-        details = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"invalid settings{f' in {path}' if path else ''}: {details}") from exc
+        raise ConfigError(f"invalid settings{f' in {path}' if path else ''}: {summarise_validation(exc)}") from exc

@@ -16,12 +16,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import AuthError, Conflict, FhirServerError, UnexpectedResponse
+from ..fhirtypes import comparable
 from .client import FhirClient, safe_path
 
-__all__ = ["PublishResult", "comparable", "publish_resources"]
-
-_IGNORED = ("id", "meta", "text")
-
+__all__ = ["PublishResult", "publish_resources"]
 
 @dataclass(frozen=True, slots=True)
 class PublishResult:
@@ -97,7 +95,3 @@ def _verify(client: FhirClient, response: Any, rtype: str, url: str, version: st
         got = f"{body.get('resourceType')} {body.get('url')}|{body.get('version')}" if isinstance(body, dict) else "nothing usable"
         raise UnexpectedResponse("PUT", where, response.status_code, f"wrote {rtype} {url}|{version}, the server answered with {got}")
 
-
-def comparable(resource: dict[str, Any]) -> dict[str, Any]:
-    """A resource without what the server manages (id, meta, narrative): equal means nothing to write."""
-    return {k: v for k, v in resource.items() if k not in _IGNORED}

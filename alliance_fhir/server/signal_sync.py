@@ -14,12 +14,12 @@ from typing import Any
 
 from .._ids import IDENTIFIER_SYSTEM, SIGNAL_IDENTIFIER_SYSTEM, TASK_IDENTIFIER_SYSTEM
 from ..errors import NotFound
+from ..fhirtypes import comparable
 from ..instruments.catalog import Catalog
 from ..signals.resources import signal_resources, withdrawn_issues
 from ..signals.rules import Signal, detect_signals
 from ..signals.trajectory import Trajectories, build_trajectories, context_from_encounters, unbundle
 from .client import FhirClient, search_token
-from .publish import comparable
 
 __all__ = ["SignalReport", "fetch_trajectories", "run_signals"]
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from .._ids import (
@@ -30,6 +29,7 @@ from .._ids import (
     SIGNAL_STATUS_EXTENSION,
     TASK_IDENTIFIER_SYSTEM,
 )
+from .._version import installed_version
 from .rules import RUPTURE, SIGNAL_KINDS, Signal
 
 __all__ = [
@@ -63,7 +63,7 @@ def plugin_device(software_version: str | None = None) -> dict[str, Any]:
         "manufacturer": "alliance-fhir project",
         "deviceName": [{"name": "alliance-fhir", "type": "user-friendly-name"}],
         "type": {"coding": [_ENGINE], "text": _ENGINE["display"]},
-        "version": [{"value": software_version or _installed_version()}],
+        "version": [{"value": software_version or installed_version()}],
         "note": [{"text": "Software that scores psychotherapy alliance measures and detects alliance signals from the scores."}],
     }
 
@@ -190,10 +190,3 @@ def _kind_concept(kind: str) -> dict[str, Any]:
 def _entry_uuid(resource: dict[str, Any]) -> str:
     ident = resource["identifier"][0]
     return str(uuid.uuid5(_BUNDLE_NAMESPACE, f"{resource['resourceType']}|{ident['system']}|{ident['value']}"))
-
-
-def _installed_version() -> str:
-    try:
-        return version("alliance-fhir")
-    except PackageNotFoundError:  # a source tree without an install
-        return "0.0.0+unknown"

@@ -25,14 +25,10 @@ import alliance_fhir
 from alliance_fhir import AllianceFhirError, build_observation, content_resources, score_response, validate_resource
 from alliance_fhir._ids import IDENTIFIER_SYSTEM, PROJECT_CODESYSTEM, UCUM
 from alliance_fhir.cli.main import app
+from alliance_fhir.content.definitions import definition_resources
+from alliance_fhir.content.extraction import OBSERVATION_EXTRACT, extraction_problems, if_none_exist_expression
 from alliance_fhir.content.package import PACKAGE_NAME, build_package, package_files, package_resources, write_package
-from alliance_fhir.content.questionnaires import (
-    OBSERVATION_EXTRACT,
-    definition_resources,
-    extraction_problems,
-    if_none_exist_expression,
-    resource_json,
-)
+from alliance_fhir.content.questionnaires import resource_json
 from alliance_fhir.instruments.catalog import Catalog, walk_items
 
 from ..conftest import all_items

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from alliance_fhir import InstrumentError, ScoringError, load_catalog, score_response
-from alliance_fhir.cli.main import mapping_json_schema
 from alliance_fhir.instruments.catalog import data_root
+from alliance_fhir.instruments.schema import mapping_json_schema
 
 ROOT = Path(__file__).resolve().parents[2]
 USER = Path(__file__).resolve().parents[1] / "fixtures" / "user-instrument"

@@ -26,7 +26,7 @@ import pytest
 
 from alliance_fhir import build_observation, content_resources, load_catalog, score_response
 from alliance_fhir._ids import FOCUS_EXTENSION, IDENTIFIER_SYSTEM, PROJECT_CODESYSTEM, UCUM
-from alliance_fhir.content.questionnaires import OBSERVATION_EXTRACT_ENTRY
+from alliance_fhir.content.extraction import OBSERVATION_EXTRACT_ENTRY
 from alliance_fhir.instruments.catalog import walk_items
 from alliance_fhir.server.client import FhirClient
 from alliance_fhir.server.publish import publish_resources

@@ -24,6 +24,7 @@ import pytest
 
 from alliance_fhir import load_catalog
 from alliance_fhir.content.package import PACKAGE_NAME, build_package, package_files, package_resources
+from alliance_fhir.fhirtypes import comparable
 from alliance_fhir.server.publish import publish_resources
 
 from .helpers import client, errors, validate
@@ -42,13 +43,6 @@ def unpack(data: bytes) -> dict[str, Any]:
 
 FILES = unpack(TGZ)
 RESOURCES = [doc for name, doc in FILES.items() if name not in ("package/package.json", "package/.index.json")]
-_IGNORED = ("id", "meta", "text")
-
-
-def comparable(resource: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in resource.items() if k not in _IGNORED}
-
-
 def load(c: Any) -> list[str]:
     """Load every package resource; return what happened to each (created/updated/unchanged)."""
     canonical = [r for r in RESOURCES if "url" in r]
