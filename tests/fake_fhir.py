@@ -12,12 +12,14 @@ import json
 import threading
 from collections import defaultdict
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl
 
 import httpx
 
 BASE = "http://fhir.test/fhir"
+EPOCH = datetime(2026, 11, 1, tzinfo=UTC)
 Fault = Callable[[httpx.Request], httpx.Response | None]
 
 
@@ -35,7 +37,9 @@ class FakeFhir:
 
     # ---------------------------------------------------------------- data
     def stamp(self) -> str:
-        return f"2026-11-01T00:{next(self.clock) // 60:02d}:{next(self.clock) % 60:02d}.000+00:00"
+        """The next ``meta.lastUpdated``: one second after the previous write, as a real server's clock."""
+        instant = EPOCH + timedelta(seconds=next(self.clock))
+        return instant.isoformat(timespec="milliseconds")
 
     def put(self, resource: dict[str, Any]) -> dict[str, Any]:
         rtype = resource["resourceType"]
