@@ -15,10 +15,10 @@ from typing import Literal
 from .._json import dumps_pretty
 from ..errors import AllianceFhirError, InputError
 from ..instruments.catalog import Catalog
-from ..instruments.models import ScoreResult
 from .engine import score_response
 from .inputs import Raw, parse_raw
 from .observations import build_observation, observation_json
+from .results import ScoreResult
 
 __all__ = ["BUNDLE_CLOSE", "BUNDLE_CLOSE_EMPTY", "BUNDLE_OPEN", "Chunk", "Format", "chunked", "score_chunk"]
 
