@@ -32,6 +32,7 @@ from alliance_fhir.server.config import ServerConfig
 from alliance_fhir.server.publish import publish_resources
 from alliance_fhir.server.state import StateStore
 from alliance_fhir.server.sync import SyncOptions, run_sync
+from alliance_fhir.server.transactions import put_by_id_bundles
 
 from ._latency_proxy import LatencyProxy
 from ._report import machine_info, markdown_table, write_json
@@ -67,17 +68,8 @@ def put_all(base: str, resources: list[dict[str, Any]], batch: int = 200, worker
     rest = [r for r in resources if r["resourceType"] != "Patient"]
     with FhirClient(ServerConfig(url=base, timeout=300)) as c:
         for group in (patients, rest):
-            chunks = [group[i : i + batch] for i in range(0, len(group), batch)]
-            bundles = [
-                {
-                    "resourceType": "Bundle",
-                    "type": "transaction",
-                    "entry": [{"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}} for r in chunk],
-                }
-                for chunk in chunks
-            ]
             with ThreadPoolExecutor(workers) as pool:
-                list(pool.map(lambda b: c.transaction(b, idempotent=True), bundles))
+                list(pool.map(lambda b: c.transaction(b, idempotent=True), put_by_id_bundles(group, batch)))
     return time.perf_counter() - started
 
 

@@ -19,6 +19,7 @@ from .._ids import FOCUS_EXTENSION, PROJECT_CODESYSTEM
 from ..errors import FhirServerError, InstrumentError
 from ..instruments.catalog import Catalog, Instrument
 from .client import FhirClient, search_token
+from .transactions import put_by_id
 
 __all__ = ["DEMO_TAG", "DemoClient", "cleanup_demo", "demo_clients", "demo_resources", "post_demo_data"]
 
@@ -75,12 +76,7 @@ def demo_resources(catalog: Catalog) -> Iterator[dict[str, Any]]:
 
 def post_demo_data(client: FhirClient, catalog: Catalog, batch: int = 50) -> int:
     """PUT every demo resource by id in transaction Bundles (idempotent); returns the count."""
-    resources = list(demo_resources(catalog))
-    for start in range(0, len(resources), batch):
-        entries = [{"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
-                   for r in resources[start : start + batch]]
-        client.transaction({"resourceType": "Bundle", "type": "transaction", "entry": entries}, idempotent=True)
-    return len(resources)
+    return put_by_id(client, list(demo_resources(catalog)), batch)
 
 
 def cleanup_demo(client: FhirClient) -> int:

@@ -18,6 +18,7 @@ from alliance_fhir import content_resources, load_catalog
 from alliance_fhir.server.publish import publish_resources
 from alliance_fhir.server.state import StateStore
 from alliance_fhir.server.sync import SyncOptions, run_sync
+from alliance_fhir.server.transactions import put_by_id
 
 from .fault_proxy import FaultProxy
 from .helpers import client, unique
@@ -59,10 +60,7 @@ def post_all(base: str, resources: list[dict[str, Any]]) -> None:
     patients = {r["subject"]["reference"] for r in resources}
     resources = [{"resourceType": "Patient", "id": p.split("/")[1]} for p in sorted(patients)] + resources
     with client(base) as c:
-        for start in range(0, len(resources), 100):
-            entries = [{"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
-                       for r in resources[start : start + 100]]
-            c.transaction({"resourceType": "Bundle", "type": "transaction", "entry": entries}, idempotent=True)
+        put_by_id(c, resources, batch=100)
 
 
 def caseload(patient: str, n: int) -> tuple[list[dict[str, Any]], dict[str, float]]:

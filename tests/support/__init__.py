@@ -1,0 +1,1 @@
+"""Test and benchmark support that is not a test: loopback proxies, shared by tests/ and benchmarks/."""
