@@ -9,14 +9,15 @@ costs about a millisecond per resource, so it is used where a full model earns i
 
 from __future__ import annotations
 
+import json
 from importlib import import_module
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from .errors import FhirValidationError, summarise_validation
 
-__all__ = ["comparable", "validate_resource"]
+__all__ = ["comparable", "plain_resource", "validate_resource"]
 
 _SERVER_MANAGED = ("id", "meta", "text")
 
@@ -53,3 +54,16 @@ def comparable(resource: dict[str, Any]) -> dict[str, Any]:
     """A resource without what the server manages (id, meta, narrative): two resources whose
     ``comparable`` forms are equal need no write (publish, signal sync)."""
     return {k: v for k, v in resource.items() if k not in _SERVER_MANAGED}
+
+
+def plain_resource(resource: Any) -> Any:
+    """A fhir.resources model (R4B, or any pydantic FHIR model) as the FHIR JSON it stands for;
+    anything else unchanged.
+
+    Through ``model_dump_json``, which writes FHIR's own JSON: ``model_dump()`` would give Python
+    ``datetime`` objects where FHIR has strings (``authored`` would be lost from the Observation)
+    and snake_case where a name is a Python keyword.
+    """
+    if isinstance(resource, BaseModel):
+        return json.loads(resource.model_dump_json())
+    return resource

@@ -64,7 +64,7 @@ class ItemScale(_Strict):
     kind: Literal["likert", "vas"]
     min: float
     max: float
-    decimals: int = Field(0, ge=0, le=3, description="Decimal places an answer may carry (VAS: 1, to the mm).")
+    decimals: int = Field(default=0, ge=0, le=3, description="Decimal places an answer may carry (VAS: 1, to the mm).")
 
 
 class MissingRule(_Strict):
@@ -76,7 +76,7 @@ class MissingRule(_Strict):
 
     rule: Literal["all-required", "prorate"]
     min_answered: int = Field(ge=1)
-    round_to: int = Field(1, ge=0, le=4, description="Decimals of a prorated score.")
+    round_to: int = Field(default=1, ge=0, le=4, description="Decimals of a prorated score.")
     source: Literal["authors", "project decision"]
     note: str
 
@@ -114,12 +114,12 @@ class ScaleSpec(_Strict):
     reverse_items: list[str] = Field(default_factory=list)
     aggregation: Literal["sum", "mean"]
     range: ScaleRange
-    decimals: int = Field(0, ge=0, le=4)
+    decimals: int = Field(default=0, ge=0, le=4)
     missing: MissingRule
     codes: list[CodingSpec] = Field(min_length=1, description="First: project code; then SNOMED CT etc.")
     cutoffs: list[Cutoff] = Field(default_factory=list)
     bands: list[Band] = Field(default_factory=list)
-    questionnaire_item: str | None = Field(None, description="linkId of the read-only calculated score item.")
+    questionnaire_item: str | None = Field(default=None, description="linkId of the read-only calculated score item.")
 
     @model_validator(mode="after")
     def _consistent(self) -> ScaleSpec:
@@ -157,7 +157,7 @@ class _SignalRule(_Strict):
     so each rule says so itself and the emitted DetectedIssue repeats it.
     """
 
-    scale: str = Field("total", description="id of the scale the rule reads (the total unless said otherwise).")
+    scale: str = Field(default="total", description="id of the scale the rule reads (the total unless said otherwise).")
     severity: Severity = "moderate"
     source: SignalSource
     note: str
@@ -172,10 +172,10 @@ class LowAllianceRule(_SignalRule):
 class RuptureRule(_SignalRule):
     """A drop from the previous score and/or from the client's running baseline (mean of earlier scores)."""
 
-    min_drop: float | None = Field(None, gt=0, description="Drop from the previous score that counts.")
-    baseline_drop: float | None = Field(None, gt=0, description="Drop below the running baseline that counts.")
-    baseline_window: int | None = Field(None, ge=1, description="Earlier scores in the baseline; none: all of the episode.")
-    combine: Literal["any", "all"] = Field("any", description="'any': either drop suffices; 'all': both are needed.")
+    min_drop: float | None = Field(default=None, gt=0, description="Drop from the previous score that counts.")
+    baseline_drop: float | None = Field(default=None, gt=0, description="Drop below the running baseline that counts.")
+    baseline_window: int | None = Field(default=None, ge=1, description="Earlier scores in the baseline; none: all of the episode.")
+    combine: Literal["any", "all"] = Field(default="any", description="'any': either drop suffices; 'all': both are needed.")
     operator: DropOperator = ">="
 
     @model_validator(mode="after")
@@ -188,9 +188,9 @@ class RuptureRule(_SignalRule):
 class EarlyWarningRule(_SignalRule):
     """Low (per the low_alliance rule) or falling alliance within the first sessions of an episode."""
 
-    sessions: int = Field(3, ge=1, description="The first N sessions of an episode of care.")
-    min_drop: float | None = Field(None, gt=0, description="Drop from the previous score that counts as falling.")
-    include_low: bool = Field(True, description="Also warn when the low_alliance rule is met.")
+    sessions: int = Field(default=3, ge=1, description="The first N sessions of an episode of care.")
+    min_drop: float | None = Field(default=None, gt=0, description="Drop from the previous score that counts as falling.")
+    include_low: bool = Field(default=True, description="Also warn when the low_alliance rule is met.")
     operator: DropOperator = ">="
 
 
@@ -207,9 +207,9 @@ class GapRule(_SignalRule):
 class SplitRule(_SignalRule):
     """Split alliance: members of one couple, family or group session who score apart."""
 
-    max_difference: float | None = Field(None, gt=0, description="A member this far below the session's highest member.")
-    below_group_mean: float | None = Field(None, gt=0, description="A member this far below the session's mean (all members).")
-    min_members: int = Field(2, ge=2)
+    max_difference: float | None = Field(default=None, gt=0, description="A member this far below the session's highest member.")
+    below_group_mean: float | None = Field(default=None, gt=0, description="A member this far below the session's mean (all members).")
+    min_members: int = Field(default=2, ge=2)
     operator: DropOperator = ">="
 
     @model_validator(mode="after")
@@ -239,7 +239,7 @@ class InstrumentMapping(_Strict):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    schema_ref: str | None = Field(None, alias="$schema")
+    schema_ref: str | None = Field(default=None, alias="$schema")
     schema_version: Literal[1] = 1
     instrument: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]*$", description="Short stable id, e.g. 'wai-sr'.")
     name: str
@@ -256,7 +256,7 @@ class InstrumentMapping(_Strict):
     aggregation_note: str | None = None
     scales: list[ScaleSpec] = Field(min_length=1)
     reliable_change: ReliableChange | None = None
-    signals: SignalsSpec | None = Field(None, description="Alliance signals (rupture, low alliance, ...); alliance measures only.")
+    signals: SignalsSpec | None = Field(default=None, description="Alliance signals (rupture, low alliance, ...); alliance measures only.")
 
     @model_validator(mode="after")
     def _unique_scales(self) -> InstrumentMapping:
@@ -319,10 +319,10 @@ class TextPack(_Strict):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    schema_ref: str | None = Field(None, alias="$schema")
+    schema_ref: str | None = Field(default=None, alias="$schema")
     language: str = Field(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$", description="BCP-47 tag, e.g. 'en', 'de-CH'.")
     instrument: str = Field(pattern=r"^\S+\|\S+$", description="The Questionnaire 'url|version' the texts belong to.")
     title: str | None = None
     texts: dict[str, str] = Field(description="linkId -> item text; every question item must be present.")
     answers: dict[str, str] = Field(default_factory=dict, description="answer code -> label.")
-    source: str | None = Field(None, description="Where the wording comes from and under which licence.")
+    source: str | None = Field(default=None, description="Where the wording comes from and under which licence.")

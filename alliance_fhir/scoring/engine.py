@@ -40,6 +40,7 @@ from typing import Any
 from .._cache import IdentityCache
 from .._text import describe, safe_text
 from ..errors import InstrumentError, ScoringError
+from ..fhirtypes import plain_resource
 from ..instruments.catalog import WEIGHT_URLS, Catalog, Instrument, ItemSpec
 from ..instruments.models import Band, Cutoff, ScaleSpec
 from .results import ScaleScore, ScoreResult
@@ -77,13 +78,14 @@ def resource_ref(resource: Any) -> str:
 
 
 def score_response(response: Any, catalog: Catalog) -> ScoreResult:
-    """Score one QuestionnaireResponse given as parsed JSON.
+    """Score one QuestionnaireResponse given as parsed JSON (a dict) or as a fhir.resources model.
 
     Raises:
         ScoringError: the response is not scorable (wrong resource or status, unknown or
             mismatched Questionnaire, unknown linkId, duplicate, wrong-type or out-of-range
             answer, too many missing answers).
     """
+    response = plain_resource(response)
     ref = resource_ref(response)
     instrument, warnings = _resolve(response, ref, catalog)
     _check_elements(response, ref)

@@ -21,9 +21,12 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from pydantic import BaseModel
+
 from .._cache import IdentityCache
 from .._ids import FOCUS_EXTENSION, IDENTIFIER_SYSTEM, INSTANTIATES, MEASURE_CATEGORY, PROJECT_CODESYSTEM, SURVEY_CATEGORY
 from .._json import dumps
+from ..fhirtypes import plain_resource
 from ..instruments.codings import method_coding, score_quantity
 from ..instruments.models import Band, Cutoff, InstrumentMapping, ScaleSpec
 from .results import ScaleScore, ScoreResult
@@ -60,9 +63,9 @@ def response_key(response: dict[str, Any]) -> str:
     return f"content:{digest}"
 
 
-def observation_identifier(response: dict[str, Any], result: ScoreResult) -> dict[str, str]:
+def observation_identifier(response: dict[str, Any] | BaseModel, result: ScoreResult) -> dict[str, str]:
     """Deterministic identifier: same response + same instrument + same algorithm version."""
-    return {"system": IDENTIFIER_SYSTEM, "value": observation_identifier_for(response, result.mapping)}
+    return {"system": IDENTIFIER_SYSTEM, "value": observation_identifier_for(plain_resource(response), result.mapping)}
 
 
 def observation_identifier_for(response: dict[str, Any], mapping: InstrumentMapping) -> str:
@@ -82,8 +85,12 @@ def _uuid5(key: str, suffix: bytes) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-def build_observation(result: ScoreResult, response: dict[str, Any]) -> dict[str, Any]:
-    """The score Observation (R4 JSON) for one scored response."""
+def build_observation(result: ScoreResult, response: dict[str, Any] | BaseModel) -> dict[str, Any]:
+    """The score Observation (R4 JSON) for one scored response (a dict or a fhir.resources model)."""
+    return _observation(result, plain_resource(response))
+
+
+def _observation(result: ScoreResult, response: dict[str, Any]) -> dict[str, Any]:
     mapping = result.mapping
     total = result.total
     parts, total_parts = _mapping_parts(mapping), _scale_parts(total.scale)

@@ -56,19 +56,19 @@ class ServerConfig(BaseModel):
 
     url: str
     auth: AuthSettings = Field(default_factory=lambda: AuthSettings())
-    timeout: float = Field(60.0, gt=0)
+    timeout: float = Field(default=60.0, gt=0)
     verify: bool = True
     ca_bundle: Path | None = None
-    concurrency: int = Field(4, ge=1, le=64)
-    batch_size: int = Field(50, ge=1, le=1000)
-    page_size: int = Field(200, ge=1, le=1000)
-    max_attempts: int = Field(6, ge=1, le=20)
-    max_retry_seconds: float = Field(300.0, gt=0)
-    retry_after_cap: float = Field(120.0, ge=0)
-    overlap_seconds: float = Field(300.0, ge=0, description="Re-read window before the checkpoint, for late commits.")
-    request_deadline: float = Field(120.0, gt=0, description="Wall-clock limit of one HTTP exchange, body included.")
-    max_response_bytes: int = Field(DEFAULT_MAX_RESPONSE_BYTES, ge=1024, description="Largest body accepted, after decompression.")
-    clock_tolerance_seconds: float = Field(300.0, ge=0, description="How far ahead of our clock a server stamp may be.")
+    concurrency: int = Field(default=4, ge=1, le=64)
+    batch_size: int = Field(default=50, ge=1, le=1000)
+    page_size: int = Field(default=200, ge=1, le=1000)
+    max_attempts: int = Field(default=6, ge=1, le=20)
+    max_retry_seconds: float = Field(default=300.0, gt=0)
+    retry_after_cap: float = Field(default=120.0, ge=0)
+    overlap_seconds: float = Field(default=300.0, ge=0, description="Re-read window before the checkpoint, for late commits.")
+    request_deadline: float = Field(default=120.0, gt=0, description="Wall-clock limit of one HTTP exchange, body included.")
+    max_response_bytes: int = Field(default=DEFAULT_MAX_RESPONSE_BYTES, ge=1024, description="Largest body accepted, after decompression.")
+    clock_tolerance_seconds: float = Field(default=300.0, ge=0, description="How far ahead of our clock a server stamp may be.")
     write_mode: WriteMode = "auto"
     state_db: Path | None = None
 
