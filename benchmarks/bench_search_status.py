@@ -26,7 +26,7 @@ from alliance_fhir.server.publish import publish_resources
 from alliance_fhir.server.sync import SyncOptions
 
 from ._report import markdown_table
-from .bench_sync import CATALOG, put_all, responses, sync_run, tagged
+from .bench_sync import CATALOG, ingest, prebuilt_observations, put_all, responses, sync_run, tagged
 
 OLD_STATUSES = "completed,amended,entered-in-error"
 URLS = ",".join(dict.fromkeys(inst.url for inst in CATALOG))
@@ -50,9 +50,9 @@ def page_seconds(base: str, params: dict[str, str]) -> tuple[float, float]:
     return round(first, 2), round(second, 2)
 
 
-def _count(base: str) -> int:
+def _count(base: str, resource_type: str = "QuestionnaireResponse") -> int:
     with FhirClient(ServerConfig(url=base)) as c:
-        body = c.request("GET", "QuestionnaireResponse", params={"_summary": "count"}, headers={"Cache-Control": "no-cache"}).json()
+        body = c.request("GET", resource_type, params={"_summary": "count"}, headers={"Cache-Control": "no-cache"}).json()
     return int(body.get("total", 0))
 
 
@@ -73,6 +73,8 @@ def main() -> None:
     parser.add_argument("--server", required=True)
     parser.add_argument("--n", type=int, default=5000, help="responses loaded once (the table the searches run on)")
     parser.add_argument("--fresh", type=int, default=300, help="fresh tagged responses per end-to-end sync run")
+    parser.add_argument("--observations", type=int, default=0,
+                        help="Observations ingested first for the first --n responses (needs --n >= this; the review had ~12,600)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -80,9 +82,12 @@ def main() -> None:
     with FhirClient(ServerConfig(url=base, timeout=300)) as c:
         publish_resources(c, content_resources(CATALOG))
     prefix = f"bss{uuid.uuid4().hex[:6]}"
-    loaded = put_all(base, responses(prefix, args.n))
+    loaded = put_all(base, responses(prefix, args.n)) if args.n else 0.0
+    if args.observations:
+        ingest(base, prebuilt_observations(prefix, args.observations, prefix), batch=50, workers=2)
     total = _count(base)
-    lines = [f"loaded {args.n} responses in {loaded:.0f} s; {total} QuestionnaireResponses on the server (load {load()})"]
+    lines = [f"loaded {args.n} responses in {loaded:.0f} s, {args.observations} Observations; {total} QuestionnaireResponses "
+             f"and {_count(base, 'Observation')} Observations on the server (load {load()})"]
     print(lines[0], flush=True)
     rows: list[list[Any]] = []
     for round_no in range(1, args.rounds + 1):

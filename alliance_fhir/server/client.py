@@ -25,6 +25,8 @@ import httpx
 
 from .._json import dumps, loads
 from ..errors import AuthError, Conflict, FhirServerError, FhirTransportError, NotFound, UnexpectedResponse, summarise_outcome
+from ._deadline import deadline as request_deadline
+from ._deadline import deadline_transport
 from ._retry import RetryPolicy
 from .auth import build_auth
 from .config import ServerConfig
@@ -84,10 +86,11 @@ class FhirClient:
         self.base_url = config.base_url
         verify: bool | str = str(config.ca_bundle) if config.ca_bundle else config.verify
         limits = httpx.Limits(max_connections=config.concurrency + 2, max_keepalive_connections=config.concurrency + 2)
-        common: dict[str, Any] = {"timeout": config.timeout, "verify": verify, "transport": transport}
-        self._token_http = httpx.Client(**common)
+        common: dict[str, Any] = {"timeout": config.timeout, "verify": verify}
+        self._token_http = httpx.Client(**common, transport=transport or deadline_transport(verify, httpx.Limits()))
         self._http = httpx.Client(
             **common,
+            transport=transport or deadline_transport(verify, limits),
             limits=limits,
             headers={"Accept": FHIR_JSON, "User-Agent": "alliance-fhir"},
             auth=build_auth(config.auth, self.base_url, self._token_http),
@@ -222,7 +225,8 @@ class FhirClient:
                 body = None if json is None else dumps(json)  # orjson, see _json.py
                 request = self._http.build_request(method, url, params=params, content=body, data=form, headers=headers,
                                                    timeout=httpx.Timeout(per_read))
-                response = self._bounded(self._http.send(request, stream=True), started + deadline, shown)
+                with request_deadline(deadline):  # every socket read, write and connect of this exchange
+                    response = self._bounded(self._http.send(request, stream=True), started + deadline, shown)
             except httpx.TransportError as exc:
                 logger.info("%s %s failed: %s after %.0f ms", method, shown, type(exc).__name__, (time.perf_counter() - started) * 1000)
                 raise

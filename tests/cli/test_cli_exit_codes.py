@@ -58,7 +58,7 @@ def test_configuration_errors_exit_2(fake, command, url):
     assert "error:" in result.stderr and "pw@" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("command", [*COMMANDS, "demo"])
 @pytest.mark.parametrize("fault", list(FAULTS))
 def test_server_side_errors_exit_2(fake, command, fault):
     fake.faults.append(FAULTS[fault])

@@ -226,6 +226,38 @@ def test_a_server_trickling_its_body_is_cut_off_at_the_request_deadline():
         httpd.server_close()
 
 
+class _TrickleHeaders(http.server.BaseHTTPRequestHandler):
+    """The status line and headers one byte every 0.3 s: never a per-read timeout, never an end."""
+
+    def do_GET(self) -> None:  # noqa: N802
+        try:
+            for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"x" * 1000:
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(0.3)
+        except OSError:
+            pass
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_server_trickling_its_headers_is_cut_off_at_the_request_deadline():
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _TrickleHeaders)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        config = ServerConfig(url=f"http://127.0.0.1:{httpd.server_address[1]}/fhir", timeout=30, request_deadline=1.5,
+                              max_retry_seconds=2, max_attempts=1)
+        started = time.monotonic()
+        with FhirClient(config) as client, pytest.raises(FhirTransportError, match="timed out"):
+            client.read("Patient", "1")
+        assert time.monotonic() - started < 3
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
 # ---------------------------------------------------------------- finding 8: bad URLs fail at once
 
 @pytest.mark.parametrize("url", ["fhir.example.org/fhir", "ftp://fhir.example.org/fhir", "http:///fhir"])
