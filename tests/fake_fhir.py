@@ -177,12 +177,16 @@ class FakeFhir:
                     self.put({k: v for k, v in resource.items() if k != "id"})
                 entries.append({"response": {"status": "201"}})
                 continue
-            if "/" in rtype:  # PUT Type/id
-                self.put(resource)
-                entries.append({"response": {"status": "200"}})
+            if "/" in rtype:  # PUT Type/id (with If-Match: the version must still be current)
+                current = self.store[rtype.split("/")[0]].get(rtype.split("/")[1])
+                wanted = entry["request"].get("ifMatch")
+                if wanted and current and wanted != f'W/"{current["meta"]["versionId"]}"':
+                    return _json(412, _outcome("version conflict"))
+                stored = self.put(resource)
+                entries.append({"response": {"status": "200", "location": _location(stored)}})
                 continue
             response = self._conditional_put(rtype, dict(parse_qsl(query)), resource)
-            entries.append({"response": {"status": str(response.status_code)}})
+            entries.append({"response": {"status": str(response.status_code), "location": _location(response.json())}})
         return _json(200, {"resourceType": "Bundle", "type": f"{bundle.get('type', 'transaction')}-response", "entry": entries})
 
 
@@ -199,6 +203,10 @@ CAPABILITIES = {
         ],
     }],
 }
+
+
+def _location(resource: dict[str, Any]) -> str:
+    return f"{resource['resourceType']}/{resource['id']}/_history/{resource['meta']['versionId']}"
 
 
 def _same(old: dict[str, Any], new: dict[str, Any]) -> bool:

@@ -21,7 +21,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 from typer.core import TyperGroup
 
 from ..errors import AllianceFhirError, FhirValidationError, InputError, ScoringError, TextPackError
@@ -30,6 +29,7 @@ from ..server.client import FhirClient
 from ..server.config import ServerConfig, load_config
 from ..server.signal_sync import SignalReport
 from ..signals.rules import Signal
+from ._output import LogFormat, configure_logging, emit_json, emit_table, say, set_log_format
 
 __all__ = [
     "EXIT_CODES",
@@ -44,13 +44,21 @@ __all__ = [
     "client_factory",
     "command_catalog",
     "err",
+    "emit_json",
+    "emit_table",
     "exit_code_for",
+    "LogFormat",
+    "LogFormatOption",
     "open_client",
     "out",
+    "say",
+    "set_log_format",
     "server_config",
     "setup_logging",
     "signals_summary",
+    "signal_listing",
     "signals_table",
+    "withdrawn_listing",
 ]
 
 # Into a pipe or a log file Rich would assume 80 columns and squeeze the tables (the signals
@@ -71,7 +79,12 @@ ServerOption = Annotated[str | None, typer.Option("--server", help="FHIR R4 base
 ConfigOption = Annotated[Path | None, typer.Option("--config", help="TOML config file (default ./alliance-fhir.toml, then the user config dir).")]
 CaOption = Annotated[Path | None, typer.Option("--ca-bundle", help="CA bundle (PEM) to verify the server's TLS certificate.")]
 VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Log one line per HTTP exchange (method, path, status, time).")]
-JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable summary on stdout.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable summary on stdout: one JSON document on one line.")]
+LogFormatOption = Annotated[
+    LogFormat,
+    typer.Option("--log-format", envvar="ALLIANCE_FHIR_LOG_FORMAT", case_sensitive=False,
+                 help="stderr format: text, or json (one JSON object per line, with a timestamp). Accepted before or after the command."),
+]
 
 # ---------------------------------------------------------------- the one error-to-exit handler
 
@@ -103,18 +116,40 @@ class AllianceGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except AllianceFhirError as exc:
-            err.print(f"error: {exc}", markup=False)
+            say(str(exc), "error")
             raise typer.Exit(exit_code_for(exc)) from None
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        """``--log-format`` is global: accepted after the command name too (moved to the front)."""
+        return super().parse_args(ctx, hoist_option(args, "--log-format"))
+
+
+def hoist_option(args: list[str], name: str) -> list[str]:
+    """``args`` with every ``NAME VALUE`` / ``NAME=VALUE`` before ``--`` moved to the front."""
+    front: list[str] = []
+    rest: list[str] = []
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        if arg == "--":
+            rest += args[index:]
+            break
+        if arg == name and index + 1 < len(args):
+            front += args[index : index + 2]
+            index += 2
+            continue
+        (front if arg.startswith(name + "=") else rest).append(arg)
+        index += 1
+    return front + rest
 
 
 # ---------------------------------------------------------------- helpers
 
 
 def setup_logging(verbose: bool) -> None:
-    """Log to stderr; ``--verbose`` shows one INFO line per HTTP exchange (never bodies)."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    logging.getLogger("alliance_fhir").setLevel(logging.INFO if verbose else logging.WARNING)
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # our own line per exchange replaces httpx's (it logs full URLs)
+    """Log to stderr (timestamped; JSON with ``--log-format json``); ``--verbose`` shows one INFO line
+    per HTTP exchange (method, host, path, status, time; never bodies or query values)."""
+    configure_logging(logging.INFO if verbose else logging.WARNING)
 
 
 def command_catalog(ctx: typer.Context, extra: list[Path] | None, *, report: bool = True) -> Catalog:
@@ -123,7 +158,7 @@ def command_catalog(ctx: typer.Context, extra: list[Path] | None, *, report: boo
     catalog = load_catalog(list((ctx.obj or {}).get("instruments", [])) + list(extra or []))
     if report:
         for problem in catalog.problems:
-            err.print(f"warning: instrument not loaded: {problem}", markup=False)
+            say(f"instrument not loaded: {problem}", "warning")
     return catalog
 
 
@@ -149,15 +184,47 @@ def signals_summary(result: SignalReport) -> str:
     """The one-line count of a signals run (on stderr, after the table)."""
     verb = "would write" if result.dry_run else "written"
     return (f"signals: {result.signals} ({result.active} active); {verb} {result.written}, unchanged {result.unchanged}, "
-            f"withdrawn {result.withdrawn}, tasks created {result.tasks_created}" + (" (dry run)" if result.dry_run else ""))
+            f"withdrawn {result.withdrawn}, tasks created {result.tasks_created}, tasks cancelled {result.tasks_cancelled}, "
+            f"tasks noted {result.tasks_noted}" + (" (dry run)" if result.dry_run else ""))
 
 
-def signals_table(found: list[Signal]) -> Table:
-    """One row per signal: who, which instrument, what, how severe, open or resolved, since when."""
-    table = Table(title="Alliance signals")
-    for name, width in (("subject", 12), ("instrument", 6), ("signal", 12), ("severity", 8), ("status", 8), ("opened", 10)):
-        table.add_column(name, no_wrap=True, overflow="ellipsis", min_width=width)
-    table.add_column("detail", no_wrap=True, overflow="ellipsis", max_width=70)
-    for s in found:
-        table.add_row(s.subject, s.instrument, s.kind, s.severity, s.status, s.opened_at.date().isoformat(), s.detail.split(" Rule:")[0])
-    return table
+def signal_listing(signal: Signal, issue_id: str | None = None) -> dict[str, Any]:
+    """One signal for ``signals --json``: who, what, how severe, open or resolved, and its DetectedIssue."""
+    return {
+        "subject": signal.subject,
+        "instrument": signal.instrument,
+        "kind": signal.kind,
+        "status": signal.status,
+        "severity": signal.severity,
+        "opened": signal.opened_at.isoformat(),
+        "resolved": signal.resolved_at.isoformat() if signal.resolved_at else None,
+        "focus": signal.focus,
+        "episode": signal.episode,
+        "detail": signal.detail,
+        "identifier": signal.key,
+        "detected_issue": f"DetectedIssue/{issue_id}" if issue_id else None,
+    }
+
+
+def withdrawn_listing(issue: dict[str, Any]) -> dict[str, Any]:
+    """A DetectedIssue this run withdrew (its scores were amended or entered in error)."""
+    code: Any = next(iter((issue.get("code") or {}).get("coding") or []), {})
+    key = next((i.get("value") for i in issue.get("identifier") or [] if isinstance(i, dict)), None)
+    return {
+        "subject": (issue.get("patient") or {}).get("reference"),
+        "kind": code.get("code") if isinstance(code, dict) else None,
+        "status": "withdrawn",
+        "severity": issue.get("severity"),
+        "opened": (issue.get("identifiedPeriod") or {}).get("start"),
+        "detail": issue.get("detail"),
+        "identifier": key,
+        "detected_issue": f"DetectedIssue/{issue['id']}" if issue.get("id") else None,
+    }
+
+
+def signals_table(found: list[Signal]) -> None:
+    """One row per signal on stdout: who, which instrument, what, how severe, open or resolved, since when."""
+    columns = ("subject", "instrument", "signal", "severity", "status", "opened", "detail")
+    rows = [(s.subject, s.instrument, s.kind, s.severity, s.status, s.opened_at.date().isoformat(), s.detail.split(" Rule:")[0])
+            for s in found]
+    emit_table("Alliance signals", columns, rows, console=out)

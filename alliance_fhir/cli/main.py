@@ -11,13 +11,11 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from .. import __version__
 from ..content.extraction import extraction_problems
@@ -25,7 +23,19 @@ from ..content.package import write_package
 from ..content.questionnaires import content_resources, load_text_pack, text_pack_template, write_content
 from ..instruments.catalog import Instrument
 from ..instruments.schema import mapping_json_schema
-from ._common import AllianceGroup, InstrumentsOption, TextPackOption, command_catalog, err, out
+from ._common import (
+    AllianceGroup,
+    InstrumentsOption,
+    LogFormat,
+    LogFormatOption,
+    TextPackOption,
+    command_catalog,
+    emit_json,
+    emit_table,
+    out,
+    say,
+    set_log_format,
+)
 from .server import register as register_server_commands
 from .signals import register as register_signal_commands
 
@@ -62,9 +72,11 @@ def _version_callback(value: bool) -> None:
 def main(
     ctx: typer.Context,
     instruments: InstrumentsOption = None,
+    log_format: LogFormatOption = LogFormat.text,
     version: Annotated[bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version.")] = False,
 ) -> None:
     """Psychotherapy alliance measures in FHIR."""
+    set_log_format(log_format)
     ctx.obj = {"instruments": list(instruments or [])}
 
 
@@ -75,19 +87,17 @@ def main(
 def instruments_list(
     ctx: typer.Context,
     instruments: InstrumentsOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output: one JSON array on one line.")] = False,
 ) -> None:
     """List the loaded instruments."""
     catalog = command_catalog(ctx, instruments)
     rows = [_summary(i) for i in catalog]
     if as_json:
-        out.print_json(json.dumps(rows))
+        emit_json(rows)
         return
-    table = Table("id", "name", "version", "items", "scores", "range", "cutoffs", "verification", title="Instruments")
-    for r in rows:
-        table.add_row(r["id"], r["name"], r["version"], str(r["items"]), ", ".join(r["scales"]), r["range"],
-                      ", ".join(r["cutoffs"]) or "-", r["verification"])
-    out.print(table)
+    columns = ("id", "name", "version", "items", "scores", "range", "cutoffs", "verification")
+    emit_table("Instruments", columns, [(r["id"], r["name"], r["version"], r["items"], ", ".join(r["scales"]), r["range"],
+                                         ", ".join(r["cutoffs"]) or "-", r["verification"]) for r in rows], console=out)
 
 
 def _summary(inst: Instrument) -> dict[str, Any]:
@@ -115,12 +125,12 @@ def instruments_show(
     ctx: typer.Context,
     instrument: Annotated[str, typer.Argument(help="Instrument id, Questionnaire url, or url|version.")],
     instruments: InstrumentsOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the mapping as JSON.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the mapping as JSON (one line).")] = False,
 ) -> None:
     """Show one instrument: items, scales, reverse keys, missing-data rules, cutoffs, codes, licence."""
     inst = command_catalog(ctx, instruments).get(instrument)
     if as_json:
-        out.print_json(inst.mapping.model_dump_json(by_alias=True, exclude_none=True))
+        emit_json(inst.mapping.model_dump(mode="json", by_alias=True, exclude_none=True))
         return
     for line in _describe(inst):
         out.print(line, markup=False)
@@ -168,18 +178,21 @@ def instruments_check(
     for inst in checked:
         out.print(f"ok  {inst.id} {inst.canonical}", markup=False)
         for note in extraction_problems(inst):  # advisory: scoring does not depend on SDC extraction rules
-            err.print(f"note: {inst.id}: SDC extraction: {note}", markup=False)
+            say(f"{inst.id}: SDC extraction: {note}", "note")
     for problem in problems:
-        err.print(f"problem: {problem}", markup=False)
+        say(problem, "problem")
     summary = f"{len(checked)} instrument(s) ok, {len(problems)} problem(s)"
-    (err if problems else out).print(summary)
+    if problems:
+        say(summary)
+    else:
+        out.print(summary, markup=False)
     raise typer.Exit(1 if problems else 0)
 
 
 @instruments_app.command("schema")
 def instruments_schema() -> None:
-    """Print the JSON Schema of mapping files (for editors)."""
-    out.print_json(json.dumps(mapping_json_schema()))
+    """Print the JSON Schema of mapping files (for editors): ``> mappings/mapping.schema.json``."""
+    sys.stdout.write(json.dumps(mapping_json_schema(), indent=2, ensure_ascii=False) + "\n")
 
 
 # ---------------------------------------------------------------- questionnaires
@@ -198,7 +211,7 @@ def questionnaires_export(
     packs = [load_text_pack(p) for p in text_pack or []]
     written = write_content(content_resources(catalog, packs), out_dir, bundle=bundle)
     for path in written:
-        err.print(f"wrote {path}", markup=False)
+        say(f"wrote {path}")
 
 
 @questionnaires_app.command("template")
@@ -227,7 +240,7 @@ def package_build(
     catalog = command_catalog(ctx, instruments)
     packs = [load_text_pack(p) for p in text_pack or []]
     path = write_package(catalog, out, __version__, packs)
-    err.print(f"wrote {path}", markup=False)
+    say(f"wrote {path}")
 
 
 # ---------------------------------------------------------------- score
@@ -253,12 +266,5 @@ def score(
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise typer.Exit(1) from None
     if fmt is OutputFormat.table:
-        out.print(_score_table(rows))
+        emit_table("Scores", ("response", "instrument", "total", "subscales", "flags", "rules"), rows, console=out)
     raise typer.Exit(1 if failed else 0)
-
-
-def _score_table(rows: Sequence[tuple[str, ...]]) -> Table:
-    table = Table("response", "instrument", "total", "subscales", "flags", "rules", title="Scores")
-    for row in rows:
-        table.add_row(*row)
-    return table

@@ -18,10 +18,12 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
+from .._text import safe_text
 from ..errors import AllianceFhirError
 from ..instruments.catalog import Catalog, load_catalog
 from ..scoring.batch import BUNDLE_CLOSE, BUNDLE_CLOSE_EMPTY, BUNDLE_OPEN, Chunk, Format, TableRow, bundle_separator, chunked, score_chunk
 from ..scoring.inputs import read_raw
+from ._output import MAX_LINE, say
 
 __all__ = ["jobs_for", "run_score"]
 
@@ -105,8 +107,12 @@ def _score_in_worker(raws: list[Any], fmt: Format) -> Chunk:
 
 
 def _say(line: str, stream: IO[str] | None = None) -> None:
-    """One message line on stderr, plain (no markup, no wrapping)."""
-    (stream or sys.stderr).write(line + "\n")
+    """One message line on stderr, plain (no markup, no wrapping), in the chosen ``--log-format``."""
+    kind, _, text = line.partition(": ")
+    if kind in ("error", "warning"):
+        say(text, kind, stream=stream)
+    else:
+        say(line, stream=stream)
 
 
 def _known_size(paths: list[str]) -> int | None:
@@ -159,7 +165,7 @@ class _Progress:
         self._bar = Progress(*columns, console=console, transient=True)
         self._task = self._bar.add_task("score", total=self._total, records=0)
         self._bar.start()
-        self._say = lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True)
+        self._say = lambda line: console.print(safe_text(line, MAX_LINE), markup=False, highlight=False, soft_wrap=True)
 
     def stop(self) -> None:
         if self._bar is not None:

@@ -10,15 +10,12 @@ errors (including a server that is not FHIR R4 or answers something we cannot tr
 from __future__ import annotations
 
 import getpass
-import json
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.progress import Progress, TextColumn
-from rich.table import Table
 
 from ..content.questionnaires import content_resources
 from ..errors import AuthError, ConfigError, FhirServerError
@@ -39,9 +36,12 @@ from ._common import (
     ServerOption,
     VerboseOption,
     command_catalog,
+    emit_json,
+    emit_table,
     err,
     open_client,
     out,
+    say,
     server_config,
     setup_logging,
     signals_summary,
@@ -81,12 +81,10 @@ def check(
         findings.append(("write mode", True, f"{plan.mode}: {plan.reason}"))
         findings.append(_credentials_finding(client))
     if as_json:
-        out.print_json(json.dumps({"server": cfg.base_url, "checks": [{"check": c, "ok": ok, "detail": d} for c, ok, d in findings]}))
+        emit_json({"server": cfg.base_url, "checks": [{"check": c, "ok": ok, "detail": d} for c, ok, d in findings]})
     else:
-        table = Table("check", "result", "detail", title=f"FHIR server {cfg.base_url}")
-        for name, ok, detail in findings:
-            table.add_row(name, "ok" if ok else "no" if name in _WRITE_CAPABILITIES else "MISSING", detail)
-        out.print(table)
+        rows = [(name, "ok" if ok else "no" if name in _WRITE_CAPABILITIES else "MISSING", detail) for name, ok, detail in findings]
+        emit_table(f"FHIR server {cfg.base_url}", ("check", "result", "detail"), rows, console=out)
     raise typer.Exit(0 if all(ok or name in _WRITE_CAPABILITIES for name, ok, _ in findings) else 1)
 
 
@@ -144,12 +142,11 @@ def publish(
     with open_client(cfg) as client:
         results = publish_resources(client, resources, dry_run=dry_run)
     if as_json:
-        out.print_json(json.dumps([{s: getattr(r, s) for s in r.__slots__} for r in results]))
+        emit_json([{s: getattr(r, s) for s in r.__slots__} for r in results])
     else:
-        table = Table("resource", "canonical", "would" if dry_run else "action", "detail", title="Publish" + (" (dry run)" if dry_run else ""))
-        for r in results:
-            table.add_row(r.resource_type, r.canonical, r.action, r.detail)
-        out.print(table)
+        columns = ("resource", "canonical", "would" if dry_run else "action", "detail")
+        emit_table("Publish" + (" (dry run)" if dry_run else ""), columns,
+                   [(r.resource_type, r.canonical, r.action, r.detail) for r in results], console=out)
     raise typer.Exit(1 if any(r.action == "failed" for r in results) else 0)
 
 
@@ -188,7 +185,7 @@ def sync(
     with StateStore(state_path) as store:
         if reset:
             store.reset(cfg.base_url)
-            err.print(f"reset: forgot the checkpoint and ledger of {cfg.base_url} in {state_path}", markup=False)
+            say(f"forgot the checkpoint and ledger of {cfg.base_url} in {state_path}", "reset")
             raise typer.Exit(0)
         catalog = command_catalog(ctx, instruments)
         options = SyncOptions(since=since, patient=patient, instruments=tuple(instrument or ()), dry_run=dry_run)
@@ -197,13 +194,14 @@ def sync(
     if with_signals and not dry_run:
         with open_client(cfg) as client:
             result = run_signals(client, catalog, patient=patient, tasks=tasks)[0]
-        err.print(signals_summary(result), markup=False)
+        say(signals_summary(result))
     raise typer.Exit(0 if report.ok else 1)
 
 
 def _run_with_progress(cfg: ServerConfig, catalog: Catalog, store: StateStore, options: SyncOptions) -> SyncReport:
+    written = "would write" if options.dry_run else "written"
     columns = [TextColumn("{task.description}"), TextColumn("found {task.fields[found]}  scored {task.fields[scored]}  "
-               "written {task.fields[written]}  unchanged {task.fields[unchanged]}  failed {task.fields[failed]}")]
+               f"{written} {{task.fields[written]}}  unchanged {{task.fields[unchanged]}}  failed {{task.fields[failed]}}")]
     with open_client(cfg) as client, Progress(*columns, console=err, disable=not err.is_terminal, transient=True) as progress:
         task = progress.add_task("sync", found=0, scored=0, written=0, unchanged=0, failed=0)
 
@@ -216,24 +214,24 @@ def _run_with_progress(cfg: ServerConfig, catalog: Catalog, store: StateStore, o
 
 def _print_report(report: SyncReport, as_json: bool) -> None:
     for failure in report.failures:
-        err.print(f"failed: {failure.resource}: {failure.reason}", markup=False)
+        say(f"{failure.resource}: {failure.reason}", "failed")
     for warning in report.warnings:
-        err.print(f"warning: {warning.resource}: {warning.reason}", markup=False)
+        say(f"{warning.resource}: {warning.reason}", "warning")
     for seen in report.unattributed:
-        err.print(f"unattributed: {seen.resource}: {seen.reason}", markup=False)
+        say(f"{seen.resource}: {seen.reason}", "unattributed")
     if report.write_mode:
-        err.print(f"write mode: {report.write_mode} ({report.write_mode_reason})", markup=False)
+        say(f"{report.write_mode} ({report.write_mode_reason})", "write mode")
     if report.outstanding:
-        err.print(f"outstanding failures: {len(report.outstanding)} (alliance-fhir failures --server {report.server} lists them)",
-                  markup=False)
+        say(f"outstanding failures: {len(report.outstanding)} (alliance-fhir failures --server {report.server} lists them)")
     if as_json:
-        sys.stdout.write(json.dumps(report.as_dict(), indent=2) + "\n")
+        emit_json(report.as_dict())
         return
-    table = Table("found", "scored", "written", "unchanged", "retracted", "failed", "outstanding", "requests", "seconds",
-                  title=f"Sync {report.server}" + (" (dry run: nothing written)" if report.dry_run else ""))
-    table.add_row(*(str(v) for v in (report.found, report.scored, report.written, report.unchanged, report.retracted,
-                                      report.failed, len(report.outstanding), report.requests, report.seconds)))
-    out.print(table)
+    # a dry run writes nothing: its counts are what a real run would write and retract
+    columns = ("found", "scored", "would write" if report.dry_run else "written", "unchanged",
+               "would retract" if report.dry_run else "retracted", "failed", "outstanding", "requests", "seconds")
+    row = (report.found, report.scored, report.written, report.unchanged, report.retracted, report.failed, len(report.outstanding),
+           report.requests, report.seconds)
+    emit_table(f"Sync {report.server}" + (" (dry run: nothing written)" if report.dry_run else ""), columns, [row], console=out)
 
 
 # ---------------------------------------------------------------- failures
@@ -258,12 +256,10 @@ def failures(
     if as_json:
         rows = [{"response": f"QuestionnaireResponse/{f.response_id}", "reason": f.reason, "since": f.since, "outcome": f.outcome}
                 for f in outstanding]
-        sys.stdout.write(json.dumps({"server": cfg.base_url, "outstanding_count": len(outstanding), "outstanding": rows}) + "\n")
+        emit_json({"server": cfg.base_url, "outstanding_count": len(outstanding), "outstanding": rows})
     else:
-        table = Table("response", "since", "reason", title=f"Outstanding failures on {cfg.base_url}: {len(outstanding)}")
-        for f in outstanding:
-            table.add_row(f"QuestionnaireResponse/{f.response_id}", f.since, f.reason)
-        out.print(table)
+        emit_table(f"Outstanding failures on {cfg.base_url}: {len(outstanding)}", ("response", "since", "reason"),
+                   [(f"QuestionnaireResponse/{f.response_id}", f.since, f.reason) for f in outstanding], console=out)
     raise typer.Exit(1 if outstanding else 0)
 
 
@@ -275,7 +271,7 @@ def _dismiss(store: StateStore, server: str, ref: str, reason: str | None, by: s
     dismissed = store.dismiss(server, response_id, who, reason.strip())
     if dismissed is None:
         raise ConfigError(f"QuestionnaireResponse/{response_id} has no outstanding failure on {server}")
-    err.print(f"dismissed: QuestionnaireResponse/{response_id} by {who}: {reason.strip()} (was: {dismissed.reason})", markup=False)
+    say(f"QuestionnaireResponse/{response_id} by {who}: {reason.strip()} (was: {dismissed.reason})", "dismissed")
 
 
 def _login_name() -> str:
@@ -304,13 +300,11 @@ def demo(
     catalog = command_catalog(ctx, None)
     with open_client(cfg) as client:
         if cleanup:
-            err.print(f"deleted {cleanup_demo(client)} demo resources from {cfg.base_url}", markup=False)
+            say(f"deleted {cleanup_demo(client)} demo resources from {cfg.base_url}")
             raise typer.Exit(0)
         published = publish_resources(client, content_resources(catalog))
-        err.print(f"published {len(published)} resources: " + ", ".join(
-            f"{n} {a}" for a, n in Counter(r.action for r in published).items()), markup=False)
-        err.print(f"posted {post_demo_data(client, catalog)} demo resources (patients, practitioners, sessions, responses)",
-                  markup=False)
+        say(f"published {len(published)} resources: " + ", ".join(f"{n} {a}" for a, n in Counter(r.action for r in published).items()))
+        say(f"posted {post_demo_data(client, catalog)} demo resources (patients, practitioners, sessions, responses)")
     with StateStore(cfg.state_db or data_dir() / "state.sqlite") as store:
         # the demo syncs only its own (tagged) data: on a shared server it never touches anyone else's
         first = _run_with_progress(cfg, catalog, store, SyncOptions(tag=DEMO_TAG))
@@ -318,13 +312,12 @@ def demo(
     with open_client(cfg) as client:
         signal_report, found, _ = run_signals(client, catalog, tag=DEMO_TAG)
     if as_json:
-        runs = {"first": first.as_dict(), "second": second.as_dict(), "signals": signal_report.as_dict()}
-        sys.stdout.write(json.dumps(runs, indent=2) + "\n")
+        emit_json({"first": first.as_dict(), "second": second.as_dict(), "signals": signal_report.as_dict()})
     else:
         _print_report(first, False)
         _print_report(second, False)
         if second.written == 0 and second.retracted == 0:
-            err.print("The second sync wrote nothing: everything was already in step.", markup=False)
-        out.print(signals_table(found))
-        err.print(f"signals written as DetectedIssues: {signal_report.written} (unchanged {signal_report.unchanged})", markup=False)
+            say("The second sync wrote nothing: everything was already in step.")
+        signals_table(found)
+        say(f"signals written as DetectedIssues: {signal_report.written} (unchanged {signal_report.unchanged})")
     raise typer.Exit(0 if first.ok and second.ok else 1)

@@ -27,13 +27,15 @@ from ._common import (
     ServerOption,
     VerboseOption,
     command_catalog,
-    err,
+    emit_json,
     open_client,
-    out,
+    say,
     server_config,
     setup_logging,
+    signal_listing,
     signals_summary,
     signals_table,
+    withdrawn_listing,
 )
 
 __all__ = ["register"]
@@ -76,19 +78,27 @@ def signals(
     setup_logging(verbose)
     catalog = command_catalog(ctx, None)
     if paths:
-        found = detect_signals(_local_trajectories(paths, catalog, patient))
-        sys.stdout.write(json.dumps(signal_bundle(found, tasks=tasks), indent=2) + "\n")
+        trajectories = _local_trajectories(paths, catalog, patient)
+        for problem in trajectories.problems:
+            say(problem, "note")
+        found = detect_signals(trajectories)
+        if as_json:
+            emit_json({"signals": [signal_listing(s) for s in found]})
+        else:
+            sys.stdout.write(json.dumps(signal_bundle(found, tasks=tasks), indent=2) + "\n")
         raise typer.Exit(0)
     cfg = server_config(server, config, ca_bundle=ca_bundle)
     with open_client(cfg) as client:
         result, found, trajectories = run_signals(client, catalog, patient=patient, tasks=tasks, dry_run=dry_run)
     for problem in result.problems:
-        err.print(f"note: {problem}", markup=False)
+        say(problem, "note")
     if as_json:
-        sys.stdout.write(json.dumps(result.as_dict(), indent=2) + "\n")
+        listing = [signal_listing(s, result.issue_ids.get(s.key)) for s in found]
+        withdrawn = [withdrawn_listing(issue) for issue in result.withdrawn_issues]
+        emit_json({**result.as_dict(), "signals": listing, "withdrawn_issues": withdrawn})
     else:
-        out.print(signals_table(found))
-        err.print(signals_summary(result), markup=False)
+        signals_table(found)
+        say(signals_summary(result))
 
 
 def report(
@@ -97,15 +107,20 @@ def report(
     server: ServerOption = None,
     patient: PatientOption = None,
     practitioner: Annotated[str | None, typer.Option("--practitioner", help="Caseload view for this practitioner (Practitioner/.. or PractitionerRole/..).")] = None,
-    out_file: Annotated[Path | None, typer.Option("--out", help="Write FILE.html (self-contained) or FILE.png.")] = None,
+    out_file: Annotated[Path | None, typer.Option("--out", help="The file to write; its suffix sets the format: .html (self-contained), .png, .svg or .pdf.")] = None,
     config: ConfigOption = None,
     ca_bundle: CaOption = None,
     verbose: VerboseOption = False,
 ) -> None:
-    """A client's alliance trajectory (plot + signals table), or a practitioner's caseload, as HTML or PNG."""
+    """A client's alliance trajectory (plot + signals table), or a practitioner's caseload, as HTML, PNG, SVG or PDF."""
     setup_logging(verbose)
     if bool(patient) == bool(practitioner):
-        err.print("error: give exactly one of --patient or --practitioner", markup=False)
+        say("give exactly one of --patient or --practitioner", "error")
+        raise typer.Exit(2)
+    target = out_file or Path("alliance-report.html")
+    fmt = _REPORT_SUFFIXES.get(target.suffix.lower())
+    if fmt is None:  # refused before any work: a file must be what its name says
+        say(f"--out {target}: unknown report format '{target.suffix}'; use .html, .png, .svg or .pdf", "error")
         raise typer.Exit(2)
     catalog = command_catalog(ctx, None)
     if paths:
@@ -114,15 +129,18 @@ def report(
         cfg = server_config(server, config, ca_bundle=ca_bundle)
         with open_client(cfg) as client:
             trajectories = fetch_trajectories(client, catalog, patient)
+    for problem in trajectories.problems:
+        say(problem, "note")
     found = detect_signals(trajectories)
-    from ..signals import report as rendering  # matplotlib: only when a report is asked for
+    from ..signals.report import render_report  # matplotlib: only when a report is asked for
 
-    target = out_file or Path("alliance-report.html")
-    if practitioner:
-        rows = rendering.practitioner_overview(trajectories, found, practitioner)
-        target.write_text(rendering.render_practitioner_html(rows, practitioner), encoding="utf-8")
-    elif target.suffix.lower() == ".png":
-        target.write_bytes(rendering.render_client_png(trajectories, found, str(patient)))
-    else:
-        target.write_text(rendering.render_client_html(trajectories, found, str(patient)), encoding="utf-8")
-    err.print(f"wrote {target}", markup=False)
+    data = render_report(fmt, trajectories, found, subject=patient, practitioner=practitioner)
+    try:
+        target.write_bytes(data)
+    except OSError as exc:
+        say(f"--out {target}: cannot write ({exc.strerror or exc})", "error")
+        raise typer.Exit(2) from None
+    say(f"wrote {target} ({fmt.upper()}, {len(data)} bytes)")
+
+
+_REPORT_SUFFIXES = {".html": "html", ".htm": "html", ".png": "png", ".svg": "svg", ".pdf": "pdf"}

@@ -3,7 +3,10 @@
 Idempotent like sync: each DetectedIssue is written by conditional update on its deterministic
 identifier and only when its content changed, so a second run writes nothing; an issue the
 current scores no longer support is marked entered-in-error (withdrawn), never deleted. Tasks
-are created once (conditional create) and then left to the clinician.
+are created once (conditional create) and then follow their signal without taking the
+clinician's place: a withdrawn signal's open Task is cancelled, a resolved signal's open Task
+gets a note and stays open (``signals.resources.task_follow_ups``). Each update is a PUT by id
+with ``If-Match`` on the version read, so a clinician's concurrent edit is never overwritten.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from .._ids import IDENTIFIER_SYSTEM, SIGNAL_IDENTIFIER_SYSTEM, TASK_IDENTIFIER_
 from ..errors import NotFound
 from ..fhirtypes import comparable
 from ..instruments.catalog import Catalog
-from ..signals.resources import signal_resources, withdrawn_issues
+from ..signals.resources import signal_resources, task_follow_ups, withdrawn_issues
 from ..signals.rules import Signal, detect_signals
 from ..signals.trajectory import Trajectories, build_trajectories, context_from_encounters, unbundle
 from .client import FhirClient, search_token
@@ -36,10 +39,14 @@ class SignalReport:
     unchanged: int = 0
     withdrawn: int = 0
     tasks_created: int = 0
+    tasks_cancelled: int = 0
+    tasks_noted: int = 0
     problems: list[str] = field(default_factory=list)
+    issue_ids: dict[str, str] = field(default_factory=dict)  # signal key -> DetectedIssue id on the server
+    withdrawn_issues: list[dict[str, Any]] = field(default_factory=list)  # the issues marked entered-in-error
 
     def as_dict(self) -> dict[str, Any]:
-        return dict(vars(self))
+        return {k: v for k, v in vars(self).items() if k not in ("issue_ids", "withdrawn_issues")}
 
 
 def fetch_trajectories(
@@ -87,13 +94,17 @@ def run_signals(
     writes = [r for r in resources if r["resourceType"] in ("Device", "DetectedIssue") and _changed(r, existing, client)]
     report.unchanged = len(issues) - sum(1 for r in writes if r["resourceType"] == "DetectedIssue")
     new_tasks = [r for r in resources if r["resourceType"] == "Task"]
-    if tasks:
-        known = _existing(client, "Task", TASK_IDENTIFIER_SYSTEM, None, tag)
-        new_tasks = [t for t in new_tasks if t["identifier"][0]["value"] not in known]
+    known = _existing(client, "Task", TASK_IDENTIFIER_SYSTEM, patient, tag)  # always: Tasks follow their signal
+    new_tasks = [t for t in new_tasks if t["identifier"][0]["value"] not in known]
+    cancelled, noted = task_follow_ups(known, signals, withdrawn)
+    report.issue_ids = {key: str(r["id"]) for key, r in existing.items() if r.get("id")}
+    report.withdrawn_issues = withdrawn
     if not dry_run:
-        _write(client, writes, withdrawn, new_tasks)
+        report.issue_ids.update(_write(client, writes, withdrawn, new_tasks))
+        _update_tasks(client, cancelled + noted)
     report.written = sum(1 for r in writes if r["resourceType"] == "DetectedIssue")
     report.tasks_created = len(new_tasks)
+    report.tasks_cancelled, report.tasks_noted = len(cancelled), len(noted)
     return report, signals, trajectories
 
 
@@ -125,7 +136,9 @@ def _changed(resource: dict[str, Any], existing: dict[str, dict[str, Any]], clie
 
 
 def _write(client: FhirClient, writes: Iterable[dict[str, Any]], withdrawn: Iterable[dict[str, Any]],
-           tasks: Iterable[dict[str, Any]]) -> None:
+           tasks: Iterable[dict[str, Any]]) -> dict[str, str]:
+    """Write the issues (and create the Tasks); returns the server id of each DetectedIssue written, by signal key."""
+    ids: dict[str, str] = {}
     entries = []
     for resource in list(writes) + list(withdrawn):
         if resource["resourceType"] == "Device":
@@ -138,7 +151,9 @@ def _write(client: FhirClient, writes: Iterable[dict[str, Any]], withdrawn: Iter
             body["meta"] = {"tag": resource["meta"]["tag"]}
         entries.append({"resource": body, "request": {"method": "PUT", "url": url}})
     for start in range(0, len(entries), 50):
-        client.transaction({"resourceType": "Bundle", "type": "transaction", "entry": entries[start : start + 50]}, idempotent=True)
+        batch = entries[start : start + 50]
+        answer = client.transaction({"resourceType": "Bundle", "type": "transaction", "entry": batch}, idempotent=True)
+        ids.update(_written_ids(batch, answer))
     for task in tasks:  # conditional create: never overwrite a clinician's Task
         ident = task["identifier"][0]
         bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [{
@@ -146,4 +161,39 @@ def _write(client: FhirClient, writes: Iterable[dict[str, Any]], withdrawn: Iter
             "request": {"method": "POST", "url": "Task", "ifNoneExist": f"identifier={ident['system']}|{ident['value']}"},
         }]}
         client.transaction(bundle, idempotent=True)
+    return ids
+
+
+def _written_ids(entries: list[dict[str, Any]], answer: dict[str, Any]) -> dict[str, str]:
+    """Signal key -> DetectedIssue id, from a transaction-response's ``location`` of each entry (same order)."""
+    ids: dict[str, str] = {}
+    for entry, result in zip(entries, answer.get("entry") or [], strict=False):
+        resource = entry["resource"]
+        location = ((result or {}).get("response") or {}).get("location") if isinstance(result, dict) else None
+        if resource["resourceType"] != "DetectedIssue" or not isinstance(location, str):
+            continue
+        parts = location.split("/")
+        if len(parts) >= 2 and parts[0].endswith("DetectedIssue"):
+            ids[resource["identifier"][0]["value"]] = parts[1]
+        elif "DetectedIssue" in parts:
+            ids[resource["identifier"][0]["value"]] = parts[parts.index("DetectedIssue") + 1]
+    return ids
+
+
+def _update_tasks(client: FhirClient, updated: list[dict[str, Any]]) -> None:
+    """PUT each Task by id with If-Match on the version read: a clinician's edit in between wins (412)."""
+    entries = []
+    for task in updated:
+        request: dict[str, str] = {"method": "PUT", "url": f"Task/{task['id']}"}
+        version = (task.get("meta") or {}).get("versionId")
+        if version:
+            request["ifMatch"] = f'W/"{version}"'
+        entries.append({"resource": {k: v for k, v in task.items() if k != "meta"} | _tag_meta(task), "request": request})
+    for start in range(0, len(entries), 50):  # not retried: a retry could meet its own first write as a version conflict
+        client.transaction({"resourceType": "Bundle", "type": "transaction", "entry": entries[start : start + 50]}, idempotent=False)
+
+
+def _tag_meta(resource: dict[str, Any]) -> dict[str, Any]:
+    tags = (resource.get("meta") or {}).get("tag")
+    return {"meta": {"tag": tags}} if tags else {}
 

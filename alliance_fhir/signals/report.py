@@ -1,11 +1,12 @@
-"""Reports for clinicians: a client's trajectories as a PNG and a self-contained HTML page, and a
-practitioner's caseload as an HTML table.
+"""Reports for clinicians: a client's trajectories and a practitioner's caseload, each as a
+self-contained HTML page or as a PNG, SVG or PDF (:data:`REPORT_FORMATS`, :func:`render_report`).
 
 Input is plain data (:class:`~alliance_fhir.trajectory.Trajectories` and
 :class:`~alliance_fhir.signals.Signal`), so the same report works from local Observation files
 and from a server. Plots use matplotlib's object API on an Agg canvas (no pyplot global state,
 no display, safe in a server); the HTML embeds the PNG as a data URI and loads nothing from the
-network, because reports are opened on clinical workstations and carry patient data.
+network, because reports are opened on clinical workstations and carry patient data. Image
+output carries no creation date or software version, so the same data give the same bytes.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 
+from matplotlib import rc_context
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -27,12 +29,23 @@ from .rules import EARLY_WARNING, GAP, LOW_ALLIANCE, RUPTURE, SIGNAL_KINDS, SPLI
 from .trajectory import ScorePoint, Series, Trajectories
 
 __all__ = [
+    "REPORT_FORMATS",
     "OverviewRow",
     "practitioner_overview",
     "render_client_html",
     "render_client_png",
     "render_practitioner_html",
+    "render_report",
 ]
+
+REPORT_FORMATS = ("html", "png", "svg", "pdf")
+"""What ``report --out`` writes, chosen by the file's suffix."""
+# No dates or versions in the files: the same report is the same bytes (and leaks nothing about the host).
+_METADATA: dict[str, dict[str, str | None]] = {
+    "png": {"Software": None},
+    "svg": {"Date": None, "Creator": None},
+    "pdf": {"CreationDate": None, "Creator": None, "Producer": None},
+}
 
 PANEL_WIDTH_IN = 10.0
 PANEL_HEIGHT_IN = 3.2
@@ -67,11 +80,45 @@ class OverviewRow:
     open_signals: tuple[str, ...]
 
 
+def render_report(
+    fmt: str, trajectories: Trajectories, signals: Sequence[Signal], *, subject: str | None = None, practitioner: str | None = None
+) -> bytes:
+    """The client view (``subject``) or the caseload view (``practitioner``) in ``fmt`` (one of :data:`REPORT_FORMATS`).
+
+    Raises:
+        ValueError: an unknown format, or not exactly one of subject and practitioner.
+    """
+    if fmt not in REPORT_FORMATS:
+        raise ValueError(f"unknown report format {fmt!r} (formats: {', '.join(REPORT_FORMATS)})")
+    if (subject is None) == (practitioner is None):
+        raise ValueError("give exactly one of subject or practitioner")
+    if practitioner is not None:
+        rows = practitioner_overview(trajectories, signals, practitioner)
+        if fmt == "html":
+            return render_practitioner_html(rows, practitioner).encode("utf-8")
+        return _save(_practitioner_figure(rows, practitioner), fmt, 100)
+    assert subject is not None
+    if fmt == "html":
+        return render_client_html(trajectories, signals, subject).encode("utf-8")
+    return _save(_client_figure(trajectories, signals, subject, 100), fmt, 100)
+
+
 def render_client_png(trajectories: Trajectories, signals: Sequence[Signal], subject: str, *, dpi: int = 100) -> bytes:
     """One panel per instrument (plus a client-vs-therapist panel where both forms exist), as PNG bytes.
 
     The image is PANEL_WIDTH_IN x (PANEL_HEIGHT_IN x panels) inches at ``dpi``.
     """
+    return _save(_client_figure(trajectories, signals, subject, dpi), "png", dpi)
+
+
+def _save(figure: Figure, fmt: str, dpi: int) -> bytes:
+    buffer = io.BytesIO()
+    with rc_context({"svg.hashsalt": "alliance-fhir", "svg.fonttype": "path"}):
+        figure.savefig(buffer, format=fmt, dpi=dpi, metadata=_METADATA[fmt])
+    return buffer.getvalue()
+
+
+def _client_figure(trajectories: Trajectories, signals: Sequence[Signal], subject: str, dpi: int) -> Figure:
     panels = _panels(trajectories, subject)
     pairs = _gap_pairs(trajectories, subject)
     count = max(1, len(panels) + len(pairs))
@@ -86,9 +133,7 @@ def render_client_png(trajectories: Trajectories, signals: Sequence[Signal], sub
     if not panels and not pairs:
         axes[0].text(0.5, 0.5, f"No scores for {subject}", ha="center", va="center", transform=axes[0].transAxes)
         axes[0].set_axis_off()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None})
-    return buffer.getvalue()
+    return figure
 
 
 def render_client_html(trajectories: Trajectories, signals: Sequence[Signal], subject: str) -> str:
@@ -127,19 +172,47 @@ def practitioner_overview(trajectories: Trajectories, signals: Iterable[Signal],
     return sorted(rows, key=lambda r: (-len(r.open_signals), r.subject, r.instrument, r.episode or ""))
 
 
+_CASELOAD_HEAD = ["Client", "Instrument", "Episode", "Scored sessions", "Latest score", "Date", "Last change", "Trend", "Open signals"]
+
+
+def _caseload_cells(row: OverviewRow) -> list[str]:
+    change = "-" if row.change is None else ("+" if row.change > 0 else "") + _num(row.change)
+    cells = [row.subject, row.instrument, row.episode or "-", str(row.sessions), _num(row.latest), row.latest_time.date().isoformat()]
+    return [*cells, change, row.trend, ", ".join(SIGNAL_KINDS[k] for k in row.open_signals) or "none"]
+
+
 def render_practitioner_html(rows: Sequence[OverviewRow], practitioner: str) -> str:
     """The organisation view for one practitioner as a self-contained HTML table."""
-    head = ["Client", "Instrument", "Episode", "Scored sessions", "Latest score", "Date", "Last change", "Trend", "Open signals"]
     lines = []
     for r in rows:
-        change = "-" if r.change is None else ("+" if r.change > 0 else "") + _num(r.change)
-        signals = ", ".join(SIGNAL_KINDS[k] for k in r.open_signals) or "none"
+        *cells, signals = _caseload_cells(r)
         cls = ' class="active"' if r.open_signals else ""
-        cells = [r.subject, r.instrument, r.episode or "-", str(r.sessions), _num(r.latest), r.latest_time.date().isoformat()]
-        cells += [change, r.trend]
         lines.append("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in cells) + f"<td{cls}>{_e(signals)}</td></tr>")
-    table = _table(head, lines) if rows else "<p>No clients with alliance scores.</p>"
+    table = _table(_CASELOAD_HEAD, lines) if rows else "<p>No clients with alliance scores.</p>"
     return _page(f"Caseload: {practitioner}", [f"<h1>Alliance caseload: {_e(practitioner)}</h1>", table])
+
+
+def _practitioner_figure(rows: Sequence[OverviewRow], practitioner: str) -> Figure:
+    """The caseload table drawn as a figure (for PNG, SVG and PDF); open signals in red."""
+    height = 1.2 + 0.32 * max(1, len(rows))
+    figure = Figure(figsize=(PANEL_WIDTH_IN * 1.3, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(figure)
+    ax = figure.subplots()
+    ax.set_axis_off()
+    ax.set_title(f"Alliance caseload: {practitioner}", loc="left", fontsize=11)
+    if not rows:
+        ax.text(0.5, 0.5, "No clients with alliance scores.", ha="center", va="center", transform=ax.transAxes)
+        return figure
+    table = ax.table(cellText=[_caseload_cells(r) for r in rows], colLabels=_CASELOAD_HEAD, loc="upper left", cellLoc="left")
+    table.auto_set_font_size(False)
+    table.set_fontsize(8)
+    table.auto_set_column_width(list(range(len(_CASELOAD_HEAD))))
+    for column in range(len(_CASELOAD_HEAD)):
+        table[0, column].set_facecolor("#eeeeee")
+    for index, row in enumerate(rows, start=1):
+        if row.open_signals:
+            table[index, len(_CASELOAD_HEAD) - 1].get_text().set_color("#b71c1c")
+    return figure
 
 
 # ---- plotting ------------------------------------------------------------------------------

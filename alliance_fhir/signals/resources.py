@@ -17,7 +17,7 @@ Everything here is a pure function of the signals: no clock, no server.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .._ids import (
@@ -34,14 +34,19 @@ from .rules import RUPTURE, SIGNAL_KINDS, Signal
 
 __all__ = [
     "DEVICE_ID",
+    "OPEN_TASK_STATUSES",
     "detected_issue",
     "device_reference",
     "follow_up_task",
     "plugin_device",
     "signal_bundle",
     "signal_resources",
+    "task_follow_ups",
     "withdrawn_issues",
 ]
+
+OPEN_TASK_STATUSES = frozenset({"draft", "requested", "received", "accepted", "ready", "in-progress", "on-hold"})
+"""Task statuses in which the work is not yet done, refused or cancelled: a Task we may still touch."""
 
 DEVICE_ID = "alliance-fhir"
 _BUNDLE_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, f"{PROJECT_BASE}/bundle-entry")
@@ -172,9 +177,48 @@ def withdrawn_issues(existing: Iterable[dict[str, Any]], current: Iterable[dict[
     return out
 
 
+def task_follow_ups(
+    tasks: Mapping[str, dict[str, Any]], signals: Iterable[Signal], withdrawn: Iterable[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Tasks that follow their signal: (cancelled, noted), as updated copies ready to PUT by id.
+
+    ``tasks`` are our existing follow-up Tasks by signal key (as read from the server, with
+    ``id``/``meta``). A Task whose signal was **withdrawn** (its scores were amended or entered in
+    error) is ``cancelled`` with a reason, because there is nothing left to follow up. A Task
+    whose signal was **resolved** gets one note saying so and is otherwise left as it is: the
+    clinician may still want the conversation, so closing it is theirs. Tasks that are already
+    done, refused or cancelled are never touched; a second run changes nothing.
+    """
+    cancelled: list[dict[str, Any]] = []
+    for issue in withdrawn:
+        task = tasks.get(_signal_id(issue) or "")
+        if task is not None and task.get("status") in OPEN_TASK_STATUSES:
+            reason = "The alliance signal was withdrawn: the scores it came from were amended or entered in error."
+            cancelled.append({**task, "status": "cancelled", "statusReason": {"text": reason},
+                              "note": [*_notes(task), {"authorReference": device_reference(), "text": reason}]})
+    noted: list[dict[str, Any]] = []
+    for signal in signals:
+        task = tasks.get(signal.key)
+        if task is None or signal.status != "resolved" or task.get("status") not in OPEN_TASK_STATUSES or signal.resolved_at is None:
+            continue
+        text = (f"The alliance signal was resolved by the score of {signal.resolved_at.date().isoformat()}. "
+                "This Task is left open for the clinician to close.")
+        if any(isinstance(n, dict) and n.get("text") == text for n in _notes(task)):
+            continue
+        note = {"authorReference": device_reference(), "time": signal.resolved_at.isoformat(), "text": text}
+        noted.append({**task, "note": [*_notes(task), note]})
+    return cancelled, noted
+
+
+def _notes(task: dict[str, Any]) -> list[Any]:
+    notes = task.get("note")
+    return list(notes) if isinstance(notes, list) else []
+
+
 def _signal_id(resource: dict[str, Any]) -> str | None:
+    """The signal key of one of our DetectedIssues or Tasks (their identifiers share the key)."""
     for ident in resource.get("identifier") or []:
-        if isinstance(ident, dict) and ident.get("system") == SIGNAL_IDENTIFIER_SYSTEM:
+        if isinstance(ident, dict) and ident.get("system") in (SIGNAL_IDENTIFIER_SYSTEM, TASK_IDENTIFIER_SYSTEM):
             return str(ident.get("value"))
     return None
 

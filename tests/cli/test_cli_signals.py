@@ -97,3 +97,81 @@ def test_demo_writes_signals_and_reruns_write_nothing(monkeypatch, tmp_path):
     summary = json.loads(second.stdout)
     assert summary["written"] == 0 and summary["tasks_created"] == 0 and summary["unchanged"] == len(issues)
     assert len(fake.store["DetectedIssue"]) == len(issues)
+
+
+@pytest.mark.parametrize("suffix, magic", [(".html", b"<!DOCTYPE html>"), (".png", b"\x89PNG\r\n\x1a\n"), (".svg", b"<?xml"), (".pdf", b"%PDF-")])
+@pytest.mark.parametrize("view", [["--patient", "Patient/afdemo-rupture"], ["--practitioner", "Practitioner/afdemo-t2"]])
+def test_report_writes_the_format_its_suffix_names_for_both_views(demo_files, tmp_path, view, suffix, magic):
+    target = tmp_path / f"report{suffix.upper() if suffix == '.pdf' else suffix}"  # the suffix is read case-blind
+    result = runner.invoke(app, ["report", str(demo_files), *view, "--out", str(target)])
+    assert result.exit_code == 0, result.output
+    data = target.read_bytes()
+    assert data.startswith(magic)
+    if suffix == ".svg":
+        assert b"<svg" in data
+    assert f"wrote {target} ({suffix[1:].upper()}," in result.stderr
+
+
+@pytest.mark.parametrize("name", ["report.jpg", "report", "report.txt", "report.png.gz"])
+def test_report_refuses_a_suffix_it_cannot_write_before_doing_any_work(demo_files, tmp_path, name):
+    target = tmp_path / name
+    result = runner.invoke(app, ["report", str(demo_files), "--patient", "Patient/afdemo-rupture", "--out", str(target)])
+    assert result.exit_code == 2 and "unknown report format" in result.stderr and ".html, .png, .svg or .pdf" in result.stderr
+    assert not target.exists()
+
+
+def test_image_reports_are_the_same_bytes_for_the_same_data(demo_files, tmp_path):
+    for suffix in (".svg", ".pdf", ".png"):
+        paths = [tmp_path / f"a{suffix}", tmp_path / f"b{suffix}"]
+        for path in paths:
+            runner.invoke(app, ["report", str(demo_files), "--practitioner", "Practitioner/afdemo-t2", "--out", str(path)])
+        assert paths[0].read_bytes() == paths[1].read_bytes(), suffix
+
+
+def _fake_server(monkeypatch, tmp_path) -> FakeFhir:  # noqa: ANN001
+    fake = FakeFhir()
+    monkeypatch.setattr(cli_common, "client_factory", lambda cfg: FhirClient(cfg, transport=httpx.MockTransport(fake), sleep=lambda s: None))
+    monkeypatch.setenv("ALLIANCE_FHIR_STATE_DB", str(tmp_path / "state.sqlite"))
+    return fake
+
+
+def test_signals_json_lists_every_signal_on_one_line(monkeypatch, tmp_path):
+    fake = _fake_server(monkeypatch, tmp_path)
+    assert runner.invoke(app, ["demo", "--server", BASE, "--json"]).exit_code == 0
+    result = runner.invoke(app, ["signals", "--server", BASE, "--json"])
+    assert result.exit_code == 0, result.output
+    assert len(result.stdout.splitlines()) == 1
+    listing = json.loads(result.stdout)["signals"]
+    issues = {i["identifier"][0]["value"]: i for i in fake.store["DetectedIssue"].values()}
+    assert len(listing) == len(issues) > 0
+    for signal in listing:
+        assert set(signal) >= {"subject", "instrument", "kind", "status", "severity", "opened", "detail", "detected_issue"}
+        issue = issues[signal["identifier"]]
+        assert signal["detected_issue"] == f"DetectedIssue/{issue['id']}"
+        assert (signal["subject"], signal["severity"]) == (issue["patient"]["reference"], issue["severity"])
+    assert {"alliance-rupture", "low-alliance"} <= {s["kind"] for s in listing}
+
+
+def test_tasks_follow_their_signal_withdrawn_cancels_resolved_notes(monkeypatch, tmp_path):
+    fake = _fake_server(monkeypatch, tmp_path)
+    assert runner.invoke(app, ["demo", "--server", BASE, "--json"]).exit_code == 0
+    assert runner.invoke(app, ["signals", "--server", BASE, "--tasks"]).exit_code == 0
+    tasks = {t["identifier"][0]["value"]: t for t in fake.store["Task"].values()}
+    active = [i for i in fake.store["DetectedIssue"].values() if i["status"] == "final" and i["identifier"][0]["value"] in tasks]
+    assert active
+    # withdraw the scores behind one active signal: its Observations become entered-in-error
+    issue = active[0]
+    evidence = {d["identifier"]["value"] for d in issue["evidence"][0]["detail"]}
+    for obs in fake.store["Observation"].values():
+        if obs["identifier"][0]["value"] in evidence:
+            fake.put({**obs, "status": "entered-in-error"})
+    result = runner.invoke(app, ["signals", "--server", BASE, "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    key = issue["identifier"][0]["value"]
+    assert key in {w["identifier"] for w in summary["withdrawn_issues"]}
+    task = next(t for t in fake.store["Task"].values() if t["identifier"][0]["value"] == key)
+    assert task["status"] == "cancelled" and "withdrawn" in task["statusReason"]["text"]
+    assert summary["tasks_cancelled"] >= 1
+    again = json.loads(runner.invoke(app, ["signals", "--server", BASE, "--json"]).stdout)
+    assert again["tasks_cancelled"] == 0 and again["tasks_noted"] == 0  # a second run changes nothing

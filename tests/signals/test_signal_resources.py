@@ -191,3 +191,23 @@ def test_end_to_end_from_responses(catalog, make_response):
     issue = detected_issue(signals[1])
     validate_resource(issue)
     assert [d["identifier"] for d in issue["evidence"][0]["detail"]] == [o["identifier"][0] for o in observations]
+
+
+def test_tasks_follow_their_signal(catalog):
+    from alliance_fhir.signals.resources import follow_up_task, task_follow_ups
+
+    active = signals_of(catalog, [38, 38, 36.5])[RUPTURE]  # the drop opens a rupture (active)
+    rupture = signals_of(catalog, [38, 38, 36.5, 38])[RUPTURE]  # ... and a score back at 38 repairs it
+    resolved = [rupture]
+    assert (active.key, active.status, rupture.status) == (rupture.key, "active", "resolved")
+    task = {**follow_up_task(active), "id": "t1", "meta": {"versionId": "3"}}
+    # resolved: one note, the Task stays open for the clinician
+    cancelled, noted = task_follow_ups({rupture.key: task}, resolved, [])
+    assert cancelled == [] and [t["status"] for t in noted] == ["requested"]
+    assert "resolved by the score of 2026-11-04" in noted[0]["note"][-1]["text"] and noted[0]["meta"] == {"versionId": "3"}
+    assert task_follow_ups({rupture.key: noted[0]}, resolved, []) == ([], [])  # noted once only
+    # withdrawn: the open Task is cancelled with the reason; a Task the clinician closed is left alone
+    issue = {"identifier": [{"system": "http://alliance-fhir.org/fhir/sid/alliance-signal", "value": rupture.key}]}
+    cancelled, _ = task_follow_ups({rupture.key: task}, [], [issue])
+    assert cancelled[0]["status"] == "cancelled" and "withdrawn" in cancelled[0]["statusReason"]["text"]
+    assert task_follow_ups({rupture.key: {**task, "status": "completed"}}, resolved, [issue]) == ([], [])
