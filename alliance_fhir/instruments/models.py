@@ -254,6 +254,11 @@ class InstrumentMapping(_Strict):
     key_source: str
     item_scale: ItemScale
     aggregation_note: str | None = None
+    headline: str = Field(
+        default="total",
+        description="Id of the headline scale: the Observation's value (the other scales are its components). It must be listed "
+        "first in 'scales', so that the order of the list and this name never disagree.",
+    )
     scales: list[ScaleSpec] = Field(min_length=1)
     reliable_change: ReliableChange | None = None
     signals: SignalsSpec | None = Field(default=None, description="Alliance signals (rupture, low alliance, ...); alliance measures only.")
@@ -263,6 +268,12 @@ class InstrumentMapping(_Strict):
         ids = [s.id for s in self.scales]
         if len(set(ids)) != len(ids):
             raise ValueError("scale ids must be unique")
+        if self.headline not in ids:
+            raise ValueError(f"the headline scale '{self.headline}' is not among the scales ({', '.join(ids)}); "
+                             "name the headline with \"headline\": \"<scale id>\"")
+        if ids[0] != self.headline:
+            raise ValueError(f"ambiguous headline: '{self.headline}' is the headline but '{ids[0]}' is listed first; "
+                             f"list '{self.headline}' first in scales (or set \"headline\" to the scale meant)")
         if self.reliable_change and self.reliable_change.scale not in ids:
             raise ValueError(f"reliable_change names unknown scale '{self.reliable_change.scale}'")
         return self
@@ -306,8 +317,13 @@ class InstrumentMapping(_Strict):
 
     @property
     def total(self) -> ScaleSpec:
-        """The instrument's headline score: the scale with id 'total', else the first."""
-        return next((s for s in self.scales if s.id == "total"), self.scales[0])
+        """The instrument's headline score: the scale named by ``headline``, always listed first (validated)."""
+        return self.scales[0]
+
+    @property
+    def subscales(self) -> list[ScaleSpec]:
+        """Every scale but the headline (the Observation's components)."""
+        return self.scales[1:]
 
 
 class TextPack(_Strict):

@@ -248,7 +248,7 @@ def _plot_instrument(ax: Axes, group: list[Series], signals: list[Signal]) -> No
 
 
 def _plot_subscales(ax: Axes, group: list[Series]) -> None:
-    subscales = group[0].mapping.scales[1:]
+    subscales = group[0].mapping.subscales
     if not subscales or not any(p.subscales for s in group for p in s.points):
         return
     twin = ax.twinx()

@@ -11,6 +11,10 @@ here, so the rules about which Observation counts live in one place:
 - a session is ordered by its Encounter's ``period.start`` when the caller supplies Encounters
   (:func:`context_from_encounters`), otherwise by ``effectiveDateTime`` (the response's
   ``authored``); ties are broken by encounter and identifier, so the order is always the same;
+- a form filled twice in one Encounter counts once: the later ``authored`` counts, whether or not
+  Encounters are supplied (the same score, so the same signals, either way); at equal
+  ``authored`` the lower score counts, so a tie can never hide a low alliance; the replaced form
+  is named in ``Trajectories.problems``;
 - series are kept apart by subject, instrument, focus (the therapist the alliance is with) and
   episode of care, because a drop from one therapist's score to another's is not a rupture;
 - sessions of the episode without a score are kept (``Series.missing``) and counted in
@@ -87,6 +91,7 @@ class ScorePoint:
     status: str
     session_number: int = 0
     missed_before: int = 0
+    authored: datetime | None = None  # the form's own time (effectiveDateTime), even when ``time`` is the Encounter's
 
     def scale(self, scale_id: str) -> Decimal | None:
         """The value of a scale: ``total`` or a subscale id; None when the Observation lacks it."""
@@ -315,6 +320,7 @@ def _point(obs: dict[str, Any], key: str, mapping: InstrumentMapping, context: S
         subscales=_subscales(obs, mapping),
         observation=ObservationRef(key, obs.get("id"), *_identifier(obs)),
         status=str(obs["status"]),
+        authored=_maybe_time(obs.get("effectiveDateTime")),
     )
 
 
@@ -334,7 +340,7 @@ def _dyad(obs: dict[str, Any], mapping: InstrumentMapping) -> str | None:
 
 
 def _subscales(obs: dict[str, Any], mapping: InstrumentMapping) -> tuple[tuple[str, Decimal], ...]:
-    by_code = {(c.system, c.code): s.id for s in mapping.scales[1:] for c in s.codes}
+    by_code = {(c.system, c.code): s.id for s in mapping.subscales for c in s.codes}
     found = []
     for comp in obs.get("component") or []:
         codes = [(c.get("system"), c.get("code")) for c in (comp.get("code") or {}).get("coding") or []]
@@ -379,18 +385,32 @@ def _series(points: list[ScorePoint], mapping: InstrumentMapping, context: Sessi
 
 
 def _one_per_session(points: list[ScorePoint], problems: list[str]) -> list[ScorePoint]:
-    """Two scores for one encounter (a form filled twice): the later one counts, the other is reported."""
-    kept: dict[str, ScorePoint] = {}
-    out: list[ScorePoint] = []
+    """Two scores for one encounter (a form filled twice): the later ``authored`` counts, the other is reported.
+
+    The choice never depends on the input order, the identifiers or whether Encounters are known.
+    At equal ``authored`` (two forms stamped the same second) the lower score counts: a tie is
+    ambiguous, and the cautious reading never hides a low alliance or a drop.
+    """
+    groups: dict[str, list[ScorePoint]] = {}
     for point in points:
-        if point.encounter and point.encounter in kept:
-            earlier = kept[point.encounter]
-            problems.append(f"{earlier.observation.key}: a later score for {point.encounter} replaces it ({point.observation.key})")
-            out.remove(earlier)
         if point.encounter:
-            kept[point.encounter] = point
-        out.append(point)
-    return out
+            groups.setdefault(point.encounter, []).append(point)
+    replaced: set[int] = set()
+    for encounter, group in groups.items():
+        if len(group) < 2:
+            continue
+        kept = max(group, key=_counts_first)
+        for other in sorted((p for p in group if p is not kept), key=_counts_first):
+            replaced.add(id(other))
+            tie = (other.authored or other.time) == (kept.authored or kept.time)
+            why = "a form authored at the same time with a lower score (ties: the lower score counts)" if tie else "a later form"
+            problems.append(f"{other.observation.key}: {why} for {encounter} replaces it ({kept.observation.key})")
+    return [p for p in points if id(p) not in replaced]
+
+
+def _counts_first(point: ScorePoint) -> tuple[datetime, Decimal, str]:
+    """Which of one encounter's forms counts: the latest authored, then the lowest score, then the identifier."""
+    return (point.authored or point.time, -point.value, point.observation.key)
 
 
 def _timeline(

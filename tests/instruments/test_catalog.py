@@ -211,3 +211,33 @@ def test_get_by_id_url_and_canonical(catalog):
     assert catalog.get(wai.url) is wai and catalog.get(wai.canonical) is wai
     with pytest.raises(InstrumentError, match="unknown instrument 'wai-36'"):
         catalog.get("wai-36")
+
+
+def test_the_headline_scale_is_explicit_and_listed_first(tmp_path):
+    """A mapping listing subscales before 'total' used to score the Task subscale as the Observation's value."""
+    import shutil
+
+    from alliance_fhir.cli.main import app
+    from typer.testing import CliRunner
+
+    folder = tmp_path / "reordered"
+    (folder / "questionnaires").mkdir(parents=True)
+    (folder / "mappings").mkdir()
+    questionnaire = json.loads((ROOT / "questionnaires" / "wai-sr.json").read_text())
+    questionnaire["url"] = "http://example.org/Questionnaire/wai-sr-copy"
+    (folder / "questionnaires" / "wai-sr-copy.json").write_text(json.dumps(questionnaire))
+    mapping = json.loads((ROOT / "mappings" / "wai-sr.json").read_text())
+    mapping["instrument"] = "wai-sr-copy"
+    mapping["questionnaire"] = "http://example.org/Questionnaire/wai-sr-copy|" + mapping["questionnaire"].split("|")[1]
+    mapping["scales"] = mapping["scales"][1:] + mapping["scales"][:1]  # task, bond, goal, total
+    (folder / "mappings" / "wai-sr-copy.json").write_text(json.dumps(mapping))
+    result = CliRunner().invoke(app, ["instruments", "check", str(folder)])
+    assert result.exit_code == 1
+    assert "ambiguous headline: 'total' is the headline but 'task' is listed first" in result.stderr
+    mapping["headline"] = "task"  # explicit, and listed first: allowed (the task subscale is then the headline)
+    (folder / "mappings" / "wai-sr-copy.json").write_text(json.dumps(mapping))
+    assert "headline" not in CliRunner().invoke(app, ["instruments", "check", str(folder)]).stderr
+    mapping["headline"] = "overall"
+    (folder / "mappings" / "wai-sr-copy.json").write_text(json.dumps(mapping))
+    assert "the headline scale 'overall' is not among the scales" in CliRunner().invoke(app, ["instruments", "check", str(folder)]).stderr
+    shutil.rmtree(folder)

@@ -31,7 +31,7 @@ from alliance_fhir.signals.rules import (
 )
 from alliance_fhir.signals.trajectory import Series, build_trajectories, context_from_encounters, parse_time, unbundle
 
-from ..trajectory_builders import CLIENT, THERAPIST, encounter, score_obs, series_obs
+from ..trajectory_builders import CLIENT, SID, THERAPIST, encounter, score_obs, series_obs
 
 ROOT = Path(__file__).resolve().parents[2]
 PAIR = Path(__file__).resolve().parents[1] / "fixtures" / "alliance-pair"
@@ -139,9 +139,36 @@ def test_two_scores_for_one_encounter_keep_the_later_and_say_so(catalog):
     trajectories = build_trajectories([late, early], catalog)
     assert [str(p.value) for p in trajectories.series[0].points] == ["37"]
     assert trajectories.problems == (
-        "http://alliance-fhir.org/fhir/sid/score-observation|first: a later score for Encounter/c1-1 replaces it "
+        "http://alliance-fhir.org/fhir/sid/score-observation|first: a later form for Encounter/c1-1 replaces it "
         "(http://alliance-fhir.org/fhir/sid/score-observation|second)",
     )
+
+
+@pytest.mark.parametrize("with_encounters", [False, True], ids=["without-encounters", "with-encounters"])
+def test_a_form_filled_twice_in_one_session_counts_by_authored_whatever_the_identifiers(catalog, with_encounters):
+    """SRS 37 at 10:50, then 28 at 11:30 in the same Encounter: the later, low form counts and opens low alliance.
+
+    The identifiers sort the other way round ('a-late' < 'z-early'), as they did when the earlier
+    form won whenever Encounters were known (both then share the Encounter's start time).
+    """
+    early = score_obs("srs", 37, day=1, ident="z-early", effectiveDateTime="2026-11-01T10:50:00Z")
+    late = score_obs("srs", 28, day=1, ident="a-late", effectiveDateTime="2026-11-01T11:30:00Z")
+    context = context_from_encounters([encounter(CLIENT, 1)]) if with_encounters else None
+    for order in ([early, late], [late, early]):
+        trajectories = build_trajectories(order, catalog, context)
+        assert [str(p.value) for p in trajectories.series[0].points] == ["28"]
+        assert trajectories.problems == (f"{SID}|z-early: a later form for Encounter/c1-1 replaces it ({SID}|a-late)",)
+        assert LOW_ALLIANCE in {s.kind for s in detect_signals(trajectories)}
+
+
+def test_two_forms_authored_at_the_same_time_keep_the_lower_score(catalog):
+    same = "2026-11-01T10:50:00Z"
+    high = score_obs("srs", 38, day=1, ident="a", effectiveDateTime=same)
+    low = score_obs("srs", 30, day=1, ident="b", effectiveDateTime=same)
+    for order in ([high, low], [low, high]):
+        trajectories = build_trajectories(order, catalog, context_from_encounters([encounter(CLIENT, 1)]))
+        assert [str(p.value) for p in trajectories.series[0].points] == ["30"]
+        assert "ties: the lower score counts" in trajectories.problems[0]
 
 
 def test_two_therapists_are_two_series_and_never_compared(catalog):
