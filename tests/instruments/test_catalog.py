@@ -217,8 +217,9 @@ def test_the_headline_scale_is_explicit_and_listed_first(tmp_path):
     """A mapping listing subscales before 'total' used to score the Task subscale as the Observation's value."""
     import shutil
 
-    from alliance_fhir.cli.main import app
     from typer.testing import CliRunner
+
+    from alliance_fhir.cli.main import app
 
     folder = tmp_path / "reordered"
     (folder / "questionnaires").mkdir(parents=True)
