@@ -24,6 +24,7 @@ first and deletes the others, so the server converges on one Observation per res
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +37,7 @@ __all__ = ["PendingWrite", "WritePlan", "Writer", "choose_write_mode", "server_c
 
 logger = logging.getLogger(__name__)
 _PERMANENT_RETRYABLE = frozenset({408, 429})
+_STATUS_2XX = re.compile(r"2\d\d(\s|$)")  # "201", "201 Created"
 
 
 @dataclass
@@ -213,7 +215,7 @@ def _entry_problem(entry: dict[str, Any]) -> str | None:
     response: dict[str, Any] = entry["response"] if isinstance(entry.get("response"), dict) else {}
     status = str(response.get("status", "")).strip()
     outcome = response.get("outcome") if isinstance(response.get("outcome"), dict) else None
-    if not status[:1] == "2" or not status[:3].isdigit():
+    if not _STATUS_2XX.match(status):
         return f"the server answered this entry {status or 'with no status'!r}" + _outcome_text(outcome)
     if outcome is not None and _has_error(outcome):
         return f"the server answered this entry {status!r} with an error" + _outcome_text(outcome)
