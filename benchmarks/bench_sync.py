@@ -8,7 +8,10 @@ Then a no-op re-sync (requests and seconds), and the peak RSS of ``alliance-fhir
 subprocess for N and for a large N (flat memory is the claim).
 
 Usage: python -m benchmarks.bench_sync [--quick] [--n 10000] [--large 100000] [--server URL] [--out FILE]
-Without --server it starts its own local HAPI (hapi/ctl.sh, port 8092, empty database).
+                                      [--db h2|postgres|h2,postgres] [--rounds K] [--latency-ms 0,20,50,100]
+Without --server it starts its own local HAPI (hapi/ctl.sh, port $BENCH_HAPI_PORT or 8092, empty
+database) on each database of --db in turn (H2, or PostgreSQL in a local cluster of our own),
+alternating them --rounds times so that both meet the same machine load.
 """
 
 from __future__ import annotations
@@ -197,9 +200,10 @@ def latency_table(rows: list[dict[str, Any]]) -> str:
     )
 
 
-def start_server(port: str) -> str:
+def start_server(port: str, db: str = "h2") -> str:
     """A fresh local HAPI with the full JIT (the harness's default C1-only flags favour boot time)."""
     env = {**os.environ, "HAPI_PORT": port, "HAPI_FRESH": "1", "HAPI_JAVA_OPTS": os.environ.get("HAPI_JAVA_OPTS", "-Xms512m -Xmx1536m -XX:+UseParallelGC -Xss1m")}
+    env["HAPI_DB"] = "postgres" if db == "postgres" else "file"
     stop_server(port)
     # ctl.sh's reason for a failed start goes to stderr: let it through, not captured.
     proc = subprocess.run(["bash", str(ROOT / "hapi" / "ctl.sh"), "start"], env=env, stdout=subprocess.PIPE, text=True, check=True)
@@ -215,34 +219,84 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small N for a CI smoke run (well under 2 minutes)")
     parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--large", type=int, default=100_000, help="N for the second RSS measurement (0: skip)")
-    parser.add_argument("--server", help="an existing FHIR server (default: start a local HAPI on port 8092)")
+    parser.add_argument("--server", help="an existing FHIR server (default: start a local HAPI on $BENCH_HAPI_PORT, 8092, per --db)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "sync.json")
-    parser.add_argument("--rss-only", type=int, metavar="N", help="only post N more responses and measure sync's peak RSS (needs --server)")
-    parser.add_argument("--latency-ms", help="only compare (a) and (c) through a proxy adding these delays, e.g. 0,20,50 (needs --server)")
+    parser.add_argument("--rss-only", type=int, metavar="N", help="only post N more responses and measure sync's peak RSS")
+    parser.add_argument("--latency-ms", help="only compare (a) and (c) through a proxy adding these delays, e.g. 0,20,50,100")
     parser.add_argument("--latency-n", type=int, default=2000, help="responses per --latency-ms run")
+    parser.add_argument("--grid-n", type=int, default=1000, help="Observations per cell of the ingest grid")
+    parser.add_argument("--db", default="h2", help="HAPI's database(s) when we start HAPI: h2, postgres, or h2,postgres (alternated)")
+    parser.add_argument("--rounds", type=int, default=1, help="with several --db: how many times to alternate them")
     args = parser.parse_args()
-    if args.latency_ms:
-        rows = latency_runs(args.server, [int(d) for d in args.latency_ms.split(",")], args.latency_n)
-        write_json(args.out, {"machine": machine_info(["alliance-fhir", "httpx"]), "latency": rows})
-        print(latency_table(rows))
-        return
-    if args.rss_only:
-        big = f"L{uuid.uuid4().hex[:6]}"
-        posted = put_all(args.server, tagged(responses(big, args.rss_only), big))
-        result = rss_of_sync(args.server, f"{args.rss_only} new + what the server held")
-        write_json(args.out, {"machine": machine_info(["alliance-fhir"]), "post_seconds": round(posted, 1), "rss": result})
-        print(markdown_table(["sync of", "peak RSS (MiB)", "found", "seconds"], [(result["label"], result["peak_rss_mib"], result["found"], result["seconds"])]))
+    dbs = [d.strip() for d in args.db.split(",") if d.strip()]
+    if not dbs or any(d not in ("h2", "postgres") for d in dbs):
+        parser.error("--db takes h2, postgres or h2,postgres")
+    if args.server:
+        run_one(args, args.server, args.out)
         return
     port = os.environ.get("BENCH_HAPI_PORT", "8092")
-    base = args.server or start_server(port)
-    try:
-        measure(base, args.out, n=300 if args.quick else args.n, large=0 if args.quick else args.large, grid_n=100 if args.quick else 1000)
-    finally:
-        if not args.server:  # the server this run started, and only that one
-            stop_server(port)
+    summary: list[dict[str, Any]] = []
+    for round_no in range(1, args.rounds + 1):
+        for db in dbs:
+            out = args.out if len(dbs) == 1 and args.rounds == 1 else args.out.with_name(f"{args.out.stem}-{db}-{round_no}{args.out.suffix}")
+            print(f"== HAPI on {db} (round {round_no}); load {os.getloadavg()[0]:.1f}", flush=True)
+            boot = time.perf_counter()
+            base = start_server(port, db)
+            try:
+                print(f"boot {time.perf_counter() - boot:.0f} s", flush=True)
+                result = run_one(args, base, out)
+                summary.append({"db": db, "round": round_no, **result})
+            finally:
+                stop_server(port)  # the server this run started, and only that one
+    if len(summary) > 1:
+        print(summary_table(summary))
+        write_json(args.out.with_name(f"{args.out.stem}-summary{args.out.suffix}"), {"machine": machine_info(["alliance-fhir", "httpx"]), "runs": summary})
 
 
-def measure(base: str, out: Path, *, n: int, large: int, grid_n: int) -> None:
+def run_one(args: argparse.Namespace, base: str, out: Path) -> dict[str, Any]:
+    """One mode (latency, RSS only, or the full comparison) on one server; the headline figures."""
+    load_before = os.getloadavg()[0]
+    if args.latency_ms:
+        with FhirClient(ServerConfig(url=base)) as c:
+            publish_resources(c, content_resources(CATALOG))
+        rows = latency_runs(base, [int(d) for d in args.latency_ms.split(",")], args.latency_n)
+        write_json(out, {"machine": machine_info(["alliance-fhir", "httpx"]), "latency": rows})
+        print(latency_table(rows))
+        return {"latency": rows, "load": [load_before, os.getloadavg()[0]]}
+    if args.rss_only:
+        big = f"L{uuid.uuid4().hex[:6]}"
+        posted = put_all(base, tagged(responses(big, args.rss_only), big))
+        result = rss_of_sync(base, f"{args.rss_only} new + what the server held")
+        write_json(out, {"machine": machine_info(["alliance-fhir"]), "post_seconds": round(posted, 1), "rss": result})
+        print(markdown_table(["sync of", "peak RSS (MiB)", "found", "seconds"], [(result["label"], result["peak_rss_mib"], result["found"], result["seconds"])]))
+        return {"rss": result, "load": [load_before, os.getloadavg()[0]]}
+    results = measure(base, out, n=300 if args.quick else args.n, large=0 if args.quick else args.large, grid_n=100 if args.quick else args.grid_n)
+    return {
+        "a_per_s": round(results["a_sync"]["found"] / results["a_sync"]["seconds"], 1),
+        "b_per_s": results["b_ceiling"]["per_s"],
+        "c_per_s": results["c_naive"]["per_s"],
+        **results["ratios"],
+        "noop_requests": results["noop_resync"]["requests"],
+        "pages": -(-results["a_sync"]["found"] // 200),
+        "peak_rss_mib": max(x["peak_rss_mib"] for x in results["rss"]),
+        "load": [load_before, os.getloadavg()[0]],
+    }
+
+
+def summary_table(runs: list[dict[str, Any]]) -> str:
+    if "a_per_s" not in runs[0]:
+        return ""
+    return markdown_table(
+        ["HAPI on", "round", "(a) sync /s", "(b) ceiling /s", "(c) naive /s", "a/b", "a/c", "no-op requests (pages)", "peak RSS MiB", "load 1-min"],
+        [
+            (r["db"], r["round"], f"{r['a_per_s']:,.0f}", f"{r['b_per_s']:,.0f}", f"{r['c_per_s']:,.0f}", f"{r['a_over_b']:.2f}", f"{r['a_over_c']:.1f}",
+             f"{r['noop_requests']} ({r['pages']})", r["peak_rss_mib"], f"{r['load'][0]:.1f}-{r['load'][1]:.1f}")
+            for r in runs
+        ],
+    )
+
+
+def measure(base: str, out: Path, *, n: int, large: int, grid_n: int) -> dict[str, Any]:
     """The full comparison on ``base``: grid, (a), no-op re-sync, (b), (c), RSS; writes ``out`` and prints the tables."""
     with FhirClient(ServerConfig(url=base)) as c:
         publish_resources(c, content_resources(CATALOG))
@@ -277,7 +331,8 @@ def measure(base: str, out: Path, *, n: int, large: int, grid_n: int) -> None:
     a_rate = a["found"] / a["seconds"]  # everything the run found (a reused --server may hold more than n)
     results["ratios"] = {"a_over_b": round(a_rate / results["b_ceiling"]["per_s"], 3), "a_over_c": round(a_rate / results["c_naive"]["per_s"], 2)}
     write_json(out, results)
-    print(report(results, a_rate))
+    print(report(results, a_rate), flush=True)
+    return results
 
 
 def report(r: dict[str, Any], a_rate: float) -> str:

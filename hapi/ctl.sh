@@ -6,11 +6,20 @@
 #   hapi/ctl.sh stop      SIGTERM, wait, then SIGKILL; harmless if not running
 #   hapi/ctl.sh status    "running <url>" (exit 0), "starting" (exit 0) or "not running" (exit 3)
 #   hapi/ctl.sh restart   stop + start
+#   hapi/ctl.sh pg-start  only the local PostgreSQL cluster (HAPI_DB=postgres); prints its URL
+#   hapi/ctl.sh pg-stop   stop the local PostgreSQL cluster of this port
 #
 # Environment:
 #   HAPI_PORT=8080              port on 127.0.0.1; state lives in hapi/run/<port>/
 #   HAPI_FRESH=1                wipe the H2 database before starting (only when not already running)
-#   HAPI_DB=file|mem            H2 on disk under run/<port>/db (default, fast warm boots) or in memory
+#   HAPI_DB=file|mem|postgres   H2 on disk under run/<port>/db (default, fast warm boots), H2 in memory,
+#                               or PostgreSQL: a cluster of our own in run/<port>/pg (initdb as an
+#                               unprivileged user, 127.0.0.1 only, a free port; Debian's postgresql
+#                               package is installed when missing, as root). start then prints the
+#                               cluster's URL (postgresql://USER@127.0.0.1:PORT/DB) before the base URL.
+#   HAPI_DB_URL=jdbc:postgresql://host:port/db   with HAPI_DB=postgres (implied): an existing database
+#                               instead of our cluster (HAPI_DB_USERNAME / HAPI_DB_PASSWORD from the env)
+#   HAPI_PG_OS_USER=postgres    the unprivileged OS user that owns and runs the cluster when we are root
 #   HAPI_START_TIMEOUT=300      seconds to wait for /fhir/metadata
 #   HAPI_STOP_TIMEOUT=30        seconds to wait after SIGTERM before SIGKILL
 #   HAPI_JAVA_OPTS=...          replaces the default JVM flags below
@@ -28,6 +37,16 @@ URL="http://127.0.0.1:$PORT/fhir"
 DEFAULT_JAVA_OPTS="-Xms256m -Xmx1536m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Xss1m -Djava.awt.headless=true"
 
 die() { echo "hapi/ctl.sh: $*" >&2; exit 1; }
+
+PG_DIR="$STATE/pg"
+PG_LOG="$STATE/pg.log"
+PG_USER=hapi  # the cluster's superuser (trust auth, loopback only); HAPI's database is "hapi"
+PG_OS_USER="${HAPI_PG_OS_USER:-postgres}"
+DB_MODE="${HAPI_DB:-file}"
+if [[ -n "${HAPI_DB_URL:-}" ]]; then
+	[[ "$HAPI_DB_URL" == jdbc:postgresql://* ]] || die "HAPI_DB_URL must be a jdbc:postgresql:// URL, got '$HAPI_DB_URL'"
+	DB_MODE=postgres-url
+fi
 
 [[ "$PORT" =~ ^[0-9]+$ ]] || die "HAPI_PORT must be a number, got '$PORT'"
 
@@ -90,12 +109,116 @@ wait_until_ready() {
 	done
 }
 
+# ---- PostgreSQL: a local cluster of our own, run by an unprivileged user
+pg_bindir() {
+	local dir
+	dir="$(pg_config --bindir 2>/dev/null || true)"
+	[[ -x "$dir/initdb" ]] || dir="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
+	[[ -x "$dir/initdb" ]] && echo "$dir"
+}
+
+pg_install() {
+	[[ -n "$(pg_bindir)" ]] && return 0
+	[[ "$(id -u)" == 0 ]] || die "PostgreSQL is not installed (initdb not found); as root: apt-get install postgresql"
+	command -v apt-get >/dev/null || die "PostgreSQL is not installed and apt-get is missing"
+	echo "hapi/ctl.sh: installing Debian's postgresql package (once)" >&2
+	# no system cluster on 5432: we only ever run our own
+	mkdir -p /etc/postgresql-common/createcluster.d
+	echo "create_main_cluster = false" >/etc/postgresql-common/createcluster.d/alliance-fhir.conf
+	{ apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql; } \
+		>"$STATE/apt.log" 2>&1 || { tail -n 20 "$STATE/apt.log" >&2; die "apt-get install postgresql failed (log: $STATE/apt.log)"; }
+	[[ -n "$(pg_bindir)" ]] || die "postgresql installed but initdb not found"
+}
+
+# run a PostgreSQL tool as the cluster's owner (never as root: initdb refuses, and so should we)
+as_pg_owner() {
+	if [[ "$(id -u)" == 0 ]]; then
+		getent passwd "$PG_OS_USER" >/dev/null || die "no OS user '$PG_OS_USER' to run PostgreSQL as (set HAPI_PG_OS_USER)"
+		runuser -u "$PG_OS_USER" -- "$@"
+	else
+		"$@"
+	fi
+}
+
+free_port() {
+	python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+pg_port() { cat "$STATE/pg.port" 2>/dev/null || true; }
+
+pg_running() {
+	local bin port
+	bin="$(pg_bindir)"; port="$(pg_port)"
+	[[ -n "$bin" && -n "$port" && -f "$PG_DIR/postmaster.pid" ]] || return 1
+	"$bin/pg_isready" -q -h 127.0.0.1 -p "$port" -t 2
+}
+
+pg_url() { echo "postgresql://$PG_USER@127.0.0.1:$(pg_port)/${1:-hapi}"; }
+
+pg_start() {
+	local bin port
+	pg_install
+	bin="$(pg_bindir)"
+	if pg_running; then
+		return 0
+	fi
+	if [[ ! -f "$PG_DIR/PG_VERSION" ]]; then
+		rm -rf "$PG_DIR"
+		mkdir -p "$PG_DIR"
+		[[ "$(id -u)" == 0 ]] && chown "$PG_OS_USER" "$PG_DIR"
+		chmod 700 "$PG_DIR"
+		as_pg_owner test -w "$PG_DIR" || die "user '$PG_OS_USER' cannot write $PG_DIR (a parent folder is not searchable?)"
+		as_pg_owner "$bin/initdb" -D "$PG_DIR" -U "$PG_USER" --auth=trust -E UTF8 --locale=C.UTF-8 >"$STATE/initdb.log" 2>&1 \
+			|| { tail -n 20 "$STATE/initdb.log" >&2; die "initdb failed (log: $STATE/initdb.log)"; }
+	fi
+	port="$(pg_port)"
+	if [[ -z "$port" ]] || (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+		port="$(free_port)"
+		echo "$port" >"$STATE/pg.port"
+	fi
+	: >"$PG_LOG"
+	[[ "$(id -u)" == 0 ]] && chown "$PG_OS_USER" "$PG_LOG"
+	# Loopback only, the socket in the cluster folder (not /var/run), sizes for a benchmark harness.
+	as_pg_owner "$bin/pg_ctl" -D "$PG_DIR" -l "$PG_LOG" -w -t 60 -o "-p $port -c listen_addresses=127.0.0.1 \
+-c unix_socket_directories=$PG_DIR -c shared_buffers=256MB -c max_connections=100" start >/dev/null 9>&- \
+		|| { tail -n 20 "$PG_LOG" >&2; die "PostgreSQL did not start (log: $PG_LOG)"; }
+	if ! "$bin/psql" -h 127.0.0.1 -p "$port" -U "$PG_USER" -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'hapi'" | grep -q 1; then
+		"$bin/createdb" -h 127.0.0.1 -p "$port" -U "$PG_USER" hapi
+	fi
+}
+
+pg_fresh_hapi_db() {
+	local bin port
+	bin="$(pg_bindir)"; port="$(pg_port)"
+	"$bin/dropdb" -h 127.0.0.1 -p "$port" -U "$PG_USER" --if-exists --force hapi
+	"$bin/createdb" -h 127.0.0.1 -p "$port" -U "$PG_USER" hapi
+}
+
+pg_stop() {
+	local bin
+	bin="$(pg_bindir)"
+	if [[ -z "$bin" || ! -f "$PG_DIR/postmaster.pid" ]]; then
+		echo "postgres not running"
+		return 0
+	fi
+	if as_pg_owner "$bin/pg_ctl" -D "$PG_DIR" -m fast -w -t "${HAPI_STOP_TIMEOUT:-30}" stop >/dev/null 2>&1; then
+		echo "postgres stopped"
+	else
+		as_pg_owner "$bin/pg_ctl" -D "$PG_DIR" -m immediate -w -t 10 stop >/dev/null 2>&1 || true
+		echo "postgres stopped (immediate)"
+	fi
+}
+
 start_server() {
 	local pid
 	pid="$(server_pid)"
 	if [[ -n "$pid" ]]; then
 		[[ "${HAPI_FRESH:-0}" == 1 ]] && echo "hapi/ctl.sh: already running, HAPI_FRESH ignored (run stop first)" >&2
+		local running_mode
+		running_mode="$(cat "$STATE/hapi.db" 2>/dev/null || echo file)"
+		[[ "$running_mode" == "$DB_MODE" ]] || die "already running on HAPI_DB=$running_mode, not $DB_MODE (run stop first)"
 		wait_until_ready "$pid"
+		[[ "$DB_MODE" == postgres ]] && pg_url
 		echo "$URL"
 		return 0
 	fi
@@ -106,19 +229,30 @@ start_server() {
 	if [[ "${HAPI_FRESH:-0}" == 1 ]]; then
 		rm -rf "$STATE/db"
 	fi
-	local db_url
-	case "${HAPI_DB:-file}" in
+	local db_url pg_env=()
+	case "$DB_MODE" in
 		file) mkdir -p "$STATE/db"; db_url="jdbc:h2:file:$STATE/db/hapi" ;;
 		mem) db_url="jdbc:h2:mem:hapi;DB_CLOSE_DELAY=-1" ;;
-		*) die "HAPI_DB must be 'file' or 'mem'" ;;
+		postgres)
+			pg_start
+			[[ "${HAPI_FRESH:-0}" == 1 ]] && pg_fresh_hapi_db
+			db_url="jdbc:postgresql://127.0.0.1:$(pg_port)/hapi"
+			pg_env=(HAPI_DB_USERNAME="$PG_USER" HAPI_DB_PASSWORD=) ;;
+		postgres-url) db_url="$HAPI_DB_URL" ;;
+		*) die "HAPI_DB must be 'file', 'mem' or 'postgres'" ;;
 	esac
+	if [[ "$DB_MODE" == postgres* ]]; then
+		pg_env+=(HAPI_DB_DRIVER=org.postgresql.Driver HAPI_DB_DIALECT=ca.uhn.fhir.jpa.model.dialect.HapiFhirPostgresDialect)
+	fi
+	echo "$DB_MODE" >"$STATE/hapi.db"
 	: >"$LOG"
 	# shellcheck disable=SC2086  # word splitting of the JVM options is intended
-	HAPI_PORT="$PORT" HAPI_DB_URL="$db_url" \
+	env "${pg_env[@]}" HAPI_PORT="$PORT" HAPI_DB_URL="$db_url" \
 		setsid java ${HAPI_JAVA_OPTS:-$DEFAULT_JAVA_OPTS} -jar "$JAR" </dev/null >>"$LOG" 2>&1 9>&- &
 	pid=$!
 	echo "$pid" >"$PID_FILE"
 	wait_until_ready "$pid"
+	[[ "$DB_MODE" == postgres ]] && pg_url
 	echo "$URL"
 }
 
@@ -166,10 +300,18 @@ case "$cmd" in
 		flock 9
 		case "$cmd" in
 			start) start_server ;;
-			stop) stop_server ;;
+			stop) stop_server; pg_stop ;;  # our cluster too: nothing of ours keeps running
 			restart) stop_server >&2; start_server ;;
 		esac
 		;;
+	pg-start | pg-stop)
+		exec 9>"$STATE/ctl.lock"
+		flock 9
+		case "$cmd" in
+			pg-start) pg_start; pg_url ;;
+			pg-stop) pg_stop ;;
+		esac
+		;;
 	status) status_server ;;
-	*) echo "usage: $0 start|stop|status|restart" >&2; exit 2 ;;
+	*) echo "usage: $0 start|stop|status|restart|pg-start|pg-stop" >&2; exit 2 ;;
 esac

@@ -105,6 +105,8 @@ def fhir_server() -> str:
         yield external.rstrip("/")
         return
     env = {**os.environ, "HAPI_PORT": TEST_HAPI_PORT, "HAPI_FRESH": "1"}
+    if os.environ.get("ALLIANCE_FHIR_TEST_DB", "h2") == "postgres":
+        env["HAPI_DB"] = "postgres"  # HAPI on the harness's own PostgreSQL cluster
     was_running = subprocess.run(["bash", str(ROOT / "hapi" / "ctl.sh"), "status"], env=env, capture_output=True, text=True).returncode == 0
     proc = subprocess.run(["bash", str(ROOT / "hapi" / "ctl.sh"), "start"], env=env, capture_output=True, text=True, timeout=1800)
     if proc.returncode != 0:
@@ -112,3 +114,47 @@ def fhir_server() -> str:
     yield proc.stdout.strip().splitlines()[-1]
     if not was_running and not os.environ.get("ALLIANCE_FHIR_KEEP_HAPI"):
         subprocess.run(["bash", str(ROOT / "hapi" / "ctl.sh"), "stop"], env=env, capture_output=True, text=True)
+
+
+# ---------------------------------------------------------------- the real PostgreSQL cluster
+
+TEST_DB = os.environ.get("ALLIANCE_FHIR_TEST_DB", "h2")  # postgres: the HAPI fixture runs HAPI on PostgreSQL
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> str:
+    """``postgresql://USER@127.0.0.1:PORT`` of a real PostgreSQL: $ALLIANCE_FHIR_TEST_POSTGRES, else the
+    harness's own cluster (hapi/ctl.sh pg-start, installed and initdb'd on first use). Never skipped:
+    a cluster that cannot start fails the tests that need it, with the reason."""
+    external = os.environ.get("ALLIANCE_FHIR_TEST_POSTGRES")
+    if external:
+        yield external.rstrip("/")
+        return
+    env = {**os.environ, "HAPI_PORT": TEST_HAPI_PORT}
+    env.pop("HAPI_DB_URL", None)
+    ctl = ["bash", str(ROOT / "hapi" / "ctl.sh")]
+    already = (ROOT / "hapi" / "run" / TEST_HAPI_PORT / "pg" / "postmaster.pid").exists()
+    proc = subprocess.run([*ctl, "pg-start"], env=env, capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0:
+        pytest.fail(f"the local PostgreSQL cluster did not start (hapi/ctl.sh pg-start, port dir {TEST_HAPI_PORT}):\n{proc.stderr[-3000:]}")
+    url = proc.stdout.strip().splitlines()[-1]
+    yield url.rsplit("/", 1)[0]
+    if not already and not os.environ.get("ALLIANCE_FHIR_KEEP_HAPI"):
+        status = subprocess.run([*ctl, "status"], env=env, capture_output=True, text=True)
+        if status.returncode != 0:  # HAPI (which may sit on this cluster) is not running: ours to stop
+            subprocess.run([*ctl, "pg-stop"], env=env, capture_output=True, text=True)
+
+
+@pytest.fixture
+def postgres_url(postgres_cluster: str) -> str:
+    """A new, empty database on the cluster for one test (dropped afterwards)."""
+    import uuid
+
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(f"{postgres_cluster}/postgres", autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    yield f"{postgres_cluster}/{name}"
+    with psycopg.connect(f"{postgres_cluster}/postgres", autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

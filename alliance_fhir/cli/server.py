@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import getpass
 from collections import Counter
-from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import typer
 from rich.progress import Progress, TextColumn
@@ -20,8 +20,9 @@ from rich.progress import Progress, TextColumn
 from ..content.questionnaires import content_resources
 from ..errors import AuthError, ConfigError, FhirServerError
 from ..instruments.catalog import Catalog
+from ..server._statedb import is_postgres_url
 from ..server.client import FhirClient
-from ..server.config import WRITE_MODES, ServerConfig, data_dir
+from ..server.config import WRITE_MODES, ServerConfig
 from ..server.demo import DEMO_TAG, cleanup_demo, post_demo_data
 from ..server.publish import publish_resources
 from ..server.signal_sync import run_signals
@@ -49,6 +50,18 @@ from ._common import (
 )
 
 __all__ = ["register"]
+
+StateOption = Annotated[str | None, typer.Option("--state", metavar="FILE|URL", help=(
+    "Sync state: a SQLite file (default: user data dir) or postgresql://USER@HOST:PORT/DB, shared by several workers "
+    "(or $ALLIANCE_FHIR_STATE_DB; a password goes in PGPASSWORD or ~/.pgpass, never on the command line)."))]
+
+
+def _state_option(state: str | None) -> str | None:
+    """``--state`` as given; a PostgreSQL URL with a password in it is refused (other users can read argv)."""
+    if state and is_postgres_url(state) and urlsplit(state).password is not None:
+        raise ConfigError("--state: no password on the command line (other users can read it); use PGPASSWORD, ~/.pgpass "
+                          "or ALLIANCE_FHIR_STATE_DB")
+    return state
 
 
 
@@ -163,7 +176,7 @@ def sync(
     reset: Annotated[bool, typer.Option("--reset", help="Forget this server's checkpoint and ledger, then exit.")] = False,
     with_signals: Annotated[bool, typer.Option("--signals", help="Then detect alliance signals and write them as DetectedIssues.")] = False,
     tasks: Annotated[bool, typer.Option("--tasks", help="With --signals: a follow-up Task per active signal.")] = False,
-    state: Annotated[Path | None, typer.Option("--state", help="SQLite state file (default: user data dir).")] = None,
+    state: StateOption = None,
     concurrency: Annotated[int | None, typer.Option("--concurrency", help="Requests in flight.")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Observations per transaction Bundle.")] = None,
     page_size: Annotated[int | None, typer.Option("--page-size", help="Responses per search page.")] = None,
@@ -180,12 +193,11 @@ def sync(
     """Score completed/amended responses on the server and write their Observations (incremental, idempotent)."""
     setup_logging(verbose)
     cfg = server_config(server, config, ca_bundle=ca_bundle, concurrency=concurrency, batch_size=batch_size, page_size=page_size,
-                        state_db=state, write_mode=write_mode)
-    state_path = cfg.state_db or data_dir() / "state.sqlite"
-    with StateStore(state_path) as store:
+                        state_db=_state_option(state), write_mode=write_mode)
+    with StateStore(cfg.state_location()) as store:
         if reset:
             store.reset(cfg.base_url)
-            say(f"forgot the checkpoint and ledger of {cfg.base_url} in {state_path}", "reset")
+            say(f"forgot the checkpoint and ledger of {cfg.base_url} in {store.location}", "reset")
             raise typer.Exit(0)
         catalog = command_catalog(ctx, instruments)
         options = SyncOptions(since=since, patient=patient, instruments=tuple(instrument or ()), dry_run=dry_run)
@@ -243,13 +255,13 @@ def failures(
                                                 help="Dismiss one outstanding failure (QuestionnaireResponse/ID or ID).")] = None,
     reason: Annotated[str | None, typer.Option("--reason", help="With --dismiss: why (kept in the ledger).")] = None,
     by: Annotated[str | None, typer.Option("--by", help="With --dismiss: who (default: the login name).")] = None,
-    state: Annotated[Path | None, typer.Option("--state", help="SQLite state file (default: user data dir).")] = None,
+    state: StateOption = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """List the responses whose last sync failed (outstanding until fixed, changed or dismissed); exit 1 while any remain."""
-    cfg = server_config(server, config, state_db=state)
-    with StateStore(cfg.state_db or data_dir() / "state.sqlite") as store:
+    cfg = server_config(server, config, state_db=_state_option(state))
+    with StateStore(cfg.state_location()) as store:
         if dismiss is not None:
             _dismiss(store, cfg.base_url, dismiss, reason, by)
         outstanding = store.outstanding(cfg.base_url)
@@ -288,7 +300,7 @@ def demo(
     ctx: typer.Context,
     server: ServerOption = None,
     cleanup: Annotated[bool, typer.Option("--cleanup", help="Delete everything the demo created (it is tagged), then exit.")] = False,
-    state: Annotated[Path | None, typer.Option("--state", help="SQLite state file (default: user data dir).")] = None,
+    state: StateOption = None,
     config: ConfigOption = None,
     ca_bundle: CaOption = None,
     verbose: VerboseOption = False,
@@ -296,7 +308,7 @@ def demo(
 ) -> None:
     """The round trip: publish the instruments, post a synthetic caseload, sync, sync again, summarise."""
     setup_logging(verbose)
-    cfg = server_config(server, config, ca_bundle=ca_bundle, state_db=state)
+    cfg = server_config(server, config, ca_bundle=ca_bundle, state_db=_state_option(state))
     catalog = command_catalog(ctx, None)
     with open_client(cfg) as client:
         if cleanup:
@@ -305,7 +317,7 @@ def demo(
         published = publish_resources(client, content_resources(catalog))
         say(f"published {len(published)} resources: " + ", ".join(f"{n} {a}" for a, n in Counter(r.action for r in published).items()))
         say(f"posted {post_demo_data(client, catalog)} demo resources (patients, practitioners, sessions, responses)")
-    with StateStore(cfg.state_db or data_dir() / "state.sqlite") as store:
+    with StateStore(cfg.state_location()) as store:
         # the demo syncs only its own (tagged) data: on a shared server it never touches anyone else's
         first = _run_with_progress(cfg, catalog, store, SyncOptions(tag=DEMO_TAG))
         second = _run_with_progress(cfg, catalog, store, SyncOptions(tag=DEMO_TAG))

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from ..errors import ConfigError, summarise_validation
+from ._statedb import is_postgres_url
 
 __all__ = ["AuthSettings", "ServerConfig", "WRITE_MODES", "config_file", "data_dir", "load_config"]
 
@@ -70,7 +71,7 @@ class ServerConfig(BaseModel):
     max_response_bytes: int = Field(default=DEFAULT_MAX_RESPONSE_BYTES, ge=1024, description="Largest body accepted, after decompression.")
     clock_tolerance_seconds: float = Field(default=300.0, ge=0, description="How far ahead of our clock a server stamp may be.")
     write_mode: WriteMode = "auto"
-    state_db: Path | None = None
+    state_db: str | None = Field(None, description="SQLite state file, or a postgresql:// URL shared by several workers.")
 
     @field_validator("url")
     @classmethod
@@ -89,6 +90,12 @@ class ServerConfig(BaseModel):
     @property
     def base_url(self) -> str:
         return self.url.rstrip("/")
+
+    def state_location(self) -> Path | str:
+        """Where the sync state lives: a ``postgresql://`` URL, a SQLite file, or the default file."""
+        if not self.state_db:
+            return data_dir() / "state.sqlite"
+        return self.state_db if is_postgres_url(self.state_db) else Path(self.state_db).expanduser()
 
 
 def config_file(explicit: Path | None = None) -> Path | None:

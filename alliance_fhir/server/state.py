@@ -1,14 +1,18 @@
-"""Durable sync state in SQLite: one checkpoint and a per-response ledger per server.
+"""Durable sync state: one checkpoint and a per-response ledger per server, in SQLite or PostgreSQL.
 
-SQLite rather than a JSON file so that a run killed at any instant leaves consistent state
+A database rather than a JSON file so that a run killed at any instant leaves consistent state
 (each page's ledger rows commit atomically) and so that a ledger of millions of responses is
 looked up by key instead of loaded whole. Everything is keyed by the server's base URL, so one
 database serves several servers and ``sync --reset`` clears exactly one.
+
+SQLite (a file path) serves one worker; PostgreSQL (a ``postgresql://`` URL) is shared by several
+``sync`` processes or ``serve`` replicas: a response is claimed before it is written (an advisory
+lock that dies with a killed worker's connection) and the checkpoint only ever moves forward.
+The SQL below is written once for both (see ``_statedb``); the schema is versioned there too.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,31 +20,50 @@ from pathlib import Path
 from types import TracebackType
 
 from ..errors import StateError
+from ._statedb import Database, claim_key, open_database
 
-__all__ = ["FAILURE_OUTCOMES", "LedgerEntry", "OutstandingFailure", "StateStore"]
+__all__ = ["FAILURE_OUTCOMES", "LedgerEntry", "MIGRATIONS", "Migration", "OutstandingFailure", "StateStore"]
 
 # A response whose last outcome is one of these is outstanding until it scores, changes, or is dismissed.
 FAILURE_OUTCOMES = ("failed", "write-failed")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS checkpoint (
-    server TEXT PRIMARY KEY,
-    last_updated TEXT NOT NULL,
-    updated_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS ledger (
-    server TEXT NOT NULL,
-    response_id TEXT NOT NULL,
-    version_id TEXT NOT NULL,
-    outcome TEXT NOT NULL,
-    detail TEXT,
-    observation_identifier TEXT,
-    updated_at TEXT NOT NULL,
-    PRIMARY KEY (server, response_id)
-);
-"""
-# Columns added after the first release: added in place to an existing database.
-_LATER_COLUMNS = {"since": "TEXT", "dismissed_by": "TEXT", "dismissed_reason": "TEXT"}
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One schema step. Statements are portable DDL (``Database.ddl`` placeholders allowed).
+
+    Append new steps with the next version; never edit a step that has shipped.
+    """
+
+    version: int
+    description: str
+    statements: tuple[str, ...] = ()
+    # (table, column, type) added when missing: databases from before versioning may have them already
+    columns: tuple[tuple[str, str, str], ...] = ()
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "checkpoint and response ledger", (
+        """CREATE TABLE IF NOT EXISTS checkpoint (
+            server TEXT PRIMARY KEY,
+            last_updated TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        )""",
+        """CREATE TABLE IF NOT EXISTS ledger (
+            server TEXT NOT NULL,
+            response_id TEXT NOT NULL,
+            version_id TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            detail TEXT,
+            observation_identifier TEXT,
+            updated_at TEXT NOT NULL,
+            PRIMARY KEY (server, response_id)
+        )""",
+    )),
+    Migration(2, "outstanding failures: since when, dismissals", columns=(
+        ("ledger", "since", "TEXT"), ("ledger", "dismissed_by", "TEXT"), ("ledger", "dismissed_reason", "TEXT"),
+    )),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,22 +89,21 @@ class OutstandingFailure:
 
 
 class StateStore:
-    """Checkpoints and the response ledger in one SQLite file (WAL mode)."""
+    """Checkpoints, the response ledger and per-response claims, in SQLite or PostgreSQL."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, location: Path | str) -> None:
+        """``location``: a SQLite file path, or a ``postgresql://`` URL (tables created on first use)."""
+        self._db: Database = open_database(location)
+        self.location = self._db.name  # never holds a password
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
-            present = {row[1] for row in self._db.execute("PRAGMA table_info(ledger)")}
-            for column, kind in _LATER_COLUMNS.items():
-                if column not in present:
-                    self._db.execute(f"ALTER TABLE ledger ADD COLUMN {column} {kind}")
-        except (OSError, sqlite3.Error) as exc:
-            raise StateError(f"sync state database {path}: {exc}") from exc
+            self._migrate()
+        except BaseException:
+            self._db.close()
+            raise
+
+    @property
+    def dialect(self) -> str:
+        return self._db.dialect
 
     def __enter__(self) -> StateStore:
         return self
@@ -92,17 +114,42 @@ class StateStore:
     def close(self) -> None:
         self._db.close()
 
+    def schema_version(self) -> int:
+        return int(self._db.execute("SELECT MAX(version) FROM schema_version")[0][0] or 0)
+
+    def _migrate(self) -> None:
+        latest = MIGRATIONS[-1].version
+        with self._db.transaction():
+            self._db.lock_schema()  # two workers starting on an empty database: one migrates
+            self._db.run("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at TEXT NOT NULL)")
+            current = int(self._db.execute("SELECT MAX(version) FROM schema_version")[0][0] or 0)
+            if current > latest:
+                raise StateError(f"state database {self.location}: schema version {current} is newer than this alliance-fhir knows ({latest}); upgrade alliance-fhir")
+            for step in MIGRATIONS:
+                if step.version > current:
+                    for statement in step.statements:
+                        self._db.run(self._db.ddl(statement))
+                    for table, column, kind in step.columns:
+                        self._db.add_column(table, column, self._db.ddl(kind))
+                    self._db.run("INSERT INTO schema_version VALUES (?, ?, ?)", (step.version, step.description, _now()))
+
     def checkpoint(self, server: str) -> str | None:
         """The ``_lastUpdated`` instant the last complete run for ``server`` started from."""
-        row = self._db.execute("SELECT last_updated FROM checkpoint WHERE server = ?", (server,)).fetchone()
-        return str(row[0]) if row else None
+        rows = self._db.execute("SELECT last_updated FROM checkpoint WHERE server = ?", (server,))
+        return str(rows[0][0]) if rows else None
 
-    def set_checkpoint(self, server: str, last_updated: str) -> None:
-        self._write(
-            "INSERT INTO checkpoint VALUES (?, ?, ?) ON CONFLICT(server) DO UPDATE SET last_updated = excluded.last_updated, "
-            "updated_at = excluded.updated_at",
-            [(server, last_updated, _now())],
-        )
+    def set_checkpoint(self, server: str, last_updated: str) -> bool:
+        """Move the checkpoint forward to ``last_updated``; never back (a slower worker's older run
+        finishing last must not undo a newer one). True when it moved."""
+        new = _instant(last_updated)
+        with self._db.transaction():
+            if self._db.run("INSERT INTO checkpoint VALUES (?, ?, ?) ON CONFLICT(server) DO NOTHING", (server, last_updated, _now())):
+                return True
+            rows = self._db.execute("SELECT last_updated FROM checkpoint WHERE server = ?" + self._db.for_update, (server,))
+            if rows and new is not None and (old := _instant(str(rows[0][0]))) is not None and new <= old:
+                return False
+            self._db.run("UPDATE checkpoint SET last_updated = ?, updated_at = ? WHERE server = ?", (last_updated, _now(), server))
+            return True
 
     def lookup(self, server: str, response_ids: Sequence[str]) -> dict[str, LedgerEntry]:
         """Ledger entries for the given responses (one query per page, not per response)."""
@@ -114,7 +161,7 @@ class StateStore:
                 f"SELECT response_id, version_id, outcome, detail, observation_identifier FROM ledger "
                 f"WHERE server = ? AND response_id IN ({marks})",
                 [server, *chunk],
-            ).fetchall()
+            )
             found.update({r[0]: LedgerEntry(*r) for r in rows})
         return found
 
@@ -146,7 +193,7 @@ class StateStore:
             f"SELECT response_id, version_id, outcome, COALESCE(detail, ''), COALESCE(since, updated_at) FROM ledger "
             f"WHERE server = ? AND outcome IN ({marks}) ORDER BY COALESCE(since, updated_at), response_id",
             [server, *FAILURE_OUTCOMES],
-        ).fetchall()
+        )
         return [OutstandingFailure(*(str(v) for v in row)) for row in rows]
 
     def dismiss(self, server: str, response_id: str, by: str, reason: str) -> OutstandingFailure | None:
@@ -167,48 +214,60 @@ class StateStore:
 
     def dismissal(self, server: str, response_id: str) -> tuple[str, str, str] | None:
         """Who dismissed a response's failure, why, and the failure's reason (None if not dismissed)."""
-        row = self._db.execute(
+        rows = self._db.execute(
             "SELECT dismissed_by, dismissed_reason, COALESCE(detail, '') FROM ledger "
             "WHERE server = ? AND response_id = ? AND outcome = 'dismissed'",
             (server, response_id),
-        ).fetchone()
-        return (str(row[0]), str(row[1]), str(row[2])) if row else None
+        )
+        return (str(rows[0][0]), str(rows[0][1]), str(rows[0][2])) if rows else None
 
     def counts(self, server: str) -> dict[str, int]:
-        rows = self._db.execute("SELECT outcome, COUNT(*) FROM ledger WHERE server = ? GROUP BY outcome", (server,)).fetchall()
+        rows = self._db.execute("SELECT outcome, COUNT(*) FROM ledger WHERE server = ? GROUP BY outcome", (server,))
         return {str(outcome): int(n) for outcome, n in rows}
 
     def reset(self, server: str) -> None:
         """Forget everything about one server (its checkpoint and ledger)."""
+        with self._db.transaction():
+            self._db.run("DELETE FROM checkpoint WHERE server = ?", (server,))
+            self._db.run("DELETE FROM ledger WHERE server = ?", (server,))
+
+    # --- claims: several workers on one state never write the same response at the same time
+    def claim(self, server: str, response_ids: Sequence[str]) -> set[str]:
+        """Claim the responses no other worker is handling (one query); the ids claimed.
+
+        Hold a claim from before the ledger lookup until the outcome is recorded. On PostgreSQL a
+        claim is a session advisory lock: a killed worker's claims end with its connection.
+        """
+        keys = {claim_key(server, rid): rid for rid in response_ids}
+        return {keys[k] for k in self._db.try_claim(list(keys))}
+
+    def wait_claim(self, server: str, response_id: str, timeout: float) -> None:
+        """Claim one response, waiting (bounded) for the worker that holds it.
+
+        Raises:
+            StateError: still held after ``timeout`` seconds.
+        """
         try:
-            with self._transaction():
-                self._db.execute("DELETE FROM checkpoint WHERE server = ?", (server,))
-                self._db.execute("DELETE FROM ledger WHERE server = ?", (server,))
-        except sqlite3.Error as exc:
-            raise StateError(f"sync state database {self.path}: {exc}") from exc
+            self._db.wait_claim(claim_key(server, response_id), timeout)
+        except StateError as exc:
+            raise StateError(f"QuestionnaireResponse/{response_id}: {exc}") from exc
+
+    def release(self, server: str, response_ids: Iterable[str]) -> None:
+        self._db.release(claim_key(server, rid) for rid in response_ids)
 
     def _write(self, sql: str, rows: Sequence[tuple[object, ...]]) -> None:
         if not rows:
             return
-        try:
-            with self._transaction():
-                self._db.executemany(sql, rows)
-        except sqlite3.Error as exc:
-            raise StateError(f"sync state database {self.path}: {exc}") from exc
-
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self._db)
+        with self._db.transaction():
+            self._db.executemany(sql, rows)
 
 
-class _Transaction:
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
-
-    def __enter__(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+def _instant(stamp: str) -> datetime | None:
+    try:
+        instant = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return instant if instant.tzinfo else instant.replace(tzinfo=UTC)
 
 
 def _now() -> str:

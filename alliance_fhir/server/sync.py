@@ -126,6 +126,7 @@ def run_sync(
     try:
         run.execute()
     finally:
+        run.release_all()
         run.report.requests = client.requests_sent - requests_before
         run.report.seconds = round(time.perf_counter() - started, 3)
     return run.report
@@ -147,9 +148,14 @@ def process_response(
     """
     run = _Run(client, catalog, store, options, None)
     run.prepare_writer()
-    writes = run.handle_responses([response])
-    if writes:
-        run.settle(run.writer.write(writes))
+    try:
+        writes = run.handle_responses([response])
+        if run.deferred:  # another worker (a replica) is handling it right now: wait for it, then re-check
+            writes += run.handle_deferred()
+        if writes:
+            run.settle(run.writer.write(writes))
+    finally:
+        run.release_all()
     run.report.outstanding = store.outstanding(run.server)
     return run.report
 
@@ -171,6 +177,9 @@ class _Run:
         self.write_failed = False
         self.writer = Writer(client, "transaction")
         self.our_ids: dict[str, str] = {}  # server id of one of our Questionnaires -> its url|version
+        self.verify_ledger = True  # until a page shows the server still holds what the ledger says
+        self.deferred: list[dict[str, Any]] = []  # responses another worker on this state holds right now
+        self.held: set[str] = set()  # our claims not yet released
 
     def prepare_writer(self) -> None:
         """Refuse a server that is not FHIR R4; choose the write mode; learn our Questionnaires' ids."""
@@ -190,11 +199,13 @@ class _Run:
             in_flight: set[Future[list[Written]]] = set()
             for page in _prefetched(self.client.search_pages("QuestionnaireResponse", self._params(since))):
                 started_at = started_at or _bundle_time(page)
-                for batch in _batches(self._handle_page(page), config.batch_size):
-                    while len(in_flight) >= config.concurrency * 2:
-                        done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
-                        self._settle_futures(done)
-                    in_flight.add(pool.submit(self.writer.write, batch))
+                in_flight = self._submit(pool, in_flight, self._handle_page(page))
+                if self.deferred:
+                    # Another worker holds these: let ours land first (we then hold no claim, so no
+                    # two workers wait on each other), then wait for theirs and look again.
+                    done, in_flight = wait(in_flight)
+                    self._settle_futures(done)
+                    in_flight = self._submit(pool, in_flight, self.handle_deferred())
                 self.on_progress(self.report)
             done, _ = wait(in_flight)
             self._settle_futures(done)
@@ -288,6 +299,15 @@ class _Run:
             return {**response, "questionnaire": self.our_ids[rid]}
         return None
 
+    def _submit(self, pool: ThreadPoolExecutor, in_flight: set[Future[list[Written]]], writes: list[PendingWrite]) -> set[Future[list[Written]]]:
+        config = self.client.config
+        for batch in _batches(writes, config.batch_size):
+            while len(in_flight) >= config.concurrency * 2:
+                done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                self._settle_futures(done)
+            in_flight.add(pool.submit(self.writer.write, batch))
+        return in_flight
+
     def _handle_page(self, page: dict[str, Any]) -> list[PendingWrite]:
         return self.handle_responses([e["resource"] for e in page.get("entry", []) if is_match(e)])
 
@@ -305,32 +325,74 @@ class _Run:
                 continue
             responses.append(attributed)
         self.report.found += len(responses)
-        seen = self.store.lookup(self.server, [str(r.get("id", "")) for r in responses])
-        seen = self._still_on_server(seen)
+        ids = [str(r.get("id", "")) for r in responses]
+        claimed = set(ids) if self.options.dry_run else self.store.claim(self.server, ids)
+        self.held |= claimed
+        self.deferred += [r for r, rid in zip(responses, ids, strict=True) if rid not in claimed]
+        return self._decide([r for r, rid in zip(responses, ids, strict=True) if rid in claimed])
+
+    def handle_deferred(self) -> list[PendingWrite]:
+        """The responses another worker held: wait (bounded) until it lets go, then decide again
+        (usually: it wrote them, so they are unchanged). Call with no claim of our own held."""
+        deferred, self.deferred = self.deferred, []
+        ids = sorted({str(r.get("id", "")) for r in deferred})  # one order for every worker: no deadlock
+        for rid in ids:
+            if not self.options.dry_run:
+                self.store.wait_claim(self.server, rid, 2 * self.client.config.timeout)
+                self.held.add(rid)
+        return self._decide(deferred)
+
+    def _decide(self, responses: list[dict[str, Any]]) -> list[PendingWrite]:
+        """For claimed responses: skip the unchanged, record failures, return the writes.
+
+        A response stays claimed from before its ledger entry is read until its outcome is
+        recorded (``settle`` releases the written ones), so two workers on one state never write
+        the same response at once, and a worker that dies loses its claims with its connection.
+        """
+        ids = [str(r.get("id", "")) for r in responses]
         writes: list[PendingWrite] = []
-        ledger: list[LedgerEntry] = []
-        for response in responses:
-            rid, version = str(response.get("id", "")), _version(response)
-            previous = seen.get(rid)
-            if previous is not None and self._unchanged(previous, response, version):
-                self.report.unchanged += 1
-                continue
-            outcome = self._prepare(response, rid, version)
-            if isinstance(outcome, PendingWrite):
-                writes.append(outcome)
-            elif outcome is not None:
-                ledger.append(outcome)
-        if not self.options.dry_run:
-            self.store.record(self.server, ledger)
+        try:
+            seen = self.store.lookup(self.server, ids)
+            seen = self._still_on_server(seen)
+            ledger: list[LedgerEntry] = []
+            for response, rid in zip(responses, ids, strict=True):
+                version = _version(response)
+                previous = seen.get(rid)
+                if previous is not None and self._unchanged(previous, response, version):
+                    self.report.unchanged += 1
+                    continue
+                outcome = self._prepare(response, rid, version)
+                if isinstance(outcome, PendingWrite):
+                    writes.append(outcome)
+                elif outcome is not None:
+                    ledger.append(outcome)
+            if not self.options.dry_run:
+                self.store.record(self.server, ledger)
+        except BaseException:
+            self._release(ids)
+            raise
+        pending = {w.response_id for w in writes}
+        self._release([rid for rid in ids if rid not in pending])  # the rest when their write settles
         return writes
+
+    def _release(self, response_ids: list[str]) -> None:
+        if response_ids and not self.options.dry_run:
+            self.store.release(self.server, response_ids)
+            self.held.difference_update(response_ids)
+
+    def release_all(self) -> None:
+        """Let go of every claim this run still holds (a run that stopped on an error)."""
+        self._release(sorted(self.held))
 
     def _still_on_server(self, seen: dict[str, LedgerEntry]) -> dict[str, LedgerEntry]:
         """Drop ledger entries whose Observation is gone (a reset or cleaned server): rewrite those.
 
-        One search per page, so a no-op re-sync stays a handful of requests.
+        One search for the first page the ledger knows; only if something was gone there, one per
+        page after it. A reset server shows on its first page, and a no-op re-sync costs one
+        request per page plus one (it was two per page).
         """
         written = {e.observation_identifier: rid for rid, e in seen.items() if e.outcome == "written" and e.observation_identifier}
-        if not written:
+        if not written or not self.verify_ledger:
             return seen
         values = ",".join(f"{IDENTIFIER_SYSTEM}|{value}" for value in written)
         params = {"identifier": values, "_elements": "identifier", "_count": str(len(written))}
@@ -340,6 +402,7 @@ class _Run:
             for ident in resource.get("identifier", []) or []
             if isinstance(ident, dict) and ident.get("system") == IDENTIFIER_SYSTEM
         }
+        self.verify_ledger = not set(written) <= present
         return {rid: e for rid, e in seen.items() if e.outcome != "written" or e.observation_identifier in present}
 
     def _unchanged(self, previous: LedgerEntry, response: dict[str, Any], version: str) -> bool:
@@ -415,7 +478,10 @@ class _Run:
             else:
                 self.report.written += 1
             ledger.append(LedgerEntry(write.response_id, write.version_id, write.outcome, None, write.identifier))
-        self.store.record(self.server, ledger)
+        try:
+            self.store.record(self.server, ledger)
+        finally:
+            self._release([write.response_id for write, _ in results])
         self.on_progress(self.report)
 
 

@@ -106,7 +106,7 @@ def test_round_trip_exact_values_then_nothing_to_write(server, tmp_path):
     assert len(found) == 45 and by_response(found) == expected
     again = sync(server, tmp_path / "s.sqlite", patient, page_size=10)
     assert (again.written, again.unchanged) == (0, 45)
-    assert again.requests <= 2 + 2 * 5  # /metadata, our Questionnaires' ids; per page: the search, one existence check
+    assert again.requests <= 2 + 1 + 5  # /metadata, our Questionnaires' ids; one search per page; the ledger checked once
 
 
 def test_amended_and_entered_in_error_propagate(server, tmp_path):

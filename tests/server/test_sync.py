@@ -74,7 +74,7 @@ def test_second_sync_writes_nothing(server, catalog, store, make_response):
     report = sync(server, catalog, store)
     assert (report.written, report.unchanged, report.failed) == (0, 20, 0)
     assert all(r.method == "GET" or r.url.path.endswith("/_search") for r in server.requests)  # reads only
-    assert len(server.requests) <= 2 + 2 * 3  # /metadata, our Questionnaires' ids; per page: the search, one existence check
+    assert len(server.requests) <= 2 + 1 + 3  # /metadata, our Questionnaires' ids; one search per page; the ledger checked once
     assert len(observations(server)) == 20
 
 
@@ -219,3 +219,12 @@ def test_observations_gone_from_the_server_are_written_again(server, catalog, st
     report = sync(server, catalog, store)
     assert (report.written, report.unchanged) == (4, 2)
     assert len(observations(server)) == 6
+
+
+def test_a_cleaned_server_is_noticed_on_the_first_page_and_checked_on_every_page(server, catalog, store, make_response):
+    post_responses(server, make_response, 20)  # 3 pages of 7
+    sync(server, catalog, store)
+    server.store["Observation"].clear()
+    report = sync(server, catalog, store)
+    assert (report.written, report.unchanged) == (20, 0)
+    assert len(observations(server)) == 20

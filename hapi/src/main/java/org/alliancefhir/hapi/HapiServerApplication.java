@@ -5,7 +5,7 @@ import org.springframework.boot.autoconfigure.SpringBootApplication;
 import org.springframework.context.annotation.Import;
 
 /**
- * Entry point of the local HAPI FHIR JPA test server (FHIR R4, H2, served under /fhir).
+ * Entry point of the local HAPI FHIR JPA test server (FHIR R4, H2 or PostgreSQL, served under /fhir).
  *
  * <p>All wiring lives in {@link HapiServerConfig}; the Spring Boot auto-configurations that
  * would fight HAPI's own (DataSource, JPA, Flyway, Quartz, Elasticsearch, Thymeleaf...) are

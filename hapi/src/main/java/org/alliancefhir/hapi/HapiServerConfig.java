@@ -19,7 +19,6 @@ import ca.uhn.fhir.jpa.config.r4.JpaR4Config;
 import ca.uhn.fhir.jpa.config.util.HapiEntityManagerFactoryUtil;
 import ca.uhn.fhir.jpa.model.config.PartitionSettings;
 import ca.uhn.fhir.jpa.model.config.SubscriptionSettings;
-import ca.uhn.fhir.jpa.model.dialect.HapiFhirH2Dialect;
 import ca.uhn.fhir.jpa.model.entity.StorageSettings;
 import ca.uhn.fhir.jpa.provider.JpaCapabilityStatementProvider;
 import ca.uhn.fhir.jpa.provider.JpaSystemProvider;
@@ -81,6 +80,22 @@ public class HapiServerConfig {
 	@Value("${hapi.db.url}")
 	private String myDbUrl;
 
+	// H2 by default; ctl.sh sets all four for PostgreSQL (HAPI_DB=postgres)
+	@Value("${hapi.db.driver:org.h2.Driver}")
+	private String myDbDriver;
+
+	@Value("${hapi.db.username:sa}")
+	private String myDbUsername;
+
+	@Value("${hapi.db.password:}")
+	private String myDbPassword;
+
+	@Value("${hapi.db.dialect:ca.uhn.fhir.jpa.model.dialect.HapiFhirH2Dialect}")
+	private String myDbDialect;
+
+	@Value("${hapi.db.max-connections:20}")
+	private int myDbMaxConnections;
+
 	@Value("${server.port}")
 	private int myPort;
 
@@ -105,12 +120,12 @@ public class HapiServerConfig {
 	@Bean(destroyMethod = "close")
 	public BasicDataSource dataSource() {
 		BasicDataSource ds = new BasicDataSource();
-		ds.setDriverClassName("org.h2.Driver");
+		ds.setDriverClassName(myDbDriver);
 		ds.setUrl(myDbUrl);
-		ds.setUsername("sa");
-		ds.setPassword("");
-		ds.setMaxTotal(20);
-		ourLog.info("HAPI harness database: {}", myDbUrl);
+		ds.setUsername(myDbUsername);
+		ds.setPassword(myDbPassword);
+		ds.setMaxTotal(myDbMaxConnections);
+		ourLog.info("HAPI harness database: {} ({}, dialect {})", myDbUrl, myDbDriver, myDbDialect);
 		return ds;
 	}
 
@@ -127,7 +142,7 @@ public class HapiServerConfig {
 		emf.setDataSource(theDataSource);
 		// HAPI's HibernatePropertiesProvider reads the dialect from exactly this map.
 		Map<String, Object> jpa = new HashMap<>();
-		jpa.put("hibernate.dialect", HapiFhirH2Dialect.class.getName());
+		jpa.put("hibernate.dialect", myDbDialect);
 		jpa.put("hibernate.hbm2ddl.auto", "update");
 		jpa.put("hibernate.search.enabled", "false");
 		jpa.put("hibernate.jdbc.batch_size", "20");
