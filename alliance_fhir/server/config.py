@@ -71,7 +71,7 @@ class ServerConfig(BaseModel):
     max_response_bytes: int = Field(default=DEFAULT_MAX_RESPONSE_BYTES, ge=1024, description="Largest body accepted, after decompression.")
     clock_tolerance_seconds: float = Field(default=300.0, ge=0, description="How far ahead of our clock a server stamp may be.")
     write_mode: WriteMode = "auto"
-    state_db: str | None = Field(None, description="SQLite state file, or a postgresql:// URL shared by several workers.")
+    state_db: str | None = Field(default=None, description="SQLite state file, or a postgresql:// URL shared by several workers.")
 
     @field_validator("url")
     @classmethod
