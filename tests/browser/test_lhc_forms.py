@@ -45,11 +45,12 @@ from alliance_fhir import (
 )
 from alliance_fhir.instruments.catalog import walk_items
 
+from ..shipped import shipped_ids
 from .conftest import REPO, LhcPage
 
 pytestmark = pytest.mark.browser
 
-INSTRUMENTS = ["wai-sr", "srs", "csrs", "gsrs", "haq-ii", "ors", "cors"]
+INSTRUMENTS = shipped_ids()
 TEXT_PACKS = REPO / "tests" / "fixtures" / "text-packs"
 SCREENSHOT = REPO / "docs" / "img" / "wai-sr-lhc-forms.png"
 # Set to 1 to rewrite the docs screenshot from the current rendering (otherwise it goes to tmp).
@@ -327,7 +328,8 @@ def test_every_item_renders_with_its_answer_options(lhc: LhcPage, instrument_id:
         # The unit LHC-Forms shows beside a score (questionnaire-unit, used by SDC extraction).
         assert page.locator(f'[id="unit_{lhc.dom_id(link_id)}"]').input_value() == "{score}"
     # Subscales render nested under the total (SDC component extraction needs that parent).
-    for child in next((i for i in questionnaire["item"] if i["linkId"] == "total"), {}).get("item", []):
+    total: dict[str, Any] = next((i for i in questionnaire["item"] if i["linkId"] == "total"), {})
+    for child in total.get("item", []):
         assert lhc.dom_id(child["linkId"]) == f"{child['linkId']}/1/1"
         assert page.locator(f'[id="item-total/1"] [id="{lhc.dom_id(child["linkId"])}"]').count() == 1
     lhc.assert_clean()

@@ -12,6 +12,8 @@ from typer.testing import CliRunner
 
 from alliance_fhir.cli.main import app
 
+from ..shipped import shipped_ids
+
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -43,7 +45,7 @@ def test_instruments_list_json():
     result = run("instruments", "list", "--json")
     assert result.exit_code == 0, result.output
     rows = {r["id"]: r for r in json.loads(result.stdout)}
-    assert set(rows) == {"wai-sr", "srs", "csrs", "gsrs", "haq-ii", "ors", "cors"}
+    assert set(rows) == set(shipped_ids())
     assert rows["wai-sr"]["scales"] == ["total", "task", "bond", "goal"] and rows["wai-sr"]["range"] == "12-60"
     assert rows["srs"]["cutoffs"] == ["< 36"]
 
@@ -126,7 +128,7 @@ def test_questionnaires_export(tmp_path):
     assert result.exit_code == 0, result.output
     files = sorted(p.name for p in tmp_path.iterdir())
     assert files == sorted(
-        [f"Questionnaire-{i}.json" for i in ("wai-sr", "srs", "csrs", "gsrs", "haq-ii", "ors", "cors")]
+        [f"Questionnaire-{i}.json" for i in shipped_ids()]
         + ["CodeSystem-alliance-fhir.json", "bundle.json"]
     )
 

@@ -32,6 +32,7 @@ from alliance_fhir.content.questionnaires import resource_json
 from alliance_fhir.instruments.catalog import Catalog, walk_items
 
 from ..conftest import all_items
+from ..shipped import shipped_ids
 
 runner = CliRunner()
 PACKS = Path(__file__).resolve().parents[1] / "fixtures" / "text-packs"
@@ -201,7 +202,7 @@ def observation_for(catalog: Catalog, make_response, instrument: str) -> dict[st
     return build_observation(score_response(response, catalog), response)
 
 
-@pytest.mark.parametrize("instrument", ["wai-sr", "srs", "csrs", "gsrs", "haq-ii", "ors", "cors"])
+@pytest.mark.parametrize("instrument", shipped_ids())
 def test_observation_definition_matches_the_observations_we_write(catalog, files, make_response, instrument):
     observation = observation_for(catalog, make_response, instrument)
     mapping = catalog.get(instrument).mapping

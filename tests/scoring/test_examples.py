@@ -10,6 +10,8 @@ import pytest
 
 from alliance_fhir import ScoringError, score_response
 
+from ..shipped import vas_ids
+
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 EXPECTED = {
@@ -43,7 +45,7 @@ def test_example_scores(catalog, instrument, kind):
     assert score_response(response, catalog).total.value == Decimal(EXPECTED[(instrument, kind)])
 
 
-@pytest.mark.parametrize("instrument", ["srs", "csrs", "gsrs", "ors", "cors"])
+@pytest.mark.parametrize("instrument", vas_ids())
 def test_incomplete_vas_examples_are_refused(catalog, instrument):
     """A client who stopped after three lines: the response is in progress, and scoring refuses it."""
     response = json.loads((EXAMPLES / instrument / "incomplete.json").read_text())

@@ -9,6 +9,8 @@ from hypothesis import strategies as st
 
 from alliance_fhir import load_catalog, score_response
 
+from ..shipped import vas_ids
+
 CATALOG = load_catalog()
 BASE = "http://alliance-fhir.org/fhir/Questionnaire"
 
@@ -58,7 +60,7 @@ tenths = st.integers(0, 100).map(lambda n: Decimal(n) / 10)
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.sampled_from(["srs", "csrs", "gsrs", "ors", "cors"]), st.lists(tenths, min_size=4, max_size=4))
+@given(st.sampled_from(vas_ids()), st.lists(tenths, min_size=4, max_size=4))
 def test_vas_total_is_the_exact_sum(instrument, values):
     response = {
         "resourceType": "QuestionnaireResponse",

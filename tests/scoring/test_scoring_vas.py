@@ -16,7 +16,9 @@ import pytest
 
 from alliance_fhir import ScoringError, load_catalog, score_response
 
-VAS = ["srs", "csrs", "gsrs", "ors", "cors"]
+from ..shipped import vas_ids
+
+VAS = vas_ids()
 
 
 def answers(*values: float) -> dict[int, float]:
