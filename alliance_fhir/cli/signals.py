@@ -17,6 +17,7 @@ from ..errors import InputError
 from ..instruments.catalog import Catalog
 from ..scoring.inputs import read_inputs
 from ..server.signal_sync import fetch_trajectories, run_signals
+from ..signals import MISSING_MATPLOTLIB
 from ..signals.resources import signal_bundle
 from ..signals.rules import detect_signals
 from ..signals.trajectory import Trajectories, build_trajectories, context_from_encounters, unbundle
@@ -132,7 +133,11 @@ def report(
     for problem in trajectories.problems:
         say(problem, "note")
     found = detect_signals(trajectories)
-    from ..signals.report import render_report  # matplotlib: only when a report is asked for
+    try:
+        from ..signals.report import render_report  # matplotlib: only when a report is asked for
+    except ModuleNotFoundError:
+        say(MISSING_MATPLOTLIB, "error")
+        raise typer.Exit(2) from None
 
     data = render_report(fmt, trajectories, found, subject=patient, practitioner=practitioner)
     try:

@@ -19,11 +19,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from matplotlib import rc_context
-from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, MaxNLocator
+from . import MISSING_MATPLOTLIB
+
+try:
+    from matplotlib import rc_context
+    from matplotlib.axes import Axes
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+except ModuleNotFoundError as exc:  # an optional extra: say how to get it, not just "No module named"
+    raise ModuleNotFoundError(MISSING_MATPLOTLIB, name=exc.name) from exc
 
 from .rules import EARLY_WARNING, GAP, LOW_ALLIANCE, RUPTURE, SIGNAL_KINDS, SPLIT, Signal, percent_of_maximum
 from .trajectory import ScorePoint, Series, Trajectories

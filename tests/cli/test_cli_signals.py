@@ -175,3 +175,18 @@ def test_tasks_follow_their_signal_withdrawn_cancels_resolved_notes(monkeypatch,
     assert summary["tasks_cancelled"] >= 1
     again = json.loads(runner.invoke(app, ["signals", "--server", BASE, "--json"]).stdout)
     assert again["tasks_cancelled"] == 0 and again["tasks_noted"] == 0  # a second run changes nothing
+
+
+def test_report_without_matplotlib_says_which_extra_to_install(demo_files, monkeypatch, tmp_path):
+    import sys
+
+    import alliance_fhir.signals
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ModuleNotFoundError
+    monkeypatch.setitem(sys.modules, "matplotlib.axes", None)
+    monkeypatch.delitem(sys.modules, "alliance_fhir.signals.report", raising=False)
+    monkeypatch.delattr(alliance_fhir.signals, "report", raising=False)  # else `from ..signals import report` finds it
+    result = runner.invoke(app, ["report", str(demo_files), "--patient", "Patient/x", "--out", str(tmp_path / "r.html")])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == "error: reports need matplotlib, an optional extra: pip install 'alliance-fhir[report]'"
+    assert not (tmp_path / "r.html").exists()
