@@ -8,14 +8,14 @@ HAPI_PORT ?= 8080
 export HAPI_PORT
 HAPI_URL := http://127.0.0.1:$(HAPI_PORT)/fhir
 
-.PHONY: install demo demo-offline test schema clean hapi-start hapi-stop bench bench-quick
+.PHONY: install demo demo-offline test lint docs schema clean hapi-start hapi-stop bench bench-quick
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
 ## The main job: start the local HAPI FHIR server, publish the instruments, post a synthetic
@@ -33,6 +33,17 @@ demo-offline: install
 ## The whole test suite (the command CI runs): unit, integration (real local HAPI) and browser tests.
 test: install browser-deps
 	$(BIN)/python -m pytest
+
+## Lint and types (CI runs this before the tests): ruff; mypy --strict on the package; mypy on tests and
+## benchmarks with bodies checked (check_untyped_defs) but no annotations required (pyproject.toml).
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/mypy tests benchmarks
+
+## The API and user reference (mkdocs + mkdocstrings), warnings as errors; the site lands in site/.
+docs: install
+	$(BIN)/mkdocs build --strict
 
 ## The local HAPI FHIR JPA server (R4) from hapi/: built on first use, started in the background.
 hapi-start:

@@ -318,7 +318,7 @@ def measure(base: str, out: Path, *, n: int, large: int, grid_n: int) -> dict[st
     results["noop_resync"] = {"requests": noop["requests"], "seconds": noop["seconds"], "written": noop["written"]}
     best = max(grid, key=lambda g: g["per_s"])
     ceiling_obs = prebuilt_observations(prefix, n, "ceiling-")
-    ceiling_s = ingest(base, ceiling_obs, best["batch"], best["concurrency"])
+    ceiling_s = ingest(base, ceiling_obs, int(best["batch"]), int(best["concurrency"]))
     results["b_ceiling"] = {"batch": best["batch"], "concurrency": best["concurrency"], "seconds": round(ceiling_s, 3), "per_s": round(len(ceiling_obs) / ceiling_s, 1)}
     results["grid"] = grid
     naive_n, naive_s = naive(base, prefix)

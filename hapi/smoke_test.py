@@ -117,7 +117,7 @@ def main():
     while url:
         st, _, page = call("GET", url, headers={"Cache-Control": "no-cache"})
         seen += [e["resource"]["id"] for e in page.get("entry", [])]
-        url = next((l["url"] for l in page.get("link", []) if l["relation"] == "next"), None)
+        url = next((link["url"] for link in page.get("link", []) if link["relation"] == "next"), None)
     check(len(seen) == 5 and len(set(seen)) == 5, f"_lastUpdated+_count=2 paging via next links -> {len(seen)} resources")
 
     received = []

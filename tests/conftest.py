@@ -6,7 +6,7 @@ value is 4 (Very often) and item 2 with 3 (Fairly often), as a clinician would t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -57,6 +57,7 @@ def make_response(catalog: Catalog) -> ResponseFactory:
         items = []
         for link, raw in answers.items():
             link = str(link)
+            answer: dict[str, Any]
             if inst.items[link].kind == "choice":
                 answer = {"valueInteger": int(raw)} if as_integer else {"valueCoding": _coding_for(catalog, instrument_id, link, raw)}
             else:
@@ -93,7 +94,7 @@ TEST_HAPI_PORT = os.environ.get("ALLIANCE_FHIR_TEST_HAPI_PORT", "8091")
 
 
 @pytest.fixture(scope="session")
-def fhir_server() -> str:
+def fhir_server() -> Iterator[str]:
     """Base URL of a real FHIR R4 server: $ALLIANCE_FHIR_TEST_SERVER, else the local HAPI harness.
 
     The harness is built and started once per session on its own port with an empty database

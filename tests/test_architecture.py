@@ -121,9 +121,8 @@ def private_imports(source: str) -> set[str]:
     """Underscore names that ``source`` imports from another module of the package."""
     found: set[str] = set()
     for node in ast.walk(ast.parse(source)):
-        internal = isinstance(node, ast.ImportFrom) and (node.level > 0 or (node.module or "").startswith("alliance_fhir"))
-        if internal:
-            found |= {a.name for a in node.names if a.name.startswith("_") and not a.name.startswith("__")}  # type: ignore[union-attr]
+        if isinstance(node, ast.ImportFrom) and (node.level > 0 or (node.module or "").startswith("alliance_fhir")):
+            found |= {a.name for a in node.names if a.name.startswith("_") and not a.name.startswith("__")}
     return found
 
 

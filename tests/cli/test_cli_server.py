@@ -60,7 +60,7 @@ def test_check_reports_capabilities(server):
 
 
 def test_check_says_a_server_without_transactions_gets_batches(server, monkeypatch):
-    monkeypatch.setitem(CAPABILITIES["rest"][0], "interaction", [{"code": "batch"}])
+    monkeypatch.setitem(CAPABILITIES["rest"][0], "interaction", [{"code": "batch"}])  # type: ignore[index]
     result = run("check", "--server", BASE, "--json")
     assert result.exit_code == 0
     checks = {c["check"]: (c["ok"], c["detail"]) for c in json.loads(result.stdout)["checks"]}
@@ -69,7 +69,7 @@ def test_check_says_a_server_without_transactions_gets_batches(server, monkeypat
 
 
 def test_check_flags_a_server_without_search(server, monkeypatch):
-    monkeypatch.setitem(CAPABILITIES["rest"][0], "resource", [{"type": "Observation", "conditionalUpdate": True}])
+    monkeypatch.setitem(CAPABILITIES["rest"][0], "resource", [{"type": "Observation", "conditionalUpdate": True}])  # type: ignore[index]
     result = run("check", "--server", BASE)
     assert result.exit_code == 1 and "MISSING" in result.stdout
 

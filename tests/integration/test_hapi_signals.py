@@ -71,7 +71,8 @@ def test_demo_caseload_gives_exactly_the_expected_signals(demo_server):
         patient = issue["patient"]["reference"].split("/")[1]
         if patient.startswith("afdemo-"):
             found[patient].add((issue["code"]["coding"][0]["code"], status_of(issue)))
-    for patient, expected in EXPECTED.items():
+    expectations: dict[str, set[Any]] = EXPECTED  # type: ignore[assignment]
+    for patient, expected in expectations.items():
         kinds = {kind for kind, _ in found[patient]}
         wanted = {e if isinstance(e, str) else e[0] for e in expected}
         assert kinds == wanted, patient

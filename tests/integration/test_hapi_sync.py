@@ -65,7 +65,8 @@ def post_all(base: str, resources: list[dict[str, Any]]) -> None:
 
 def caseload(patient: str, n: int) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """n responses alternating WAI-SR and SRS, with the hand-computed total of each."""
-    resources, expected = [], {}
+    resources: list[dict[str, Any]] = []
+    expected: dict[str, float] = {}
     for i in range(n):
         rid = f"{patient.split('/')[1]}-{i}"
         if i % 2 == 0:
@@ -132,7 +133,7 @@ def test_response_written_during_a_sync_is_picked_up_next_time(server, tmp_path)
     patient = f"Patient/{unique('p')}"
     post_all(server, [wai_sr(patient, unique("r"), 2) for _ in range(5)])
     late = wai_sr(patient, unique("late"), 5)
-    posted = []
+    posted: list[bool] = []
 
     def post_late(_report) -> None:  # noqa: ANN001
         if not posted:

@@ -71,6 +71,7 @@ def test_connection_errors_and_timeouts_are_retried_for_idempotent_requests():
         answer = next(answers)
         if isinstance(answer, Exception):
             raise answer
+        assert isinstance(answer, httpx.Response)
         return answer
 
     with make_client(handler) as client:

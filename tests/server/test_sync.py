@@ -155,7 +155,7 @@ def test_invalid_batch_falls_back_to_one_by_one(server, catalog, store, make_res
     post_responses(server, make_response, 3)
     import alliance_fhir.server.sync as sync_module
 
-    real = sync_module.build_observation
+    real = sync_module.build_observation  # type: ignore[attr-defined]
 
     def poison(result, response):  # noqa: ANN001, ANN202
         obs = real(result, response)

@@ -33,7 +33,7 @@ def example():
     """SRS with a rupture and a repair, WAI-SR with subscales, ORS, and a client/therapist pair."""
     catalog = load_catalog([PAIR])
     obs = series_obs("srs", [36.5, 34.0, 37.5, None, 38.5])
-    subscales = [dict(task=13, bond=14, goal=13), dict(task=14, bond=15, goal=15), dict(task=12, bond=15, goal=12)]
+    subscales: list[dict[str, float]] = [dict(task=13, bond=14, goal=13), dict(task=14, bond=15, goal=15), dict(task=12, bond=15, goal=12)]
     obs += [score_obs("wai-sr", sum(s.values()), day=d, subscales=s) for d, s in enumerate(subscales, start=1)]
     obs += series_obs("ors", [18.2, 19.0, 21.5])
     obs += series_obs("pair-client", [16, 17])

@@ -8,10 +8,8 @@ from pathlib import Path
 import pytest
 
 from alliance_fhir import validate_resource
+from alliance_fhir._ids import DEVICE_IDENTIFIER_SYSTEM, SIGNAL_IDENTIFIER_SYSTEM, SIGNAL_STATUS_EXTENSION
 from alliance_fhir.signals.resources import (
-    DEVICE_IDENTIFIER_SYSTEM,
-    SIGNAL_IDENTIFIER_SYSTEM,
-    SIGNAL_STATUS_EXTENSION,
     detected_issue,
     follow_up_task,
     plugin_device,
