@@ -210,7 +210,8 @@ class FhirClient:
         """Send one request (with retries when idempotent) and map error statuses to errors.
 
         Raises:
-            FhirTransportError, FhirServerError (AuthError, NotFound, Conflict).
+            FhirTransportError: no usable answer (after the retries).
+            FhirServerError: an error status (AuthError, NotFound, Conflict for 401/403, 404/410, 409/412).
         """
         url = path if path.startswith(("http://", "https://")) else f"{self.base_url}/{path}".rstrip("/")
         headers = {"Accept-Encoding": _ENCODINGS, **(headers or {}), **({"Content-Type": FHIR_JSON} if json is not None else {})}
