@@ -46,7 +46,7 @@ def page_seconds(base: str, params: dict[str, str]) -> tuple[float, float]:
         started = time.perf_counter()
         next(pages, None)
         second = time.perf_counter() - started
-        pages.close()
+        pages.close()  # type: ignore[attr-defined]  # a generator
     return round(first, 2), round(second, 2)
 
 

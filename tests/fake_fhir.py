@@ -190,7 +190,7 @@ class FakeFhir:
         return _json(200, {"resourceType": "Bundle", "type": f"{bundle.get('type', 'transaction')}-response", "entry": entries})
 
 
-CAPABILITIES = {
+CAPABILITIES: dict[str, Any] = {
     "resourceType": "CapabilityStatement",
     "fhirVersion": "4.0.1",
     "software": {"name": "FakeFhir", "version": "0"},

@@ -198,7 +198,9 @@ def test_tasks_follow_their_signal(catalog):
     rupture = signals_of(catalog, [38, 38, 36.5, 38])[RUPTURE]  # ... and a score back at 38 repairs it
     resolved = [rupture]
     assert (active.key, active.status, rupture.status) == (rupture.key, "active", "resolved")
-    task = {**follow_up_task(active), "id": "t1", "meta": {"versionId": "3"}}
+    follow_up = follow_up_task(active)
+    assert follow_up is not None
+    task = {**follow_up, "id": "t1", "meta": {"versionId": "3"}}
     # resolved: one note, the Task stays open for the clinician
     cancelled, noted = task_follow_ups({rupture.key: task}, resolved, [])
     assert cancelled == [] and [t["status"] for t in noted] == ["requested"]
