@@ -123,7 +123,7 @@ TEST_DB = os.environ.get("ALLIANCE_FHIR_TEST_DB", "h2")  # postgres: the HAPI fi
 
 
 @pytest.fixture(scope="session")
-def postgres_cluster() -> str:
+def postgres_cluster() -> Iterator[str]:
     """``postgresql://USER@127.0.0.1:PORT`` of a real PostgreSQL: $ALLIANCE_FHIR_TEST_POSTGRES, else the
     harness's own cluster (hapi/ctl.sh pg-start, installed and initdb'd on first use). Never skipped:
     a cluster that cannot start fails the tests that need it, with the reason."""
@@ -147,7 +147,7 @@ def postgres_cluster() -> str:
 
 
 @pytest.fixture
-def postgres_url(postgres_cluster: str) -> str:
+def postgres_url(postgres_cluster: str) -> Iterator[str]:
     """A new, empty database on the cluster for one test (dropped afterwards)."""
     import uuid
 
