@@ -22,7 +22,7 @@ from ..errors import AuthError, ConfigError, FhirServerError
 from ..instruments.catalog import Catalog
 from ..server._statedb import is_postgres_url
 from ..server.client import FhirClient
-from ..server.config import WRITE_MODES, ServerConfig
+from ..server.config import WRITE_MODES, ServerConfig, since_value
 from ..server.demo import DEMO_TAG, cleanup_demo, post_demo_data
 from ..server.publish import publish_resources
 from ..server.signal_sync import run_signals
@@ -169,7 +169,7 @@ def publish(
 def sync(
     ctx: typer.Context,
     server: ServerOption = None,
-    since: Annotated[str | None, typer.Option("--since", help="Only responses updated at or after this instant (overrides the checkpoint).")] = None,
+    since: Annotated[str | None, typer.Option("--since", help="Updated since: ISO date/dateTime, or a duration ago (7d, 12h); overrides the checkpoint.")] = None,
     patient: Annotated[str | None, typer.Option("--patient", help="Only this subject, e.g. Patient/123.")] = None,
     instrument: Annotated[list[str] | None, typer.Option("--instrument", help="Only this instrument id; repeatable.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Score and count; write nothing, keep the checkpoint.")] = False,
@@ -192,6 +192,7 @@ def sync(
 ) -> None:
     """Score completed/amended responses on the server and write their Observations (incremental, idempotent)."""
     setup_logging(verbose)
+    since = since_value(since) if since is not None else None  # checked before anything is sent
     cfg = server_config(server, config, ca_bundle=ca_bundle, concurrency=concurrency, batch_size=batch_size, page_size=page_size,
                         state_db=_state_option(state), write_mode=write_mode)
     with StateStore(cfg.state_location()) as store:

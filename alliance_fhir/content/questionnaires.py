@@ -33,6 +33,8 @@ __all__ = [
 ]
 
 TRANSLATION = "http://hl7.org/fhir/StructureDefinition/translation"
+TEMPLATE_SOURCE = "State where this wording comes from and the licence under which you use it."
+"""The placeholder ``questionnaires template`` writes; a pack still carrying it is refused as unfilled."""
 _UNTEXTED_TYPES = {"group", "display"}
 
 
@@ -43,11 +45,15 @@ def load_text_pack(path: Path) -> TextPack:
         TextPackError: unreadable JSON or not a text pack.
     """
     try:
-        return TextPack.model_validate(json.loads(path.read_text(encoding="utf-8")))
+        pack = TextPack.model_validate(json.loads(path.read_text(encoding="utf-8")))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise TextPackError(f"{path}: not readable JSON ({exc})") from exc
     except ValidationError as exc:
         raise TextPackError(f"{path}: not a text pack: {summarise_validation(exc)}") from exc
+    if pack.source is None or not pack.source.strip() or pack.source == TEMPLATE_SOURCE:
+        raise TextPackError(f"{path}: an unfilled template: say in 'source' where the wording comes from and under which "
+                            "licence you use it (and replace the texts with that wording)")
+    return pack
 
 
 def apply_text_packs(instrument: Instrument, packs: Sequence[TextPack]) -> dict[str, Any]:
@@ -84,7 +90,7 @@ def text_pack_template(instrument: Instrument, language: str) -> dict[str, Any]:
         "language": language,
         "instrument": instrument.canonical,
         "title": instrument.questionnaire.get("title", ""),
-        "source": "State where this wording comes from and the licence under which you use it.",
+        "source": TEMPLATE_SOURCE,
         "texts": {i["linkId"]: i.get("text", "") for i in items},
         "answers": answers,
     }
@@ -93,6 +99,10 @@ def text_pack_template(instrument: Instrument, language: str) -> dict[str, Any]:
 def _check_coverage(instrument: Instrument, pack: TextPack) -> None:
     items = list(walk_items(instrument.questionnaire["item"]))
     questions = [i["linkId"] for i in items if i.get("type") not in _UNTEXTED_TYPES and not i.get("readOnly")]
+    shipped = {i["linkId"]: i.get("text") for i in items}
+    if questions and all(pack.texts.get(link) == shipped.get(link) for link in questions):
+        raise TextPackError(f"text pack '{pack.language}' for {instrument.canonical} is an unfilled template: its texts are "
+                            "still the shipped domain labels; put the licensed or translated wording in")
     missing = [link for link in questions if link not in pack.texts]
     invented = [link for link in pack.texts if link not in instrument.link_ids]
     if missing or invented:

@@ -11,6 +11,7 @@ differences; this is the whole of them.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import sqlite3
 import threading
@@ -146,7 +147,7 @@ class SqliteDatabase(Database):
         super().__init__()
         self.name = str(path)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            _create_private(path)
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
@@ -288,3 +289,13 @@ def _errors(name: str, kind: type[Exception]) -> Iterator[None]:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _create_private(path: Path) -> None:
+    """Create a new database file (and its folder) readable by its owner only: it holds response ids
+    and failure reasons. SQLite gives its -wal and -shm files the same mode. An existing file is
+    left as it is."""
+    if str(path) == ":memory:" or path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))

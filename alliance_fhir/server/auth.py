@@ -20,7 +20,7 @@ import httpx
 import jwt
 
 from ..errors import AuthError, ConfigError, FhirTransportError
-from .config import AuthSettings
+from .config import AuthSettings, warn_if_readable
 
 __all__ = ["SmartBackendAuth", "build_auth"]
 
@@ -114,15 +114,42 @@ def _json_or_none(response: httpx.Response) -> dict[str, Any] | None:
     return body if isinstance(body, dict) else None
 
 
-def _private_key(settings: AuthSettings) -> str:
+def _private_key(settings: AuthSettings) -> Any:
+    """The signing key, loaded and checked against the algorithm now: a bad key is one configuration
+    error naming where it came from, never a traceback at the first token request."""
     if settings.private_key is not None:
-        return settings.private_key.get_secret_value()
+        return _load_key(settings.private_key.get_secret_value().encode(), "the SMART private key ([auth] private_key / "
+                         "ALLIANCE_FHIR_PRIVATE_KEY)", settings.algorithm)
     if settings.private_key_file is not None:
+        path = Path(settings.private_key_file)
         try:
-            return Path(settings.private_key_file).read_text(encoding="utf-8")
+            data = path.read_bytes()
         except OSError as exc:
-            raise ConfigError(f"cannot read the SMART private key file: {exc}") from exc
+            raise ConfigError(f"cannot read the SMART private key file {path}: {exc.strerror or exc}") from exc
+        warn_if_readable(path, "is a private key")
+        return _load_key(data, f"the SMART private key file {path}", settings.algorithm)
     raise ConfigError("SMART auth needs a private key (ALLIANCE_FHIR_PRIVATE_KEY_FILE or [auth] private_key_file)")
+
+
+def _load_key(data: bytes, where: str, algorithm: str) -> Any:
+    """A PEM private key that fits ``algorithm`` (RS384: RSA; ES384: EC on P-384). Its content is never shown."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    if b"PUBLIC KEY" in data and b"PRIVATE KEY" not in data:
+        raise ConfigError(f"{where} is a public key; SMART Backend Services signs with the private key")
+    try:
+        key = load_pem_private_key(data, password=None)
+    except TypeError as exc:  # encrypted
+        raise ConfigError(f"{where} is encrypted with a passphrase; give an unencrypted PEM key") from exc
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise ConfigError(f"{where} is not a readable PEM private key") from exc
+    if algorithm == "RS384" and not isinstance(key, rsa.RSAPrivateKey):
+        raise ConfigError(f"{where} is not an RSA key, which algorithm RS384 needs (set [auth] algorithm = \"ES384\" for an EC key)")
+    if algorithm == "ES384" and not (isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP384R1)):
+        raise ConfigError(f"{where} is not an EC P-384 key, which algorithm ES384 needs")
+    return key
 
 
 def discover_token_url(http: httpx.Client, base_url: str) -> str:

@@ -31,7 +31,7 @@ from ._retry import RetryPolicy
 from .auth import build_auth
 from .config import ServerConfig
 
-__all__ = ["FhirClient", "is_match", "require_r4", "safe_path", "search_token"]
+__all__ = ["FhirClient", "is_match", "require_r4", "safe_origin", "safe_path", "search_token"]
 
 logger = logging.getLogger("alliance_fhir.http")
 FHIR_JSON = "application/fhir+json"
@@ -63,6 +63,14 @@ def is_match(entry: dict[str, Any]) -> bool:
 def search_token(coding: dict[str, str]) -> str:
     """A token search value, ``system|code``, for a tag (or any Coding-shaped dict)."""
     return f"{coding['system']}|{coding['code']}"
+
+
+def safe_origin(url: str | httpx.URL) -> str:
+    """``scheme://host[:port]`` of a URL, without any user or password in it: error lines name the host."""
+    parts = urlsplit(str(url))
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "") if parts.scheme and host else ""
 
 
 def safe_path(url: str | httpx.URL) -> str:
@@ -215,7 +223,7 @@ class FhirClient:
         """
         url = path if path.startswith(("http://", "https://")) else f"{self.base_url}/{path}".rstrip("/")
         headers = {"Accept-Encoding": _ENCODINGS, **(headers or {}), **({"Content-Type": FHIR_JSON} if json is not None else {})}
-        shown = safe_path(httpx.URL(url, params=params))
+        shown = safe_origin(url) + safe_path(httpx.URL(url, params=params))  # host and path, never credentials or query values
 
         def send(seconds_left: float) -> httpx.Response:
             self.requests_sent += 1

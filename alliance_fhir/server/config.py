@@ -8,20 +8,24 @@ they never land in shell history.
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import tomllib
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from ..errors import ConfigError, summarise_validation
+from ..errors import ConfigError
 from ._statedb import is_postgres_url
 
-__all__ = ["AuthSettings", "ServerConfig", "WRITE_MODES", "config_file", "data_dir", "load_config"]
+__all__ = ["AuthSettings", "ServerConfig", "WRITE_MODES", "config_file", "data_dir", "load_config", "since_value", "warn_if_readable"]
 
 ENV_PREFIX = "ALLIANCE_FHIR_"
+logger = logging.getLogger(__name__)
 WriteMode = Literal["auto", "transaction", "batch", "single", "search"]
 WRITE_MODES: tuple[str, ...] = ("auto", "transaction", "batch", "single", "search")
 # A page of 500 QuestionnaireResponses is 2-8 MB of JSON; 64 MiB leaves room for large forms.
@@ -129,35 +133,131 @@ _ENV_SERVER = {
 }
 
 
+_TABLES = ("server", "auth")
+_SECRETS = ("token", "password", "private_key")
+# Where an override given to load_config comes from on the command line (for error messages).
+_OPTIONS = {"url": "--server", "ca_bundle": "--ca-bundle", "state_db": "--state"}
+
+
 def load_config(url: str | None = None, *, file: Path | None = None, **overrides: Any) -> ServerConfig:
     """Build the ServerConfig from options, environment and file.
 
+    Every value remembers where it came from, so an invalid one is blamed on its real source
+    (``option --concurrency``, ``environment ALLIANCE_FHIR_TIMEOUT``, ``alliance-fhir.toml [server]
+    timeout``). An unknown table or key in the file is an error, never ignored: ``[auht]`` would
+    otherwise silently drop every credential in it. A file holding secrets that group or others
+    can read is warned about (``chmod 600``).
+
     Raises:
-        ConfigError: no server URL, an unreadable file, or an invalid setting.
+        ConfigError: no server URL, an unreadable file, an unknown table or key, or an invalid setting.
     """
-    raw: dict[str, Any] = {}
+    sources: dict[tuple[str, ...], str] = {}
+    server: dict[str, Any] = {}
+    auth: dict[str, Any] = {}
     path = config_file(file)
     if path is not None:
-        try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"config file {path}: {exc}") from exc
-    server: dict[str, Any] = dict(raw.get("server", {}))
-    auth: dict[str, Any] = dict(raw.get("auth", {}))
-    for suffix, key in _ENV_SERVER.items():
-        if f"{ENV_PREFIX}{suffix}" in os.environ:
-            server[key] = os.environ[f"{ENV_PREFIX}{suffix}"]
-    for suffix, key in _ENV_AUTH.items():
-        if f"{ENV_PREFIX}{suffix}" in os.environ:
-            auth[key] = os.environ[f"{ENV_PREFIX}{suffix}"]
+        raw = _read_file(path)
+        for table, target in (("server", server), ("auth", auth)):
+            target.update(raw.get(table, {}))
+            sources.update({_loc(table, key): f"{path} [{table}] {key}" for key in raw.get(table, {})})
+        _warn_if_readable(path, raw.get("auth", {}))
+    for env, table, target in ((_ENV_SERVER, "server", server), (_ENV_AUTH, "auth", auth)):
+        for suffix, key in env.items():
+            if f"{ENV_PREFIX}{suffix}" in os.environ:
+                target[key] = os.environ[f"{ENV_PREFIX}{suffix}"]
+                sources[_loc(table, key)] = f"environment {ENV_PREFIX}{suffix}"
     if isinstance(auth.get("token_hosts"), str):
         auth["token_hosts"] = [h.strip() for h in auth["token_hosts"].split(",") if h.strip()]
-    server.update({k: v for k, v in overrides.items() if v is not None})
+    for key, value in overrides.items():
+        if value is not None:
+            server[key] = value
+            sources[(key,)] = f"option {_OPTIONS.get(key, '--' + key.replace('_', '-'))}"
     if url:
         server["url"] = url
+        sources[("url",)] = "option --server"
     if not server.get("url"):
         raise ConfigError("no FHIR server: pass --server URL, set ALLIANCE_FHIR_SERVER, or add [server] url to alliance-fhir.toml")
     try:
         return ServerConfig.model_validate({**server, "auth": auth})
     except ValidationError as exc:
-        raise ConfigError(f"invalid settings{f' in {path}' if path else ''}: {summarise_validation(exc)}") from exc
+        raise ConfigError("invalid settings: " + "; ".join(_blame(e, sources) for e in exc.errors())) from exc
+
+
+def _loc(table: str, key: str) -> tuple[str, ...]:
+    return (key,) if table == "server" else ("auth", key)
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"config file {path}: {exc}") from exc
+    for key, value in raw.items():
+        if key not in _TABLES:
+            kind = "table" if isinstance(value, dict) else "key"
+            raise ConfigError(f"config file {path}: unknown {kind} {'[' + key + ']' if kind == 'table' else repr(key)} "
+                              "(the file has tables [server] and [auth] only)")
+        if not isinstance(value, dict):
+            raise ConfigError(f"config file {path}: '{key}' must be a table ([{key}])")
+    return raw
+
+
+def _blame(error: Any, sources: dict[tuple[str, ...], str]) -> str:
+    loc = tuple(str(part) for part in error["loc"])
+    name = ".".join(loc)
+    where = sources.get(loc) or sources.get(loc[:1])
+    message = "unknown setting" if error.get("type") == "extra_forbidden" else error["msg"]
+    return f"{name}: {message}" + (f" (from {where})" if where else "")
+
+
+def _warn_if_readable(path: Path, auth: dict[str, Any]) -> None:
+    secrets = [key for key in _SECRETS if auth.get(key)]
+    if secrets:
+        warn_if_readable(path, f"holds secrets ([auth] {', '.join(secrets)})")
+
+
+def warn_if_readable(path: Path, what: str) -> None:
+    """Log a warning when ``path`` (which holds secrets) can be read by its group or by others."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return
+    if mode & 0o077:
+        logger.warning("%s %s but is readable by %s (mode %s): run chmod 600 %s", path, what,
+                       "others" if mode & 0o007 else "its group", oct(mode & 0o777)[2:], path)
+
+
+_DURATION = re.compile(r"(\d+)\s*(s|m|h|d|w)")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_DATE = re.compile(r"\d{4}(-\d{2}(-\d{2})?)?")
+
+
+def since_value(text: str, now: datetime | None = None) -> str:
+    """The ``_lastUpdated`` lower bound for ``--since``: an ISO date or dateTime as given, or a duration ago.
+
+    ``7d``, ``12h``, ``30m``, ``2w``, ``90s`` mean that long before ``now`` (UTC); a dateTime
+    without a zone is read as UTC. Anything else is refused before a request is sent.
+
+    Raises:
+        ConfigError: not a date, dateTime or duration.
+    """
+    value = text.strip()
+    duration = _DURATION.fullmatch(value)
+    if duration:
+        ago = timedelta(**{_UNITS[duration.group(2)]: int(duration.group(1))})
+        return ((now or datetime.now(UTC)) - ago).astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    if _DATE.fullmatch(value):
+        try:
+            datetime.fromisoformat(value + {4: "-01-01", 7: "-01"}.get(len(value), ""))
+            return value
+        except ValueError:
+            pass
+    elif "T" in value:
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            parsed = None
+        if parsed is not None:
+            return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).isoformat().replace("+00:00", "Z")
+    raise ConfigError(f"--since {text!r}: not an ISO date (2026-11-01), dateTime (2026-11-01T09:00:00Z) "
+                      "or duration (7d, 12h, 30m, 2w)")

@@ -131,3 +131,22 @@ def test_write_content_files_and_bundle(catalog, tmp_path):
     assert bundle["type"] == "collection" and len(bundle["entry"]) == 8
     assert len({e["fullUrl"] for e in bundle["entry"]}) == 8
     validate_resource(bundle)
+
+
+def test_an_unfilled_text_pack_template_is_refused(tmp_path):
+    import json as _json
+
+    from typer.testing import CliRunner
+
+    from alliance_fhir.cli.main import app
+
+    runner = CliRunner()
+    template = runner.invoke(app, ["questionnaires", "template", "srs"]).stdout
+    pack = tmp_path / "srs-pack.json"
+    pack.write_text(template)
+    result = runner.invoke(app, ["questionnaires", "export", str(tmp_path / "out"), "--text-pack", str(pack)])
+    assert result.exit_code == 1 and "an unfilled template" in result.stderr and not (tmp_path / "out").exists()
+    filled_source = _json.loads(template) | {"source": "Our own translation, licensed by the authors (2026)."}
+    pack.write_text(_json.dumps(filled_source))  # the source is said, but the texts are still our domain labels
+    result = runner.invoke(app, ["questionnaires", "export", str(tmp_path / "out"), "--text-pack", str(pack)])
+    assert result.exit_code == 1 and "still the shipped domain labels" in result.stderr

@@ -135,7 +135,7 @@ def test_log_lines_have_no_query_values(caplog):
         with caplog.at_level(logging.INFO, logger="alliance_fhir.http"):
             client.request("GET", "QuestionnaireResponse", params={"subject": "Patient/jane-doe", "_count": "5"})
     [line] = [r.getMessage() for r in caplog.records]
-    assert "jane-doe" not in line and "subject=&_count=" in line and "GET /fhir/QuestionnaireResponse" in line
+    assert "jane-doe" not in line and "subject=&_count=" in line and "GET http://fhir.test/fhir/QuestionnaireResponse" in line
 
 
 def test_safe_path():
@@ -159,3 +159,14 @@ def test_a_search_that_stops_short_of_its_total_is_an_error():
     page = {"resourceType": "Bundle", "type": "searchset", "total": 3, "link": [], "entry": [{"resource": {"id": "1"}, "search": {"mode": "match"}}]}
     with make_client(lambda r: httpx.Response(200, json=page)) as client, pytest.raises(FhirServerError, match="ended after 1 of 3"):
         list(client.search("Observation", {}))
+
+
+def test_error_lines_name_host_and_path_never_credentials():
+    from alliance_fhir.server.client import safe_origin
+
+    assert safe_origin("https://alice:s3cret@ehr.example.org:8443/fhir/Observation?x=1") == "https://ehr.example.org:8443"
+    answer = lambda request: httpx.Response(500, json={"resourceType": "OperationOutcome", "issue": []})  # noqa: E731
+    client = FhirClient(ServerConfig(url=BASE, max_attempts=1), transport=httpx.MockTransport(answer), sleep=lambda s: None)
+    with pytest.raises(FhirServerError) as info:
+        client.read("Patient", "p1")
+    assert str(info.value).startswith("GET http://fhir.test/fhir/Patient/p1: HTTP 500")

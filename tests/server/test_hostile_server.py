@@ -275,8 +275,19 @@ def test_credentials_in_the_url_are_refused_without_echoing_them():
     assert "s3cr3t-pw" not in str(caught.value) and "alice" not in str(caught.value)
 
 
+def _rsa_pem() -> str:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+
+
+_PEM = _rsa_pem()  # a real key: the key is loaded and checked when the auth is built
+
+
 def _smart(token_url: str | None = None, **extra) -> AuthSettings:  # noqa: ANN003
-    return AuthSettings(kind="smart", client_id="c", private_key="not used", token_url=token_url, **extra)
+    return AuthSettings(kind="smart", client_id="c", private_key=_PEM, token_url=token_url, **extra)
 
 
 def _discovering(token_endpoint: str) -> httpx.Client:
