@@ -48,6 +48,7 @@ def commands(tmp: Path) -> list[list[str]]:
         ["signals", "--server", BASE], ["signals", "--server", BASE, "--tasks", "--dry-run"],
         ["report", "--server", BASE, "--patient", "Patient/afdemo-rupture", "--out", str(tmp / "r.png")],
         ["signals", str(scores)], ["report", str(scores), "--practitioner", "Practitioner/afdemo-t2", "--out", str(tmp / "c.svg")],
+        ["failures", "--server", BASE],
     ]
 
 
@@ -71,7 +72,8 @@ def test_tables_are_tab_separated_lines_without_a_terminal(server):
 JSON_COMMANDS = [
     ["instruments", "list", "--json"], ["instruments", "show", "wai-sr", "--json"], ["check", "--server", BASE, "--json"],
     ["publish", "--server", BASE, "--json"], ["demo", "--server", BASE, "--json"], ["sync", "--server", BASE, "--json"],
-    ["sync", "--server", BASE, "--dry-run", "--json"], ["signals", "--server", BASE, "--json"],
+    ["sync", "--server", BASE, "--dry-run", "--json"], ["signals", "--server", BASE, "--json"], ["failures", "--server", BASE, "--json"],
+    ["signals", EXAMPLE, "--json"],
 ]
 
 
