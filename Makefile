@@ -64,12 +64,12 @@ $(BENCH_STAMP): $(STAMP)
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)
-	$(BIN)/python -m benchmarks.bench_scoring
+	$(BIN)/python -m benchmarks.bench_scoring --cli
 	$(BIN)/python -m benchmarks.bench_sync
 
 ## CI smoke: both scripts in quick mode (well under 2 minutes each), figures not asserted.
 bench-quick: $(BENCH_STAMP)
-	$(BIN)/python -m benchmarks.bench_scoring --quick --out benchmarks/results/scoring-quick.json
+	$(BIN)/python -m benchmarks.bench_scoring --quick --cli --out benchmarks/results/scoring-quick.json
 	$(BIN)/python -m benchmarks.bench_sync --quick --out benchmarks/results/sync-quick.json
 
 ## Regenerate the mapping JSON Schema after changing alliance_fhir/models.py.

@@ -3,9 +3,11 @@
 Each variant is a fresh Python process reading the same generated file and writing to
 ``/dev/null``, so start-up, reading, parsing, scoring, serialising and writing all count. Per
 run: wall seconds, CPU seconds of the main process (``wait4``: time-slicing on a shared machine
-mostly drops out of it; Linux counts the waited-for workers in), and peak RSS (the kernel's high-water mark of the process, VmHWM, from
-``wait4``'s ``ru_maxrss``; worker processes, under ``--jobs``, are sampled from
-``/proc/<pid>/status`` while they run and reported separately). Variants take turns run by run;
+mostly drops out of it; Linux counts the waited-for workers in), and peak RSS: the process's own
+high-water mark (VmHWM in ``/proc/<pid>/status``, sampled every 50 ms while it runs; it only
+grows, so the last sample is the peak but for the final 50 ms), and the same for its worker
+processes under ``--jobs``, reported separately. (``wait4``'s ``ru_maxrss`` is not used: it keeps
+the forking parent's RSS across ``exec``, so it overstates small processes.) Variants take turns run by run;
 the 1-minute load average is recorded around every run.
 
 Usage (also from ``bench_scoring --cli``): ``python -m benchmarks._cli sdc FILE INSTRUMENT N``
@@ -85,21 +87,25 @@ def run_process(key: str, argv: Sequence[str], env: Mapping[str, str] | None = N
     wall = time.perf_counter() - started
     proc.returncode = os.waitstatus_to_exitcode(status)
     sampler.stop()
-    return ProcessRun(key, wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, sampler.peak_mib, load_before, load_average(),
-                      proc.returncode)
+    return ProcessRun(key, wall, usage.ru_utime + usage.ru_stime, sampler.own_mib or usage.ru_maxrss / 1024, sampler.peak_mib, load_before,
+                      load_average(), proc.returncode, {"ru_maxrss_mib": round(usage.ru_maxrss / 1024, 1)})
 
 
 class _ChildSampler(threading.Thread):
-    """The largest VmHWM seen among the children of ``pid`` (worker processes), sampled every 50 ms."""
+    """VmHWM of ``pid`` and the largest VmHWM among its children (worker processes), sampled every 50 ms."""
 
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
         self._pid = pid
         self._done = threading.Event()
         self.peak_mib: float | None = None
+        self.own_mib: float | None = None
 
     def run(self) -> None:
         while not self._done.wait(0.05):
+            own = _vm_hwm_mib(self._pid)
+            if own is not None:
+                self.own_mib = max(self.own_mib or 0.0, own)
             for child in _children(self._pid):
                 hwm = _vm_hwm_mib(child)
                 if hwm is not None:

@@ -59,7 +59,7 @@ TARGET_A_OVER_D = 0.25
 TARGET_CLI_OVER_FLOOR = 0.35  # score --format ndjson, one process, over the floor process
 TARGET_CLI_OVER_SDC = 100.0
 TARGET_RSS_MIB = 150.0 * 1e6 / 2**20  # 150 MB
-CLI_SIZES_FULL, CLI_SIZES_QUICK = (300_000, 1_000_000), (20_000,)
+CLI_SIZES_FULL, CLI_SIZES_QUICK = (300_000, 1_000_000), (10_000,)
 
 Pipeline = Callable[[bytes], Iterator[bytes]]  # NDJSON in, one output line per response out
 CHUNK_LINES = 1_000
@@ -394,7 +394,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-pin", action="store_true", help="do not pin the process to one CPU")
     parser.add_argument("--cli", action="store_true", help="also measure whole processes: the CLI, the floor process, the SDC process")
     parser.add_argument("--cli-only", action="store_true", help="only the whole-process measurement")
-    parser.add_argument("--cli-n", type=int, action="append", help="responses in the generated file (repeatable; default 300,000 and 1,000,000; quick 20,000)")
+    parser.add_argument("--cli-n", type=int, action="append", help="responses in the generated file (repeatable; default 300,000 and 1,000,000; quick 10,000)")
     parser.add_argument("--cli-k", type=int, help="runs per process (default 2; quick 1)")
     parser.add_argument("--baseline-src", type=Path, help="a checkout (e.g. from git archive) whose CLI is run as 'before'")
     parser.add_argument("--profile", metavar="INSTRUMENT", choices=INSTRUMENTS, help="print a cProfile of (a) instead of benchmarking")
@@ -414,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     cli_plan = None
     if args.cli or args.cli_only:  # before pinning: --jobs 0 must see every core
         cli_plan = CliPlan(tuple(args.cli_n or (CLI_SIZES_QUICK if args.quick else CLI_SIZES_FULL)), args.cli_k or (1 if args.quick else 2),
-                           50 if args.quick else 300, args.baseline_src.resolve() if args.baseline_src else None)
+                           20 if args.quick else 300, args.baseline_src.resolve() if args.baseline_src else None)
         with tempfile.TemporaryDirectory(prefix="bench-cli-") as workdir:
             cli_results = bench_cli(catalog, cli_plan, Path(workdir))
         cli_goals = cli_targets(cli_results)
