@@ -18,6 +18,8 @@ __all__ = [
     "PROJECT_CODESYSTEM",
     "SIGNAL_IDENTIFIER_SYSTEM",
     "SIGNAL_STATUS_EXTENSION",
+    "SUBSCRIPTION_TAG",
+    "SUBSCRIPTION_TOPIC_URL",
     "SURVEY_CATEGORY",
     "TASK_IDENTIFIER_SYSTEM",
     "UCUM",
@@ -46,3 +48,8 @@ DEFINITION_ID_SYSTEM = f"{PROJECT_BASE}/sid/observation-definition"
 FOCUS_EXTENSION = f"{PROJECT_BASE}/StructureDefinition/alliance-focus"
 SIGNAL_STATUS_EXTENSION = f"{PROJECT_BASE}/StructureDefinition/alliance-signal-status"
 INSTANTIATES = "http://hl7.org/fhir/StructureDefinition/workflow-instantiatesCanonical"
+
+# `serve`'s own Subscription is found again by this tag (R4 Subscription has no identifier); its
+# Backport topic (an R4 `Basic`) has this canonical.
+SUBSCRIPTION_TAG = {"system": PROJECT_CODESYSTEM, "code": "serve-subscription"}
+SUBSCRIPTION_TOPIC_URL = f"{PROJECT_BASE}/SubscriptionTopic/questionnaire-response-written"

@@ -33,7 +33,8 @@ MAY_IMPORT: dict[str, set[str]] = {
     "content": BASE | {"instruments"},
     "signals": BASE | {"instruments"},
     "server": BASE | {"instruments", "scoring", "content", "signals"},
-    "cli": BASE | {"instruments", "scoring", "content", "signals", "server", "__init__"},
+    "service": BASE | {"instruments", "scoring", "content", "signals", "server"},
+    "cli": BASE | {"instruments", "scoring", "content", "signals", "server", "service", "__init__"},
 }
 
 

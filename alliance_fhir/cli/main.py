@@ -36,6 +36,7 @@ from ._common import (
     say,
     set_log_format,
 )
+from .serve import register as register_serve_commands
 from .server import register as register_server_commands
 from .signals import register as register_signal_commands
 
@@ -55,6 +56,7 @@ app.add_typer(questionnaires_app, name="questionnaires")
 app.add_typer(package_app, name="package")
 register_server_commands(app)
 register_signal_commands(app)
+register_serve_commands(app)
 
 class OutputFormat(StrEnum):
     bundle = "bundle"

@@ -13,6 +13,7 @@ The SQL below is written once for both (see ``_statedb``); the schema is version
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,7 +23,7 @@ from types import TracebackType
 from ..errors import StateError
 from ._statedb import Database, claim_key, open_database
 
-__all__ = ["FAILURE_OUTCOMES", "LedgerEntry", "MIGRATIONS", "Migration", "OutstandingFailure", "StateStore"]
+__all__ = ["FAILURE_OUTCOMES", "InboxItem", "LedgerEntry", "MIGRATIONS", "Migration", "OutstandingFailure", "StateStore"]
 
 # A response whose last outcome is one of these is outstanding until it scores, changes, or is dismissed.
 FAILURE_OUTCOMES = ("failed", "write-failed")
@@ -63,7 +64,31 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "outstanding failures: since when, dismissals", columns=(
         ("ledger", "since", "TEXT"), ("ledger", "dismissed_by", "TEXT"), ("ledger", "dismissed_reason", "TEXT"),
     )),
+    Migration(3, "serve: inbox of notified responses, named settings", (
+        """CREATE TABLE IF NOT EXISTS inbox (
+            server TEXT NOT NULL,
+            response_id TEXT NOT NULL,
+            version_id TEXT NOT NULL,
+            received_at TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (server, response_id, version_id)
+        )""",
+        """CREATE TABLE IF NOT EXISTS setting (
+            name TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        )""",
+    )),
 )
+
+
+@dataclass(frozen=True, slots=True)
+class InboxItem:
+    """One notified response waiting to be re-read and scored (version "" when the hint had none)."""
+
+    response_id: str
+    version_id: str
+    attempts: int = 0
+    received_at: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +255,7 @@ class StateStore:
         with self._db.transaction():
             self._db.run("DELETE FROM checkpoint WHERE server = ?", (server,))
             self._db.run("DELETE FROM ledger WHERE server = ?", (server,))
+            self._db.run("DELETE FROM inbox WHERE server = ?", (server,))
 
     # --- claims: several workers on one state never write the same response at the same time
     def claim(self, server: str, response_ids: Sequence[str]) -> set[str]:
@@ -255,6 +281,51 @@ class StateStore:
     def release(self, server: str, response_ids: Iterable[str]) -> None:
         self._db.release(claim_key(server, rid) for rid in response_ids)
 
+    # ------------------------------------------------------------ serve's inbox (recorded before a notification is acknowledged)
+
+    def inbox_add(self, server: str, hints: Iterable[tuple[str, str]]) -> None:
+        """Record ``(response_id, version_id)`` hints durably; a hint already waiting is kept once."""
+        now = _now_us()
+        self._write("INSERT INTO inbox VALUES (?, ?, ?, ?, 0) ON CONFLICT DO NOTHING", [(server, rid, version, now) for rid, version in hints])
+
+    def inbox_batch(self, server: str, limit: int) -> list[InboxItem]:
+        """The oldest waiting hints (those that failed least first); they stay until ``inbox_done``."""
+        rows = self._db.execute("SELECT response_id, version_id, attempts, received_at FROM inbox WHERE server = ? "
+                                "ORDER BY attempts, received_at, response_id LIMIT ?", (server, limit))
+        return [InboxItem(str(r[0]), str(r[1]), int(r[2]), str(r[3])) for r in rows]
+
+    def inbox_done(self, server: str, items: Iterable[InboxItem]) -> None:
+        self._write("DELETE FROM inbox WHERE server = ? AND response_id = ? AND version_id = ?",
+                    [(server, i.response_id, i.version_id) for i in items])
+
+    def inbox_retry(self, server: str, items: Iterable[InboxItem]) -> None:
+        """One more failed attempt for each hint."""
+        self._write("UPDATE inbox SET attempts = attempts + 1 WHERE server = ? AND response_id = ? AND version_id = ?",
+                    [(server, i.response_id, i.version_id) for i in items])
+
+    def inbox_depth(self, server: str) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM inbox WHERE server = ?", (server,))[0][0])
+
+    # ------------------------------------------------------------ named settings (serve's generated webhook secret)
+
+    def setting(self, name: str) -> str | None:
+        rows = self._db.execute("SELECT value FROM setting WHERE name = ?", (name,))
+        return str(rows[0][0]) if rows else None
+
+    def setting_once(self, name: str, value: str) -> str:
+        """Store ``value`` under ``name`` unless one is stored; return the stored one. A SQLite file is made private (0600) first."""
+        path = Path(str(self.location))
+        if self.dialect == "sqlite" and path.exists():
+            try:
+                os.chmod(path, 0o600)
+            except OSError as exc:
+                raise StateError(f"sync state database {self.location}: {exc}") from exc
+        self._write("INSERT INTO setting VALUES (?, ?) ON CONFLICT(name) DO NOTHING", [(name, value)])
+        stored = self.setting(name)
+        if stored is None:
+            raise StateError(f"sync state database {self.location}: setting {name} was not stored")
+        return stored
+
     def _write(self, sql: str, rows: Sequence[tuple[object, ...]]) -> None:
         if not rows:
             return
@@ -268,6 +339,10 @@ def _instant(stamp: str) -> datetime | None:
     except ValueError:
         return None
     return instant if instant.tzinfo else instant.replace(tzinfo=UTC)
+
+
+def _now_us() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
 def _now() -> str:

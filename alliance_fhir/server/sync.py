@@ -38,7 +38,7 @@ from .client import FhirClient, is_match, search_token
 from .state import LedgerEntry, OutstandingFailure, StateStore
 from .writes import PendingWrite, Writer, Written, choose_write_mode
 
-__all__ = ["SyncFailure", "SyncOptions", "SyncReport", "process_response", "run_sync"]
+__all__ = ["SyncFailure", "SyncOptions", "SyncReport", "process_response", "process_responses", "run_sync"]
 
 logger = logging.getLogger(__name__)
 # Searched without a status filter (HAPI on H2 takes 45 s a page for questionnaire= with a
@@ -90,6 +90,8 @@ class SyncReport:
     warnings: list[SyncFailure] = field(default_factory=list)
     unattributed: list[SyncFailure] = field(default_factory=list)
     outstanding: list[OutstandingFailure] = field(default_factory=list)
+    # subjects whose score Observations changed this run (serve refreshes their signals; not in as_dict)
+    subjects: set[str] = field(default_factory=set, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -98,7 +100,7 @@ class SyncReport:
 
     def as_dict(self) -> dict[str, Any]:
         lists = ("failures", "warnings", "unattributed", "outstanding")
-        data = {k: v for k, v in vars(self).items() if k not in lists}
+        data = {k: v for k, v in vars(self).items() if k not in lists and k != "subjects"}
         for name in lists[:3]:
             data[name] = [{"resource": f.resource, "reason": f.reason} for f in getattr(self, name)]
         data["outstanding_count"] = len(self.outstanding)
@@ -146,10 +148,21 @@ def process_response(
     Raises:
         FhirTransportError, FhirServerError: the server is unreachable or not FHIR R4.
     """
+    return process_responses(client, catalog, store, [response], options)
+
+
+def process_responses(
+    client: FhirClient,
+    catalog: Catalog,
+    store: StateStore,
+    responses: Sequence[dict[str, Any]],
+    options: SyncOptions = SyncOptions(),
+) -> SyncReport:
+    """:func:`process_response` for several responses at once (``serve`` drains its inbox in rounds)."""
     run = _Run(client, catalog, store, options, None)
     run.prepare_writer()
     try:
-        writes = run.handle_responses([response])
+        writes = run.handle_responses(list(responses))
         if run.deferred:  # another worker (a replica) is handling it right now: wait for it, then re-check
             writes += run.handle_deferred()
         if writes:
@@ -180,6 +193,7 @@ class _Run:
         self.verify_ledger = True  # until a page shows the server still holds what the ledger says
         self.deferred: list[dict[str, Any]] = []  # responses another worker on this state holds right now
         self.held: set[str] = set()  # our claims not yet released
+        self.subjects_by_id: dict[str, str] = {}  # response id -> its subject reference (report.subjects)
 
     def prepare_writer(self) -> None:
         """Refuse a server that is not FHIR R4; choose the write mode; learn our Questionnaires' ids."""
@@ -315,6 +329,9 @@ class _Run:
         """Score what changed; record scoring failures; return the Observations to write."""
         responses = []
         for response in candidates:
+            subject = (response.get("subject") or {}).get("reference") if isinstance(response.get("subject"), dict) else None
+            if isinstance(subject, str) and subject:
+                self.subjects_by_id[str(response.get("id", ""))] = subject
             if response.get("status") not in _SYNCED_STATUSES:
                 self.report.skipped += 1
                 continue
@@ -477,6 +494,8 @@ class _Run:
                 self.report.retracted += 1
             else:
                 self.report.written += 1
+            if write.response_id in self.subjects_by_id:
+                self.report.subjects.add(self.subjects_by_id[write.response_id])
             ledger.append(LedgerEntry(write.response_id, write.version_id, write.outcome, None, write.identifier))
         try:
             self.store.record(self.server, ledger)

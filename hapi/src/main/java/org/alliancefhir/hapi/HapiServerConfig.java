@@ -28,6 +28,7 @@ import ca.uhn.fhir.jpa.subscription.channel.config.SubscriptionChannelConfig;
 import ca.uhn.fhir.jpa.subscription.match.config.SubscriptionProcessorConfig;
 import ca.uhn.fhir.jpa.subscription.match.deliver.email.IEmailSender;
 import ca.uhn.fhir.jpa.subscription.submit.config.SubscriptionSubmitterConfig;
+import ca.uhn.fhir.jpa.topic.SubscriptionTopicConfig;
 import ca.uhn.fhir.rest.api.EncodingEnum;
 import ca.uhn.fhir.rest.server.RestfulServer;
 import ca.uhn.fhir.rest.server.interceptor.RequestValidatingInterceptor;
@@ -72,7 +73,8 @@ import java.util.Set;
 	Batch2JobsConfig.class, // batch2 job definitions
 	SubscriptionChannelConfig.class, // in-JVM channels; batch2 needs them even without subscriptions
 	SubscriptionSubmitterConfig.class,
-	SubscriptionProcessorConfig.class
+	SubscriptionProcessorConfig.class,
+	SubscriptionTopicConfig.class // R5 Backport topic subscriptions on R4 (without it they are accepted but never fire)
 })
 public class HapiServerConfig {
 	private static final Logger ourLog = LoggerFactory.getLogger(HapiServerConfig.class);

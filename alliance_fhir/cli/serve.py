@@ -1,0 +1,136 @@
+"""CLI commands of the long-running service: ``serve`` and ``subscribe``.
+
+``serve`` manages its Subscription (unless ``--no-subscribe``), then listens for notifications
+and scores what they point at; ``subscribe`` manages the Subscription alone (for a service that
+another process, a proxy or a different host runs). The webhook secret never appears as an
+option or in a log line: it comes from ``$ALLIANCE_FHIR_WEBHOOK_SECRET``, ``[serve]
+webhook_secret`` in the config file, or the state database (generated once).
+Exit codes: 0 success (also after SIGTERM); 2 configuration, connection or server errors.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..server.state import StateStore
+from ..service.settings import ServeSettings, load_serve_settings, webhook_secret
+from ..service.subscription import ensure_subscription, remove_subscriptions
+from ..service.worker import Worker
+from ._common import (
+    CaOption,
+    ConfigOption,
+    InstrumentsOption,
+    JsonOption,
+    ServerOption,
+    command_catalog,
+    emit_json,
+    open_client,
+    say,
+    server_config,
+)
+from ._output import configure_logging
+from .server import StateOption, _state_option
+
+__all__ = ["register"]
+
+logger = logging.getLogger("alliance_fhir.serve")
+ChannelOption = Annotated[str | None, typer.Option("--channel", help="rest-hook (classic R4, default) or topic (R5 Backport IG).")]
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``serve`` and ``subscribe`` to ``app``."""
+    app.command("serve")(serve)
+    app.command("subscribe")(subscribe)
+
+
+def serve(
+    ctx: typer.Context,
+    server: ServerOption = None,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")] = 8765,
+    public_url: Annotated[str | None, typer.Option("--public-url", help="How the FHIR server reaches us (default http://HOST:PORT); "
+                                                   "the Subscription's endpoint is this plus /hook.")] = None,
+    no_subscribe: Annotated[bool, typer.Option("--no-subscribe", help="Leave the Subscription alone (manage it with `subscribe`).")] = False,
+    state: StateOption = None,
+    config: ConfigOption = None,
+    channel: ChannelOption = None,
+    safety_net_minutes: Annotated[float | None, typer.Option("--safety-net-minutes", help="Full incremental sync this often (default 15).")] = None,
+    ca_bundle: CaOption = None,
+    instruments: InstrumentsOption = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also log one line per HTTP exchange with the FHIR server.")] = False,
+) -> None:
+    """Score QuestionnaireResponses and update the patient's signals within seconds of the server telling us they were written."""
+    _logging(verbose)
+    cfg = server_config(server, config, ca_bundle=ca_bundle, state_db=_state_option(state))
+    settings = _settings(config, channel=channel, safety_net_minutes=safety_net_minutes)
+    endpoint = f"{(public_url or f'http://{host}:{port}').rstrip('/')}/hook"
+    if public_url is None and host in ("0.0.0.0", "::"):
+        say(f"listening on {host} without --public-url; the Subscription will name {endpoint}", "warning")
+    catalog = command_catalog(ctx, instruments)
+    with StateStore(cfg.state_location()) as store, open_client(cfg) as client:
+        secret = webhook_secret(settings, store)
+        client.r4_capabilities()  # a server that is down or not FHIR R4 stops us here (exit 2)
+        if not no_subscribe:
+            result = ensure_subscription(client, list(catalog), endpoint, secret, settings.channel)
+            logger.info("Subscription/%s %s (%s, endpoint %s)", result.subscription_id, result.action, settings.channel, endpoint)
+        from ..service.run import run_service  # the web stack, only for this command
+
+        worker = Worker(client, catalog, store, settings)
+        logger.info("listening on %s:%d for %s (safety-net sync every %g min)", host, port, cfg.base_url, settings.safety_net_minutes)
+        started = run_service(worker, secret, settings, host=host, port=port)
+    if not started:
+        say(f"could not serve on {host}:{port} (see the log above)", "error")
+        raise typer.Exit(2)
+    raise typer.Exit(0)
+
+
+def subscribe(
+    ctx: typer.Context,
+    server: ServerOption = None,
+    endpoint: Annotated[str | None, typer.Option("--endpoint", help="The URL the FHIR server notifies: serve's public URL + /hook.")] = None,
+    remove: Annotated[bool, typer.Option("--remove", help="Delete our Subscription (and topic) instead.")] = False,
+    state: StateOption = None,
+    config: ConfigOption = None,
+    channel: ChannelOption = None,
+    ca_bundle: CaOption = None,
+    instruments: InstrumentsOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Create or update serve's Subscription on the server (found again by our tag), or remove it."""
+    _logging(False)
+    cfg = server_config(server, config, ca_bundle=ca_bundle, state_db=_state_option(state))
+    if not remove and not endpoint:
+        say("--endpoint URL is required (or --remove)", "error")
+        raise typer.Exit(2)
+    settings = _settings(config, channel=channel)
+    with open_client(cfg) as client:
+        if remove:
+            removed = remove_subscriptions(client)
+            summary: dict[str, object] = {"action": "removed", "subscriptions": removed}
+            message = f"removed {removed} Subscription(s) of alliance-fhir serve from {cfg.base_url}"
+        else:
+            assert endpoint is not None
+            with StateStore(cfg.state_location()) as store:
+                secret = webhook_secret(settings, store)
+            result = ensure_subscription(client, list(command_catalog(ctx, instruments)), endpoint, secret, settings.channel)
+            summary = {"action": result.action, "subscription": f"Subscription/{result.subscription_id}", "channel": settings.channel,
+                       "endpoint": endpoint, "stale_removed": result.removed}
+            message = f"Subscription/{result.subscription_id} {result.action} ({settings.channel}, endpoint {endpoint})"
+    if as_json:
+        emit_json(summary)
+    else:
+        say(message)
+    raise typer.Exit(0)
+
+
+def _logging(verbose: bool) -> None:
+    configure_logging(logging.INFO)  # the service reports what it does; --verbose adds one line per HTTP exchange
+    logging.getLogger("alliance_fhir.http").setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+def _settings(config: Path | None, **overrides: object) -> ServeSettings:
+    return load_serve_settings(config, **overrides)

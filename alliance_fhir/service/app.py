@@ -1,0 +1,153 @@
+"""The ASGI app of ``serve`` (Starlette): notification endpoints, ``/healthz``, ``/metrics``.
+
+Endpoints (the hook paths also answer without the ``/hook`` prefix, for a Subscription whose
+endpoint was given as the bare service URL):
+
+- ``PUT /hook/QuestionnaireResponse/{id}``: a classic R4 rest-hook with payload (HAPI sends the
+  whole resource; only the id and ``meta.versionId`` are taken);
+- ``DELETE /hook/QuestionnaireResponse/{id}``: a delete notification (re-checked like any hint);
+- ``POST /hook``: an empty rest-hook without payload (asks for a catch-up sync), or a Backport
+  topic notification Bundle (answered with a Bundle: HAPI re-sends on an empty answer);
+- ``GET /healthz``: 200 with JSON when the FHIR server answers and the inbox drains, else 503;
+- ``GET /metrics``: Prometheus text.
+
+Every hook request must carry the webhook secret (``Authorization: Bearer ...``; 401 otherwise,
+checked before the body is read); bodies over the cap get 413; a hint is recorded in the inbox
+before the 2xx answer (503 if it cannot be, so the server retries). ``extra_routes`` is where the
+CDS Hooks service mounts (same app, same port).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from pydantic import SecretStr
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from ..errors import AllianceFhirError
+from .hints import hint_from_put, topic_notification
+from .metrics import CONTENT_TYPE_LATEST
+from .settings import authorised
+from .worker import Worker
+
+__all__ = ["build_app"]
+
+logger = logging.getLogger("alliance_fhir.serve")
+FHIR_JSON = "application/fhir+json"
+# What a Backport receiver answers (HAPI 8.8 re-delivers every 1-2 s when the answer is no Bundle).
+_TOPIC_ACK = {"resourceType": "Bundle", "type": "transaction-response"}
+
+
+def build_app(
+    worker: Worker,
+    secret: SecretStr,
+    *,
+    max_body_bytes: int,
+    extra_routes: Sequence[BaseRoute] = (),
+    on_startup: Callable[[], None] | None = None,
+    on_shutdown: Callable[[], None] | None = None,
+) -> Starlette:
+    """The service app; ``on_startup``/``on_shutdown`` run in its lifespan (the worker's start and stop)."""
+    metrics = worker.metrics
+
+    def refuse(reason: str, status: int, detail: str) -> Response:
+        metrics.refused.labels(reason).inc()
+        return JSONResponse({"error": detail}, status_code=status)
+
+    async def read_body(request: Request) -> bytes:
+        try:
+            return await request.body()
+        except HTTPException as exc:
+            if exc.status_code == 413:
+                metrics.refused.labels("too_large").inc()
+            raise
+
+    async def record(hints: list[Any], channel: str) -> Response | None:
+        try:
+            await run_in_threadpool(worker.record, hints, channel)
+        except AllianceFhirError as exc:
+            logger.error("could not record a notification: %s", exc)
+            return refuse("unrecorded", 503, "notification not recorded; retry")
+        return None
+
+    async def resource_hook(request: Request) -> Response:
+        if not authorised(request.headers.get("authorization"), secret):
+            return refuse("unauthorised", 401, "missing or wrong webhook secret")
+        resource_type, resource_id = request.path_params["resource_type"], request.path_params["resource_id"]
+        body = await read_body(request)
+        if resource_type != "QuestionnaireResponse":
+            return refuse("not_ours", 400, "only QuestionnaireResponse notifications are accepted")
+        hint = hint_from_put(resource_id, _json_or_none(body) if request.method == "PUT" else None)
+        if hint is None:
+            return refuse("not_ours", 400, "not a FHIR id")
+        return await record([hint], "rest-hook") or Response(status_code=200)
+
+    async def post_hook(request: Request) -> Response:
+        if not authorised(request.headers.get("authorization"), secret):
+            return refuse("unauthorised", 401, "missing or wrong webhook secret")
+        body = await read_body(request)
+        if not body.strip():  # rest-hook without payload: "something changed", no id
+            await run_in_threadpool(worker.request_sync, "empty-notification")
+            metrics.received.labels("rest-hook-empty").inc()
+            return Response(status_code=200)
+        notification = topic_notification(_json_or_none(body), worker.server)
+        if notification is None:
+            return refuse("bad_request", 400, "not a subscription notification Bundle")
+        if notification.rejected:
+            logger.warning("a topic notification named %d resources that are not QuestionnaireResponses of %s; ignored",
+                           notification.rejected, worker.server)
+        if notification.kind == "event-notification" or notification.hints:
+            failed = await record(notification.hints, "topic")
+            if failed is not None:
+                return failed
+            await run_in_threadpool(worker.topic_events, notification.subscription, notification.events_since_start,
+                                    len(notification.hints))
+        else:  # handshake, heartbeat: nothing to do but answer
+            metrics.received.labels("topic-" + (notification.kind or "unknown")).inc()
+        return JSONResponse(_TOPIC_ACK, media_type=FHIR_JSON)
+
+    def healthz(request: Request) -> Response:
+        status = worker.health()
+        return JSONResponse(status, status_code=200 if status["status"] == "ok" else 503)
+
+    def metrics_endpoint(request: Request) -> Response:
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if on_startup is not None:
+            await run_in_threadpool(on_startup)
+        try:
+            yield
+        finally:
+            if on_shutdown is not None:
+                await run_in_threadpool(on_shutdown)
+
+    hook_routes: list[BaseRoute] = []
+    for prefix in ("/hook", ""):
+        hook_routes.append(Route(f"{prefix}/{{resource_type}}/{{resource_id}}", resource_hook, methods=["PUT", "DELETE"],
+                                 max_body_size=max_body_bytes))
+        hook_routes.append(Route(prefix or "/", post_hook, methods=["POST"], max_body_size=max_body_bytes))
+    routes: list[BaseRoute] = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+        *extra_routes,
+        *hook_routes,
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+def _json_or_none(body: bytes) -> object:
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None

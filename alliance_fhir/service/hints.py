@@ -1,0 +1,131 @@
+"""What a notification may tell us: "QuestionnaireResponse X (version V) changed", nothing more.
+
+A notification is a hint, never data. Whatever arrives (a rest-hook PUT with a whole resource,
+a Backport ``history`` Bundle with ``fullUrl``s and focus references) is reduced here to
+``(response id, version id)`` pairs. An id must match the FHIR id pattern; an absolute
+reference is accepted only when its base is the configured server's. Nothing here fetches a
+URL: the worker re-reads the response from the configured server with our own credentials.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Hint", "TopicNotification", "hint_from_reference", "hint_from_put", "topic_notification", "valid_id"]
+
+_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+_RESOURCE = "QuestionnaireResponse"
+
+
+@dataclass(frozen=True, slots=True)
+class Hint:
+    """A response to re-check; ``version_id`` is "" when the notification named none."""
+
+    response_id: str
+    version_id: str = ""
+
+
+@dataclass
+class TopicNotification:
+    """The parts of a Backport notification Bundle we act on."""
+
+    kind: str  # event-notification | handshake | heartbeat | query-status | query-event | "" (unknown)
+    subscription: str = ""
+    events_since_start: int | None = None
+    hints: list[Hint] = field(default_factory=list)
+    rejected: int = 0  # references that were not QuestionnaireResponses of our server
+
+
+def valid_id(value: object) -> bool:
+    """A FHIR logical id (``[A-Za-z0-9\\-\\.]{1,64}``)."""
+    return isinstance(value, str) and _ID.fullmatch(value) is not None
+
+
+def hint_from_put(response_id: str, body: object) -> Hint | None:
+    """The hint of a rest-hook ``PUT .../QuestionnaireResponse/{id}``; None when the id is not a FHIR id.
+
+    The body's ``meta.versionId`` is taken only when the body is a QuestionnaireResponse with
+    the same id: it keys the inbox (two notifications of one version are one entry). A forged
+    version can do no harm: the worker scores what the server holds.
+    """
+    if not valid_id(response_id):
+        return None
+    version = ""
+    if isinstance(body, dict) and body.get("resourceType") == _RESOURCE and body.get("id") == response_id:
+        meta = body.get("meta")
+        candidate = meta.get("versionId") if isinstance(meta, dict) else None
+        version = candidate if isinstance(candidate, str) and valid_id(candidate) else ""
+    return Hint(response_id, version)
+
+
+def hint_from_reference(reference: object, base_url: str) -> Hint | None:
+    """``QuestionnaireResponse/{id}[/_history/{v}]``, relative or absolute on ``base_url``; else None."""
+    if not isinstance(reference, str) or len(reference) > 1024:
+        return None
+    path = reference
+    if "://" in reference:
+        prefix = base_url.rstrip("/") + "/"
+        if not reference.startswith(prefix):
+            return None
+        path = reference[len(prefix) :]
+    parts = path.split("/")
+    if len(parts) == 2 and parts[0] == _RESOURCE and valid_id(parts[1]):
+        return Hint(parts[1])
+    if len(parts) == 4 and parts[0] == _RESOURCE and parts[2] == "_history" and valid_id(parts[1]) and valid_id(parts[3]):
+        return Hint(parts[1], parts[3])
+    return None
+
+
+def topic_notification(bundle: object, base_url: str) -> TopicNotification | None:
+    """Read a Backport notification (a ``history`` Bundle led by a SubscriptionStatus Parameters).
+
+    Returns None when ``bundle`` is not shaped like one. Hints come from each
+    ``notification-event.focus`` and from entries whose ``fullUrl`` names a QuestionnaireResponse
+    of our server (the id-only and full-resource content codes); the entries' resources are ignored.
+    """
+    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle" or not isinstance(bundle.get("entry"), list):
+        return None
+    entries = [e for e in bundle["entry"] if isinstance(e, dict)]
+    status = entries[0].get("resource") if entries else None
+    if not isinstance(status, dict) or status.get("resourceType") != "Parameters":
+        return None
+    notification = TopicNotification(kind="")
+    references: list[object] = []
+    for parameter in _list(status.get("parameter")):
+        name = parameter.get("name")
+        if name == "type":
+            notification.kind = str(parameter.get("valueCode") or "")
+        elif name == "subscription":
+            notification.subscription = str((parameter.get("valueReference") or {}).get("reference") or "")[:200]
+        elif name == "events-since-subscription-start":
+            notification.events_since_start = _integer(parameter.get("valueString", parameter.get("valueInteger64")))
+        elif name == "notification-event":
+            for part in _list(parameter.get("part")):
+                if part.get("name") == "focus":
+                    references.append((part.get("valueReference") or {}).get("reference"))
+    references += [e.get("fullUrl") for e in entries[1:] if e.get("fullUrl")]
+    seen: dict[str, Hint] = {}
+    for reference in references:
+        hint = hint_from_reference(reference, base_url)
+        if hint is None:
+            notification.rejected += 1
+        elif hint.response_id not in seen or not seen[hint.response_id].version_id:
+            seen[hint.response_id] = hint
+    notification.hints = list(seen.values())
+    return notification
+
+
+def _list(value: object) -> list[dict[str, Any]]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _integer(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.isdigit() and len(value) < 19:
+        return int(value)
+    return None

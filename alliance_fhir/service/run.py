@@ -1,0 +1,53 @@
+"""Run the service under uvicorn: bounded connections and keep-alive, graceful SIGTERM.
+
+On SIGTERM (or Ctrl-C) uvicorn stops accepting connections and lets in-flight requests finish
+(at most ``shutdown_seconds``); the app's lifespan then stops the worker, which completes the
+round of writes it is in (bounded by the same grace). Hints not yet handled stay in the inbox
+for the next start.
+"""
+
+from __future__ import annotations
+
+import logging
+from types import FrameType
+
+import uvicorn
+from pydantic import SecretStr
+from starlette.routing import BaseRoute
+
+from .settings import ServeSettings
+from .worker import Worker
+
+__all__ = ["run_service"]
+
+logger = logging.getLogger("alliance_fhir.serve")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn re-raises the stop signal after its graceful shutdown (so the process dies of it);
+    for us SIGTERM is the ordinary way to stop, and a clean stop exits 0."""
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        self._captured_signals.clear()
+
+
+def run_service(worker: Worker, secret: SecretStr, settings: ServeSettings, *, host: str, port: int,
+                extra_routes: tuple[BaseRoute, ...] = ()) -> bool:
+    """Serve until SIGTERM/SIGINT; False when the server could not start (port taken, startup failed)."""
+    from .app import build_app  # the ASGI app; imported here so that library users of Worker need no web stack
+
+    def stop_worker() -> None:
+        if not worker.stop(settings.shutdown_seconds):
+            logger.warning("the worker did not finish within %.0f s; unhandled notifications stay in the inbox", settings.shutdown_seconds)
+
+    app = build_app(worker, secret, max_body_bytes=settings.max_body_bytes, extra_routes=extra_routes,
+                    on_startup=worker.start, on_shutdown=stop_worker)
+    config = uvicorn.Config(
+        app, host=host, port=port, lifespan="on", log_config=None, access_log=False, server_header=False,
+        limit_concurrency=settings.limit_concurrency, timeout_keep_alive=int(max(1, settings.keep_alive_seconds)),
+        timeout_graceful_shutdown=int(max(1, settings.shutdown_seconds)),
+    )
+    server = _Server(config)
+    server.run()
+    return bool(server.started)

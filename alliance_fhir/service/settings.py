@@ -1,0 +1,93 @@
+"""``serve``'s own settings (the ``[serve]`` table of the config file) and its webhook secret.
+
+The secret is what the FHIR server sends back in every notification (``Authorization: Bearer
+...`` from ``Subscription.channel.header``). It comes from ``ALLIANCE_FHIR_WEBHOOK_SECRET``, else
+``[serve] webhook_secret`` in the config file, else it is generated once (256 bits) and kept in
+the state database, whose file is then made private. It is never logged and never an option.
+
+What it protects, and what not: whoever can read ``Subscription`` resources on the FHIR server
+can read the header and so the secret. It grants nothing but "please re-check response X": the
+service re-reads the response from the server with its own credentials, so a caller holding the
+secret can at most make it re-score what is already there.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import secrets
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from ..errors import ConfigError
+from ..server.config import config_file
+from ..server.state import StateStore
+
+__all__ = ["SECRET_ENV", "ServeSettings", "authorised", "load_serve_settings", "webhook_secret"]
+
+SECRET_ENV = "ALLIANCE_FHIR_WEBHOOK_SECRET"
+_SECRET_SETTING = "webhook_secret"
+MIB = 1024 * 1024
+
+
+class ServeSettings(BaseModel):
+    """Tunables of the service; the defaults suit a clinic's server."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    webhook_secret: SecretStr | None = None
+    channel: Literal["rest-hook", "topic"] = Field("rest-hook", description="classic R4 rest-hook, or an R5 Backport topic subscription")
+    safety_net_minutes: float = Field(15.0, gt=0, le=24 * 60, description="a full incremental sync this often")
+    max_body_bytes: int = Field(MIB, ge=1024, le=64 * MIB)
+    limit_concurrency: int = Field(32, ge=1, le=1024, description="connections served at once; more get 503")
+    keep_alive_seconds: float = Field(5.0, gt=0, le=300)
+    batch_size: int = Field(50, ge=1, le=500, description="hints re-read and written per round")
+    max_attempts: int = Field(20, ge=1, le=1000, description="a hint that keeps failing is left to the safety net")
+    shutdown_seconds: float = Field(30.0, gt=0, le=600, description="grace for in-flight requests and writes on SIGTERM")
+
+
+def load_serve_settings(file: Path | None = None, **overrides: object) -> ServeSettings:
+    """The ``[serve]`` table of the config file (see :func:`..server.config.config_file`), then overrides.
+
+    Raises:
+        ConfigError: unreadable file or invalid settings.
+    """
+    path = config_file(file)
+    raw: dict[str, object] = {}
+    if path is not None:
+        try:
+            raw = dict(tomllib.loads(path.read_text(encoding="utf-8")).get("serve", {}))
+        except (OSError, tomllib.TOMLDecodeError, ValueError) as exc:
+            raise ConfigError(f"config file {path}: {exc}") from exc
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return ServeSettings.model_validate(raw)
+    except ValidationError as exc:
+        details = "; ".join(f"serve.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid settings{f' in {path}' if path else ''}: {details}") from exc
+
+
+def webhook_secret(settings: ServeSettings, store: StateStore) -> SecretStr:
+    """The secret: environment, config file, else the one generated once into the state database."""
+    from_env = os.environ.get(SECRET_ENV, "").strip()
+    if from_env:
+        return SecretStr(_checked(from_env, SECRET_ENV))
+    if settings.webhook_secret is not None:
+        return SecretStr(_checked(settings.webhook_secret.get_secret_value().strip(), "[serve] webhook_secret"))
+    return SecretStr(store.setting_once(_SECRET_SETTING, secrets.token_urlsafe(32)))
+
+
+def authorised(header: str | None, secret: SecretStr) -> bool:
+    """Whether an ``Authorization`` header carries the secret (constant-time comparison)."""
+    expected = f"Bearer {secret.get_secret_value()}".encode()
+    return hmac.compare_digest((header or "").encode("utf-8", "replace"), expected)
+
+
+def _checked(value: str, source: str) -> str:
+    # it travels in an HTTP header: printable ASCII without spaces, long enough to guess at no cost
+    if len(value) < 16 or not value.isascii() or not value.isprintable() or " " in value:
+        raise ConfigError(f"{source}: the webhook secret must be at least 16 printable ASCII characters without spaces")
+    return value

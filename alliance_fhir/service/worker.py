@@ -1,0 +1,254 @@
+"""The service's worker: drain the inbox, run catch-up and safety-net syncs, refresh signals.
+
+One worker thread does every write, so the ledger, the conditional writes and the per-patient
+signal updates never race each other (a sync and a drained hint for the same response are
+serialised). Per round it takes up to ``batch_size`` hints from the inbox, re-reads those
+responses from the configured server in one search by ``_id``,
+hands them to :func:`..server.sync.process_responses` (sync's own per-response path: status
+filter, attribution to our Questionnaires, verified write, ledger), recomputes the signals of each patient whose scores changed,
+and only then removes the hints. A crash anywhere in between leaves the hints in the inbox; the
+ledger and the conditional writes make the retry write nothing twice.
+
+The catch-up sync runs once the inbox is drained at start, on an empty rest-hook POST (a
+Subscription without payload names no resource), when a Backport notification shows missed
+events, and every ``safety_net_minutes``: HAPI gives up on a receiver after about a minute and
+never delivers deletes or some status changes, so sync stays the guarantee.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from ..errors import AllianceFhirError
+from ..instruments.catalog import Catalog
+from ..server.client import FhirClient
+from ..server.signal_sync import run_signals
+from ..server.state import InboxItem, StateStore
+from ..server.sync import SyncOptions, SyncReport, process_responses, run_sync
+from .hints import Hint
+from .metrics import ServeMetrics
+from .settings import ServeSettings
+
+__all__ = ["Worker"]
+
+logger = logging.getLogger("alliance_fhir.serve")
+_STALL_SECONDS = 60.0  # healthz turns 503 when hints wait and nothing was handled for this long
+_PROBE_SECONDS = 10.0
+
+
+class Worker:
+    """The single writer of ``serve`` (thread-safe entry points: ``record``, ``request_sync``, ``health``)."""
+
+    def __init__(
+        self,
+        client: FhirClient,
+        catalog: Catalog,
+        store: StateStore,
+        settings: ServeSettings,
+        *,
+        options: SyncOptions | None = None,
+    ) -> None:
+        self.client, self.catalog, self.store, self.settings = client, catalog, store, settings
+        self.options = options or SyncOptions()
+        self.server = client.base_url
+        self.metrics = ServeMetrics(lambda: float(self.store.inbox_depth(self.server)))
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._sync_reason: str | None = "start"
+        self._next_safety_net = time.monotonic() + settings.safety_net_minutes * 60
+        self._thread: threading.Thread | None = None
+        self._last_progress = time.monotonic()
+        self._last_failure: float | None = None
+        self._probe: tuple[float, bool] = (0.0, False)
+        self.last_sync: dict[str, Any] | None = None
+        self._topic_events: dict[str, int] = {}
+
+    # ------------------------------------------------------------ called from request threads
+
+    def record(self, hints: Iterable[Hint], channel: str) -> int:
+        """Record hints durably (before the notification is acknowledged) and wake the worker."""
+        rows = [(h.response_id, h.version_id) for h in hints]
+        self.store.inbox_add(self.server, rows)
+        self.metrics.received.labels(channel).inc()
+        self._wake.set()
+        return len(rows)
+
+    def request_sync(self, reason: str) -> None:
+        """Ask for an incremental sync soon (several requests before it runs make one sync)."""
+        with self._lock:
+            self._sync_reason = self._sync_reason or reason
+        self._wake.set()
+
+    def topic_events(self, subscription: str, events_since_start: int | None, hints: int) -> None:
+        """Track a Backport Subscription's event counter; a jump means HAPI dropped notifications."""
+        if events_since_start is None:
+            return
+        with self._lock:
+            previous = self._topic_events.get(subscription)
+            self._topic_events[subscription] = max(events_since_start, previous or 0)
+        if previous is not None and events_since_start > previous + max(hints, 1):
+            logger.warning("topic notifications were missed (event %d after %d); running a catch-up sync", events_since_start, previous)
+            self.request_sync("missed-events")
+
+    def health(self) -> dict[str, Any]:
+        """healthz: the FHIR server answers, the worker runs, and the inbox drains."""
+        depth = self.store.inbox_depth(self.server)
+        alive = self._thread is not None and self._thread.is_alive()
+        stalled = depth > 0 and time.monotonic() - self._last_progress > _STALL_SECONDS
+        reachable = self._reachable()
+        return {
+            "status": "ok" if reachable and alive and not stalled else "unavailable",
+            "server_reachable": reachable,
+            "worker_running": alive,
+            "inbox_depth": depth,
+            "inbox_draining": not stalled,
+            "last_sync": self.last_sync,
+        }
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="serve-worker", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float) -> bool:
+        """Finish the round in progress (bounded by ``timeout``); True when the worker stopped."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    # ------------------------------------------------------------ the worker thread
+
+    def _loop(self) -> None:
+        logger.info("worker started; %d notifications waiting in the inbox", self.store.inbox_depth(self.server))
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                self.drain()
+                if self._stop.is_set():
+                    break
+                reason = self._due_sync()
+                if reason:
+                    self.catch_up(reason)
+                    self.drain()
+            except AllianceFhirError as exc:  # the state database; anything else is a bug and ends the thread loudly
+                logger.error("worker round failed: %s", exc)
+                self._stop.wait(5.0)
+            self._wake.wait(self._sleep_seconds())
+        logger.info("worker stopped")
+
+    def _due_sync(self) -> str | None:
+        with self._lock:
+            reason, self._sync_reason = self._sync_reason, None
+        if reason is None and time.monotonic() >= self._next_safety_net:
+            reason = "safety-net"
+        return reason
+
+    def _sleep_seconds(self) -> float:
+        if self.store.inbox_depth(self.server) and self._last_failure is None:
+            return 0.0
+        backoff = 5.0 if self._last_failure is not None else 3600.0
+        return max(0.05, min(backoff, self._next_safety_net - time.monotonic()))
+
+    def drain(self) -> int:
+        """Handle inbox rounds until it is empty, stopping, or the server fails; hints handled."""
+        handled = 0
+        while not self._stop.is_set():
+            items = self.store.inbox_batch(self.server, self.settings.batch_size)
+            if not items:
+                self._last_progress = time.monotonic()
+                break
+            if not self._round(items):
+                break
+            handled += len(items)
+        return handled
+
+    def _round(self, items: list[InboxItem]) -> bool:
+        ids = list(dict.fromkeys(i.response_id for i in items))
+        try:
+            params = {"_id": ",".join(ids), "_count": str(len(ids))}
+            responses = list(self.client.search("QuestionnaireResponse", params, post=True))
+            responses = [r for r in responses if r.get("id") in set(ids)]  # a hint is never widened by the server either
+            report = process_responses(self.client, self.catalog, self.store, responses, self.options)
+        except AllianceFhirError as exc:
+            self._failed_round(items, exc)
+            return False
+        self._last_failure = None
+        self._count(report)
+        if len(responses) < len(ids):
+            logger.info("%d notified responses are no longer on the server (deleted)", len(ids) - len(responses))
+        self._signals(report.subjects)
+        self.store.inbox_done(self.server, items)
+        now = datetime.now(UTC)
+        for item in items:
+            if item.received_at:
+                self.metrics.latency.observe(max(0.0, (now - datetime.fromisoformat(item.received_at)).total_seconds()))
+        self._last_progress = time.monotonic()
+        return True
+
+    def _failed_round(self, items: list[InboxItem], exc: AllianceFhirError) -> None:
+        self._last_failure = time.monotonic()
+        logger.warning("could not handle %d notified responses: %s; retrying", len(items), exc)
+        given_up = [i for i in items if i.attempts + 1 >= self.settings.max_attempts]
+        if given_up:
+            logger.warning("%d notifications failed %d times; left to the next sync", len(given_up), self.settings.max_attempts)
+            self.store.inbox_done(self.server, given_up)
+            self.request_sync("given-up")
+        self.store.inbox_retry(self.server, [i for i in items if i not in given_up])
+
+    def catch_up(self, reason: str) -> SyncReport | None:
+        """One incremental sync from the checkpoint (the same ``run_sync`` as the command)."""
+        self._next_safety_net = time.monotonic() + self.settings.safety_net_minutes * 60
+        try:
+            report = run_sync(self.client, self.catalog, self.store, self.options)
+        except AllianceFhirError as exc:
+            self.metrics.catch_up.labels(reason, "error").inc()
+            logger.warning("%s sync failed: %s", reason, exc)
+            self._last_failure = time.monotonic()
+            return None
+        self.metrics.catch_up.labels(reason, "ok" if report.ok else "failures").inc()
+        self._count(report)
+        self.last_sync = {"reason": reason, "at": datetime.now(UTC).isoformat(timespec="seconds"), "found": report.found,
+                          "written": report.written, "retracted": report.retracted, "failed": report.failed}
+        logger.info("%s sync: found %d, written %d, retracted %d, unchanged %d, failed %d", reason, report.found, report.written,
+                    report.retracted, report.unchanged, report.failed)
+        self._signals(report.subjects)
+        return report
+
+    def _count(self, report: SyncReport) -> None:
+        self.metrics.scored.inc(report.scored)
+        self.metrics.written.inc(report.written + report.retracted)
+        self.metrics.failed.inc(report.failed)
+        for failure in report.failures:  # the reason is in the ledger (and `sync` prints it); logs name the resource only
+            logger.warning("failed: %s (see the sync ledger)", failure.resource)
+
+    def _signals(self, subjects: Iterable[str]) -> None:
+        for subject in sorted(subjects):
+            try:
+                run_signals(self.client, self.catalog, patient=subject, tag=self.options.tag)
+            except AllianceFhirError as exc:
+                self.metrics.signals.labels("error").inc()
+                logger.warning("signals of one patient could not be updated: %s", exc)
+                continue
+            self.metrics.signals.labels("ok").inc()
+
+    def _reachable(self) -> bool:
+        checked_at, ok = self._probe
+        if time.monotonic() - checked_at < _PROBE_SECONDS:
+            return ok
+        try:
+            self.client.request("GET", "metadata")
+            ok = True
+        except AllianceFhirError:
+            ok = False
+        self._probe = (time.monotonic(), ok)
+        return ok
