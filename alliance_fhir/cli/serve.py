@@ -33,7 +33,7 @@ from ._common import (
     server_config,
 )
 from ._output import configure_logging
-from .server import StateOption, _state_option
+from .server import StateOption, state_option
 
 __all__ = ["register"]
 
@@ -65,7 +65,7 @@ def serve(
 ) -> None:
     """Score QuestionnaireResponses and update the patient's signals within seconds of the server telling us they were written."""
     _logging(verbose)
-    cfg = server_config(server, config, ca_bundle=ca_bundle, state_db=_state_option(state))
+    cfg = server_config(server, config, ca_bundle=ca_bundle, state_db=state_option(state))
     settings = _settings(config, channel=channel, safety_net_minutes=safety_net_minutes)
     endpoint = f"{(public_url or f'http://{host}:{port}').rstrip('/')}/hook"
     if public_url is None and host in ("0.0.0.0", "::"):
@@ -102,7 +102,7 @@ def subscribe(
 ) -> None:
     """Create or update serve's Subscription on the server (found again by our tag), or remove it."""
     _logging(False)
-    cfg = server_config(server, config, ca_bundle=ca_bundle, state_db=_state_option(state))
+    cfg = server_config(server, config, ca_bundle=ca_bundle, state_db=state_option(state))
     if not remove and not endpoint:
         say("--endpoint URL is required (or --remove)", "error")
         raise typer.Exit(2)

@@ -56,7 +56,7 @@ StateOption = Annotated[str | None, typer.Option("--state", metavar="FILE|URL", 
     "(or $ALLIANCE_FHIR_STATE_DB; a password goes in PGPASSWORD or ~/.pgpass, never on the command line)."))]
 
 
-def _state_option(state: str | None) -> str | None:
+def state_option(state: str | None) -> str | None:
     """``--state`` as given; a PostgreSQL URL with a password in it is refused (other users can read argv)."""
     if state and is_postgres_url(state) and urlsplit(state).password is not None:
         raise ConfigError("--state: no password on the command line (other users can read it); use PGPASSWORD, ~/.pgpass "
@@ -194,7 +194,7 @@ def sync(
     setup_logging(verbose)
     since = since_value(since) if since is not None else None  # checked before anything is sent
     cfg = server_config(server, config, ca_bundle=ca_bundle, concurrency=concurrency, batch_size=batch_size, page_size=page_size,
-                        state_db=_state_option(state), write_mode=write_mode)
+                        state_db=state_option(state), write_mode=write_mode)
     with StateStore(cfg.state_location()) as store:
         if reset:
             store.reset(cfg.base_url)
@@ -261,7 +261,7 @@ def failures(
     as_json: JsonOption = False,
 ) -> None:
     """List the responses whose last sync failed (outstanding until fixed, changed or dismissed); exit 1 while any remain."""
-    cfg = server_config(server, config, state_db=_state_option(state))
+    cfg = server_config(server, config, state_db=state_option(state))
     with StateStore(cfg.state_location()) as store:
         if dismiss is not None:
             _dismiss(store, cfg.base_url, dismiss, reason, by)
@@ -309,7 +309,7 @@ def demo(
 ) -> None:
     """The round trip: publish the instruments, post a synthetic caseload, sync, sync again, summarise."""
     setup_logging(verbose)
-    cfg = server_config(server, config, ca_bundle=ca_bundle, state_db=_state_option(state))
+    cfg = server_config(server, config, ca_bundle=ca_bundle, state_db=state_option(state))
     catalog = command_catalog(ctx, None)
     with open_client(cfg) as client:
         if cleanup:
