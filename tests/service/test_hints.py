@@ -57,6 +57,9 @@ def test_heartbeats_and_non_notifications():
     heartbeat = {"resourceType": "Bundle", "type": "history", "entry": [status({"name": "type", "valueCode": "heartbeat"})]}
     parsed = topic_notification(heartbeat, BASE)
     assert parsed is not None and parsed.kind == "heartbeat" and parsed.hints == []
-    for shape in (None, [], "x", {"resourceType": "Bundle"}, {"resourceType": "Bundle", "entry": [{"resource": {"resourceType": "Patient"}}]},
-                  {"resourceType": "Patient", "entry": []}):
+    shapes: list[object] = [
+        None, [], "x", {"resourceType": "Bundle"}, {"resourceType": "Bundle", "entry": [{"resource": {"resourceType": "Patient"}}]},
+        {"resourceType": "Patient", "entry": []},
+    ]
+    for shape in shapes:
         assert topic_notification(shape, BASE) is None
