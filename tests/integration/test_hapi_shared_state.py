@@ -42,6 +42,15 @@ def finish(proc: subprocess.Popen[str]) -> dict[str, Any]:
     return json.loads(out)  # type: ignore[no-any-return]
 
 
+def kill_once_written(proc: subprocess.Popen[str], server_url: str, patient: str, at_least: int) -> None:
+    """SIGKILL the worker mid-run: once it has written ``at_least`` Observations (bounded wait)."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(observations(server_url, patient)) < at_least:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+
+
 def assert_each_once(server_url: str, patient: str, expected: dict[str, float]) -> None:
     found = observations(server_url, patient)
     identifiers = Counter(o["identifier"][0]["value"] for o in found)
@@ -68,11 +77,7 @@ def test_sigkill_of_one_worker_mid_run_loses_nothing(server, postgres_url):  # n
     resources, expected = caseload(patient, N)
     post_all(server, resources)
     victim, survivor = worker(server, postgres_url, patient), worker(server, postgres_url, patient)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and len(observations(server, patient)) < 30:
-        time.sleep(0.05)
-    victim.send_signal(signal.SIGKILL)
-    victim.communicate()
+    kill_once_written(victim, server, patient, 30)
     written_at_kill = len(observations(server, patient))
     assert written_at_kill < N, "the kill landed after the run: nothing was proven"
     report = finish(survivor)
@@ -90,11 +95,7 @@ def test_a_killed_lone_worker_leaves_the_checkpoint_and_a_rerun_converges(server
     resources, expected = caseload(patient, N)
     post_all(server, resources)
     victim = worker(server, postgres_url, patient)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and len(observations(server, patient)) < 30:
-        time.sleep(0.05)
-    victim.send_signal(signal.SIGKILL)
-    victim.communicate()
+    kill_once_written(victim, server, patient, 30)
     with StateStore(postgres_url) as store:
         assert store.checkpoint(server) is None  # the killed run covered nothing in full
     report = finish(worker(server, postgres_url, patient))
