@@ -34,10 +34,11 @@ demo-offline: install
 test: install browser-deps
 	$(BIN)/python -m pytest
 
-## Lint and types (CI runs this before the tests): ruff; mypy --strict on the package; mypy on tests and
+## Lint and types (CI runs this before the tests): ruff check and ruff format --check; mypy --strict on the package; mypy on tests and
 ## benchmarks with bodies checked (check_untyped_defs) but no annotations required (pyproject.toml).
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/mypy tests benchmarks
 

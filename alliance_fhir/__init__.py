@@ -16,7 +16,13 @@ from ._version import installed_version as _installed_version
 from .content.definitions import definition_resources
 from .content.extraction import extraction_problems
 from .content.package import build_package, package_resources, write_package
-from .content.questionnaires import apply_text_packs, content_resources, load_text_pack, text_pack_template, write_content
+from .content.questionnaires import (
+    apply_text_packs,
+    content_resources,
+    load_text_pack,
+    text_pack_template,
+    write_content,
+)
 from .errors import (
     AllianceFhirError,
     AuthError,

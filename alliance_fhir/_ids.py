@@ -31,7 +31,11 @@ PROJECT_CODESYSTEM = f"{PROJECT_BASE}/CodeSystem/alliance-fhir"
 UCUM = "http://unitsofmeasure.org"
 
 # The categories every score Observation (and its ObservationDefinition) carries.
-SURVEY_CATEGORY = {"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "survey", "display": "Survey"}
+SURVEY_CATEGORY = {
+    "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+    "code": "survey",
+    "display": "Survey",
+}
 MEASURE_CATEGORY = {
     "alliance": {"system": PROJECT_CODESYSTEM, "code": "therapeutic-alliance", "display": "Therapeutic alliance"},
     "outcome": {"system": PROJECT_CODESYSTEM, "code": "treatment-outcome", "display": "Treatment outcome"},

@@ -65,7 +65,9 @@ def _stdlib(value: Any, indent: int | None) -> bytes:
     return json.dumps(value, indent=indent, separators=separators, ensure_ascii=False, allow_nan=False).encode()
 
 
-def describe_error(exc: json.JSONDecodeError, data: bytes | bytearray | str | None = None, *, with_line: bool = True) -> str:
+def describe_error(
+    exc: json.JSONDecodeError, data: bytes | bytearray | str | None = None, *, with_line: bool = True
+) -> str:
     """One line for a parse failure: the reason in plain words and where (line and column).
 
     ``data`` (the text that failed) lets the message name a byte order mark precisely;
@@ -74,7 +76,9 @@ def describe_error(exc: json.JSONDecodeError, data: bytes | bytearray | str | No
     where = f"line {exc.lineno} column {exc.colno}" if with_line else f"column {exc.colno}"
     message = exc.msg
     if data is not None and (data[:3] == _BOM if isinstance(data, bytes | bytearray) else data[:1] == "\ufeff"):
-        return "starts with a UTF-8 byte order mark, which JSON does not allow (RFC 8259 section 8.1): save it without one"
+        return (
+            "starts with a UTF-8 byte order mark, which JSON does not allow (RFC 8259 section 8.1): save it without one"
+        )
     if "depth limit" in message or "recursion" in message:
         return f"malformed JSON: nested deeper than {MAX_DEPTH} levels (the reader's limit) at {where}"
     if "infinity when parsed as double" in message:

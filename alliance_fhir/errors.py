@@ -131,7 +131,10 @@ class UnexpectedResponse(FhirServerError):
 
     def __init__(self, method: str, path: str, status: int, reason: str) -> None:
         self.reason = reason
-        outcome = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "invalid", "diagnostics": reason}]}
+        outcome = {
+            "resourceType": "OperationOutcome",
+            "issue": [{"severity": "error", "code": "invalid", "diagnostics": reason}],
+        }
         super().__init__(method, path, status, outcome)
 
 

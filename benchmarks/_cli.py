@@ -54,9 +54,16 @@ class ProcessRun:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
-        return {"key": self.key, "wall_s": round(self.wall_s, 3), "cpu_s": round(self.cpu_s, 3), "peak_rss_mib": round(self.rss_mib, 1),
-                "workers_peak_rss_mib": None if self.workers_rss_mib is None else round(self.workers_rss_mib, 1),
-                "load_1min": [self.load_before, self.load_after], "returncode": self.returncode, **self.extra}
+        return {
+            "key": self.key,
+            "wall_s": round(self.wall_s, 3),
+            "cpu_s": round(self.cpu_s, 3),
+            "peak_rss_mib": round(self.rss_mib, 1),
+            "workers_peak_rss_mib": None if self.workers_rss_mib is None else round(self.workers_rss_mib, 1),
+            "load_1min": [self.load_before, self.load_after],
+            "returncode": self.returncode,
+            **self.extra,
+        }
 
 
 def load_average() -> float:
@@ -66,12 +73,23 @@ def load_average() -> float:
         return float("nan")
 
 
-def run_process(key: str, argv: Sequence[str], env: Mapping[str, str] | None = None, cwd: Path | None = None, timeout_s: float = 3600) -> ProcessRun:
+def run_process(
+    key: str,
+    argv: Sequence[str],
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout_s: float = 3600,
+) -> ProcessRun:
     """Run ``argv`` (stdout and stderr to /dev/null) and measure it; a non-zero exit is recorded, not raised."""
     load_before = load_average()
     started = time.perf_counter()
-    proc = subprocess.Popen(list(argv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(env) if env is not None else None,
-                            cwd=cwd)
+    proc = subprocess.Popen(
+        list(argv),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=dict(env) if env is not None else None,
+        cwd=cwd,
+    )
     sampler = _ChildSampler(proc.pid)
     sampler.start()
     deadline = started + timeout_s
@@ -87,8 +105,17 @@ def run_process(key: str, argv: Sequence[str], env: Mapping[str, str] | None = N
     wall = time.perf_counter() - started
     proc.returncode = os.waitstatus_to_exitcode(status)
     sampler.stop()
-    return ProcessRun(key, wall, usage.ru_utime + usage.ru_stime, sampler.own_mib or usage.ru_maxrss / 1024, sampler.peak_mib, load_before,
-                      load_average(), proc.returncode, {"ru_maxrss_mib": round(usage.ru_maxrss / 1024, 1)})
+    return ProcessRun(
+        key,
+        wall,
+        usage.ru_utime + usage.ru_stime,
+        sampler.own_mib or usage.ru_maxrss / 1024,
+        sampler.peak_mib,
+        load_before,
+        load_average(),
+        proc.returncode,
+        {"ru_maxrss_mib": round(usage.ru_maxrss / 1024, 1)},
+    )
 
 
 class _ChildSampler(threading.Thread):

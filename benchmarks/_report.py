@@ -21,7 +21,15 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Measurement", "machine_info", "markdown_table", "pin_to_one_core", "time_passes", "time_round_robin", "write_json"]
+__all__ = [
+    "Measurement",
+    "machine_info",
+    "markdown_table",
+    "pin_to_one_core",
+    "time_passes",
+    "time_round_robin",
+    "write_json",
+]
 
 
 @dataclass(frozen=True)
@@ -155,7 +163,9 @@ def _git_revision() -> dict[str, Any] | None:
     here = Path(__file__).resolve().parent
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=True).stdout
-        status = subprocess.run(["git", "status", "--porcelain"], cwd=here, capture_output=True, text=True, check=True).stdout
+        status = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=here, capture_output=True, text=True, check=True
+        ).stdout
     except (OSError, subprocess.CalledProcessError):
         return None
     return {"commit": head.strip(), "dirty": bool(status.strip())}

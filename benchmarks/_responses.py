@@ -81,7 +81,9 @@ def _vas_maker(spec: ItemSpec) -> AnswerMaker:
     return lambda rng: {"valueDecimal": float(Decimal(rng.randint(low, high)) / scale)}
 
 
-def _response(instrument: Instrument, i: int, rng: random.Random, makers: list[tuple[str, AnswerMaker]], prorates: bool) -> dict[str, Any]:
+def _response(
+    instrument: Instrument, i: int, rng: random.Random, makers: list[tuple[str, AnswerMaker]], prorates: bool
+) -> dict[str, Any]:
     amended = rng.random() < AMENDED_SHARE
     items = [{"linkId": link, "answer": [make(rng)]} for link, make in makers]
     if prorates and rng.random() < MISSING_SHARE:

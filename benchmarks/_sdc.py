@@ -47,14 +47,18 @@ class SdcScorer:
         self.total_id = instrument.mapping.total.id
         self.codes = {s.id: s.codes[0].model_dump(exclude_none=True) for s in instrument.mapping.scales}
         weights = _option_weights(instrument.questionnaire)
-        table = {"weight": {"fn": lambda inputs: [w for w in (_weight(value, weights) for value in inputs) if w is not None]}}
+        table = {
+            "weight": {"fn": lambda inputs: [w for w in (_weight(value, weights) for value in inputs) if w is not None]}
+        }
         options = {"userInvocationTable": table}
         scales = {s.questionnaire_item: s for s in instrument.mapping.scales if s.questionnaire_item}
         self.expressions: list[tuple[str, Compiled]] = []
         for item in walk_items(instrument.questionnaire["item"]):
             expression = _calculated_expression(item)
             if expression is not None and item["linkId"] in scales:
-                compiled = fhirpath_compile(expression.replace(_SUM_OF_VALUES, _SUM_OF_VALUES_FHIRPATHPY), models["r4"], options)
+                compiled = fhirpath_compile(
+                    expression.replace(_SUM_OF_VALUES, _SUM_OF_VALUES_FHIRPATHPY), models["r4"], options
+                )
                 self.expressions.append((scales[item["linkId"]].id, compiled))
 
     def scores(self, response: dict[str, Any]) -> dict[str, Decimal]:
@@ -74,7 +78,9 @@ class SdcScorer:
         obs["derivedFrom"] = [{"reference": f"QuestionnaireResponse/{response.get('id')}"}]
         if total_id in scores:
             obs["valueQuantity"] = _quantity(scores[total_id])
-        components = [{"code": {"coding": [codes[k]]}, "valueQuantity": _quantity(v)} for k, v in scores.items() if k != total_id]
+        components = [
+            {"code": {"coding": [codes[k]]}, "valueQuantity": _quantity(v)} for k, v in scores.items() if k != total_id
+        ]
         if components:
             obs["component"] = components
         return obs

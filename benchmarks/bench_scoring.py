@@ -190,7 +190,10 @@ def bench_instrument(catalog: Catalog, instrument_id: str, plan: Plan) -> tuple[
     ]
     runs = {key: partial(stream, pipeline, payload) for key, _, payload, pipeline in workloads}
     passes = time_round_robin(runs, plan.k)
-    rows = [Measurement(key, label, instrument_id, payload.count(b"\n"), passes[key]) for key, label, payload, _ in workloads]
+    rows = [
+        Measurement(key, label, instrument_id, payload.count(b"\n"), passes[key])
+        for key, label, payload, _ in workloads
+    ]
     for m in rows:
         print(f"  {instrument_id:7} {m.key:8} n={m.n:<7} {m.rate:>12,.0f} responses/s", file=sys.stderr, flush=True)
     return rows, check
@@ -218,7 +221,10 @@ def targets(by_instrument: dict[str, list[Measurement]]) -> list[dict[str, Any]]
         ("(a)/(b) WAI-SR", ratio["a/b"], TARGET_A_OVER_B),
         ("(a)/(d) WAI-SR", ratio["a/d"], TARGET_A_OVER_D),
     ]
-    return [{"target": name, "value": round(value, 4), "at_least": goal, "met": value >= goal} for name, value, goal in checks]
+    return [
+        {"target": name, "value": round(value, 4), "at_least": goal, "met": value >= goal}
+        for name, value, goal in checks
+    ]
 
 
 def render(by_instrument: dict[str, list[Measurement]], goals: list[dict[str, Any]], n_full: int) -> str:
@@ -291,16 +297,39 @@ def cli_variants(path: Path, plan: CliPlan) -> dict[str, Variant]:
     score = [py, "-m", "alliance_fhir", "score", str(path)]
     here = Path(__file__).resolve().parents[1]
     variants: dict[str, Variant] = {
-        "floor": ("floor process: orjson loads + dumps per line", [py, "-c", FLOOR_SCRIPT, str(path)], None, None, here),
+        "floor": (
+            "floor process: orjson loads + dumps per line",
+            [py, "-c", FLOOR_SCRIPT, str(path)],
+            None,
+            None,
+            here,
+        ),
         "ndjson_j1": ("score --format ndjson (--jobs 1)", [*score, "--format", "ndjson"], None, None, here),
-        "ndjson_jall": (f"score --format ndjson --jobs 0 ({_cores()} cores)", [*score, "--format", "ndjson", "--jobs", "0"], None, None, here),
+        "ndjson_jall": (
+            f"score --format ndjson --jobs 0 ({_cores()} cores)",
+            [*score, "--format", "ndjson", "--jobs", "0"],
+            None,
+            None,
+            here,
+        ),
         "bundle": ("score --format bundle (--jobs 1)", [*score, "--format", "bundle"], None, None, here),
-        "sdc": (f"SDC baseline process (fhirpathpy), first {plan.n_sdc:,} lines", [py, "-m", "benchmarks._cli", "sdc", str(path), "wai-sr", str(plan.n_sdc)],
-                None, plan.n_sdc, here),
+        "sdc": (
+            f"SDC baseline process (fhirpathpy), first {plan.n_sdc:,} lines",
+            [py, "-m", "benchmarks._cli", "sdc", str(path), "wai-sr", str(plan.n_sdc)],
+            None,
+            plan.n_sdc,
+            here,
+        ),
     }
     if plan.baseline is not None:
         env = {**os.environ, "PYTHONPATH": str(plan.baseline)}
-        variants["before"] = (f"before: score --format ndjson at {plan.baseline.name}", [*score, "--format", "ndjson"], env, None, plan.baseline)
+        variants["before"] = (
+            f"before: score --format ndjson at {plan.baseline.name}",
+            [*score, "--format", "ndjson"],
+            env,
+            None,
+            plan.baseline,
+        )
     return variants
 
 
@@ -314,22 +343,35 @@ def bench_cli(catalog: Catalog, plan: CliPlan, workdir: Path) -> dict[int, dict[
     for n in plan.sizes:
         path = workdir / f"wai-sr-{n}.ndjson"
         size = write_ndjson(catalog.get("wai-sr"), n, path)
-        print(f"  cli: {n:,} WAI-SR responses, {size / 1e6:,.0f} MB, load {load_average()}", file=sys.stderr, flush=True)
+        print(
+            f"  cli: {n:,} WAI-SR responses, {size / 1e6:,.0f} MB, load {load_average()}", file=sys.stderr, flush=True
+        )
         variants = cli_variants(path, plan)
         runs: dict[str, list[ProcessRun]] = {key: [] for key in variants}
         for _ in range(plan.k):
             for key, (_, argv, env, _, cwd) in variants.items():
                 run = run_process(key, argv, env, cwd)
                 runs[key].append(run)
-                print(f"  cli {n:>9,} {key:12} wall {run.wall_s:8.2f} s  cpu {run.cpu_s:8.2f} s  rss {run.rss_mib:7.1f} MiB  rc {run.returncode}"
-                      f"  load {run.load_before}->{run.load_after}", file=sys.stderr, flush=True)
+                print(
+                    f"  cli {n:>9,} {key:12} wall {run.wall_s:8.2f} s  cpu {run.cpu_s:8.2f} s  rss {run.rss_mib:7.1f} MiB  rc {run.returncode}"
+                    f"  load {run.load_before}->{run.load_after}",
+                    file=sys.stderr,
+                    flush=True,
+                )
         rows = {}
         for key, (label, _, _, counted, _) in variants.items():
             best = min(runs[key], key=lambda r: r.wall_s)
             responses = counted or n
-            rows[key] = {"label": label, "responses": responses, "rate": responses / best.wall_s, "cpu_us": 1e6 * best.cpu_s / responses,
-                         "best": best.as_json(), "runs": [r.as_json() for r in runs[key]],
-                         "max_rss_mib": max(r.rss_mib for r in runs[key]), "max_workers_rss_mib": max((r.workers_rss_mib or 0) for r in runs[key])}
+            rows[key] = {
+                "label": label,
+                "responses": responses,
+                "rate": responses / best.wall_s,
+                "cpu_us": 1e6 * best.cpu_s / responses,
+                "best": best.as_json(),
+                "runs": [r.as_json() for r in runs[key]],
+                "max_rss_mib": max(r.rss_mib for r in runs[key]),
+                "max_workers_rss_mib": max((r.workers_rss_mib or 0) for r in runs[key]),
+            }
         results[n] = {"bytes": size, "rows": rows, "ratios": cli_ratios(rows)}
         path.unlink()
     return results
@@ -355,49 +397,110 @@ def cli_targets(results: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
     goals = []
     for n, result in results.items():
         rows, ratio = result["rows"], result["ratios"]
-        goals.append({"target": f"score ndjson one process / floor process, {n:,}", "value": round(ratio["ndjson_j1/floor (wall)"], 3),
-                      "at_least": TARGET_CLI_OVER_FLOOR, "met": ratio["ndjson_j1/floor (wall)"] >= TARGET_CLI_OVER_FLOOR})
-        goals.append({"target": f"score ndjson one process / SDC process, {n:,}", "value": round(ratio["ndjson_j1/sdc (wall)"], 1),
-                      "at_least": TARGET_CLI_OVER_SDC, "met": ratio["ndjson_j1/sdc (wall)"] >= TARGET_CLI_OVER_SDC})
+        goals.append(
+            {
+                "target": f"score ndjson one process / floor process, {n:,}",
+                "value": round(ratio["ndjson_j1/floor (wall)"], 3),
+                "at_least": TARGET_CLI_OVER_FLOOR,
+                "met": ratio["ndjson_j1/floor (wall)"] >= TARGET_CLI_OVER_FLOOR,
+            }
+        )
+        goals.append(
+            {
+                "target": f"score ndjson one process / SDC process, {n:,}",
+                "value": round(ratio["ndjson_j1/sdc (wall)"], 1),
+                "at_least": TARGET_CLI_OVER_SDC,
+                "met": ratio["ndjson_j1/sdc (wall)"] >= TARGET_CLI_OVER_SDC,
+            }
+        )
         for key in ("ndjson_j1", "ndjson_jall", "bundle"):
             peak = max(rows[key]["max_rss_mib"], rows[key]["max_workers_rss_mib"])
-            goals.append({"target": f"peak RSS MiB of {key} (main or any worker), {n:,}", "value": round(peak, 1),
-                          "at_most": round(TARGET_RSS_MIB, 1), "met": peak <= TARGET_RSS_MIB})
+            goals.append(
+                {
+                    "target": f"peak RSS MiB of {key} (main or any worker), {n:,}",
+                    "value": round(peak, 1),
+                    "at_most": round(TARGET_RSS_MIB, 1),
+                    "met": peak <= TARGET_RSS_MIB,
+                }
+            )
     return goals
 
 
 def render_cli(results: dict[int, dict[str, Any]], goals: list[dict[str, Any]]) -> str:
     table = markdown_table(
-        ["responses", "process", "best wall s", "responses/s", "CPU us/response (incl. workers)", "peak RSS MiB", "workers' peak MiB", "load (1 min)"],
         [
-            [f"{n:,}" if row["responses"] == n else f"{row['responses']:,} of {n:,}", f"({key}) {row['label']}", f"{row['best']['wall_s']:.2f}",
-             f"{row['rate']:,.0f}", f"{row['cpu_us']:,.1f}", f"{row['max_rss_mib']:.1f}", f"{row['max_workers_rss_mib']:.1f}" if row["max_workers_rss_mib"] else "-",
-             "{}-{}".format(*row["best"]["load_1min"])]
-            for n, result in results.items() for key, row in result["rows"].items()
+            "responses",
+            "process",
+            "best wall s",
+            "responses/s",
+            "CPU us/response (incl. workers)",
+            "peak RSS MiB",
+            "workers' peak MiB",
+            "load (1 min)",
+        ],
+        [
+            [
+                f"{n:,}" if row["responses"] == n else f"{row['responses']:,} of {n:,}",
+                f"({key}) {row['label']}",
+                f"{row['best']['wall_s']:.2f}",
+                f"{row['rate']:,.0f}",
+                f"{row['cpu_us']:,.1f}",
+                f"{row['max_rss_mib']:.1f}",
+                f"{row['max_workers_rss_mib']:.1f}" if row["max_workers_rss_mib"] else "-",
+                "{}-{}".format(*row["best"]["load_1min"]),
+            ]
+            for n, result in results.items()
+            for key, row in result["rows"].items()
         ],
     )
-    ratio_table = markdown_table(["responses", *next(iter(results.values()))["ratios"]],
-                                 [[f"{n:,}", *(f"{v:.3g}" for v in r["ratios"].values())] for n, r in results.items()])
-    goal_table = markdown_table(["target", "value", "bound", "met"],
-                                [[g["target"], g["value"], (">= " if "at_least" in g else "<= ") + str(g.get("at_least", g.get("at_most"))),
-                                  "yes" if g["met"] else "NO"] for g in goals])
+    ratio_table = markdown_table(
+        ["responses", *next(iter(results.values()))["ratios"]],
+        [[f"{n:,}", *(f"{v:.3g}" for v in r["ratios"].values())] for n, r in results.items()],
+    )
+    goal_table = markdown_table(
+        ["target", "value", "bound", "met"],
+        [
+            [
+                g["target"],
+                g["value"],
+                (">= " if "at_least" in g else "<= ") + str(g.get("at_least", g.get("at_most"))),
+                "yes" if g["met"] else "NO",
+            ]
+            for g in goals
+        ],
+    )
     return f"{table}\n\nRatios\n\n{ratio_table}\n\nTargets\n\n{goal_table}"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_scoring", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="CI smoke size (well under 2 minutes); figures are indicative only")
-    parser.add_argument("--n", type=int, help="responses per instrument for (a), (a_json) and (d) (default 100,000; quick 10,000)")
+    parser.add_argument(
+        "--quick", action="store_true", help="CI smoke size (well under 2 minutes); figures are indicative only"
+    )
+    parser.add_argument(
+        "--n", type=int, help="responses per instrument for (a), (a_json) and (d) (default 100,000; quick 10,000)"
+    )
     parser.add_argument("--k", type=int, help="passes per pipeline; the best is kept (default 3; quick 2)")
     parser.add_argument("--instrument", action="append", choices=INSTRUMENTS, help="only this instrument (repeatable)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/scoring.json"), help="JSON result file")
     parser.add_argument("--no-pin", action="store_true", help="do not pin the process to one CPU")
-    parser.add_argument("--cli", action="store_true", help="also measure whole processes: the CLI, the floor process, the SDC process")
+    parser.add_argument(
+        "--cli", action="store_true", help="also measure whole processes: the CLI, the floor process, the SDC process"
+    )
     parser.add_argument("--cli-only", action="store_true", help="only the whole-process measurement")
-    parser.add_argument("--cli-n", type=int, action="append", help="responses in the generated file (repeatable; default 300,000 and 1,000,000; quick 10,000)")
+    parser.add_argument(
+        "--cli-n",
+        type=int,
+        action="append",
+        help="responses in the generated file (repeatable; default 300,000 and 1,000,000; quick 10,000)",
+    )
     parser.add_argument("--cli-k", type=int, help="runs per process (default 2; quick 1)")
-    parser.add_argument("--baseline-src", type=Path, help="a checkout (e.g. from git archive) whose CLI is run as 'before'")
-    parser.add_argument("--profile", metavar="INSTRUMENT", choices=INSTRUMENTS, help="print a cProfile of (a) instead of benchmarking")
+    parser.add_argument(
+        "--baseline-src", type=Path, help="a checkout (e.g. from git archive) whose CLI is run as 'before'"
+    )
+    parser.add_argument(
+        "--profile", metavar="INSTRUMENT", choices=INSTRUMENTS, help="print a cProfile of (a) instead of benchmarking"
+    )
     return parser.parse_args(argv)
 
 
@@ -413,8 +516,12 @@ def main(argv: list[str] | None = None) -> int:
     cli_goals: list[dict[str, Any]] = []
     cli_plan = None
     if args.cli or args.cli_only:  # before pinning: --jobs 0 must see every core
-        cli_plan = CliPlan(tuple(args.cli_n or (CLI_SIZES_QUICK if args.quick else CLI_SIZES_FULL)), args.cli_k or (1 if args.quick else 2),
-                           20 if args.quick else 300, args.baseline_src.resolve() if args.baseline_src else None)
+        cli_plan = CliPlan(
+            tuple(args.cli_n or (CLI_SIZES_QUICK if args.quick else CLI_SIZES_FULL)),
+            args.cli_k or (1 if args.quick else 2),
+            20 if args.quick else 300,
+            args.baseline_src.resolve() if args.baseline_src else None,
+        )
         with tempfile.TemporaryDirectory(prefix="bench-cli-") as workdir:
             cli_results = bench_cli(catalog, cli_plan, Path(workdir))
         cli_goals = cli_targets(cli_results)
@@ -437,7 +544,9 @@ def main(argv: list[str] | None = None) -> int:
         "targets": goals,
         "cross_check": checks,
         "cli": {
-            "plan": {**asdict(cli_plan), "baseline": str(cli_plan.baseline) if cli_plan.baseline else None} if cli_plan else None,
+            "plan": {**asdict(cli_plan), "baseline": str(cli_plan.baseline) if cli_plan.baseline else None}
+            if cli_plan
+            else None,
             "results": {str(n): r for n, r in cli_results.items()},
             "targets": cli_goals,
         },

@@ -52,7 +52,9 @@ def page_seconds(base: str, params: dict[str, str]) -> tuple[float, float]:
 
 def _count(base: str, resource_type: str = "QuestionnaireResponse") -> int:
     with FhirClient(ServerConfig(url=base)) as c:
-        body = c.request("GET", resource_type, params={"_summary": "count"}, headers={"Cache-Control": "no-cache"}).json()
+        body = c.request(
+            "GET", resource_type, params={"_summary": "count"}, headers={"Cache-Control": "no-cache"}
+        ).json()
     return int(body.get("total", 0))
 
 
@@ -73,8 +75,12 @@ def main() -> None:
     parser.add_argument("--server", required=True)
     parser.add_argument("--n", type=int, default=5000, help="responses loaded once (the table the searches run on)")
     parser.add_argument("--fresh", type=int, default=300, help="fresh tagged responses per end-to-end sync run")
-    parser.add_argument("--observations", type=int, default=0,
-                        help="Observations ingested first for the first --n responses (needs --n >= this; the review had ~12,600)")
+    parser.add_argument(
+        "--observations",
+        type=int,
+        default=0,
+        help="Observations ingested first for the first --n responses (needs --n >= this; the review had ~12,600)",
+    )
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -86,13 +92,17 @@ def main() -> None:
     if args.observations:
         ingest(base, prebuilt_observations(prefix, args.observations, prefix), batch=50, workers=2)
     total = _count(base)
-    lines = [f"loaded {args.n} responses in {loaded:.0f} s, {args.observations} Observations; {total} QuestionnaireResponses "
-             f"and {_count(base, 'Observation')} Observations on the server (load {load()})"]
+    lines = [
+        f"loaded {args.n} responses in {loaded:.0f} s, {args.observations} Observations; {total} QuestionnaireResponses "
+        f"and {_count(base, 'Observation')} Observations on the server (load {load()})"
+    ]
     print(lines[0], flush=True)
     rows: list[list[Any]] = []
     for round_no in range(1, args.rounds + 1):
-        for label, params in (("questionnaire= & status=<3> (before)", {"questionnaire": URLS, "status": OLD_STATUSES, "_count": "200"}),
-                              ("questionnaire= only (after)", {"questionnaire": URLS, "_count": "200"})):
+        for label, params in (
+            ("questionnaire= & status=<3> (before)", {"questionnaire": URLS, "status": OLD_STATUSES, "_count": "200"}),
+            ("questionnaire= only (after)", {"questionnaire": URLS, "_count": "200"}),
+        ):
             first, second = page_seconds(base, params)
             rows.append([round_no, "search page, _total=accurate", label, first, second, load()])
             print(rows[-1], flush=True)
@@ -104,18 +114,27 @@ def main() -> None:
                 put_all(base, tagged(responses(f"{tag}", args.fresh), tag))
                 with_status(status)
                 started = time.perf_counter()
-                report = sync_run(base, Path(tmp) / f"{tag}.sqlite", SyncOptions(tag={"system": "urn:bench", "code": tag}),
-                                  request_deadline=900, max_retry_seconds=1800)
+                report = sync_run(
+                    base,
+                    Path(tmp) / f"{tag}.sqlite",
+                    SyncOptions(tag={"system": "urn:bench", "code": tag}),
+                    request_deadline=900,
+                    max_retry_seconds=1800,
+                )
                 seconds = time.perf_counter() - started
                 assert report["written"] == args.fresh and report["failed"] == 0, report
                 e2e.append([round_no, label, args.fresh, round(seconds, 1), round(args.fresh / seconds, 1), load()])
                 print(e2e[-1], flush=True)
         with_status(False)
-    text = "\n".join([
-        *lines, "",
-        markdown_table(["round", "what", "search", "first page s", "next page s", "load"], rows), "",
-        markdown_table(["round", "sync end to end (tagged)", "responses", "seconds", "responses/s", "load"], e2e),
-    ])
+    text = "\n".join(
+        [
+            *lines,
+            "",
+            markdown_table(["round", "what", "search", "first page s", "next page s", "load"], rows),
+            "",
+            markdown_table(["round", "sync end to end (tagged)", "responses", "seconds", "responses/s", "load"], e2e),
+        ]
+    )
     print(text)
     if args.out:
         args.out.write_text(text + "\n", encoding="utf-8")

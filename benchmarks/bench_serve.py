@@ -30,16 +30,26 @@ SECRET = "bench-serve-secret-0123456789abcdef"
 
 
 def srs(patient: str, rid: str, last: float) -> dict:
-    return {"resourceType": "QuestionnaireResponse", "id": rid, "status": "completed",
-            "questionnaire": "http://alliance-fhir.org/fhir/Questionnaire/srs", "subject": {"reference": patient},
-            "authored": "2026-11-02T11:00:00Z",
-            "item": [{"linkId": str(n), "answer": [{"valueDecimal": v}]} for n, v in enumerate((9.0, 9.0, 9.0, last), 1)]}
+    return {
+        "resourceType": "QuestionnaireResponse",
+        "id": rid,
+        "status": "completed",
+        "questionnaire": "http://alliance-fhir.org/fhir/Questionnaire/srs",
+        "subject": {"reference": patient},
+        "authored": "2026-11-02T11:00:00Z",
+        "item": [{"linkId": str(n), "answer": [{"valueDecimal": v}]} for n, v in enumerate((9.0, 9.0, 9.0, last), 1)],
+    }
 
 
 def transaction(http: httpx.Client, base: str, resources: list[dict]) -> None:
-    entries = [{"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}} for r in resources]
-    answer = http.post(base, json={"resourceType": "Bundle", "type": "transaction", "entry": entries},
-                       headers={"Content-Type": "application/fhir+json"})
+    entries = [
+        {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}} for r in resources
+    ]
+    answer = http.post(
+        base,
+        json={"resourceType": "Bundle", "type": "transaction", "entry": entries},
+        headers={"Content-Type": "application/fhir+json"},
+    )
     answer.raise_for_status()
 
 
@@ -73,9 +83,26 @@ def main() -> None:
         serve_port = s.getsockname()[1]
     state = Path(tempfile.mkdtemp()) / "state.sqlite"
     env = {**os.environ, "ALLIANCE_FHIR_WEBHOOK_SECRET": SECRET}
-    subprocess.run([sys.executable, "-m", "alliance_fhir", "publish", "--server", base], env=env, capture_output=True, check=True)
-    proc = subprocess.Popen([sys.executable, "-m", "alliance_fhir", "serve", "--server", base, "--port", str(serve_port),
-                             "--state", str(state)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "alliance_fhir", "publish", "--server", base], env=env, capture_output=True, check=True
+    )
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "alliance_fhir",
+            "serve",
+            "--server",
+            base,
+            "--port",
+            str(serve_port),
+            "--state",
+            str(state),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -116,17 +143,27 @@ def main() -> None:
             time.sleep(0.2)
         drained = max(first_all.values()) if first_all else float("nan")
         load = os.getloadavg()
-        print(f"subscription interval (harness): {os.environ.get('HAPI_SUBSCRIPTION_INTERVAL_MS', '1000')} ms; load {load[0]:.2f}")
-        print(f"steady {args.steady} writes at {args.rate}/s: write -> Observation searchable p50 {statistics.median(latencies):.2f} s, "
-              f"p95 {percentile(latencies, 0.95):.2f} s, max {max(latencies):.2f} s")
+        print(
+            f"subscription interval (harness): {os.environ.get('HAPI_SUBSCRIPTION_INTERVAL_MS', '1000')} ms; load {load[0]:.2f}"
+        )
+        print(
+            f"steady {args.steady} writes at {args.rate}/s: write -> Observation searchable p50 {statistics.median(latencies):.2f} s, "
+            f"p95 {percentile(latencies, 0.95):.2f} s, max {max(latencies):.2f} s"
+        )
         burst = list(first_all.values())
-        print(f"burst: one transaction of {args.burst} (took {written - started:.2f} s): {len(first_all)}/{args.burst} scored; "
-              f"p50 {statistics.median(burst):.2f} s, p95 {percentile(burst, 0.95):.2f} s, max {drained:.2f} s; "
-              f"drain rate {len(first_all) / drained:.0f} responses/s")
+        print(
+            f"burst: one transaction of {args.burst} (took {written - started:.2f} s): {len(first_all)}/{args.burst} scored; "
+            f"p50 {statistics.median(burst):.2f} s, p95 {percentile(burst, 0.95):.2f} s, max {drained:.2f} s; "
+            f"drain rate {len(first_all) / drained:.0f} responses/s"
+        )
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
-        subprocess.run([sys.executable, "-m", "alliance_fhir", "subscribe", "--server", base, "--remove"], env=env, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "alliance_fhir", "subscribe", "--server", base, "--remove"],
+            env=env,
+            capture_output=True,
+        )
 
 
 if __name__ == "__main__":

@@ -51,13 +51,28 @@ def responses(prefix: str, n: int) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = [{"resourceType": "Patient", "id": f"{prefix}-p{k}"} for k in range((n + 99) // 100)]
     for i in range(n):
         patient = {"reference": f"Patient/{prefix}-p{i // 100}"}
-        base = {"resourceType": "QuestionnaireResponse", "id": f"{prefix}-{i}", "status": "completed", "subject": patient, "authored": "2026-11-01T10:00:00Z"}
+        base = {
+            "resourceType": "QuestionnaireResponse",
+            "id": f"{prefix}-{i}",
+            "status": "completed",
+            "subject": patient,
+            "authored": "2026-11-01T10:00:00Z",
+        }
         if i % 2:
-            items = [{"linkId": str(k), "answer": [{"valueDecimal": round(5 + (i * k) % 50 / 10, 1)}]} for k in range(1, 5)]
-            out.append({**base, "questionnaire": "http://alliance-fhir.org/fhir/Questionnaire/srs|1.0.0", "item": items})
+            items = [
+                {"linkId": str(k), "answer": [{"valueDecimal": round(5 + (i * k) % 50 / 10, 1)}]} for k in range(1, 5)
+            ]
+            out.append(
+                {**base, "questionnaire": "http://alliance-fhir.org/fhir/Questionnaire/srs|1.0.0", "item": items}
+            )
         else:
-            items = [{"linkId": str(k), "answer": [{"valueCoding": {"system": CS, "code": f"wai-sr-{WAI[(i + k) % 5]}"}}]} for k in range(1, 13)]
-            out.append({**base, "questionnaire": "http://alliance-fhir.org/fhir/Questionnaire/wai-sr|1.0.0", "item": items})
+            items = [
+                {"linkId": str(k), "answer": [{"valueCoding": {"system": CS, "code": f"wai-sr-{WAI[(i + k) % 5]}"}}]}
+                for k in range(1, 13)
+            ]
+            out.append(
+                {**base, "questionnaire": "http://alliance-fhir.org/fhir/Questionnaire/wai-sr|1.0.0", "item": items}
+            )
     return out
 
 
@@ -95,8 +110,20 @@ def prebuilt_observations(prefix: str, n: int, salt: str) -> list[dict[str, Any]
 
 
 def ingest(base: str, observations: list[dict[str, Any]], batch: int, workers: int) -> float:
-    entries = [{"resource": o, "request": {"method": "PUT", "url": f"Observation?identifier={IDENTIFIER_SYSTEM}|{o['identifier'][0]['value']}"}} for o in observations]
-    bundles = [{"resourceType": "Bundle", "type": "transaction", "entry": entries[i : i + batch]} for i in range(0, len(entries), batch)]
+    entries = [
+        {
+            "resource": o,
+            "request": {
+                "method": "PUT",
+                "url": f"Observation?identifier={IDENTIFIER_SYSTEM}|{o['identifier'][0]['value']}",
+            },
+        }
+        for o in observations
+    ]
+    bundles = [
+        {"resourceType": "Bundle", "type": "transaction", "entry": entries[i : i + batch]}
+        for i in range(0, len(entries), batch)
+    ]
     with FhirClient(ServerConfig(url=base, timeout=300, concurrency=workers)) as c:
         started = time.perf_counter()
         with ThreadPoolExecutor(workers) as pool:
@@ -146,7 +173,13 @@ def rss_of_sync(base: str, n_label: str) -> dict[str, Any]:
     """Peak RSS (MiB) of a full `alliance-fhir sync` with a fresh state file, reported by the process itself."""
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "ALLIANCE_FHIR_STATE_DB": str(Path(tmp) / "s.sqlite")}
-        proc = subprocess.run([sys.executable, "-c", _RSS_PROBE, "sync", "--server", base, "--json"], env=env, capture_output=True, text=True, check=False)
+        proc = subprocess.run(
+            [sys.executable, "-c", _RSS_PROBE, "sync", "--server", base, "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
     peak_kib = next((int(line.split()[1]) for line in proc.stderr.splitlines() if line.startswith("peak_rss_kib")), 0)
     summary = json.loads(proc.stdout) if proc.stdout.strip().startswith("{") else {}
     return {
@@ -172,12 +205,19 @@ def latency_runs(base: str, delays_ms: list[int], n: int) -> list[dict[str, Any]
             put_all(base, tagged(responses(prefix, n), prefix))
             with LatencyProxy(base, delay / 1000) as proxy, tempfile.TemporaryDirectory() as tmp:
                 if variant == "a_sync":
-                    result = sync_run(proxy.url, Path(tmp) / "s.sqlite", SyncOptions(tag={"system": "urn:bench", "code": prefix}))
+                    result = sync_run(
+                        proxy.url, Path(tmp) / "s.sqlite", SyncOptions(tag={"system": "urn:bench", "code": prefix})
+                    )
                     done, seconds = result["written"], result["seconds"]
                 else:
                     # Pages of 200 like sync's, so the difference is the writes alone.
                     done, seconds = naive(proxy.url, prefix, count=200)
-                row[variant] = {"written": done, "seconds": round(seconds, 2), "per_s": round(done / seconds, 1), "requests": proxy.requests}
+                row[variant] = {
+                    "written": done,
+                    "seconds": round(seconds, 2),
+                    "per_s": round(done / seconds, 1),
+                    "requests": proxy.requests,
+                }
         row["a_over_c"] = round(row["a_sync"]["per_s"] / row["c_naive"]["per_s"], 2)
         rows.append(row)
     return rows
@@ -185,7 +225,14 @@ def latency_runs(base: str, delays_ms: list[int], n: int) -> list[dict[str, Any]
 
 def latency_table(rows: list[dict[str, Any]]) -> str:
     return markdown_table(
-        ["added delay per request", "(a) sync responses/s", "(a) requests", "(c) naive responses/s", "(c) requests", "a/c"],
+        [
+            "added delay per request",
+            "(a) sync responses/s",
+            "(a) requests",
+            "(c) naive responses/s",
+            "(c) requests",
+            "a/c",
+        ],
         [
             (
                 f"{r['delay_ms']} ms",
@@ -202,16 +249,28 @@ def latency_table(rows: list[dict[str, Any]]) -> str:
 
 def start_server(port: str, db: str = "h2") -> str:
     """A fresh local HAPI with the full JIT (the harness's default C1-only flags favour boot time)."""
-    env = {**os.environ, "HAPI_PORT": port, "HAPI_FRESH": "1", "HAPI_JAVA_OPTS": os.environ.get("HAPI_JAVA_OPTS", "-Xms512m -Xmx1536m -XX:+UseParallelGC -Xss1m")}
+    env = {
+        **os.environ,
+        "HAPI_PORT": port,
+        "HAPI_FRESH": "1",
+        "HAPI_JAVA_OPTS": os.environ.get("HAPI_JAVA_OPTS", "-Xms512m -Xmx1536m -XX:+UseParallelGC -Xss1m"),
+    }
     env["HAPI_DB"] = "postgres" if db == "postgres" else "file"
     stop_server(port)
     # ctl.sh's reason for a failed start goes to stderr: let it through, not captured.
-    proc = subprocess.run(["bash", str(ROOT / "hapi" / "ctl.sh"), "start"], env=env, stdout=subprocess.PIPE, text=True, check=True)
+    proc = subprocess.run(
+        ["bash", str(ROOT / "hapi" / "ctl.sh"), "start"], env=env, stdout=subprocess.PIPE, text=True, check=True
+    )
     return proc.stdout.strip().splitlines()[-1]
 
 
 def stop_server(port: str) -> None:
-    subprocess.run(["bash", str(ROOT / "hapi" / "ctl.sh"), "stop"], env={**os.environ, "HAPI_PORT": port}, capture_output=True, check=False)
+    subprocess.run(
+        ["bash", str(ROOT / "hapi" / "ctl.sh"), "stop"],
+        env={**os.environ, "HAPI_PORT": port},
+        capture_output=True,
+        check=False,
+    )
 
 
 def main() -> None:
@@ -219,13 +278,21 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small N for a CI smoke run (well under 2 minutes)")
     parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--large", type=int, default=100_000, help="N for the second RSS measurement (0: skip)")
-    parser.add_argument("--server", help="an existing FHIR server (default: start a local HAPI on $BENCH_HAPI_PORT, 8092, per --db)")
+    parser.add_argument(
+        "--server", help="an existing FHIR server (default: start a local HAPI on $BENCH_HAPI_PORT, 8092, per --db)"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "sync.json")
-    parser.add_argument("--rss-only", type=int, metavar="N", help="only post N more responses and measure sync's peak RSS")
-    parser.add_argument("--latency-ms", help="only compare (a) and (c) through a proxy adding these delays, e.g. 0,20,50,100")
+    parser.add_argument(
+        "--rss-only", type=int, metavar="N", help="only post N more responses and measure sync's peak RSS"
+    )
+    parser.add_argument(
+        "--latency-ms", help="only compare (a) and (c) through a proxy adding these delays, e.g. 0,20,50,100"
+    )
     parser.add_argument("--latency-n", type=int, default=2000, help="responses per --latency-ms run")
     parser.add_argument("--grid-n", type=int, default=1000, help="Observations per cell of the ingest grid")
-    parser.add_argument("--db", default="h2", help="HAPI's database(s) when we start HAPI: h2, postgres, or h2,postgres (alternated)")
+    parser.add_argument(
+        "--db", default="h2", help="HAPI's database(s) when we start HAPI: h2, postgres, or h2,postgres (alternated)"
+    )
     parser.add_argument("--rounds", type=int, default=1, help="with several --db: how many times to alternate them")
     args = parser.parse_args()
     dbs = [d.strip() for d in args.db.split(",") if d.strip()]
@@ -238,7 +305,11 @@ def main() -> None:
     summary: list[dict[str, Any]] = []
     for round_no in range(1, args.rounds + 1):
         for db in dbs:
-            out = args.out if len(dbs) == 1 and args.rounds == 1 else args.out.with_name(f"{args.out.stem}-{db}-{round_no}{args.out.suffix}")
+            out = (
+                args.out
+                if len(dbs) == 1 and args.rounds == 1
+                else args.out.with_name(f"{args.out.stem}-{db}-{round_no}{args.out.suffix}")
+            )
             print(f"== HAPI on {db} (round {round_no}); load {os.getloadavg()[0]:.1f}", flush=True)
             boot = time.perf_counter()
             base = start_server(port, db)
@@ -250,7 +321,10 @@ def main() -> None:
                 stop_server(port)  # the server this run started, and only that one
     if len(summary) > 1:
         print(summary_table(summary))
-        write_json(args.out.with_name(f"{args.out.stem}-summary{args.out.suffix}"), {"machine": machine_info(["alliance-fhir", "httpx"]), "runs": summary})
+        write_json(
+            args.out.with_name(f"{args.out.stem}-summary{args.out.suffix}"),
+            {"machine": machine_info(["alliance-fhir", "httpx"]), "runs": summary},
+        )
 
 
 def run_one(args: argparse.Namespace, base: str, out: Path) -> dict[str, Any]:
@@ -268,9 +342,20 @@ def run_one(args: argparse.Namespace, base: str, out: Path) -> dict[str, Any]:
         posted = put_all(base, tagged(responses(big, args.rss_only), big))
         result = rss_of_sync(base, f"{args.rss_only} new + what the server held")
         write_json(out, {"machine": machine_info(["alliance-fhir"]), "post_seconds": round(posted, 1), "rss": result})
-        print(markdown_table(["sync of", "peak RSS (MiB)", "found", "seconds"], [(result["label"], result["peak_rss_mib"], result["found"], result["seconds"])]))
+        print(
+            markdown_table(
+                ["sync of", "peak RSS (MiB)", "found", "seconds"],
+                [(result["label"], result["peak_rss_mib"], result["found"], result["seconds"])],
+            )
+        )
         return {"rss": result, "load": [load_before, os.getloadavg()[0]]}
-    results = measure(base, out, n=300 if args.quick else args.n, large=0 if args.quick else args.large, grid_n=100 if args.quick else args.grid_n)
+    results = measure(
+        base,
+        out,
+        n=300 if args.quick else args.n,
+        large=0 if args.quick else args.large,
+        grid_n=100 if args.quick else args.grid_n,
+    )
     return {
         "a_per_s": round(results["a_sync"]["found"] / results["a_sync"]["seconds"], 1),
         "b_per_s": results["b_ceiling"]["per_s"],
@@ -287,10 +372,31 @@ def summary_table(runs: list[dict[str, Any]]) -> str:
     if "a_per_s" not in runs[0]:
         return ""
     return markdown_table(
-        ["HAPI on", "round", "(a) sync /s", "(b) ceiling /s", "(c) naive /s", "a/b", "a/c", "no-op requests (pages)", "peak RSS MiB", "load 1-min"],
         [
-            (r["db"], r["round"], f"{r['a_per_s']:,.0f}", f"{r['b_per_s']:,.0f}", f"{r['c_per_s']:,.0f}", f"{r['a_over_b']:.2f}", f"{r['a_over_c']:.1f}",
-             f"{r['noop_requests']} ({r['pages']})", r["peak_rss_mib"], f"{r['load'][0]:.1f}-{r['load'][1]:.1f}")
+            "HAPI on",
+            "round",
+            "(a) sync /s",
+            "(b) ceiling /s",
+            "(c) naive /s",
+            "a/b",
+            "a/c",
+            "no-op requests (pages)",
+            "peak RSS MiB",
+            "load 1-min",
+        ],
+        [
+            (
+                r["db"],
+                r["round"],
+                f"{r['a_per_s']:,.0f}",
+                f"{r['b_per_s']:,.0f}",
+                f"{r['c_per_s']:,.0f}",
+                f"{r['a_over_b']:.2f}",
+                f"{r['a_over_c']:.1f}",
+                f"{r['noop_requests']} ({r['pages']})",
+                r["peak_rss_mib"],
+                f"{r['load'][0]:.1f}-{r['load'][1]:.1f}",
+            )
             for r in runs
         ],
     )
@@ -319,7 +425,12 @@ def measure(base: str, out: Path, *, n: int, large: int, grid_n: int) -> dict[st
     best = max(grid, key=lambda g: g["per_s"])
     ceiling_obs = prebuilt_observations(prefix, n, "ceiling-")
     ceiling_s = ingest(base, ceiling_obs, int(best["batch"]), int(best["concurrency"]))
-    results["b_ceiling"] = {"batch": best["batch"], "concurrency": best["concurrency"], "seconds": round(ceiling_s, 3), "per_s": round(len(ceiling_obs) / ceiling_s, 1)}
+    results["b_ceiling"] = {
+        "batch": best["batch"],
+        "concurrency": best["concurrency"],
+        "seconds": round(ceiling_s, 3),
+        "per_s": round(len(ceiling_obs) / ceiling_s, 1),
+    }
     results["grid"] = grid
     naive_n, naive_s = naive(base, prefix)
     results["c_naive"] = {"written": naive_n, "seconds": round(naive_s, 3), "per_s": round(naive_n / naive_s, 1)}
@@ -329,7 +440,10 @@ def measure(base: str, out: Path, *, n: int, large: int, grid_n: int) -> dict[st
         results["post_large_seconds"] = round(put_all(base, tagged(responses(big, large), big)), 2)
         results["rss"].append(rss_of_sync(base, f"{large} new + {n} known"))
     a_rate = a["found"] / a["seconds"]  # everything the run found (a reused --server may hold more than n)
-    results["ratios"] = {"a_over_b": round(a_rate / results["b_ceiling"]["per_s"], 3), "a_over_c": round(a_rate / results["c_naive"]["per_s"], 2)}
+    results["ratios"] = {
+        "a_over_b": round(a_rate / results["b_ceiling"]["per_s"], 3),
+        "a_over_c": round(a_rate / results["c_naive"]["per_s"], 2),
+    }
     write_json(out, results)
     print(report(results, a_rate), flush=True)
     return results
@@ -337,22 +451,46 @@ def measure(base: str, out: Path, *, n: int, large: int, grid_n: int) -> dict[st
 
 def report(r: dict[str, Any], a_rate: float) -> str:
     rows = [
-        ("(a) alliance-fhir sync, defaults (concurrency 4, batch 50, page 200)", r["a_sync"]["found"], f"{r['a_sync']['seconds']:.2f}", f"{a_rate:,.0f}"),
+        (
+            "(a) alliance-fhir sync, defaults (concurrency 4, batch 50, page 200)",
+            r["a_sync"]["found"],
+            f"{r['a_sync']['seconds']:.2f}",
+            f"{a_rate:,.0f}",
+        ),
         (
             f"(b) ingest ceiling, batch {r['b_ceiling']['batch']} x {r['b_ceiling']['concurrency']} in flight",
             r["n"],
             f"{r['b_ceiling']['seconds']:.2f}",
             f"{r['b_ceiling']['per_s']:,.0f}",
         ),
-        ("(c) naive: page by page, one POST per Observation", r["c_naive"]["written"], f"{r['c_naive']['seconds']:.2f}", f"{r['c_naive']['per_s']:,.0f}"),
+        (
+            "(c) naive: page by page, one POST per Observation",
+            r["c_naive"]["written"],
+            f"{r['c_naive']['seconds']:.2f}",
+            f"{r['c_naive']['per_s']:,.0f}",
+        ),
     ]
     text = [markdown_table(["variant", "responses", "seconds", "responses/s"], rows), ""]
-    text.append(f"a/b = {r['ratios']['a_over_b']:.2f} (target >= 0.80); a/c = {r['ratios']['a_over_c']:.1f} (target >= 10)")
-    text.append(f"no-op re-sync: {r['noop_resync']['requests']} requests, {r['noop_resync']['seconds']:.2f} s, {r['noop_resync']['written']} written")
+    text.append(
+        f"a/b = {r['ratios']['a_over_b']:.2f} (target >= 0.80); a/c = {r['ratios']['a_over_c']:.1f} (target >= 10)"
+    )
+    text.append(
+        f"no-op re-sync: {r['noop_resync']['requests']} requests, {r['noop_resync']['seconds']:.2f} s, {r['noop_resync']['written']} written"
+    )
     text.append("")
-    text.append(markdown_table(["batch", "in flight", "Observations/s"], [(g["batch"], g["concurrency"], f"{g['per_s']:,.0f}") for g in r["grid"]]))
+    text.append(
+        markdown_table(
+            ["batch", "in flight", "Observations/s"],
+            [(g["batch"], g["concurrency"], f"{g['per_s']:,.0f}") for g in r["grid"]],
+        )
+    )
     text.append("")
-    text.append(markdown_table(["sync of", "peak RSS (MiB)", "found", "seconds"], [(x["label"], x["peak_rss_mib"], x["found"], x["seconds"]) for x in r["rss"]]))
+    text.append(
+        markdown_table(
+            ["sync of", "peak RSS (MiB)", "found", "seconds"],
+            [(x["label"], x["peak_rss_mib"], x["found"], x["seconds"]) for x in r["rss"]],
+        )
+    )
     return "\n".join(text)
 
 

@@ -28,11 +28,56 @@ from typing import Any
 from alliance_fhir import AllianceFhirError, build_observation, load_catalog, score_response
 
 ROOT = Path(__file__).resolve().parents[1]
-NAMES = ["resourceType", "id", "meta", "status", "questionnaire", "subject", "encounter", "author", "authored", "extension", "item",
-         "answer", "linkId", "valueCoding", "valueInteger", "valueDecimal", "system", "code", "url", "valueReference", "reference",
-         "identifier", "versionId", "value"]
-SCALARS: list[Any] = [None, True, False, 0, -1, 1, 3, 2**70, 1.5, float("nan"), float("inf"), Decimal("7.5"), Decimal("NaN"), "", "x",
-                      "completed", "[/]", "a\nerror: forged", "\x1b[31mred", "x" * 100_000, "http://alliance-fhir.org/fhir/CodeSystem/alliance-fhir", "1"]
+NAMES = [
+    "resourceType",
+    "id",
+    "meta",
+    "status",
+    "questionnaire",
+    "subject",
+    "encounter",
+    "author",
+    "authored",
+    "extension",
+    "item",
+    "answer",
+    "linkId",
+    "valueCoding",
+    "valueInteger",
+    "valueDecimal",
+    "system",
+    "code",
+    "url",
+    "valueReference",
+    "reference",
+    "identifier",
+    "versionId",
+    "value",
+]
+SCALARS: list[Any] = [
+    None,
+    True,
+    False,
+    0,
+    -1,
+    1,
+    3,
+    2**70,
+    1.5,
+    float("nan"),
+    float("inf"),
+    Decimal("7.5"),
+    Decimal("NaN"),
+    "",
+    "x",
+    "completed",
+    "[/]",
+    "a\nerror: forged",
+    "\x1b[31mred",
+    "x" * 100_000,
+    "http://alliance-fhir.org/fhir/CodeSystem/alliance-fhir",
+    "1",
+]
 UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
@@ -72,8 +117,10 @@ def main() -> None:
             frame = traceback.extract_tb(exc.__traceback__)[-1]
             found.setdefault(f"{type(exc).__name__} at {Path(frame.filename).name}:{frame.lineno}", str(exc)[:120])
     seconds = time.perf_counter() - started
-    print(f"cases {cases:,} in {seconds:.1f} s ({cases / seconds:,.0f}/s, load {os.getloadavg()[0]:.2f}); "
-          f"scored {ok:,}, refused with a library error {refused:,}; contract breaks: {len(found)}")
+    print(
+        f"cases {cases:,} in {seconds:.1f} s ({cases / seconds:,.0f}/s, load {os.getloadavg()[0]:.2f}); "
+        f"scored {ok:,}, refused with a library error {refused:,}; contract breaks: {len(found)}"
+    )
     for place, message in sorted(found.items()):
         print(f"  {place}: {message}")
 

@@ -6,6 +6,7 @@ alliance-fhir tests rely on. Standard library only. Exits 1 on the first failed 
 Leaves data behind (it uses fixed ids / identifiers, so re-running is fine); it deletes
 the Subscription it creates.
 """
+
 import http.server
 import json
 import os
@@ -43,23 +44,39 @@ def check(cond, what):
 
 def questionnaire(version, colors, max_score):
     return {
-        "resourceType": "Questionnaire", "url": Q_URL, "version": version, "status": "active",
+        "resourceType": "Questionnaire",
+        "url": Q_URL,
+        "version": version,
+        "status": "active",
         "item": [
-            {"linkId": "color", "type": "choice", "required": True,
-             "answerOption": [{"valueCoding": {"system": COLORS, "code": c}} for c in colors]},
-            {"linkId": "score", "type": "decimal", "extension": [
-                {"url": "http://hl7.org/fhir/StructureDefinition/minValue", "valueDecimal": 0},
-                {"url": "http://hl7.org/fhir/StructureDefinition/maxValue", "valueDecimal": max_score}]},
+            {
+                "linkId": "color",
+                "type": "choice",
+                "required": True,
+                "answerOption": [{"valueCoding": {"system": COLORS, "code": c}} for c in colors],
+            },
+            {
+                "linkId": "score",
+                "type": "decimal",
+                "extension": [
+                    {"url": "http://hl7.org/fhir/StructureDefinition/minValue", "valueDecimal": 0},
+                    {"url": "http://hl7.org/fhir/StructureDefinition/maxValue", "valueDecimal": max_score},
+                ],
+            },
         ],
     }
 
 
 def response(canonical, color="red", score=1.5, link="color", ident="smoke-qr-1"):
     return {
-        "resourceType": "QuestionnaireResponse", "questionnaire": canonical, "status": "completed",
+        "resourceType": "QuestionnaireResponse",
+        "questionnaire": canonical,
+        "status": "completed",
         "identifier": {"system": "http://example.org/fhir/smoke", "value": ident},
-        "item": [{"linkId": link, "answer": [{"valueCoding": {"system": COLORS, "code": color}}]},
-                 {"linkId": "score", "answer": [{"valueDecimal": score}]}],
+        "item": [
+            {"linkId": link, "answer": [{"valueCoding": {"system": COLORS, "code": color}}]},
+            {"linkId": "score", "answer": [{"valueDecimal": score}]},
+        ],
     }
 
 
@@ -81,31 +98,57 @@ def main():
     st, _, qr = call("POST", "/QuestionnaireResponse", response(Q_URL + "|1.0.0"))
     check(st == 201, f"POST QuestionnaireResponse -> {st}")
 
-    cases = [("valid v1", response(Q_URL + "|1.0.0"), None),
-             ("wrong linkId", response(Q_URL + "|1.0.0", link="colour"), "LinkId 'colour' not found"),
-             ("code not in answerOption", response(Q_URL + "|1.0.0", color="purple"), "not in the set of permitted values"),
-             ("decimal above maxValue", response(Q_URL + "|1.0.0", score=42), "greater than the allowed maximum"),
-             ("green valid in v2", response(Q_URL + "|2.0.0", color="green", score=4), None),
-             ("green invalid in v1", response(Q_URL + "|1.0.0", color="green"), "not in the set of permitted values")]
+    cases = [
+        ("valid v1", response(Q_URL + "|1.0.0"), None),
+        ("wrong linkId", response(Q_URL + "|1.0.0", link="colour"), "LinkId 'colour' not found"),
+        ("code not in answerOption", response(Q_URL + "|1.0.0", color="purple"), "not in the set of permitted values"),
+        ("decimal above maxValue", response(Q_URL + "|1.0.0", score=42), "greater than the allowed maximum"),
+        ("green valid in v2", response(Q_URL + "|2.0.0", color="green", score=4), None),
+        ("green invalid in v1", response(Q_URL + "|1.0.0", color="green"), "not in the set of permitted values"),
+    ]
     for name, body, expected in cases:
         st, _, oo = call("POST", "/QuestionnaireResponse/$validate", body)
         errs = errors(oo)
         ok = st == 200 and (not errs if expected is None else any(expected in e for e in errs))
         check(ok, f"$validate {name}: HTTP {st}, errors {errs}")
 
-    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
-        {"fullUrl": "urn:uuid:0b5e1c7a-5d2e-4a43-9d51-6a1f00000001",
-         "resource": {"resourceType": "Patient", "identifier": [{"system": "http://example.org/fhir/smoke", "value": "smoke-p1"}]},
-         "request": {"method": "POST", "url": "Patient", "ifNoneExist": "identifier=http://example.org/fhir/smoke|smoke-p1"}},
-        {"resource": {**response(Q_URL + "|1.0.0", ident="smoke-tx-qr"),
-                      "subject": {"reference": "urn:uuid:0b5e1c7a-5d2e-4a43-9d51-6a1f00000001"}},
-         "request": {"method": "POST", "url": "QuestionnaireResponse",
-                     "ifNoneExist": "identifier=http://example.org/fhir/smoke|smoke-tx-qr"}}]}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "fullUrl": "urn:uuid:0b5e1c7a-5d2e-4a43-9d51-6a1f00000001",
+                "resource": {
+                    "resourceType": "Patient",
+                    "identifier": [{"system": "http://example.org/fhir/smoke", "value": "smoke-p1"}],
+                },
+                "request": {
+                    "method": "POST",
+                    "url": "Patient",
+                    "ifNoneExist": "identifier=http://example.org/fhir/smoke|smoke-p1",
+                },
+            },
+            {
+                "resource": {
+                    **response(Q_URL + "|1.0.0", ident="smoke-tx-qr"),
+                    "subject": {"reference": "urn:uuid:0b5e1c7a-5d2e-4a43-9d51-6a1f00000001"},
+                },
+                "request": {
+                    "method": "POST",
+                    "url": "QuestionnaireResponse",
+                    "ifNoneExist": "identifier=http://example.org/fhir/smoke|smoke-tx-qr",
+                },
+            },
+        ],
+    }
     for attempt in (1, 2):
         st, _, out = call("POST", "", bundle)
         check(st == 200, f"transaction #{attempt} -> {st}: {[e['response']['status'] for e in out['entry']]}")
-    st, _, found = call("GET", "/QuestionnaireResponse?identifier=http://example.org/fhir/smoke|smoke-tx-qr",
-                        headers={"Cache-Control": "no-cache"})
+    st, _, found = call(
+        "GET",
+        "/QuestionnaireResponse?identifier=http://example.org/fhir/smoke|smoke-tx-qr",
+        headers={"Cache-Control": "no-cache"},
+    )
     check(found["total"] == 1, f"conditional create in transaction twice -> {found['total']} resource")
 
     now = time.time()
@@ -118,7 +161,9 @@ def main():
         st, _, page = call("GET", url, headers={"Cache-Control": "no-cache"})
         seen += [e["resource"]["id"] for e in page.get("entry", [])]
         url = next((link["url"] for link in page.get("link", []) if link["relation"] == "next"), None)
-    check(len(seen) == 5 and len(set(seen)) == 5, f"_lastUpdated+_count=2 paging via next links -> {len(seen)} resources")
+    check(
+        len(seen) == 5 and len(set(seen)) == 5, f"_lastUpdated+_count=2 paging via next links -> {len(seen)} resources"
+    )
 
     received = []
 
@@ -136,10 +181,18 @@ def main():
 
     hook = http.server.HTTPServer(("127.0.0.1", 0), Hook)
     threading.Thread(target=hook.serve_forever, daemon=True).start()
-    sub = {"resourceType": "Subscription", "status": "requested", "reason": "smoke",
-           "criteria": "QuestionnaireResponse?identifier=http://example.org/fhir/smoke|smoke-hook",
-           "channel": {"type": "rest-hook", "endpoint": f"http://127.0.0.1:{hook.server_port}/hook",
-                       "payload": "application/fhir+json", "header": ["Authorization: Bearer smoke"]}}
+    sub = {
+        "resourceType": "Subscription",
+        "status": "requested",
+        "reason": "smoke",
+        "criteria": "QuestionnaireResponse?identifier=http://example.org/fhir/smoke|smoke-hook",
+        "channel": {
+            "type": "rest-hook",
+            "endpoint": f"http://127.0.0.1:{hook.server_port}/hook",
+            "payload": "application/fhir+json",
+            "header": ["Authorization: Bearer smoke"],
+        },
+    }
     st, _, sub = call("POST", "/Subscription", sub)
     deadline = time.time() + 30
     while time.time() < deadline and call("GET", f"/Subscription/{sub['id']}")[2]["status"] != "active":
@@ -162,7 +215,9 @@ def main():
         if st != 202:
             break
         time.sleep(0.5)
-    check(st == 200 and manifest["output"], f"$export finished -> {st}, {len((manifest or {}).get('output', []))} file(s)")
+    check(
+        st == 200 and manifest["output"], f"$export finished -> {st}, {len((manifest or {}).get('output', []))} file(s)"
+    )
     print("all checks passed")
 
 

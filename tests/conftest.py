@@ -59,7 +59,11 @@ def make_response(catalog: Catalog) -> ResponseFactory:
             link = str(link)
             answer: dict[str, Any]
             if inst.items[link].kind == "choice":
-                answer = {"valueInteger": int(raw)} if as_integer else {"valueCoding": _coding_for(catalog, instrument_id, link, raw)}
+                answer = (
+                    {"valueInteger": int(raw)}
+                    if as_integer
+                    else {"valueCoding": _coding_for(catalog, instrument_id, link, raw)}
+                )
             else:
                 answer = {"valueDecimal": raw}
             items.append({"linkId": link, "answer": [answer]})
@@ -108,10 +112,19 @@ def fhir_server() -> Iterator[str]:
     env = {**os.environ, "HAPI_PORT": TEST_HAPI_PORT, "HAPI_FRESH": "1"}
     if os.environ.get("ALLIANCE_FHIR_TEST_DB", "h2") == "postgres":
         env["HAPI_DB"] = "postgres"  # HAPI on the harness's own PostgreSQL cluster
-    was_running = subprocess.run(["bash", str(ROOT / "hapi" / "ctl.sh"), "status"], env=env, capture_output=True, text=True).returncode == 0
-    proc = subprocess.run(["bash", str(ROOT / "hapi" / "ctl.sh"), "start"], env=env, capture_output=True, text=True, timeout=1800)
+    was_running = (
+        subprocess.run(
+            ["bash", str(ROOT / "hapi" / "ctl.sh"), "status"], env=env, capture_output=True, text=True
+        ).returncode
+        == 0
+    )
+    proc = subprocess.run(
+        ["bash", str(ROOT / "hapi" / "ctl.sh"), "start"], env=env, capture_output=True, text=True, timeout=1800
+    )
     if proc.returncode != 0:
-        pytest.fail(f"the local HAPI FHIR server did not start (hapi/ctl.sh start, port {TEST_HAPI_PORT}):\n{proc.stderr[-3000:]}")
+        pytest.fail(
+            f"the local HAPI FHIR server did not start (hapi/ctl.sh start, port {TEST_HAPI_PORT}):\n{proc.stderr[-3000:]}"
+        )
     yield proc.stdout.strip().splitlines()[-1]
     if not was_running and not os.environ.get("ALLIANCE_FHIR_KEEP_HAPI"):
         subprocess.run(["bash", str(ROOT / "hapi" / "ctl.sh"), "stop"], env=env, capture_output=True, text=True)
@@ -137,7 +150,9 @@ def postgres_cluster() -> Iterator[str]:
     already = (ROOT / "hapi" / "run" / TEST_HAPI_PORT / "pg" / "postmaster.pid").exists()
     proc = subprocess.run([*ctl, "pg-start"], env=env, capture_output=True, text=True, timeout=900)
     if proc.returncode != 0:
-        pytest.fail(f"the local PostgreSQL cluster did not start (hapi/ctl.sh pg-start, port dir {TEST_HAPI_PORT}):\n{proc.stderr[-3000:]}")
+        pytest.fail(
+            f"the local PostgreSQL cluster did not start (hapi/ctl.sh pg-start, port dir {TEST_HAPI_PORT}):\n{proc.stderr[-3000:]}"
+        )
     url = proc.stdout.strip().splitlines()[-1]
     yield url.rsplit("/", 1)[0]
     if not already and not os.environ.get("ALLIANCE_FHIR_KEEP_HAPI"):

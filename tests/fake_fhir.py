@@ -101,7 +101,11 @@ class FakeFhir:
             if "identifier" in params:
                 wanted = [v.partition("|") for v in params["identifier"].split(",")]
                 idents = res.get("identifier", [])
-                if not any(i.get("system") == system and value in ("", i.get("value")) for system, _, value in wanted for i in idents):
+                if not any(
+                    i.get("system") == system and value in ("", i.get("value"))
+                    for system, _, value in wanted
+                    for i in idents
+                ):
                     continue
             if "questionnaire" in params and not any(
                 res.get("questionnaire") == value or str(res.get("questionnaire")).startswith(value + "|")
@@ -112,14 +116,18 @@ class FakeFhir:
                 continue
             if "subject" in params and (res.get("subject") or {}).get("reference") != params["subject"]:
                 continue
-            if "_tag" in params and not any(f"{t.get('system')}|{t.get('code')}" == params["_tag"] for t in (res.get("meta") or {}).get("tag", [])):
+            if "_tag" in params and not any(
+                f"{t.get('system')}|{t.get('code')}" == params["_tag"] for t in (res.get("meta") or {}).get("tag", [])
+            ):
                 continue
             if "patient" in params and (res.get("patient") or {}).get("reference") != params["patient"]:
                 continue
             if "_lastUpdated" in params and res["meta"]["lastUpdated"] < params["_lastUpdated"].removeprefix("ge"):
                 continue
-            if "url" in params and (res.get("url") not in params["url"].split(",")
-                                    or ("version" in params and res.get("version") != params["version"])):
+            if "url" in params and (
+                res.get("url") not in params["url"].split(",")
+                or ("version" in params and res.get("version") != params["version"])
+            ):
                 continue
             found.append(res)
         return sorted(found, key=lambda r: r["meta"]["lastUpdated"])
@@ -128,7 +136,9 @@ class FakeFhir:
         matches = [json.loads(json.dumps(r)) for r in self._matches(rtype, params)]
         if params.get("_include") == "Observation:encounter":
             refs = {(m.get("encounter") or {}).get("reference", "") for m in matches}
-            matches += [dict(e, _included=True) for e in self.store["Encounter"].values() if f"Encounter/{e['id']}" in refs]
+            matches += [
+                dict(e, _included=True) for e in self.store["Encounter"].values() if f"Encounter/{e['id']}" in refs
+            ]
         search_id = f"s{next(self._ids)}"
         self._searches[search_id] = matches
         return self._page(search_id, 0, min(int(params.get("_count", "20")), self.page_size_cap))
@@ -137,14 +147,23 @@ class FakeFhir:
         matches = self._searches[search_id]
         page = matches[offset : offset + count]
         bundle: dict[str, Any] = {
-            "resourceType": "Bundle", "type": "searchset", "total": sum(1 for m in matches if not m.get("_included")),
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "total": sum(1 for m in matches if not m.get("_included")),
             "meta": {"lastUpdated": self.stamp()},
-            "entry": [{"resource": {k: v for k, v in r.items() if k != "_included"},
-                       "search": {"mode": "include" if r.get("_included") else "match"}} for r in page],
+            "entry": [
+                {
+                    "resource": {k: v for k, v in r.items() if k != "_included"},
+                    "search": {"mode": "include" if r.get("_included") else "match"},
+                }
+                for r in page
+            ],
             "link": [],
         }
         if offset + count < len(matches):
-            bundle["link"].append({"relation": "next", "url": f"{BASE}?_getpages={search_id}&_offset={offset + count}&_count={count}"})
+            bundle["link"].append(
+                {"relation": "next", "url": f"{BASE}?_getpages={search_id}&_offset={offset + count}&_count={count}"}
+            )
         return _json(200, bundle)
 
     def _conditional_put(self, rtype: str, params: dict[str, str], body: dict[str, Any]) -> httpx.Response:
@@ -168,7 +187,9 @@ class FakeFhir:
             resource = entry["resource"]
             if resource.get("status") == "invalid":
                 if bundle.get("type") == "batch":
-                    entries.append({"response": {"status": "422 Unprocessable Entity", "outcome": _outcome("invalid resource")}})
+                    entries.append(
+                        {"response": {"status": "422 Unprocessable Entity", "outcome": _outcome("invalid resource")}}
+                    )
                     continue
                 return _json(422, _outcome("invalid resource in transaction"))
             if entry["request"]["method"] == "POST":  # conditional create
@@ -187,21 +208,28 @@ class FakeFhir:
                 continue
             response = self._conditional_put(rtype, dict(parse_qsl(query)), resource)
             entries.append({"response": {"status": str(response.status_code), "location": _location(response.json())}})
-        return _json(200, {"resourceType": "Bundle", "type": f"{bundle.get('type', 'transaction')}-response", "entry": entries})
+        return _json(
+            200, {"resourceType": "Bundle", "type": f"{bundle.get('type', 'transaction')}-response", "entry": entries}
+        )
 
 
 CAPABILITIES: dict[str, Any] = {
     "resourceType": "CapabilityStatement",
     "fhirVersion": "4.0.1",
     "software": {"name": "FakeFhir", "version": "0"},
-    "rest": [{
-        "mode": "server",
-        "interaction": [{"code": "transaction"}, {"code": "batch"}],
-        "resource": [
-            {"type": "QuestionnaireResponse", "searchParam": [{"name": "questionnaire"}, {"name": "status"}, {"name": "subject"}]},
-            {"type": "Observation", "conditionalCreate": True, "conditionalUpdate": True},
-        ],
-    }],
+    "rest": [
+        {
+            "mode": "server",
+            "interaction": [{"code": "transaction"}, {"code": "batch"}],
+            "resource": [
+                {
+                    "type": "QuestionnaireResponse",
+                    "searchParam": [{"name": "questionnaire"}, {"name": "status"}, {"name": "subject"}],
+                },
+                {"type": "Observation", "conditionalCreate": True, "conditionalUpdate": True},
+            ],
+        }
+    ],
 }
 
 
@@ -219,10 +247,18 @@ def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = No
 
 
 def _outcome(text: str) -> dict[str, Any]:
-    return {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "processing", "diagnostics": text}]}
+    return {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "error", "code": "processing", "diagnostics": text}],
+    }
 
 
-def fail_times(times: int, status: int, headers: dict[str, str] | None = None, when: Callable[[httpx.Request], bool] = lambda r: True) -> Fault:
+def fail_times(
+    times: int,
+    status: int,
+    headers: dict[str, str] | None = None,
+    when: Callable[[httpx.Request], bool] = lambda r: True,
+) -> Fault:
     """A fault that answers ``status`` to the first ``times`` requests matching ``when``."""
     left = [times]
 

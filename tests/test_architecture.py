@@ -61,7 +61,11 @@ def imports_of(source: str, path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             target = _absolute_target(node.module)
             if target == "__init__":
-                found |= {alias.name for alias in node.names if (PACKAGE / alias.name).exists() or (PACKAGE / f"{alias.name}.py").exists()} or {"__init__"}
+                found |= {
+                    alias.name
+                    for alias in node.names
+                    if (PACKAGE / alias.name).exists() or (PACKAGE / f"{alias.name}.py").exists()
+                } or {"__init__"}
             elif target:
                 found.add(target)
         elif isinstance(node, ast.ImportFrom) and node.level > 0:
@@ -70,7 +74,12 @@ def imports_of(source: str, path: Path) -> set[str]:
             if dotted:
                 found.add(dotted[0])
             else:
-                found |= {alias.name if (PACKAGE / alias.name).exists() or (PACKAGE / f"{alias.name}.py").exists() else "__init__" for alias in node.names}
+                found |= {
+                    alias.name
+                    if (PACKAGE / alias.name).exists() or (PACKAGE / f"{alias.name}.py").exists()
+                    else "__init__"
+                    for alias in node.names
+                }
     return found
 
 
@@ -91,7 +100,9 @@ def test_every_part_of_the_package_is_placed_in_the_layer_map():
 
 def test_imports_follow_the_layer_map():
     for path in package_sources():
-        assert not layer_violations(path, path.read_text()), f"{path.relative_to(PACKAGE)} imports {layer_violations(path, path.read_text())}"
+        assert not layer_violations(path, path.read_text()), (
+            f"{path.relative_to(PACKAGE)} imports {layer_violations(path, path.read_text())}"
+        )
 
 
 def test_the_layer_check_sees_absolute_and_deep_relative_imports():
@@ -106,7 +117,9 @@ def test_the_layer_check_sees_absolute_and_deep_relative_imports():
 
 def test_public_api_is_exactly_all():
     public = {
-        name for name, value in vars(alliance_fhir).items() if not name.startswith("_") and not isinstance(value, ModuleType)
+        name
+        for name, value in vars(alliance_fhir).items()
+        if not name.startswith("_") and not isinstance(value, ModuleType)
     } - {"annotations", "version", "PackageNotFoundError"}
     assert public == set(alliance_fhir.__all__) - {"__version__"}
 
@@ -131,7 +144,9 @@ def test_no_module_imports_another_modules_private_names():
     """Shared helpers live in a ``_``-module with public names (e.g. ``cli/_common.py``), never as
     ``_names`` borrowed across modules."""
     for path in package_sources():
-        assert not private_imports(path.read_text()), f"{path.relative_to(PACKAGE)} imports {private_imports(path.read_text())}"
+        assert not private_imports(path.read_text()), (
+            f"{path.relative_to(PACKAGE)} imports {private_imports(path.read_text())}"
+        )
 
 
 def test_the_private_name_check_sees_both_spellings():

@@ -25,7 +25,9 @@ def python_blocks(markdown: str) -> list[str]:
 def test_the_embedding_guide_runs(monkeypatch, tmp_path, make_response):
     fake = FakeFhir()
     for rid, value in (("qr-1", 4), ("qr-2", 2)):
-        fake.put(make_response("wai-sr", dict.fromkeys(range(1, 13), value), rid=rid, subject={"reference": "Patient/p1"}))
+        fake.put(
+            make_response("wai-sr", dict.fromkeys(range(1, 13), value), rid=rid, subject={"reference": "Patient/p1"})
+        )
 
     class ToTheFakeServer(FhirClient):
         """The guide's client, with the fake server plugged in as its transport."""

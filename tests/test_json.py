@@ -9,8 +9,17 @@ import pytest
 from alliance_fhir import _json
 
 ASCII_VALUES = [
-    {"resourceType": "Observation", "a": [], "b": {}, "c": [1, {"d": [], "e": None}], "f": True, "g": 46.0, "h": 4.5, "i": -0.0},
-    {"text": "quote \" backslash \\ slash / tab \t newline \n control \x01 \x1f "},
+    {
+        "resourceType": "Observation",
+        "a": [],
+        "b": {},
+        "c": [1, {"d": [], "e": None}],
+        "f": True,
+        "g": 46.0,
+        "h": 4.5,
+        "i": -0.0,
+    },
+    {"text": 'quote " backslash \\ slash / tab \t newline \n control \x01 \x1f '},
     [0, -1, 2**63 - 1, -(2**63), 0.1, 1e16, 1.5e300],
 ]
 

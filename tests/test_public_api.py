@@ -41,7 +41,7 @@ def test_every_public_name_has_a_docstring():
         assert (getattr(alliance_fhir, name).__doc__ or "").strip(), f"{name} has no docstring"
 
 
-CONSUMER = '''
+CONSUMER = """
 from pathlib import Path
 
 import alliance_fhir as af
@@ -56,7 +56,7 @@ with af.FhirClient(config) as client, af.StateStore(Path("state.sqlite")) as sto
     report: af.SyncReport = af.run_sync(client, catalog, store, options)
     signals, found, _ = af.run_signals(client, catalog, dry_run=True)
     ok: bool = report.ok and signals.written >= 0 and all(isinstance(s, af.Signal) for s in found)
-'''
+"""
 
 
 def test_a_consumers_strict_mypy_passes_on_the_public_api(tmp_path):
@@ -65,7 +65,19 @@ def test_a_consumers_strict_mypy_passes_on_the_public_api(tmp_path):
     snippet = tmp_path / "consumer.py"
     snippet.write_text(CONSUMER)
     run = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "--cache-dir", str(tmp_path / ".mypy"), str(snippet)],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--strict",
+            "--no-incremental",
+            "--cache-dir",
+            str(tmp_path / ".mypy"),
+            str(snippet),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
     )
     assert run.returncode == 0, run.stdout + run.stderr

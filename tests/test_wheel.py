@@ -18,7 +18,8 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("dist")
     subprocess.run(
         [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(out), str(ROOT)],
-        check=True, capture_output=True,
+        check=True,
+        capture_output=True,
     )
     return next(out.glob("alliance_fhir-*.whl"))
 
@@ -35,7 +36,9 @@ def test_installed_wheel_finds_its_own_data(wheel: Path, tmp_path: Path):
     zipfile.ZipFile(wheel).extractall(tmp_path)
     code = "from alliance_fhir import data_root, load_catalog; print(data_root()); print(len(list(load_catalog())))"
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path, check=True
+    )
     root, count = proc.stdout.split()
     assert Path(root) == tmp_path / "alliance_fhir" / "_data"
     assert count == "7"

@@ -76,7 +76,12 @@ def series_obs(instrument: str, values: list[float | None], **kwargs: Any) -> li
 
 
 def encounter(
-    subject: str, day: int, *, episode: str | None = "EpisodeOfCare/ep1", part_of: str | None = None, who: str = THERAPIST
+    subject: str,
+    day: int,
+    *,
+    episode: str | None = "EpisodeOfCare/ep1",
+    part_of: str | None = None,
+    who: str = THERAPIST,
 ) -> dict[str, Any]:
     """The Encounter of a session (for episode, ordering and missing-session tests)."""
     enc: dict[str, Any] = {

@@ -71,19 +71,39 @@ err = Console(stderr=True, soft_wrap=True, highlight=False, width=_WIDTH)
 
 InstrumentsOption = Annotated[
     list[Path] | None,
-    typer.Option("--instruments", metavar="DIR",
-                 help="Extra instruments folder (Questionnaire + mapping); repeatable. Also $ALLIANCE_FHIR_INSTRUMENTS."),
+    typer.Option(
+        "--instruments",
+        metavar="DIR",
+        help="Extra instruments folder (Questionnaire + mapping); repeatable. Also $ALLIANCE_FHIR_INSTRUMENTS.",
+    ),
 ]
-TextPackOption = Annotated[list[Path] | None, typer.Option("--text-pack", help="Text pack JSON (licensed or translated wording); repeatable.")]
-ServerOption = Annotated[str | None, typer.Option("--server", help="FHIR R4 base URL (or $ALLIANCE_FHIR_SERVER / config file).")]
-ConfigOption = Annotated[Path | None, typer.Option("--config", help="TOML config file (default ./alliance-fhir.toml, then the user config dir).")]
-CaOption = Annotated[Path | None, typer.Option("--ca-bundle", help="CA bundle (PEM) to verify the server's TLS certificate.")]
-VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Log one line per HTTP exchange (method, path, status, time).")]
-JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable summary on stdout: one JSON document on one line.")]
+TextPackOption = Annotated[
+    list[Path] | None, typer.Option("--text-pack", help="Text pack JSON (licensed or translated wording); repeatable.")
+]
+ServerOption = Annotated[
+    str | None, typer.Option("--server", help="FHIR R4 base URL (or $ALLIANCE_FHIR_SERVER / config file).")
+]
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", help="TOML config file (default ./alliance-fhir.toml, then the user config dir)."),
+]
+CaOption = Annotated[
+    Path | None, typer.Option("--ca-bundle", help="CA bundle (PEM) to verify the server's TLS certificate.")
+]
+VerboseOption = Annotated[
+    bool, typer.Option("--verbose", "-v", help="Log one line per HTTP exchange (method, path, status, time).")
+]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Machine-readable summary on stdout: one JSON document on one line.")
+]
 LogFormatOption = Annotated[
     LogFormat,
-    typer.Option("--log-format", envvar="ALLIANCE_FHIR_LOG_FORMAT", case_sensitive=False,
-                 help="stderr format: text, or json (one JSON object per line, with a timestamp). Accepted before or after the command."),
+    typer.Option(
+        "--log-format",
+        envvar="ALLIANCE_FHIR_LOG_FORMAT",
+        case_sensitive=False,
+        help="stderr format: text, or json (one JSON object per line, with a timestamp). Accepted before or after the command.",
+    ),
 ]
 
 # ---------------------------------------------------------------- the one error-to-exit handler
@@ -183,9 +203,11 @@ def open_client(cfg: ServerConfig) -> FhirClient:
 def signals_summary(result: SignalReport) -> str:
     """The one-line count of a signals run (on stderr, after the table)."""
     verb = "would write" if result.dry_run else "written"
-    return (f"signals: {result.signals} ({result.active} active); {verb} {result.written}, unchanged {result.unchanged}, "
-            f"withdrawn {result.withdrawn}, tasks created {result.tasks_created}, tasks cancelled {result.tasks_cancelled}, "
-            f"tasks noted {result.tasks_noted}" + (" (dry run)" if result.dry_run else ""))
+    return (
+        f"signals: {result.signals} ({result.active} active); {verb} {result.written}, unchanged {result.unchanged}, "
+        f"withdrawn {result.withdrawn}, tasks created {result.tasks_created}, tasks cancelled {result.tasks_cancelled}, "
+        f"tasks noted {result.tasks_noted}" + (" (dry run)" if result.dry_run else "")
+    )
 
 
 def signal_listing(signal: Signal, issue_id: str | None = None) -> dict[str, Any]:
@@ -225,6 +247,16 @@ def withdrawn_listing(issue: dict[str, Any]) -> dict[str, Any]:
 def signals_table(found: list[Signal]) -> None:
     """One row per signal on stdout: who, which instrument, what, how severe, open or resolved, since when."""
     columns = ("subject", "instrument", "signal", "severity", "status", "opened", "detail")
-    rows = [(s.subject, s.instrument, s.kind, s.severity, s.status, s.opened_at.date().isoformat(), s.detail.split(" Rule:")[0])
-            for s in found]
+    rows = [
+        (
+            s.subject,
+            s.instrument,
+            s.kind,
+            s.severity,
+            s.status,
+            s.opened_at.date().isoformat(),
+            s.detail.split(" Rule:")[0],
+        )
+        for s in found
+    ]
     emit_table("Alliance signals", columns, rows, console=out)

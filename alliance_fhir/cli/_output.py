@@ -95,7 +95,9 @@ def emit_json(value: Any) -> None:
     sys.stdout.flush()
 
 
-def emit_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], *, console: Console | None = None) -> None:
+def emit_table(
+    title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], *, console: Console | None = None
+) -> None:
     """A table on stdout: Rich on a terminal, else a title line, a header line and one line per row.
 
     Plain lines separate cells with a tab; a cell's own tabs and newlines are escaped, so each
@@ -120,8 +122,10 @@ class _Formatter(logging.Formatter):
         message = safe_text(record.getMessage(), MAX_LINE)
         when = datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         if _format is LogFormat.json:
-            return json.dumps({"time": when, "level": record.levelname.lower(), "logger": record.name, "message": message},
-                              ensure_ascii=False)
+            return json.dumps(
+                {"time": when, "level": record.levelname.lower(), "logger": record.name, "message": message},
+                ensure_ascii=False,
+            )
         return f"{when} {record.levelname} {record.name}: {message}"
 
 
@@ -146,4 +150,6 @@ def configure_logging(level: int) -> None:
     if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
         logger.addHandler(_StderrHandler())
     logger.setLevel(level)
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # our own line per exchange replaces httpx's (it logs full URLs)
+    logging.getLogger("httpx").setLevel(
+        logging.WARNING
+    )  # our own line per exchange replaces httpx's (it logs full URLs)

@@ -58,6 +58,7 @@ register_server_commands(app)
 register_signal_commands(app)
 register_serve_commands(app)
 
+
 class OutputFormat(StrEnum):
     bundle = "bundle"
     ndjson = "ndjson"
@@ -75,7 +76,9 @@ def main(
     ctx: typer.Context,
     instruments: InstrumentsOption = None,
     log_format: LogFormatOption = LogFormat.text,
-    version: Annotated[bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version.")
+    ] = False,
 ) -> None:
     """Psychotherapy alliance measures in FHIR."""
     set_log_format(log_format)
@@ -89,7 +92,9 @@ def main(
 def instruments_list(
     ctx: typer.Context,
     instruments: InstrumentsOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output: one JSON array on one line.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Machine-readable output: one JSON array on one line.")
+    ] = False,
 ) -> None:
     """List the loaded instruments."""
     catalog = command_catalog(ctx, instruments)
@@ -98,8 +103,24 @@ def instruments_list(
         emit_json(rows)
         return
     columns = ("id", "name", "version", "items", "scores", "range", "cutoffs", "verification")
-    emit_table("Instruments", columns, [(r["id"], r["name"], r["version"], r["items"], ", ".join(r["scales"]), r["range"],
-                                         ", ".join(r["cutoffs"]) or "-", r["verification"]) for r in rows], console=out)
+    emit_table(
+        "Instruments",
+        columns,
+        [
+            (
+                r["id"],
+                r["name"],
+                r["version"],
+                r["items"],
+                ", ".join(r["scales"]),
+                r["range"],
+                ", ".join(r["cutoffs"]) or "-",
+                r["verification"],
+            )
+            for r in rows
+        ],
+        console=out,
+    )
 
 
 def _summary(inst: Instrument) -> dict[str, Any]:
@@ -141,20 +162,29 @@ def instruments_show(
 def _describe(inst: Instrument) -> list[str]:
     m = inst.mapping
     q = inst.questionnaire
-    lines = [f"{m.name}: {q.get('title')}", f"  Questionnaire  {m.questionnaire}", f"  measures       {m.measures} ({m.respondent}-rated)",
-             f"  algorithm      {m.algorithm_version}", f"  verification   {m.verification}"]
+    lines = [
+        f"{m.name}: {q.get('title')}",
+        f"  Questionnaire  {m.questionnaire}",
+        f"  measures       {m.measures} ({m.respondent}-rated)",
+        f"  algorithm      {m.algorithm_version}",
+        f"  verification   {m.verification}",
+    ]
     if m.verification_note:
         lines.append(f"                 {m.verification_note}")
     scale = m.item_scale
     lines.append(f"  items          {len(inst.items)} {scale.kind} items, {scale.min:g}-{scale.max:g}")
     for s in m.scales:
-        lines.append(f"  scale {s.id}: {s.aggregation} of items {', '.join(s.items)}; range {s.range.min:g}-{s.range.max:g}")
+        lines.append(
+            f"  scale {s.id}: {s.aggregation} of items {', '.join(s.items)}; range {s.range.min:g}-{s.range.max:g}"
+        )
         if s.reverse_items:
             lines.append(f"      reverse-scored ({scale.min:g} + {scale.max:g} - x): {', '.join(s.reverse_items)}")
         lines.append(f"      missing data ({s.missing.source}): {s.missing.note}")
         lines.append(f"      codes: {', '.join(f'{c.system}|{c.code}' for c in s.codes)}")
         for c in s.cutoffs:
-            lines.append(f"      cutoff {c.id}: score {c.operator} {c.threshold:g} -> {c.label} [{c.confidence}] source: {c.source}")
+            lines.append(
+                f"      cutoff {c.id}: score {c.operator} {c.threshold:g} -> {c.label} [{c.confidence}] source: {c.source}"
+            )
             if c.boundary_note:
                 lines.append(f"      boundary: {c.boundary_note}")
     if m.aggregation_note:
@@ -162,14 +192,20 @@ def _describe(inst: Instrument) -> list[str]:
     if m.reliable_change:
         rc = m.reliable_change
         lines.append(f"  reliable change {rc.value:g} points ({rc.population or 'all'}) [{rc.confidence}]")
-    lines += [f"  key source     {m.key_source}", f"  citation       {m.citation}", f"  copyright      {q.get('copyright')}"]
+    lines += [
+        f"  key source     {m.key_source}",
+        f"  citation       {m.citation}",
+        f"  copyright      {q.get('copyright')}",
+    ]
     return lines
 
 
 @instruments_app.command("check")
 def instruments_check(
     ctx: typer.Context,
-    directory: Annotated[Path | None, typer.Argument(help="Folder to check (default: every loaded instrument).")] = None,
+    directory: Annotated[
+        Path | None, typer.Argument(help="Folder to check (default: every loaded instrument).")
+    ] = None,
 ) -> None:
     """Cross-check Questionnaire + mapping pairs and explain every problem."""
     catalog = command_catalog(ctx, [directory] if directory else [], report=False)
@@ -205,7 +241,9 @@ def questionnaires_export(
     ctx: typer.Context,
     out_dir: Annotated[Path, typer.Argument(help="Folder to write the JSON files into.")],
     text_pack: TextPackOption = None,
-    bundle: Annotated[bool, typer.Option("--bundle", help="Also write bundle.json, one collection Bundle of everything.")] = False,
+    bundle: Annotated[
+        bool, typer.Option("--bundle", help="Also write bundle.json, one collection Bundle of everything.")
+    ] = False,
     instruments: InstrumentsOption = None,
 ) -> None:
     """Write every Questionnaire (one JSON per form) and the CodeSystem as FHIR R4 JSON."""
@@ -251,9 +289,17 @@ def package_build(
 @app.command()
 def score(
     ctx: typer.Context,
-    paths: Annotated[list[str], typer.Argument(help="QuestionnaireResponse JSON, NDJSON, Bundle, folder, or - for stdin.")],
-    output: Annotated[OutputFormat | None, typer.Option("--format", "-f", help="bundle (default when piped), ndjson, or table (default on a terminal).")] = None,
-    jobs: Annotated[int, typer.Option("--jobs", "-j", min=0, help="Worker processes (0 = all cores); output keeps the input's order.")] = 1,
+    paths: Annotated[
+        list[str], typer.Argument(help="QuestionnaireResponse JSON, NDJSON, Bundle, folder, or - for stdin.")
+    ],
+    output: Annotated[
+        OutputFormat | None,
+        typer.Option("--format", "-f", help="bundle (default when piped), ndjson, or table (default on a terminal)."),
+    ] = None,
+    jobs: Annotated[
+        int,
+        typer.Option("--jobs", "-j", min=0, help="Worker processes (0 = all cores); output keeps the input's order."),
+    ] = 1,
     instruments: InstrumentsOption = None,
 ) -> None:
     """Score QuestionnaireResponses offline into FHIR Observations (streamed: any input size, flat memory)."""

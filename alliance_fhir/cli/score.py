@@ -21,7 +21,17 @@ from typing import IO, Any
 from .._text import safe_text
 from ..errors import AllianceFhirError
 from ..instruments.catalog import Catalog, load_catalog
-from ..scoring.batch import BUNDLE_CLOSE, BUNDLE_CLOSE_EMPTY, BUNDLE_OPEN, Chunk, Format, TableRow, bundle_separator, chunked, score_chunk
+from ..scoring.batch import (
+    BUNDLE_CLOSE,
+    BUNDLE_CLOSE_EMPTY,
+    BUNDLE_OPEN,
+    Chunk,
+    Format,
+    TableRow,
+    bundle_separator,
+    chunked,
+    score_chunk,
+)
 from ..scoring.inputs import read_raw
 from ._output import MAX_LINE, say
 
@@ -40,7 +50,9 @@ def jobs_for(requested: int) -> int:
         return os.cpu_count() or 1
 
 
-def run_score(paths: list[str], catalog: Catalog, instrument_dirs: list[Path], fmt: Format, jobs: int) -> tuple[int, list[TableRow]]:
+def run_score(
+    paths: list[str], catalog: Catalog, instrument_dirs: list[Path], fmt: Format, jobs: int
+) -> tuple[int, list[TableRow]]:
     """Score ``paths`` and write the output to stdout; returns (failed records, table rows for ``table``)."""
     out = sys.stdout.buffer
     progress = _Progress(_known_size(paths)) if sys.stderr.isatty() else None
@@ -155,11 +167,23 @@ class _Progress:
 
     def _start(self) -> None:
         from rich.console import Console
-        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         console = Console(stderr=True, highlight=False, soft_wrap=True)
-        columns: list[Any] = [TextColumn("scoring"), BarColumn(), DownloadColumn(), TextColumn("{task.fields[records]:,} records"),
-                              TimeElapsedColumn()]
+        columns: list[Any] = [
+            TextColumn("scoring"),
+            BarColumn(),
+            DownloadColumn(),
+            TextColumn("{task.fields[records]:,} records"),
+            TimeElapsedColumn(),
+        ]
         if self._total:
             columns.append(TimeRemainingColumn())
         self._bar = Progress(*columns, console=console, transient=True)

@@ -38,7 +38,9 @@ from .server import StateOption, state_option
 __all__ = ["register"]
 
 logger = logging.getLogger("alliance_fhir.serve")
-ChannelOption = Annotated[str | None, typer.Option("--channel", help="rest-hook (classic R4, default) or topic (R5 Backport IG).")]
+ChannelOption = Annotated[
+    str | None, typer.Option("--channel", help="rest-hook (classic R4, default) or topic (R5 Backport IG).")
+]
 
 
 def register(app: typer.Typer) -> None:
@@ -52,16 +54,28 @@ def serve(
     server: ServerOption = None,
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")] = 8765,
-    public_url: Annotated[str | None, typer.Option("--public-url", help="How the FHIR server reaches us (default http://HOST:PORT); "
-                                                   "the Subscription's endpoint is this plus /hook.")] = None,
-    no_subscribe: Annotated[bool, typer.Option("--no-subscribe", help="Leave the Subscription alone (manage it with `subscribe`).")] = False,
+    public_url: Annotated[
+        str | None,
+        typer.Option(
+            "--public-url",
+            help="How the FHIR server reaches us (default http://HOST:PORT); "
+            "the Subscription's endpoint is this plus /hook.",
+        ),
+    ] = None,
+    no_subscribe: Annotated[
+        bool, typer.Option("--no-subscribe", help="Leave the Subscription alone (manage it with `subscribe`).")
+    ] = False,
     state: StateOption = None,
     config: ConfigOption = None,
     channel: ChannelOption = None,
-    safety_net_minutes: Annotated[float | None, typer.Option("--safety-net-minutes", help="Full incremental sync this often (default 15).")] = None,
+    safety_net_minutes: Annotated[
+        float | None, typer.Option("--safety-net-minutes", help="Full incremental sync this often (default 15).")
+    ] = None,
     ca_bundle: CaOption = None,
     instruments: InstrumentsOption = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also log one line per HTTP exchange with the FHIR server.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Also log one line per HTTP exchange with the FHIR server.")
+    ] = False,
 ) -> None:
     """Score QuestionnaireResponses and update the patient's signals within seconds of the server telling us they were written."""
     _logging(verbose)
@@ -76,11 +90,23 @@ def serve(
         client.r4_capabilities()  # a server that is down or not FHIR R4 stops us here (exit 2)
         if not no_subscribe:
             result = ensure_subscription(client, list(catalog), endpoint, secret, settings.channel)
-            logger.info("Subscription/%s %s (%s, endpoint %s)", result.subscription_id, result.action, settings.channel, endpoint)
+            logger.info(
+                "Subscription/%s %s (%s, endpoint %s)",
+                result.subscription_id,
+                result.action,
+                settings.channel,
+                endpoint,
+            )
         from ..service.run import run_service  # the web stack, only for this command
 
         worker = Worker(client, catalog, store, settings)
-        logger.info("listening on %s:%d for %s (safety-net sync every %g min)", host, port, cfg.base_url, settings.safety_net_minutes)
+        logger.info(
+            "listening on %s:%d for %s (safety-net sync every %g min)",
+            host,
+            port,
+            cfg.base_url,
+            settings.safety_net_minutes,
+        )
         started = run_service(worker, secret, settings, host=host, port=port)
     if not started:
         say(f"could not serve on {host}:{port} (see the log above)", "error")
@@ -91,7 +117,9 @@ def serve(
 def subscribe(
     ctx: typer.Context,
     server: ServerOption = None,
-    endpoint: Annotated[str | None, typer.Option("--endpoint", help="The URL the FHIR server notifies: serve's public URL + /hook.")] = None,
+    endpoint: Annotated[
+        str | None, typer.Option("--endpoint", help="The URL the FHIR server notifies: serve's public URL + /hook.")
+    ] = None,
     remove: Annotated[bool, typer.Option("--remove", help="Delete our Subscription (and topic) instead.")] = False,
     state: StateOption = None,
     config: ConfigOption = None,
@@ -116,9 +144,16 @@ def subscribe(
             assert endpoint is not None
             with StateStore(cfg.state_location()) as store:
                 secret = webhook_secret(settings, store)
-            result = ensure_subscription(client, list(command_catalog(ctx, instruments)), endpoint, secret, settings.channel)
-            summary = {"action": result.action, "subscription": f"Subscription/{result.subscription_id}", "channel": settings.channel,
-                       "endpoint": endpoint, "stale_removed": result.removed}
+            result = ensure_subscription(
+                client, list(command_catalog(ctx, instruments)), endpoint, secret, settings.channel
+            )
+            summary = {
+                "action": result.action,
+                "subscription": f"Subscription/{result.subscription_id}",
+                "channel": settings.channel,
+                "endpoint": endpoint,
+                "stale_removed": result.removed,
+            }
             message = f"Subscription/{result.subscription_id} {result.action} ({settings.channel}, endpoint {endpoint})"
     if as_json:
         emit_json(summary)

@@ -51,18 +51,27 @@ from ._common import (
 
 __all__ = ["register"]
 
-StateOption = Annotated[str | None, typer.Option("--state", metavar="FILE|URL", help=(
-    "Sync state: a SQLite file (default: user data dir) or postgresql://USER@HOST:PORT/DB, shared by several workers "
-    "(or $ALLIANCE_FHIR_STATE_DB; a password goes in PGPASSWORD or ~/.pgpass, never on the command line)."))]
+StateOption = Annotated[
+    str | None,
+    typer.Option(
+        "--state",
+        metavar="FILE|URL",
+        help=(
+            "Sync state: a SQLite file (default: user data dir) or postgresql://USER@HOST:PORT/DB, shared by several workers "
+            "(or $ALLIANCE_FHIR_STATE_DB; a password goes in PGPASSWORD or ~/.pgpass, never on the command line)."
+        ),
+    ),
+]
 
 
 def state_option(state: str | None) -> str | None:
     """``--state`` as given; a PostgreSQL URL with a password in it is refused (other users can read argv)."""
     if state and is_postgres_url(state) and urlsplit(state).password is not None:
-        raise ConfigError("--state: no password on the command line (other users can read it); use PGPASSWORD, ~/.pgpass "
-                          "or ALLIANCE_FHIR_STATE_DB")
+        raise ConfigError(
+            "--state: no password on the command line (other users can read it); use PGPASSWORD, ~/.pgpass "
+            "or ALLIANCE_FHIR_STATE_DB"
+        )
     return state
-
 
 
 def register(app: typer.Typer) -> None:
@@ -96,7 +105,10 @@ def check(
     if as_json:
         emit_json({"server": cfg.base_url, "checks": [{"check": c, "ok": ok, "detail": d} for c, ok, d in findings]})
     else:
-        rows = [(name, "ok" if ok else "no" if name in _WRITE_CAPABILITIES else "MISSING", detail) for name, ok, detail in findings]
+        rows = [
+            (name, "ok" if ok else "no" if name in _WRITE_CAPABILITIES else "MISSING", detail)
+            for name, ok, detail in findings
+        ]
         emit_table(f"FHIR server {cfg.base_url}", ("check", "result", "detail"), rows, console=out)
     raise typer.Exit(0 if all(ok or name in _WRITE_CAPABILITIES for name, ok, _ in findings) else 1)
 
@@ -115,10 +127,22 @@ def _capability_findings(statement: dict[str, Any]) -> list[tuple[str, bool, str
     obs = resources.get("Observation", {})
     software = statement.get("software", {})
     findings = [
-        ("FHIR version", version.startswith("4.0"), f"{version} ({software.get('name', '?')} {software.get('version', '')})".strip()),
+        (
+            "FHIR version",
+            version.startswith("4.0"),
+            f"{version} ({software.get('name', '?')} {software.get('version', '')})".strip(),
+        ),
         ("transactions", "transaction" in interactions, "system interaction 'transaction'"),
-        ("search responses", "questionnaire" in qr_params, "QuestionnaireResponse?questionnaire=&_lastUpdated= (statuses are filtered here)"),
-        ("conditional update", bool(obs.get("conditionalUpdate")), "Observation conditional update (idempotent writes)"),
+        (
+            "search responses",
+            "questionnaire" in qr_params,
+            "QuestionnaireResponse?questionnaire=&_lastUpdated= (statuses are filtered here)",
+        ),
+        (
+            "conditional update",
+            bool(obs.get("conditionalUpdate")),
+            "Observation conditional update (idempotent writes)",
+        ),
         ("conditional create", bool(obs.get("conditionalCreate")), "Observation conditional create"),
     ]
     return findings
@@ -158,8 +182,12 @@ def publish(
         emit_json([{s: getattr(r, s) for s in r.__slots__} for r in results])
     else:
         columns = ("resource", "canonical", "would" if dry_run else "action", "detail")
-        emit_table("Publish" + (" (dry run)" if dry_run else ""), columns,
-                   [(r.resource_type, r.canonical, r.action, r.detail) for r in results], console=out)
+        emit_table(
+            "Publish" + (" (dry run)" if dry_run else ""),
+            columns,
+            [(r.resource_type, r.canonical, r.action, r.detail) for r in results],
+            console=out,
+        )
     raise typer.Exit(1 if any(r.action == "failed" for r in results) else 0)
 
 
@@ -169,21 +197,39 @@ def publish(
 def sync(
     ctx: typer.Context,
     server: ServerOption = None,
-    since: Annotated[str | None, typer.Option("--since", help="Updated since: ISO date/dateTime, or a duration ago (7d, 12h); overrides the checkpoint.")] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since", help="Updated since: ISO date/dateTime, or a duration ago (7d, 12h); overrides the checkpoint."
+        ),
+    ] = None,
     patient: Annotated[str | None, typer.Option("--patient", help="Only this subject, e.g. Patient/123.")] = None,
-    instrument: Annotated[list[str] | None, typer.Option("--instrument", help="Only this instrument id; repeatable.")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Score and count; write nothing, keep the checkpoint.")] = False,
-    reset: Annotated[bool, typer.Option("--reset", help="Forget this server's checkpoint and ledger, then exit.")] = False,
-    with_signals: Annotated[bool, typer.Option("--signals", help="Then detect alliance signals and write them as DetectedIssues.")] = False,
+    instrument: Annotated[
+        list[str] | None, typer.Option("--instrument", help="Only this instrument id; repeatable.")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Score and count; write nothing, keep the checkpoint.")
+    ] = False,
+    reset: Annotated[
+        bool, typer.Option("--reset", help="Forget this server's checkpoint and ledger, then exit.")
+    ] = False,
+    with_signals: Annotated[
+        bool, typer.Option("--signals", help="Then detect alliance signals and write them as DetectedIssues.")
+    ] = False,
     tasks: Annotated[bool, typer.Option("--tasks", help="With --signals: a follow-up Task per active signal.")] = False,
     state: StateOption = None,
     concurrency: Annotated[int | None, typer.Option("--concurrency", help="Requests in flight.")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Observations per transaction Bundle.")] = None,
     page_size: Annotated[int | None, typer.Option("--page-size", help="Responses per search page.")] = None,
-    write_mode: Annotated[str | None, typer.Option(
-        "--write-mode", metavar="|".join(WRITE_MODES[:4]),
-        help="How Observations are written: auto (from the CapabilityStatement), transaction, batch or single "
-             "(search: search by identifier, then create or update by id).")] = None,
+    write_mode: Annotated[
+        str | None,
+        typer.Option(
+            "--write-mode",
+            metavar="|".join(WRITE_MODES[:4]),
+            help="How Observations are written: auto (from the CapabilityStatement), transaction, batch or single "
+            "(search: search by identifier, then create or update by id).",
+        ),
+    ] = None,
     config: ConfigOption = None,
     ca_bundle: CaOption = None,
     instruments: InstrumentsOption = None,
@@ -193,8 +239,16 @@ def sync(
     """Score completed/amended responses on the server and write their Observations (incremental, idempotent)."""
     setup_logging(verbose)
     since = since_value(since) if since is not None else None  # checked before anything is sent
-    cfg = server_config(server, config, ca_bundle=ca_bundle, concurrency=concurrency, batch_size=batch_size, page_size=page_size,
-                        state_db=state_option(state), write_mode=write_mode)
+    cfg = server_config(
+        server,
+        config,
+        ca_bundle=ca_bundle,
+        concurrency=concurrency,
+        batch_size=batch_size,
+        page_size=page_size,
+        state_db=state_option(state),
+        write_mode=write_mode,
+    )
     with StateStore(cfg.state_location()) as store:
         if reset:
             store.reset(cfg.base_url)
@@ -213,14 +267,28 @@ def sync(
 
 def _run_with_progress(cfg: ServerConfig, catalog: Catalog, store: StateStore, options: SyncOptions) -> SyncReport:
     written = "would write" if options.dry_run else "written"
-    columns = [TextColumn("{task.description}"), TextColumn("found {task.fields[found]}  scored {task.fields[scored]}  "
-               f"{written} {{task.fields[written]}}  unchanged {{task.fields[unchanged]}}  failed {{task.fields[failed]}}")]
-    with open_client(cfg) as client, Progress(*columns, console=err, disable=not err.is_terminal, transient=True) as progress:
+    columns = [
+        TextColumn("{task.description}"),
+        TextColumn(
+            "found {task.fields[found]}  scored {task.fields[scored]}  "
+            f"{written} {{task.fields[written]}}  unchanged {{task.fields[unchanged]}}  failed {{task.fields[failed]}}"
+        ),
+    ]
+    with (
+        open_client(cfg) as client,
+        Progress(*columns, console=err, disable=not err.is_terminal, transient=True) as progress,
+    ):
         task = progress.add_task("sync", found=0, scored=0, written=0, unchanged=0, failed=0)
 
         def update(report: SyncReport) -> None:
-            progress.update(task, found=report.found, scored=report.scored, written=report.written,
-                            unchanged=report.unchanged, failed=report.failed)
+            progress.update(
+                task,
+                found=report.found,
+                scored=report.scored,
+                written=report.written,
+                unchanged=report.unchanged,
+                failed=report.failed,
+            )
 
         return run_sync(client, catalog, store, options, update)
 
@@ -235,16 +303,38 @@ def _print_report(report: SyncReport, as_json: bool) -> None:
     if report.write_mode:
         say(f"{report.write_mode} ({report.write_mode_reason})", "write mode")
     if report.outstanding:
-        say(f"outstanding failures: {len(report.outstanding)} (alliance-fhir failures --server {report.server} lists them)")
+        say(
+            f"outstanding failures: {len(report.outstanding)} (alliance-fhir failures --server {report.server} lists them)"
+        )
     if as_json:
         emit_json(report.as_dict())
         return
     # a dry run writes nothing: its counts are what a real run would write and retract
-    columns = ("found", "scored", "would write" if report.dry_run else "written", "unchanged",
-               "would retract" if report.dry_run else "retracted", "failed", "outstanding", "requests", "seconds")
-    row = (report.found, report.scored, report.written, report.unchanged, report.retracted, report.failed, len(report.outstanding),
-           report.requests, report.seconds)
-    emit_table(f"Sync {report.server}" + (" (dry run: nothing written)" if report.dry_run else ""), columns, [row], console=out)
+    columns = (
+        "found",
+        "scored",
+        "would write" if report.dry_run else "written",
+        "unchanged",
+        "would retract" if report.dry_run else "retracted",
+        "failed",
+        "outstanding",
+        "requests",
+        "seconds",
+    )
+    row = (
+        report.found,
+        report.scored,
+        report.written,
+        report.unchanged,
+        report.retracted,
+        report.failed,
+        len(report.outstanding),
+        report.requests,
+        report.seconds,
+    )
+    emit_table(
+        f"Sync {report.server}" + (" (dry run: nothing written)" if report.dry_run else ""), columns, [row], console=out
+    )
 
 
 # ---------------------------------------------------------------- failures
@@ -252,8 +342,12 @@ def _print_report(report: SyncReport, as_json: bool) -> None:
 
 def failures(
     server: ServerOption = None,
-    dismiss: Annotated[str | None, typer.Option("--dismiss", metavar="REF",
-                                                help="Dismiss one outstanding failure (QuestionnaireResponse/ID or ID).")] = None,
+    dismiss: Annotated[
+        str | None,
+        typer.Option(
+            "--dismiss", metavar="REF", help="Dismiss one outstanding failure (QuestionnaireResponse/ID or ID)."
+        ),
+    ] = None,
     reason: Annotated[str | None, typer.Option("--reason", help="With --dismiss: why (kept in the ledger).")] = None,
     by: Annotated[str | None, typer.Option("--by", help="With --dismiss: who (default: the login name).")] = None,
     state: StateOption = None,
@@ -267,12 +361,23 @@ def failures(
             _dismiss(store, cfg.base_url, dismiss, reason, by)
         outstanding = store.outstanding(cfg.base_url)
     if as_json:
-        rows = [{"response": f"QuestionnaireResponse/{f.response_id}", "reason": f.reason, "since": f.since, "outcome": f.outcome}
-                for f in outstanding]
+        rows = [
+            {
+                "response": f"QuestionnaireResponse/{f.response_id}",
+                "reason": f.reason,
+                "since": f.since,
+                "outcome": f.outcome,
+            }
+            for f in outstanding
+        ]
         emit_json({"server": cfg.base_url, "outstanding_count": len(outstanding), "outstanding": rows})
     else:
-        emit_table(f"Outstanding failures on {cfg.base_url}: {len(outstanding)}", ("response", "since", "reason"),
-                   [(f"QuestionnaireResponse/{f.response_id}", f.since, f.reason) for f in outstanding], console=out)
+        emit_table(
+            f"Outstanding failures on {cfg.base_url}: {len(outstanding)}",
+            ("response", "since", "reason"),
+            [(f"QuestionnaireResponse/{f.response_id}", f.since, f.reason) for f in outstanding],
+            console=out,
+        )
     raise typer.Exit(1 if outstanding else 0)
 
 
@@ -300,7 +405,9 @@ def _login_name() -> str:
 def demo(
     ctx: typer.Context,
     server: ServerOption = None,
-    cleanup: Annotated[bool, typer.Option("--cleanup", help="Delete everything the demo created (it is tagged), then exit.")] = False,
+    cleanup: Annotated[
+        bool, typer.Option("--cleanup", help="Delete everything the demo created (it is tagged), then exit.")
+    ] = False,
     state: StateOption = None,
     config: ConfigOption = None,
     ca_bundle: CaOption = None,
@@ -316,7 +423,10 @@ def demo(
             say(f"deleted {cleanup_demo(client)} demo resources from {cfg.base_url}")
             raise typer.Exit(0)
         published = publish_resources(client, content_resources(catalog))
-        say(f"published {len(published)} resources: " + ", ".join(f"{n} {a}" for a, n in Counter(r.action for r in published).items()))
+        say(
+            f"published {len(published)} resources: "
+            + ", ".join(f"{n} {a}" for a, n in Counter(r.action for r in published).items())
+        )
         say(f"posted {post_demo_data(client, catalog)} demo resources (patients, practitioners, sessions, responses)")
     with StateStore(cfg.state_location()) as store:
         # the demo syncs only its own (tagged) data: on a shared server it never touches anyone else's

@@ -41,7 +41,10 @@ from ._common import (
 
 __all__ = ["register"]
 
-PathsArgument = Annotated[list[str] | None, typer.Argument(help="Local score Observations (JSON, NDJSON, Bundle, folder); instead of --server.")]
+PathsArgument = Annotated[
+    list[str] | None,
+    typer.Argument(help="Local score Observations (JSON, NDJSON, Bundle, folder); instead of --server."),
+]
 PatientOption = Annotated[str | None, typer.Option("--patient", help="Only this client, e.g. Patient/123.")]
 
 
@@ -107,8 +110,18 @@ def report(
     paths: PathsArgument = None,
     server: ServerOption = None,
     patient: PatientOption = None,
-    practitioner: Annotated[str | None, typer.Option("--practitioner", help="Caseload view for this practitioner (Practitioner/.. or PractitionerRole/..).")] = None,
-    out_file: Annotated[Path | None, typer.Option("--out", help="The file to write; its suffix sets the format: .html (self-contained), .png, .svg or .pdf.")] = None,
+    practitioner: Annotated[
+        str | None,
+        typer.Option(
+            "--practitioner", help="Caseload view for this practitioner (Practitioner/.. or PractitionerRole/..)."
+        ),
+    ] = None,
+    out_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", help="The file to write; its suffix sets the format: .html (self-contained), .png, .svg or .pdf."
+        ),
+    ] = None,
     config: ConfigOption = None,
     ca_bundle: CaOption = None,
     verbose: VerboseOption = False,

@@ -50,7 +50,9 @@ def _answer_valueset(inst: Instrument, codesystems: dict[Any, dict[str, Any]]) -
     includes: list[dict[str, Any]] = []
     for system in sorted({s for s, _ in anchors}):
         concepts = []
-        for (_, code), _weight in sorted(((k, w) for k, w in anchors.items() if k[0] == system), key=lambda kw: (kw[1], kw[0][1])):
+        for (_, code), _weight in sorted(
+            ((k, w) for k, w in anchors.items() if k[0] == system), key=lambda kw: (kw[1], kw[0][1])
+        ):
             concept = {"code": code}
             if displays.get((system, code)):
                 concept["display"] = displays[(system, code)]
@@ -93,11 +95,13 @@ def _observation_definition(mapping: InstrumentMapping, scale: ScaleSpec) -> dic
     precision = scale.decimals
     if scale.missing.rule == "prorate":
         precision = max(precision, scale.missing.round_to)
-    intervals: list[dict[str, Any]] = [{
-        "category": "absolute",
-        "range": {"low": score_quantity(scale.range.min), "high": score_quantity(scale.range.max)},
-        "condition": f"Possible range {scale.range.min:g}-{scale.range.max:g} (higher is better)",
-    }]
+    intervals: list[dict[str, Any]] = [
+        {
+            "category": "absolute",
+            "range": {"low": score_quantity(scale.range.min), "high": score_quantity(scale.range.max)},
+            "condition": f"Possible range {scale.range.min:g}-{scale.range.max:g} (higher is better)",
+        }
+    ]
     for cut in scale.cutoffs:
         if cut.confidence != "C2":
             continue
@@ -114,13 +118,18 @@ def _observation_definition(mapping: InstrumentMapping, scale: ScaleSpec) -> dic
     method_text = f"{mapping.name} scoring algorithm {mapping.algorithm_version}: {scale.aggregation} of items {', '.join(scale.items)}"
     if scale.reverse_items:
         method_text += f", items {', '.join(scale.reverse_items)} reverse-scored"
-    method_text += f"; missing data: {scale.missing.rule}, min {scale.missing.min_answered} answered ({scale.missing.source})"
+    method_text += (
+        f"; missing data: {scale.missing.rule}, min {scale.missing.min_answered} answered ({scale.missing.source})"
+    )
     return {
         "resourceType": "ObservationDefinition",
         "id": did,
         "identifier": [{"system": DEFINITION_ID_SYSTEM, "value": f"{mapping.questionnaire}#{scale.id}"}],
         "category": [{"coding": [dict(SURVEY_CATEGORY)]}, {"coding": [dict(MEASURE_CATEGORY[mapping.measures])]}],
-        "code": {"coding": [c.model_dump(exclude_none=True) for c in scale.codes], "text": scale.codes[0].display or scale.title},
+        "code": {
+            "coding": [c.model_dump(exclude_none=True) for c in scale.codes],
+            "text": scale.codes[0].display or scale.title,
+        },
         "permittedDataType": ["Quantity"],
         "multipleResultsAllowed": False,
         "method": {
@@ -128,7 +137,10 @@ def _observation_definition(mapping: InstrumentMapping, scale: ScaleSpec) -> dic
             "text": method_text,
         },
         "preferredReportName": scale.title,
-        "quantitativeDetails": {"unit": {"coding": [dict(SCORE_UNIT)], "text": "{score}"}, "decimalPrecision": precision},
+        "quantitativeDetails": {
+            "unit": {"coding": [dict(SCORE_UNIT)], "text": "{score}"},
+            "decimalPrecision": precision,
+        },
         "qualifiedInterval": intervals,
     }
 

@@ -48,12 +48,17 @@ def extraction_problems(instrument: Instrument) -> list[str]:
         return [f"{instrument.canonical}: score item '{total.questionnaire_item}' does not exist"]
     problems += _score_item_problems(head, total, True)
     if _extensions(head, OBSERVATION_EXTRACT_CATEGORY) != [
-        {"url": OBSERVATION_EXTRACT_CATEGORY, "valueCodeableConcept": {"coding": [c]}} for c in (SURVEY_CATEGORY, MEASURE_CATEGORY[mapping.measures])
+        {"url": OBSERVATION_EXTRACT_CATEGORY, "valueCodeableConcept": {"coding": [c]}}
+        for c in (SURVEY_CATEGORY, MEASURE_CATEGORY[mapping.measures])
     ]:
-        problems.append(f"item '{head['linkId']}': observation-extract-category must be survey and {MEASURE_CATEGORY[mapping.measures]['code']}")
+        problems.append(
+            f"item '{head['linkId']}': observation-extract-category must be survey and {MEASURE_CATEGORY[mapping.measures]['code']}"
+        )
     expected_entry = [{"url": "ifNoneExist", "valueString": if_none_exist_expression(total)}]
     if [e.get("extension") for e in _extensions(head, OBSERVATION_EXTRACT_ENTRY)] != [expected_entry]:
-        problems.append(f"item '{head['linkId']}': observationExtractEntry must be ifNoneExist = {if_none_exist_expression(total)}")
+        problems.append(
+            f"item '{head['linkId']}': observationExtractEntry must be ifNoneExist = {if_none_exist_expression(total)}"
+        )
     children = {child["linkId"]: child for child in head.get("item", [])}
     for scale in mapping.scales:
         if scale is total or scale.questionnaire_item is None:
@@ -61,7 +66,9 @@ def extraction_problems(instrument: Instrument) -> list[str]:
         child = children.get(scale.questionnaire_item)
         if child is None:
             link = scale.questionnaire_item
-            problems.append(f"score item '{link}' ({scale.id}) is not nested under '{head['linkId']}', so it cannot be a component")
+            problems.append(
+                f"score item '{link}' ({scale.id}) is not nested under '{head['linkId']}', so it cannot be a component"
+            )
             continue
         problems += _score_item_problems(child, scale, False)
     return [f"{instrument.canonical}: {p}" for p in problems]
@@ -81,7 +88,11 @@ def _score_item_problems(item: dict[str, Any], scale: ScaleSpec, head: bool) -> 
         problems.append(f"item '{link}': item.code must be the codes of scale '{scale.id}' in the mapping's order")
     if item.get("text") != (scale.codes[0].display or scale.title):
         problems.append(f"item '{link}': text must be the score's display (it becomes Observation.code.text)")
-    expected = [{"url": OBSERVATION_EXTRACT, "valueBoolean": True}] if head else [{"url": OBSERVATION_EXTRACT, "valueCode": "component"}]
+    expected = (
+        [{"url": OBSERVATION_EXTRACT, "valueBoolean": True}]
+        if head
+        else [{"url": OBSERVATION_EXTRACT, "valueCode": "component"}]
+    )
     if _extensions(item, OBSERVATION_EXTRACT) != expected:
         problems.append(f"item '{link}': observationExtract must be {'true' if head else 'component'}")
     if _extensions(item, QUESTIONNAIRE_UNIT) != [{"url": QUESTIONNAIRE_UNIT, "valueCoding": SCORE_UNIT}]:

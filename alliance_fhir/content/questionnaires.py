@@ -51,8 +51,10 @@ def load_text_pack(path: Path) -> TextPack:
     except ValidationError as exc:
         raise TextPackError(f"{path}: not a text pack: {summarise_validation(exc)}") from exc
     if pack.source is None or not pack.source.strip() or pack.source == TEMPLATE_SOURCE:
-        raise TextPackError(f"{path}: an unfilled template: say in 'source' where the wording comes from and under which "
-                            "licence you use it (and replace the texts with that wording)")
+        raise TextPackError(
+            f"{path}: an unfilled template: say in 'source' where the wording comes from and under which "
+            "licence you use it (and replace the texts with that wording)"
+        )
     return pack
 
 
@@ -101,8 +103,10 @@ def _check_coverage(instrument: Instrument, pack: TextPack) -> None:
     questions = [i["linkId"] for i in items if i.get("type") not in _UNTEXTED_TYPES and not i.get("readOnly")]
     shipped = {i["linkId"]: i.get("text") for i in items}
     if questions and all(pack.texts.get(link) == shipped.get(link) for link in questions):
-        raise TextPackError(f"text pack '{pack.language}' for {instrument.canonical} is an unfilled template: its texts are "
-                            "still the shipped domain labels; put the licensed or translated wording in")
+        raise TextPackError(
+            f"text pack '{pack.language}' for {instrument.canonical} is an unfilled template: its texts are "
+            "still the shipped domain labels; put the licensed or translated wording in"
+        )
     missing = [link for link in questions if link not in pack.texts]
     invented = [link for link in pack.texts if link not in instrument.link_ids]
     if missing or invented:
@@ -115,7 +119,9 @@ def _check_coverage(instrument: Instrument, pack: TextPack) -> None:
     codes = {code for spec in instrument.items.values() for (_, code) in spec.options}
     unknown = [c for c in pack.answers if c not in codes]
     if unknown:
-        raise TextPackError(f"text pack '{pack.language}' for {instrument.canonical} names unknown answer codes: {', '.join(unknown)}")
+        raise TextPackError(
+            f"text pack '{pack.language}' for {instrument.canonical} names unknown answer codes: {', '.join(unknown)}"
+        )
 
 
 def _apply(questionnaire: dict[str, Any], pack: TextPack, *, primary: bool) -> None:
@@ -136,7 +142,10 @@ def _set_text(element: dict[str, Any], key: str, text: str, language: str, prima
     if primary:
         element[key] = text
         return
-    translation = {"url": TRANSLATION, "extension": [{"url": "lang", "valueCode": language}, {"url": "content", "valueString": text}]}
+    translation = {
+        "url": TRANSLATION,
+        "extension": [{"url": "lang", "valueCode": language}, {"url": "content", "valueString": text}],
+    }
     element.setdefault(f"_{key}", {}).setdefault("extension", []).append(translation)
 
 
@@ -149,7 +158,9 @@ def content_resources(catalog: Catalog, packs: Iterable[TextPack] = ()) -> list[
     by_instrument: dict[str, list[TextPack]] = {}
     for pack in packs:
         if pack.instrument not in catalog.instruments:
-            raise TextPackError(f"text pack '{pack.language}' names {pack.instrument}, which is not a loaded instrument")
+            raise TextPackError(
+                f"text pack '{pack.language}' names {pack.instrument}, which is not a loaded instrument"
+            )
         by_instrument.setdefault(pack.instrument, []).append(pack)
     resources = [apply_text_packs(inst, by_instrument.get(inst.canonical, [])) for inst in catalog]
     return resources + [copy.deepcopy(cs) for cs in catalog.codesystems]

@@ -214,7 +214,9 @@ def _classify(
 def _questionnaire_problem(q: dict[str, Any]) -> str | None:
     missing = [k for k in ("url", "version", "status", "copyright", "item") if not q.get(k)]
     if missing:
-        return f"Questionnaire lacks {', '.join(missing)} (every instrument must state its canonical, version and terms)"
+        return (
+            f"Questionnaire lacks {', '.join(missing)} (every instrument must state its canonical, version and terms)"
+        )
     return None
 
 
@@ -227,7 +229,9 @@ def _add_instrument(
     found = questionnaires.get(mapping.questionnaire)
     if found is None:
         known = ", ".join(k for k in questionnaires if k.startswith(mapping.url + "|")) or "none with that url"
-        catalog.problems.append(f"{where}: names Questionnaire {mapping.questionnaire}, which is not loaded (versions found: {known})")
+        catalog.problems.append(
+            f"{where}: names Questionnaire {mapping.questionnaire}, which is not loaded (versions found: {known})"
+        )
         return
     if mapping.questionnaire in catalog.instruments:
         catalog.problems.append(f"{where}: a second mapping for {mapping.questionnaire}")
@@ -311,9 +315,13 @@ def _check_scale(scale: ScaleSpec, mapping: InstrumentMapping, by_link: dict[Any
     if scale.questionnaire_item is not None:
         item = by_link.get(scale.questionnaire_item)
         if item is None:
-            problems.append(f"scale '{scale.id}': score item '{scale.questionnaire_item}' does not exist in the Questionnaire")
+            problems.append(
+                f"scale '{scale.id}': score item '{scale.questionnaire_item}' does not exist in the Questionnaire"
+            )
         elif not item.get("readOnly") or not any(e.get("url") == CALCULATED for e in item.get("extension", [])):
-            problems.append(f"scale '{scale.id}': score item '{scale.questionnaire_item}' is not read-only with a calculatedExpression")
+            problems.append(
+                f"scale '{scale.id}': score item '{scale.questionnaire_item}' is not read-only with a calculatedExpression"
+            )
     return problems
 
 
@@ -321,7 +329,9 @@ def _check_codes(catalog: Catalog) -> list[str]:
     """Score codes are unique across instruments and exist in any CodeSystem we ship for them."""
     problems = []
     seen: dict[tuple[str, str], str] = {}
-    systems = {cs.get("url"): {c.get("code") for c in _walk_concepts(cs.get("concept", []))} for cs in catalog.codesystems}
+    systems = {
+        cs.get("url"): {c.get("code") for c in _walk_concepts(cs.get("concept", []))} for cs in catalog.codesystems
+    }
     for inst in catalog:
         for scale in inst.mapping.scales:
             for coding in scale.codes:
@@ -335,7 +345,9 @@ def _check_codes(catalog: Catalog) -> list[str]:
         for spec in inst.items.values():
             for system, code in spec.options:
                 if system in systems and code not in systems[system]:
-                    problems.append(f"{inst.canonical} item '{spec.link_id}': answer code '{code}' is not defined in CodeSystem {system}")
+                    problems.append(
+                        f"{inst.canonical} item '{spec.link_id}': answer code '{code}' is not defined in CodeSystem {system}"
+                    )
     return problems
 
 
@@ -367,7 +379,9 @@ def _item_spec(item: dict[str, Any], mapping: InstrumentMapping) -> ItemSpec:
         values = frozenset(options.values())
         return ItemSpec(item["linkId"], "choice", options, values, min(values), max(values), 0)
     decimals = int(_ext_value(item, MAX_DECIMALS) or scale.decimals)
-    return ItemSpec(item["linkId"], "number", {}, frozenset(), Decimal(str(scale.min)), Decimal(str(scale.max)), decimals)
+    return ItemSpec(
+        item["linkId"], "number", {}, frozenset(), Decimal(str(scale.min)), Decimal(str(scale.max)), decimals
+    )
 
 
 def _option_weight(option: dict[str, Any]) -> Decimal | None:

@@ -129,7 +129,9 @@ class ScaleSpec(_Strict):
         if stray:
             raise ValueError(f"scale '{self.id}': reverse items {stray} are not among its items")
         if self.missing.min_answered > len(self.items):
-            raise ValueError(f"scale '{self.id}': min_answered {self.missing.min_answered} exceeds its {len(self.items)} items")
+            raise ValueError(
+                f"scale '{self.id}': min_answered {self.missing.min_answered} exceeds its {len(self.items)} items"
+            )
         if self.missing.rule == "all-required" and self.missing.min_answered != len(self.items):
             raise ValueError(f"scale '{self.id}': rule all-required needs min_answered = {len(self.items)}")
         return self
@@ -174,8 +176,12 @@ class RuptureRule(_SignalRule):
 
     min_drop: float | None = Field(default=None, gt=0, description="Drop from the previous score that counts.")
     baseline_drop: float | None = Field(default=None, gt=0, description="Drop below the running baseline that counts.")
-    baseline_window: int | None = Field(default=None, ge=1, description="Earlier scores in the baseline; none: all of the episode.")
-    combine: Literal["any", "all"] = Field(default="any", description="'any': either drop suffices; 'all': both are needed.")
+    baseline_window: int | None = Field(
+        default=None, ge=1, description="Earlier scores in the baseline; none: all of the episode."
+    )
+    combine: Literal["any", "all"] = Field(
+        default="any", description="'any': either drop suffices; 'all': both are needed."
+    )
     operator: DropOperator = ">="
 
     @model_validator(mode="after")
@@ -189,7 +195,9 @@ class EarlyWarningRule(_SignalRule):
     """Low (per the low_alliance rule) or falling alliance within the first sessions of an episode."""
 
     sessions: int = Field(default=3, ge=1, description="The first N sessions of an episode of care.")
-    min_drop: float | None = Field(default=None, gt=0, description="Drop from the previous score that counts as falling.")
+    min_drop: float | None = Field(
+        default=None, gt=0, description="Drop from the previous score that counts as falling."
+    )
     include_low: bool = Field(default=True, description="Also warn when the low_alliance rule is met.")
     operator: DropOperator = ">="
 
@@ -197,7 +205,9 @@ class EarlyWarningRule(_SignalRule):
 class GapRule(_SignalRule):
     """Client-therapist gap: this form against its partner form for the same session, on a common scale."""
 
-    pairs_with: str = Field(description="Instrument id of the partner form (client form for a therapist form, or vice versa).")
+    pairs_with: str = Field(
+        description="Instrument id of the partner form (client form for a therapist form, or vice versa)."
+    )
     partner_scale: str = "total"
     common_scale: Literal["percent-of-maximum"] = "percent-of-maximum"
     threshold: float = Field(gt=0, description="Absolute gap, in points of the common scale, that counts.")
@@ -207,8 +217,12 @@ class GapRule(_SignalRule):
 class SplitRule(_SignalRule):
     """Split alliance: members of one couple, family or group session who score apart."""
 
-    max_difference: float | None = Field(default=None, gt=0, description="A member this far below the session's highest member.")
-    below_group_mean: float | None = Field(default=None, gt=0, description="A member this far below the session's mean (all members).")
+    max_difference: float | None = Field(
+        default=None, gt=0, description="A member this far below the session's highest member."
+    )
+    below_group_mean: float | None = Field(
+        default=None, gt=0, description="A member this far below the session's mean (all members)."
+    )
     min_members: int = Field(default=2, ge=2)
     operator: DropOperator = ">="
 
@@ -244,9 +258,13 @@ class InstrumentMapping(_Strict):
     instrument: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]*$", description="Short stable id, e.g. 'wai-sr'.")
     name: str
     title: str
-    questionnaire: str = Field(pattern=r"^\S+\|\S+$", description="Canonical 'url|version' of the scored Questionnaire.")
+    questionnaire: str = Field(
+        pattern=r"^\S+\|\S+$", description="Canonical 'url|version' of the scored Questionnaire."
+    )
     algorithm_version: str
-    measures: Literal["alliance", "outcome"] = Field(description="What the instrument measures: the alliance, or a companion outcome.")
+    measures: Literal["alliance", "outcome"] = Field(
+        description="What the instrument measures: the alliance, or a companion outcome."
+    )
     respondent: Literal["client", "therapist", "observer", "group-member", "parent"]
     verification: Literal["confirmed", "labels-unconfirmed", "user-supplied"]
     verification_note: str | None = None
@@ -261,7 +279,9 @@ class InstrumentMapping(_Strict):
     )
     scales: list[ScaleSpec] = Field(min_length=1)
     reliable_change: ReliableChange | None = None
-    signals: SignalsSpec | None = Field(default=None, description="Alliance signals (rupture, low alliance, ...); alliance measures only.")
+    signals: SignalsSpec | None = Field(
+        default=None, description="Alliance signals (rupture, low alliance, ...); alliance measures only."
+    )
 
     @model_validator(mode="after")
     def _unique_scales(self) -> InstrumentMapping:
@@ -269,11 +289,15 @@ class InstrumentMapping(_Strict):
         if len(set(ids)) != len(ids):
             raise ValueError("scale ids must be unique")
         if self.headline not in ids:
-            raise ValueError(f"the headline scale '{self.headline}' is not among the scales ({', '.join(ids)}); "
-                             "name the headline with \"headline\": \"<scale id>\"")
+            raise ValueError(
+                f"the headline scale '{self.headline}' is not among the scales ({', '.join(ids)}); "
+                'name the headline with "headline": "<scale id>"'
+            )
         if ids[0] != self.headline:
-            raise ValueError(f"ambiguous headline: '{self.headline}' is the headline but '{ids[0]}' is listed first; "
-                             f"list '{self.headline}' first in scales (or set \"headline\" to the scale meant)")
+            raise ValueError(
+                f"ambiguous headline: '{self.headline}' is the headline but '{ids[0]}' is listed first; "
+                f"list '{self.headline}' first in scales (or set \"headline\" to the scale meant)"
+            )
         if self.reliable_change and self.reliable_change.scale not in ids:
             raise ValueError(f"reliable_change names unknown scale '{self.reliable_change.scale}'")
         return self
@@ -283,7 +307,9 @@ class InstrumentMapping(_Strict):
         if self.signals is None:
             return self
         if self.measures != "alliance":
-            raise ValueError("signals are for alliance measures only (an outcome measure's low score is not a low alliance)")
+            raise ValueError(
+                "signals are for alliance measures only (an outcome measure's low score is not a low alliance)"
+            )
         scales = {s.id: s for s in self.scales}
         for name, rule in self.signals.rules():
             if rule.scale not in scales:
@@ -296,7 +322,9 @@ class InstrumentMapping(_Strict):
             if cutoff is None:
                 raise ValueError(f"signals.low_alliance names unknown cutoff '{low.cutoff}' of scale '{low.scale}'")
             if cutoff.confidence != "C2":
-                raise ValueError(f"signals.low_alliance: cutoff '{low.cutoff}' is {cutoff.confidence}; only C2 cutoffs may drive signals")
+                raise ValueError(
+                    f"signals.low_alliance: cutoff '{low.cutoff}' is {cutoff.confidence}; only C2 cutoffs may drive signals"
+                )
         return self
 
     def low_alliance_cutoff(self) -> Cutoff | None:

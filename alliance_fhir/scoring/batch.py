@@ -98,7 +98,14 @@ def table_row(result: ScoreResult) -> TableRow:
     """One line of the scores table: response, instrument, total, subscales, flags, rules."""
     subs = ", ".join(f"{s.scale.id} {s.value}" for s in result.scores[1:]) or "-"
     flags = ", ".join(f.id for s in result.scores for f in s.flags) or "-"
-    return (result.response_ref, result.instrument_id, str(result.total.value), subs, flags, "; ".join(result.rules_applied) or "-")
+    return (
+        result.response_ref,
+        result.instrument_id,
+        str(result.total.value),
+        subs,
+        flags,
+        "; ".join(result.rules_applied) or "-",
+    )
 
 
 def bundle_separator(first: bool) -> bytes:

@@ -49,8 +49,20 @@ __all__ = ["MAX_ITEM_DEPTH", "MAX_JSON_DEPTH", "SCORABLE_STATUSES", "resource_re
 
 SCORABLE_STATUSES = frozenset({"completed", "amended"})
 _KNOWN_STATUSES = SCORABLE_STATUSES | {"in-progress", "entered-in-error", "stopped"}
-_VALUE_KEYS = ("valueCoding", "valueInteger", "valueDecimal", "valueString", "valueBoolean", "valueDate",
-               "valueDateTime", "valueTime", "valueUri", "valueAttachment", "valueQuantity", "valueReference")
+_VALUE_KEYS = (
+    "valueCoding",
+    "valueInteger",
+    "valueDecimal",
+    "valueString",
+    "valueBoolean",
+    "valueDate",
+    "valueDateTime",
+    "valueTime",
+    "valueUri",
+    "valueAttachment",
+    "valueQuantity",
+    "valueReference",
+)
 _NO_ANSWERS: tuple[Any, ...] = ()
 _ZERO = Decimal(0)
 _MAX_OUTCOMES = 4096  # per scale; a likert total has a few hundred possible outcomes
@@ -181,7 +193,9 @@ def _check_reference(value: Any, name: str, ref: str) -> None:
         return  # the common Reference ({"reference": "Patient/1"}): nothing below can fail on it
     if not isinstance(value, dict):
         raise ScoringError(ref, f"{name} is {describe(value)}, not a FHIR Reference (a JSON object)")
-    if not any(isinstance(value.get(k), str) and value[k] for k in ("reference", "display")) and not isinstance(value.get("identifier"), dict):
+    if not any(isinstance(value.get(k), str) and value[k] for k in ("reference", "display")) and not isinstance(
+        value.get("identifier"), dict
+    ):
         raise ScoringError(ref, f"{name} is a Reference with no reference, identifier or display")
     for key in ("reference", "display", "type"):
         if key in value and not isinstance(value[key], str):
@@ -224,7 +238,9 @@ def _json_problem(value: Any, name: str) -> str | None:
         elif isinstance(node, float | Decimal):
             if not _is_finite(node):
                 return f"{name} holds a non-finite number"
-            if isinstance(node, Decimal) and node.adjusted() > 308:  # beyond a double: copied as an int too long to write
+            if (
+                isinstance(node, Decimal) and node.adjusted() > 308
+            ):  # beyond a double: copied as an int too long to write
                 return f"{name} holds a number beyond a double's range"
         else:
             return f"{name} holds {describe(node)}"
@@ -326,7 +342,12 @@ def _collect_walk(
         item, depth = stack.pop()
         link = item.get("linkId") if isinstance(item, dict) else None
         if not isinstance(link, str):
-            raise ScoringError(ref, "an item has no linkId" if isinstance(item, dict) else f"an item is {describe(item)}, not a JSON object")
+            raise ScoringError(
+                ref,
+                "an item has no linkId"
+                if isinstance(item, dict)
+                else f"an item is {describe(item)}, not a JSON object",
+            )
         if link not in instrument.link_ids:
             raise ScoringError(ref, f"unknown linkId (not in {instrument.canonical})", safe_text(link, 60))
         if link in seen:
@@ -409,9 +430,13 @@ def _coded_value(spec: ItemSpec, answer: dict[str, Any], ref: str) -> Decimal:
     if weight is None:
         where = f"system {safe_text(system)}" if system else "no system"
         raise ScoringError(ref, f"the valueCoding ({where}) is not an answer option of this item", spec.link_id)
-    claimed = _answer_weight(answer, coding, ref, spec.link_id) if "extension" in answer or "extension" in coding else None
+    claimed = (
+        _answer_weight(answer, coding, ref, spec.link_id) if "extension" in answer or "extension" in coding else None
+    )
     if claimed is not None and claimed != weight:
-        raise ScoringError(ref, "the answer carries a weight that differs from the scoring key's for its code", spec.link_id)
+        raise ScoringError(
+            ref, "the answer carries a weight that differs from the scoring key's for its code", spec.link_id
+        )
     return weight
 
 
@@ -507,6 +532,7 @@ def _compare_stored(scale: ScaleSpec, score: ScaleScore, stored: dict[str, Any],
 
 
 # Prepared once per instrument.
+
 
 @dataclass(frozen=True, slots=True)
 class _ScalePlan:

@@ -24,7 +24,14 @@ from typing import Any
 from pydantic import BaseModel
 
 from .._cache import IdentityCache
-from .._ids import FOCUS_EXTENSION, IDENTIFIER_SYSTEM, INSTANTIATES, MEASURE_CATEGORY, PROJECT_CODESYSTEM, SURVEY_CATEGORY
+from .._ids import (
+    FOCUS_EXTENSION,
+    IDENTIFIER_SYSTEM,
+    INSTANTIATES,
+    MEASURE_CATEGORY,
+    PROJECT_CODESYSTEM,
+    SURVEY_CATEGORY,
+)
 from .._json import dumps
 from ..fhirtypes import plain_resource
 from ..instruments.codings import method_coding, score_quantity
@@ -59,7 +66,9 @@ def response_key(response: dict[str, Any]) -> str:
     ident = response.get("identifier")
     if isinstance(ident, dict) and ident.get("value"):
         return f"identifier:{ident.get('system', '')}|{ident['value']}"
-    digest = hashlib.sha256(json.dumps(response, sort_keys=True, default=str).encode()).hexdigest()  # default: Decimal input
+    digest = hashlib.sha256(
+        json.dumps(response, sort_keys=True, default=str).encode()
+    ).hexdigest()  # default: Decimal input
     return f"content:{digest}"
 
 
@@ -292,7 +301,9 @@ def _prepare_mapping(mapping: InstrumentMapping) -> _MappingParts:
     parts.append(f"{total.aggregation} of {len(total.items)} items")
     if total.reverse_items:
         parts.append(f"items {', '.join(total.reverse_items)} reverse-scored")
-    parts.append(f"missing data: {total.missing.rule}, min {total.missing.min_answered} answered ({total.missing.source})")
+    parts.append(
+        f"missing data: {total.missing.rule}, min {total.missing.min_answered} answered ({total.missing.source})"
+    )
     if mapping.aggregation_note:
         parts.append(mapping.aggregation_note)
     coding = method_coding(mapping)
@@ -303,10 +314,18 @@ def _prepare_mapping(mapping: InstrumentMapping) -> _MappingParts:
 
 def _prepare_scale(scale: ScaleSpec) -> _ScaleParts:
     high = _bound(scale.range.max)
-    ranges = [_RangeParts(f"Possible range {scale.range.min:g}-{scale.range.max:g} (higher is better)", _bound(scale.range.min), high)]
+    ranges = [
+        _RangeParts(
+            f"Possible range {scale.range.min:g}-{scale.range.max:g} (higher is better)", _bound(scale.range.min), high
+        )
+    ]
     for cut in scale.cutoffs:
         text = f"Cutoff {cut.threshold:g} [{cut.confidence}]: {cut.label}"
-        ranges.append(_RangeParts(text, _bound(cut.threshold), high, text_first=True) if cut.operator == "<" else _RangeParts(text))
+        ranges.append(
+            _RangeParts(text, _bound(cut.threshold), high, text_first=True)
+            if cut.operator == "<"
+            else _RangeParts(text)
+        )
     codings = tuple(c.model_dump(exclude_none=True) for c in scale.codes)
     return _ScaleParts(codings, scale.codes[0].display or scale.title, tuple(ranges))
 
@@ -314,7 +333,9 @@ def _prepare_scale(scale: ScaleSpec) -> _ScaleParts:
 def _prepare_flag(flag: Cutoff | Band) -> _FlagParts:
     if isinstance(flag, Cutoff):
         rule = f"total {'<' if flag.operator == '<' else '<='} {flag.threshold:g}"
-        return _FlagParts(tuple(c.model_dump(exclude_none=True) for c in flag.interpretation), f"{flag.label} (rule applied: {rule})")
+        return _FlagParts(
+            tuple(c.model_dump(exclude_none=True) for c in flag.interpretation), f"{flag.label} (rule applied: {rule})"
+        )
     return _FlagParts(None, f"{flag.label} ({flag.min:g}-{flag.max:g}; {flag.source})")
 
 
@@ -346,7 +367,13 @@ class _Templates:
 def _prepare_templates(mapping: InstrumentMapping) -> _Templates:
     parts, total_parts = _mapping_parts(mapping), _scale_parts(mapping.total)
     extension = dumps([{"url": INSTANTIATES, "valueCanonical": mapping.questionnaire}])
-    head = b'{"resourceType":"Observation","extension":' + extension + b',"identifier":[{"system":' + dumps(IDENTIFIER_SYSTEM) + b',"value":"'
+    head = (
+        b'{"resourceType":"Observation","extension":'
+        + extension
+        + b',"identifier":[{"system":'
+        + dumps(IDENTIFIER_SYSTEM)
+        + b',"value":"'
+    )
     category = dumps([{"coding": [SURVEY_CATEGORY]}, {"coding": [parts.category]}])
     code = b',"category":' + category + b',"code":' + dumps(_concept(total_parts))
     method = b',"method":' + dumps({"coding": [parts.method_coding], "text": parts.method_text})

@@ -121,14 +121,22 @@ class RetryPolicy:
             self.sleep(seconds)
 
         retrying = Retrying(
-            retry=retry_if_exception(lambda e: isinstance(e, FhirTransportError | TransientStatus)
-                                     and not isinstance(e, PermanentTransportError)),
+            retry=retry_if_exception(
+                lambda e: (
+                    isinstance(e, FhirTransportError | TransientStatus) and not isinstance(e, PermanentTransportError)
+                )
+            ),
             stop=stop,
             wait=self.wait_seconds,
             sleep=pause,
             before_sleep=lambda s: logger.warning(
-                "%s %s: %s; retry %d of %d in %.1fs", method, path, s.outcome.exception() if s.outcome else "?",
-                s.attempt_number, self.max_attempts - 1, s.next_action.sleep if s.next_action else 0.0,
+                "%s %s: %s; retry %d of %d in %.1fs",
+                method,
+                path,
+                s.outcome.exception() if s.outcome else "?",
+                s.attempt_number,
+                self.max_attempts - 1,
+                s.next_action.sleep if s.next_action else 0.0,
             ),
             reraise=True,
         )
@@ -139,8 +147,13 @@ class RetryPolicy:
             beyond = hinted is not None and spent() + hinted > self.max_seconds
             outcome = None
             if beyond:
-                text = f"the server asks to retry in {hinted:.0f} s, beyond the retry budget of {self.max_seconds:.0f} s"
-                outcome = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "throttled", "diagnostics": text}]}
+                text = (
+                    f"the server asks to retry in {hinted:.0f} s, beyond the retry budget of {self.max_seconds:.0f} s"
+                )
+                outcome = {
+                    "resourceType": "OperationOutcome",
+                    "issue": [{"severity": "error", "code": "throttled", "diagnostics": text}],
+                }
             raise FhirServerError(method, path, exc.response.status_code, outcome) from None
 
     def once(self, send: Callable[[float], httpx.Response], method: str, path: str) -> httpx.Response:

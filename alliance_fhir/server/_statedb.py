@@ -202,10 +202,14 @@ class PostgresDatabase(Database):
         try:
             import psycopg
         except ImportError as exc:
-            raise StateError(f"state database {self.name}: PostgreSQL needs psycopg (pip install 'alliance-fhir[postgres]')") from exc
+            raise StateError(
+                f"state database {self.name}: PostgreSQL needs psycopg (pip install 'alliance-fhir[postgres]')"
+            ) from exc
         self._psycopg = psycopg
         try:
-            self._db = psycopg.connect(url, autocommit=True, connect_timeout=max(1, int(connect_timeout)), application_name="alliance-fhir")
+            self._db = psycopg.connect(
+                url, autocommit=True, connect_timeout=max(1, int(connect_timeout)), application_name="alliance-fhir"
+            )
         except psycopg.Error as exc:
             raise StateError(f"state database {self.name}: {_first_line(exc)}") from exc
         self._lock = threading.RLock()
@@ -249,7 +253,9 @@ class PostgresDatabase(Database):
                 self._db.execute("SELECT set_config('lock_timeout', %s, false)", (f"{int(timeout * 1000) + 1}ms",))
                 self._db.execute("SELECT pg_advisory_lock(%s)", (key,))
             except errors.LockNotAvailable as exc:
-                raise StateError(f"state database {self.name}: timed out after {timeout:.0f} s waiting for another worker's claim") from exc
+                raise StateError(
+                    f"state database {self.name}: timed out after {timeout:.0f} s waiting for another worker's claim"
+                ) from exc
             except self._psycopg.Error as exc:
                 raise StateError(f"state database {self.name}: {_first_line(exc)}") from exc
             finally:

@@ -101,7 +101,12 @@ class SmartBackendAuth(httpx.Auth):
         body = _json_or_none(response)
         if response.status_code != 200 or not body or "access_token" not in body:
             reason = (body or {}).get("error_description") or (body or {}).get("error") or "no access_token"
-            raise AuthError("POST", self._token_url, response.status_code, {"issue": [{"severity": "error", "diagnostics": str(reason)}]})
+            raise AuthError(
+                "POST",
+                self._token_url,
+                response.status_code,
+                {"issue": [{"severity": "error", "diagnostics": str(reason)}]},
+            )
         self._token = str(body["access_token"])
         self._expires_at = now + float(body.get("expires_in", 300)) - _EARLY_REFRESH
 
@@ -118,8 +123,11 @@ def _private_key(settings: AuthSettings) -> Any:
     """The signing key, loaded and checked against the algorithm now: a bad key is one configuration
     error naming where it came from, never a traceback at the first token request."""
     if settings.private_key is not None:
-        return _load_key(settings.private_key.get_secret_value().encode(), "the SMART private key ([auth] private_key / "
-                         "ALLIANCE_FHIR_PRIVATE_KEY)", settings.algorithm)
+        return _load_key(
+            settings.private_key.get_secret_value().encode(),
+            "the SMART private key ([auth] private_key / ALLIANCE_FHIR_PRIVATE_KEY)",
+            settings.algorithm,
+        )
     if settings.private_key_file is not None:
         path = Path(settings.private_key_file)
         try:
@@ -146,8 +154,12 @@ def _load_key(data: bytes, where: str, algorithm: str) -> Any:
     except (ValueError, UnsupportedAlgorithm) as exc:
         raise ConfigError(f"{where} is not a readable PEM private key") from exc
     if algorithm == "RS384" and not isinstance(key, rsa.RSAPrivateKey):
-        raise ConfigError(f"{where} is not an RSA key, which algorithm RS384 needs (set [auth] algorithm = \"ES384\" for an EC key)")
-    if algorithm == "ES384" and not (isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP384R1)):
+        raise ConfigError(
+            f'{where} is not an RSA key, which algorithm RS384 needs (set [auth] algorithm = "ES384" for an EC key)'
+        )
+    if algorithm == "ES384" and not (
+        isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP384R1)
+    ):
         raise ConfigError(f"{where} is not an EC P-384 key, which algorithm ES384 needs")
     return key
 
@@ -203,13 +215,17 @@ def check_token_url(token_url: str, base_url: str, settings: AuthSettings) -> No
     parts = urlsplit(token_url)
     host = (parts.hostname or "").lower()
     if parts.scheme != "https" and not (parts.scheme == "http" and _is_loopback(host)):
-        raise ConfigError(f"SMART token endpoint must use https (loopback excepted), not {parts.scheme or 'no scheme'!r}")
+        raise ConfigError(
+            f"SMART token endpoint must use https (loopback excepted), not {parts.scheme or 'no scheme'!r}"
+        )
     allowed = {(urlsplit(base_url).hostname or "").lower(), *(h.lower() for h in settings.token_hosts)}
     if settings.token_url:
         allowed.add((urlsplit(settings.token_url).hostname or "").lower())
     if host not in allowed:
-        raise ConfigError(f"SMART token endpoint host {host!r} is not allowed: add it to [auth] token_hosts "
-                          "(ALLIANCE_FHIR_TOKEN_HOSTS) if you trust it")
+        raise ConfigError(
+            f"SMART token endpoint host {host!r} is not allowed: add it to [auth] token_hosts "
+            "(ALLIANCE_FHIR_TOKEN_HOSTS) if you trust it"
+        )
 
 
 def _is_loopback(host: str) -> bool:

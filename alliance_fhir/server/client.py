@@ -24,7 +24,15 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 import httpx
 
 from .._json import dumps, loads
-from ..errors import AuthError, Conflict, FhirServerError, FhirTransportError, NotFound, UnexpectedResponse, summarise_outcome
+from ..errors import (
+    AuthError,
+    Conflict,
+    FhirServerError,
+    FhirTransportError,
+    NotFound,
+    UnexpectedResponse,
+    summarise_outcome,
+)
 from ._deadline import deadline as request_deadline
 from ._deadline import deadline_transport
 from ._retry import RetryPolicy
@@ -48,10 +56,14 @@ def require_r4(statement: dict[str, Any], path: str = "/metadata") -> dict[str, 
         UnexpectedResponse: not a CapabilityStatement, or another FHIR version.
     """
     if statement.get("resourceType") != "CapabilityStatement":
-        raise UnexpectedResponse("GET", path, 200, f"not a CapabilityStatement (resourceType {statement.get('resourceType')!r})")
+        raise UnexpectedResponse(
+            "GET", path, 200, f"not a CapabilityStatement (resourceType {statement.get('resourceType')!r})"
+        )
     version = statement.get("fhirVersion")
     if not isinstance(version, str) or not (version == "4.0" or version.startswith("4.0.")):
-        raise UnexpectedResponse("GET", path, 200, f"the server speaks FHIR {version!r}; alliance-fhir needs FHIR R4 (4.0.x)")
+        raise UnexpectedResponse(
+            "GET", path, 200, f"the server speaks FHIR {version!r}; alliance-fhir needs FHIR R4 (4.0.x)"
+        )
     return statement
 
 
@@ -115,7 +127,9 @@ class FhirClient:
     def __enter__(self) -> FhirClient:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     def close(self) -> None:
@@ -142,7 +156,9 @@ class FhirClient:
         """Read one resource. Raises NotFound when it does not exist."""
         return self._json(self.request("GET", f"{resource_type}/{resource_id}"))
 
-    def search_pages(self, resource_type: str, params: dict[str, str], *, post: bool = False) -> Iterator[dict[str, Any]]:
+    def search_pages(
+        self, resource_type: str, params: dict[str, str], *, post: bool = False
+    ) -> Iterator[dict[str, Any]]:
         """Yield searchset Bundles page by page, following ``next`` links (constant memory).
 
         Searches are fresh (``Cache-Control: no-cache``) and ask for an accurate total: HAPI 8.8
@@ -160,7 +176,9 @@ class FhirClient:
         method = "POST" if post else "GET"
         where = safe_path(f"{self.base_url}/{resource_type}")
         if post:  # long criteria (e.g. many identifiers) go in a form body: POST Type/_search
-            page = self._json(self.request("POST", f"{resource_type}/_search", form=query, headers=_FRESH, idempotent=True))
+            page = self._json(
+                self.request("POST", f"{resource_type}/_search", form=query, headers=_FRESH, idempotent=True)
+            )
         else:
             page = self._json(self.request("GET", resource_type, params=query, headers=_FRESH))
         followed: set[str] = set()
@@ -179,11 +197,17 @@ class FhirClient:
             if not next_url:
                 break
             if next_url in followed:
-                raise UnexpectedResponse(method, where, 200, f"paging loop: the next link of page {pages} was already followed")
+                raise UnexpectedResponse(
+                    method, where, 200, f"paging loop: the next link of page {pages} was already followed"
+                )
             if total is not None and seen >= total and matched == 0:  # one empty page past the end is tolerated
-                raise UnexpectedResponse(method, where, 200, f"page {pages} points to a next page after all {total} results")
+                raise UnexpectedResponse(
+                    method, where, 200, f"page {pages} points to a next page after all {total} results"
+                )
             if empty_run >= 2:
-                raise UnexpectedResponse(method, where, 200, f"pages {pages - 1} and {pages} are empty but keep pointing to a next page")
+                raise UnexpectedResponse(
+                    method, where, 200, f"pages {pages - 1} and {pages} are empty but keep pointing to a next page"
+                )
             followed.add(next_url)
             page = self._json(self.request("GET", self._same_origin(next_url)))
         if total is not None and seen < total:
@@ -194,7 +218,9 @@ class FhirClient:
         for page in self.search_pages(resource_type, params, post=post):
             yield from (entry["resource"] for entry in page.get("entry", []) if is_match(entry))
 
-    def conditional_update(self, resource_type: str, criteria: dict[str, str], resource: dict[str, Any]) -> httpx.Response:
+    def conditional_update(
+        self, resource_type: str, criteria: dict[str, str], resource: dict[str, Any]
+    ) -> httpx.Response:
         """``PUT Type?criteria``: create or update the one match; idempotent, so retried."""
         return self.request("PUT", resource_type, params=criteria, json=resource)
 
@@ -222,8 +248,14 @@ class FhirClient:
             FhirServerError: an error status (AuthError, NotFound, Conflict for 401/403, 404/410, 409/412).
         """
         url = path if path.startswith(("http://", "https://")) else f"{self.base_url}/{path}".rstrip("/")
-        headers = {"Accept-Encoding": _ENCODINGS, **(headers or {}), **({"Content-Type": FHIR_JSON} if json is not None else {})}
-        shown = safe_origin(url) + safe_path(httpx.URL(url, params=params))  # host and path, never credentials or query values
+        headers = {
+            "Accept-Encoding": _ENCODINGS,
+            **(headers or {}),
+            **({"Content-Type": FHIR_JSON} if json is not None else {}),
+        }
+        shown = safe_origin(url) + safe_path(
+            httpx.URL(url, params=params)
+        )  # host and path, never credentials or query values
 
         def send(seconds_left: float) -> httpx.Response:
             self.requests_sent += 1
@@ -232,12 +264,25 @@ class FhirClient:
             per_read = min(self.config.timeout, deadline)
             try:
                 body = None if json is None else dumps(json)  # orjson, see _json.py
-                request = self._http.build_request(method, url, params=params, content=body, data=form, headers=headers,
-                                                   timeout=httpx.Timeout(per_read))
+                request = self._http.build_request(
+                    method,
+                    url,
+                    params=params,
+                    content=body,
+                    data=form,
+                    headers=headers,
+                    timeout=httpx.Timeout(per_read),
+                )
                 with request_deadline(deadline):  # every socket read, write and connect of this exchange
                     response = self._bounded(self._http.send(request, stream=True), started + deadline, shown)
             except httpx.TransportError as exc:
-                logger.info("%s %s failed: %s after %.0f ms", method, shown, type(exc).__name__, (time.perf_counter() - started) * 1000)
+                logger.info(
+                    "%s %s failed: %s after %.0f ms",
+                    method,
+                    shown,
+                    type(exc).__name__,
+                    (time.perf_counter() - started) * 1000,
+                )
                 raise
             logger.info("%s %s %d %.0f ms", method, shown, response.status_code, (time.perf_counter() - started) * 1000)
             return response
@@ -268,7 +313,9 @@ class FhirClient:
                 body = self._read_stream(response, encoding, limit, deadline, shown)
         finally:
             response.close()
-        kept = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in ("content-encoding", "content-length")]
+        kept = [
+            (k, v) for k, v in response.headers.multi_items() if k.lower() not in ("content-encoding", "content-length")
+        ]
         return httpx.Response(response.status_code, headers=kept, content=body, request=response.request)
 
     @staticmethod
@@ -281,11 +328,15 @@ class FhirClient:
         size = 0
         for raw in response.iter_raw():
             if time.perf_counter() > deadline:
-                raise httpx.ReadTimeout("the request deadline passed while the body was still arriving", request=response.request)
+                raise httpx.ReadTimeout(
+                    "the request deadline passed while the body was still arriving", request=response.request
+                )
             try:
                 data = decoder.decompress(raw, limit - size + 1) if decoder is not _IDENTITY else raw
             except zlib.error as exc:
-                raise UnexpectedResponse(method, shown, response.status_code, f"body is not valid {encoding}: {exc}") from None
+                raise UnexpectedResponse(
+                    method, shown, response.status_code, f"body is not valid {encoding}: {exc}"
+                ) from None
             size += len(data)
             if size > limit:
                 raise UnexpectedResponse(method, shown, response.status_code, _too_large(limit))
@@ -305,9 +356,13 @@ class FhirClient:
         try:
             body = loads(response.content)
         except ValueError as exc:
-            raise FhirTransportError(response.request.method, safe_path(response.request.url), "response is not JSON") from exc
+            raise FhirTransportError(
+                response.request.method, safe_path(response.request.url), "response is not JSON"
+            ) from exc
         if not isinstance(body, dict):
-            raise FhirTransportError(response.request.method, safe_path(response.request.url), "response is not a JSON object")
+            raise FhirTransportError(
+                response.request.method, safe_path(response.request.url), "response is not a JSON object"
+            )
         return body
 
 
@@ -320,7 +375,15 @@ def _status_error(method: str, path: str, response: httpx.Response) -> FhirServe
     except ValueError:
         pass
     status = response.status_code
-    cls = AuthError if status in (401, 403) else NotFound if status in (404, 410) else Conflict if status in (409, 412) else FhirServerError
+    cls = (
+        AuthError
+        if status in (401, 403)
+        else NotFound
+        if status in (404, 410)
+        else Conflict
+        if status in (409, 412)
+        else FhirServerError
+    )
     return cls(method, path, status, outcome)
 
 
@@ -382,4 +445,7 @@ def _next_link(page: dict[str, Any], method: str, where: str) -> str | None:
 
 def _truncated(seen: int, total: int) -> dict[str, Any]:
     text = f"search pages ended after {seen} of {total} results (no next link)"
-    return {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "incomplete", "diagnostics": text}]}
+    return {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "error", "code": "incomplete", "diagnostics": text}],
+    }

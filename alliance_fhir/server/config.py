@@ -22,7 +22,16 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from ..errors import ConfigError
 from ._statedb import is_postgres_url
 
-__all__ = ["AuthSettings", "ServerConfig", "WRITE_MODES", "config_file", "data_dir", "load_config", "since_value", "warn_if_readable"]
+__all__ = [
+    "AuthSettings",
+    "ServerConfig",
+    "WRITE_MODES",
+    "config_file",
+    "data_dir",
+    "load_config",
+    "since_value",
+    "warn_if_readable",
+]
 
 ENV_PREFIX = "ALLIANCE_FHIR_"
 logger = logging.getLogger(__name__)
@@ -42,12 +51,16 @@ class AuthSettings(BaseModel):
     username: str | None = None
     password: SecretStr | None = None
     client_id: str | None = None
-    token_url: str | None = Field(default=None, description="SMART token endpoint; discovered from .well-known when absent.")
+    token_url: str | None = Field(
+        default=None, description="SMART token endpoint; discovered from .well-known when absent."
+    )
     private_key: SecretStr | None = Field(default=None, description="PEM text of the signing key.")
     private_key_file: Path | None = None
     key_id: str | None = None
     algorithm: Literal["RS384", "ES384"] = "RS384"
-    scope: str = "system/QuestionnaireResponse.read system/Observation.write system/Questionnaire.write system/CodeSystem.write"
+    scope: str = (
+        "system/QuestionnaireResponse.read system/Observation.write system/Questionnaire.write system/CodeSystem.write"
+    )
     token_hosts: list[str] = Field(
         default_factory=list,
         description="Hosts a SMART token endpoint may be on, besides the FHIR server's own host (and token_url's).",
@@ -70,12 +83,22 @@ class ServerConfig(BaseModel):
     max_attempts: int = Field(default=6, ge=1, le=20)
     max_retry_seconds: float = Field(default=300.0, gt=0)
     retry_after_cap: float = Field(default=120.0, ge=0)
-    overlap_seconds: float = Field(default=300.0, ge=0, description="Re-read window before the checkpoint, for late commits.")
-    request_deadline: float = Field(default=120.0, gt=0, description="Wall-clock limit of one HTTP exchange, body included.")
-    max_response_bytes: int = Field(default=DEFAULT_MAX_RESPONSE_BYTES, ge=1024, description="Largest body accepted, after decompression.")
-    clock_tolerance_seconds: float = Field(default=300.0, ge=0, description="How far ahead of our clock a server stamp may be.")
+    overlap_seconds: float = Field(
+        default=300.0, ge=0, description="Re-read window before the checkpoint, for late commits."
+    )
+    request_deadline: float = Field(
+        default=120.0, gt=0, description="Wall-clock limit of one HTTP exchange, body included."
+    )
+    max_response_bytes: int = Field(
+        default=DEFAULT_MAX_RESPONSE_BYTES, ge=1024, description="Largest body accepted, after decompression."
+    )
+    clock_tolerance_seconds: float = Field(
+        default=300.0, ge=0, description="How far ahead of our clock a server stamp may be."
+    )
     write_mode: WriteMode = "auto"
-    state_db: str | None = Field(default=None, description="SQLite state file, or a postgresql:// URL shared by several workers.")
+    state_db: str | None = Field(
+        default=None, description="SQLite state file, or a postgresql:// URL shared by several workers."
+    )
 
     @field_validator("url")
     @classmethod
@@ -85,8 +108,10 @@ class ServerConfig(BaseModel):
         if parts.scheme not in ("http", "https"):
             raise ValueError("the server URL must start with http:// or https://")
         if "@" in parts.netloc:
-            raise ValueError("the server URL must not contain credentials (user:password@); "
-                             "use ALLIANCE_FHIR_USERNAME and ALLIANCE_FHIR_PASSWORD or the config file")
+            raise ValueError(
+                "the server URL must not contain credentials (user:password@); "
+                "use ALLIANCE_FHIR_USERNAME and ALLIANCE_FHIR_PASSWORD or the config file"
+            )
         if not parts.hostname:
             raise ValueError("the server URL has no host")
         return value.strip()
@@ -119,16 +144,32 @@ def data_dir() -> Path:
 
 
 _ENV_AUTH = {
-    "AUTH": "kind", "TOKEN": "token", "USERNAME": "username", "PASSWORD": "password",
-    "CLIENT_ID": "client_id", "TOKEN_URL": "token_url", "PRIVATE_KEY": "private_key",
-    "PRIVATE_KEY_FILE": "private_key_file", "KEY_ID": "key_id", "ALGORITHM": "algorithm", "SCOPE": "scope",
+    "AUTH": "kind",
+    "TOKEN": "token",
+    "USERNAME": "username",
+    "PASSWORD": "password",
+    "CLIENT_ID": "client_id",
+    "TOKEN_URL": "token_url",
+    "PRIVATE_KEY": "private_key",
+    "PRIVATE_KEY_FILE": "private_key_file",
+    "KEY_ID": "key_id",
+    "ALGORITHM": "algorithm",
+    "SCOPE": "scope",
     "TOKEN_HOSTS": "token_hosts",
 }
 _ENV_SERVER = {
-    "SERVER": "url", "TIMEOUT": "timeout", "CA_BUNDLE": "ca_bundle", "CONCURRENCY": "concurrency",
-    "BATCH_SIZE": "batch_size", "PAGE_SIZE": "page_size", "STATE_DB": "state_db", "VERIFY": "verify",
-    "MAX_RETRY_SECONDS": "max_retry_seconds", "REQUEST_DEADLINE": "request_deadline",
-    "MAX_RESPONSE_BYTES": "max_response_bytes", "CLOCK_TOLERANCE_SECONDS": "clock_tolerance_seconds",
+    "SERVER": "url",
+    "TIMEOUT": "timeout",
+    "CA_BUNDLE": "ca_bundle",
+    "CONCURRENCY": "concurrency",
+    "BATCH_SIZE": "batch_size",
+    "PAGE_SIZE": "page_size",
+    "STATE_DB": "state_db",
+    "VERIFY": "verify",
+    "MAX_RETRY_SECONDS": "max_retry_seconds",
+    "REQUEST_DEADLINE": "request_deadline",
+    "MAX_RESPONSE_BYTES": "max_response_bytes",
+    "CLOCK_TOLERANCE_SECONDS": "clock_tolerance_seconds",
     "WRITE_MODE": "write_mode",
 }
 
@@ -176,7 +217,9 @@ def load_config(url: str | None = None, *, file: Path | None = None, **overrides
         server["url"] = url
         sources[("url",)] = "option --server"
     if not server.get("url"):
-        raise ConfigError("no FHIR server: pass --server URL, set ALLIANCE_FHIR_SERVER, or add [server] url to alliance-fhir.toml")
+        raise ConfigError(
+            "no FHIR server: pass --server URL, set ALLIANCE_FHIR_SERVER, or add [server] url to alliance-fhir.toml"
+        )
     try:
         return ServerConfig.model_validate({**server, "auth": auth})
     except ValidationError as exc:
@@ -195,8 +238,10 @@ def _read_file(path: Path) -> dict[str, Any]:
     for key, value in raw.items():
         if key not in _TABLES:
             kind = "table" if isinstance(value, dict) else "key"
-            raise ConfigError(f"config file {path}: unknown {kind} {'[' + key + ']' if kind == 'table' else repr(key)} "
-                              "(the file has tables [server] and [auth] only)")
+            raise ConfigError(
+                f"config file {path}: unknown {kind} {'[' + key + ']' if kind == 'table' else repr(key)} "
+                "(the file has tables [server] and [auth] only)"
+            )
         if not isinstance(value, dict):
             raise ConfigError(f"config file {path}: '{key}' must be a table ([{key}])")
     return raw
@@ -223,8 +268,14 @@ def warn_if_readable(path: Path, what: str) -> None:
     except OSError:
         return
     if mode & 0o077:
-        logger.warning("%s %s but is readable by %s (mode %s): run chmod 600 %s", path, what,
-                       "others" if mode & 0o007 else "its group", oct(mode & 0o777)[2:], path)
+        logger.warning(
+            "%s %s but is readable by %s (mode %s): run chmod 600 %s",
+            path,
+            what,
+            "others" if mode & 0o007 else "its group",
+            oct(mode & 0o777)[2:],
+            path,
+        )
 
 
 _DURATION = re.compile(r"(\d+)\s*(s|m|h|d|w)")
@@ -259,5 +310,7 @@ def since_value(text: str, now: datetime | None = None) -> str:
             parsed = None
         if parsed is not None:
             return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).isoformat().replace("+00:00", "Z")
-    raise ConfigError(f"--since {text!r}: not an ISO date (2026-11-01), dateTime (2026-11-01T09:00:00Z) "
-                      "or duration (7d, 12h, 30m, 2w)")
+    raise ConfigError(
+        f"--since {text!r}: not an ISO date (2026-11-01), dateTime (2026-11-01T09:00:00Z) "
+        "or duration (7d, 12h, 30m, 2w)"
+    )

@@ -50,7 +50,9 @@ def demo_clients() -> list[DemoClient]:
         DemoClient("couple-b", "Kim Couple", "t2", "srs", (33.1, 30.2, 31.0), encounter_group="couple"),
         *[
             DemoClient(f"group-{n}", f"Group Member {n}", "t3", "gsrs", totals, encounter_group="group")
-            for n, totals in enumerate([(36.0, 37.2, 38.1), (38.5, 38.9, 39.0), (35.0, 32.1, 30.4), (37.7, 37.0, 38.2)], 1)
+            for n, totals in enumerate(
+                [(36.0, 37.2, 38.1), (38.5, 38.9, 39.0), (35.0, 32.1, 30.4), (37.7, 37.0, 38.2)], 1
+            )
         ],
         DemoClient("helping", "Pat Helping", "t3", "haq-ii", (82, 88, 95)),
     ]
@@ -83,7 +85,15 @@ def cleanup_demo(client: FhirClient) -> int:
     """Delete every resource carrying the demo tag (Observations first, references last)."""
     tag = search_token(DEMO_TAG)
     deleted = 0
-    for rtype in ("Task", "DetectedIssue", "Observation", "QuestionnaireResponse", "Encounter", "Patient", "Practitioner"):
+    for rtype in (
+        "Task",
+        "DetectedIssue",
+        "Observation",
+        "QuestionnaireResponse",
+        "Encounter",
+        "Patient",
+        "Practitioner",
+    ):
         for resource in list(client.search(rtype, {"_tag": tag, "_count": "200", "_elements": "id"})):
             try:
                 client.request("DELETE", f"{rtype}/{resource['id']}")
@@ -99,18 +109,26 @@ def _tagged(resource: dict[str, Any]) -> dict[str, Any]:
 
 
 def _encounter(key: str, client: DemoClient, when: datetime) -> dict[str, Any]:
-    return _tagged({
-        "resourceType": "Encounter",
-        "id": f"afdemo-enc-{key}",
-        "status": "finished",
-        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB", "display": "ambulatory"},
-        "subject": {"reference": f"Patient/afdemo-{client.key}"},
-        "participant": [{"individual": {"reference": f"Practitioner/afdemo-{client.therapist}"}}],
-        "period": {"start": when.isoformat(), "end": (when + timedelta(minutes=50)).isoformat()},
-    })
+    return _tagged(
+        {
+            "resourceType": "Encounter",
+            "id": f"afdemo-enc-{key}",
+            "status": "finished",
+            "class": {
+                "system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                "code": "AMB",
+                "display": "ambulatory",
+            },
+            "subject": {"reference": f"Patient/afdemo-{client.key}"},
+            "participant": [{"individual": {"reference": f"Practitioner/afdemo-{client.therapist}"}}],
+            "period": {"start": when.isoformat(), "end": (when + timedelta(minutes=50)).isoformat()},
+        }
+    )
 
 
-def _response(catalog: Catalog, client: DemoClient, session: int, total: float, encounter: str, when: datetime) -> dict[str, Any]:
+def _response(
+    catalog: Catalog, client: DemoClient, session: int, total: float, encounter: str, when: datetime
+) -> dict[str, Any]:
     instrument = catalog.get(client.instrument)
     links = [s.link_id for s in sorted(instrument.items.values(), key=lambda s: int(s.link_id))]
     values = _spread(Decimal(str(total)), len(links), instrument.mapping.item_scale.kind == "vas", instrument)
@@ -123,18 +141,22 @@ def _response(catalog: Catalog, client: DemoClient, session: int, total: float, 
             items.append({"linkId": link, "answer": [{"valueCoding": {"system": system, "code": code}}]})
         else:
             items.append({"linkId": link, "answer": [{"valueDecimal": float(value)}]})
-    return _tagged({
-        "resourceType": "QuestionnaireResponse",
-        "id": f"afdemo-{client.key}-{client.instrument}-{session}",
-        "extension": [{"url": FOCUS_EXTENSION, "valueReference": {"reference": f"Practitioner/afdemo-{client.therapist}"}}],
-        "questionnaire": instrument.canonical,
-        "status": "completed",
-        "subject": {"reference": f"Patient/afdemo-{client.key}"},
-        "encounter": {"reference": f"Encounter/afdemo-enc-{encounter}"},
-        "authored": (when + timedelta(minutes=52)).isoformat(),
-        "author": {"reference": f"Patient/afdemo-{client.key}"},
-        "item": items,
-    })
+    return _tagged(
+        {
+            "resourceType": "QuestionnaireResponse",
+            "id": f"afdemo-{client.key}-{client.instrument}-{session}",
+            "extension": [
+                {"url": FOCUS_EXTENSION, "valueReference": {"reference": f"Practitioner/afdemo-{client.therapist}"}}
+            ],
+            "questionnaire": instrument.canonical,
+            "status": "completed",
+            "subject": {"reference": f"Patient/afdemo-{client.key}"},
+            "encounter": {"reference": f"Encounter/afdemo-enc-{encounter}"},
+            "authored": (when + timedelta(minutes=52)).isoformat(),
+            "author": {"reference": f"Patient/afdemo-{client.key}"},
+            "item": items,
+        }
+    )
 
 
 def _spread(total: Decimal, n: int, vas: bool, instrument: Instrument) -> list[Decimal]:

@@ -21,6 +21,7 @@ from .client import FhirClient, safe_path
 
 __all__ = ["PublishResult", "publish_resources"]
 
+
 @dataclass(frozen=True, slots=True)
 class PublishResult:
     """What happened (or would happen, in a dry run) to one resource."""
@@ -31,7 +32,9 @@ class PublishResult:
     detail: str = ""
 
 
-def publish_resources(client: FhirClient, resources: Iterable[dict[str, Any]], *, dry_run: bool = False) -> list[PublishResult]:
+def publish_resources(
+    client: FhirClient, resources: Iterable[dict[str, Any]], *, dry_run: bool = False
+) -> list[PublishResult]:
     """Create or update each resource by ``url|version``; report one result per resource.
 
     Raises:
@@ -58,7 +61,9 @@ def _publish_one(client: FhirClient, resource: dict[str, Any], dry_run: bool) ->
     try:
         existing = list(client.search(rtype, {**criteria, "_count": "2"}))
         if len(existing) > 1:
-            return PublishResult(rtype, canonical, "failed", "more than one resource on the server has this url|version")
+            return PublishResult(
+                rtype, canonical, "failed", "more than one resource on the server has this url|version"
+            )
         body = comparable(resource)
         if existing and comparable(existing[0]) == comparable(body):
             return PublishResult(rtype, canonical, "unchanged")
@@ -91,7 +96,16 @@ def _verify(client: FhirClient, response: Any, rtype: str, url: str, version: st
     else:
         found = list(client.search(rtype, {"url": url, "version": version, "_count": "2"}))
         body = found[0] if len(found) == 1 else None
-    if not isinstance(body, dict) or (body.get("resourceType"), body.get("url"), body.get("version")) != (rtype, url, version):
-        got = f"{body.get('resourceType')} {body.get('url')}|{body.get('version')}" if isinstance(body, dict) else "nothing usable"
-        raise UnexpectedResponse("PUT", where, response.status_code, f"wrote {rtype} {url}|{version}, the server answered with {got}")
-
+    if not isinstance(body, dict) or (body.get("resourceType"), body.get("url"), body.get("version")) != (
+        rtype,
+        url,
+        version,
+    ):
+        got = (
+            f"{body.get('resourceType')} {body.get('url')}|{body.get('version')}"
+            if isinstance(body, dict)
+            else "nothing usable"
+        )
+        raise UnexpectedResponse(
+            "PUT", where, response.status_code, f"wrote {rtype} {url}|{version}, the server answered with {got}"
+        )

@@ -26,6 +26,7 @@ from .client import FhirClient, search_token
 
 __all__ = ["SignalReport", "fetch_trajectories", "run_signals"]
 
+
 @dataclass
 class SignalReport:
     """What one signals run found and wrote."""
@@ -91,7 +92,9 @@ def run_signals(
     existing = _existing(client, "DetectedIssue", SIGNAL_IDENTIFIER_SYSTEM, patient, tag)
     withdrawn = withdrawn_issues(existing.values(), issues)
     report.withdrawn = len(withdrawn)
-    writes = [r for r in resources if r["resourceType"] in ("Device", "DetectedIssue") and _changed(r, existing, client)]
+    writes = [
+        r for r in resources if r["resourceType"] in ("Device", "DetectedIssue") and _changed(r, existing, client)
+    ]
     report.unchanged = len(issues) - sum(1 for r in writes if r["resourceType"] == "DetectedIssue")
     new_tasks = [r for r in resources if r["resourceType"] == "Task"]
     known = _existing(client, "Task", TASK_IDENTIFIER_SYSTEM, patient, tag)  # always: Tasks follow their signal
@@ -135,8 +138,12 @@ def _changed(resource: dict[str, Any], existing: dict[str, dict[str, Any]], clie
     return old is None or comparable(old) != comparable(resource)
 
 
-def _write(client: FhirClient, writes: Iterable[dict[str, Any]], withdrawn: Iterable[dict[str, Any]],
-           tasks: Iterable[dict[str, Any]]) -> dict[str, str]:
+def _write(
+    client: FhirClient,
+    writes: Iterable[dict[str, Any]],
+    withdrawn: Iterable[dict[str, Any]],
+    tasks: Iterable[dict[str, Any]],
+) -> dict[str, str]:
     """Write the issues (and create the Tasks); returns the server id of each DetectedIssue written, by signal key."""
     ids: dict[str, str] = {}
     entries = []
@@ -156,10 +163,20 @@ def _write(client: FhirClient, writes: Iterable[dict[str, Any]], withdrawn: Iter
         ids.update(_written_ids(batch, answer))
     for task in tasks:  # conditional create: never overwrite a clinician's Task
         ident = task["identifier"][0]
-        bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [{
-            "resource": task,
-            "request": {"method": "POST", "url": "Task", "ifNoneExist": f"identifier={ident['system']}|{ident['value']}"},
-        }]}
+        bundle = {
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": [
+                {
+                    "resource": task,
+                    "request": {
+                        "method": "POST",
+                        "url": "Task",
+                        "ifNoneExist": f"identifier={ident['system']}|{ident['value']}",
+                    },
+                }
+            ],
+        }
         client.transaction(bundle, idempotent=True)
     return ids
 
@@ -188,12 +205,17 @@ def _update_tasks(client: FhirClient, updated: list[dict[str, Any]]) -> None:
         version = (task.get("meta") or {}).get("versionId")
         if version:
             request["ifMatch"] = f'W/"{version}"'
-        entries.append({"resource": {k: v for k, v in task.items() if k != "meta"} | _tag_meta(task), "request": request})
-    for start in range(0, len(entries), 50):  # not retried: a retry could meet its own first write as a version conflict
-        client.transaction({"resourceType": "Bundle", "type": "transaction", "entry": entries[start : start + 50]}, idempotent=False)
+        entries.append(
+            {"resource": {k: v for k, v in task.items() if k != "meta"} | _tag_meta(task), "request": request}
+        )
+    for start in range(
+        0, len(entries), 50
+    ):  # not retried: a retry could meet its own first write as a version conflict
+        client.transaction(
+            {"resourceType": "Bundle", "type": "transaction", "entry": entries[start : start + 50]}, idempotent=False
+        )
 
 
 def _tag_meta(resource: dict[str, Any]) -> dict[str, Any]:
     tags = (resource.get("meta") or {}).get("tag")
     return {"meta": {"tag": tags}} if tags else {}
-

@@ -23,7 +23,15 @@ from types import TracebackType
 from ..errors import StateError
 from ._statedb import Database, claim_key, open_database
 
-__all__ = ["FAILURE_OUTCOMES", "InboxItem", "LedgerEntry", "MIGRATIONS", "Migration", "OutstandingFailure", "StateStore"]
+__all__ = [
+    "FAILURE_OUTCOMES",
+    "InboxItem",
+    "LedgerEntry",
+    "MIGRATIONS",
+    "Migration",
+    "OutstandingFailure",
+    "StateStore",
+]
 
 # A response whose last outcome is one of these is outstanding until it scores, changes, or is dismissed.
 FAILURE_OUTCOMES = ("failed", "write-failed")
@@ -44,13 +52,16 @@ class Migration:
 
 
 MIGRATIONS: tuple[Migration, ...] = (
-    Migration(1, "checkpoint and response ledger", (
-        """CREATE TABLE IF NOT EXISTS checkpoint (
+    Migration(
+        1,
+        "checkpoint and response ledger",
+        (
+            """CREATE TABLE IF NOT EXISTS checkpoint (
             server TEXT PRIMARY KEY,
             last_updated TEXT NOT NULL,
             updated_at TEXT NOT NULL
         )""",
-        """CREATE TABLE IF NOT EXISTS ledger (
+            """CREATE TABLE IF NOT EXISTS ledger (
             server TEXT NOT NULL,
             response_id TEXT NOT NULL,
             version_id TEXT NOT NULL,
@@ -60,12 +71,22 @@ MIGRATIONS: tuple[Migration, ...] = (
             updated_at TEXT NOT NULL,
             PRIMARY KEY (server, response_id)
         )""",
-    )),
-    Migration(2, "outstanding failures: since when, dismissals", columns=(
-        ("ledger", "since", "TEXT"), ("ledger", "dismissed_by", "TEXT"), ("ledger", "dismissed_reason", "TEXT"),
-    )),
-    Migration(3, "serve: inbox of notified responses, named settings", (
-        """CREATE TABLE IF NOT EXISTS inbox (
+        ),
+    ),
+    Migration(
+        2,
+        "outstanding failures: since when, dismissals",
+        columns=(
+            ("ledger", "since", "TEXT"),
+            ("ledger", "dismissed_by", "TEXT"),
+            ("ledger", "dismissed_reason", "TEXT"),
+        ),
+    ),
+    Migration(
+        3,
+        "serve: inbox of notified responses, named settings",
+        (
+            """CREATE TABLE IF NOT EXISTS inbox (
             server TEXT NOT NULL,
             response_id TEXT NOT NULL,
             version_id TEXT NOT NULL,
@@ -73,11 +94,12 @@ MIGRATIONS: tuple[Migration, ...] = (
             attempts INTEGER NOT NULL DEFAULT 0,
             PRIMARY KEY (server, response_id, version_id)
         )""",
-        """CREATE TABLE IF NOT EXISTS setting (
+            """CREATE TABLE IF NOT EXISTS setting (
             name TEXT PRIMARY KEY,
             value TEXT NOT NULL
         )""",
-    )),
+        ),
+    ),
 )
 
 
@@ -133,7 +155,9 @@ class StateStore:
     def __enter__(self) -> StateStore:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     def close(self) -> None:
@@ -146,17 +170,23 @@ class StateStore:
         latest = MIGRATIONS[-1].version
         with self._db.transaction():
             self._db.lock_schema()  # two workers starting on an empty database: one migrates
-            self._db.run("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at TEXT NOT NULL)")
+            self._db.run(
+                "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at TEXT NOT NULL)"
+            )
             current = int(self._db.execute("SELECT MAX(version) FROM schema_version")[0][0] or 0)
             if current > latest:
-                raise StateError(f"state database {self.location}: schema version {current} is newer than this alliance-fhir knows ({latest}); upgrade alliance-fhir")
+                raise StateError(
+                    f"state database {self.location}: schema version {current} is newer than this alliance-fhir knows ({latest}); upgrade alliance-fhir"
+                )
             for step in MIGRATIONS:
                 if step.version > current:
                     for statement in step.statements:
                         self._db.run(self._db.ddl(statement))
                     for table, column, kind in step.columns:
                         self._db.add_column(table, column, self._db.ddl(kind))
-                    self._db.run("INSERT INTO schema_version VALUES (?, ?, ?)", (step.version, step.description, _now()))
+                    self._db.run(
+                        "INSERT INTO schema_version VALUES (?, ?, ?)", (step.version, step.description, _now())
+                    )
 
     def checkpoint(self, server: str) -> str | None:
         """The ``_lastUpdated`` instant the last complete run for ``server`` started from."""
@@ -168,12 +198,19 @@ class StateStore:
         finishing last must not undo a newer one). True when it moved."""
         new = _instant(last_updated)
         with self._db.transaction():
-            if self._db.run("INSERT INTO checkpoint VALUES (?, ?, ?) ON CONFLICT(server) DO NOTHING", (server, last_updated, _now())):
+            if self._db.run(
+                "INSERT INTO checkpoint VALUES (?, ?, ?) ON CONFLICT(server) DO NOTHING", (server, last_updated, _now())
+            ):
                 return True
-            rows = self._db.execute("SELECT last_updated FROM checkpoint WHERE server = ?" + self._db.for_update, (server,))
+            rows = self._db.execute(
+                "SELECT last_updated FROM checkpoint WHERE server = ?" + self._db.for_update, (server,)
+            )
             if rows and new is not None and (old := _instant(str(rows[0][0]))) is not None and new <= old:
                 return False
-            self._db.run("UPDATE checkpoint SET last_updated = ?, updated_at = ? WHERE server = ?", (last_updated, _now(), server))
+            self._db.run(
+                "UPDATE checkpoint SET last_updated = ?, updated_at = ? WHERE server = ?",
+                (last_updated, _now(), server),
+            )
             return True
 
     def lookup(self, server: str, response_ids: Sequence[str]) -> dict[str, LedgerEntry]:
@@ -197,8 +234,19 @@ class StateStore:
         since then); any other outcome clears it, and clears a dismissal.
         """
         now = _now()
-        rows = [(server, e.response_id, e.version_id, e.outcome, e.detail, e.observation_identifier, now,
-                 now if e.outcome in FAILURE_OUTCOMES else None) for e in entries]
+        rows = [
+            (
+                server,
+                e.response_id,
+                e.version_id,
+                e.outcome,
+                e.detail,
+                e.observation_identifier,
+                now,
+                now if e.outcome in FAILURE_OUTCOMES else None,
+            )
+            for e in entries
+        ]
         failing = ",".join(f"'{o}'" for o in FAILURE_OUTCOMES)
         self._write(
             "INSERT INTO ledger (server, response_id, version_id, outcome, detail, observation_identifier, updated_at, since) "
@@ -286,22 +334,32 @@ class StateStore:
     def inbox_add(self, server: str, hints: Iterable[tuple[str, str]]) -> None:
         """Record ``(response_id, version_id)`` hints durably; a hint already waiting is kept once."""
         now = _now_us()
-        self._write("INSERT INTO inbox VALUES (?, ?, ?, ?, 0) ON CONFLICT DO NOTHING", [(server, rid, version, now) for rid, version in hints])
+        self._write(
+            "INSERT INTO inbox VALUES (?, ?, ?, ?, 0) ON CONFLICT DO NOTHING",
+            [(server, rid, version, now) for rid, version in hints],
+        )
 
     def inbox_batch(self, server: str, limit: int) -> list[InboxItem]:
         """The oldest waiting hints (those that failed least first); they stay until ``inbox_done``."""
-        rows = self._db.execute("SELECT response_id, version_id, attempts, received_at FROM inbox WHERE server = ? "
-                                "ORDER BY attempts, received_at, response_id LIMIT ?", (server, limit))
+        rows = self._db.execute(
+            "SELECT response_id, version_id, attempts, received_at FROM inbox WHERE server = ? "
+            "ORDER BY attempts, received_at, response_id LIMIT ?",
+            (server, limit),
+        )
         return [InboxItem(str(r[0]), str(r[1]), int(r[2]), str(r[3])) for r in rows]
 
     def inbox_done(self, server: str, items: Iterable[InboxItem]) -> None:
-        self._write("DELETE FROM inbox WHERE server = ? AND response_id = ? AND version_id = ?",
-                    [(server, i.response_id, i.version_id) for i in items])
+        self._write(
+            "DELETE FROM inbox WHERE server = ? AND response_id = ? AND version_id = ?",
+            [(server, i.response_id, i.version_id) for i in items],
+        )
 
     def inbox_retry(self, server: str, items: Iterable[InboxItem]) -> None:
         """One more failed attempt for each hint."""
-        self._write("UPDATE inbox SET attempts = attempts + 1 WHERE server = ? AND response_id = ? AND version_id = ?",
-                    [(server, i.response_id, i.version_id) for i in items])
+        self._write(
+            "UPDATE inbox SET attempts = attempts + 1 WHERE server = ? AND response_id = ? AND version_id = ?",
+            [(server, i.response_id, i.version_id) for i in items],
+        )
 
     def inbox_depth(self, server: str) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM inbox WHERE server = ?", (server,))[0][0])

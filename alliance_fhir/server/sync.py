@@ -104,8 +104,15 @@ class SyncReport:
         for name in lists[:3]:
             data[name] = [{"resource": f.resource, "reason": f.reason} for f in getattr(self, name)]
         data["outstanding_count"] = len(self.outstanding)
-        data["outstanding"] = [{"response": f"QuestionnaireResponse/{f.response_id}", "reason": f.reason, "since": f.since,
-                                "outcome": f.outcome} for f in self.outstanding]
+        data["outstanding"] = [
+            {
+                "response": f"QuestionnaireResponse/{f.response_id}",
+                "reason": f.reason,
+                "since": f.since,
+                "outcome": f.outcome,
+            }
+            for f in self.outstanding
+        ]
         return data
 
 
@@ -197,7 +204,9 @@ class _Run:
 
     def prepare_writer(self) -> None:
         """Refuse a server that is not FHIR R4; choose the write mode; learn our Questionnaires' ids."""
-        plan = choose_write_mode(self.client.r4_capabilities(), self.options.write_mode or self.client.config.write_mode)
+        plan = choose_write_mode(
+            self.client.r4_capabilities(), self.options.write_mode or self.client.config.write_mode
+        )
         self.writer = Writer(self.client, plan.mode)
         self.report.write_mode, self.report.write_mode_reason = plan.mode, plan.reason
         self.our_ids = self._questionnaire_ids()
@@ -237,12 +246,17 @@ class _Run:
             if when.tzinfo is None:
                 raise ValueError("no time zone")
         except ValueError:
-            self._warn("checkpoint", f"the server's search stamp {stamp!r} is not an instant; the checkpoint was not moved")
+            self._warn(
+                "checkpoint", f"the server's search stamp {stamp!r} is not an instant; the checkpoint was not moved"
+            )
             return False
         ahead = (when - datetime.now(UTC)).total_seconds()
         if ahead > tolerance:
-            self._warn("checkpoint", f"the server's clock ({stamp}) is {ahead:.0f} s ahead of ours (tolerance {tolerance:.0f} s); "
-                                     "the checkpoint was not moved")
+            self._warn(
+                "checkpoint",
+                f"the server's clock ({stamp}) is {ahead:.0f} s ahead of ours (tolerance {tolerance:.0f} s); "
+                "the checkpoint was not moved",
+            )
             return False
         return True
 
@@ -273,8 +287,11 @@ class _Run:
         except FhirServerError as exc:
             if isinstance(exc, UnexpectedResponse):
                 raise
-            self._warn("Questionnaire", f"our Questionnaires could not be looked up ({exc}); "
-                                        "responses referring to them by id are not searched")
+            self._warn(
+                "Questionnaire",
+                f"our Questionnaires could not be looked up ({exc}); "
+                "responses referring to them by id are not searched",
+            )
         return ids
 
     def _params(self, since: str | None) -> dict[str, str]:
@@ -285,7 +302,9 @@ class _Run:
         # references to our Questionnaires' server ids are searched in the same list.
         values = list(dict.fromkeys(inst.url for inst in self.instruments))
         values += [f"Questionnaire/{rid}" for rid in sorted(self.our_ids)]
-        values += [f"{self.server}/Questionnaire/{rid}" for rid in sorted(self.our_ids)]  # for servers that index them as written
+        values += [
+            f"{self.server}/Questionnaire/{rid}" for rid in sorted(self.our_ids)
+        ]  # for servers that index them as written
         params = {"questionnaire": ",".join(values), "_count": str(self.client.config.page_size)}
         if since:
             params["_lastUpdated"] = f"ge{since}"
@@ -313,7 +332,9 @@ class _Run:
             return {**response, "questionnaire": self.our_ids[rid]}
         return None
 
-    def _submit(self, pool: ThreadPoolExecutor, in_flight: set[Future[list[Written]]], writes: list[PendingWrite]) -> set[Future[list[Written]]]:
+    def _submit(
+        self, pool: ThreadPoolExecutor, in_flight: set[Future[list[Written]]], writes: list[PendingWrite]
+    ) -> set[Future[list[Written]]]:
         config = self.client.config
         for batch in _batches(writes, config.batch_size):
             while len(in_flight) >= config.concurrency * 2:
@@ -329,7 +350,9 @@ class _Run:
         """Score what changed; record scoring failures; return the Observations to write."""
         responses = []
         for response in candidates:
-            subject = (response.get("subject") or {}).get("reference") if isinstance(response.get("subject"), dict) else None
+            subject = (
+                (response.get("subject") or {}).get("reference") if isinstance(response.get("subject"), dict) else None
+            )
             if isinstance(subject, str) and subject:
                 self.subjects_by_id[str(response.get("id", ""))] = subject
             if response.get("status") not in _SYNCED_STATUSES:
@@ -337,8 +360,13 @@ class _Run:
                 continue
             attributed = self._attributed(response)
             if attributed is None:
-                self.report.unattributed.append(SyncFailure(resource_ref(response), "its questionnaire "
-                                                f"{str(response.get('questionnaire'))[:200]!r} is none of ours on this server"))
+                self.report.unattributed.append(
+                    SyncFailure(
+                        resource_ref(response),
+                        "its questionnaire "
+                        f"{str(response.get('questionnaire'))[:200]!r} is none of ours on this server",
+                    )
+                )
                 continue
             responses.append(attributed)
         self.report.found += len(responses)
@@ -408,7 +436,11 @@ class _Run:
         page after it. A reset server shows on its first page, and a no-op re-sync costs one
         request per page plus one (it was two per page).
         """
-        written = {e.observation_identifier: rid for rid, e in seen.items() if e.outcome == "written" and e.observation_identifier}
+        written = {
+            e.observation_identifier: rid
+            for rid, e in seen.items()
+            if e.outcome == "written" and e.observation_identifier
+        }
         if not written or not self.verify_ledger:
             return seen
         values = ",".join(f"{IDENTIFIER_SYSTEM}|{value}" for value in written)
@@ -428,7 +460,9 @@ class _Run:
         if previous.outcome != "written":
             return True
         instrument = self._instrument(response)
-        return instrument is None or previous.observation_identifier == observation_identifier_for(response, instrument.mapping)
+        return instrument is None or previous.observation_identifier == observation_identifier_for(
+            response, instrument.mapping
+        )
 
     def _instrument(self, response: dict[str, Any]) -> Instrument | None:
         try:
@@ -458,7 +492,9 @@ class _Run:
     def _retraction(self, response: dict[str, Any], rid: str, version: str) -> PendingWrite | LedgerEntry | None:
         instrument = self._instrument(response)
         if instrument is None:
-            return self._fail(rid, version, f"{resource_ref(response)}: entered-in-error, but its Questionnaire is unknown")
+            return self._fail(
+                rid, version, f"{resource_ref(response)}: entered-in-error, but its Questionnaire is unknown"
+            )
         identifier = observation_identifier_for(response, instrument.mapping)
         existing = list(self.client.search("Observation", {"identifier": f"{IDENTIFIER_SYSTEM}|{identifier}"}))
         if not existing or existing[0].get("status") == "entered-in-error":
@@ -488,7 +524,9 @@ class _Run:
                 self.report.failed += 1
                 reason = f"write failed: {error}"
                 self.report.failures.append(SyncFailure(f"QuestionnaireResponse/{write.response_id}", reason))
-                ledger.append(LedgerEntry(write.response_id, write.version_id, "write-failed", reason, write.identifier))
+                ledger.append(
+                    LedgerEntry(write.response_id, write.version_id, "write-failed", reason, write.identifier)
+                )
                 continue
             if write.outcome == "retracted":
                 self.report.retracted += 1

@@ -18,8 +18,10 @@ __all__ = ["put_by_id", "put_by_id_bundles"]
 def put_by_id_bundles(resources: Sequence[dict[str, Any]], batch: int) -> Iterator[dict[str, Any]]:
     """Transaction Bundles of at most ``batch`` entries, each ``PUT <resourceType>/<id>``, in order."""
     for start in range(0, len(resources), batch):
-        entries = [{"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
-                   for r in resources[start : start + batch]]
+        entries = [
+            {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
+            for r in resources[start : start + batch]
+        ]
         yield {"resourceType": "Bundle", "type": "transaction", "entry": entries}
 
 

@@ -76,7 +76,9 @@ def server_capabilities(statement: dict[str, Any]) -> Capabilities:
     rest: dict[str, Any] = next((r for r in _dicts(statement.get("rest")) if r.get("mode") == "server"), {})
     interactions = {i.get("code") for i in _dicts(rest.get("interaction"))}
     observation = next((r for r in _dicts(rest.get("resource")) if r.get("type") == "Observation"), {})
-    return Capabilities("transaction" in interactions, "batch" in interactions, observation.get("conditionalUpdate") is True)
+    return Capabilities(
+        "transaction" in interactions, "batch" in interactions, observation.get("conditionalUpdate") is True
+    )
 
 
 def choose_write_mode(statement: dict[str, Any], requested: str = "auto") -> WritePlan:
@@ -90,11 +92,19 @@ def choose_write_mode(statement: dict[str, Any], requested: str = "auto") -> Wri
             return WritePlan("batch", f"the server offers batches (no transactions) and {cond}")
         if caps.conditional_update:
             return WritePlan("single", f"the server offers {cond} but neither transactions nor batches")
-        return WritePlan("search", f"the server does not offer {cond}: search by identifier, then create or update by id")
-    advertised = {"transaction": caps.transaction and caps.conditional_update, "batch": caps.batch and caps.conditional_update,
-                  "single": caps.conditional_update, "search": True}[requested]
+        return WritePlan(
+            "search", f"the server does not offer {cond}: search by identifier, then create or update by id"
+        )
+    advertised = {
+        "transaction": caps.transaction and caps.conditional_update,
+        "batch": caps.batch and caps.conditional_update,
+        "single": caps.conditional_update,
+        "search": True,
+    }[requested]
     if requested == "single" and not caps.conditional_update:
-        return WritePlan("search", f"--write-mode single, but the server does not offer {cond}: search, then create or update by id")
+        return WritePlan(
+            "search", f"--write-mode single, but the server does not offer {cond}: search, then create or update by id"
+        )
     note = "" if advertised else " (the server does not advertise it)"
     return WritePlan(requested, f"--write-mode {requested}{note}")
 
@@ -123,8 +133,10 @@ class Writer:
 
     def _give_up_on(self, exc: AllianceFhirError) -> None:
         transient = (isinstance(exc, FhirTransportError) and not isinstance(exc, PermanentTransportError)) or (
-            isinstance(exc, FhirServerError) and not isinstance(exc, UnexpectedResponse)
-            and (exc.status in TRANSIENT_STATUSES or exc.status >= 500))
+            isinstance(exc, FhirServerError)
+            and not isinstance(exc, UnexpectedResponse)
+            and (exc.status in TRANSIENT_STATUSES or exc.status >= 500)
+        )
         if transient and self.gave_up is None:
             self.gave_up = str(exc)
 
@@ -136,7 +148,9 @@ class Writer:
             answer = self.client.transaction(bundle, idempotent=True)
         except FhirServerError as exc:
             if len(batch) > 1 and _isolating(exc):
-                logger.warning("%s of %d Observations refused (%s); writing them one by one", self.mode, len(batch), exc)
+                logger.warning(
+                    "%s of %d Observations refused (%s); writing them one by one", self.mode, len(batch), exc
+                )
                 return [result for write in batch for result in self._bundle([write])]
             self._give_up_on(exc)
             return [(write, str(exc)) for write in batch]
@@ -163,8 +177,11 @@ class Writer:
             return str(exc)
 
     def _search_then_write(self, write: PendingWrite) -> str | None:
-        found = [r for r in self.client.search("Observation", {**_criteria(write), "_count": "10"})
-                 if r.get("resourceType") == "Observation" and isinstance(r.get("id"), str)]
+        found = [
+            r
+            for r in self.client.search("Observation", {**_criteria(write), "_count": "10"})
+            if r.get("resourceType") == "Observation" and isinstance(r.get("id"), str)
+        ]
         if not found:
             body = {k: v for k, v in write.observation.items() if k != "id"}
             response = self.client.request("POST", "Observation", json=body, idempotent=False)
@@ -196,13 +213,19 @@ def _conditional_entry(write: PendingWrite) -> dict[str, Any]:
 
 def _isolating(exc: FhirServerError) -> bool:
     """A 4xx refusal (not 408/429, not an untrustworthy answer) is about an entry: split to find it."""
-    return 400 <= exc.status < 500 and exc.status not in _PERMANENT_RETRYABLE and not isinstance(exc, UnexpectedResponse)
+    return (
+        400 <= exc.status < 500 and exc.status not in _PERMANENT_RETRYABLE and not isinstance(exc, UnexpectedResponse)
+    )
 
 
 def _bundle_problem(answer: dict[str, Any], mode: str, sent: int) -> str | None:
     expected = f"{mode}-response"
     if answer.get("resourceType") != "Bundle" or answer.get("type") != expected:
-        what = answer.get("resourceType") if answer.get("resourceType") != "Bundle" else f"Bundle of type {answer.get('type')!r}"
+        what = (
+            answer.get("resourceType")
+            if answer.get("resourceType") != "Bundle"
+            else f"Bundle of type {answer.get('type')!r}"
+        )
         return f"expected a {expected} Bundle, got {what!r}" + _outcome_text(answer)
     entries = answer.get("entry")
     if not isinstance(entries, list) or len(entries) != sent or not all(isinstance(e, dict) for e in entries):
@@ -228,9 +251,13 @@ def _observation_problem(status: int, body: dict[str, Any] | None, write: Pendin
     if body is None:  # return=minimal: the status is all a server owes us
         return None
     if body.get("resourceType") != "Observation":
-        return f"{what}: the server answered with {body.get('resourceType')!r}, not the Observation" + _outcome_text(body)
-    if not any(isinstance(i, dict) and i.get("system") == IDENTIFIER_SYSTEM and i.get("value") == write.identifier
-               for i in _dicts(body.get("identifier"))):
+        return f"{what}: the server answered with {body.get('resourceType')!r}, not the Observation" + _outcome_text(
+            body
+        )
+    if not any(
+        isinstance(i, dict) and i.get("system") == IDENTIFIER_SYSTEM and i.get("value") == write.identifier
+        for i in _dicts(body.get("identifier"))
+    ):
         return f"{what}: the Observation the server answered with does not carry our identifier"
     return None
 

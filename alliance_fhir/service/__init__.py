@@ -13,4 +13,12 @@ from .settings import ServeSettings, load_serve_settings, webhook_secret
 from .subscription import ensure_subscription, remove_subscriptions
 from .worker import Worker
 
-__all__ = ["Hint", "ServeSettings", "Worker", "ensure_subscription", "load_serve_settings", "remove_subscriptions", "webhook_secret"]
+__all__ = [
+    "Hint",
+    "ServeSettings",
+    "Worker",
+    "ensure_subscription",
+    "load_serve_settings",
+    "remove_subscriptions",
+    "webhook_secret",
+]

@@ -103,14 +103,18 @@ def build_app(
         if notification is None:
             return refuse("bad_request", 400, "not a subscription notification Bundle")
         if notification.rejected:
-            logger.warning("a topic notification named %d resources that are not QuestionnaireResponses of %s; ignored",
-                           notification.rejected, worker.server)
+            logger.warning(
+                "a topic notification named %d resources that are not QuestionnaireResponses of %s; ignored",
+                notification.rejected,
+                worker.server,
+            )
         if notification.kind == "event-notification" or notification.hints:
             failed = await record(notification.hints, "topic")
             if failed is not None:
                 return failed
-            await run_in_threadpool(worker.topic_events, notification.subscription, notification.events_since_start,
-                                    len(notification.hints))
+            await run_in_threadpool(
+                worker.topic_events, notification.subscription, notification.events_since_start, len(notification.hints)
+            )
         else:  # handshake, heartbeat: nothing to do but answer
             metrics.received.labels("topic-" + (notification.kind or "unknown")).inc()
         return JSONResponse(_TOPIC_ACK, media_type=FHIR_JSON)
@@ -134,8 +138,14 @@ def build_app(
 
     hook_routes: list[BaseRoute] = []
     for prefix in ("/hook", ""):
-        hook_routes.append(Route(f"{prefix}/{{resource_type}}/{{resource_id}}", resource_hook, methods=["PUT", "DELETE"],
-                                 max_body_size=max_body_bytes))
+        hook_routes.append(
+            Route(
+                f"{prefix}/{{resource_type}}/{{resource_id}}",
+                resource_hook,
+                methods=["PUT", "DELETE"],
+                max_body_size=max_body_bytes,
+            )
+        )
         hook_routes.append(Route(prefix or "/", post_hook, methods=["POST"], max_body_size=max_body_bytes))
     routes: list[BaseRoute] = [
         Route("/healthz", healthz, methods=["GET"]),

@@ -73,7 +73,13 @@ def hint_from_reference(reference: object, base_url: str) -> Hint | None:
     parts = path.split("/")
     if len(parts) == 2 and parts[0] == _RESOURCE and valid_id(parts[1]):
         return Hint(parts[1])
-    if len(parts) == 4 and parts[0] == _RESOURCE and parts[2] == "_history" and valid_id(parts[1]) and valid_id(parts[3]):
+    if (
+        len(parts) == 4
+        and parts[0] == _RESOURCE
+        and parts[2] == "_history"
+        and valid_id(parts[1])
+        and valid_id(parts[3])
+    ):
         return Hint(parts[1], parts[3])
     return None
 
@@ -85,7 +91,11 @@ def topic_notification(bundle: object, base_url: str) -> TopicNotification | Non
     ``notification-event.focus`` and from entries whose ``fullUrl`` names a QuestionnaireResponse
     of our server (the id-only and full-resource content codes); the entries' resources are ignored.
     """
-    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle" or not isinstance(bundle.get("entry"), list):
+    if (
+        not isinstance(bundle, dict)
+        or bundle.get("resourceType") != "Bundle"
+        or not isinstance(bundle.get("entry"), list)
+    ):
         return None
     entries = [e for e in bundle["entry"] if isinstance(e, dict)]
     status = entries[0].get("resource") if entries else None

@@ -20,18 +20,38 @@ class ServeMetrics:
     def __init__(self, inbox_depth: Callable[[], float]) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.received = Counter("alliance_fhir_notifications_received", "Notifications accepted (recorded in the inbox).",
-                                ["channel"], registry=r)
-        self.refused = Counter("alliance_fhir_notifications_refused", "Notifications refused, by reason.", ["reason"], registry=r)
-        self.scored = Counter("alliance_fhir_responses_scored", "Responses scored after a notification or by a sync.", registry=r)
-        self.written = Counter("alliance_fhir_observations_written", "Score Observations written or retracted.", registry=r)
-        self.failed = Counter("alliance_fhir_responses_failed", "Responses that could not be scored or written.", registry=r)
-        self.signals = Counter("alliance_fhir_signal_runs", "Per-patient signal recomputations, by result.", ["result"], registry=r)
-        self.catch_up = Counter("alliance_fhir_catchup_runs", "Incremental syncs run by the service, by reason and result.",
-                                ["reason", "result"], registry=r)
+        self.received = Counter(
+            "alliance_fhir_notifications_received",
+            "Notifications accepted (recorded in the inbox).",
+            ["channel"],
+            registry=r,
+        )
+        self.refused = Counter(
+            "alliance_fhir_notifications_refused", "Notifications refused, by reason.", ["reason"], registry=r
+        )
+        self.scored = Counter(
+            "alliance_fhir_responses_scored", "Responses scored after a notification or by a sync.", registry=r
+        )
+        self.written = Counter(
+            "alliance_fhir_observations_written", "Score Observations written or retracted.", registry=r
+        )
+        self.failed = Counter(
+            "alliance_fhir_responses_failed", "Responses that could not be scored or written.", registry=r
+        )
+        self.signals = Counter(
+            "alliance_fhir_signal_runs", "Per-patient signal recomputations, by result.", ["result"], registry=r
+        )
+        self.catch_up = Counter(
+            "alliance_fhir_catchup_runs",
+            "Incremental syncs run by the service, by reason and result.",
+            ["reason", "result"],
+            registry=r,
+        )
         self.latency = Histogram(
-            "alliance_fhir_write_latency_seconds", "From recording a notification to its response being handled (written or found unchanged).",
-            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300), registry=r,
+            "alliance_fhir_write_latency_seconds",
+            "From recording a notification to its response being handled (written or found unchanged).",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
+            registry=r,
         )
         depth = Gauge("alliance_fhir_inbox_depth", "Notifications waiting in the inbox.", registry=r)
         depth.set_function(inbox_depth)

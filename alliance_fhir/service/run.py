@@ -32,20 +32,43 @@ class _Server(uvicorn.Server):
         self._captured_signals.clear()
 
 
-def run_service(worker: Worker, secret: SecretStr, settings: ServeSettings, *, host: str, port: int,
-                extra_routes: tuple[BaseRoute, ...] = ()) -> bool:
+def run_service(
+    worker: Worker,
+    secret: SecretStr,
+    settings: ServeSettings,
+    *,
+    host: str,
+    port: int,
+    extra_routes: tuple[BaseRoute, ...] = (),
+) -> bool:
     """Serve until SIGTERM/SIGINT; False when the server could not start (port taken, startup failed)."""
     from .app import build_app  # the ASGI app; imported here so that library users of Worker need no web stack
 
     def stop_worker() -> None:
         if not worker.stop(settings.shutdown_seconds):
-            logger.warning("the worker did not finish within %.0f s; unhandled notifications stay in the inbox", settings.shutdown_seconds)
+            logger.warning(
+                "the worker did not finish within %.0f s; unhandled notifications stay in the inbox",
+                settings.shutdown_seconds,
+            )
 
-    app = build_app(worker, secret, max_body_bytes=settings.max_body_bytes, extra_routes=extra_routes,
-                    on_startup=worker.start, on_shutdown=stop_worker)
+    app = build_app(
+        worker,
+        secret,
+        max_body_bytes=settings.max_body_bytes,
+        extra_routes=extra_routes,
+        on_startup=worker.start,
+        on_shutdown=stop_worker,
+    )
     config = uvicorn.Config(
-        app, host=host, port=port, lifespan="on", log_config=None, access_log=False, server_header=False,
-        limit_concurrency=settings.limit_concurrency, timeout_keep_alive=int(max(1, settings.keep_alive_seconds)),
+        app,
+        host=host,
+        port=port,
+        lifespan="on",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        limit_concurrency=settings.limit_concurrency,
+        timeout_keep_alive=int(max(1, settings.keep_alive_seconds)),
         timeout_graceful_shutdown=int(max(1, settings.shutdown_seconds)),
     )
     server = _Server(config)

@@ -39,14 +39,18 @@ class ServeSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     webhook_secret: SecretStr | None = None
-    channel: Literal["rest-hook", "topic"] = Field("rest-hook", description="classic R4 rest-hook, or an R5 Backport topic subscription")
+    channel: Literal["rest-hook", "topic"] = Field(
+        "rest-hook", description="classic R4 rest-hook, or an R5 Backport topic subscription"
+    )
     safety_net_minutes: float = Field(15.0, gt=0, le=24 * 60, description="a full incremental sync this often")
     max_body_bytes: int = Field(MIB, ge=1024, le=64 * MIB)
     limit_concurrency: int = Field(32, ge=1, le=1024, description="connections served at once; more get 503")
     keep_alive_seconds: float = Field(5.0, gt=0, le=300)
     batch_size: int = Field(50, ge=1, le=500, description="hints re-read and written per round")
     max_attempts: int = Field(20, ge=1, le=1000, description="a hint that keeps failing is left to the safety net")
-    shutdown_seconds: float = Field(30.0, gt=0, le=600, description="grace for in-flight requests and writes on SIGTERM")
+    shutdown_seconds: float = Field(
+        30.0, gt=0, le=600, description="grace for in-flight requests and writes on SIGTERM"
+    )
 
 
 def load_serve_settings(file: Path | None = None, **overrides: object) -> ServeSettings:

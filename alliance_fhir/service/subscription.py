@@ -28,8 +28,16 @@ from ..errors import FhirTransportError, NotFound
 from ..instruments.catalog import Instrument
 from ..server.client import FhirClient, search_token
 
-__all__ = ["Channel", "SubscriptionResult", "ensure_subscription", "ensure_topic", "remove_subscriptions", "subscription_resource", "topic_resource",
-           "wait_active"]
+__all__ = [
+    "Channel",
+    "SubscriptionResult",
+    "ensure_subscription",
+    "ensure_topic",
+    "remove_subscriptions",
+    "subscription_resource",
+    "topic_resource",
+    "wait_active",
+]
 
 Channel = Literal["rest-hook", "topic"]
 BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition"
@@ -53,20 +61,35 @@ def criteria(instruments: Iterable[Instrument]) -> str:
     return "QuestionnaireResponse?questionnaire=" + ",".join(dict.fromkeys(inst.url for inst in instruments))
 
 
-def subscription_resource(instruments: Iterable[Instrument], endpoint: str, secret: SecretStr, channel: Channel) -> dict[str, Any]:
+def subscription_resource(
+    instruments: Iterable[Instrument], endpoint: str, secret: SecretStr, channel: Channel
+) -> dict[str, Any]:
     """Our Subscription (status ``requested``: the server activates it)."""
     header = [f"Authorization: Bearer {secret.get_secret_value()}"]
     wanted = criteria(instruments)
-    resource: dict[str, Any] = {"resourceType": "Subscription", "meta": {"tag": [SUBSCRIPTION_TAG]}, "status": "requested", "reason": _REASON}
+    resource: dict[str, Any] = {
+        "resourceType": "Subscription",
+        "meta": {"tag": [SUBSCRIPTION_TAG]},
+        "status": "requested",
+        "reason": _REASON,
+    }
     if channel == "rest-hook":
         resource["criteria"] = wanted
-        resource["channel"] = {"type": "rest-hook", "endpoint": endpoint, "payload": "application/fhir+json", "header": header}
+        resource["channel"] = {
+            "type": "rest-hook",
+            "endpoint": endpoint,
+            "payload": "application/fhir+json",
+            "header": header,
+        }
         return resource
     resource["meta"]["profile"] = [f"{BACKPORT}/backport-subscription"]
     resource["criteria"] = SUBSCRIPTION_TOPIC_URL
     resource["_criteria"] = {"extension": [{"url": f"{BACKPORT}/backport-filter-criteria", "valueString": wanted}]}
     resource["channel"] = {
-        "type": "rest-hook", "endpoint": endpoint, "payload": "application/fhir+json", "header": header,
+        "type": "rest-hook",
+        "endpoint": endpoint,
+        "payload": "application/fhir+json",
+        "header": header,
         "_payload": {"extension": [{"url": f"{BACKPORT}/backport-payload-content", "valueCode": "id-only"}]},
     }
     return resource
@@ -76,7 +99,10 @@ def topic_resource() -> dict[str, Any]:
     """Our SubscriptionTopic in R4 form (a ``Basic`` carrying the R5 elements as extensions)."""
     trigger = [
         {"url": "description", "valueMarkdown": "A QuestionnaireResponse is created or updated"},
-        {"url": "resource", "valueUri": "QuestionnaireResponse"},  # plain type: HAPI 8.8 never fires on the canonical form
+        {
+            "url": "resource",
+            "valueUri": "QuestionnaireResponse",
+        },  # plain type: HAPI 8.8 never fires on the canonical form
         {"url": "supportedInteraction", "valueCode": "create"},
         {"url": "supportedInteraction", "valueCode": "update"},
     ]
@@ -102,7 +128,11 @@ def topic_resource() -> dict[str, Any]:
 
 
 def ensure_subscription(
-    client: FhirClient, instruments: Iterable[Instrument], endpoint: str, secret: SecretStr, channel: Channel = "rest-hook"
+    client: FhirClient,
+    instruments: Iterable[Instrument],
+    endpoint: str,
+    secret: SecretStr,
+    channel: Channel = "rest-hook",
 ) -> SubscriptionResult:
     """Create ours, or bring it up to date; delete any other Subscription carrying our tag.
 
@@ -121,7 +151,10 @@ def ensure_subscription(
         client.request("DELETE", f"Subscription/{resource['id']}")
     if current is None:
         return SubscriptionResult("created", _create(client, wanted), len(stale))
-    if current.get("criteria") != wanted["criteria"] and SUBSCRIPTION_TOPIC_URL in (current.get("criteria"), wanted["criteria"]):
+    if current.get("criteria") != wanted["criteria"] and SUBSCRIPTION_TOPIC_URL in (
+        current.get("criteria"),
+        wanted["criteria"],
+    ):
         # switching between rest-hook and topic: HAPI 8.8 keeps the old kind of delivery on an update; replace it
         client.request("DELETE", f"Subscription/{current['id']}")
         created = _create(client, wanted)

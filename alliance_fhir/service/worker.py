@@ -93,7 +93,11 @@ class Worker:
             previous = self._topic_events.get(subscription)
             self._topic_events[subscription] = max(events_since_start, previous or 0)
         if previous is not None and events_since_start > previous + max(hints, 1):
-            logger.warning("topic notifications were missed (event %d after %d); running a catch-up sync", events_since_start, previous)
+            logger.warning(
+                "topic notifications were missed (event %d after %d); running a catch-up sync",
+                events_since_start,
+                previous,
+            )
             self.request_sync("missed-events")
 
     def health(self) -> dict[str, Any]:
@@ -177,7 +181,9 @@ class Worker:
         try:
             params = {"_id": ",".join(ids), "_count": str(len(ids))}
             responses = list(self.client.search("QuestionnaireResponse", params, post=True))
-            responses = [r for r in responses if r.get("id") in set(ids)]  # a hint is never widened by the server either
+            responses = [
+                r for r in responses if r.get("id") in set(ids)
+            ]  # a hint is never widened by the server either
             report = process_responses(self.client, self.catalog, self.store, responses, self.options)
         except AllianceFhirError as exc:
             self._failed_round(items, exc)
@@ -200,7 +206,9 @@ class Worker:
         logger.warning("could not handle %d notified responses: %s; retrying", len(items), exc)
         given_up = [i for i in items if i.attempts + 1 >= self.settings.max_attempts]
         if given_up:
-            logger.warning("%d notifications failed %d times; left to the next sync", len(given_up), self.settings.max_attempts)
+            logger.warning(
+                "%d notifications failed %d times; left to the next sync", len(given_up), self.settings.max_attempts
+            )
             self.store.inbox_done(self.server, given_up)
             self.request_sync("given-up")
         self.store.inbox_retry(self.server, [i for i in items if i not in given_up])
@@ -217,10 +225,23 @@ class Worker:
             return None
         self.metrics.catch_up.labels(reason, "ok" if report.ok else "failures").inc()
         self._count(report)
-        self.last_sync = {"reason": reason, "at": datetime.now(UTC).isoformat(timespec="seconds"), "found": report.found,
-                          "written": report.written, "retracted": report.retracted, "failed": report.failed}
-        logger.info("%s sync: found %d, written %d, retracted %d, unchanged %d, failed %d", reason, report.found, report.written,
-                    report.retracted, report.unchanged, report.failed)
+        self.last_sync = {
+            "reason": reason,
+            "at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "found": report.found,
+            "written": report.written,
+            "retracted": report.retracted,
+            "failed": report.failed,
+        }
+        logger.info(
+            "%s sync: found %d, written %d, retracted %d, unchanged %d, failed %d",
+            reason,
+            report.found,
+            report.written,
+            report.retracted,
+            report.unchanged,
+            report.failed,
+        )
         self._signals(report.subjects)
         return report
 
@@ -228,7 +249,9 @@ class Worker:
         self.metrics.scored.inc(report.scored)
         self.metrics.written.inc(report.written + report.retracted)
         self.metrics.failed.inc(report.failed)
-        for failure in report.failures:  # the reason is in the ledger (and `sync` prints it); logs name the resource only
+        for (
+            failure
+        ) in report.failures:  # the reason is in the ledger (and `sync` prints it); logs name the resource only
             logger.warning("failed: %s (see the sync ledger)", failure.resource)
 
     def _signals(self, subjects: Iterable[str]) -> None:

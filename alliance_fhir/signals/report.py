@@ -86,7 +86,12 @@ class OverviewRow:
 
 
 def render_report(
-    fmt: str, trajectories: Trajectories, signals: Sequence[Signal], *, subject: str | None = None, practitioner: str | None = None
+    fmt: str,
+    trajectories: Trajectories,
+    signals: Sequence[Signal],
+    *,
+    subject: str | None = None,
+    practitioner: str | None = None,
 ) -> bytes:
     """The client view (``subject``) or the caseload view (``practitioner``) in ``fmt`` (one of :data:`REPORT_FORMATS`).
 
@@ -156,7 +161,9 @@ def render_client_html(trajectories: Trajectories, signals: Sequence[Signal], su
     return _page(f"Alliance report: {subject}", body)
 
 
-def practitioner_overview(trajectories: Trajectories, signals: Iterable[Signal], practitioner: str) -> list[OverviewRow]:
+def practitioner_overview(
+    trajectories: Trajectories, signals: Iterable[Signal], practitioner: str
+) -> list[OverviewRow]:
     """The practitioner's clients (alliance measures): latest score, last change, trend and open signals.
 
     Rows with more open signals come first, so the clients who need attention head the list.
@@ -173,16 +180,37 @@ def practitioner_overview(trajectories: Trajectories, signals: Iterable[Signal],
         change = last.value - series.points[-2].value if len(series.points) > 1 else None
         kinds = tuple(sorted(set(open_by_series.get((series.subject, series.instrument, series.episode), []))))
         count, trend = len(series.points), _trend(change)
-        rows.append(OverviewRow(series.subject, series.instrument, series.episode, count, last.value, last.time, change, trend, kinds))
+        rows.append(
+            OverviewRow(
+                series.subject, series.instrument, series.episode, count, last.value, last.time, change, trend, kinds
+            )
+        )
     return sorted(rows, key=lambda r: (-len(r.open_signals), r.subject, r.instrument, r.episode or ""))
 
 
-_CASELOAD_HEAD = ["Client", "Instrument", "Episode", "Scored sessions", "Latest score", "Date", "Last change", "Trend", "Open signals"]
+_CASELOAD_HEAD = [
+    "Client",
+    "Instrument",
+    "Episode",
+    "Scored sessions",
+    "Latest score",
+    "Date",
+    "Last change",
+    "Trend",
+    "Open signals",
+]
 
 
 def _caseload_cells(row: OverviewRow) -> list[str]:
     change = "-" if row.change is None else ("+" if row.change > 0 else "") + _num(row.change)
-    cells = [row.subject, row.instrument, row.episode or "-", str(row.sessions), _num(row.latest), row.latest_time.date().isoformat()]
+    cells = [
+        row.subject,
+        row.instrument,
+        row.episode or "-",
+        str(row.sessions),
+        _num(row.latest),
+        row.latest_time.date().isoformat(),
+    ]
     return [*cells, change, row.trend, ", ".join(SIGNAL_KINDS[k] for k in row.open_signals) or "none"]
 
 
@@ -208,7 +236,9 @@ def _practitioner_figure(rows: Sequence[OverviewRow], practitioner: str) -> Figu
     if not rows:
         ax.text(0.5, 0.5, "No clients with alliance scores.", ha="center", va="center", transform=ax.transAxes)
         return figure
-    table = ax.table(cellText=[_caseload_cells(r) for r in rows], colLabels=_CASELOAD_HEAD, loc="upper left", cellLoc="left")
+    table = ax.table(
+        cellText=[_caseload_cells(r) for r in rows], colLabels=_CASELOAD_HEAD, loc="upper left", cellLoc="left"
+    )
     table.auto_set_font_size(False)
     table.set_fontsize(8)
     table.auto_set_column_width(list(range(len(_CASELOAD_HEAD))))
@@ -235,13 +265,24 @@ def _plot_instrument(ax: Axes, group: list[Series], signals: list[Signal]) -> No
     total = mapping.total
     for index, series in enumerate(group):
         colour = _COLOURS[index % len(_COLOURS)]
-        label = f"{total.title}, with {series.focus or 'unknown therapist'}" + (f" ({series.episode})" if series.episode else "")
-        ax.plot([_x(p.time) for p in series.points], [float(p.value) for p in series.points], "-o", color=colour, label=label, zorder=3)
+        label = f"{total.title}, with {series.focus or 'unknown therapist'}" + (
+            f" ({series.episode})" if series.episode else ""
+        )
+        ax.plot(
+            [_x(p.time) for p in series.points],
+            [float(p.value) for p in series.points],
+            "-o",
+            color=colour,
+            label=label,
+            zorder=3,
+        )
         for missing in series.missing:
             ax.axvline(_x(missing.time), color="#9e9e9e", linestyle=":", linewidth=1.5, label="session without a score")
     for cutoff in (c for c in total.cutoffs if c.confidence == "C2"):
         rule = f"{cutoff.operator} {cutoff.threshold:g}"
-        ax.axhline(cutoff.threshold, color="#c62828", linestyle="--", linewidth=1, label=f"cutoff: {rule} ({cutoff.id})")
+        ax.axhline(
+            cutoff.threshold, color="#c62828", linestyle="--", linewidth=1, label=f"cutoff: {rule} ({cutoff.id})"
+        )
     _plot_subscales(ax, group)
     _plot_markers(ax, signals, lambda p: float(p.value))
     ax.set_ylim(total.range.min, total.range.max + (total.range.max - total.range.min) * 0.05)
@@ -259,8 +300,16 @@ def _plot_subscales(ax: Axes, group: list[Series]) -> None:
     twin = ax.twinx()
     for spec, style in zip(subscales, [":", "-.", "--", ":"], strict=False):
         points = [(p.time, p.scale(spec.id)) for s in group for p in s.points if p.scale(spec.id) is not None]
-        twin.plot([_x(t) for t, _ in points], [float(v) for _, v in points if v is not None], style, linewidth=1.2, label=spec.title)
-    twin.set_ylim(subscales[0].range.min, subscales[0].range.max + (subscales[0].range.max - subscales[0].range.min) * 0.05)
+        twin.plot(
+            [_x(t) for t, _ in points],
+            [float(v) for _, v in points if v is not None],
+            style,
+            linewidth=1.2,
+            label=spec.title,
+        )
+    twin.set_ylim(
+        subscales[0].range.min, subscales[0].range.max + (subscales[0].range.max - subscales[0].range.min) * 0.05
+    )
     twin.set_ylabel("subscales")
     twin.legend(loc="lower right", fontsize=7)
 
@@ -270,11 +319,29 @@ def _plot_markers(ax: Axes, signals: list[Signal], y: Callable[[ScorePoint], flo
     for signal in sorted((s for s in signals if s.kind in _MARKERS), key=lambda s: order.index(s.kind)):
         marker, colour, size, label = _MARKERS[signal.kind]
         face = "none" if signal.kind == LOW_ALLIANCE else colour
-        ax.plot([_x(signal.opened.time)], [y(signal.opened)], marker, markersize=size, markerfacecolor=face, markeredgecolor=colour,
-                markeredgewidth=1.8, linestyle="none", label=label, zorder=4 + order.index(signal.kind))
+        ax.plot(
+            [_x(signal.opened.time)],
+            [y(signal.opened)],
+            marker,
+            markersize=size,
+            markerfacecolor=face,
+            markeredgecolor=colour,
+            markeredgewidth=1.8,
+            linestyle="none",
+            label=label,
+            zorder=4 + order.index(signal.kind),
+        )
         if signal.kind == RUPTURE and signal.resolved_by is not None:
-            ax.plot([_x(signal.resolved_by.time)], [y(signal.resolved_by)], "^", markersize=9, color="#2e7d32",
-                    linestyle="none", label="repair", zorder=9)
+            ax.plot(
+                [_x(signal.resolved_by.time)],
+                [y(signal.resolved_by)],
+                "^",
+                markersize=9,
+                color="#2e7d32",
+                linestyle="none",
+                label="repair",
+                zorder=9,
+            )
 
 
 def _gap_pairs(trajectories: Trajectories, subject: str) -> list[tuple[Series, Series]]:
@@ -328,9 +395,17 @@ def _signals_table(signals: Sequence[Signal]) -> str:
     lines = []
     for s in signals:
         resolved = s.resolved_at.date().isoformat() if s.resolved_at else "-"
-        cells = [SIGNAL_KINDS[s.kind], s.status, s.severity, s.instrument, s.focus or "-", s.opened_at.date().isoformat(), resolved]
+        cells = [
+            SIGNAL_KINDS[s.kind],
+            s.status,
+            s.severity,
+            s.instrument,
+            s.focus or "-",
+            s.opened_at.date().isoformat(),
+            resolved,
+        ]
         cells.append(f"{len(s.evidence)} score(s)")
-        row = "".join(f'<td{_status_class(c, s.status)}>{_e(c)}</td>' for c in cells)
+        row = "".join(f"<td{_status_class(c, s.status)}>{_e(c)}</td>" for c in cells)
         lines.append(f"<tr>{row}<td>{_e(s.detail)}</td></tr>")
     return _table(head, lines)
 
@@ -341,7 +416,14 @@ def _scores_table(series_list: Sequence[Series]) -> str:
     for series in series_list:
         for p in series.points:
             subs = ", ".join(f"{name} {_num(v)}" for name, v in p.subscales) or "-"
-            cells = [series.instrument, series.focus or "-", str(p.session_number), p.time.date().isoformat(), _num(p.value), subs]
+            cells = [
+                series.instrument,
+                series.focus or "-",
+                str(p.session_number),
+                p.time.date().isoformat(),
+                _num(p.value),
+                subs,
+            ]
             cells.append(p.status)
             lines.append("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in cells) + "</tr>")
     return _table(head, lines)

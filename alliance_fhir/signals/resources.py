@@ -69,7 +69,11 @@ def plugin_device(software_version: str | None = None) -> dict[str, Any]:
         "deviceName": [{"name": "alliance-fhir", "type": "user-friendly-name"}],
         "type": {"coding": [_ENGINE], "text": _ENGINE["display"]},
         "version": [{"value": software_version or installed_version()}],
-        "note": [{"text": "Software that scores psychotherapy alliance measures and detects alliance signals from the scores."}],
+        "note": [
+            {
+                "text": "Software that scores psychotherapy alliance measures and detects alliance signals from the scores."
+            }
+        ],
     }
 
 
@@ -140,7 +144,9 @@ def follow_up_task(signal: Signal) -> dict[str, Any] | None:
     return task
 
 
-def signal_resources(signals: Iterable[Signal], *, tasks: bool = False, software_version: str | None = None) -> list[dict[str, Any]]:
+def signal_resources(
+    signals: Iterable[Signal], *, tasks: bool = False, software_version: str | None = None
+) -> list[dict[str, Any]]:
     """The Device first, then each signal's DetectedIssue (and its Task when ``tasks`` and active)."""
     out = [plugin_device(software_version)]
     for signal in signals:
@@ -151,7 +157,9 @@ def signal_resources(signals: Iterable[Signal], *, tasks: bool = False, software
     return out
 
 
-def signal_bundle(signals: Iterable[Signal], *, tasks: bool = False, software_version: str | None = None) -> dict[str, Any]:
+def signal_bundle(
+    signals: Iterable[Signal], *, tasks: bool = False, software_version: str | None = None
+) -> dict[str, Any]:
     """A ``collection`` Bundle of :func:`signal_resources`, with fullUrls derived from identifiers."""
     resources = signal_resources(signals, tasks=tasks, software_version=software_version)
     entries = [{"fullUrl": f"urn:uuid:{_entry_uuid(r)}", "resource": r} for r in resources]
@@ -194,15 +202,28 @@ def task_follow_ups(
         task = tasks.get(_signal_id(issue) or "")
         if task is not None and task.get("status") in OPEN_TASK_STATUSES:
             reason = "The alliance signal was withdrawn: the scores it came from were amended or entered in error."
-            cancelled.append({**task, "status": "cancelled", "statusReason": {"text": reason},
-                              "note": [*_notes(task), {"authorReference": device_reference(), "text": reason}]})
+            cancelled.append(
+                {
+                    **task,
+                    "status": "cancelled",
+                    "statusReason": {"text": reason},
+                    "note": [*_notes(task), {"authorReference": device_reference(), "text": reason}],
+                }
+            )
     noted: list[dict[str, Any]] = []
     for signal in signals:
         task = tasks.get(signal.key)
-        if task is None or signal.status != "resolved" or task.get("status") not in OPEN_TASK_STATUSES or signal.resolved_at is None:
+        if (
+            task is None
+            or signal.status != "resolved"
+            or task.get("status") not in OPEN_TASK_STATUSES
+            or signal.resolved_at is None
+        ):
             continue
-        text = (f"The alliance signal was resolved by the score of {signal.resolved_at.date().isoformat()}. "
-                "This Task is left open for the clinician to close.")
+        text = (
+            f"The alliance signal was resolved by the score of {signal.resolved_at.date().isoformat()}. "
+            "This Task is left open for the clinician to close."
+        )
         if any(isinstance(n, dict) and n.get("text") == text for n in _notes(task)):
             continue
         note = {"authorReference": device_reference(), "time": signal.resolved_at.isoformat(), "text": text}
@@ -228,7 +249,10 @@ def _issue_reference(signal: Signal) -> dict[str, Any]:
 
 
 def _kind_concept(kind: str) -> dict[str, Any]:
-    return {"coding": [{"system": PROJECT_CODESYSTEM, "code": kind, "display": SIGNAL_KINDS[kind]}], "text": SIGNAL_KINDS[kind]}
+    return {
+        "coding": [{"system": PROJECT_CODESYSTEM, "code": kind, "display": SIGNAL_KINDS[kind]}],
+        "text": SIGNAL_KINDS[kind],
+    }
 
 
 def _entry_uuid(resource: dict[str, Any]) -> str:

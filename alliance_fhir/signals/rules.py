@@ -105,7 +105,9 @@ class _Run:
 Step = tuple[ScorePoint, bool, Sequence[ScorePoint], str]  # point, condition met, its evidence, a note
 
 
-def signal_key(kind: str, subject: str, instrument: str, focus: str | None, episode: str | None, opened: ScorePoint) -> str:
+def signal_key(
+    kind: str, subject: str, instrument: str, focus: str | None, episode: str | None, opened: ScorePoint
+) -> str:
     """Deterministic signal id: same kind, series and opening score -> same key (a UUID)."""
     name = "|".join([kind, subject, instrument, focus or "", episode or "", opened.observation.key])
     return str(uuid.uuid5(_NAMESPACE, name))
@@ -189,7 +191,9 @@ def early_warnings(series: Series) -> list[Signal]:
         if point.session_number <= rule.sessions and (low or falling):
             level = _value(previous, rule.scale) if falling and previous else None
             reason = [f"{_fmt(value)} {_cutoff_rule(cutoff)}"] if low and cutoff else []
-            reason += [f"fell {_fmt(drop)} from {_fmt(level)}"] if falling and drop is not None and level is not None else []
+            reason += (
+                [f"fell {_fmt(drop)} from {_fmt(level)}"] if falling and drop is not None and level is not None else []
+            )
             current = _Run(point, notes=[f"session {point.session_number}: " + " and ".join(reason)])
             current.add(([previous] if falling and previous else []) + [point])
             runs.append(current)
@@ -198,7 +202,10 @@ def early_warnings(series: Series) -> list[Signal]:
     parts += [f"falling (drop from the previous score {rule.operator} {rule.min_drop:g})"] if rule.min_drop else []
     text = f"{parts[0]}: " + " or ".join(parts[1:])
     name = _scale_name(series.mapping, rule.scale)
-    return [_signal(EARLY_WARNING, rule.severity, series, run, f"{name} low or falling early", text, rule.source) for run in runs]
+    return [
+        _signal(EARLY_WARNING, rule.severity, series, run, f"{name} low or falling early", text, rule.source)
+        for run in runs
+    ]
 
 
 def gaps(trajectories: Trajectories) -> list[Signal]:
@@ -213,7 +220,10 @@ def gaps(trajectories: Trajectories) -> list[Signal]:
         if rule is None:
             continue
         partners = {
-            _session_key(p): (other, p) for other in trajectories.series if other.instrument == rule.pairs_with for p in other.points
+            _session_key(p): (other, p)
+            for other in trajectories.series
+            if other.instrument == rule.pairs_with
+            for p in other.points
         }
         paired = [(p, *partners[_session_key(p)]) for p in series.points if _session_key(p) in partners]
         if not paired:
@@ -222,7 +232,11 @@ def gaps(trajectories: Trajectories) -> list[Signal]:
         client = paired[0][1] if series.mapping.respondent == "therapist" else series
         text = f"|client - therapist| {rule.operator} {rule.threshold:g} points on the percent-of-maximum scale"
         for run in _runs(steps):
-            out.append(_signal(GAP, rule.severity, client, run, "client and therapist rate the alliance apart", text, rule.source))
+            out.append(
+                _signal(
+                    GAP, rule.severity, client, run, "client and therapist rate the alliance apart", text, rule.source
+                )
+            )
     # Both forms may declare the pairing; each side then finds the same gaps (same key): keep one.
     return list({signal.key: signal for signal in out}.values())
 
@@ -276,7 +290,9 @@ def _runs(steps: Iterable[Step]) -> list[_Run]:
 
 def _signal(kind: str, severity: str, series: Series, run: _Run, headline: str, rule: str, source: str) -> Signal:
     notes = "; ".join(run.notes)
-    missed = dict.fromkeys(f"{p.missed_before} session(s) without a score before {_day(p)}" for p in run.evidence if p.missed_before)
+    missed = dict.fromkeys(
+        f"{p.missed_before} session(s) without a score before {_day(p)}" for p in run.evidence if p.missed_before
+    )
     if missed:  # a dict keeps order and drops the twin note of a paired or joint session
         notes += "; " + ", ".join(missed)
     return Signal(
@@ -341,14 +357,18 @@ def _drop_rule_text(rule: RuptureRule) -> str:
         parts.append(f"drop from the previous score {rule.operator} {rule.min_drop:g}")
     if rule.baseline_drop is not None:
         window = f"the last {rule.baseline_window}" if rule.baseline_window else "all earlier"
-        parts.append(f"drop below the running baseline (mean of {window} scores of the episode) {rule.operator} {rule.baseline_drop:g}")
+        parts.append(
+            f"drop below the running baseline (mean of {window} scores of the episode) {rule.operator} {rule.baseline_drop:g}"
+        )
     joined = (" or " if rule.combine == "any" else " and ").join(parts)
     return f"{joined}; repaired when a later score is back to at least the pre-rupture score"
 
 
 def percent_of_maximum(value: Decimal, mapping: InstrumentMapping, scale: str) -> Decimal:
     """A score on the common 0-100 scale: (value - min) / (max - min) x 100, from the scale's declared range."""
-    spec = mapping.total if scale == "total" else next(s for s in mapping.scales if s.id == scale)  # "total": the headline
+    spec = (
+        mapping.total if scale == "total" else next(s for s in mapping.scales if s.id == scale)
+    )  # "total": the headline
     low, high = Decimal(str(spec.range.min)), Decimal(str(spec.range.max))
     return (value - low) * 100 / (high - low)
 
@@ -359,7 +379,11 @@ def _session_key(point: ScorePoint) -> tuple[str, str, str] | None:
 
 
 def _gap_step(
-    mapping: InstrumentMapping, point: ScorePoint, rule: GapRule, partner_mapping: InstrumentMapping, partner: ScorePoint
+    mapping: InstrumentMapping,
+    point: ScorePoint,
+    rule: GapRule,
+    partner_mapping: InstrumentMapping,
+    partner: ScorePoint,
 ) -> Step:
     mine = percent_of_maximum(_value(point, rule.scale), mapping, rule.scale)
     theirs = percent_of_maximum(_value(partner, rule.partner_scale), partner_mapping, rule.partner_scale)
@@ -413,4 +437,3 @@ def _fmt(value: Decimal | None) -> str:
         return "-"
     rounded = value.quantize(Decimal("0.01")).normalize()
     return format(rounded, "f")
-

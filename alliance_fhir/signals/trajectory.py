@@ -50,7 +50,15 @@ __all__ = [
 ]
 
 _COUNTED = {"final": 0, "amended": 1, "corrected": 1}
-_STATUS_RANK = {"registered": -2, "preliminary": -1, "final": 0, "amended": 1, "corrected": 1, "cancelled": 2, "entered-in-error": 3}
+_STATUS_RANK = {
+    "registered": -2,
+    "preliminary": -1,
+    "final": 0,
+    "amended": 1,
+    "corrected": 1,
+    "cancelled": 2,
+    "entered-in-error": 3,
+}
 _EPOCH = datetime(1, 1, 1, tzinfo=UTC)
 
 
@@ -200,7 +208,9 @@ def context_from_encounters(encounters: Iterable[dict[str, Any]]) -> SessionCont
         ref = f"Encounter/{enc['id']}"
         start = (enc.get("period") or {}).get("start")
         episodes = [e.get("reference") for e in enc.get("episodeOfCare") or [] if isinstance(e, dict)]
-        people = [(p.get("individual") or {}).get("reference") for p in enc.get("participant") or [] if isinstance(p, dict)]
+        people = [
+            (p.get("individual") or {}).get("reference") for p in enc.get("participant") or [] if isinstance(p, dict)
+        ]
         found[ref] = EncounterInfo(
             reference=ref,
             subject=(enc.get("subject") or {}).get("reference"),
@@ -287,7 +297,9 @@ def _mapping_of(obs: dict[str, Any], key: str, catalog: Catalog) -> InstrumentMa
                 return catalog.resolve(ext["valueCanonical"])[0].mapping
             except AllianceFhirError:
                 break
-    codes = {(c.get("system"), c.get("code")) for c in (obs.get("code") or {}).get("coding") or [] if isinstance(c, dict)}
+    codes = {
+        (c.get("system"), c.get("code")) for c in (obs.get("code") or {}).get("coding") or [] if isinstance(c, dict)
+    }
     for inst in catalog:
         if any((c.system, c.code) in codes for c in inst.mapping.total.codes):
             return inst.mapping
@@ -365,7 +377,9 @@ def _order(point: ScorePoint) -> tuple[datetime, str, str]:
     return (point.time, point.encounter or "", point.observation.key)
 
 
-def _series(points: list[ScorePoint], mapping: InstrumentMapping, context: SessionContext, problems: list[str]) -> Series:
+def _series(
+    points: list[ScorePoint], mapping: InstrumentMapping, context: SessionContext, problems: list[str]
+) -> Series:
     points = _one_per_session(sorted(points, key=_order), problems)
     first = points[0]
     timeline = _timeline(points, first, context)
@@ -403,7 +417,11 @@ def _one_per_session(points: list[ScorePoint], problems: list[str]) -> list[Scor
         for other in sorted((p for p in group if p is not kept), key=_counts_first):
             replaced.add(id(other))
             tie = (other.authored or other.time) == (kept.authored or kept.time)
-            why = "a form authored at the same time with a lower score (ties: the lower score counts)" if tie else "a later form"
+            why = (
+                "a form authored at the same time with a lower score (ties: the lower score counts)"
+                if tie
+                else "a later form"
+            )
             problems.append(f"{other.observation.key}: {why} for {encounter} replaces it ({kept.observation.key})")
     return [p for p in points if id(p) not in replaced]
 
@@ -417,14 +435,21 @@ def _timeline(
     points: list[ScorePoint], first: ScorePoint, context: SessionContext
 ) -> list[tuple[datetime, str | None, ScorePoint | None]]:
     """Every session of the series' episode: scored ones plus known Encounters without a score."""
-    rows: list[tuple[datetime, str | None, ScorePoint | None]] = [(p.time, p.encounter, p) for p in points if not p.encounter]
+    rows: list[tuple[datetime, str | None, ScorePoint | None]] = [
+        (p.time, p.encounter, p) for p in points if not p.encounter
+    ]
     seen = set()
     for point in points:
         if point.encounter:
             rows.append((point.time, point.encounter, None))
             seen.add(point.encounter)
     for info in context.encounters.values():
-        if info.reference in seen or info.start is None or info.subject != first.subject or info.episode != first.episode:
+        if (
+            info.reference in seen
+            or info.start is None
+            or info.subject != first.subject
+            or info.episode != first.episode
+        ):
             continue
         if first.focus and info.participants and first.focus not in info.participants:
             continue

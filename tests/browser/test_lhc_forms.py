@@ -149,7 +149,9 @@ def _questionnaire(instrument_id: str) -> dict[str, Any]:
 
 def _questions(questionnaire: dict[str, Any]) -> list[dict[str, Any]]:
     """The answerable items at any depth (read-only items are the scores)."""
-    return [i for i in walk_items(questionnaire["item"]) if not i.get("readOnly") and i["type"] not in ("display", "group")]
+    return [
+        i for i in walk_items(questionnaire["item"]) if not i.get("readOnly") and i["type"] not in ("display", "group")
+    ]
 
 
 def _score_items(instrument_id: str) -> dict[str, str]:
@@ -249,7 +251,9 @@ def _exported_scores(qr: dict[str, Any], score_items: dict[str, str]) -> dict[st
     return scores
 
 
-def _lhc_and_our_scores(lhc: LhcPage, instrument_id: str) -> tuple[dict[str, Decimal], dict[str, Decimal], dict[str, Any]]:
+def _lhc_and_our_scores(
+    lhc: LhcPage, instrument_id: str
+) -> tuple[dict[str, Decimal], dict[str, Decimal], dict[str, Any]]:
     """LHC-Forms' scores (displayed and exported must agree), ours for its export, and the export.
 
     Also checks that the export is valid FHIR, is accepted by our scorer without proration, and
@@ -303,11 +307,15 @@ def test_every_item_renders_with_its_answer_options(lhc: LhcPage, instrument_id:
     assert questionnaire["title"] in page.locator(".lhc-form-title").inner_text()
     for question in _questions(questionnaire):
         link_id = question["linkId"]
-        assert question["text"] in page.locator(f'[id="label-{lhc.dom_id(link_id)}"]').inner_text(), f"item {link_id} text"
+        assert question["text"] in page.locator(f'[id="label-{lhc.dom_id(link_id)}"]').inner_text(), (
+            f"item {link_id} text"
+        )
         if question["type"] == "choice":
             options = question["answerOption"]
             item = page.locator(f'[id="item-{lhc.dom_id(link_id)}"]')
-            assert item.locator('input[type="radio"]').count() == len(options), f"item {link_id}: not one radio per option"
+            assert item.locator('input[type="radio"]').count() == len(options), (
+                f"item {link_id}: not one radio per option"
+            )
             for option in options:
                 coding = option["valueCoding"]
                 label = lhc.option_label(link_id, coding["system"], coding["code"])
@@ -355,10 +363,14 @@ def test_filled_by_ui_scores_agree(lhc: LhcPage, answers: AnswerSet) -> None:
     draft = AnswerSet("draft", answers.instrument, {**answers.answers, first: _other_answer(answers, first)}, {})
     _fill_by_ui(lhc, draft)
     draft_shown, draft_ours, _ = _lhc_and_our_scores(lhc, answers.instrument)
-    assert draft_shown == draft_ours, f"LHC-Forms computed {draft_shown} from our Questionnaire, our scorer gives {draft_ours}"
+    assert draft_shown == draft_ours, (
+        f"LHC-Forms computed {draft_shown} from our Questionnaire, our scorer gives {draft_ours}"
+    )
     before = lhc.field("total").input_value()
     _fill_by_ui(lhc, AnswerSet("change", answers.instrument, {first: answers.answers[first]}, {}))
-    lhc.page.wait_for_function("([id, old]) => document.getElementById(id).value !== old", arg=[lhc.dom_id("total"), before])
+    lhc.page.wait_for_function(
+        "([id, old]) => document.getElementById(id).value !== old", arg=[lhc.dom_id("total"), before]
+    )
 
     assert lhc.check_validity() is None
     exported = _assert_scores_agree(lhc, answers)
@@ -479,7 +491,9 @@ def test_text_pack_wording_shows(lhc: LhcPage, instrument_id: str, pack_file: st
         for option in question.get("answerOption", []):
             coding = option["valueCoding"]
             expected = pack.answers.get(coding["code"], coding["display"])
-            assert lhc.option_label(question["linkId"], coding["system"], coding["code"]).inner_text().strip() == expected
+            assert (
+                lhc.option_label(question["linkId"], coding["system"], coding["code"]).inner_text().strip() == expected
+            )
 
     # The re-worded form still scores the same: fill it and compare as for the shipped form.
     # SRS: 7.3+8+9.5+6.2 = 31.0. WAI-SR: 1+5+3x9+5 = 38; Task (1,2,10,12) 1+5+3+5 = 14;

@@ -27,8 +27,18 @@ def run(*args: str, input: str | None = None):  # noqa: A002, ANN201
 
 @pytest.mark.parametrize(
     "command",
-    [[], ["instruments"], ["instruments", "list"], ["instruments", "show"], ["instruments", "check"],
-     ["instruments", "schema"], ["questionnaires"], ["questionnaires", "export"], ["questionnaires", "template"], ["score"]],
+    [
+        [],
+        ["instruments"],
+        ["instruments", "list"],
+        ["instruments", "show"],
+        ["instruments", "check"],
+        ["instruments", "schema"],
+        ["questionnaires"],
+        ["questionnaires", "export"],
+        ["questionnaires", "template"],
+        ["score"],
+    ],
 )
 def test_help(command):
     result = run(*command, "--help")
@@ -37,7 +47,9 @@ def test_help(command):
 
 
 def test_python_dash_m_runs_the_cli():
-    proc = subprocess.run([sys.executable, "-m", "alliance_fhir", "--version"], capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "alliance_fhir", "--version"], capture_output=True, text=True, check=False
+    )
     assert proc.returncode == 0 and proc.stdout.startswith("alliance-fhir ")
 
 
@@ -128,14 +140,20 @@ def test_questionnaires_export(tmp_path):
     assert result.exit_code == 0, result.output
     files = sorted(p.name for p in tmp_path.iterdir())
     assert files == sorted(
-        [f"Questionnaire-{i}.json" for i in shipped_ids()]
-        + ["CodeSystem-alliance-fhir.json", "bundle.json"]
+        [f"Questionnaire-{i}.json" for i in shipped_ids()] + ["CodeSystem-alliance-fhir.json", "bundle.json"]
     )
 
 
 def test_questionnaires_export_with_text_packs(tmp_path):
-    result = run("questionnaires", "export", str(tmp_path), "--text-pack", str(PACKS / "srs-en.json"),
-                 "--text-pack", str(PACKS / "srs-de.json"))
+    result = run(
+        "questionnaires",
+        "export",
+        str(tmp_path),
+        "--text-pack",
+        str(PACKS / "srs-en.json"),
+        "--text-pack",
+        str(PACKS / "srs-de.json"),
+    )
     assert result.exit_code == 0, result.output
     srs = json.loads((tmp_path / "Questionnaire-srs.json").read_text())
     assert srs["item"][0]["text"] == "[licensed wording of SRS line 1]"
@@ -195,8 +213,11 @@ def test_score_missing_file():
 
 def test_score_bundle_input_and_wrong_resource(tmp_path):
     response = json.loads((EXAMPLES / "ors" / "complete.json").read_text())
-    bundle = {"resourceType": "Bundle", "type": "collection",
-              "entry": [{"resource": response}, {"resource": {"resourceType": "Patient", "id": "p"}}]}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [{"resource": response}, {"resource": {"resourceType": "Patient", "id": "p"}}],
+    }
     path = tmp_path / "in.json"
     path.write_text(json.dumps(bundle))
     result = run("score", str(path))

@@ -23,8 +23,11 @@ COMMANDS = ["check", "publish", "sync"]
 @pytest.fixture
 def fake(monkeypatch, tmp_path) -> FakeFhir:
     server = FakeFhir()
-    monkeypatch.setattr(cli_common, "client_factory",
-                        lambda cfg: FhirClient(cfg, transport=httpx.MockTransport(server), sleep=lambda s: None))
+    monkeypatch.setattr(
+        cli_common,
+        "client_factory",
+        lambda cfg: FhirClient(cfg, transport=httpx.MockTransport(server), sleep=lambda s: None),
+    )
     monkeypatch.setenv("ALLIANCE_FHIR_STATE_DB", str(tmp_path / "state.sqlite"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
     monkeypatch.delenv("ALLIANCE_FHIR_SERVER", raising=False)
@@ -42,16 +45,20 @@ def _refuse(request: httpx.Request) -> httpx.Response:
 
 FAULTS = {
     "connection": _refuse,
-    "authentication": lambda r: httpx.Response(401, json={"resourceType": "OperationOutcome",
-                                                          "issue": [{"severity": "error", "diagnostics": "who are you"}]}),
-    "server error": lambda r: httpx.Response(500, json={"resourceType": "OperationOutcome",
-                                                        "issue": [{"severity": "error", "diagnostics": "boom"}]}),
+    "authentication": lambda r: httpx.Response(
+        401, json={"resourceType": "OperationOutcome", "issue": [{"severity": "error", "diagnostics": "who are you"}]}
+    ),
+    "server error": lambda r: httpx.Response(
+        500, json={"resourceType": "OperationOutcome", "issue": [{"severity": "error", "diagnostics": "boom"}]}
+    ),
     "not R4": lambda r: httpx.Response(200, json={"resourceType": "CapabilityStatement", "fhirVersion": "5.0.0"}),
 }
 
 
 @pytest.mark.parametrize("command", [*COMMANDS, "failures"])
-@pytest.mark.parametrize("url", ["ftp://fhir.example.org/fhir", "fhir.example.org", "https://u:pw@fhir.example.org/fhir"])
+@pytest.mark.parametrize(
+    "url", ["ftp://fhir.example.org/fhir", "fhir.example.org", "https://u:pw@fhir.example.org/fhir"]
+)
 def test_configuration_errors_exit_2(fake, command, url):
     result = run(command, "--server", url)
     assert result.exit_code == 2, result.output
@@ -96,16 +103,27 @@ def test_a_failed_response_exits_1_and_keeps_doing_so_until_fixed(fake, make_res
 
 
 def test_a_refused_resource_makes_publish_exit_1(fake):
-    fake.faults.append(lambda r: httpx.Response(422, json={"resourceType": "OperationOutcome", "issue": [
-        {"severity": "error", "diagnostics": "invalid"}]}) if r.method == "PUT" and "CodeSystem" in r.url.path else None)
+    fake.faults.append(
+        lambda r: (
+            httpx.Response(
+                422,
+                json={"resourceType": "OperationOutcome", "issue": [{"severity": "error", "diagnostics": "invalid"}]},
+            )
+            if r.method == "PUT" and "CodeSystem" in r.url.path
+            else None
+        )
+    )
     result = run("publish", "--server", BASE, "--json")
     assert result.exit_code == 1
     assert [r["action"] for r in json.loads(result.stdout) if r["resource_type"] == "CodeSystem"] == ["failed"]
 
 
 def test_publish_verifies_what_came_back(fake):
-    fake.faults.append(lambda r: httpx.Response(201, json={"resourceType": "OperationOutcome", "issue": []})
-                       if r.method == "PUT" else None)
+    fake.faults.append(
+        lambda r: (
+            httpx.Response(201, json={"resourceType": "OperationOutcome", "issue": []}) if r.method == "PUT" else None
+        )
+    )
     result = run("publish", "--server", BASE)
     assert result.exit_code == 2 and "the server answered with OperationOutcome" in result.stderr
 
@@ -115,18 +133,36 @@ def test_failures_dismiss_records_who_and_why(fake, make_response):
     bad["item"][0]["answer"] = [{"valueDecimal": 11}]
     fake.put(bad)
     run("sync", "--server", BASE)
-    assert run("failures", "--server", BASE, "--dismiss", "QuestionnaireResponse/bad").exit_code == 2  # a reason is required
-    done = run("failures", "--server", BASE, "--dismiss", "QuestionnaireResponse/bad", "--reason", "duplicate paper form",
-               "--by", "ops.lee")
-    assert done.exit_code == 0 and "dismissed: QuestionnaireResponse/bad by ops.lee: duplicate paper form" in done.stderr
+    assert (
+        run("failures", "--server", BASE, "--dismiss", "QuestionnaireResponse/bad").exit_code == 2
+    )  # a reason is required
+    done = run(
+        "failures",
+        "--server",
+        BASE,
+        "--dismiss",
+        "QuestionnaireResponse/bad",
+        "--reason",
+        "duplicate paper form",
+        "--by",
+        "ops.lee",
+    )
+    assert (
+        done.exit_code == 0 and "dismissed: QuestionnaireResponse/bad by ops.lee: duplicate paper form" in done.stderr
+    )
     assert run("sync", "--server", BASE).exit_code == 0
     assert run("failures", "--server", BASE, "--dismiss", "nothing-here", "--reason", "x").exit_code == 2
 
 
 def test_sync_json_lists_outstanding_with_response_reason_since(fake, make_response):
     fake.put(make_response("wai-sr", all_items(12, 3), rid="ok"))
-    fake.faults.append(lambda r: httpx.Response(200, json={"resourceType": "OperationOutcome", "issue": []})
-                       if r.method == "POST" and r.url.path.rstrip("/") == "/fhir" else None)
+    fake.faults.append(
+        lambda r: (
+            httpx.Response(200, json={"resourceType": "OperationOutcome", "issue": []})
+            if r.method == "POST" and r.url.path.rstrip("/") == "/fhir"
+            else None
+        )
+    )
     result = run("sync", "--server", BASE, "--json")
     summary = json.loads(result.stdout)
     assert result.exit_code == 1 and summary["written"] == 0 and summary["outstanding_count"] == 1

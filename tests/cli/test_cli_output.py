@@ -30,7 +30,11 @@ BOX = re.compile("[\u2500-\u257f]")  # box drawing
 @pytest.fixture
 def server(monkeypatch, tmp_path) -> FakeFhir:  # noqa: ANN001
     fake = FakeFhir()
-    monkeypatch.setattr(cli_common, "client_factory", lambda cfg: FhirClient(cfg, transport=httpx.MockTransport(fake), sleep=lambda s: None))
+    monkeypatch.setattr(
+        cli_common,
+        "client_factory",
+        lambda cfg: FhirClient(cfg, transport=httpx.MockTransport(fake), sleep=lambda s: None),
+    )
     monkeypatch.setenv("ALLIANCE_FHIR_STATE_DB", str(tmp_path / "state.sqlite"))
     monkeypatch.chdir(tmp_path)
     return fake
@@ -40,14 +44,27 @@ def commands(tmp: Path) -> list[list[str]]:
     """Every command, as an operator would run it (server commands against the fake server)."""
     scores = tmp / "scores.ndjson"
     return [
-        ["instruments", "list"], ["instruments", "show", "srs"], ["instruments", "check"], ["instruments", "schema"],
-        ["questionnaires", "export", str(tmp / "q")], ["questionnaires", "template", "srs"], ["package", "build", str(tmp / "p")],
-        ["score", EXAMPLE, "--format", "table"], ["score", EXAMPLE, "--format", "ndjson"], ["score", EXAMPLE],
-        ["check", "--server", BASE], ["publish", "--server", BASE], ["publish", "--server", BASE, "--dry-run"],
-        ["demo", "--server", BASE], ["sync", "--server", BASE], ["sync", "--server", BASE, "--dry-run"],
-        ["signals", "--server", BASE], ["signals", "--server", BASE, "--tasks", "--dry-run"],
+        ["instruments", "list"],
+        ["instruments", "show", "srs"],
+        ["instruments", "check"],
+        ["instruments", "schema"],
+        ["questionnaires", "export", str(tmp / "q")],
+        ["questionnaires", "template", "srs"],
+        ["package", "build", str(tmp / "p")],
+        ["score", EXAMPLE, "--format", "table"],
+        ["score", EXAMPLE, "--format", "ndjson"],
+        ["score", EXAMPLE],
+        ["check", "--server", BASE],
+        ["publish", "--server", BASE],
+        ["publish", "--server", BASE, "--dry-run"],
+        ["demo", "--server", BASE],
+        ["sync", "--server", BASE],
+        ["sync", "--server", BASE, "--dry-run"],
+        ["signals", "--server", BASE],
+        ["signals", "--server", BASE, "--tasks", "--dry-run"],
         ["report", "--server", BASE, "--patient", "Patient/afdemo-rupture", "--out", str(tmp / "r.png")],
-        ["signals", str(scores)], ["report", str(scores), "--practitioner", "Practitioner/afdemo-t2", "--out", str(tmp / "c.svg")],
+        ["signals", str(scores)],
+        ["report", str(scores), "--practitioner", "Practitioner/afdemo-t2", "--out", str(tmp / "c.svg")],
         ["failures", "--server", BASE],
     ]
 
@@ -65,14 +82,27 @@ def test_every_command_without_a_terminal_writes_plain_lines(server, tmp_path):
 def test_tables_are_tab_separated_lines_without_a_terminal(server):
     result = runner.invoke(app, ["score", EXAMPLE, "--format", "table"])
     title, header, row = result.stdout.splitlines()
-    assert title == "Scores" and header.split("\t") == ["response", "instrument", "total", "subscales", "flags", "rules"]
+    assert title == "Scores" and header.split("\t") == [
+        "response",
+        "instrument",
+        "total",
+        "subscales",
+        "flags",
+        "rules",
+    ]
     assert row.split("\t")[:3] == ["QuestionnaireResponse/example-srs-complete", "srs", "34.2"]
 
 
 JSON_COMMANDS = [
-    ["instruments", "list", "--json"], ["instruments", "show", "wai-sr", "--json"], ["check", "--server", BASE, "--json"],
-    ["publish", "--server", BASE, "--json"], ["demo", "--server", BASE, "--json"], ["sync", "--server", BASE, "--json"],
-    ["sync", "--server", BASE, "--dry-run", "--json"], ["signals", "--server", BASE, "--json"], ["failures", "--server", BASE, "--json"],
+    ["instruments", "list", "--json"],
+    ["instruments", "show", "wai-sr", "--json"],
+    ["check", "--server", BASE, "--json"],
+    ["publish", "--server", BASE, "--json"],
+    ["demo", "--server", BASE, "--json"],
+    ["sync", "--server", BASE, "--json"],
+    ["sync", "--server", BASE, "--dry-run", "--json"],
+    ["signals", "--server", BASE, "--json"],
+    ["failures", "--server", BASE, "--json"],
     ["signals", EXAMPLE, "--json"],
 ]
 
@@ -89,15 +119,24 @@ def test_json_is_one_document_on_one_line(server, args):
 def test_log_format_json_makes_every_stderr_line_a_timestamped_record(server, tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"resourceType": "QuestionnaireResponse", "id": "x", "status": "done"}))
-    for args in (["--log-format", "json", "score", EXAMPLE, str(bad)], ["score", EXAMPLE, str(bad), "--log-format", "json"],
-                 ["sync", "--server", BASE, "-v", "--log-format=json"]):
+    for args in (
+        ["--log-format", "json", "score", EXAMPLE, str(bad)],
+        ["score", EXAMPLE, str(bad), "--log-format", "json"],
+        ["sync", "--server", BASE, "-v", "--log-format=json"],
+    ):
         result = runner.invoke(app, args)
         lines = result.stderr.splitlines()
         assert lines, args
         for line in lines:
             record = json.loads(line)
-            assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", record["time"]) and record["level"] and record["message"]
-    records = [json.loads(line) for line in runner.invoke(app, ["--log-format", "json", "score", str(bad)]).stderr.splitlines()]
+            assert (
+                re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", record["time"])
+                and record["level"]
+                and record["message"]
+            )
+    records = [
+        json.loads(line) for line in runner.invoke(app, ["--log-format", "json", "score", str(bad)]).stderr.splitlines()
+    ]
     assert [(r["level"], r["kind"]) for r in records] == [("error", "error")]
     assert records[0]["message"].startswith("QuestionnaireResponse/x: status 'done'")
 
@@ -105,7 +144,9 @@ def test_log_format_json_makes_every_stderr_line_a_timestamped_record(server, tm
 def test_verbose_text_log_lines_carry_a_timestamp(server):
     result = runner.invoke(app, ["check", "--server", BASE, "-v"])
     http = [line for line in result.stderr.splitlines() if "alliance_fhir.http" in line]
-    assert http and all(re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z INFO alliance_fhir\.http: GET ", line) for line in http)
+    assert http and all(
+        re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z INFO alliance_fhir\.http: GET ", line) for line in http
+    )
 
 
 def test_data_in_a_table_is_never_read_as_markup_or_control_characters(tmp_path):

@@ -21,7 +21,11 @@ runner = CliRunner()
 @pytest.fixture
 def server(monkeypatch, tmp_path) -> FakeFhir:
     fake = FakeFhir()
-    monkeypatch.setattr(cli_common, "client_factory", lambda cfg: FhirClient(cfg, transport=httpx.MockTransport(fake), sleep=lambda s: None))
+    monkeypatch.setattr(
+        cli_common,
+        "client_factory",
+        lambda cfg: FhirClient(cfg, transport=httpx.MockTransport(fake), sleep=lambda s: None),
+    )
     monkeypatch.setenv("ALLIANCE_FHIR_STATE_DB", str(tmp_path / "state.sqlite"))
     monkeypatch.chdir(tmp_path)
     return fake
@@ -53,8 +57,15 @@ def test_check_reports_capabilities(server):
     result = run("check", "--server", BASE, "--json")
     assert result.exit_code == 0, result.output
     checks = {c["check"]: c["ok"] for c in json.loads(result.stdout)["checks"]}
-    assert checks == {"FHIR version": True, "transactions": True, "search responses": True, "conditional update": True,
-                      "conditional create": True, "write mode": True, "credentials": True}
+    assert checks == {
+        "FHIR version": True,
+        "transactions": True,
+        "search responses": True,
+        "conditional update": True,
+        "conditional create": True,
+        "write mode": True,
+        "credentials": True,
+    }
     mode = next(c["detail"] for c in json.loads(result.stdout)["checks"] if c["check"] == "write mode")
     assert mode == "transaction: the server offers transactions and conditional update on Observation"
 
@@ -65,7 +76,10 @@ def test_check_says_a_server_without_transactions_gets_batches(server, monkeypat
     assert result.exit_code == 0
     checks = {c["check"]: (c["ok"], c["detail"]) for c in json.loads(result.stdout)["checks"]}
     assert checks["transactions"][0] is False
-    assert checks["write mode"][1] == "batch: the server offers batches (no transactions) and conditional update on Observation"
+    assert (
+        checks["write mode"][1]
+        == "batch: the server offers batches (no transactions) and conditional update on Observation"
+    )
 
 
 def test_check_flags_a_server_without_search(server, monkeypatch):
@@ -78,7 +92,11 @@ def test_check_unreachable_server_is_exit_2(monkeypatch):
     def refuse(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("refused")
 
-    monkeypatch.setattr(cli_common, "client_factory", lambda cfg: FhirClient(cfg, transport=httpx.MockTransport(refuse), sleep=lambda s: None))
+    monkeypatch.setattr(
+        cli_common,
+        "client_factory",
+        lambda cfg: FhirClient(cfg, transport=httpx.MockTransport(refuse), sleep=lambda s: None),
+    )
     result = run("check", "--server", BASE)
     assert result.exit_code == 2 and "ConnectError" in result.stderr
 

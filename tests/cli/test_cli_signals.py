@@ -31,7 +31,9 @@ def demo_files(tmp_path: Path, catalog) -> Path:  # noqa: ANN001
             obs = build_observation(score_response(resource, catalog), resource)
             resources.append(dict(obs, id=f"obs-{resource['id']}"))
     path = tmp_path / "demo.json"
-    path.write_text(json.dumps({"resourceType": "Bundle", "type": "collection", "entry": [{"resource": r} for r in resources]}))
+    path.write_text(
+        json.dumps({"resourceType": "Bundle", "type": "collection", "entry": [{"resource": r} for r in resources]})
+    )
     return path
 
 
@@ -66,12 +68,16 @@ def test_report_png_and_html(demo_files, tmp_path):
     html = tmp_path / "r.html"
     runner.invoke(app, ["report", str(demo_files), "--patient", "Patient/afdemo-rupture", "--out", str(html)])
     text = html.read_text()
-    assert "data:image/png;base64," in text and "http://" not in text.split("<body", 1)[1].replace("http://alliance-fhir.org", "")
+    assert "data:image/png;base64," in text and "http://" not in text.split("<body", 1)[1].replace(
+        "http://alliance-fhir.org", ""
+    )
 
 
 def test_report_practitioner_view(demo_files, tmp_path):
     html = tmp_path / "caseload.html"
-    result = runner.invoke(app, ["report", str(demo_files), "--practitioner", "Practitioner/afdemo-t2", "--out", str(html)])
+    result = runner.invoke(
+        app, ["report", str(demo_files), "--practitioner", "Practitioner/afdemo-t2", "--out", str(html)]
+    )
     assert result.exit_code == 0, result.output
     assert "afdemo-early-low" in html.read_text()
 
@@ -83,7 +89,11 @@ def test_report_needs_one_subject(demo_files):
 
 def test_demo_writes_signals_and_reruns_write_nothing(monkeypatch, tmp_path):
     fake = FakeFhir()
-    monkeypatch.setattr(cli_common, "client_factory", lambda cfg: FhirClient(cfg, transport=httpx.MockTransport(fake), sleep=lambda s: None))
+    monkeypatch.setattr(
+        cli_common,
+        "client_factory",
+        lambda cfg: FhirClient(cfg, transport=httpx.MockTransport(fake), sleep=lambda s: None),
+    )
     monkeypatch.setenv("ALLIANCE_FHIR_STATE_DB", str(tmp_path / "state.sqlite"))
     demo = runner.invoke(app, ["demo", "--server", BASE, "--json"])
     assert demo.exit_code == 0, demo.output
@@ -99,8 +109,13 @@ def test_demo_writes_signals_and_reruns_write_nothing(monkeypatch, tmp_path):
     assert len(fake.store["DetectedIssue"]) == len(issues)
 
 
-@pytest.mark.parametrize("suffix, magic", [(".html", b"<!DOCTYPE html>"), (".png", b"\x89PNG\r\n\x1a\n"), (".svg", b"<?xml"), (".pdf", b"%PDF-")])
-@pytest.mark.parametrize("view", [["--patient", "Patient/afdemo-rupture"], ["--practitioner", "Practitioner/afdemo-t2"]])
+@pytest.mark.parametrize(
+    "suffix, magic",
+    [(".html", b"<!DOCTYPE html>"), (".png", b"\x89PNG\r\n\x1a\n"), (".svg", b"<?xml"), (".pdf", b"%PDF-")],
+)
+@pytest.mark.parametrize(
+    "view", [["--patient", "Patient/afdemo-rupture"], ["--practitioner", "Practitioner/afdemo-t2"]]
+)
 def test_report_writes_the_format_its_suffix_names_for_both_views(demo_files, tmp_path, view, suffix, magic):
     target = tmp_path / f"report{suffix.upper() if suffix == '.pdf' else suffix}"  # the suffix is read case-blind
     result = runner.invoke(app, ["report", str(demo_files), *view, "--out", str(target)])
@@ -115,8 +130,14 @@ def test_report_writes_the_format_its_suffix_names_for_both_views(demo_files, tm
 @pytest.mark.parametrize("name", ["report.jpg", "report", "report.txt", "report.png.gz"])
 def test_report_refuses_a_suffix_it_cannot_write_before_doing_any_work(demo_files, tmp_path, name):
     target = tmp_path / name
-    result = runner.invoke(app, ["report", str(demo_files), "--patient", "Patient/afdemo-rupture", "--out", str(target)])
-    assert result.exit_code == 2 and "unknown report format" in result.stderr and ".html, .png, .svg or .pdf" in result.stderr
+    result = runner.invoke(
+        app, ["report", str(demo_files), "--patient", "Patient/afdemo-rupture", "--out", str(target)]
+    )
+    assert (
+        result.exit_code == 2
+        and "unknown report format" in result.stderr
+        and ".html, .png, .svg or .pdf" in result.stderr
+    )
     assert not target.exists()
 
 
@@ -124,13 +145,19 @@ def test_image_reports_are_the_same_bytes_for_the_same_data(demo_files, tmp_path
     for suffix in (".svg", ".pdf", ".png"):
         paths = [tmp_path / f"a{suffix}", tmp_path / f"b{suffix}"]
         for path in paths:
-            runner.invoke(app, ["report", str(demo_files), "--practitioner", "Practitioner/afdemo-t2", "--out", str(path)])
+            runner.invoke(
+                app, ["report", str(demo_files), "--practitioner", "Practitioner/afdemo-t2", "--out", str(path)]
+            )
         assert paths[0].read_bytes() == paths[1].read_bytes(), suffix
 
 
 def _fake_server(monkeypatch, tmp_path) -> FakeFhir:  # noqa: ANN001
     fake = FakeFhir()
-    monkeypatch.setattr(cli_common, "client_factory", lambda cfg: FhirClient(cfg, transport=httpx.MockTransport(fake), sleep=lambda s: None))
+    monkeypatch.setattr(
+        cli_common,
+        "client_factory",
+        lambda cfg: FhirClient(cfg, transport=httpx.MockTransport(fake), sleep=lambda s: None),
+    )
     monkeypatch.setenv("ALLIANCE_FHIR_STATE_DB", str(tmp_path / "state.sqlite"))
     return fake
 
@@ -145,7 +172,16 @@ def test_signals_json_lists_every_signal_on_one_line(monkeypatch, tmp_path):
     issues = {i["identifier"][0]["value"]: i for i in fake.store["DetectedIssue"].values()}
     assert len(listing) == len(issues) > 0
     for signal in listing:
-        assert set(signal) >= {"subject", "instrument", "kind", "status", "severity", "opened", "detail", "detected_issue"}
+        assert set(signal) >= {
+            "subject",
+            "instrument",
+            "kind",
+            "status",
+            "severity",
+            "opened",
+            "detail",
+            "detected_issue",
+        }
         issue = issues[signal["identifier"]]
         assert signal["detected_issue"] == f"DetectedIssue/{issue['id']}"
         assert (signal["subject"], signal["severity"]) == (issue["patient"]["reference"], issue["severity"])
@@ -157,7 +193,11 @@ def test_tasks_follow_their_signal_withdrawn_cancels_resolved_notes(monkeypatch,
     assert runner.invoke(app, ["demo", "--server", BASE, "--json"]).exit_code == 0
     assert runner.invoke(app, ["signals", "--server", BASE, "--tasks"]).exit_code == 0
     tasks = {t["identifier"][0]["value"]: t for t in fake.store["Task"].values()}
-    active = [i for i in fake.store["DetectedIssue"].values() if i["status"] == "final" and i["identifier"][0]["value"] in tasks]
+    active = [
+        i
+        for i in fake.store["DetectedIssue"].values()
+        if i["status"] == "final" and i["identifier"][0]["value"] in tasks
+    ]
     assert active
     # withdraw the scores behind one active signal: its Observations become entered-in-error
     issue = active[0]
@@ -186,7 +226,12 @@ def test_report_without_matplotlib_says_which_extra_to_install(demo_files, monke
     monkeypatch.setitem(sys.modules, "matplotlib.axes", None)
     monkeypatch.delitem(sys.modules, "alliance_fhir.signals.report", raising=False)
     monkeypatch.delattr(alliance_fhir.signals, "report", raising=False)  # else `from ..signals import report` finds it
-    result = runner.invoke(app, ["report", str(demo_files), "--patient", "Patient/x", "--out", str(tmp_path / "r.html")])
+    result = runner.invoke(
+        app, ["report", str(demo_files), "--patient", "Patient/x", "--out", str(tmp_path / "r.html")]
+    )
     assert result.exit_code == 2
-    assert result.stderr.strip() == "error: reports need matplotlib, an optional extra: pip install 'alliance-fhir[report]'"
+    assert (
+        result.stderr.strip()
+        == "error: reports need matplotlib, an optional extra: pip install 'alliance-fhir[report]'"
+    )
     assert not (tmp_path / "r.html").exists()

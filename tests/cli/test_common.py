@@ -49,7 +49,11 @@ def test_the_group_turns_a_library_error_into_one_line_and_its_code():
 
     @demo.command()
     def fail(kind: str) -> None:
-        raise (errors.InputError("bad.json", "not JSON") if kind == "input" else errors.ConfigError("no FHIR server configured"))
+        raise (
+            errors.InputError("bad.json", "not JSON")
+            if kind == "input"
+            else errors.ConfigError("no FHIR server configured")
+        )
 
     @demo.command()
     def other() -> None:  # a second command, so that typer keeps the group
@@ -65,7 +69,11 @@ def test_demo_with_an_unreachable_server_is_one_line_and_exit_2(monkeypatch, tmp
     def refuse(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("connection refused", request=request)
 
-    monkeypatch.setattr(cli_common, "client_factory", lambda cfg: FhirClient(cfg, transport=httpx.MockTransport(refuse), sleep=lambda s: None))
+    monkeypatch.setattr(
+        cli_common,
+        "client_factory",
+        lambda cfg: FhirClient(cfg, transport=httpx.MockTransport(refuse), sleep=lambda s: None),
+    )
     result = runner.invoke(app, ["demo", "--server", "http://127.0.0.1:9/fhir", "--state", str(tmp_path / "s.sqlite")])
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == result.stderr.splitlines()[-1:]
@@ -74,7 +82,9 @@ def test_demo_with_an_unreachable_server_is_one_line_and_exit_2(monkeypatch, tmp
 def test_sync_with_an_unusable_state_file_is_exit_2(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    result = runner.invoke(app, ["sync", "--server", "http://127.0.0.1:9/fhir", "--state", str(blocker / "state.sqlite")])
+    result = runner.invoke(
+        app, ["sync", "--server", "http://127.0.0.1:9/fhir", "--state", str(blocker / "state.sqlite")]
+    )
     assert result.exit_code == 2 and result.stderr.startswith("error: ") and "Traceback" not in result.output
 
 

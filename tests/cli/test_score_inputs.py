@@ -39,8 +39,14 @@ def example(instrument: str = "srs") -> dict:
 
 
 def cli(*args: str, timeout: float = 60, **kwargs) -> subprocess.CompletedProcess[str]:  # noqa: ANN003
-    return subprocess.run([sys.executable, "-m", "alliance_fhir", "score", *args], capture_output=True, text=True, timeout=timeout,
-                          check=False, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "alliance_fhir", "score", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        **kwargs,
+    )
 
 
 def test_a_pretty_printed_file_with_a_byte_order_mark_is_one_error(tmp_path):
@@ -48,8 +54,10 @@ def test_a_pretty_printed_file_with_a_byte_order_mark_is_one_error(tmp_path):
     path.write_bytes(b"\xef\xbb\xbf" + json.dumps(example(), indent=2).encode())
     result = run("score", str(path), "--format", "ndjson")
     assert result.exit_code == 1 and result.stdout == ""
-    assert errors(result.stderr) == [f"error: {path}: starts with a UTF-8 byte order mark, which JSON does not allow "
-                                     "(RFC 8259 section 8.1): save it without one"]
+    assert errors(result.stderr) == [
+        f"error: {path}: starts with a UTF-8 byte order mark, which JSON does not allow "
+        "(RFC 8259 section 8.1): save it without one"
+    ]
 
 
 def test_a_pretty_printed_file_with_trailing_garbage_is_one_error(tmp_path):
@@ -59,7 +67,9 @@ def test_a_pretty_printed_file_with_trailing_garbage_is_one_error(tmp_path):
     result = run("score", str(path), "--format", "ndjson")
     assert result.exit_code == 1 and result.stdout == ""
     line = text.count("\n") + 2
-    assert errors(result.stderr) == [f"error: {path}: malformed JSON: unexpected content after the JSON value at line {line} column 1"]
+    assert errors(result.stderr) == [
+        f"error: {path}: malformed JSON: unexpected content after the JSON value at line {line} column 1"
+    ]
 
 
 def test_stdin_pretty_printed_and_broken_is_one_error():
@@ -81,7 +91,10 @@ def test_a_json_file_of_ndjson_lines_is_still_read_line_by_line(tmp_path):
 @pytest.mark.parametrize(
     ("document", "reason"),
     [
-        ('{"resourceType": "QuestionnaireResponse", "item": ' + "[" * 3000 + "]" * 3000 + "}", "nested deeper than 1024 levels"),
+        (
+            '{"resourceType": "QuestionnaireResponse", "item": ' + "[" * 3000 + "]" * 3000 + "}",
+            "nested deeper than 1024 levels",
+        ),
         ('{"resourceType": "QuestionnaireResponse", "x": ' + "9" * 5000 + "}", "a number literal out of range"),
     ],
 )
@@ -90,7 +103,9 @@ def test_the_readers_limits_are_one_clear_input_error(tmp_path, document, reason
     path.write_text(document)
     result = run("score", str(path), "--format", "ndjson")
     assert result.exit_code == 1 and "Traceback" not in result.output
-    assert len(errors(result.stderr)) == 1 and errors(result.stderr)[0].startswith(f"error: {path}: malformed JSON: {reason}")
+    assert len(errors(result.stderr)) == 1 and errors(result.stderr)[0].startswith(
+        f"error: {path}: malformed JSON: {reason}"
+    )
 
 
 def test_a_searchset_honours_search_mode(tmp_path):
@@ -101,8 +116,13 @@ def test_a_searchset_honours_search_mode(tmp_path):
         "entry": [
             {"resource": response, "search": {"mode": "match"}},
             {"resource": {"resourceType": "Patient", "id": "p1"}, "search": {"mode": "include"}},
-            {"resource": {"resourceType": "OperationOutcome", "issue": [{"severity": "warning", "code": "informational"}]},
-             "search": {"mode": "outcome"}},
+            {
+                "resource": {
+                    "resourceType": "OperationOutcome",
+                    "issue": [{"severity": "warning", "code": "informational"}],
+                },
+                "search": {"mode": "outcome"},
+            },
         ],
     }
     path = tmp_path / "searchset.json"
@@ -113,7 +133,11 @@ def test_a_searchset_honours_search_mode(tmp_path):
 
 
 def test_a_collection_bundle_still_reports_what_is_not_a_response(tmp_path):
-    bundle = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": {"resourceType": "Patient", "id": "p1"}, "search": {"mode": "include"}}]}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [{"resource": {"resourceType": "Patient", "id": "p1"}, "search": {"mode": "include"}}],
+    }
     path = tmp_path / "collection.json"
     path.write_text(json.dumps(bundle))
     result = run("score", str(path), "--format", "ndjson")
@@ -129,12 +153,16 @@ def test_a_fifo_named_json_is_refused_not_waited_on(tmp_path):
     for target in (folder, folder / "pipe.json"):
         proc = cli(str(target), "--format", "ndjson", timeout=60)  # a hang fails here with TimeoutExpired
         assert proc.returncode == 1
-        assert errors(proc.stderr) == [f"error: {folder / 'pipe.json'}: not a regular file (a FIFO); refused (use - to read standard input)"]
+        assert errors(proc.stderr) == [
+            f"error: {folder / 'pipe.json'}: not a regular file (a FIFO); refused (use - to read standard input)"
+        ]
     assert len(cli(str(folder), "--format", "ndjson").stdout.splitlines()) == 1
 
 
 def test_an_unreadable_sub_folder_is_an_error_not_skipped():
-    folder = Path(tempfile.mkdtemp(prefix="alliance-unreadable-"))  # not under pytest's private tmp: the child drops root
+    folder = Path(
+        tempfile.mkdtemp(prefix="alliance-unreadable-")
+    )  # not under pytest's private tmp: the child drops root
     folder.chmod(0o755)
     (folder / "a.json").write_text(json.dumps(example()))
     locked = folder / "locked"
@@ -142,7 +170,11 @@ def test_an_unreadable_sub_folder_is_an_error_not_skipped():
     (locked / "b.json").write_text(json.dumps(example()))
     locked.chmod(0o000)
     try:
-        found = _as_unprivileged_user(lambda: [(label, str(doc) if isinstance(doc, InputError) else "ok") for label, doc in read_inputs([str(folder)])])
+        found = _as_unprivileged_user(
+            lambda: [
+                (label, str(doc) if isinstance(doc, InputError) else "ok") for label, doc in read_inputs([str(folder)])
+            ]
+        )
     finally:
         locked.chmod(0o755)
         shutil.rmtree(folder)

@@ -24,14 +24,25 @@ def score(*args: str, limit: int | None = None, stdin: bytes | None = None) -> s
         if limit is not None:
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
-    return subprocess.run([sys.executable, "-m", "alliance_fhir", "score", *args], capture_output=True, check=False, cwd=ROOT,
-                          timeout=300, preexec_fn=cap, input=stdin)
+    return subprocess.run(
+        [sys.executable, "-m", "alliance_fhir", "score", *args],
+        capture_output=True,
+        check=False,
+        cwd=ROOT,
+        timeout=300,
+        preexec_fn=cap,
+        input=stdin,
+    )
 
 
 def big_file(path: Path, n: int) -> int:
     """n SRS responses, each with a large narrative: a file of n * ~51 kB."""
     srs = load_catalog(include_shipped=True).get("srs")
-    narrative = b',"text":{"status":"generated","div":"<div xmlns=\\"http://www.w3.org/1999/xhtml\\">' + b"x" * PADDING + b'</div>"}}'
+    narrative = (
+        b',"text":{"status":"generated","div":"<div xmlns=\\"http://www.w3.org/1999/xhtml\\">'
+        + b"x" * PADDING
+        + b'</div>"}}'
+    )
     with path.open("wb") as out:
         for line in lines(srs, n):
             out.write(line.rstrip(b"\n")[:-1] + narrative + b"\n")

@@ -35,7 +35,10 @@ def test_questionnaire_metadata(catalog):
     assert [i["linkId"] for i in questions] == [str(n) for n in range(1, 13)]  # published order
     option = questions[0]["answerOption"][0]
     urls = {e["url"]: e["valueDecimal"] for e in option["extension"]}
-    assert urls == {"http://hl7.org/fhir/StructureDefinition/ordinalValue": 1, "http://hl7.org/fhir/StructureDefinition/itemWeight": 1}
+    assert urls == {
+        "http://hl7.org/fhir/StructureDefinition/ordinalValue": 1,
+        "http://hl7.org/fhir/StructureDefinition/itemWeight": 1,
+    }
     assert option["valueCoding"]["display"] == "Seldom"
 
 
@@ -50,7 +53,11 @@ def test_vas_items_are_decimal_sliders(catalog):
 
 def test_score_items_are_read_only_calculated(catalog):
     items = {i["linkId"]: i for i in walk_items(catalog.get("wai-sr").questionnaire["item"])}
-    assert [i["linkId"] for i in items["total"]["item"]] == ["task", "bond", "goal"]  # subscales nested under the total (SDC component)
+    assert [i["linkId"] for i in items["total"]["item"]] == [
+        "task",
+        "bond",
+        "goal",
+    ]  # subscales nested under the total (SDC component)
     for link in ("total", "task", "bond", "goal"):
         assert items[link]["readOnly"] is True
         assert items[link]["extension"][0]["url"].endswith("sdc-questionnaire-calculatedExpression")
@@ -77,7 +84,8 @@ def test_second_pack_adds_translation_extensions(catalog):
     translation = q["item"][1]["_text"]["extension"][0]
     assert translation["url"] == TRANSLATION
     assert translation["extension"] == [
-        {"url": "lang", "valueCode": "de"}, {"url": "content", "valueString": "[deutscher Wortlaut der SRS-Linie 2]"}
+        {"url": "lang", "valueCode": "de"},
+        {"url": "content", "valueString": "[deutscher Wortlaut der SRS-Linie 2]"},
     ]
     validate_resource(q)
 

@@ -60,7 +60,11 @@ def files(tgz: bytes) -> dict[str, bytes]:
 
 
 def resources_in(files: dict[str, bytes]) -> dict[str, dict[str, Any]]:
-    return {name: json.loads(data) for name, data in files.items() if name not in ("package/package.json", "package/.index.json")}
+    return {
+        name: json.loads(data)
+        for name, data in files.items()
+        if name not in ("package/package.json", "package/.index.json")
+    }
 
 
 # ---------------------------------------------------------------- layout and manifest
@@ -77,8 +81,16 @@ def test_layout_is_one_package_folder_with_manifest_index_and_resources(files):
     assert by_type["CodeSystem"] == ["alliance-fhir"]
     assert sorted(by_type["ValueSet"]) == ["haq-ii-answers", "wai-sr-answers"]  # the VAS forms have no coded answers
     assert sorted(by_type["ObservationDefinition"]) == [
-        "cors-total", "csrs-total", "gsrs-total", "haq-ii-total", "ors-total", "srs-total",
-        "wai-sr-bond", "wai-sr-goal", "wai-sr-task", "wai-sr-total",
+        "cors-total",
+        "csrs-total",
+        "gsrs-total",
+        "haq-ii-total",
+        "ors-total",
+        "srs-total",
+        "wai-sr-bond",
+        "wai-sr-goal",
+        "wai-sr-task",
+        "wai-sr-total",
     ]
     assert set(by_type) == {"Questionnaire", "CodeSystem", "ValueSet", "ObservationDefinition"}
 
@@ -135,7 +147,9 @@ def test_another_version_changes_only_the_manifest(catalog, files):
     assert {n for n in other if other[n] != files[n]} == {"package/package.json"}
 
 
-@pytest.mark.parametrize(("name", "version"), [("Alliance.Content", "1.0.0"), ("alliance", "1.0.0"), (PACKAGE_NAME, "1.0")])
+@pytest.mark.parametrize(
+    ("name", "version"), [("Alliance.Content", "1.0.0"), ("alliance", "1.0.0"), (PACKAGE_NAME, "1.0")]
+)
 def test_bad_name_or_version_is_refused(catalog, name, version):
     with pytest.raises(AllianceFhirError, match="package"):
         package_files(package_resources(catalog), version, name=name)
@@ -148,7 +162,11 @@ def test_questionnaires_and_codesystem_are_byte_identical_to_the_export(files, t
     result = runner.invoke(app, ["questionnaires", "export", str(tmp_path)])
     assert result.exit_code == 0, result.output
     exported = {p.name: p.read_bytes() for p in tmp_path.glob("*.json")}
-    packaged = {n.removeprefix("package/"): d for n, d in files.items() if n.split("/")[1].startswith(("Questionnaire-", "CodeSystem-"))}
+    packaged = {
+        n.removeprefix("package/"): d
+        for n, d in files.items()
+        if n.split("/")[1].startswith(("Questionnaire-", "CodeSystem-"))
+    }
     assert packaged == exported
 
 
@@ -157,9 +175,10 @@ def test_text_packs_reach_the_package_as_they_reach_the_export(catalog):
     packaged = package_files(package_resources(catalog, [pack]), VERSION)
     srs = json.loads(packaged["package/Questionnaire-srs.json"])
     assert srs["item"][0]["text"] == "[licensed wording of SRS line 1]"
-    assert packaged["package/Questionnaire-srs.json"] == resource_json(
-        next(r for r in content_resources(catalog, [pack]) if r["id"] == "srs")
-    ).encode()
+    assert (
+        packaged["package/Questionnaire-srs.json"]
+        == resource_json(next(r for r in content_resources(catalog, [pack]) if r["id"] == "srs")).encode()
+    )
 
 
 # ---------------------------------------------------------------- ValueSets
@@ -217,12 +236,18 @@ def test_observation_definition_matches_the_observations_we_write(catalog, files
         unit = definition["quantitativeDetails"]["unit"]["coding"][0]
         quantity = part["valueQuantity"]
         assert (unit["system"], unit["code"]) == (quantity["system"], quantity["code"]) == (UCUM, "{score}")
-        assert definition["method"]["coding"][0] | {"display": None} == observation["method"]["coding"][0] | {"display": None}
+        assert definition["method"]["coding"][0] | {"display": None} == observation["method"]["coding"][0] | {
+            "display": None
+        }
         absolute = definition["qualifiedInterval"][0]
         assert absolute["category"] == "absolute"
         assert absolute["range"] == {"low": part["referenceRange"][0]["low"], "high": part["referenceRange"][0]["high"]}
-        assert definition["identifier"] == [{"system": "http://alliance-fhir.org/fhir/sid/observation-definition",
-                                             "value": f"{mapping.questionnaire}#{scale.id}"}]
+        assert definition["identifier"] == [
+            {
+                "system": "http://alliance-fhir.org/fhir/sid/observation-definition",
+                "value": f"{mapping.questionnaire}#{scale.id}",
+            }
+        ]
 
 
 @pytest.mark.parametrize(
@@ -249,7 +274,9 @@ def test_c2_cutoff_is_a_reference_interval_on_the_unflagged_side(files, instrume
     assert not [i for i in doc["qualifiedInterval"] if i["category"] == "critical"]
 
 
-@pytest.mark.parametrize("definition", ["wai-sr-total", "wai-sr-bond", "haq-ii-total", "csrs-total", "gsrs-total", "cors-total"])
+@pytest.mark.parametrize(
+    "definition", ["wai-sr-total", "wai-sr-bond", "haq-ii-total", "csrs-total", "gsrs-total", "cors-total"]
+)
 def test_no_cutoff_no_reference_interval(files, definition):
     doc = json.loads(files[f"package/ObservationDefinition-{definition}.json"])
     assert [i["category"] for i in doc["qualifiedInterval"]] == ["absolute"]
@@ -260,7 +287,11 @@ def test_only_c2_cutoffs_become_intervals(catalog):
     weak = srs.mapping.model_copy(deep=True)
     cut = weak.scales[0].cutoffs[0].model_copy(update={"confidence": "C1"})
     weak = weak.model_copy(update={"scales": [weak.scales[0].model_copy(update={"cutoffs": [cut]})]})
-    fake = Catalog(instruments={srs.canonical: type(srs)(srs.questionnaire, weak, srs.items, srs.link_ids, srs.score_link_ids, srs.source)})
+    fake = Catalog(
+        instruments={
+            srs.canonical: type(srs)(srs.questionnaire, weak, srs.items, srs.link_ids, srs.score_link_ids, srs.source)
+        }
+    )
     (definition,) = [r for r in definition_resources(fake) if r["resourceType"] == "ObservationDefinition"]
     assert [i["category"] for i in definition["qualifiedInterval"]] == ["absolute"]
 
@@ -279,12 +310,17 @@ def test_wai_sr_subscales_are_components_of_the_total(catalog):
     for child in total["item"]:
         relation = [e for e in child["extension"] if e["url"] == OBSERVATION_EXTRACT]
         assert relation == [{"url": OBSERVATION_EXTRACT, "valueCode": "component"}]
-    assert [e for e in total["extension"] if e["url"] == OBSERVATION_EXTRACT] == [{"url": OBSERVATION_EXTRACT, "valueBoolean": True}]
+    assert [e for e in total["extension"] if e["url"] == OBSERVATION_EXTRACT] == [
+        {"url": OBSERVATION_EXTRACT, "valueBoolean": True}
+    ]
 
 
 def test_srs_total_item_carries_project_and_snomed_codes(catalog):
     total = next(i for i in catalog.get("srs").questionnaire["item"] if i["linkId"] == "total")
-    assert [(c["system"], c["code"]) for c in total["code"]] == [(PROJECT_CODESYSTEM, "srs-total"), ("http://snomed.info/sct", "720482000")]
+    assert [(c["system"], c["code"]) for c in total["code"]] == [
+        (PROJECT_CODESYSTEM, "srs-total"),
+        ("http://snomed.info/sct", "720482000"),
+    ]
 
 
 def test_if_none_exist_names_the_response_and_the_total_code(catalog):
@@ -306,7 +342,10 @@ def test_if_none_exist_names_the_response_and_the_total_code(catalog):
         (lambda total: total["item"][2].update(text="Goal"), "item 'goal': text must be the score's display"),
         (lambda total: total["extension"].pop(), "item 'total': observationExtractEntry must be ifNoneExist"),
         (lambda total: total["extension"].pop(1), "item 'total': questionnaire-unit must be UCUM {score}"),
-        (lambda total: total["extension"].pop(3), "observation-extract-category must be survey and therapeutic-alliance"),
+        (
+            lambda total: total["extension"].pop(3),
+            "observation-extract-category must be survey and therapeutic-alliance",
+        ),
     ],
 )
 def test_extraction_problems_are_explained(catalog, change, problem):
@@ -321,9 +360,17 @@ def test_extraction_problems_are_explained(catalog, change, problem):
 def test_nested_score_items_still_score_and_validate(catalog, make_response):
     """A filler's response nests the subscales under the total's answer (R4: children of a question)."""
     response = make_response("wai-sr", all_items(12, 4))
-    response["item"].append({"linkId": "total", "answer": [{"valueDecimal": 48, "item": [
-        {"linkId": link, "answer": [{"valueDecimal": 16}]} for link in ("task", "bond", "goal")
-    ]}]})
+    response["item"].append(
+        {
+            "linkId": "total",
+            "answer": [
+                {
+                    "valueDecimal": 48,
+                    "item": [{"linkId": link, "answer": [{"valueDecimal": 16}]} for link in ("task", "bond", "goal")],
+                }
+            ],
+        }
+    )
     validate_resource(response)
     result = score_response(response, catalog)
     assert {s.scale.id: s.value for s in result.scores} == {"total": 48, "task": 16, "bond": 16, "goal": 16}

@@ -52,7 +52,13 @@ def test_codesystem_defines_every_project_code(catalog):
     codesystem = next(cs for cs in catalog.codesystems if cs["id"] == "alliance-fhir")
     defined = {c["code"] for c in codesystem["concept"]}
     used = {c.code for i in catalog for s in i.mapping.scales for c in s.codes if c.system == codesystem["url"]}
-    used |= {code for i in catalog for spec in i.items.values() for (system, code) in spec.options if system == codesystem["url"]}
+    used |= {
+        code
+        for i in catalog
+        for spec in i.items.values()
+        for (system, code) in spec.options
+        if system == codesystem["url"]
+    }
     used |= {i.id for i in catalog} | {f"{i.id}-scoring" for i in catalog}
     assert used <= defined
     assert len(defined) == len(codesystem["concept"]), "codes are unique"
@@ -139,7 +145,9 @@ def problems_after(tmp_path: Path, file: str, change) -> list[str]:  # noqa: ANN
 
 
 def test_scored_link_id_must_exist(tmp_path):
-    problems = problems_after(tmp_path, "mappings/test-alliance.json", lambda m: m["scales"][1].update(items=["b1", "b3"]))
+    problems = problems_after(
+        tmp_path, "mappings/test-alliance.json", lambda m: m["scales"][1].update(items=["b1", "b3"])
+    )
     assert any("scored item 'b3' does not exist in the Questionnaire" in p for p in problems)
 
 
@@ -165,19 +173,30 @@ def test_answer_values_must_fit_the_item_scale(tmp_path):
 
 
 def test_url_version_must_match(tmp_path):
-    problems = problems_after(tmp_path, "mappings/test-alliance.json", lambda m: m.update(questionnaire=m["questionnaire"] + ".1"))
-    assert any("names Questionnaire http://example.org/Questionnaire/test-alliance|2.0.1, which is not loaded" in p for p in problems)
+    problems = problems_after(
+        tmp_path, "mappings/test-alliance.json", lambda m: m.update(questionnaire=m["questionnaire"] + ".1")
+    )
+    assert any(
+        "names Questionnaire http://example.org/Questionnaire/test-alliance|2.0.1, which is not loaded" in p
+        for p in problems
+    )
     assert any("versions found: http://example.org/Questionnaire/test-alliance|2.0" in p for p in problems)
 
 
 def test_score_codes_must_be_unique(tmp_path):
     srs_code = {"system": "http://alliance-fhir.org/fhir/CodeSystem/alliance-fhir", "code": "srs-total"}
-    problems = problems_after(tmp_path, "mappings/test-alliance.json", lambda m: m["scales"][0].update(codes=[srs_code]))
-    assert any("code http://alliance-fhir.org/fhir/CodeSystem/alliance-fhir|srs-total is also used by" in p for p in problems)
+    problems = problems_after(
+        tmp_path, "mappings/test-alliance.json", lambda m: m["scales"][0].update(codes=[srs_code])
+    )
+    assert any(
+        "code http://alliance-fhir.org/fhir/CodeSystem/alliance-fhir|srs-total is also used by" in p for p in problems
+    )
 
 
 def test_mapping_schema_errors_are_explained(tmp_path):
-    problems = problems_after(tmp_path, "mappings/test-alliance.json", lambda m: m["scales"][0].update(aggregation="median"))
+    problems = problems_after(
+        tmp_path, "mappings/test-alliance.json", lambda m: m["scales"][0].update(aggregation="median")
+    )
     assert any("invalid mapping: scales.0.aggregation" in p for p in problems)
 
 
@@ -240,5 +259,8 @@ def test_the_headline_scale_is_explicit_and_listed_first(tmp_path):
     assert "headline" not in CliRunner().invoke(app, ["instruments", "check", str(folder)]).stderr
     mapping["headline"] = "overall"
     (folder / "mappings" / "wai-sr-copy.json").write_text(json.dumps(mapping))
-    assert "the headline scale 'overall' is not among the scales" in CliRunner().invoke(app, ["instruments", "check", str(folder)]).stderr
+    assert (
+        "the headline scale 'overall' is not among the scales"
+        in CliRunner().invoke(app, ["instruments", "check", str(folder)]).stderr
+    )
     shutil.rmtree(folder)

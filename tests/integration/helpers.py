@@ -28,8 +28,11 @@ def errors(outcome: dict[str, Any]) -> list[str]:
 
 def validate(c: FhirClient, resource: dict[str, Any]) -> dict[str, Any]:
     """``POST Type/$validate`` (HAPI answers 200 with an OperationOutcome, errors or not)."""
-    response = c._http.post(f"{c.base_url}/{resource['resourceType']}/$validate", json=resource,
-                            headers={"Content-Type": "application/fhir+json"})
+    response = c._http.post(
+        f"{c.base_url}/{resource['resourceType']}/$validate",
+        json=resource,
+        headers={"Content-Type": "application/fhir+json"},
+    )
     body = response.json()
     assert body.get("resourceType") == "OperationOutcome", body
     return body  # type: ignore[no-any-return]

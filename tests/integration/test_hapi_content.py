@@ -65,7 +65,9 @@ def test_what_hapi_catches_in_a_bad_response(published):
     wrong_link = copy.deepcopy(base)
     wrong_link["item"][0]["linkId"] = "99"
     wrong_code = copy.deepcopy(base)
-    wrong_code["item"][1]["answer"] = [{"valueCoding": {"system": base["item"][1]["answer"][0]["valueCoding"]["system"], "code": "never"}}]
+    wrong_code["item"][1]["answer"] = [
+        {"valueCoding": {"system": base["item"][1]["answer"][0]["valueCoding"]["system"], "code": "never"}}
+    ]
     with client(published) as c:
         assert errors(validate(c, wrong_link)), "HAPI should report the unknown linkId"
         assert errors(validate(c, wrong_code)), "HAPI should report the code outside the answer options"
@@ -102,11 +104,20 @@ def test_score_observation_is_accepted_and_validates(published, instrument):
 
 def test_conditional_create_transaction_applied_twice_creates_once(fhir_server):
     ident = unique("tx")
-    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
-        {"resource": {"resourceType": "Patient", "identifier": [{"system": "urn:test", "value": f"{ident}-{n}"}]},
-         "request": {"method": "POST", "url": "Patient", "ifNoneExist": f"identifier=urn:test|{ident}-{n}"}}
-        for n in range(3)
-    ]}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "resource": {
+                    "resourceType": "Patient",
+                    "identifier": [{"system": "urn:test", "value": f"{ident}-{n}"}],
+                },
+                "request": {"method": "POST", "url": "Patient", "ifNoneExist": f"identifier=urn:test|{ident}-{n}"},
+            }
+            for n in range(3)
+        ],
+    }
     with client(fhir_server) as c:
         first = c.transaction(bundle, idempotent=True)
         second = c.transaction(bundle, idempotent=True)

@@ -68,17 +68,31 @@ def new_session(c: FhirClient) -> dict[str, Any]:
     tag = unique("extraction")
     patient = create(c, {"resourceType": "Patient", "identifier": [{"system": "urn:test", "value": tag}]})
     practitioner = create(c, {"resourceType": "Practitioner", "name": [{"family": tag}]})
-    role = create(c, {
-        "resourceType": "PractitionerRole", "practitioner": {"reference": ref(practitioner)},
-        "code": [{"text": "psychotherapist"}],
-    })
-    encounter = create(c, {
-        "resourceType": "Encounter", "status": "finished",
-        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
-        "subject": {"reference": ref(patient)},
-        "participant": [{"individual": {"reference": ref(role)}}],
-    })
-    return {"base": str(c.base_url), "patient": patient, "practitioner": practitioner, "role": role, "encounter": encounter}
+    role = create(
+        c,
+        {
+            "resourceType": "PractitionerRole",
+            "practitioner": {"reference": ref(practitioner)},
+            "code": [{"text": "psychotherapist"}],
+        },
+    )
+    encounter = create(
+        c,
+        {
+            "resourceType": "Encounter",
+            "status": "finished",
+            "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+            "subject": {"reference": ref(patient)},
+            "participant": [{"individual": {"reference": ref(role)}}],
+        },
+    )
+    return {
+        "base": str(c.base_url),
+        "patient": patient,
+        "practitioner": practitioner,
+        "role": role,
+        "encounter": encounter,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -122,9 +136,20 @@ def write_observation(c: FhirClient, stored_response: dict[str, Any]) -> dict[st
 def wai_sr(session: dict[str, Any], make_response) -> dict[str, Any]:
     """A WAI-SR response as a form filler exports it: the subscales nested in the total's answer."""
     response = make_response("wai-sr", WAI_SR)
-    response["item"].append({"linkId": "total", "answer": [{"valueDecimal": 48, "item": [
-        {"linkId": link, "answer": [{"valueDecimal": WAI_SR_SCORES[link]}]} for link in ("task", "bond", "goal")
-    ]}]})
+    response["item"].append(
+        {
+            "linkId": "total",
+            "answer": [
+                {
+                    "valueDecimal": 48,
+                    "item": [
+                        {"linkId": link, "answer": [{"valueDecimal": WAI_SR_SCORES[link]}]}
+                        for link in ("task", "bond", "goal")
+                    ],
+                }
+            ],
+        }
+    )
     with client(session["base"]) as c:
         stored_response = post_response(c, session, response)
         return {"response": stored_response, "observation": write_observation(c, stored_response)}
@@ -143,16 +168,22 @@ def srs(session: dict[str, Any], make_response) -> dict[str, Any]:
 def test_observation_carries_every_link(session, wai_sr):
     obs, qr = wai_sr["observation"], wai_sr["response"]
     assert qr["meta"]["versionId"] == "1"
-    assert obs["derivedFrom"] == [{"reference": f"QuestionnaireResponse/{qr['id']}/_history/1"}]  # kept versioned as written
+    assert obs["derivedFrom"] == [
+        {"reference": f"QuestionnaireResponse/{qr['id']}/_history/1"}
+    ]  # kept versioned as written
     assert obs["focus"] == [{"reference": ref(session["role"])}]
     assert obs["performer"] == [{"reference": ref(session["patient"])}]
     assert obs["subject"] == {"reference": ref(session["patient"])}
     assert obs["encounter"] == {"reference": ref(session["encounter"])}
     assert obs["effectiveDateTime"] == qr["authored"]
-    assert obs["extension"] == [{"url": INSTANTIATES, "valueCanonical": "http://alliance-fhir.org/fhir/Questionnaire/wai-sr|1.0.0"}]
+    assert obs["extension"] == [
+        {"url": INSTANTIATES, "valueCanonical": "http://alliance-fhir.org/fhir/Questionnaire/wai-sr|1.0.0"}
+    ]
     assert obs["valueQuantity"] == {"value": 48, "unit": "{score}", "system": UCUM, "code": "{score}"}
     assert {c["code"]["coding"][0]["code"]: c["valueQuantity"]["value"] for c in obs["component"]} == {
-        "wai-sr-task": 16, "wai-sr-bond": 20, "wai-sr-goal": 12
+        "wai-sr-task": 16,
+        "wai-sr-bond": 20,
+        "wai-sr-goal": 12,
     }
 
 
@@ -182,10 +213,14 @@ def test_found_by_focus_performer_encounter_and_patient(session, wai_sr, srs):
 def test_found_by_project_and_snomed_codes(session, wai_sr, srs):
     patient = ref(session["patient"])
     with client(session["base"]) as c:
-        assert ids(c, {"patient": patient, "code": f"{PROJECT_CODESYSTEM}|wai-sr-total"}) == [wai_sr["observation"]["id"]]
+        assert ids(c, {"patient": patient, "code": f"{PROJECT_CODESYSTEM}|wai-sr-total"}) == [
+            wai_sr["observation"]["id"]
+        ]
         assert ids(c, {"patient": patient, "code": f"{PROJECT_CODESYSTEM}|srs-total"}) == [srs["observation"]["id"]]
         assert ids(c, {"patient": patient, "code": f"{SNOMED}|720482000"}) == [srs["observation"]["id"]]
-        assert ids(c, {"patient": patient, "category": "survey"}) == sorted([wai_sr["observation"]["id"], srs["observation"]["id"]])
+        assert ids(c, {"patient": patient, "category": "survey"}) == sorted(
+            [wai_sr["observation"]["id"], srs["observation"]["id"]]
+        )
         assert ids(c, {"patient": patient, "category": f"{PROJECT_CODESYSTEM}|therapeutic-alliance"}) == sorted(
             [wai_sr["observation"]["id"], srs["observation"]["id"]]
         )
@@ -196,8 +231,12 @@ def test_found_by_component_code_and_value(session, wai_sr):
     with client(session["base"]) as c:
         for subscale in ("task", "bond", "goal"):
             assert ids(c, {"patient": patient, "component-code": f"{PROJECT_CODESYSTEM}|wai-sr-{subscale}"}) == [obs_id]
-        assert ids(c, {"patient": patient, "component-code-value-quantity": f"{PROJECT_CODESYSTEM}|wai-sr-bond$20"}) == [obs_id]
-        assert ids(c, {"patient": patient, "component-code-value-quantity": f"{PROJECT_CODESYSTEM}|wai-sr-bond$19"}) == []
+        assert ids(
+            c, {"patient": patient, "component-code-value-quantity": f"{PROJECT_CODESYSTEM}|wai-sr-bond$20"}
+        ) == [obs_id]
+        assert (
+            ids(c, {"patient": patient, "component-code-value-quantity": f"{PROJECT_CODESYSTEM}|wai-sr-bond$19"}) == []
+        )
         assert ids(c, {"patient": patient, "component-value-quantity": "lt13"}) == [obs_id]  # Goal 12
 
 
@@ -206,8 +245,12 @@ def test_found_by_value_quantity(session, wai_sr, srs):
     with client(session["base"]) as c:
         assert ids(c, {"patient": patient, "value-quantity": f"48|{UCUM}|{{score}}"}) == [wai_sr["observation"]["id"]]
         assert ids(c, {"patient": patient, "value-quantity": "35.6"}) == [srs["observation"]["id"]]
-        assert ids(c, {"patient": patient, "value-quantity": "lt36"}) == [srs["observation"]["id"]]  # below the SRS cutoff
-        assert ids(c, {"patient": patient, "code-value-quantity": f"{PROJECT_CODESYSTEM}|srs-total$lt36"}) == [srs["observation"]["id"]]
+        assert ids(c, {"patient": patient, "value-quantity": "lt36"}) == [
+            srs["observation"]["id"]
+        ]  # below the SRS cutoff
+        assert ids(c, {"patient": patient, "code-value-quantity": f"{PROJECT_CODESYSTEM}|srs-total$lt36"}) == [
+            srs["observation"]["id"]
+        ]
 
 
 def test_found_by_identifier_and_method(session, wai_sr):
@@ -237,7 +280,9 @@ def if_none_exist(questionnaire: dict[str, Any], response: dict[str, Any]) -> st
     (entry,) = [e for e in total["extension"] if e["url"] == OBSERVATION_EXTRACT_ENTRY]
     (expression,) = [e["valueString"] for e in entry["extension"] if e["url"] == "ifNoneExist"]
     parts = re.split(r"\s*\+\s*", expression)
-    assert all(p == "%resource.id" or re.fullmatch(r"'[^']*'", p) for p in parts), f"use a FHIRPath engine for {expression!r}"
+    assert all(p == "%resource.id" or re.fullmatch(r"'[^']*'", p) for p in parts), (
+        f"use a FHIRPath engine for {expression!r}"
+    )
     return "".join(response["id"] if p == "%resource.id" else p[1:-1] for p in parts)
 
 
@@ -260,7 +305,10 @@ def test_sdc_extraction_finds_our_observation_and_writes_nothing(session, wai_sr
     response, ours = written["response"], written["observation"]
     entry = extracted_entry(instrument, response, ours)
     code = CATALOG.get(instrument).mapping.total.codes[0]
-    assert entry["request"]["ifNoneExist"] == f"derived-from=QuestionnaireResponse/{response['id']}&code={code.system}|{code.code}"
+    assert (
+        entry["request"]["ifNoneExist"]
+        == f"derived-from=QuestionnaireResponse/{response['id']}&code={code.system}|{code.code}"
+    )
     bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [entry]}
     with client(session["base"]) as c:
         assert errors(validate(c, entry["resource"])) == []
@@ -277,7 +325,11 @@ def test_an_amended_response_is_rescored_by_us_but_not_by_conditional_create(ses
         session = new_session(c)  # its own client and session: the searches above count exactly
         response = post_response(c, session, make_response("srs", SRS))
         first = write_observation(c, response)
-        amended = {**response, "status": "amended", "item": make_response("srs", {1: 9.5, 2: 9.0, 3: 8.2, 4: 9.9})["item"]}
+        amended = {
+            **response,
+            "status": "amended",
+            "item": make_response("srs", {1: 9.5, 2: 9.0, 3: 8.2, 4: 9.9})["item"],
+        }
         amended = c.request("PUT", f"QuestionnaireResponse/{response['id']}", json=amended).json()
         assert amended["meta"]["versionId"] == "2"
         second = write_observation(c, amended)

@@ -43,6 +43,8 @@ def unpack(data: bytes) -> dict[str, Any]:
 
 FILES = unpack(TGZ)
 RESOURCES = [doc for name, doc in FILES.items() if name not in ("package/package.json", "package/.index.json")]
+
+
 def load(c: Any) -> list[str]:
     """Load every package resource; return what happened to each (created/updated/unchanged)."""
     canonical = [r for r in RESOURCES if "url" in r]
@@ -76,12 +78,16 @@ def test_every_resource_is_loaded_and_read_back_unchanged(loaded):
     with client(loaded) as c:
         for resource in RESOURCES:
             if "url" in resource:
-                found = list(c.search(resource["resourceType"], {"url": resource["url"], "version": resource["version"]}))
+                found = list(
+                    c.search(resource["resourceType"], {"url": resource["url"], "version": resource["version"]})
+                )
                 assert len(found) == 1, (resource["resourceType"], resource["url"])
                 stored = found[0]
             else:
                 stored = c.read(resource["resourceType"], resource["id"])
-            assert comparable(stored) == comparable(resource), f"{resource['resourceType']}/{resource['id']} changed on the server"
+            assert comparable(stored) == comparable(resource), (
+                f"{resource['resourceType']}/{resource['id']} changed on the server"
+            )
 
 
 @pytest.mark.parametrize("resource", RESOURCES, ids=lambda r: f"{r['resourceType']}-{r['id']}")
@@ -95,7 +101,9 @@ def test_loading_twice_changes_nothing(loaded):
         assert set(load(c)) == {"unchanged"}
 
 
-@pytest.mark.parametrize(("valueset", "foreign"), [("wai-sr-answers", "haq-ii-agree"), ("haq-ii-answers", "wai-sr-always")])
+@pytest.mark.parametrize(
+    ("valueset", "foreign"), [("wai-sr-answers", "haq-ii-agree"), ("haq-ii-answers", "wai-sr-always")]
+)
 def test_valueset_holds_exactly_its_anchors_on_the_server(loaded, valueset, foreign):
     """$validate-code against the loaded ValueSet (HAPI expands it in memory from the loaded CodeSystem).
 
@@ -105,6 +113,7 @@ def test_valueset_holds_exactly_its_anchors_on_the_server(loaded, valueset, fore
     doc = FILES[f"package/ValueSet-{valueset}.json"]
     (include,) = doc["compose"]["include"]
     with client(loaded) as c:
+
         def check(code: str) -> dict[str, Any]:
             params = {"url": doc["url"], "valueSetVersion": doc["version"], "system": include["system"], "code": code}
             out = c.request("GET", "ValueSet/$validate-code", params=params).json()
@@ -142,7 +151,9 @@ def test_hapis_package_reader_reads_the_archive(tmp_path):
         "/exit\n"
     )
     classpath = os.pathsep.join(str(j) for j in jars)
-    proc = subprocess.run([jshell, "--class-path", classpath, str(script)], capture_output=True, text=True, timeout=600, check=False)
+    proc = subprocess.run(
+        [jshell, "--class-path", classpath, str(script)], capture_output=True, text=True, timeout=600, check=False
+    )
     lines = [line.split("\t") for line in proc.stdout.splitlines() if "\t" in line]
     assert proc.returncode == 0 and lines, proc.stdout + proc.stderr
     seen = {parts[0]: parts[1:] for parts in lines if parts[0] != "type"}

@@ -74,8 +74,21 @@ class Service:
 
     def start(self, wait_subscription: bool = True) -> Service:
         env = {**os.environ, "ALLIANCE_FHIR_WEBHOOK_SECRET": SECRET}
-        command = [sys.executable, "-m", "alliance_fhir", "serve", "--server", self.base, "--port", str(self.port),
-                   "--state", str(self.state), "--log-format", "json", *self.args]
+        command = [
+            sys.executable,
+            "-m",
+            "alliance_fhir",
+            "serve",
+            "--server",
+            self.base,
+            "--port",
+            str(self.port),
+            "--state",
+            str(self.state),
+            "--log-format",
+            "json",
+            *self.args,
+        ]
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log)
         wait_for("healthz", lambda: self.healthy() or self._exited(), timeout=60)
@@ -97,9 +110,13 @@ class Service:
 
     def metric(self, name: str) -> float:
         text = httpx.get(f"{self.url}/metrics", timeout=5).text
-        return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name) and not line.startswith("#"))
+        return sum(
+            float(line.split()[-1]) for line in text.splitlines() if line.startswith(name) and not line.startswith("#")
+        )
 
-    def hook(self, method: str, path: str, body: Any = None, secret: str | None = SECRET, raw: bytes | None = None) -> httpx.Response:
+    def hook(
+        self, method: str, path: str, body: Any = None, secret: str | None = SECRET, raw: bytes | None = None
+    ) -> httpx.Response:
         headers = {"Content-Type": "application/fhir+json"}
         if secret is not None:
             headers["Authorization"] = f"Bearer {secret}"
@@ -128,7 +145,11 @@ def subscription_status(base: str) -> str:
 
 def observations(base: str, rid: str) -> list[dict[str, Any]]:
     with client(base) as c:
-        return list(c.search("Observation", {"derived-from": f"QuestionnaireResponse/{rid}", "identifier": f"{IDENTIFIER_SYSTEM}|"}))
+        return list(
+            c.search(
+                "Observation", {"derived-from": f"QuestionnaireResponse/{rid}", "identifier": f"{IDENTIFIER_SYSTEM}|"}
+            )
+        )
 
 
 def history_versions(base: str, observation_id: str) -> int:
@@ -146,6 +167,7 @@ def score_of(base: str, rid: str, status: str = "final") -> Callable[[], float |
     def check() -> float | None:
         found = observations(base, rid)
         return found[0]["valueQuantity"]["value"] if len(found) == 1 and found[0]["status"] == status else None
+
     return check
 
 
@@ -159,7 +181,9 @@ def write(base: str, response: dict[str, Any]) -> float:
 def server(fhir_server: str) -> Iterator[str]:
     with client(fhir_server) as c:
         assert not [r for r in publish_resources(c, content_resources(CATALOG)) if r.action == "failed"]
-        ensure_topic(c)  # HAPI registers a new topic only on its next cache refresh (up to a minute): start the clock now
+        ensure_topic(
+            c
+        )  # HAPI registers a new topic only on its next cache refresh (up to a minute): start the clock now
     yield fhir_server
     with client(fhir_server) as c:
         remove_subscriptions(c)
@@ -183,8 +207,15 @@ def test_a_posted_response_is_scored_and_its_signals_written_within_seconds(serv
     assert wait_for("the score Observation", score_of(server, rid), timeout=10) == 28.0
     elapsed = time.monotonic() - written_at
     assert elapsed < 5, f"the Observation took {elapsed:.1f} s"
-    wait_for("a low-alliance DetectedIssue", lambda: any(
-        c.get("code") == "low-alliance" for i in issues(server, patient) for c in i.get("code", {}).get("coding", [])), timeout=10)
+    wait_for(
+        "a low-alliance DetectedIssue",
+        lambda: any(
+            c.get("code") == "low-alliance"
+            for i in issues(server, patient)
+            for c in i.get("code", {}).get("coding", [])
+        ),
+        timeout=10,
+    )
 
     amended = srs(patient, rid, HIGH) | {"status": "amended"}
     write(server, amended)
@@ -203,7 +234,11 @@ def test_two_notifications_of_one_version_make_one_write(server, service):
     handled = service.metric("alliance_fhir_write_latency_seconds_count")
     for _ in range(2):
         assert service.hook("PUT", f"/QuestionnaireResponse/{rid}", current).status_code == 200
-    wait_for("both hints handled", lambda: service.metric("alliance_fhir_write_latency_seconds_count") >= handled + 1, timeout=10)
+    wait_for(
+        "both hints handled",
+        lambda: service.metric("alliance_fhir_write_latency_seconds_count") >= handled + 1,
+        timeout=10,
+    )
     wait_for("an empty inbox", lambda: service.metric("alliance_fhir_inbox_depth") == 0, timeout=10)
     again = observations(server, rid)
     assert len(again) == 1 and again[0]["meta"]["versionId"] == version  # not even a new version
@@ -213,7 +248,9 @@ def test_a_wrong_or_missing_secret_is_refused_and_records_nothing(server, servic
     rid = unique("qr")  # not on the server: were it recorded, the inbox would show it
     refused = service.metric('alliance_fhir_notifications_refused_total{reason="unauthorised"}')
     body = srs("Patient/x", rid, LOW)
-    assert service.hook("PUT", f"/QuestionnaireResponse/{rid}", body, secret="wrong-secret-0123456789").status_code == 401
+    assert (
+        service.hook("PUT", f"/QuestionnaireResponse/{rid}", body, secret="wrong-secret-0123456789").status_code == 401
+    )
     assert service.hook("PUT", f"/QuestionnaireResponse/{rid}", body, secret=None).status_code == 401
     assert service.hook("POST", "", None, secret=SECRET + "x").status_code == 401
     assert service.metric('alliance_fhir_notifications_refused_total{reason="unauthorised"}') == refused + 3
@@ -240,7 +277,11 @@ def test_a_forged_payload_changes_nothing_the_servers_copy_is_scored(server, ser
     assert service.hook("PUT", f"/QuestionnaireResponse/{rid}", forged).status_code == 200
     assert service.hook("PUT", "/QuestionnaireResponse/..%2F..%2Fmetadata", forged).status_code in (400, 404, 405)
     assert service.hook("PUT", f"/Patient/{rid}", {"resourceType": "Patient", "id": rid}).status_code == 400
-    wait_for("the forged hint handled", lambda: service.metric("alliance_fhir_write_latency_seconds_count") >= handled + 1, timeout=10)
+    wait_for(
+        "the forged hint handled",
+        lambda: service.metric("alliance_fhir_write_latency_seconds_count") >= handled + 1,
+        timeout=10,
+    )
     assert score_of(server, rid)() == 38.0  # the server's answers, not the forged ones
 
 
@@ -249,8 +290,15 @@ def test_sigkill_between_acknowledgement_and_write_loses_nothing_and_duplicates_
     patient = f"Patient/{unique('p')}"
     responses = [srs(patient, f"{patient.split('/')[1]}-{i}", (9.0, 9.0, 9.0, float(i % 10))) for i in range(150)]
     post_all(server, responses)
-    wait_for("hints waiting while some are written", lambda: victim.metric("alliance_fhir_inbox_depth") > 0
-             and victim.metric("alliance_fhir_observations_written_total") > 0, timeout=30, every=0.02)
+    wait_for(
+        "hints waiting while some are written",
+        lambda: (
+            victim.metric("alliance_fhir_inbox_depth") > 0
+            and victim.metric("alliance_fhir_observations_written_total") > 0
+        ),
+        timeout=30,
+        every=0.02,
+    )
     victim.kill()
     with sqlite3.connect(victim.state) as db:
         waiting = db.execute("SELECT COUNT(*) FROM inbox").fetchone()[0]
@@ -297,7 +345,9 @@ def test_receiver_down_70_s_then_the_catch_up_converges_retractions_included(ser
     wait_for("the retraction", score_of(server, retracted, "entered-in-error"), timeout=20)
     assert service.metric('alliance_fhir_catchup_runs_total{reason="start",result="ok"}') == 1
     start_sync = httpx.get(f"{service.url}/healthz", timeout=5).json()["last_sync"]
-    assert start_sync["reason"] == "start" and start_sync["written"] >= 1 and start_sync["retracted"] >= 1  # the catch-up did it
+    assert (
+        start_sync["reason"] == "start" and start_sync["written"] >= 1 and start_sync["retracted"] >= 1
+    )  # the catch-up did it
 
 
 def _safety_net_catches_what_no_notification_named(server: str, tmp_path: Path) -> None:
@@ -331,17 +381,29 @@ def test_the_backport_topic_path(server, tmp_path):
         probe = unique("qr")
         write(server, srs(patient, probe, HIGH))
         time.sleep(3)
-        if topic.metric('alliance_fhir_notifications_received_total{channel="topic"}') > 0 or time.monotonic() > deadline:
+        if (
+            topic.metric('alliance_fhir_notifications_received_total{channel="topic"}') > 0
+            or time.monotonic() > deadline
+        ):
             break
-    assert topic.metric('alliance_fhir_notifications_received_total{channel="topic"}') > 0, "no topic notification in 90 s"
+    assert topic.metric('alliance_fhir_notifications_received_total{channel="topic"}') > 0, (
+        "no topic notification in 90 s"
+    )
 
     rid = unique("qr")
     received = topic.metric('alliance_fhir_notifications_received_total{channel="topic"}')
     written_at = write(server, srs(patient, rid, LOW))
     assert wait_for("the score Observation", delivered(rid), timeout=10) == 28.0
     assert time.monotonic() - written_at < 5
-    wait_for("a low-alliance DetectedIssue", lambda: any(
-        c.get("code") == "low-alliance" for i in issues(server, patient) for c in i.get("code", {}).get("coding", [])), timeout=10)
+    wait_for(
+        "a low-alliance DetectedIssue",
+        lambda: any(
+            c.get("code") == "low-alliance"
+            for i in issues(server, patient)
+            for c in i.get("code", {}).get("coding", [])
+        ),
+        timeout=10,
+    )
     time.sleep(3)  # HAPI re-sends every 1-2 s when a topic receiver answers no Bundle; we answer one: delivered once
     assert topic.metric('alliance_fhir_notifications_received_total{channel="topic"}') == received + 1
 
@@ -351,12 +413,23 @@ def test_the_backport_topic_path(server, tmp_path):
     # a forged notification: a foreign fullUrl is never fetched; our own id is re-read and not rewritten
     observation = observations(server, rid)[0]
     forged = {
-        "resourceType": "Bundle", "type": "history",
+        "resourceType": "Bundle",
+        "type": "history",
         "entry": [
-            {"resource": {"resourceType": "Parameters", "parameter": [
-                {"name": "type", "valueCode": "event-notification"},
-                {"name": "notification-event", "part": [{"name": "focus", "valueReference": {"reference": f"QuestionnaireResponse/{rid}"}}]},
-            ]}},
+            {
+                "resource": {
+                    "resourceType": "Parameters",
+                    "parameter": [
+                        {"name": "type", "valueCode": "event-notification"},
+                        {
+                            "name": "notification-event",
+                            "part": [
+                                {"name": "focus", "valueReference": {"reference": f"QuestionnaireResponse/{rid}"}}
+                            ],
+                        },
+                    ],
+                }
+            },
             {"fullUrl": "http://169.254.169.254/latest/QuestionnaireResponse/x", "resource": srs(patient, "x", LOW)},
             {"fullUrl": f"QuestionnaireResponse/{rid}/_history/99", "resource": srs(patient, rid, LOW)},
         ],
@@ -366,5 +439,9 @@ def test_the_backport_topic_path(server, tmp_path):
     assert answer.status_code == 200 and answer.json()["resourceType"] == "Bundle"
     wait_for("an empty inbox", lambda: topic.metric("alliance_fhir_inbox_depth") == 0, timeout=10)
     again = observations(server, rid)
-    assert len(again) == 1 and again[0]["meta"]["versionId"] == observation["meta"]["versionId"] and again[0]["valueQuantity"]["value"] == 38.0
+    assert (
+        len(again) == 1
+        and again[0]["meta"]["versionId"] == observation["meta"]["versionId"]
+        and again[0]["valueQuantity"]["value"] == 38.0
+    )
     assert topic.stop() == 0

@@ -30,8 +30,13 @@ N = 300
 
 
 def worker(server_url: str, state_url: str, patient: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "ALLIANCE_FHIR_STATE_DB": state_url, "ALLIANCE_FHIR_BATCH_SIZE": "5",
-           "ALLIANCE_FHIR_PAGE_SIZE": "20", "ALLIANCE_FHIR_CONCURRENCY": "2"}
+    env = {
+        **os.environ,
+        "ALLIANCE_FHIR_STATE_DB": state_url,
+        "ALLIANCE_FHIR_BATCH_SIZE": "5",
+        "ALLIANCE_FHIR_PAGE_SIZE": "20",
+        "ALLIANCE_FHIR_CONCURRENCY": "2",
+    }
     command = [sys.executable, "-m", "alliance_fhir", "sync", "--server", server_url, "--patient", patient, "--json"]
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

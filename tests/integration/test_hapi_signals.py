@@ -39,15 +39,23 @@ EXPECTED = {
     # group, GSRS member 3: 35.0, 32.1, 30.4: 2.9 drop; session 3 is 6.025 below the group mean 36.425
     "afdemo-group-3": {"alliance-rupture", "early-alliance-warning", "split-alliance"},
     # no signal: steady SRS above 36 with drops < 1; Jo's small 0.5 dip; other group members; rising HAq-II
-    "afdemo-steady": set(), "afdemo-couple-a": set(), "afdemo-group-1": set(), "afdemo-group-2": set(),
-    "afdemo-group-4": set(), "afdemo-helping": set(),
+    "afdemo-steady": set(),
+    "afdemo-couple-a": set(),
+    "afdemo-group-1": set(),
+    "afdemo-group-2": set(),
+    "afdemo-group-4": set(),
+    "afdemo-helping": set(),
 }
 
 
 def issues_on(base: str, **params: str) -> list[dict[str, Any]]:
     with client(base) as c:
-        page = c.request("GET", "DetectedIssue", params={"identifier": f"{SIGNAL_IDENTIFIER_SYSTEM}|", "_count": "500", **params},
-                         headers={"Cache-Control": "no-cache"}).json()
+        page = c.request(
+            "GET",
+            "DetectedIssue",
+            params={"identifier": f"{SIGNAL_IDENTIFIER_SYSTEM}|", "_count": "500", **params},
+            headers={"Cache-Control": "no-cache"},
+        ).json()
     return [e["resource"] for e in page.get("entry", [])]
 
 
@@ -107,7 +115,9 @@ def test_repair_resolves_the_same_rupture_resource(fhir_server, tmp_path):
     with client(fhir_server) as c, StateStore(tmp_path / "s.sqlite") as store:
         run_sync(c, CATALOG, store, SyncOptions(patient=patient))
         run_signals(c, CATALOG, patient=patient)
-    [rupture] = [i for i in issues_on(fhir_server, patient=patient) if i["code"]["coding"][0]["code"] == "alliance-rupture"]
+    [rupture] = [
+        i for i in issues_on(fhir_server, patient=patient) if i["code"]["coding"][0]["code"] == "alliance-rupture"
+    ]
     assert status_of(rupture) == "active" and rupture["status"] == "final"
     repair = wai_sr(patient, unique("s3"), 4)  # back to 48, the pre-rupture level
     repair["authored"] = "2026-11-16T10:00:00Z"
@@ -115,14 +125,18 @@ def test_repair_resolves_the_same_rupture_resource(fhir_server, tmp_path):
     with client(fhir_server) as c, StateStore(tmp_path / "s.sqlite") as store:
         run_sync(c, CATALOG, store, SyncOptions(patient=patient))
         run_signals(c, CATALOG, patient=patient)
-    ruptures = [i for i in issues_on(fhir_server, patient=patient) if i["code"]["coding"][0]["code"] == "alliance-rupture"]
+    ruptures = [
+        i for i in issues_on(fhir_server, patient=patient) if i["code"]["coding"][0]["code"] == "alliance-rupture"
+    ]
     assert [r["id"] for r in ruptures] == [rupture["id"]]  # updated, not duplicated
     assert status_of(ruptures[0]) == "resolved" and ruptures[0]["status"] == "amended"
 
 
 def test_report_renders_for_the_demo_data(demo_server, tmp_path):
     png = tmp_path / "rupture.png"
-    result = runner.invoke(app, ["report", "--server", demo_server, "--patient", "Patient/afdemo-rupture", "--out", str(png)])
+    result = runner.invoke(
+        app, ["report", "--server", demo_server, "--patient", "Patient/afdemo-rupture", "--out", str(png)]
+    )
     assert result.exit_code == 0, result.output
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
@@ -130,5 +144,7 @@ def test_report_renders_for_the_demo_data(demo_server, tmp_path):
     assert width >= 800 and height >= 300
     assert len(set(data[100:5000])) > 50  # not a blank image
     html = tmp_path / "caseload.html"
-    result = runner.invoke(app, ["report", "--server", demo_server, "--practitioner", "Practitioner/afdemo-t2", "--out", str(html)])
+    result = runner.invoke(
+        app, ["report", "--server", demo_server, "--practitioner", "Practitioner/afdemo-t2", "--out", str(html)]
+    )
     assert result.exit_code == 0 and "afdemo-early-low" in Path(html).read_text()

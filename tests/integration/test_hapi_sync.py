@@ -39,18 +39,27 @@ def server(fhir_server: str) -> str:
 def wai_sr(patient: str, rid: str, value: int) -> dict[str, Any]:
     """WAI-SR with every item answered `value`: total 12 x value, subscales 4 x value."""
     return {
-        "resourceType": "QuestionnaireResponse", "id": rid, "status": "completed",
+        "resourceType": "QuestionnaireResponse",
+        "id": rid,
+        "status": "completed",
         "questionnaire": "http://alliance-fhir.org/fhir/Questionnaire/wai-sr|1.0.0",
-        "subject": {"reference": patient}, "authored": "2026-11-02T10:00:00Z",
-        "item": [{"linkId": str(n), "answer": [{"valueCoding": {"system": CS, "code": f"wai-sr-{WAI[value - 1]}"}}]} for n in range(1, 13)],
+        "subject": {"reference": patient},
+        "authored": "2026-11-02T10:00:00Z",
+        "item": [
+            {"linkId": str(n), "answer": [{"valueCoding": {"system": CS, "code": f"wai-sr-{WAI[value - 1]}"}}]}
+            for n in range(1, 13)
+        ],
     }
 
 
 def srs(patient: str, rid: str, lines: tuple[float, float, float, float]) -> dict[str, Any]:
     return {
-        "resourceType": "QuestionnaireResponse", "id": rid, "status": "completed",
+        "resourceType": "QuestionnaireResponse",
+        "id": rid,
+        "status": "completed",
         "questionnaire": "http://alliance-fhir.org/fhir/Questionnaire/srs",  # unversioned: latest version
-        "subject": {"reference": patient}, "authored": "2026-11-02T11:00:00Z",
+        "subject": {"reference": patient},
+        "authored": "2026-11-02T11:00:00Z",
         "item": [{"linkId": str(n), "answer": [{"valueDecimal": v}]} for n, v in enumerate(lines, 1)],
     }
 
@@ -83,7 +92,9 @@ def caseload(patient: str, n: int) -> tuple[list[dict[str, Any]], dict[str, floa
 def observations(base: str, patient: str) -> list[dict[str, Any]]:
     """The patient's Observations now (no-cache: HAPI would otherwise replay a search for 60 s)."""
     with client(base) as c:
-        page = c.request("GET", "Observation", params={"subject": patient, "_count": "500"}, headers={"Cache-Control": "no-cache"}).json()
+        page = c.request(
+            "GET", "Observation", params={"subject": patient, "_count": "500"}, headers={"Cache-Control": "no-cache"}
+        ).json()
     assert not any(link["relation"] == "next" for link in page.get("link", []))
     return [e["resource"] for e in page.get("entry", [])]
 
@@ -107,7 +118,9 @@ def test_round_trip_exact_values_then_nothing_to_write(server, tmp_path):
     assert len(found) == 45 and by_response(found) == expected
     again = sync(server, tmp_path / "s.sqlite", patient, page_size=10)
     assert (again.written, again.unchanged) == (0, 45)
-    assert again.requests <= 2 + 1 + 5  # /metadata, our Questionnaires' ids; one search per page; the ledger checked once
+    assert (
+        again.requests <= 2 + 1 + 5
+    )  # /metadata, our Questionnaires' ids; one search per page; the ledger checked once
 
 
 def test_amended_and_entered_in_error_propagate(server, tmp_path):
@@ -123,7 +136,9 @@ def test_amended_and_entered_in_error_propagate(server, tmp_path):
     report = sync(server, tmp_path / "s.sqlite", patient)
     assert (report.written, report.retracted) == (1, 1)
     found = {o["derivedFrom"][0]["reference"].split("/")[1]: o for o in observations(server, patient)}
-    assert found[first["id"]]["status"] == "amended" and found[first["id"]]["valueQuantity"]["value"] == 38  # 36 - 3 + 5
+    assert (
+        found[first["id"]]["status"] == "amended" and found[first["id"]]["valueQuantity"]["value"] == 38
+    )  # 36 - 3 + 5
     assert found[first["id"]]["derivedFrom"][0]["reference"].endswith("/_history/2")
     assert found[second["id"]]["status"] == "entered-in-error"
     assert len(found) == 2
@@ -180,8 +195,13 @@ def test_sigkill_mid_sync_then_rerun_converges(server, tmp_path):
     patient = f"Patient/{unique('p')}"
     resources, expected = caseload(patient, 300)
     post_all(server, resources)
-    env = {**os.environ, "ALLIANCE_FHIR_STATE_DB": str(tmp_path / "s.sqlite"), "ALLIANCE_FHIR_BATCH_SIZE": "5",
-           "ALLIANCE_FHIR_PAGE_SIZE": "20", "ALLIANCE_FHIR_CONCURRENCY": "1"}
+    env = {
+        **os.environ,
+        "ALLIANCE_FHIR_STATE_DB": str(tmp_path / "s.sqlite"),
+        "ALLIANCE_FHIR_BATCH_SIZE": "5",
+        "ALLIANCE_FHIR_PAGE_SIZE": "20",
+        "ALLIANCE_FHIR_CONCURRENCY": "1",
+    }
     command = [sys.executable, "-m", "alliance_fhir", "sync", "--server", server, "--patient", patient, "--json"]
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60

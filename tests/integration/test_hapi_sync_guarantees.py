@@ -52,7 +52,10 @@ def test_every_write_mode_forced_on_hapi_writes_exactly_once_with_exact_values(s
     assert max(Counter(o["identifier"][0]["value"] for o in found).values()) == 1
     again = sync(server, tmp_path / "s.sqlite", patient, write_mode=mode)
     assert (again.written, again.unchanged, again.failed) == (0, 9, 0) and again.ok
-    with StateStore(tmp_path / "other.sqlite") as fresh, client(server) as c:  # a lost ledger: rewritten, not duplicated
+    with (
+        StateStore(tmp_path / "other.sqlite") as fresh,
+        client(server) as c,
+    ):  # a lost ledger: rewritten, not duplicated
         rerun = run_sync(c, CATALOG, fresh, SyncOptions(patient=patient, write_mode=mode))
     assert rerun.written == 9 and len(observations(server, patient)) == 9
 
@@ -100,7 +103,9 @@ def test_finding_10_failures_stay_outstanding_across_runs_until_fixed(server, tm
     for _ in range(2):
         later = sync(server, tmp_path / "s.sqlite", patient)
         assert later.failed == 0 and not later.ok
-        assert [f.response_id for f in later.outstanding] == [bad["id"]] and "too many missing" in later.outstanding[0].reason
+        assert [f.response_id for f in later.outstanding] == [bad["id"]] and "too many missing" in later.outstanding[
+            0
+        ].reason
     fixed = wai_sr(patient, bad["id"], 4)
     post_all(server, [fixed])
     done = sync(server, tmp_path / "s.sqlite", patient)

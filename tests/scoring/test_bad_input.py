@@ -142,7 +142,12 @@ def test_weight_that_disagrees_with_the_key_is_refused(catalog, wai):
 def test_weight_as_lhc_forms_exports_it_is_accepted(catalog, wai):
     """LHC-Forms copies each answer's score onto valueCoding as ordinalValue."""
     ordinal = "http://hl7.org/fhir/StructureDefinition/ordinalValue"
-    coding = {"system": CS, "code": "wai-sr-always", "display": "Always", "extension": [{"url": ordinal, "valueDecimal": 5}]}
+    coding = {
+        "system": CS,
+        "code": "wai-sr-always",
+        "display": "Always",
+        "extension": [{"url": ordinal, "valueDecimal": 5}],
+    }
     wai["item"][0]["answer"] = [{"valueCoding": coding}]
     assert score_response(wai, catalog).total.value == 38
 

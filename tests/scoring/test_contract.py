@@ -27,36 +27,92 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from alliance_fhir import AllianceFhirError, ScoringError, build_observation, load_catalog, score_records, score_response
+from alliance_fhir import (
+    AllianceFhirError,
+    ScoringError,
+    build_observation,
+    load_catalog,
+    score_records,
+    score_response,
+)
 from alliance_fhir.scoring.engine import MAX_ITEM_DEPTH, MAX_JSON_DEPTH
 
 CATALOG = load_catalog()
 EXAMPLES = sorted(Path(__file__).resolve().parents[2].joinpath("examples").rglob("*.json"))
 RESPONSES = [json.loads(p.read_text(encoding="utf-8")) for p in EXAMPLES]
 CASES = int(os.environ.get("ALLIANCE_FHIR_FUZZ_EXAMPLES", "400"))
-FUZZ = settings(max_examples=CASES, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=CASES, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
 # FHIR names the scorer reads, so that added fields hit the code paths that matter
-NAMES = ["resourceType", "id", "meta", "versionId", "status", "questionnaire", "subject", "encounter", "author", "authored",
-         "identifier", "system", "value", "extension", "url", "valueReference", "reference", "display", "item", "linkId",
-         "answer", "valueCoding", "code", "valueInteger", "valueDecimal", "valueString", "valueBoolean"]
+NAMES = [
+    "resourceType",
+    "id",
+    "meta",
+    "versionId",
+    "status",
+    "questionnaire",
+    "subject",
+    "encounter",
+    "author",
+    "authored",
+    "identifier",
+    "system",
+    "value",
+    "extension",
+    "url",
+    "valueReference",
+    "reference",
+    "display",
+    "item",
+    "linkId",
+    "answer",
+    "valueCoding",
+    "code",
+    "valueInteger",
+    "valueDecimal",
+    "valueString",
+    "valueBoolean",
+]
 UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 MAX_MESSAGE = 2000
 
 text = st.one_of(
-    st.sampled_from(["", "completed", "amended", "[/]", "[bold]x", "a\nerror: forged", "\x1b[31mred", "x" * 20_000, "1", "12",
-                     "http://alliance-fhir.org/fhir/CodeSystem/alliance-fhir", "wai-sr-always", "Patient/p1",
-                     "http://alliance-fhir.org/fhir/Questionnaire/srs|1.0.0", "2026-11-03T10:50:00Z"]),
+    st.sampled_from(
+        [
+            "",
+            "completed",
+            "amended",
+            "[/]",
+            "[bold]x",
+            "a\nerror: forged",
+            "\x1b[31mred",
+            "x" * 20_000,
+            "1",
+            "12",
+            "http://alliance-fhir.org/fhir/CodeSystem/alliance-fhir",
+            "wai-sr-always",
+            "Patient/p1",
+            "http://alliance-fhir.org/fhir/Questionnaire/srs|1.0.0",
+            "2026-11-03T10:50:00Z",
+        ]
+    ),
     st.text(max_size=30),
 )
 numbers = st.one_of(
-    st.integers(), st.sampled_from([5000, 4301, 400, 20]).map(lambda digits: 10**digits),  # huge ints, built when drawn
+    st.integers(),
+    st.sampled_from([5000, 4301, 400, 20]).map(lambda digits: 10**digits),  # huge ints, built when drawn
     st.floats(allow_nan=True, allow_infinity=True),
-    st.decimals(allow_nan=True, allow_infinity=True), st.sampled_from([Decimal("1e5000"), Decimal("8.5"), Decimal("-0")]),
+    st.decimals(allow_nan=True, allow_infinity=True),
+    st.sampled_from([Decimal("1e5000"), Decimal("8.5"), Decimal("-0")]),
 )
 scalars = st.one_of(st.none(), st.booleans(), numbers, text)
 json_values = st.recursive(
     scalars,
-    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.one_of(st.sampled_from(NAMES), st.text(max_size=8)), inner, max_size=4)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.dictionaries(st.one_of(st.sampled_from(NAMES), st.text(max_size=8)), inner, max_size=4),
+    ),
     max_leaves=12,
 )
 
@@ -142,8 +198,16 @@ def refused(response: Any) -> str:
     return str(info.value)
 
 
-@pytest.mark.parametrize("field, value", [("status", ["completed"]), ("status", {"code": "completed"}), ("meta", []),
-                                          ("extension", {"url": "x"}), ("extension", "x")])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("status", ["completed"]),
+        ("status", {"code": "completed"}),
+        ("meta", []),
+        ("extension", {"url": "x"}),
+        ("extension", "x"),
+    ],
+)
 def test_malformed_top_level_elements_are_one_error(field, value):
     response = srs()
     response[field] = value

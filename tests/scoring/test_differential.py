@@ -44,13 +44,20 @@ def reference_ndjson(text: bytes, catalog: Catalog) -> tuple[bytes, Counter[str]
         kinds["amended" if result.status == "amended" else "completed"] += 1
         kinds["prorated"] += any(s.prorated for s in result.scores)
         kinds["flagged"] += any(s.flags for s in result.scores)
-        out.append(json.dumps(build_observation(result, response), separators=(",", ":"), ensure_ascii=False).encode() + b"\n")
+        out.append(
+            json.dumps(build_observation(result, response), separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+        )
     return b"".join(out), kinds
 
 
 def score_cli(path: Path, *options: str) -> bytes:
-    proc = subprocess.run([sys.executable, "-m", "alliance_fhir", "score", str(path), "--format", "ndjson", *options],
-                          capture_output=True, check=False, cwd=ROOT, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "alliance_fhir", "score", str(path), "--format", "ndjson", *options],
+        capture_output=True,
+        check=False,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert proc.returncode in (0, 1), proc.stderr[-2000:]
     return proc.stdout
 
@@ -60,7 +67,9 @@ def test_generated_responses_of_every_instrument(shipped, tmp_path):
     path = tmp_path / "generated.ndjson"
     path.write_bytes(text)
     expected, kinds = reference_ndjson(text, shipped)
-    assert kinds["amended"] > 100 and kinds["prorated"] > 100 and kinds["flagged"] > 100, kinds  # every path is in the load
+    assert kinds["amended"] > 100 and kinds["prorated"] > 100 and kinds["flagged"] > 100, (
+        kinds
+    )  # every path is in the load
     assert kinds["completed"] + kinds["amended"] == len(list(shipped)) * PER_INSTRUMENT
     assert score_cli(path) == expected
     assert score_cli(path, "--jobs", "2") == expected
@@ -70,7 +79,9 @@ def test_every_example(shipped, tmp_path):
     path = tmp_path / "examples.ndjson"
     path.write_bytes(b"".join(json.dumps(json.loads(p.read_text())).encode() + b"\n" for p in EXAMPLES))
     expected, kinds = reference_ndjson(path.read_bytes(), shipped)
-    assert kinds["error"] == 5 and kinds["prorated"] >= 2  # the in-progress VAS examples are refused; WAI-SR, HAq-II prorate
+    assert (
+        kinds["error"] == 5 and kinds["prorated"] >= 2
+    )  # the in-progress VAS examples are refused; WAI-SR, HAq-II prorate
     assert score_cli(path) == expected
 
 
@@ -81,7 +92,10 @@ def test_templates_equal_the_plain_dict(shipped, example):
         result = score_response(response, shipped)
     except AllianceFhirError:
         return
-    assert observation_json(result, response) == json.dumps(build_observation(result, response), separators=(",", ":")).encode()
+    assert (
+        observation_json(result, response)
+        == json.dumps(build_observation(result, response), separators=(",", ":")).encode()
+    )
 
 
 def test_non_ascii_text_is_utf8_the_same_json_value(shipped):
@@ -90,5 +104,7 @@ def test_non_ascii_text_is_utf8_the_same_json_value(shipped):
     result = score_response(response, shipped)
     fast = observation_json(result, response)
     assert fast == json.dumps(build_observation(result, response), separators=(",", ":"), ensure_ascii=False).encode()
-    assert json.loads(fast) == json.loads(json.dumps(build_observation(result, response)))  # the ASCII-escaped form: same value
+    assert json.loads(fast) == json.loads(
+        json.dumps(build_observation(result, response))
+    )  # the ASCII-escaped form: same value
     assert "Zoë".encode() in fast

@@ -29,7 +29,9 @@ def test_wai_sr_observation(catalog):
     obs = observe(catalog, response)
     assert obs["status"] == "final"
     assert obs["category"][0]["coding"][0] == {
-        "system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "survey", "display": "Survey"
+        "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+        "code": "survey",
+        "display": "Survey",
     }
     assert obs["code"]["coding"][0] == {"system": CS, "code": "wai-sr-total", "display": "WAI-SR total score"}
     assert obs["valueQuantity"] == {"value": 46, "unit": "{score}", "system": UCUM, "code": "{score}"}
@@ -43,8 +45,10 @@ def test_wai_sr_observation(catalog):
     assert obs["method"]["coding"][0]["version"] == "1.0.0"
     assert "WAI-SR scoring algorithm 1.0.0" in obs["method"]["text"]
     assert obs["extension"] == [
-        {"url": "http://hl7.org/fhir/StructureDefinition/workflow-instantiatesCanonical",
-         "valueCanonical": "http://alliance-fhir.org/fhir/Questionnaire/wai-sr|1.0.0"}
+        {
+            "url": "http://hl7.org/fhir/StructureDefinition/workflow-instantiatesCanonical",
+            "valueCanonical": "http://alliance-fhir.org/fhir/Questionnaire/wai-sr|1.0.0",
+        }
     ]
     assert obs["referenceRange"][0]["low"]["value"] == 12 and obs["referenceRange"][0]["high"]["value"] == 60
     assert "interpretation" not in obs  # WAI-SR has no published cutoff
@@ -52,7 +56,11 @@ def test_wai_sr_observation(catalog):
 
 def test_snomed_is_a_second_coding_where_listed(catalog):
     obs = observe(catalog, example("srs", "complete"))
-    assert obs["code"]["coding"][1] == {"system": "http://snomed.info/sct", "code": "720482000", "display": "Session Rating Scale score"}
+    assert obs["code"]["coding"][1] == {
+        "system": "http://snomed.info/sct",
+        "code": "720482000",
+        "display": "Session Rating Scale score",
+    }
 
 
 def test_cutoff_becomes_an_interpretation_and_says_which_rule(catalog):

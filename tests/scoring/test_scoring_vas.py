@@ -109,4 +109,3 @@ def test_ors_reliable_change_is_recorded_for_signals(catalog):
     change = catalog.get("ors").mapping.reliable_change
     assert change is not None and change.value == 5 and change.confidence == "C2"
     assert catalog.get("cors").mapping.reliable_change is None
-

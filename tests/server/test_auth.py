@@ -30,8 +30,14 @@ CLIENT_ID = "alliance-fhir-test"
 
 
 def keypair(algorithm: str) -> tuple[str, Any]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048) if algorithm == "RS384" else ec.generate_private_key(ec.SECP384R1())
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+    key = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        if algorithm == "RS384"
+        else ec.generate_private_key(ec.SECP384R1())
+    )
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
     return pem, key.public_key()
 
 
@@ -67,8 +73,13 @@ class _Handler(BaseHTTPRequestHandler):
         form = {k: v[0] for k, v in parse_qs(self.rfile.read(int(self.headers["Content-Length"])).decode()).items()}
         self.server.token_requests += 1
         try:
-            claims = jwt.decode(form["client_assertion"], self.server.public_key, algorithms=[self.server.algorithm],
-                                audience=f"{self.server.base}/token", leeway=600)  # the refresh test moves our clock
+            claims = jwt.decode(
+                form["client_assertion"],
+                self.server.public_key,
+                algorithms=[self.server.algorithm],
+                audience=f"{self.server.base}/token",
+                leeway=600,
+            )  # the refresh test moves our clock
             assert claims["iss"] == claims["sub"] == CLIENT_ID and claims["jti"] not in self.server.jtis
             assert form["grant_type"] == "client_credentials"
             assert form["client_assertion_type"] == "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -144,7 +155,11 @@ def test_smart_needs_a_key_and_a_client_id():
     with pytest.raises(ConfigError, match="client id"):
         FhirClient(ServerConfig(url="http://x/fhir", auth=AuthSettings(kind="smart", token_url="https://x/token")))
     with pytest.raises(ConfigError, match="private key"):
-        FhirClient(ServerConfig(url="http://x/fhir", auth=AuthSettings(kind="smart", client_id="c", token_url="https://x/token")))
+        FhirClient(
+            ServerConfig(
+                url="http://x/fhir", auth=AuthSettings(kind="smart", client_id="c", token_url="https://x/token")
+            )
+        )
 
 
 def test_bearer_and_basic_headers():
@@ -155,9 +170,14 @@ def test_bearer_and_basic_headers():
         return httpx.Response(200, json={})
 
     transport = httpx.MockTransport(handler)
-    with FhirClient(ServerConfig(url="http://x/fhir", auth=AuthSettings(kind="bearer", token="t0k")), transport=transport) as c:
+    with FhirClient(
+        ServerConfig(url="http://x/fhir", auth=AuthSettings(kind="bearer", token="t0k")), transport=transport
+    ) as c:
         c.read("Patient", "1")
-    with FhirClient(ServerConfig(url="http://x/fhir", auth=AuthSettings(kind="basic", username="u", password="p")), transport=transport) as c:
+    with FhirClient(
+        ServerConfig(url="http://x/fhir", auth=AuthSettings(kind="basic", username="u", password="p")),
+        transport=transport,
+    ) as c:
         c.read("Patient", "1")
     assert seen == ["Bearer t0k", "Basic dTpw"]
 
@@ -171,7 +191,9 @@ def test_secrets_come_from_the_environment_or_the_file(monkeypatch, tmp_path):
     assert config.auth.token.get_secret_value() == "from-env" and "from-env" not in repr(config)
     monkeypatch.delenv("ALLIANCE_FHIR_TOKEN")
     monkeypatch.delenv("ALLIANCE_FHIR_AUTH")
-    (tmp_path / "alliance-fhir.toml").write_text('[server]\nurl = "http://file/fhir"\n[auth]\nkind = "basic"\nusername = "u"\npassword = "pw"\n')
+    (tmp_path / "alliance-fhir.toml").write_text(
+        '[server]\nurl = "http://file/fhir"\n[auth]\nkind = "basic"\nusername = "u"\npassword = "pw"\n'
+    )
     config = load_config()
     assert config.base_url == "http://file/fhir" and config.auth.kind == "basic"
 

@@ -23,7 +23,10 @@ def make_client(handler, sleeps: list[float] | None = None, **settings) -> FhirC
 
 
 def outcome(text: str) -> dict:
-    return {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "processing", "diagnostics": text}]}
+    return {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "error", "code": "processing", "diagnostics": text}],
+    }
 
 
 def test_retry_after_seconds_and_http_date():
@@ -35,8 +38,13 @@ def test_retry_after_seconds_and_http_date():
 
 
 def test_retry_after_is_honoured_and_capped():
-    answers = iter([httpx.Response(503, headers={"Retry-After": "5"}), httpx.Response(429, headers={"Retry-After": "200"}),
-                    httpx.Response(200, json={"resourceType": "Patient", "id": "1"})])
+    answers = iter(
+        [
+            httpx.Response(503, headers={"Retry-After": "5"}),
+            httpx.Response(429, headers={"Retry-After": "200"}),
+            httpx.Response(200, json={"resourceType": "Patient", "id": "1"}),
+        ]
+    )
     sleeps: list[float] = []
     with make_client(lambda r: next(answers), sleeps, retry_after_cap=60) as client:
         assert client.read("Patient", "1")["id"] == "1"
@@ -91,7 +99,9 @@ def test_plain_post_is_never_retried():
 
 
 def test_idempotent_transaction_is_retried():
-    answers = iter([httpx.Response(504), httpx.Response(200, json={"resourceType": "Bundle", "type": "transaction-response"})])
+    answers = iter(
+        [httpx.Response(504), httpx.Response(200, json={"resourceType": "Bundle", "type": "transaction-response"})]
+    )
     with make_client(lambda r: next(answers)) as client:
         assert client.transaction({"resourceType": "Bundle"}, idempotent=True)["type"] == "transaction-response"
 
@@ -104,8 +114,19 @@ def test_timeout_gives_a_transport_error():
         client.read("Patient", "1")
 
 
-@pytest.mark.parametrize("status, error", [(401, AuthError), (403, AuthError), (404, NotFound), (410, NotFound),
-                                           (409, Conflict), (412, Conflict), (422, FhirServerError), (500, FhirServerError)])
+@pytest.mark.parametrize(
+    "status, error",
+    [
+        (401, AuthError),
+        (403, AuthError),
+        (404, NotFound),
+        (410, NotFound),
+        (409, Conflict),
+        (412, Conflict),
+        (422, FhirServerError),
+        (500, FhirServerError),
+    ],
+)
 def test_error_statuses_map_to_our_errors_with_the_outcome(status, error):
     with make_client(lambda r: httpx.Response(status, json=outcome("nope"))) as client, pytest.raises(error) as info:
         client.read("Patient", "1")
@@ -117,16 +138,28 @@ def test_paging_follows_next_links_and_stays_on_our_origin():
         assert request.url.host == "fhir.test"
         page = int(request.url.params.get("page", "1"))
         links = [{"relation": "next", "url": f"http://internal-hapi:8080/fhir?page={page + 1}"}] if page < 3 else []
-        return httpx.Response(200, json={"resourceType": "Bundle", "type": "searchset", "link": links,
-                                         "entry": [{"resource": {"id": f"{page}"}, "search": {"mode": "match"}},
-                                                   {"resource": {"id": "inc"}, "search": {"mode": "include"}}]})
+        return httpx.Response(
+            200,
+            json={
+                "resourceType": "Bundle",
+                "type": "searchset",
+                "link": links,
+                "entry": [
+                    {"resource": {"id": f"{page}"}, "search": {"mode": "match"}},
+                    {"resource": {"id": "inc"}, "search": {"mode": "include"}},
+                ],
+            },
+        )
 
     with make_client(handler) as client:
         assert [r["id"] for r in client.search("QuestionnaireResponse", {})] == ["1", "2", "3"]
 
 
 def test_non_json_answer_is_a_transport_error():
-    with make_client(lambda r: httpx.Response(200, text="<html>proxy</html>")) as client, pytest.raises(FhirTransportError):
+    with (
+        make_client(lambda r: httpx.Response(200, text="<html>proxy</html>")) as client,
+        pytest.raises(FhirTransportError),
+    ):
         client.read("Patient", "1")
 
 
@@ -135,12 +168,15 @@ def test_log_lines_have_no_query_values(caplog):
         with caplog.at_level(logging.INFO, logger="alliance_fhir.http"):
             client.request("GET", "QuestionnaireResponse", params={"subject": "Patient/jane-doe", "_count": "5"})
     [line] = [r.getMessage() for r in caplog.records]
-    assert "jane-doe" not in line and "subject=&_count=" in line and "GET http://fhir.test/fhir/QuestionnaireResponse" in line
+    assert (
+        "jane-doe" not in line
+        and "subject=&_count=" in line
+        and "GET http://fhir.test/fhir/QuestionnaireResponse" in line
+    )
 
 
 def test_safe_path():
     assert safe_path("http://x/fhir/Observation?identifier=a|b&_count=2") == "/fhir/Observation?identifier=&_count="
-
 
 
 def test_searches_are_fresh_and_ask_for_an_accurate_total():
@@ -156,17 +192,30 @@ def test_searches_are_fresh_and_ask_for_an_accurate_total():
 
 
 def test_a_search_that_stops_short_of_its_total_is_an_error():
-    page = {"resourceType": "Bundle", "type": "searchset", "total": 3, "link": [], "entry": [{"resource": {"id": "1"}, "search": {"mode": "match"}}]}
-    with make_client(lambda r: httpx.Response(200, json=page)) as client, pytest.raises(FhirServerError, match="ended after 1 of 3"):
+    page = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": 3,
+        "link": [],
+        "entry": [{"resource": {"id": "1"}, "search": {"mode": "match"}}],
+    }
+    with (
+        make_client(lambda r: httpx.Response(200, json=page)) as client,
+        pytest.raises(FhirServerError, match="ended after 1 of 3"),
+    ):
         list(client.search("Observation", {}))
 
 
 def test_error_lines_name_host_and_path_never_credentials():
     from alliance_fhir.server.client import safe_origin
 
-    assert safe_origin("https://alice:s3cret@ehr.example.org:8443/fhir/Observation?x=1") == "https://ehr.example.org:8443"
+    assert (
+        safe_origin("https://alice:s3cret@ehr.example.org:8443/fhir/Observation?x=1") == "https://ehr.example.org:8443"
+    )
     answer = lambda request: httpx.Response(500, json={"resourceType": "OperationOutcome", "issue": []})  # noqa: E731
-    client = FhirClient(ServerConfig(url=BASE, max_attempts=1), transport=httpx.MockTransport(answer), sleep=lambda s: None)
+    client = FhirClient(
+        ServerConfig(url=BASE, max_attempts=1), transport=httpx.MockTransport(answer), sleep=lambda s: None
+    )
     with pytest.raises(FhirServerError) as info:
         client.read("Patient", "p1")
     assert str(info.value).startswith("GET http://fhir.test/fhir/Patient/p1: HTTP 500")

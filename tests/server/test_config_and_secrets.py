@@ -85,8 +85,14 @@ def test_since_takes_iso_dates_datetimes_and_durations_and_refuses_the_rest():
 
 def test_sync_since_yesterday_is_refused_before_any_request(monkeypatch, tmp_path):
     fake = FakeFhir()
-    monkeypatch.setattr(cli_common, "client_factory", lambda cfg: FhirClient(cfg, transport=httpx.MockTransport(fake), sleep=lambda s: None))
-    result = runner.invoke(app, ["sync", "--server", BASE, "--since", "yesterday", "--state", str(tmp_path / "s.sqlite")])
+    monkeypatch.setattr(
+        cli_common,
+        "client_factory",
+        lambda cfg: FhirClient(cfg, transport=httpx.MockTransport(fake), sleep=lambda s: None),
+    )
+    result = runner.invoke(
+        app, ["sync", "--server", BASE, "--since", "yesterday", "--state", str(tmp_path / "s.sqlite")]
+    )
     assert result.exit_code == 2 and "--since 'yesterday': not an ISO date" in result.stderr
     assert fake.requests == []
 
@@ -96,7 +102,10 @@ def test_a_readable_config_file_holding_a_secret_is_warned_about(caplog):
     with caplog.at_level(logging.WARNING, logger="alliance_fhir"):
         load_config()
     [warning] = [r.getMessage() for r in caplog.records]
-    assert "holds secrets ([auth] token) but is readable by others (mode 644): run chmod 600" in warning and "s3cret" not in warning
+    assert (
+        "holds secrets ([auth] token) but is readable by others (mode 644): run chmod 600" in warning
+        and "s3cret" not in warning
+    )
     caplog.clear()
     Path("alliance-fhir.toml").chmod(0o600)
     with caplog.at_level(logging.WARNING, logger="alliance_fhir"):
@@ -114,8 +123,14 @@ def test_the_state_database_is_created_readable_by_its_owner_only(tmp_path):
 
 def _pem(key, public: bool = False) -> str:  # noqa: ANN001
     if public:
-        return key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+        return (
+            key.public_key()
+            .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+            .decode()
+        )
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
 
 
 RSA = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -128,21 +143,33 @@ BAD_KEYS = [
 ]
 
 
-@pytest.mark.parametrize("pem, algorithm, reason", BAD_KEYS, ids=["bad-pem", "ec-with-rs384", "rsa-with-es384", "public-key"])
+@pytest.mark.parametrize(
+    "pem, algorithm, reason", BAD_KEYS, ids=["bad-pem", "ec-with-rs384", "rsa-with-es384", "public-key"]
+)
 def test_every_bad_smart_key_is_one_configuration_error(pem, algorithm, reason, tmp_path, monkeypatch):
-    settings = AuthSettings(kind="smart", client_id="c", private_key=pem, algorithm=algorithm, token_url="https://x/token")
+    settings = AuthSettings(
+        kind="smart", client_id="c", private_key=pem, algorithm=algorithm, token_url="https://x/token"
+    )
     with pytest.raises(ConfigError, match=reason) as info:
         build_auth(settings, "https://x/fhir", httpx.Client())
     assert "BEGIN" not in str(info.value)
     key_file = tmp_path / "key.pem"
     key_file.write_text(pem)
     key_file.chmod(0o600)
-    for name, value in {"SERVER": "https://x/fhir", "AUTH": "smart", "CLIENT_ID": "c", "PRIVATE_KEY_FILE": str(key_file),
-                        "ALGORITHM": algorithm, "TOKEN_URL": "https://x/token"}.items():
+    for name, value in {
+        "SERVER": "https://x/fhir",
+        "AUTH": "smart",
+        "CLIENT_ID": "c",
+        "PRIVATE_KEY_FILE": str(key_file),
+        "ALGORITHM": algorithm,
+        "TOKEN_URL": "https://x/token",
+    }.items():
         monkeypatch.setenv(f"ALLIANCE_FHIR_{name}", value)
     result = runner.invoke(app, ["check"])
     assert result.exit_code == 2 and "Traceback" not in result.output
-    assert result.stderr.splitlines() == [f"error: the SMART private key file {key_file} {reason}" + result.stderr.split(reason, 1)[1].rstrip()]
+    assert result.stderr.splitlines() == [
+        f"error: the SMART private key file {key_file} {reason}" + result.stderr.split(reason, 1)[1].rstrip()
+    ]
 
 
 def test_a_readable_private_key_file_is_warned_about(tmp_path, caplog):

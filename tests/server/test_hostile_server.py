@@ -30,18 +30,30 @@ def make_client(handler, sleeps: list[float] | None = None, **settings) -> FhirC
 
 
 def searchset(entries: int = 1, **extra) -> dict:  # noqa: ANN003
-    return {"resourceType": "Bundle", "type": "searchset",
-            "entry": [{"resource": {"resourceType": "Patient", "id": str(i)}, "search": {"mode": "match"}} for i in range(entries)],
-            **extra}
+    return {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "entry": [
+            {"resource": {"resourceType": "Patient", "id": str(i)}, "search": {"mode": "match"}} for i in range(entries)
+        ],
+        **extra,
+    }
 
 
 # ---------------------------------------------------------------- finding 2: only searchset Bundles
 
-@pytest.mark.parametrize("body, reason", [
-    ({"resourceType": "OperationOutcome", "issue": [{"severity": "error", "diagnostics": "db down"}]}, "got 'OperationOutcome': error: db down"),
-    ({"resourceType": "Bundle", "type": "batch-response"}, "got Bundle of type 'batch-response'"),
-    ({"resourceType": "Patient", "id": "1"}, "got 'Patient'"),
-])
+
+@pytest.mark.parametrize(
+    "body, reason",
+    [
+        (
+            {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "diagnostics": "db down"}]},
+            "got 'OperationOutcome': error: db down",
+        ),
+        ({"resourceType": "Bundle", "type": "batch-response"}, "got Bundle of type 'batch-response'"),
+        ({"resourceType": "Patient", "id": "1"}, "got 'Patient'"),
+    ],
+)
 def test_a_search_answered_with_anything_but_a_searchset_is_an_error(body, reason):
     with make_client(lambda r: httpx.Response(200, json=body)) as client, pytest.raises(UnexpectedResponse) as caught:
         list(client.search("QuestionnaireResponse", {}))
@@ -50,13 +62,16 @@ def test_a_search_answered_with_anything_but_a_searchset_is_an_error(body, reaso
 
 # ---------------------------------------------------------------- finding 3: paging loops
 
+
 def test_a_next_link_back_to_a_page_already_read_is_an_error_not_a_loop():
     requests: list[httpx.Request] = []
 
     def looping(request: httpx.Request) -> httpx.Response:
         requests.append(request)
         page = 2 if "page=1" in str(request.url) else 1
-        return httpx.Response(200, json=searchset(link=[{"relation": "next", "url": f"{BASE}/QuestionnaireResponse?page={page}"}]))
+        return httpx.Response(
+            200, json=searchset(link=[{"relation": "next", "url": f"{BASE}/QuestionnaireResponse?page={page}"}])
+        )
 
     with make_client(looping) as client, pytest.raises(UnexpectedResponse, match="paging loop"):
         list(client.search("QuestionnaireResponse", {}))
@@ -78,7 +93,9 @@ def test_more_pages_than_the_total_allows_is_an_error():
 
     def endless(request: httpx.Request) -> httpx.Response:
         n = next(counter)
-        return httpx.Response(200, json=searchset(1 if n == 0 else 0, total=1, link=[{"relation": "next", "url": f"{BASE}/x?p={n}"}]))
+        return httpx.Response(
+            200, json=searchset(1 if n == 0 else 0, total=1, link=[{"relation": "next", "url": f"{BASE}/x?p={n}"}])
+        )
 
     with make_client(endless) as client, pytest.raises(UnexpectedResponse, match="after all 1 results"):
         list(client.search("QuestionnaireResponse", {}))
@@ -86,30 +103,43 @@ def test_more_pages_than_the_total_allows_is_an_error():
 
 # ---------------------------------------------------------------- finding 7: malformed pages
 
-@pytest.mark.parametrize("page, reason", [
-    (searchset(entry="x"), "entry is not a list"),
-    (searchset(entry=[1, 2]), "entry is not a list of objects"),
-    (searchset(link={"relation": "next"}), "link is not a list"),
-    (searchset(total="many"), "total is not a count"),
-    (searchset(meta={"lastUpdated": 7}), "meta.lastUpdated is not an instant"),
-    (searchset(meta="x"), "meta.lastUpdated is not an instant"),
-    (searchset(link=[{"relation": "next", "url": 12}]), "next link is not an http(s) URL"),
-    (searchset(link=[{"relation": "next", "url": "ftp://elsewhere/x"}]), "next link is not an http(s) URL"),
-    (searchset(entry=[{"resource": "text"}]), "resource is not an object"),
-])
+
+@pytest.mark.parametrize(
+    "page, reason",
+    [
+        (searchset(entry="x"), "entry is not a list"),
+        (searchset(entry=[1, 2]), "entry is not a list of objects"),
+        (searchset(link={"relation": "next"}), "link is not a list"),
+        (searchset(total="many"), "total is not a count"),
+        (searchset(meta={"lastUpdated": 7}), "meta.lastUpdated is not an instant"),
+        (searchset(meta="x"), "meta.lastUpdated is not an instant"),
+        (searchset(link=[{"relation": "next", "url": 12}]), "next link is not an http(s) URL"),
+        (searchset(link=[{"relation": "next", "url": "ftp://elsewhere/x"}]), "next link is not an http(s) URL"),
+        (searchset(entry=[{"resource": "text"}]), "resource is not an object"),
+    ],
+)
 def test_malformed_pages_are_one_line_errors_naming_the_path(page, reason):
     with make_client(lambda r: httpx.Response(200, json=page)) as client, pytest.raises(UnexpectedResponse) as caught:
         list(client.search("QuestionnaireResponse", {"patient": "Patient/secret"}))
     message = str(caught.value)
-    assert reason in message and "/fhir/QuestionnaireResponse" in message and "secret" not in message and "\n" not in message
+    assert (
+        reason in message
+        and "/fhir/QuestionnaireResponse" in message
+        and "secret" not in message
+        and "\n" not in message
+    )
 
 
 def test_a_body_that_is_not_json_is_a_one_line_error():
-    with make_client(lambda r: httpx.Response(200, content=b"<html>")) as client, pytest.raises(FhirTransportError, match="not JSON"):
+    with (
+        make_client(lambda r: httpx.Response(200, content=b"<html>")) as client,
+        pytest.raises(FhirTransportError, match="not JSON"),
+    ):
         list(client.search("QuestionnaireResponse", {}))
 
 
 # ---------------------------------------------------------------- finding 4: the retry budget is a deadline
+
 
 def test_a_retry_after_beyond_the_budget_fails_at_once_without_waiting():
     calls: list[httpx.Request] = []
@@ -129,7 +159,9 @@ def test_a_retry_after_beyond_the_budget_fails_at_once_without_waiting():
 def test_the_waits_of_one_request_never_add_up_past_the_budget(retry_after):
     sleeps: list[float] = []
     headers = {"Retry-After": retry_after} if retry_after else {}
-    with make_client(lambda r: httpx.Response(503, headers=headers), sleeps, max_retry_seconds=250, max_attempts=20) as client:
+    with make_client(
+        lambda r: httpx.Response(503, headers=headers), sleeps, max_retry_seconds=250, max_attempts=20
+    ) as client:
         with pytest.raises(FhirServerError, match="HTTP 503"):
             client.read("Patient", "1")
     assert sum(sleeps) <= 250
@@ -140,7 +172,9 @@ def test_a_permanent_client_error_is_not_retried():
 
     def refuse(request: httpx.Request) -> httpx.Response:
         calls.append(request)
-        return httpx.Response(400, json={"resourceType": "OperationOutcome", "issue": [{"severity": "error", "diagnostics": "bad"}]})
+        return httpx.Response(
+            400, json={"resourceType": "OperationOutcome", "issue": [{"severity": "error", "diagnostics": "bad"}]}
+        )
 
     with make_client(refuse) as client, pytest.raises(FhirServerError, match="HTTP 400"):
         client.read("Patient", "1")
@@ -155,6 +189,7 @@ def test_408_is_transient():
 
 # ---------------------------------------------------------------- finding 5: bounded bodies and time
 
+
 def test_a_body_over_the_limit_is_refused():
     big = {"resourceType": "Patient", "id": "1", "text": "x" * 5000}
     with make_client(lambda r: httpx.Response(200, json=big), max_response_bytes=4096) as client:
@@ -167,6 +202,7 @@ def test_a_declared_length_over_the_limit_is_refused_before_reading():
         def never_read() -> Iterator[bytes]:
             raise AssertionError("the body must not be read")
             yield b""
+
         return httpx.Response(200, headers={"Content-Length": str(2 * 1024**3)}, content=never_read())
 
     with make_client(huge) as client, pytest.raises(UnexpectedResponse, match="larger than the limit"):
@@ -180,13 +216,18 @@ def test_a_gzip_bomb_is_stopped_at_the_decompressed_limit():
         chunks = (bomb[i : i + 65536] for i in range(0, len(bomb), 65536))
         return httpx.Response(200, headers={"Content-Encoding": "gzip"}, content=chunks)
 
-    with make_client(bombing, max_response_bytes=1024 * 1024) as client, pytest.raises(UnexpectedResponse, match="larger than the limit"):
+    with (
+        make_client(bombing, max_response_bytes=1024 * 1024) as client,
+        pytest.raises(UnexpectedResponse, match="larger than the limit"),
+    ):
         client.read("Patient", "1")
 
 
 def test_gzip_bodies_within_the_limit_are_decoded():
     body = gzip.compress(json.dumps({"resourceType": "Patient", "id": "7"}).encode())
-    with make_client(lambda r: httpx.Response(200, headers={"Content-Encoding": "gzip"}, content=iter([body]))) as client:
+    with make_client(
+        lambda r: httpx.Response(200, headers={"Content-Encoding": "gzip"}, content=iter([body]))
+    ) as client:
         assert client.read("Patient", "7")["id"] == "7"
 
 
@@ -215,8 +256,13 @@ def test_a_server_trickling_its_body_is_cut_off_at_the_request_deadline():
     httpd.daemon_threads = True
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
-        config = ServerConfig(url=f"http://127.0.0.1:{httpd.server_address[1]}/fhir", timeout=30, request_deadline=1.5,
-                              max_retry_seconds=4, max_attempts=2)
+        config = ServerConfig(
+            url=f"http://127.0.0.1:{httpd.server_address[1]}/fhir",
+            timeout=30,
+            request_deadline=1.5,
+            max_retry_seconds=4,
+            max_attempts=2,
+        )
         started = time.monotonic()
         with FhirClient(config) as client, pytest.raises(FhirTransportError, match="timed out"):
             client.read("Patient", "1")
@@ -247,8 +293,13 @@ def test_a_server_trickling_its_headers_is_cut_off_at_the_request_deadline():
     httpd.daemon_threads = True
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
-        config = ServerConfig(url=f"http://127.0.0.1:{httpd.server_address[1]}/fhir", timeout=30, request_deadline=1.5,
-                              max_retry_seconds=2, max_attempts=1)
+        config = ServerConfig(
+            url=f"http://127.0.0.1:{httpd.server_address[1]}/fhir",
+            timeout=30,
+            request_deadline=1.5,
+            max_retry_seconds=2,
+            max_attempts=1,
+        )
         started = time.monotonic()
         with FhirClient(config) as client, pytest.raises(FhirTransportError, match="timed out"):
             client.read("Patient", "1")
@@ -260,6 +311,7 @@ def test_a_server_trickling_its_headers_is_cut_off_at_the_request_deadline():
 
 # ---------------------------------------------------------------- finding 8: bad URLs fail at once
 
+
 @pytest.mark.parametrize("url", ["fhir.example.org/fhir", "ftp://fhir.example.org/fhir", "http:///fhir"])
 def test_a_url_without_http_scheme_or_host_is_a_config_error(url):
     with pytest.raises(ConfigError, match="server URL"):
@@ -267,6 +319,7 @@ def test_a_url_without_http_scheme_or_host_is_a_config_error(url):
 
 
 # ---------------------------------------------------------------- finding 11: credentials
+
 
 def test_credentials_in_the_url_are_refused_without_echoing_them():
     with pytest.raises(ConfigError) as caught:
@@ -280,7 +333,9 @@ def _rsa_pem() -> str:
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
 
 
 _PEM = _rsa_pem()  # a real key: the key is loaded and checked when the auth is built
@@ -291,19 +346,30 @@ def _smart(token_url: str | None = None, **extra) -> AuthSettings:  # noqa: ANN0
 
 
 def _discovering(token_endpoint: str) -> httpx.Client:
-    return httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(200, json={"token_endpoint": token_endpoint})))
+    return httpx.Client(
+        transport=httpx.MockTransport(lambda r: httpx.Response(200, json={"token_endpoint": token_endpoint}))
+    )
 
 
-@pytest.mark.parametrize("endpoint, reason", [
-    ("http://ehr.example.org/token", "must use https"),
-    ("https://evil.example.net/token", "'evil.example.net' is not allowed"),
-])
+@pytest.mark.parametrize(
+    "endpoint, reason",
+    [
+        ("http://ehr.example.org/token", "must use https"),
+        ("https://evil.example.net/token", "'evil.example.net' is not allowed"),
+    ],
+)
 def test_a_discovered_token_endpoint_must_be_https_on_an_allowed_host(endpoint, reason):
     with pytest.raises(ConfigError, match=reason):
         build_auth(_smart(), "https://ehr.example.org/fhir", _discovering(endpoint))
 
 
 def test_token_hosts_and_loopback_are_allowed():
-    assert build_auth(_smart(token_hosts=["login.example.org"]), "https://ehr.example.org/fhir",
-                      _discovering("https://login.example.org/oauth/token")) is not None
+    assert (
+        build_auth(
+            _smart(token_hosts=["login.example.org"]),
+            "https://ehr.example.org/fhir",
+            _discovering("https://login.example.org/oauth/token"),
+        )
+        is not None
+    )
     assert build_auth(_smart(), "http://127.0.0.1:9/fhir", _discovering("http://127.0.0.1:9/token")) is not None

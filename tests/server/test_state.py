@@ -59,7 +59,10 @@ def test_tables_are_created_on_first_use_and_versioned(store: StateStore, open_s
 
 
 def test_ledger_upserts_one_row_per_response_and_server(store: StateStore) -> None:
-    store.record(SERVER, [LedgerEntry("qr-1", "1", "written", None, "obs-a"), LedgerEntry("qr-2", "1", "failed", "too many missing")])
+    store.record(
+        SERVER,
+        [LedgerEntry("qr-1", "1", "written", None, "obs-a"), LedgerEntry("qr-2", "1", "failed", "too many missing")],
+    )
     store.record(SERVER, [LedgerEntry("qr-1", "2", "written", None, "obs-b")])
     store.record(OTHER, [LedgerEntry("qr-1", "7", "skipped")])
     found = store.lookup(SERVER, ["qr-1", "qr-2", "qr-unknown"])
@@ -129,7 +132,9 @@ def test_wait_claim_is_bounded(store: StateStore) -> None:
 
 
 def test_a_newer_schema_than_ours_is_refused(store: StateStore, location: str | Path, open_store: Opener) -> None:
-    store._db.run("INSERT INTO schema_version VALUES (?, ?, ?)", (MIGRATIONS[-1].version + 1, "from the future", "2030-01-01"))
+    store._db.run(
+        "INSERT INTO schema_version VALUES (?, ?, ?)", (MIGRATIONS[-1].version + 1, "from the future", "2030-01-01")
+    )
     with pytest.raises(StateError, match="schema version .* is newer"):
         open_store()
 
@@ -193,7 +198,9 @@ def test_a_sqlite_file_from_before_versioning_is_adopted(tmp_path: Path) -> None
 
 
 def test_outstanding_failures_keep_their_first_since_until_the_response_scores(store: StateStore) -> None:
-    store.record(SERVER, [LedgerEntry("qr-1", "1", "failed", "too many missing"), LedgerEntry("qr-2", "1", "written", None, "o")])
+    store.record(
+        SERVER, [LedgerEntry("qr-1", "1", "failed", "too many missing"), LedgerEntry("qr-2", "1", "written", None, "o")]
+    )
     first = store.outstanding(SERVER)
     assert [(f.response_id, f.outcome, f.reason) for f in first] == [("qr-1", "failed", "too many missing")]
     store.record(SERVER, [LedgerEntry("qr-1", "2", "write-failed", "write failed: 503")])
@@ -217,8 +224,10 @@ def test_a_sqlite_file_from_the_first_release_gains_the_later_columns(tmp_path: 
     path = tmp_path / "v1.sqlite"
     with StateStore(path) as store:
         store._db.run("DROP TABLE ledger")
-        store._db.run("CREATE TABLE ledger (server TEXT NOT NULL, response_id TEXT NOT NULL, version_id TEXT NOT NULL, outcome TEXT NOT NULL,"
-                      " detail TEXT, observation_identifier TEXT, updated_at TEXT NOT NULL, PRIMARY KEY (server, response_id))")
+        store._db.run(
+            "CREATE TABLE ledger (server TEXT NOT NULL, response_id TEXT NOT NULL, version_id TEXT NOT NULL, outcome TEXT NOT NULL,"
+            " detail TEXT, observation_identifier TEXT, updated_at TEXT NOT NULL, PRIMARY KEY (server, response_id))"
+        )
         store._db.run("DELETE FROM schema_version WHERE version > 1")
     with StateStore(path) as store:
         store.record(SERVER, [LedgerEntry("qr-1", "1", "failed", "x")])

@@ -32,7 +32,9 @@ def store(tmp_path: Path):  # noqa: ANN201
 
 
 def client_for(server: FakeFhir, **settings) -> FhirClient:  # noqa: ANN003
-    config = ServerConfig(url=BASE, page_size=settings.pop("page_size", 7), batch_size=settings.pop("batch_size", 3), **settings)
+    config = ServerConfig(
+        url=BASE, page_size=settings.pop("page_size", 7), batch_size=settings.pop("batch_size", 3), **settings
+    )
     return FhirClient(config, transport=httpx.MockTransport(server), sleep=lambda _s: None)
 
 
@@ -60,10 +62,12 @@ def test_first_sync_writes_one_observation_per_response(server, catalog, store, 
     report = sync(server, catalog, store)
     assert (report.found, report.scored, report.written, report.failed) == (20, 20, 20, 0)
     assert len(observations(server)) == 20
-    by_response = {o["derivedFrom"][0]["reference"].split("/")[1]: o["valueQuantity"]["value"] for o in observations(server)}
-    assert by_response["qr0"] == 12       # WAI-SR all Seldom: 12 x 1
-    assert by_response["qr2"] == 36       # WAI-SR all Fairly often: 12 x 3
-    assert by_response["qr3"] == 29.6     # SRS 9.5 + 9 + 8.1 + 3
+    by_response = {
+        o["derivedFrom"][0]["reference"].split("/")[1]: o["valueQuantity"]["value"] for o in observations(server)
+    }
+    assert by_response["qr0"] == 12  # WAI-SR all Seldom: 12 x 1
+    assert by_response["qr2"] == 36  # WAI-SR all Fairly often: 12 x 3
+    assert by_response["qr3"] == 29.6  # SRS 9.5 + 9 + 8.1 + 3
     assert report.checkpoint is not None
 
 
@@ -74,7 +78,9 @@ def test_second_sync_writes_nothing(server, catalog, store, make_response):
     report = sync(server, catalog, store)
     assert (report.written, report.unchanged, report.failed) == (0, 20, 0)
     assert all(r.method == "GET" or r.url.path.endswith("/_search") for r in server.requests)  # reads only
-    assert len(server.requests) <= 2 + 1 + 3  # /metadata, our Questionnaires' ids; one search per page; the ledger checked once
+    assert (
+        len(server.requests) <= 2 + 1 + 3
+    )  # /metadata, our Questionnaires' ids; one search per page; the ledger checked once
     assert len(observations(server)) == 20
 
 
@@ -125,7 +131,10 @@ def test_bad_responses_are_reported_and_do_not_block_the_rest(server, catalog, s
     report = sync(server, catalog, store, since="2000-01-01")
     assert report.written == 6 and report.failed == 2
     reasons = {f.resource: f.reason for f in report.failures}
-    assert "item '3'" in reasons["QuestionnaireResponse/qr-bad"] and "out of range" in reasons["QuestionnaireResponse/qr-bad"]
+    assert (
+        "item '3'" in reasons["QuestionnaireResponse/qr-bad"]
+        and "out of range" in reasons["QuestionnaireResponse/qr-bad"]
+    )
     assert "unknown version '7.0'" in reasons["QuestionnaireResponse/qr-unknown-version"]
     again = sync(server, catalog, store)
     assert again.failed == 0 and again.unchanged == 8  # not retried until they change

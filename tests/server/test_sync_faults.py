@@ -54,8 +54,14 @@ class Harness:
         self.sleeps: list[float] = []
 
     def client(self, **settings) -> FhirClient:  # noqa: ANN003
-        config = ServerConfig(url=BASE, page_size=settings.pop("page_size", 5), batch_size=settings.pop("batch_size", 3),
-                              concurrency=1, max_retry_seconds=BUDGET, **settings)
+        config = ServerConfig(
+            url=BASE,
+            page_size=settings.pop("page_size", 5),
+            batch_size=settings.pop("batch_size", 3),
+            concurrency=1,
+            max_retry_seconds=BUDGET,
+            **settings,
+        )
         return FhirClient(config, transport=httpx.MockTransport(self.fake), sleep=self.sleeps.append)
 
     def sync(self, **options):  # noqa: ANN003, ANN201
@@ -63,8 +69,12 @@ class Harness:
             return run_sync(client, self.catalog, self.store, SyncOptions(**options))
 
     def observations(self) -> dict[str, dict]:
-        return {i["value"]: o for o in self.fake.store["Observation"].values() for i in o.get("identifier", [])
-                if i.get("system") == IDENTIFIER_SYSTEM}
+        return {
+            i["value"]: o
+            for o in self.fake.store["Observation"].values()
+            for i in o.get("identifier", [])
+            if i.get("system") == IDENTIFIER_SYSTEM
+        }
 
     def assert_nothing_reported_that_is_not_there(self) -> None:
         present = self.observations()
@@ -115,13 +125,17 @@ def always(predicate, answer):  # noqa: ANN001, ANN201
 
 
 def outcome_200(_request: httpx.Request) -> httpx.Response:
-    return httpx.Response(200, json={"resourceType": "OperationOutcome", "issue": [{"severity": "error", "diagnostics": "lost"}]})
+    return httpx.Response(
+        200, json={"resourceType": "OperationOutcome", "issue": [{"severity": "error", "diagnostics": "lost"}]}
+    )
 
 
 # ---------------------------------------------------------------- the fault matrix (findings 1-8, every mode)
 
+
 def _fewer_entries(h: Harness):  # noqa: ANN202
     """The write happens, but the answer accounts for fewer entries (or, one by one, for another resource)."""
+
     def answer(request: httpx.Request) -> httpx.Response:
         real = h.fake.serve(request)
         body = real.json()
@@ -130,22 +144,35 @@ def _fewer_entries(h: Harness):  # noqa: ANN202
         else:
             body = {"resourceType": "Patient", "id": "x"}
         return httpx.Response(200, json=body)
+
     return always(is_write, answer)
 
 
 def _entry_refused(h: Harness):  # noqa: ANN202
     """A bundle answered 200 whose last entry says 500 and was not applied (one by one: a 500)."""
+
     def answer(request: httpx.Request) -> httpx.Response:
         sent = json.loads(request.content)
         if sent.get("resourceType") == "Bundle":
             kept = {**sent, "entry": sent["entry"][:-1]}
             inner = httpx.Request("POST", request.url, json=kept)
             body = h.fake.serve(inner).json()
-            body["entry"].append({"response": {"status": "500 Internal Server Error",
-                                               "outcome": {"resourceType": "OperationOutcome",
-                                                           "issue": [{"severity": "error", "diagnostics": "disk full"}]}}})
+            body["entry"].append(
+                {
+                    "response": {
+                        "status": "500 Internal Server Error",
+                        "outcome": {
+                            "resourceType": "OperationOutcome",
+                            "issue": [{"severity": "error", "diagnostics": "disk full"}],
+                        },
+                    }
+                }
+            )
             return httpx.Response(200, json=body)
-        return httpx.Response(500, json={"resourceType": "OperationOutcome", "issue": [{"severity": "error", "diagnostics": "disk full"}]})
+        return httpx.Response(
+            500, json={"resourceType": "OperationOutcome", "issue": [{"severity": "error", "diagnostics": "disk full"}]}
+        )
+
     return once(is_write, answer)
 
 
@@ -154,19 +181,41 @@ FAULTS = {
     "1 answer misses entries": _fewer_entries,
     "1 an entry says 5xx": _entry_refused,
     "2 search answered OperationOutcome": lambda h: always(is_qr_search, outcome_200),
-    "3 next link loops": lambda h: always(lambda r: "_getpages" in str(r.url), lambda r: httpx.Response(200, json={
-        "resourceType": "Bundle", "type": "searchset", "entry": [],
-        "link": [{"relation": "next", "url": f"{BASE}?_getpages=loop&_offset=0&_count=5"}]})),
-    "4 persistent 429 Retry-After 999999": lambda h: always(is_write, lambda r: httpx.Response(429, headers={"Retry-After": "999999"})),
-    "4 persistent 503 Retry-After 100": lambda h: always(is_write, lambda r: httpx.Response(503, headers={"Retry-After": "100"})),
-    "5 oversized answer": lambda h: always(is_write, lambda r: httpx.Response(200, json={"resourceType": "Bundle", "pad": "x" * 70_000})),
-    "6 searchset stamped 2099": lambda h: always(is_qr_search, lambda r: _stamped(h, r, "2099-01-01T00:00:00.000+00:00")),
-    "7 malformed page": lambda h: always(is_qr_search, lambda r: httpx.Response(200, json={"resourceType": "Bundle", "type": "searchset",
-                                                                                        "entry": {"oops": 1}})),
-    "7 malformed meta": lambda h: always(is_qr_search, lambda r: httpx.Response(200, json={"resourceType": "Bundle", "type": "searchset",
-                                                                                        "meta": ["x"]})),
-    "8 an R5 server": lambda h: always(lambda r: r.url.path.endswith("/metadata"), lambda r: httpx.Response(200, json={
-        "resourceType": "CapabilityStatement", "fhirVersion": "5.0.0"})),
+    "3 next link loops": lambda h: always(
+        lambda r: "_getpages" in str(r.url),
+        lambda r: httpx.Response(
+            200,
+            json={
+                "resourceType": "Bundle",
+                "type": "searchset",
+                "entry": [],
+                "link": [{"relation": "next", "url": f"{BASE}?_getpages=loop&_offset=0&_count=5"}],
+            },
+        ),
+    ),
+    "4 persistent 429 Retry-After 999999": lambda h: always(
+        is_write, lambda r: httpx.Response(429, headers={"Retry-After": "999999"})
+    ),
+    "4 persistent 503 Retry-After 100": lambda h: always(
+        is_write, lambda r: httpx.Response(503, headers={"Retry-After": "100"})
+    ),
+    "5 oversized answer": lambda h: always(
+        is_write, lambda r: httpx.Response(200, json={"resourceType": "Bundle", "pad": "x" * 70_000})
+    ),
+    "6 searchset stamped 2099": lambda h: always(
+        is_qr_search, lambda r: _stamped(h, r, "2099-01-01T00:00:00.000+00:00")
+    ),
+    "7 malformed page": lambda h: always(
+        is_qr_search,
+        lambda r: httpx.Response(200, json={"resourceType": "Bundle", "type": "searchset", "entry": {"oops": 1}}),
+    ),
+    "7 malformed meta": lambda h: always(
+        is_qr_search, lambda r: httpx.Response(200, json={"resourceType": "Bundle", "type": "searchset", "meta": ["x"]})
+    ),
+    "8 an R5 server": lambda h: always(
+        lambda r: r.url.path.endswith("/metadata"),
+        lambda r: httpx.Response(200, json={"resourceType": "CapabilityStatement", "fhirVersion": "5.0.0"}),
+    ),
 }
 
 
@@ -205,6 +254,7 @@ def test_fault_matrix(mode, fault, store, catalog, make_response):
 
 
 # ---------------------------------------------------------------- findings, one by one
+
 
 @pytest.mark.parametrize("mode", MODES)
 def test_finding_1_only_entries_that_landed_count(mode, store, catalog, make_response):
@@ -268,8 +318,14 @@ def test_finding_8_an_r5_server_is_refused_before_anything(store, catalog, make_
 
 def test_finding_9_literal_references_are_found_and_scored_as_that_version(store, catalog, make_response):
     h = Harness("transaction", store, catalog)
-    h.fake.put({"resourceType": "Questionnaire", "id": "1005", "url": "http://alliance-fhir.org/fhir/Questionnaire/wai-sr",
-                "version": "1.0.0"})
+    h.fake.put(
+        {
+            "resourceType": "Questionnaire",
+            "id": "1005",
+            "url": "http://alliance-fhir.org/fhir/Questionnaire/wai-sr",
+            "version": "1.0.0",
+        }
+    )
     relative = make_response("wai-sr", all_items(12, 2), rid="rel")
     relative["questionnaire"] = "Questionnaire/1005"
     absolute = make_response("wai-sr", all_items(12, 3), rid="abs")
@@ -281,7 +337,9 @@ def test_finding_9_literal_references_are_found_and_scored_as_that_version(store
     report = h.sync()
     search = next(r for r in h.fake.requests if is_qr_search(r))
     assert "Questionnaire/1005" in dict(search.url.params)["questionnaire"].split(",")
-    values = {o["derivedFrom"][0]["reference"].split("/")[1]: o["valueQuantity"]["value"] for o in h.observations().values()}
+    values = {
+        o["derivedFrom"][0]["reference"].split("/")[1]: o["valueQuantity"]["value"] for o in h.observations().values()
+    }
     assert values == {"rel": 24, "abs": 36}  # 12 x Sometimes (2), 12 x Fairly often (3), scored as wai-sr|1.0.0
     assert report.found == 2 and report.failed == 0
 
@@ -375,8 +433,9 @@ def test_search_mode_repairs_duplicates_left_by_a_race(store, catalog, make_resp
     assert len(h.fake.store["Observation"]) == 1
 
 
-@pytest.mark.parametrize("mode, expected", [("transaction", "transaction"), ("batch", "batch"), ("single", "single"),
-                                            ("search", "search")])
+@pytest.mark.parametrize(
+    "mode, expected", [("transaction", "transaction"), ("batch", "batch"), ("single", "single"), ("search", "search")]
+)
 def test_auto_write_mode_follows_the_capability_statement(mode, expected):
     plan = choose_write_mode(capabilities_for(mode))
     assert plan.mode == expected and plan.reason
@@ -395,15 +454,34 @@ def test_process_response_is_syncs_path_for_one_response(store, catalog, make_re
     assert store.lookup(BASE, ["one"])["one"].outcome == "written"
 
 
-@pytest.mark.parametrize("resource", [
-    {"resourceType": "QuestionnaireResponse", "id": "m1", "status": "completed", "meta": "junk",
-     "questionnaire": "http://alliance-fhir.org/fhir/Questionnaire/srs|1.0.0", "item": "nope"},
-    {"resourceType": "QuestionnaireResponse", "id": 7, "status": "completed", "meta": {"versionId": 3},
-     "questionnaire": ["not", "a", "string"]},
-    {"resourceType": "Patient", "id": "p1", "status": "completed"},
-    {"resourceType": "QuestionnaireResponse", "id": "m2", "status": "amended", "item": [{"linkId": 1, "answer": {"x": 1}}],
-     "questionnaire": "http://alliance-fhir.org/fhir/Questionnaire/srs|1.0.0"},
-])
+@pytest.mark.parametrize(
+    "resource",
+    [
+        {
+            "resourceType": "QuestionnaireResponse",
+            "id": "m1",
+            "status": "completed",
+            "meta": "junk",
+            "questionnaire": "http://alliance-fhir.org/fhir/Questionnaire/srs|1.0.0",
+            "item": "nope",
+        },
+        {
+            "resourceType": "QuestionnaireResponse",
+            "id": 7,
+            "status": "completed",
+            "meta": {"versionId": 3},
+            "questionnaire": ["not", "a", "string"],
+        },
+        {"resourceType": "Patient", "id": "p1", "status": "completed"},
+        {
+            "resourceType": "QuestionnaireResponse",
+            "id": "m2",
+            "status": "amended",
+            "item": [{"linkId": 1, "answer": {"x": 1}}],
+            "questionnaire": "http://alliance-fhir.org/fhir/Questionnaire/srs|1.0.0",
+        },
+    ],
+)
 def test_finding_7_malformed_resources_are_one_line_failures_not_tracebacks(store, catalog, make_response, resource):
     h = Harness("transaction", store, catalog)
     post(h, make_response, 2)

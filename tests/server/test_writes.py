@@ -14,8 +14,15 @@ BASE = "http://fhir.test/fhir"
 
 
 def writes(n: int) -> list[PendingWrite]:
-    return [PendingWrite(f"r{i}", "1", f"id{i}", {"resourceType": "Observation", "identifier": [
-        {"system": IDENTIFIER_SYSTEM, "value": f"id{i}"}]}) for i in range(n)]
+    return [
+        PendingWrite(
+            f"r{i}",
+            "1",
+            f"id{i}",
+            {"resourceType": "Observation", "identifier": [{"system": IDENTIFIER_SYSTEM, "value": f"id{i}"}]},
+        )
+        for i in range(n)
+    ]
 
 
 def write_with(mode: str, answer, n: int = 2) -> list[str | None]:  # noqa: ANN001

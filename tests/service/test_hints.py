@@ -19,7 +19,9 @@ def test_a_rest_hook_put_names_the_id_and_the_bodys_version_only_when_the_body_i
     body = {"resourceType": "QuestionnaireResponse", "id": "qr-1", "meta": {"versionId": "3"}}
     assert hint_from_put("qr-1", body) == Hint("qr-1", "3")
     assert hint_from_put("qr-1", {**body, "id": "other"}) == Hint("qr-1", "")
-    assert hint_from_put("qr-1", {"resourceType": "Patient", "id": "qr-1", "meta": {"versionId": "3"}}) == Hint("qr-1", "")
+    assert hint_from_put("qr-1", {"resourceType": "Patient", "id": "qr-1", "meta": {"versionId": "3"}}) == Hint(
+        "qr-1", ""
+    )
     assert hint_from_put("qr-1", None) == Hint("qr-1", "")
     assert hint_from_put("qr-1", {**body, "meta": {"versionId": "3/../../x"}}) == Hint("qr-1", "")
 
@@ -41,24 +43,44 @@ def test_references_are_relative_or_on_our_base_only():
 
 
 def test_a_backport_notification_gives_focus_and_fullurl_hints_once_each_and_counts_what_it_refused():
-    bundle = {"resourceType": "Bundle", "type": "history", "entry": [
-        status({"name": "type", "valueCode": "event-notification"}, {"name": "events-since-subscription-start", "valueString": "12"},
-               {"name": "subscription", "valueReference": {"reference": "Subscription/5"}}, event("QuestionnaireResponse/1")),
-        {"fullUrl": f"{BASE}/QuestionnaireResponse/1/_history/4"},
-        {"fullUrl": "http://169.254.169.254/QuestionnaireResponse/2"},
-    ]}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "history",
+        "entry": [
+            status(
+                {"name": "type", "valueCode": "event-notification"},
+                {"name": "events-since-subscription-start", "valueString": "12"},
+                {"name": "subscription", "valueReference": {"reference": "Subscription/5"}},
+                event("QuestionnaireResponse/1"),
+            ),
+            {"fullUrl": f"{BASE}/QuestionnaireResponse/1/_history/4"},
+            {"fullUrl": "http://169.254.169.254/QuestionnaireResponse/2"},
+        ],
+    }
     notification = topic_notification(bundle, BASE)
     assert notification is not None
-    assert notification.kind == "event-notification" and notification.events_since_start == 12 and notification.subscription == "Subscription/5"
+    assert (
+        notification.kind == "event-notification"
+        and notification.events_since_start == 12
+        and notification.subscription == "Subscription/5"
+    )
     assert notification.hints == [Hint("1", "4")] and notification.rejected == 1
 
 
 def test_heartbeats_and_non_notifications():
-    heartbeat = {"resourceType": "Bundle", "type": "history", "entry": [status({"name": "type", "valueCode": "heartbeat"})]}
+    heartbeat = {
+        "resourceType": "Bundle",
+        "type": "history",
+        "entry": [status({"name": "type", "valueCode": "heartbeat"})],
+    }
     parsed = topic_notification(heartbeat, BASE)
     assert parsed is not None and parsed.kind == "heartbeat" and parsed.hints == []
     shapes: list[object] = [
-        None, [], "x", {"resourceType": "Bundle"}, {"resourceType": "Bundle", "entry": [{"resource": {"resourceType": "Patient"}}]},
+        None,
+        [],
+        "x",
+        {"resourceType": "Bundle"},
+        {"resourceType": "Bundle", "entry": [{"resource": {"resourceType": "Patient"}}]},
         {"resourceType": "Patient", "entry": []},
     ]
     for shape in shapes:

@@ -38,7 +38,16 @@ def test_environment_wins_over_the_config_file(tmp_path, monkeypatch):
 def test_only_the_exact_bearer_is_authorised():
     secret = SecretStr("s" * 32)
     assert authorised("Bearer " + "s" * 32, secret)
-    for header in (None, "", "s" * 32, "Bearer " + "s" * 31, "bearer " + "s" * 32, "Bearer " + "s" * 33, "Basic xyz", "Bearer ✓"):
+    for header in (
+        None,
+        "",
+        "s" * 32,
+        "Bearer " + "s" * 31,
+        "bearer " + "s" * 32,
+        "Bearer " + "s" * 33,
+        "Basic xyz",
+        "Bearer ✓",
+    ):
         assert not authorised(header, secret)
 
 

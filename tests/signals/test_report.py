@@ -33,7 +33,11 @@ def example():
     """SRS with a rupture and a repair, WAI-SR with subscales, ORS, and a client/therapist pair."""
     catalog = load_catalog([PAIR])
     obs = series_obs("srs", [36.5, 34.0, 37.5, None, 38.5])
-    subscales: list[dict[str, float]] = [dict(task=13, bond=14, goal=13), dict(task=14, bond=15, goal=15), dict(task=12, bond=15, goal=12)]
+    subscales: list[dict[str, float]] = [
+        dict(task=13, bond=14, goal=13),
+        dict(task=14, bond=15, goal=15),
+        dict(task=12, bond=15, goal=12),
+    ]
     obs += [score_obs("wai-sr", sum(s.values()), day=d, subscales=s) for d, s in enumerate(subscales, start=1)]
     obs += series_obs("ors", [18.2, 19.0, 21.5])
     obs += series_obs("pair-client", [16, 17])
@@ -87,7 +91,13 @@ def test_html_is_self_contained(example):
     assert re.search(r"https?://", page) is None
     assert "<script" not in page and "<link" not in page
     assert page.count('src="data:image/png;base64,') == 1
-    for text in ("Alliance rupture", "Early alliance warning", "Low alliance", "Client-therapist alliance gap", "resolved"):
+    for text in (
+        "Alliance rupture",
+        "Early alliance warning",
+        "Low alliance",
+        "Client-therapist alliance gap",
+        "resolved",
+    ):
         assert text in page
 
 
@@ -128,6 +138,9 @@ def test_overview_single_session_and_stable(catalog):
     obs = series_obs("srs", [38]) + series_obs("srs", [37, 37], subject="Patient/c2")
     trajectories = build_trajectories(obs, catalog)
     rows = practitioner_overview(trajectories, [], THERAPIST)
-    assert [(r.subject, r.change, r.trend) for r in rows] == [(CLIENT, None, "-"), ("Patient/c2", Decimal("0"), "stable")]
+    assert [(r.subject, r.change, r.trend) for r in rows] == [
+        (CLIENT, None, "-"),
+        ("Patient/c2", Decimal("0"), "stable"),
+    ]
     assert "<td>-</td><td>-</td>" in render_practitioner_html(rows, THERAPIST)
     assert "No clients" in render_practitioner_html([], THERAPIST)

@@ -40,7 +40,10 @@ def test_active_rupture_as_detected_issue(catalog):
     assert issue["identifiedPeriod"] == {"start": "2026-11-02T10:00:00+00:00"}
     assert issue["author"]["reference"] == "Device/alliance-fhir"
     assert issue["extension"] == [
-        {"url": "http://alliance-fhir.org/fhir/StructureDefinition/alliance-focus", "valueReference": {"reference": THERAPIST}},
+        {
+            "url": "http://alliance-fhir.org/fhir/StructureDefinition/alliance-focus",
+            "valueReference": {"reference": THERAPIST},
+        },
         {"url": SIGNAL_STATUS_EXTENSION, "valueCode": "active"},
     ]
     # evidence: the previous score (38, 2026-11-01) and the drop (36.5, 2026-11-02), by identifier
@@ -111,8 +114,15 @@ def test_task_for_active_signals_only(catalog):
     task = follow_up_task(signals[EARLY_WARNING])
     assert task is not None
     validate_resource(task)
-    assert (task["status"], task["intent"], task["priority"]) == ("requested", "proposal", "urgent")  # early warning is high
-    issue_ref = {"type": "DetectedIssue", "identifier": {"system": SIGNAL_IDENTIFIER_SYSTEM, "value": signals[EARLY_WARNING].key}}
+    assert (task["status"], task["intent"], task["priority"]) == (
+        "requested",
+        "proposal",
+        "urgent",
+    )  # early warning is high
+    issue_ref = {
+        "type": "DetectedIssue",
+        "identifier": {"system": SIGNAL_IDENTIFIER_SYSTEM, "value": signals[EARLY_WARNING].key},
+    }
     assert task["focus"] == issue_ref and task["reasonReference"] == issue_ref
     assert task["owner"] == {"reference": THERAPIST} and task["for"] == {"reference": CLIENT}
     assert follow_up_task(signals[RUPTURE])["priority"] == "routine"  # type: ignore[index]
@@ -157,8 +167,16 @@ def test_every_emitted_project_code_is_in_the_codesystem(catalog):
 def test_withdrawn_issues_when_scores_no_longer_support_them(catalog):
     stale = detected_issue(signals_of(catalog, [38, 35])[RUPTURE]) | {"id": "di-1", "meta": {"versionId": "3"}}
     kept = detected_issue(signals_of(catalog, [38, 35])[EARLY_WARNING]) | {"id": "di-2"}
-    already = stale | {"id": "di-3", "status": "entered-in-error", "identifier": [{"system": SIGNAL_IDENTIFIER_SYSTEM, "value": "old"}]}
-    foreign = {"resourceType": "DetectedIssue", "status": "final", "identifier": [{"system": "http://other", "value": "x"}]}
+    already = stale | {
+        "id": "di-3",
+        "status": "entered-in-error",
+        "identifier": [{"system": SIGNAL_IDENTIFIER_SYSTEM, "value": "old"}],
+    }
+    foreign = {
+        "resourceType": "DetectedIssue",
+        "status": "final",
+        "identifier": [{"system": "http://other", "value": "x"}],
+    }
     # after an amendment the rupture is gone, the early warning is still produced
     current = [kept]
     out = withdrawn_issues([stale, kept, already, foreign], current)
@@ -176,16 +194,31 @@ def test_all_signal_issues_validate(catalog, values):
 def test_end_to_end_from_responses(catalog, make_response):
     from alliance_fhir import build_observation, score_response
 
-    focus = [{"url": "http://alliance-fhir.org/fhir/StructureDefinition/alliance-focus", "valueReference": {"reference": THERAPIST}}]
+    focus = [
+        {
+            "url": "http://alliance-fhir.org/fhir/StructureDefinition/alliance-focus",
+            "valueReference": {"reference": THERAPIST},
+        }
+    ]
     answers = {"qr-1": {1: 9.5, 2: 9.5, 3: 9.5, 4: 9.5}, "qr-2": {1: 9, 2: 9, 3: 8.5, 4: 8.5}}
     observations = []
     for day, (rid, items) in enumerate(answers.items(), start=1):
-        response = make_response("srs", items, rid=rid, authored=f"2026-11-0{day}T10:00:00Z", extension=focus,
-                                 encounter={"reference": f"Encounter/e{day}"})
+        response = make_response(
+            "srs",
+            items,
+            rid=rid,
+            authored=f"2026-11-0{day}T10:00:00Z",
+            extension=focus,
+            encounter={"reference": f"Encounter/e{day}"},
+        )
         observations.append(build_observation(score_response(response, catalog), response))
     signals = detect_signals(build_trajectories(observations, catalog))
     # 4 x 9.5 = 38 -> 9 + 9 + 8.5 + 8.5 = 35: drop 3 (rupture), 35 < 36 (low), session 2 (early warning)
-    assert [s.kind for s in signals] == ["low-alliance", RUPTURE, EARLY_WARNING]  # same session: kinds in SIGNAL_KINDS order
+    assert [s.kind for s in signals] == [
+        "low-alliance",
+        RUPTURE,
+        EARLY_WARNING,
+    ]  # same session: kinds in SIGNAL_KINDS order
     issue = detected_issue(signals[1])
     validate_resource(issue)
     assert [d["identifier"] for d in issue["evidence"][0]["detail"]] == [o["identifier"][0] for o in observations]
@@ -204,7 +237,9 @@ def test_tasks_follow_their_signal(catalog):
     # resolved: one note, the Task stays open for the clinician
     cancelled, noted = task_follow_ups({rupture.key: task}, resolved, [])
     assert cancelled == [] and [t["status"] for t in noted] == ["requested"]
-    assert "resolved by the score of 2026-11-04" in noted[0]["note"][-1]["text"] and noted[0]["meta"] == {"versionId": "3"}
+    assert "resolved by the score of 2026-11-04" in noted[0]["note"][-1]["text"] and noted[0]["meta"] == {
+        "versionId": "3"
+    }
     assert task_follow_ups({rupture.key: noted[0]}, resolved, []) == ([], [])  # noted once only
     # withdrawn: the open Task is cancelled with the reason; a Task the clinician closed is left alone
     issue = {"identifier": [{"system": "http://alliance-fhir.org/fhir/sid/alliance-signal", "value": rupture.key}]}

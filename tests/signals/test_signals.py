@@ -73,13 +73,23 @@ def mapping_with(catalog, instrument: str, change) -> InstrumentMapping:
 
 
 def test_points_from_real_score_observations(catalog, make_response):
-    focus = {"url": "http://alliance-fhir.org/fhir/StructureDefinition/alliance-focus", "valueReference": {"reference": THERAPIST}}
-    response = make_response("wai-sr", {i: 4 for i in range(1, 13)}, encounter={"reference": "Encounter/e1"}, extension=[focus])
+    focus = {
+        "url": "http://alliance-fhir.org/fhir/StructureDefinition/alliance-focus",
+        "valueReference": {"reference": THERAPIST},
+    }
+    response = make_response(
+        "wai-sr", {i: 4 for i in range(1, 13)}, encounter={"reference": "Encounter/e1"}, extension=[focus]
+    )
     observation = build_observation(score_response(response, catalog), response)
     series = one_series(catalog, [observation])
     point = series.points[0]
     # 12 items x 4 = 48; each subscale 4 items x 4 = 16
-    assert (point.instrument, point.subject, point.focus, point.encounter) == ("wai-sr", "Patient/p1", THERAPIST, "Encounter/e1")
+    assert (point.instrument, point.subject, point.focus, point.encounter) == (
+        "wai-sr",
+        "Patient/p1",
+        THERAPIST,
+        "Encounter/e1",
+    )
     assert point.value == 48 and dict(point.subscales) == {"task": 16, "bond": 16, "goal": 16}
     assert point.time == parse_time("2026-11-01T10:00:00Z") and point.session_number == 1
     assert point.observation.value == observation["identifier"][0]["value"]
@@ -102,7 +112,9 @@ def test_entered_in_error_is_skipped():
 
 def test_amended_observation_replaces_the_earlier_version(catalog):
     first = score_obs("srs", 34, day=2, meta={"versionId": "1", "lastUpdated": "2026-11-02T11:00:00Z"})
-    amended = score_obs("srs", 38, day=2, status="amended", meta={"versionId": "2", "lastUpdated": "2026-11-03T08:00:00Z"})
+    amended = score_obs(
+        "srs", 38, day=2, status="amended", meta={"versionId": "2", "lastUpdated": "2026-11-03T08:00:00Z"}
+    )
     # amended given first: the version order decides, not the input order
     series = one_series(catalog, [amended, score_obs("srs", 38, day=1), first])
     assert [(str(p.value), p.status) for p in series.points] == [("38", "final"), ("38", "amended")]
@@ -189,7 +201,9 @@ def test_two_therapists_are_two_series_and_never_compared(catalog):
 
 
 def test_episodes_split_series_and_number_sessions_with_missing_ones(catalog):
-    encounters = [encounter(CLIENT, d) for d in (1, 2, 3, 4)] + [encounter(CLIENT, d, episode="EpisodeOfCare/ep2") for d in (10, 11)]
+    encounters = [encounter(CLIENT, d) for d in (1, 2, 3, 4)] + [
+        encounter(CLIENT, d, episode="EpisodeOfCare/ep2") for d in (10, 11)
+    ]
     obs = [score_obs("srs", v, day=d) for d, v in ((1, 38), (3, 36.5), (4, 37), (10, 30), (11, 31))]
     trajectories = build_trajectories(obs, catalog, context_from_encounters(encounters))
     first, second = trajectories.series
@@ -237,7 +251,10 @@ def test_single_session_above_the_cutoff_gives_nothing(catalog):
 
 def test_single_low_session_is_low_and_an_early_warning(catalog):
     # 35.5 < 36; session 1 is inside the first 3
-    assert kinds(signals_for(catalog, [35.5])) == [(LOW_ALLIANCE, "active", ["35.5"], None), (EARLY_WARNING, "active", ["35.5"], None)]
+    assert kinds(signals_for(catalog, [35.5])) == [
+        (LOW_ALLIANCE, "active", ["35.5"], None),
+        (EARLY_WARNING, "active", ["35.5"], None),
+    ]
 
 
 def test_exactly_36_is_not_low_with_the_shipped_operator(catalog):
@@ -257,7 +274,10 @@ def test_equal_scores_give_nothing(catalog):
 def test_drop_of_exactly_the_threshold_is_a_rupture(catalog):
     # 37.1 - 36.1 = 1.0 exactly in decimal (a float would give 1.0000000000000014)
     signals = signals_for(catalog, [37.1, 36.1])
-    assert kinds(signals) == [(RUPTURE, "active", ["37.1", "36.1"], None), (EARLY_WARNING, "active", ["37.1", "36.1"], None)]
+    assert kinds(signals) == [
+        (RUPTURE, "active", ["37.1", "36.1"], None),
+        (EARLY_WARNING, "active", ["37.1", "36.1"], None),
+    ]
 
 
 def test_drop_just_below_the_threshold_is_not(catalog):
@@ -309,7 +329,12 @@ def test_baseline_window_limits_the_running_baseline(catalog):
 
     def windowed(size):
         def change(m):
-            m["signals"]["rupture"] = {"baseline_drop": 0.5, "baseline_window": size, "source": "project decision", "note": "test"}
+            m["signals"]["rupture"] = {
+                "baseline_drop": 0.5,
+                "baseline_window": size,
+                "source": "project decision",
+                "note": "test",
+            }
 
         return replace(series, mapping=mapping_with(catalog, "srs", change))
 
@@ -356,7 +381,11 @@ def test_missing_session_compares_with_the_last_scored_one(catalog):
 def test_early_warning_counts_sessions_not_scores(catalog):
     def warnings(values, days):
         context = context_from_encounters([encounter(CLIENT, d) for d in range(1, days + 1)])
-        return [s for s in detect_signals(build_trajectories(series_obs("srs", values), catalog, context)) if s.kind == EARLY_WARNING]
+        return [
+            s
+            for s in detect_signals(build_trajectories(series_obs("srs", values), catalog, context))
+            if s.kind == EARLY_WARNING
+        ]
 
     # two sessions without a score first: the drop 38 -> 37 is in session 4, outside the window
     assert warnings([None, None, 38, 37], 4) == []
@@ -389,14 +418,19 @@ def test_csrs_has_no_low_alliance_because_its_cutoff_is_unconfirmed(catalog):
 
 
 def test_subscale_rule_reads_the_component(catalog):
-    obs = [score_obs("wai-sr", 48, day=1, subscales={"bond": 16}), score_obs("wai-sr", 48, day=2, subscales={"bond": 13})]
+    obs = [
+        score_obs("wai-sr", 48, day=1, subscales={"bond": 16}),
+        score_obs("wai-sr", 48, day=2, subscales={"bond": 13}),
+    ]
     series = one_series(catalog, obs)
 
     def on_bond(m):
         m["signals"] = {"rupture": {"scale": "bond", "min_drop": 3, "source": "project decision", "note": "test"}}
 
     # the total is flat (48, 48); Bond 16 -> 13 drops 3
-    assert kinds(ruptures(replace(series, mapping=mapping_with(catalog, "wai-sr", on_bond)))) == [(RUPTURE, "active", ["48", "48"], None)]
+    assert kinds(ruptures(replace(series, mapping=mapping_with(catalog, "wai-sr", on_bond)))) == [
+        (RUPTURE, "active", ["48", "48"], None)
+    ]
     assert early_warnings(series) == []
 
 
@@ -406,13 +440,25 @@ def test_subscale_rule_reads_the_component(catalog):
 @pytest.mark.parametrize(
     ("instrument", "change", "message"),
     [
-        ("ors", lambda m: m.update(signals={"rupture": {"min_drop": 5, "source": "authors", "note": "x"}}), "alliance measures only"),
+        (
+            "ors",
+            lambda m: m.update(signals={"rupture": {"min_drop": 5, "source": "authors", "note": "x"}}),
+            "alliance measures only",
+        ),
         ("srs", lambda m: m["scales"][0]["cutoffs"][0].update(confidence="C1"), "only C2 cutoffs may drive signals"),
         ("srs", lambda m: m["signals"]["low_alliance"].update(cutoff="nope"), "unknown cutoff 'nope'"),
         ("srs", lambda m: m["signals"]["rupture"].update(scale="bond"), "names unknown scale 'bond'"),
-        ("srs", lambda m: m["signals"]["rupture"].update(min_drop=None, baseline_drop=None), "needs min_drop or baseline_drop"),
+        (
+            "srs",
+            lambda m: m["signals"]["rupture"].update(min_drop=None, baseline_drop=None),
+            "needs min_drop or baseline_drop",
+        ),
         ("wai-sr", lambda m: m["signals"]["early_warning"].update(min_drop=None), "needs min_drop, or include_low"),
-        ("srs", lambda m: m["signals"]["split"].update(max_difference=None), "needs max_difference or below_group_mean"),
+        (
+            "srs",
+            lambda m: m["signals"]["split"].update(max_difference=None),
+            "needs max_difference or below_group_mean",
+        ),
         ("srs", lambda m: m["signals"]["rupture"].update(source="the vendor"), "signals.rupture.source"),
     ],
 )
@@ -426,7 +472,13 @@ def test_shipped_rules_follow_the_reference(catalog):
     assert rules["ors"] is None and rules["cors"] is None
     assert [i for i, r in rules.items() if r and r.low_alliance] == ["srs"]
     assert rules["srs"].low_alliance.source == "authors"
-    assert all(rule.source == "project decision" for r in rules.values() if r for name, rule in r.rules() if name != "low_alliance")
+    assert all(
+        rule.source == "project decision"
+        for r in rules.values()
+        if r
+        for name, rule in r.rules()
+        if name != "low_alliance"
+    )
     assert catalog.get("srs").mapping.low_alliance_cutoff().confidence == "C2"
 
 
@@ -436,7 +488,10 @@ def test_shipped_rules_follow_the_reference(catalog):
 def pair_obs(client_values, therapist_values, therapist_days=None):
     obs = series_obs("pair-client", client_values)
     days = therapist_days or range(1, len(therapist_values) + 1)
-    obs += [score_obs("pair-therapist", v, day=d, focus=None, performer=THERAPIST) for d, v in zip(days, therapist_values, strict=True)]
+    obs += [
+        score_obs("pair-therapist", v, day=d, focus=None, performer=THERAPIST)
+        for d, v in zip(days, therapist_values, strict=True)
+    ]
     return obs
 
 
@@ -457,7 +512,12 @@ def test_gap_needs_the_same_session(pair_catalog):
 
 
 def test_no_gap_without_the_partner_form(pair_catalog):
-    assert detect_signals(build_trajectories(series_obs("pair-therapist", [4], focus=None, performer=THERAPIST), pair_catalog)) == []
+    assert (
+        detect_signals(
+            build_trajectories(series_obs("pair-therapist", [4], focus=None, performer=THERAPIST), pair_catalog)
+        )
+        == []
+    )
 
 
 # ---- split alliance ------------------------------------------------------------------------
@@ -475,7 +535,11 @@ def test_couple_split_against_the_highest_member(catalog):
     signals = [s for s in detect_signals(build_trajectories(obs, catalog)) if s.kind == SPLIT]
     # s1: b is 38 - 32 = 6 >= 5 below a; s2: 38 - 34 = 4 < 5 resolves it; a is never below anyone
     assert [(s.subject, s.status) for s in signals] == [("Patient/b", "resolved")]
-    assert [(p.subject, str(p.value)) for p in signals[0].evidence] == [("Patient/a", "38"), ("Patient/b", "32"), ("Patient/b", "34")]
+    assert [(p.subject, str(p.value)) for p in signals[0].evidence] == [
+        ("Patient/a", "38"),
+        ("Patient/b", "32"),
+        ("Patient/b", "34"),
+    ]
 
 
 def test_split_at_exactly_the_threshold(catalog):

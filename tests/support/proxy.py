@@ -81,7 +81,11 @@ class ProxyHandler(BaseHTTPRequestHandler):
         self.wfile.write(content)
 
     def relay(self, response: httpx.Response) -> None:
-        self.reply(response.status_code, response.content, {k: v for k, v in response.headers.items() if k.lower() in PASSED_BACK})
+        self.reply(
+            response.status_code,
+            response.content,
+            {k: v for k, v in response.headers.items() if k.lower() in PASSED_BACK},
+        )
 
     def drop(self) -> None:
         """Close the connection without an answer."""
