@@ -19,6 +19,7 @@ builds from our Questionnaire (LHC-Forms builds the same one: tests/browser/test
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,6 +28,7 @@ import pytest
 from alliance_fhir import build_observation, content_resources, load_catalog, score_response
 from alliance_fhir._ids import FOCUS_EXTENSION, IDENTIFIER_SYSTEM, PROJECT_CODESYSTEM, UCUM
 from alliance_fhir.content.extraction import OBSERVATION_EXTRACT_ENTRY
+from alliance_fhir.errors import Conflict
 from alliance_fhir.instruments.catalog import walk_items
 from alliance_fhir.server.client import FhirClient
 from alliance_fhir.server.publish import publish_resources
@@ -103,8 +105,21 @@ def session(fhir_server: str) -> Iterator[dict[str, Any]]:
     yield made
     with client(fhir_server) as c:
         for reference in reversed(CREATED):
-            c.request("DELETE", reference)
+            _delete(c, reference)
     CREATED.clear()
+
+
+def _delete(c: FhirClient, reference: str, attempts: int = 3) -> None:
+    """Clean-up DELETE; HAPI may answer 409 (HAPI-0550 version constraint) while its own
+    background work still touches the resource, so a conflict is retried a bounded few times."""
+    for attempt in range(1, attempts + 1):
+        try:
+            c.request("DELETE", reference)
+            return
+        except Conflict:
+            if attempt == attempts:
+                raise
+            time.sleep(1.0)
 
 
 def post_response(c: FhirClient, session: dict[str, Any], response: dict[str, Any]) -> dict[str, Any]:
