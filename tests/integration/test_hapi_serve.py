@@ -344,11 +344,13 @@ def test_receiver_down_70_s_then_the_catch_up_converges_retractions_included(ser
     assert wait_for("the missed response scored", score_of(server, missed), timeout=20) == 38.0
     wait_for("the retraction", score_of(server, retracted, "entered-in-error"), timeout=20)
     # HAPI may still deliver a late retry after the restart, so the hints can do part of the work
-    # before the start catch-up finishes: wait for that run to end, then require it to have ended ok.
+    # before the start catch-up finishes: wait for that run to end, then require that it did not
+    # error. ("failures" is allowed: on a shared test server other tests' deliberately bad
+    # responses stay outstanding; ours converged, as asserted above.)
     start_runs = 'alliance_fhir_catchup_runs_total{reason="start"'
     wait_for("the start catch-up to finish", lambda: service.metric(start_runs), timeout=60)
     start_sync = httpx.get(f"{service.url}/healthz", timeout=5).json()["last_sync"]
-    assert service.metric(start_runs + ',result="ok"}') == 1, start_sync
+    assert service.metric(start_runs) == 1 and service.metric(start_runs + ',result="error"}') == 0, start_sync
     assert start_sync["reason"] == "start"
 
 
