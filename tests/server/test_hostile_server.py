@@ -251,8 +251,10 @@ class _Trickle(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def test_a_server_trickling_its_body_is_cut_off_at_the_request_deadline():
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Trickle)
+def _read_from(handler: type[http.server.BaseHTTPRequestHandler], *, retry_seconds: float, attempts: int) -> float:
+    """Read one resource from a loopback server run by ``handler`` (deadline 1.5 s): the
+    transport error it must end in, and the seconds it took."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     httpd.daemon_threads = True
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
@@ -260,16 +262,21 @@ def test_a_server_trickling_its_body_is_cut_off_at_the_request_deadline():
             url=f"http://127.0.0.1:{httpd.server_address[1]}/fhir",
             timeout=30,
             request_deadline=1.5,
-            max_retry_seconds=4,
-            max_attempts=2,
+            max_retry_seconds=retry_seconds,
+            max_attempts=attempts,
         )
         started = time.monotonic()
         with FhirClient(config) as client, pytest.raises(FhirTransportError, match="timed out"):
             client.read("Patient", "1")
-        assert time.monotonic() - started < 5  # two attempts of 1.5 s, within the 4 s budget
+        return time.monotonic() - started
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def test_a_server_trickling_its_body_is_cut_off_at_the_request_deadline():
+    # two attempts of 1.5 s, within the 4 s budget
+    assert _read_from(_Trickle, retry_seconds=4, attempts=2) < 5
 
 
 class _TrickleHeaders(http.server.BaseHTTPRequestHandler):
@@ -289,24 +296,7 @@ class _TrickleHeaders(http.server.BaseHTTPRequestHandler):
 
 
 def test_a_server_trickling_its_headers_is_cut_off_at_the_request_deadline():
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _TrickleHeaders)
-    httpd.daemon_threads = True
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        config = ServerConfig(
-            url=f"http://127.0.0.1:{httpd.server_address[1]}/fhir",
-            timeout=30,
-            request_deadline=1.5,
-            max_retry_seconds=2,
-            max_attempts=1,
-        )
-        started = time.monotonic()
-        with FhirClient(config) as client, pytest.raises(FhirTransportError, match="timed out"):
-            client.read("Patient", "1")
-        assert time.monotonic() - started < 3
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    assert _read_from(_TrickleHeaders, retry_seconds=2, attempts=1) < 3
 
 
 # ---------------------------------------------------------------- finding 8: bad URLs fail at once
