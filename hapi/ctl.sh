@@ -42,6 +42,15 @@ PG_DIR="$STATE/pg"
 PG_LOG="$STATE/pg.log"
 PG_USER=hapi  # the cluster's superuser (trust auth, loopback only); HAPI's database is "hapi"
 PG_OS_USER="${HAPI_PG_OS_USER:-postgres}"
+# As root, the unprivileged owner must reach the data folder: a checkout under a private folder
+# (mktemp -d is 0700) is not searchable by it, so the cluster and its log then live under /var/tmp.
+if [[ "$(id -u)" == 0 ]] && id "$PG_OS_USER" >/dev/null 2>&1 \
+	&& ! su -s /bin/sh "$PG_OS_USER" -c "test -x '$HERE'" 2>/dev/null; then
+	PG_DIR="/var/tmp/alliance-fhir-pg/$(printf '%s' "$STATE" | sha1sum | cut -c1-12)"
+	PG_LOG="$PG_DIR.log"
+	mkdir -p /var/tmp/alliance-fhir-pg && chmod 755 /var/tmp/alliance-fhir-pg
+	touch "$PG_LOG" && chown "$PG_OS_USER" "$PG_LOG"
+fi
 DB_MODE="${HAPI_DB:-file}"
 if [[ -n "${HAPI_DB_URL:-}" ]]; then
 	[[ "$HAPI_DB_URL" == jdbc:postgresql://* ]] || die "HAPI_DB_URL must be a jdbc:postgresql:// URL, got '$HAPI_DB_URL'"
