@@ -60,6 +60,10 @@ class FakeFhir:
 
     def _handle(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
+        return self._faulted(request)
+
+    def _faulted(self, request: httpx.Request) -> httpx.Response:
+        """The answer to one request, or to one GET inside a batch: the faults see both."""
         for fault in list(self.faults):
             response = fault(request)
             if response is not None:
@@ -184,6 +188,14 @@ class FakeFhir:
         for entry in bundle.get("entry", []):
             url = entry["request"]["url"]
             rtype, _, query = url.partition("?")
+            if entry["request"]["method"] == "GET" and bundle.get("type") == "batch":
+                answer = self._faulted(httpx.Request("GET", f"{BASE}/{url}"))
+                body = answer.json() if answer.content else None
+                status = {"status": f"{answer.status_code}"}
+                entries.append(
+                    {"response": status, "resource": body} if answer.status_code < 400 else {"response": status}
+                )
+                continue
             resource = entry["resource"]
             if resource.get("status") == "invalid":
                 if bundle.get("type") == "batch":

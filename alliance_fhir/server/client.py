@@ -19,7 +19,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 
@@ -151,6 +151,45 @@ class FhirClient:
         if self._capabilities is None:
             self._capabilities = require_r4(self.capabilities(), safe_path(f"{self.base_url}/metadata"))
         return self._capabilities
+
+    def r4_capabilities_and_search(
+        self, resource_type: str, params: dict[str, str]
+    ) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
+        """The R4 CapabilityStatement and one small search, in one round trip when the server allows.
+
+        Both go in one batch Bundle (``GET metadata`` and ``GET Type?params``), so a run that needs
+        both before its first page costs one request, not two. The matches come back only when the
+        search fitted in one well-formed searchset page; otherwise (a refused batch, an entry that
+        failed, a next link) they are None and the caller runs the search itself. The statement is
+        then fetched alone if it did not come: the R4 check is never skipped.
+
+        Raises:
+            UnexpectedResponse: the server is not FHIR R4 (4.0.x) or /metadata is not a CapabilityStatement.
+        """
+        if self._capabilities is not None:
+            return self._capabilities, None
+        query = urlencode(params, safe=",|:/")
+        bundle = {
+            "resourceType": "Bundle",
+            "type": "batch",
+            "entry": [{"request": {"method": "GET", "url": url}} for url in ("metadata", f"{resource_type}?{query}")],
+        }
+        try:
+            answer = self._json(self.request("POST", "", json=bundle, idempotent=True, headers=_FRESH))
+        except FhirServerError:  # no batch here (or not for reads): plain requests
+            return self.r4_capabilities(), None
+        statement, page = _batch_answers(answer, 2)
+        if statement is None:
+            return self.r4_capabilities(), None
+        self._capabilities = require_r4(statement, safe_path(f"{self.base_url}/metadata"))
+        where = safe_path(f"{self.base_url}/{resource_type}")
+        try:
+            entries = _check_searchset(page, "GET", where) if page is not None else None
+        except UnexpectedResponse:
+            entries = None
+        if entries is None or _next_link(page or {}, "GET", where) is not None:
+            return self._capabilities, None
+        return self._capabilities, [e["resource"] for e in entries if is_match(e)]
 
     def read(self, resource_type: str, resource_id: str) -> dict[str, Any]:
         """Read one resource. Raises NotFound when it does not exist."""
@@ -431,6 +470,21 @@ def _check_searchset(page: dict[str, Any], method: str, where: str) -> list[dict
         if resource is not None and not isinstance(resource, dict):
             raise UnexpectedResponse(method, where, 200, "a searchset entry's resource is not an object")
     return entries
+
+
+def _batch_answers(answer: dict[str, Any], sent: int) -> list[dict[str, Any] | None]:
+    """Each entry's resource of a batch-response, in order; None where that entry did not succeed."""
+    entries = answer.get("entry") if answer.get("resourceType") == "Bundle" else None
+    if answer.get("type") != "batch-response" or not isinstance(entries, list) or len(entries) != sent:
+        return [None] * sent
+    out: list[dict[str, Any] | None] = []
+    for entry in entries:
+        entry = entry if isinstance(entry, dict) else {}
+        response, resource = entry.get("response"), entry.get("resource")
+        status = response.get("status") if isinstance(response, dict) else None
+        ok = isinstance(status, str) and status.startswith("2") and isinstance(resource, dict)
+        out.append(resource if ok else None)
+    return out
 
 
 def _next_link(page: dict[str, Any], method: str, where: str) -> str | None:

@@ -204,12 +204,15 @@ class _Run:
 
     def prepare_writer(self) -> None:
         """Refuse a server that is not FHIR R4; choose the write mode; learn our Questionnaires' ids."""
-        plan = choose_write_mode(
-            self.client.r4_capabilities(), self.options.write_mode or self.client.config.write_mode
-        )
+        # /metadata and the Questionnaire lookup travel together (one batch): a no-op re-sync then
+        # costs 2 requests + 1 per page (this lookup, the first page's ledger check, the pages).
+        urls = dict.fromkeys(inst.url for inst in self.instruments)
+        lookup = {"url": ",".join(urls), "_elements": "url,version", "_count": "200"}
+        statement, ours = self.client.r4_capabilities_and_search("Questionnaire", lookup)
+        plan = choose_write_mode(statement, self.options.write_mode or self.client.config.write_mode)
         self.writer = Writer(self.client, plan.mode)
         self.report.write_mode, self.report.write_mode_reason = plan.mode, plan.reason
-        self.our_ids = self._questionnaire_ids()
+        self.our_ids = self._questionnaire_ids(lookup, ours)
 
     def execute(self) -> None:
         self.prepare_writer()
@@ -273,14 +276,16 @@ class _Run:
         overlap = timedelta(seconds=self.client.config.overlap_seconds)
         return (datetime.fromisoformat(checkpoint.replace("Z", "+00:00")) - overlap).isoformat()
 
-    def _questionnaire_ids(self) -> dict[str, str]:
-        """Server ids of our Questionnaires (as ``publish`` put them there), for literal references."""
-        urls = dict.fromkeys(inst.url for inst in self.instruments)
+    def _questionnaire_ids(self, params: dict[str, str], found_already: list[dict[str, Any]] | None) -> dict[str, str]:
+        """Server ids of our Questionnaires (as ``publish`` put them there), for literal references.
+
+        ``found_already``: the lookup's matches when they came with /metadata; else it is searched here.
+        """
         known = {inst.canonical for inst in self.instruments}
         ids: dict[str, str] = {}
         try:
-            params = {"url": ",".join(urls), "_elements": "url,version", "_count": "200"}
-            for found in self.client.search("Questionnaire", params):
+            matches = found_already if found_already is not None else self.client.search("Questionnaire", params)
+            for found in matches:
                 canonical = f"{found.get('url')}|{found.get('version')}"
                 if isinstance(found.get("id"), str) and canonical in known:
                     ids[found["id"]] = canonical

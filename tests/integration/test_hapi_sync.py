@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 import signal
 import subprocess
@@ -20,6 +21,7 @@ from alliance_fhir.server.state import StateStore
 from alliance_fhir.server.sync import SyncOptions, run_sync
 from alliance_fhir.server.transactions import put_by_id
 
+from ..support.proxy import ForwardingProxy, ProxyHandler
 from .fault_proxy import FaultProxy
 from .helpers import client, unique
 
@@ -104,6 +106,23 @@ def sync(base: str, state: Path, patient: str, **settings: Any):  # noqa: ANN201
         return run_sync(c, CATALOG, store, SyncOptions(patient=patient))
 
 
+class CountingProxy(ForwardingProxy):
+    """Forwards to HAPI and notes each request (method, path, and a Bundle's entry methods)."""
+
+    def __init__(self, upstream: str) -> None:
+        super().__init__(upstream)
+        self.seen: list[str] = []
+
+    def handle(self, request: ProxyHandler, body: bytes) -> None:
+        shown = f"{request.command} {request.path.partition('?')[0]}"
+        if body.startswith(b"{"):
+            entries = json.loads(body).get("entry", [])
+            shown += f" ({', '.join(e['request']['method'] for e in entries)})" if entries else ""
+        with self.lock:
+            self.seen.append(shown)
+        super().handle(request, body)
+
+
 def by_response(found: list[dict[str, Any]]) -> dict[str, Any]:
     return {o["derivedFrom"][0]["reference"].split("/")[1]: o["valueQuantity"]["value"] for o in found}
 
@@ -112,15 +131,18 @@ def test_round_trip_exact_values_then_nothing_to_write(server, tmp_path):
     patient = f"Patient/{unique('p')}"
     resources, expected = caseload(patient, 45)
     post_all(server, resources)
-    report = sync(server, tmp_path / "s.sqlite", patient, page_size=10, batch_size=7)  # 45 > page size: 5 pages
-    assert (report.found, report.written, report.failed) == (45, 45, 0)
-    found = observations(server, patient)
-    assert len(found) == 45 and by_response(found) == expected
-    again = sync(server, tmp_path / "s.sqlite", patient, page_size=10)
+    with CountingProxy(server) as proxy:  # the no-op re-sync's requests are counted on the wire
+        report = sync(proxy.url, tmp_path / "s.sqlite", patient, page_size=10, batch_size=7)  # 45: 5 pages
+        assert (report.found, report.written, report.failed) == (45, 45, 0)
+        found = observations(server, patient)
+        assert len(found) == 45 and by_response(found) == expected
+        proxy.seen.clear()
+        again = sync(proxy.url, tmp_path / "s.sqlite", patient, page_size=10)
     assert (again.written, again.unchanged) == (0, 45)
-    assert (
-        again.requests <= 2 + 1 + 5
-    )  # /metadata, our Questionnaires' ids; one search per page; the ledger checked once
+    # The issue's bound, 2 requests + 1 per page: one batch (/metadata and our Questionnaires' ids),
+    # the five pages, and the ledger's Observations checked once.
+    assert len(proxy.seen) == again.requests == 2 + 5, proxy.seen
+    assert proxy.seen.count("POST /fhir (GET, GET)") == 1 and proxy.seen.count("POST /fhir/Observation/_search") == 1
 
 
 def test_amended_and_entered_in_error_propagate(server, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -9,7 +10,7 @@ from email.utils import format_datetime
 import httpx
 import pytest
 
-from alliance_fhir.errors import AuthError, Conflict, FhirServerError, FhirTransportError, NotFound
+from alliance_fhir.errors import AuthError, Conflict, FhirServerError, FhirTransportError, NotFound, UnexpectedResponse
 from alliance_fhir.server._retry import RetryPolicy, parse_retry_after
 from alliance_fhir.server.client import FhirClient, safe_path
 from alliance_fhir.server.config import ServerConfig
@@ -219,3 +220,88 @@ def test_error_lines_name_host_and_path_never_credentials():
     with pytest.raises(FhirServerError) as info:
         client.read("Patient", "p1")
     assert str(info.value).startswith("GET http://fhir.test/fhir/Patient/p1: HTTP 500")
+
+
+# ---------------------------------------------------------------- /metadata and a lookup in one batch
+
+R4 = {"resourceType": "CapabilityStatement", "fhirVersion": "4.0.1"}
+LOOKUP = {"url": "http://example.org/Questionnaire/q", "_count": "200"}
+
+
+def searchset(*resources: dict, next_url: str | None = None) -> dict:
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "entry": [{"resource": r, "search": {"mode": "match"}} for r in resources],
+        "link": [{"relation": "next", "url": next_url}] if next_url else [],
+    }
+    return bundle
+
+
+def batch_answer(*entries: dict) -> httpx.Response:
+    return httpx.Response(200, json={"resourceType": "Bundle", "type": "batch-response", "entry": list(entries)})
+
+
+def test_metadata_and_a_lookup_travel_in_one_batch():
+    seen: list[httpx.Request] = []
+    q = {"resourceType": "Questionnaire", "id": "7", "url": LOOKUP["url"]}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return batch_answer(
+            {"response": {"status": "200 OK"}, "resource": R4},
+            {"response": {"status": "200"}, "resource": searchset(q)},
+        )
+
+    with make_client(handler) as c:
+        statement, found = c.r4_capabilities_and_search("Questionnaire", LOOKUP)
+        assert statement == R4 and found == [q]
+        assert c.r4_capabilities() == R4  # kept: no second /metadata
+    assert len(seen) == 1 and seen[0].method == "POST"
+    sent = json.loads(seen[0].content)
+    assert sent["type"] == "batch"
+    assert [e["request"]["url"] for e in sent["entry"]] == [
+        "metadata",
+        "Questionnaire?url=http://example.org/Questionnaire/q&_count=200",
+    ]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        httpx.Response(405, json=outcome("batch not supported")),
+        httpx.Response(200, json={"resourceType": "Bundle", "type": "transaction-response", "entry": []}),
+        batch_answer({"response": {"status": "404"}}, {"response": {"status": "200"}, "resource": searchset()}),
+    ],
+    ids=["batch refused", "wrong bundle type", "metadata entry failed"],
+)
+def test_a_server_without_the_batch_gets_plain_requests_and_the_r4_check(answer):
+    paths: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        paths.append(f"{request.method} {request.url.path}")
+        return answer if request.method == "POST" else httpx.Response(200, json=R4)
+
+    with make_client(handler) as c:
+        statement, found = c.r4_capabilities_and_search("Questionnaire", LOOKUP)
+    assert statement == R4 and found is None  # the caller searches itself
+    assert paths == ["POST /fhir", "GET /fhir/metadata"]
+
+
+def test_a_lookup_with_more_pages_or_a_bad_page_is_left_to_the_caller():
+    pages = [searchset(next_url="http://fhir.test/fhir?page=2"), {"resourceType": "OperationOutcome"}]
+    for page in pages:
+        handler = lambda _r, page=page: batch_answer(  # noqa: E731
+            {"response": {"status": "200"}, "resource": R4}, {"response": {"status": "200"}, "resource": page}
+        )
+        with make_client(handler) as c:
+            assert c.r4_capabilities_and_search("Questionnaire", LOOKUP) == (R4, None)
+
+
+def test_an_r5_server_is_refused_from_the_batch_answer():
+    r5 = {"resourceType": "CapabilityStatement", "fhirVersion": "5.0.0"}
+    handler = lambda _r: batch_answer(  # noqa: E731
+        {"response": {"status": "200"}, "resource": r5}, {"response": {"status": "200"}, "resource": searchset()}
+    )
+    with make_client(handler) as c, pytest.raises(UnexpectedResponse, match="5.0.0"):
+        c.r4_capabilities_and_search("Questionnaire", LOOKUP)

@@ -98,8 +98,9 @@ def post(h: Harness, make_response, n: int) -> None:  # noqa: ANN001
 
 def is_write(request: httpx.Request) -> bool:
     path = request.url.path.rstrip("/")
-    if request.method == "POST" and path == "/fhir":
-        return True
+    if request.method == "POST" and path == "/fhir":  # a Bundle; only reads (metadata + a lookup) are not a write
+        entries = json.loads(request.content).get("entry", [])
+        return not all(e.get("request", {}).get("method") == "GET" for e in entries)
     return request.method in ("PUT", "POST") and "/Observation" in path and not path.endswith("/_search")
 
 
@@ -313,7 +314,7 @@ def test_finding_8_an_r5_server_is_refused_before_anything(store, catalog, make_
     h.fake.faults.append(FAULTS["8 an R5 server"](h))
     with pytest.raises(UnexpectedResponse, match="speaks FHIR '5.0.0'; alliance-fhir needs FHIR R4"):
         h.sync()
-    assert [r.url.path for r in h.fake.requests] == ["/fhir/metadata"]
+    assert [r.url.path for r in h.fake.requests] == ["/fhir"]  # the batch of reads (metadata + lookup), nothing after
 
 
 def test_finding_9_literal_references_are_found_and_scored_as_that_version(store, catalog, make_response):
