@@ -20,6 +20,9 @@
 #   HAPI_DB_URL=jdbc:postgresql://host:port/db   with HAPI_DB=postgres (implied): an existing database
 #                               instead of our cluster (HAPI_DB_USERNAME / HAPI_DB_PASSWORD from the env)
 #   HAPI_PG_OS_USER=postgres    the unprivileged OS user that owns and runs the cluster when we are root
+#   HAPI_PG_CONFIG, HAPI_PG_LIBDIR, HAPI_PG_CONFDIR  where PostgreSQL is looked for and configured
+#                               (pg_config, /usr/lib/postgresql, /etc/postgresql-common): tests point
+#                               them elsewhere to exercise the install path without touching the system
 #   HAPI_START_TIMEOUT=300      seconds to wait for /fhir/metadata
 #   HAPI_STOP_TIMEOUT=30        seconds to wait after SIGTERM before SIGKILL
 #   HAPI_JAVA_OPTS=...          replaces the default JVM flags below
@@ -119,11 +122,16 @@ wait_until_ready() {
 }
 
 # ---- PostgreSQL: a local cluster of our own, run by an unprivileged user
+PG_CONFIG="${HAPI_PG_CONFIG:-pg_config}"
+PG_LIBDIR="${HAPI_PG_LIBDIR:-/usr/lib/postgresql}"  # Debian: one <version>/bin per installed server
+PG_CONFDIR="${HAPI_PG_CONFDIR:-/etc/postgresql-common}"
+
+# the folder of initdb/pg_ctl (the newest installed version), or nothing; never fails (callers assign it)
 pg_bindir() {
 	local dir
-	dir="$(pg_config --bindir 2>/dev/null || true)"
-	[[ -x "$dir/initdb" ]] || dir="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
-	[[ -x "$dir/initdb" ]] && echo "$dir"
+	dir="$("$PG_CONFIG" --bindir 2>/dev/null || true)"
+	[[ -x "$dir/initdb" ]] || dir="$(ls -d "$PG_LIBDIR"/*/bin 2>/dev/null | sort -V | tail -n 1 || true)"
+	if [[ -x "$dir/initdb" ]]; then echo "$dir"; fi
 }
 
 pg_install() {
@@ -131,9 +139,10 @@ pg_install() {
 	[[ "$(id -u)" == 0 ]] || die "PostgreSQL is not installed (initdb not found); as root: apt-get install postgresql"
 	command -v apt-get >/dev/null || die "PostgreSQL is not installed and apt-get is missing"
 	echo "hapi/ctl.sh: installing Debian's postgresql package (once)" >&2
-	# no system cluster on 5432: we only ever run our own
-	mkdir -p /etc/postgresql-common/createcluster.d
-	echo "create_main_cluster = false" >/etc/postgresql-common/createcluster.d/alliance-fhir.conf
+	# No system cluster on 5432: we only ever run our own. postgresql-common's createcluster.conf
+	# includes createcluster.d/, and the package's postinst skips "main" when this reads off.
+	mkdir -p "$PG_CONFDIR/createcluster.d"
+	echo "create_main_cluster = false" >"$PG_CONFDIR/createcluster.d/alliance-fhir.conf"
 	{ apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql; } \
 		>"$STATE/apt.log" 2>&1 || { tail -n 20 "$STATE/apt.log" >&2; die "apt-get install postgresql failed (log: $STATE/apt.log)"; }
 	[[ -n "$(pg_bindir)" ]] || die "postgresql installed but initdb not found"
