@@ -184,7 +184,7 @@ class FakeFhir:
         return _json(200 if matches else 201, stored)
 
     def _transaction(self, bundle: dict[str, Any]) -> httpx.Response:
-        entries = []
+        entries: list[dict[str, Any]] = []
         for entry in bundle.get("entry", []):
             url = entry["request"]["url"]
             rtype, _, query = url.partition("?")
