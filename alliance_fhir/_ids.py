@@ -8,6 +8,8 @@ duplicate instead of finding the existing resource. Nothing here imports anythin
 from __future__ import annotations
 
 __all__ = [
+    "CDS_CARD_ID_BASE",
+    "CDS_REPORT_LINK_SCOPE",
     "DEFINITION_ID_SYSTEM",
     "DEVICE_IDENTIFIER_SYSTEM",
     "FOCUS_EXTENSION",
@@ -57,3 +59,7 @@ INSTANTIATES = "http://hl7.org/fhir/StructureDefinition/workflow-instantiatesCan
 # Backport topic (an R4 `Basic`) has this canonical.
 SUBSCRIPTION_TAG = {"system": PROJECT_CODESYSTEM, "code": "serve-subscription"}
 SUBSCRIPTION_TOPIC_URL = f"{PROJECT_BASE}/SubscriptionTopic/questionnaire-response-written"
+
+# CDS Hooks: card uuids are derived (uuid5) under this name; a report link token carries this scope.
+CDS_CARD_ID_BASE = f"{PROJECT_BASE}/cds-card"
+CDS_REPORT_LINK_SCOPE = f"{PROJECT_BASE}/cds-report-link"
