@@ -16,7 +16,8 @@ Every error that crosses the public API is an :class:`AllianceFhirError`, so cal
     │   ├── UnexpectedResponse a 2xx answer we cannot trust (wrong shape, loop, too large, not R4)
     │   ├── NotFound           404/410
     │   └── Conflict           409/412
-    └── StateError             the local sync-state database cannot be used
+    ├── StateError             the local sync-state database cannot be used
+    └── CdsAuthError           a CDS Hooks request's JWT is refused (the service answers 401)
 
 This module imports nothing from the package, so every other module can use it.
 """
@@ -31,6 +32,7 @@ if TYPE_CHECKING:  # annotations only: this module imports nothing at run time
 __all__ = [
     "AllianceFhirError",
     "AuthError",
+    "CdsAuthError",
     "ConfigError",
     "Conflict",
     "FhirServerError",
@@ -92,6 +94,10 @@ class ConfigError(AllianceFhirError):
 
 class StateError(AllianceFhirError):
     """The local sync-state database cannot be opened or written."""
+
+
+class CdsAuthError(AllianceFhirError):
+    """A CDS Hooks request's JWT is refused; the message is for the log and names no patient."""
 
 
 class FhirTransportError(AllianceFhirError):

@@ -174,7 +174,7 @@ _ENV_SERVER = {
 }
 
 
-_TABLES = ("server", "auth")
+_TABLES = ("server", "auth", "serve", "cds")  # [serve] and [cds] are read by the service (service/)
 _SECRETS = ("token", "password", "private_key")
 # Where an override given to load_config comes from on the command line (for error messages).
 _OPTIONS = {"url": "--server", "ca_bundle": "--ca-bundle", "state_db": "--state"}
@@ -240,7 +240,7 @@ def _read_file(path: Path) -> dict[str, Any]:
             kind = "table" if isinstance(value, dict) else "key"
             raise ConfigError(
                 f"config file {path}: unknown {kind} {'[' + key + ']' if kind == 'table' else repr(key)} "
-                "(the file has tables [server] and [auth] only)"
+                "(the file has tables [server], [auth], [serve] and [cds] only)"
             )
         if not isinstance(value, dict):
             raise ConfigError(f"config file {path}: '{key}' must be a table ([{key}])")

@@ -100,6 +100,19 @@ MIGRATIONS: tuple[Migration, ...] = (
         )""",
         ),
     ),
+    Migration(
+        4,
+        "CDS Hooks: JWT ids seen (replay protection), kept until the token expires",
+        (
+            """CREATE TABLE IF NOT EXISTS cds_jti (
+            issuer TEXT NOT NULL,
+            jti TEXT NOT NULL,
+            expires_at TEXT NOT NULL,
+            PRIMARY KEY (issuer, jti)
+        )""",
+            "CREATE INDEX IF NOT EXISTS cds_jti_expiry ON cds_jti (expires_at)",
+        ),
+    ),
 )
 
 
@@ -384,6 +397,27 @@ class StateStore:
             raise StateError(f"sync state database {self.location}: setting {name} was not stored")
         return stored
 
+    # ------------------------------------------------------------ CDS Hooks: JWT ids seen (replay protection)
+
+    def first_use_of_jti(self, issuer: str, jti: str, expires_at: datetime) -> bool:
+        """Record a CDS client's token id; False when it was already used (a replay).
+
+        Rows live until the token's own expiry (after which the token is refused anyway), and every
+        call first deletes the expired ones, so the table holds at most the tokens of the last few
+        minutes: retention is bounded by the token lifetime the verifier allows.
+        """
+        now, until = _stamp(datetime.now(UTC)), _stamp(expires_at)
+        with self._db.transaction():
+            self._db.run("DELETE FROM cds_jti WHERE expires_at < ?", (now,))
+            inserted = self._db.run(
+                "INSERT INTO cds_jti VALUES (?, ?, ?) ON CONFLICT(issuer, jti) DO NOTHING", (issuer, jti, until)
+            )
+        return inserted == 1
+
+    def jti_count(self) -> int:
+        """How many token ids are kept (for tests and health: bounded by the token lifetime)."""
+        return int(self._db.execute("SELECT COUNT(*) FROM cds_jti")[0][0])
+
     def _write(self, sql: str, rows: Sequence[tuple[object, ...]]) -> None:
         if not rows:
             return
@@ -397,6 +431,11 @@ def _instant(stamp: str) -> datetime | None:
     except ValueError:
         return None
     return instant if instant.tzinfo else instant.replace(tzinfo=UTC)
+
+
+def _stamp(instant: datetime) -> str:
+    # fixed width, UTC: text comparison is time order on both databases
+    return instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _now_us() -> str:

@@ -232,3 +232,15 @@ def test_a_sqlite_file_from_the_first_release_gains_the_later_columns(tmp_path: 
     with StateStore(path) as store:
         store.record(SERVER, [LedgerEntry("qr-1", "1", "failed", "x")])
         assert store.schema_version() == MIGRATIONS[-1].version and len(store.outstanding(SERVER)) == 1
+
+
+def test_a_cds_token_id_is_accepted_once_and_kept_only_until_it_expires(store: StateStore) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    soon = datetime.now(UTC) + timedelta(minutes=5)
+    assert store.first_use_of_jti("https://ehr.example.org", "j1", soon)
+    assert not store.first_use_of_jti("https://ehr.example.org", "j1", soon)  # a replay
+    assert store.first_use_of_jti("https://other.example.org", "j1", soon)  # per issuer
+    assert store.first_use_of_jti("https://ehr.example.org", "j0", datetime.now(UTC) - timedelta(seconds=1))
+    assert store.first_use_of_jti("https://ehr.example.org", "j2", soon)
+    assert store.jti_count() == 3  # j0 had expired: dropped when j2 was recorded
