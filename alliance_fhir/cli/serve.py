@@ -10,13 +10,17 @@ Exit codes: 0 success (also after SIGTERM); 2 configuration, connection or serve
 
 from __future__ import annotations
 
+import json
 import logging
+import shlex
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from ..server.state import StateStore
+from ..service.cds_auth import CdsSettings, load_cds_settings
 from ..service.settings import ServeSettings, load_serve_settings, webhook_secret
 from ..service.subscription import ensure_subscription, remove_subscriptions
 from ..service.worker import Worker
@@ -35,7 +39,7 @@ from ._common import (
 from ._output import configure_logging
 from .server import StateOption, state_option
 
-__all__ = ["register"]
+__all__ = ["cds_demo_lines", "register"]
 
 logger = logging.getLogger("alliance_fhir.serve")
 ChannelOption = Annotated[
@@ -47,6 +51,7 @@ def register(app: typer.Typer) -> None:
     """Add ``serve`` and ``subscribe`` to ``app``."""
     app.command("serve")(serve)
     app.command("subscribe")(subscribe)
+    app.command("cds-token")(cds_token)
 
 
 def serve(
@@ -58,8 +63,8 @@ def serve(
         str | None,
         typer.Option(
             "--public-url",
-            help="How the FHIR server reaches us (default http://HOST:PORT); "
-            "the Subscription's endpoint is this plus /hook.",
+            help="How the FHIR server and EHRs reach us (default http://HOST:PORT); "
+            "the Subscription's endpoint is this plus /hook, CDS Hooks tokens' aud this plus /cds-services/ID.",
         ),
     ] = None,
     no_subscribe: Annotated[
@@ -77,11 +82,16 @@ def serve(
         bool, typer.Option("--verbose", "-v", help="Also log one line per HTTP exchange with the FHIR server.")
     ] = False,
 ) -> None:
-    """Score QuestionnaireResponses and update the patient's signals within seconds of the server telling us they were written."""
+    """Score QuestionnaireResponses and update the patient's signals within seconds of the server telling us they were written.
+
+    The same app serves the CDS Hooks ``patient-view`` service (``/cds-services``) for the EHRs in ``[[cds.clients]]``.
+    """
     _logging(verbose)
     cfg = server_config(server, config, ca_bundle=ca_bundle, state_db=state_option(state))
     settings = _settings(config, channel=channel, safety_net_minutes=safety_net_minutes)
-    endpoint = f"{(public_url or f'http://{host}:{port}').rstrip('/')}/hook"
+    cds_settings = load_cds_settings(config)
+    base = (public_url or f"http://{host}:{port}").rstrip("/")
+    endpoint = f"{base}/hook"
     if public_url is None and host in ("0.0.0.0", "::"):
         say(f"listening on {host} without --public-url; the Subscription will name {endpoint}", "warning")
     catalog = command_catalog(ctx, instruments)
@@ -97,9 +107,12 @@ def serve(
                 settings.channel,
                 endpoint,
             )
+        from ..service.cds import CdsService, cds_routes
         from ..service.run import run_service  # the web stack, only for this command
 
         worker = Worker(client, catalog, store, settings)
+        cds = CdsService.build(client, catalog, store, cds_settings, base)
+        _log_cds(cds_settings, base)
         logger.info(
             "listening on %s:%d for %s (safety-net sync every %g min)",
             host,
@@ -107,7 +120,8 @@ def serve(
             cfg.base_url,
             settings.safety_net_minutes,
         )
-        started = run_service(worker, secret, settings, host=host, port=port)
+        routes = tuple(cds_routes(cds, max_body_bytes=settings.max_body_bytes))
+        started = run_service(worker, secret, settings, host=host, port=port, extra_routes=routes)
     if not started:
         say(f"could not serve on {host}:{port} (see the log above)", "error")
         raise typer.Exit(2)
@@ -162,9 +176,75 @@ def subscribe(
     raise typer.Exit(0)
 
 
+def cds_token(
+    key: Annotated[Path, typer.Option("--key", help="PEM file of the CDS client's private key (ES384 or RS384).")],
+    kid: Annotated[str, typer.Option("--kid", help="The key's kid in the client's JWKS.")],
+    issuer: Annotated[str, typer.Option("--issuer", help="The client's iss, as in [[cds.clients]].")],
+    audience: Annotated[
+        str, typer.Option("--audience", help="The hook URL called: public URL + /cds-services/alliance-patient-view.")
+    ],
+    algorithm: Annotated[str, typer.Option("--algorithm", help="ES384 (default) or RS384.")] = "ES384",
+    lifetime: Annotated[int, typer.Option("--lifetime", min=1, max=300, help="Seconds until exp.")] = 60,
+) -> None:
+    """Print a CDS Hooks client JWT signed like an EHR signs one (for the demo and for testing a registration)."""
+    from ..service.cds_auth import ALGORITHMS
+    from ..service.cds_demo import mint_token
+
+    if algorithm not in ALGORITHMS:
+        say("--algorithm must be ES384 or RS384", "error")
+        raise typer.Exit(2)
+    typer.echo(mint_token(key, issuer=issuer, kid=kid, audience=audience, lifetime=lifetime, algorithm=algorithm))
+
+
+def cds_demo_lines(fhir_base: str, port: int = 8765) -> list[str]:
+    """What ``demo`` prints so that a CDS Hooks call for the rupture client works when followed.
+
+    The demo EHR's key, JWKS and config go to a private folder under the data directory; the
+    ``curl`` line mints a fresh token (``cds-token``) each time it runs, so it never goes stale.
+    """
+    from ..server.config import data_dir
+    from ..service.cds import SERVICE_ID
+    from ..service.cds_demo import DEMO_ISSUER, DEMO_KID, write_demo_client
+
+    files = write_demo_client(data_dir() / "cds-demo", fhir_base)
+    exe = _this_command()
+    hook = f"http://127.0.0.1:{port}/cds-services/{SERVICE_ID}"
+    body = {
+        "hook": "patient-view",
+        "hookInstance": "3f1c2a9e-6b7d-4c1e-9a53-0d2b8e4f7a10",
+        "fhirServer": fhir_base,
+        "context": {"userId": "Practitioner/afdemo-t1", "patientId": "afdemo-rupture"},
+    }
+    mint = (
+        f"{exe} cds-token --key {shlex.quote(str(files.key))} --kid {DEMO_KID} --issuer {DEMO_ISSUER} --audience {hook}"
+    )
+    return [
+        f"CDS Hooks: the demo EHR's key, JWKS and config are in {files.folder}. Start the service:",
+        f"  {exe} serve --config {shlex.quote(str(files.config))} --no-subscribe --port {port}",
+        "then, in another shell, call the patient-view hook for the rupture client (Patient/afdemo-rupture):",
+        f"  curl -sS -X POST {hook} -H 'Content-Type: application/json' "
+        f'-H "Authorization: Bearer $({mint})" -d {shlex.quote(json.dumps(body))}',
+    ]
+
+
+def _this_command() -> str:
+    launched = Path(sys.argv[0])
+    if launched.name == "alliance-fhir" and launched.exists():
+        return shlex.quote(str(launched.resolve()))
+    return f"{shlex.quote(sys.executable)} -m alliance_fhir"
+
+
 def _logging(verbose: bool) -> None:
     configure_logging(logging.INFO)  # the service reports what it does; --verbose adds one line per HTTP exchange
     logging.getLogger("alliance_fhir.http").setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+def _log_cds(settings: CdsSettings, base: str) -> None:
+    if settings.clients:
+        issuers = ", ".join(c.issuer for c in settings.clients)
+        logger.info("CDS Hooks: discovery at %s/cds-services; trusted clients: %s", base, issuers)
+    else:
+        logger.warning("CDS Hooks: no [[cds.clients]] in the config file, so every hook call is refused (401)")
 
 
 def _settings(config: Path | None, **overrides: object) -> ServeSettings:

@@ -443,4 +443,8 @@ def demo(
             say("The second sync wrote nothing: everything was already in step.")
         signals_table(found)
         say(f"signals written as DetectedIssues: {signal_report.written} (unchanged {signal_report.unchanged})")
+        from .serve import cds_demo_lines  # serve's module imports this one
+
+        for line in cds_demo_lines(cfg.base_url):
+            say(line)
     raise typer.Exit(0 if first.ok and second.ok else 1)

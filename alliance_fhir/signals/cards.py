@@ -27,12 +27,21 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
-from .._ids import CDS_CARD_ID_BASE, PROJECT_CODESYSTEM
+from .._ids import CDS_CARD_ID_BASE, PROJECT_CODESYSTEM, SIGNAL_IDENTIFIER_SYSTEM, SIGNAL_STATUS_EXTENSION
 from ..instruments.models import InstrumentMapping
 from .rules import EARLY_WARNING, GAP, LOW_ALLIANCE, RUPTURE, SIGNAL_KINDS, SPLIT, Signal, percent_of_maximum
 from .trajectory import ScorePoint, Trajectories
 
-__all__ = ["CARD_KINDS", "REPAIR", "SOURCE_LABEL", "SUMMARY_LIMIT", "alliance_cards", "card_for"]
+__all__ = [
+    "CARD_KINDS",
+    "REPAIR",
+    "SOURCE_LABEL",
+    "SUMMARY_LIMIT",
+    "alliance_cards",
+    "card_for",
+    "issue_card",
+    "open_issues",
+]
 
 SUMMARY_LIMIT = 140
 """The card summary's limit in characters (CDS Hooks 2.0: a one-sentence summary under 140)."""
@@ -57,12 +66,15 @@ def alliance_cards(
     *,
     hook_instance: str = "",
     report_link: ReportLink | None = None,
-    issue_ids: Mapping[str, str] | None = None,
+    issues: Iterable[dict[str, Any]] = (),
 ) -> list[dict[str, Any]]:
     """The cards for ``patient`` (``Patient/<id>``): open signals first by kind, then repairs; [] when nothing to say.
 
-    ``issue_ids`` maps a signal key to the DetectedIssue id on the server, so the card can name
-    the record it summarises; ``hook_instance`` makes each card's uuid unique to the call.
+    ``issues`` are the patient's DetectedIssues as read from the server (ours are recognised by
+    their identifier): a card names the record it summarises, and an open **split alliance**
+    issue becomes a card even though one client's scores cannot show it (a split compares all
+    members of a joint session; the signals run that wrote the issue saw them all).
+    ``hook_instance`` makes each card's uuid unique to the call.
     """
     mappings = {s.instrument: s.mapping for s in trajectories.series}
     latest = {(s.subject, s.instrument, s.focus, s.episode): s.points[-1] for s in trajectories.series if s.points}
@@ -77,13 +89,98 @@ def alliance_cards(
         and latest.get((s.subject, s.instrument, s.focus, s.episode)) == s.resolved_by
     ]
     link = report_link(patient) if report_link else None
-    ids = issue_ids or {}
+    recorded = open_issues(issues, patient)
+    ids = {key: str(issue["id"]) for key, issue in recorded.items()}
     cards = [card_for(s, mappings, hook_instance=hook_instance, link=link, issue_id=ids.get(s.key)) for s in chosen]
+    known = {s.key for s in mine}
+    cards += [
+        issue_card(key, issue, hook_instance=hook_instance, link=link)
+        for key, issue in sorted(recorded.items(), key=lambda item: _issue_start(item[1]))
+        if key not in known and _issue_kind(issue) == SPLIT
+    ]
     cards += [
         card_for(s, mappings, hook_instance=hook_instance, link=link, issue_id=ids.get(s.key), repair=True)
         for s in repairs
     ]
     return cards
+
+
+def open_issues(issues: Iterable[dict[str, Any]], patient: str) -> dict[str, dict[str, Any]]:
+    """Our open DetectedIssues about ``patient`` (with a server id), by signal key."""
+    found: dict[str, dict[str, Any]] = {}
+    for issue in issues:
+        if not isinstance(issue, dict) or issue.get("resourceType") != "DetectedIssue" or not issue.get("id"):
+            continue
+        if (issue.get("patient") or {}).get("reference") != patient or issue.get("status") != "final":
+            continue
+        status = next(
+            (e.get("valueCode") for e in issue.get("extension") or [] if e.get("url") == SIGNAL_STATUS_EXTENSION),
+            "active",
+        )
+        key = next(
+            (
+                str(i["value"])
+                for i in issue.get("identifier") or []
+                if isinstance(i, dict) and i.get("system") == SIGNAL_IDENTIFIER_SYSTEM and i.get("value")
+            ),
+            None,
+        )
+        if key is not None and status == "active":
+            found[key] = issue
+    return found
+
+
+def issue_card(key: str, issue: dict[str, Any], *, hook_instance: str = "", link: str | None = None) -> dict[str, Any]:
+    """A card from one of our open DetectedIssues (for a signal that one client's scores cannot show)."""
+    kind = _issue_kind(issue) or SPLIT
+    day = _issue_start(issue)[:10]
+    summary = _ISSUE_SUMMARIES.get(kind, "{title}: open since {day}").format(title=SIGNAL_KINDS[kind], day=day)
+    detail = "\n".join(
+        [
+            f"**{SIGNAL_KINDS[kind]}**: open since {day}.",
+            "",
+            f"What was found: {issue.get('detail') or '(no detail recorded)'}",
+            "",
+            f"Recorded on the FHIR server as DetectedIssue/{issue['id']} by the alliance-fhir signals run, which "
+            "compares every member of each joint session; one client's own scores cannot show it.",
+            "",
+            "Scores are the clients' own ratings; discuss them with the clients rather than acting on them alone.",
+        ]
+    )
+    card: dict[str, Any] = {
+        "uuid": str(uuid.uuid5(_CARD_NAMESPACE, f"{hook_instance}|{kind}|{key}")),
+        "summary": _fit(summary),
+        "detail": detail,
+        "indicator": "info" if issue.get("severity") == "low" else "warning",
+        "source": {
+            "label": SOURCE_LABEL,
+            "topic": {"system": PROJECT_CODESYSTEM, "code": kind, "display": _TOPIC_DISPLAY[kind]},
+        },
+    }
+    if link:
+        card["links"] = [{"label": "Open the alliance report for this client", "url": link, "type": "absolute"}]
+    return card
+
+
+_ISSUE_SUMMARIES = {
+    SPLIT: "Split alliance in joint sessions: this client rates them lower than the other members (since {day})",
+}
+
+
+def _issue_kind(issue: dict[str, Any]) -> str | None:
+    for coding in (issue.get("code") or {}).get("coding") or []:
+        if (
+            isinstance(coding, dict)
+            and coding.get("system") == PROJECT_CODESYSTEM
+            and coding.get("code") in SIGNAL_KINDS
+        ):
+            return str(coding["code"])
+    return None
+
+
+def _issue_start(issue: dict[str, Any]) -> str:
+    start = (issue.get("identifiedPeriod") or {}).get("start")
+    return start if isinstance(start, str) else ""
 
 
 def card_for(

@@ -108,7 +108,7 @@ def test_expired_jtis_are_dropped(ehr, store):
 @pytest.mark.parametrize("alg", ["HS256", "RS256", "ES256", "none"])
 def test_only_rs384_and_es384(ehr, verifier, alg):
     if alg == "none":
-        token = jwt.encode({"iss": ehr.issuer, "aud": AUD}, None, algorithm="none", headers={"kid": "ehr-es"})
+        token = jwt.encode({"iss": ehr.issuer, "aud": AUD}, "", algorithm="none", headers={"kid": "ehr-es"})
     elif alg == "HS256":
         token = jwt.encode({"iss": ehr.issuer, "aud": AUD}, "k" * 32, algorithm="HS256", headers={"kid": "ehr-es"})
     else:

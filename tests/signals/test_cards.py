@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from alliance_fhir import load_catalog
-from alliance_fhir._ids import PROJECT_CODESYSTEM
+from alliance_fhir._ids import PROJECT_CODESYSTEM, SIGNAL_IDENTIFIER_SYSTEM, SIGNAL_STATUS_EXTENSION
 from alliance_fhir.signals.cards import SUMMARY_LIMIT, alliance_cards, card_for
 from alliance_fhir.signals.rules import detect_signals
 from alliance_fhir.signals.trajectory import build_trajectories
@@ -149,7 +149,14 @@ def test_the_detail_names_the_detected_issue_when_known(catalog):
     trajectories = build_trajectories(series_obs("wai-sr", [48, 50, 41]), catalog)
     signals = detect_signals(trajectories)
     rupture = next(s for s in signals if s.kind == "alliance-rupture")
-    cards = alliance_cards(signals, trajectories, CLIENT, issue_ids={rupture.key: "77"})
+    issue = {
+        "resourceType": "DetectedIssue",
+        "id": "77",
+        "status": "final",
+        "patient": {"reference": CLIENT},
+        "identifier": [{"system": SIGNAL_IDENTIFIER_SYSTEM, "value": rupture.key}],
+    }
+    cards = alliance_cards(signals, trajectories, CLIENT, issues=[issue])
     assert "Recorded on the FHIR server as DetectedIssue/77." in cards[0]["detail"]
     assert "DetectedIssue/" not in cards[1]["detail"]
 
@@ -169,3 +176,44 @@ def test_the_schema_check_itself_fails_on_bad_cards(bad):
     card = {"summary": "ok", "indicator": "info", "source": {"label": "s"}} | bad
     assert card_problems(card)
     assert re.match(r"^\.", card_problems(card)[0])
+
+
+def split_issue(key="k1", status="final", ext="active", patient="Patient/b"):
+    return {
+        "resourceType": "DetectedIssue",
+        "id": "di-9",
+        "extension": [{"url": SIGNAL_STATUS_EXTENSION, "valueCode": ext}],
+        "identifier": [{"system": SIGNAL_IDENTIFIER_SYSTEM, "value": key}],
+        "status": status,
+        "code": {"coding": [{"system": PROJECT_CODESYSTEM, "code": "split-alliance"}]},
+        "severity": "moderate",
+        "patient": {"reference": patient},
+        "identifiedPeriod": {"start": "2026-09-14T10:00:00+00:00"},
+        "detail": "Split alliance: this member rates the joint session lower than the others "
+        "(2026-09-14: 30.2, 7.3 below the highest member). Rule: ... [project decision].",
+    }
+
+
+def test_an_open_split_issue_is_a_card_though_one_clients_scores_cannot_show_it(catalog):
+    # the client's own SRS 33.1, 30.2, 31.0 (no partner scores): a split needs the other member's scores
+    trajectories = build_trajectories(series_obs("srs", [33.1, 30.2, 31.0], subject="Patient/b"), catalog)
+    signals = detect_signals(trajectories)
+    cards = alliance_cards(signals, trajectories, "Patient/b", issues=[split_issue()])
+    split = [c for c in cards if c["source"]["topic"]["code"] == "split-alliance"]
+    assert len(split) == 1 and split[0]["indicator"] == "warning"
+    assert split[0]["summary"] == (
+        "Split alliance in joint sessions: this client rates them lower than the other members (since 2026-09-14)"
+    )
+    assert "7.3 below the highest member" in split[0]["detail"] and "DetectedIssue/di-9" in split[0]["detail"]
+    assert card_problems(split[0]) == []
+    # resolved, withdrawn or another patient's issues make no card
+    for issue in (
+        split_issue(ext="resolved"),
+        split_issue(status="entered-in-error"),
+        split_issue(patient="Patient/x"),
+    ):
+        assert not [
+            c
+            for c in alliance_cards(signals, trajectories, "Patient/b", issues=[issue])
+            if "split" in c["source"]["topic"]["code"]
+        ]

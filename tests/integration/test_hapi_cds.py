@@ -1,0 +1,238 @@
+"""CDS Hooks conformance of our own, against the real HAPI with the demo caseload and a real `serve`.
+
+The demo (``alliance-fhir demo``) posts the synthetic clinic, syncs it and writes its
+DetectedIssues; `serve` runs as a process with a config file trusting two CDS clients: one with a
+JWKS file, one whose JWKS URL (a loopback server) answers more than the size cap. The test plays
+the EHR: it signs tokens with fresh keys and fills the discovery's prefetch templates by querying
+HAPI itself, as an EHR does.
+
+Demo clients used (mappings' rules; totals per session from ``server/demo.py``):
+- ``afdemo-rupture``, WAI-SR 48, 50, 41, 44, 51: the rupture (50 -> 41) is repaired by the last
+  session (51 >= 50): one ``info`` repair card;
+- ``afdemo-couple-b``, SRS 33.1, 30.2, 31.0 in joint sessions with couple-a (38.0, 37.5, 38.4):
+  open rupture (33.1 -> 30.2, not back to 33.1), low alliance (all < 36), early warning (session 1
+  low), split (37.5 - 30.2 = 7.3 >= 5): four ``warning`` cards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+import pytest
+
+from alliance_fhir.service.cds import SERVICE_ID
+
+from ..support.cds_client import CdsTestClient
+from ..support.cds_schema import discovery_problems, response_problems
+from .helpers import client, unique
+from .test_hapi_serve import Service
+
+pytestmark = pytest.mark.integration
+RUPTURE, COUPLE_B = "afdemo-rupture", "afdemo-couple-b"
+
+
+class _BigJwks(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        body = json.dumps({"keys": [], "padding": "x" * 200_000}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+
+@pytest.fixture(scope="module")
+def big_jwks_url() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _BigJwks)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/jwks.json"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def demo(fhir_server: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    folder = tmp_path_factory.mktemp("cds-demo")
+    command = [sys.executable, "-m", "alliance_fhir", "demo", "--server", fhir_server, "--state", str(folder / "s.db")]
+    env = {**os.environ, "XDG_DATA_HOME": str(folder)}  # the demo's CDS client files: not in the user's home
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return fhir_server
+
+
+@pytest.fixture(scope="module")
+def ehr() -> CdsTestClient:
+    return CdsTestClient("https://ehr.test.example")
+
+
+@pytest.fixture(scope="module")
+def service(
+    demo: str, ehr: CdsTestClient, big_jwks_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Service]:
+    folder = tmp_path_factory.mktemp("cds-serve")
+    jwks = ehr.write_jwks(folder / "ehr-jwks.json")
+    config = folder / "alliance-fhir.toml"
+    config.write_text(
+        f"""[[cds.clients]]
+issuer = "{ehr.issuer}"
+jwks_file = "{jwks}"
+
+[[cds.clients]]
+issuer = "https://big-jwks.test.example"
+jwks_url = "{big_jwks_url}"
+""",
+        encoding="utf-8",
+    )
+    running = Service(demo, folder / "state.sqlite", "--no-subscribe", "--config", str(config)).start()
+    yield running
+    if running.proc is not None and running.proc.poll() is None:
+        assert running.stop() == 0
+
+
+def aud(service: Service) -> str:
+    return f"{service.url}/cds-services/{SERVICE_ID}"
+
+
+def hook_request(
+    fhir: str, patient: str, prefetch: dict[str, Any] | None = None, user: str = "Practitioner/afdemo-t1"
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "hook": "patient-view",
+        "hookInstance": str(uuid.uuid4()),
+        "fhirServer": fhir,
+        "context": {"userId": user, "patientId": patient},
+    }
+    if prefetch is not None:
+        body["prefetch"] = prefetch
+    return body
+
+
+def call(service: Service, body: dict[str, Any], token: str) -> httpx.Response:
+    return httpx.post(aud(service), json=body, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+
+
+def prefetch_from_hapi(service: Service, fhir: str, patient: str) -> dict[str, Any]:
+    """What an EHR sends: each discovery template filled in and read from its FHIR server."""
+    templates = httpx.get(f"{service.url}/cds-services", timeout=10).json()["services"][0]["prefetch"]
+    filled = {}
+    with client(fhir) as c:
+        for key, template in templates.items():
+            filled[key] = c.request("GET", template.replace("{{context.patientId}}", patient)).json()
+    return filled
+
+
+def codes(answer: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(c["source"]["topic"]["code"], c["indicator"]) for c in answer["cards"]]
+
+
+def test_discovery(service):
+    document = httpx.get(f"{service.url}/cds-services", timeout=10).json()
+    assert discovery_problems(document) == []
+    assert [(s["hook"], s["id"]) for s in document["services"]] == [("patient-view", SERVICE_ID)]
+
+
+def test_signed_request_with_prefetch(service, demo, ehr):
+    prefetch = prefetch_from_hapi(service, demo, COUPLE_B)
+    assert prefetch["scores"]["resourceType"] == "Bundle" and prefetch["scores"]["entry"]
+    answer = call(service, hook_request(demo, COUPLE_B, prefetch), ehr.token(aud(service)))
+    assert answer.status_code == 200, answer.text
+    assert response_problems(answer.json()) == []
+    assert codes(answer.json()) == [
+        ("alliance-rupture", "warning"),
+        ("low-alliance", "warning"),
+        ("early-alliance-warning", "warning"),
+        ("split-alliance", "warning"),
+    ]
+    rupture = answer.json()["cards"][0]
+    assert rupture["summary"] == (
+        "Possible alliance rupture: SRS fell from 33.1 to 30.2 on 2026-09-14, not yet back to the earlier level"
+    )
+    assert "Recorded on the FHIR server as DetectedIssue/" in rupture["detail"]  # the demo wrote its signals
+
+
+def test_the_rupture_client_gets_its_repair_card(service, demo, ehr):
+    prefetch = prefetch_from_hapi(service, demo, RUPTURE)
+    answer = call(service, hook_request(demo, RUPTURE, prefetch), ehr.token(aud(service), alg="RS384")).json()
+    assert codes(answer) == [("alliance-repair", "info")]
+    assert answer["cards"][0]["summary"].startswith("Alliance repaired: WAI-SR back to 51 on 2026-10-05")
+
+
+def test_without_prefetch_the_service_reads_hapi_and_says_the_same(service, demo, ehr):
+    with_prefetch = call(
+        service, hook_request(demo, COUPLE_B, prefetch_from_hapi(service, demo, COUPLE_B)), ehr.token(aud(service))
+    ).json()
+    without = call(service, hook_request(demo, COUPLE_B), ehr.token(aud(service))).json()
+    assert response_problems(without) == []
+    strip = lambda cards: [{k: v for k, v in c.items() if k not in ("uuid", "links")} for c in cards]  # noqa: E731
+    assert strip(without["cards"]) == strip(with_prefetch["cards"])
+    lines = [line.get("message", "") for line in service.log_lines()]
+    assert any("card(s) from the FHIR server" in m for m in lines) and any(
+        "card(s) from the prefetch" in m for m in lines
+    )
+
+
+def test_the_report_link_opens_the_report(service, demo, ehr):
+    answer = call(service, hook_request(demo, RUPTURE), ehr.token(aud(service))).json()
+    link = answer["cards"][0]["links"][0]
+    assert link["type"] == "absolute" and RUPTURE not in link["url"]
+    page = httpx.get(link["url"], timeout=60)
+    assert page.status_code == 200 and f"Alliance report: Patient/{RUPTURE}" in page.text
+    assert page.headers["cache-control"] == "no-store"
+    assert httpx.get(link["url"][:-3] + "abc", timeout=10).status_code == 401
+
+
+def test_refused_tokens_are_401_without_detail(service, demo, ehr):
+    now = int(time.time())
+    stranger = CdsTestClient("https://unknown.test.example", name="ehr")
+    big = CdsTestClient("https://big-jwks.test.example")
+    replayed = ehr.token(aud(service))
+    assert call(service, hook_request(demo, RUPTURE), replayed).status_code == 200
+    cases = {
+        "bad signature": CdsTestClient(ehr.issuer, name="ehr").token(aud(service)),
+        "token expired": ehr.token(aud(service), iat=now - 400, exp=now - 200),
+        "aud is not this service's URL": ehr.token(f"{service.url}/cds-services"),
+        "unknown issuer": stranger.token(aud(service)),
+        "replayed jti": replayed,
+        "larger than 65536 bytes": big.token(aud(service)),
+    }
+    for reason, token in cases.items():
+        answer = call(service, hook_request(demo, RUPTURE), token)
+        assert (answer.status_code, answer.content) == (401, b""), reason
+    logged = [line.get("message", "") for line in service.log_lines() if "refused (401)" in line.get("message", "")]
+    for reason in cases:
+        assert any(reason in m for m in logged), (reason, logged)
+    assert "afdemo" not in service.log.read_text()  # no patient id in the log, ever
+
+
+@pytest.mark.parametrize("user", [f"Patient/{RUPTURE}", "RelatedPerson/afdemo-parent"])
+def test_a_patient_or_related_person_user_gets_no_cards(service, demo, ehr, user):
+    answer = call(service, hook_request(demo, COUPLE_B, user=user), ehr.token(aud(service)))
+    assert answer.status_code == 200 and answer.json() == {"cards": []}
+
+
+def test_a_patient_with_no_scores_gets_no_cards(service, demo, ehr):
+    patient = unique("noscores")
+    with client(demo) as c:
+        c.request("PUT", f"Patient/{patient}", json={"resourceType": "Patient", "id": patient})
+    for prefetch in (None, prefetch_from_hapi(service, demo, patient)):
+        answer = call(service, hook_request(demo, patient, prefetch), ehr.token(aud(service)))
+        assert answer.status_code == 200 and answer.json() == {"cards": []}
+
+
+def test_another_fhir_server_gets_no_cards(service, demo, ehr):
+    answer = call(service, hook_request("https://elsewhere.example/fhir", COUPLE_B), ehr.token(aud(service)))
+    assert answer.json() == {"cards": []}
+    assert any("another FHIR server" in line.get("message", "") for line in service.log_lines())
