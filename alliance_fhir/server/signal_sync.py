@@ -20,7 +20,7 @@ from ..errors import NotFound
 from ..fhirtypes import comparable
 from ..instruments.catalog import Catalog
 from ..signals.resources import signal_resources, task_follow_ups, withdrawn_issues
-from ..signals.rules import Signal, detect_signals
+from ..signals.rules import SPLIT, Signal, detect_signals
 from ..signals.trajectory import Trajectories, build_trajectories, context_from_encounters, unbundle
 from .client import FhirClient, search_token
 
@@ -74,6 +74,9 @@ def run_signals(
 ) -> tuple[SignalReport, list[Signal], Trajectories]:
     """Detect signals from the server's scores and write them (unless ``dry_run``).
 
+    With ``patient``, only that client's scores are read, so a split alliance (which compares the
+    members of a joint session) cannot be judged: its DetectedIssues are left as they are, never
+    withdrawn (``serve`` runs signals per patient; before this it withdrew every split it saw).
     With ``tag``, only Observations carrying that meta.tag are read, and the DetectedIssues and
     Tasks written carry it too (the demo uses this to stay within its own data).
     """
@@ -91,6 +94,8 @@ def run_signals(
     issues = [r for r in resources if r["resourceType"] == "DetectedIssue"]
     existing = _existing(client, "DetectedIssue", SIGNAL_IDENTIFIER_SYSTEM, patient, tag)
     withdrawn = withdrawn_issues(existing.values(), issues)
+    if patient:  # one client's scores cannot show a split (it compares a joint session's members): keep those
+        withdrawn = [w for w in withdrawn if not _is_kind(w, SPLIT)]
     report.withdrawn = len(withdrawn)
     writes = [
         r for r in resources if r["resourceType"] in ("Device", "DetectedIssue") and _changed(r, existing, client)
@@ -125,6 +130,10 @@ def _existing(
             if ident.get("system") == system:
                 found[str(ident.get("value"))] = resource
     return found
+
+
+def _is_kind(issue: dict[str, Any], kind: str) -> bool:
+    return any(c.get("code") == kind for c in (issue.get("code") or {}).get("coding") or [] if isinstance(c, dict))
 
 
 def _changed(resource: dict[str, Any], existing: dict[str, dict[str, Any]], client: FhirClient) -> bool:

@@ -158,13 +158,21 @@ def issue_card(key: str, issue: dict[str, Any], *, hook_instance: str = "", link
         },
     }
     if link:
-        card["links"] = [{"label": "Open the alliance report for this client", "url": link, "type": "absolute"}]
+        card["links"] = _links(link)
     return card
 
 
 _ISSUE_SUMMARIES = {
     SPLIT: "Split alliance in joint sessions: this client rates them lower than the other members (since {day})",
 }
+
+
+def _links(link: str) -> list[dict[str, Any]]:
+    # autoLaunchable is optional in CDS Hooks 2.0; stated anyway (false: the clinician chooses), since
+    # some clients' models require it (HealthChain 0.16's Link does)
+    return [
+        {"label": "Open the alliance report for this client", "url": link, "type": "absolute", "autoLaunchable": False}
+    ]
 
 
 def _issue_kind(issue: dict[str, Any]) -> str | None:
@@ -207,7 +215,7 @@ def card_for(
         },
     }
     if link:
-        card["links"] = [{"label": "Open the alliance report for this client", "url": link, "type": "absolute"}]
+        card["links"] = _links(link)
     return card
 
 

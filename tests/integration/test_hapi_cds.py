@@ -25,10 +25,12 @@ import time
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from alliance_fhir.service.cds import SERVICE_ID
 
@@ -236,3 +238,72 @@ def test_another_fhir_server_gets_no_cards(service, demo, ehr):
     answer = call(service, hook_request("https://elsewhere.example/fhir", COUPLE_B), ehr.token(aud(service)))
     assert answer.json() == {"cards": []}
     assert any("another FHIR server" in line.get("message", "") for line in service.log_lines())
+
+
+# ---- a third-party client: HealthChain's SandboxClient, in its own virtualenv -------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+HEALTHCHAIN = "healthchain==0.16.1"  # pins fhir.resources < 8.2 and httpx < 0.28: never in our venv
+HC_VENV = ROOT / ".cache" / "healthchain-venv"
+
+
+@pytest.fixture(scope="module")
+def healthchain_python() -> Path:
+    """HealthChain's venv under .cache/ (git-ignored), made once per checkout from PyPI."""
+    python, stamp = HC_VENV / "bin" / "python", HC_VENV / f".installed-{HEALTHCHAIN}"
+    if not stamp.exists():
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(HC_VENV)], check=True, timeout=300)
+        pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", HEALTHCHAIN]
+        done = subprocess.run(pip, capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, f"pip install {HEALTHCHAIN} failed: {done.stderr[-2000:]}"
+        stamp.touch()
+    return python
+
+
+def test_healthchain_sandbox_client_sends_real_hook_requests(service, demo, ehr, healthchain_python, tmp_path):
+    key = tmp_path / "ehr-key.pem"
+    key.write_bytes(
+        ehr.ec_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    command = [
+        str(healthchain_python),
+        str(ROOT / "scripts" / "healthchain_cds.py"),
+        "--service",
+        service.url,
+        "--fhir-server",
+        demo,
+        "--key",
+        str(key),
+        "--kid",
+        "ehr-es",
+        "--issuer",
+        ehr.issuer,
+        "--expect",
+        f"{RUPTURE}=alliance-repair",
+        "--expect",
+        "afdemo-steady=",
+        "--expect",
+        f"{COUPLE_B}=alliance-rupture,low-alliance,early-alliance-warning,split-alliance",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "3 request(s)" in done.stdout and "0 failed" in done.stdout
+
+
+def test_a_per_patient_signals_run_keeps_the_split_it_cannot_see(demo):
+    """serve re-runs signals per patient; one client's scores cannot show a split, so it must stay open."""
+    from alliance_fhir import load_catalog
+    from alliance_fhir.server.demo import DEMO_TAG
+    from alliance_fhir.server.signal_sync import run_signals
+
+    with client(demo) as c:
+        report, _, _ = run_signals(c, load_catalog(), patient=f"Patient/{COUPLE_B}", tag=DEMO_TAG)
+        assert report.withdrawn == 0
+        splits = [
+            i
+            for i in c.search("DetectedIssue", {"patient": f"Patient/{COUPLE_B}", "code": "split-alliance"})
+            if i.get("status") == "final"
+        ]
+    assert len(splits) == 1

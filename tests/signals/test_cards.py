@@ -53,7 +53,9 @@ def test_an_open_wai_sr_rupture_is_a_warning_card_with_the_numbers(catalog):
         "code": "alliance-rupture",
         "display": "Alliance rupture",
     }
-    assert rupture["links"] == [{"label": "Open the alliance report for this client", "url": LINK, "type": "absolute"}]
+    assert rupture["links"] == [
+        {"label": "Open the alliance report for this client", "url": LINK, "type": "absolute", "autoLaunchable": False}
+    ]
 
 
 def test_low_alliance_names_the_authors_rule_in_plain_words(catalog):

@@ -14,7 +14,7 @@ What is checked, per the specification:
   objects with a ``label``), ``selectionBehavior`` (``at-most-one`` or ``any``; required when
   there are suggestions), ``overrideReasons`` (Codings); ``links`` (objects with string
   ``label``, absolute ``url`` and ``type`` ``absolute`` or ``smart``, optional string
-  ``appContext``).
+  ``appContext`` and boolean ``autoLaunchable``).
 """
 
 from __future__ import annotations
@@ -152,4 +152,6 @@ def _link_problems(link: Any) -> list[str]:
         problems.append(".type: absolute or smart")
     if "appContext" in link and not isinstance(link["appContext"], str):
         problems.append(".appContext: must be a string")
+    if "autoLaunchable" in link and not isinstance(link["autoLaunchable"], bool):
+        problems.append(".autoLaunchable: must be a boolean")
     return problems
