@@ -111,7 +111,7 @@ def serve(
         from ..service.run import run_service  # the web stack, only for this command
 
         worker = Worker(client, catalog, store, settings)
-        cds = CdsService.build(client, catalog, store, cds_settings, base)
+        cds = CdsService.build(client, catalog, store, cds_settings, base, worker.metrics)
         _log_cds(cds_settings, base)
         logger.info(
             "listening on %s:%d for %s (safety-net sync every %g min)",

@@ -36,6 +36,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +57,7 @@ from ..signals.cards import alliance_cards
 from ..signals.rules import detect_signals
 from ..signals.trajectory import Trajectories, build_trajectories, context_from_encounters, unbundle
 from .cds_auth import CdsSettings, TokenVerifier
+from .metrics import ServeMetrics
 
 __all__ = ["HIDDEN_FROM", "SERVICE_ID", "CdsService", "ReportLinks", "cds_routes", "discovery_document"]
 
@@ -149,13 +151,24 @@ class CdsService:
     verifier: TokenVerifier
     links: ReportLinks
     public_url: str
+    metrics: ServeMetrics | None = None
 
     @classmethod
     def build(
-        cls, client: FhirClient, catalog: Catalog, store: StateStore, settings: CdsSettings, public_url: str
+        cls,
+        client: FhirClient,
+        catalog: Catalog,
+        store: StateStore,
+        settings: CdsSettings,
+        public_url: str,
+        metrics: ServeMetrics | None = None,
     ) -> CdsService:
         links = ReportLinks.from_store(store, public_url, settings.report_link_minutes)
-        return cls(client, catalog, TokenVerifier(settings, store), links, public_url.rstrip("/"))
+        return cls(client, catalog, TokenVerifier(settings, store), links, public_url.rstrip("/"), metrics)
+
+    def count(self, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.cds_calls.labels(outcome).inc()
 
     def audience(self, service_id: str) -> str:
         """The ``aud`` a token must carry: the URL of the endpoint called."""
@@ -178,6 +191,7 @@ class CdsService:
             raise ValueError("context.userId is missing or not a reference")
         if user.rstrip("/").split("/")[-2] in HIDDEN_FROM:
             logger.info("patient-view by a %s user: no alliance cards", user.rstrip("/").split("/")[-2])
+            self.count("hidden_user")
             return {"cards": []}
         server = request.get("fhirServer")
         if not isinstance(server, str) or server.rstrip("/") != self.client.base_url.rstrip("/"):
@@ -185,6 +199,7 @@ class CdsService:
                 "patient-view for another FHIR server than the one configured (%s): no cards",
                 "none named" if not isinstance(server, str) else "host " + _host(server),
             )
+            self.count("other_server")
             return {"cards": []}
         patient = f"Patient/{patient_id}"
         started = time.perf_counter()
@@ -194,13 +209,18 @@ class CdsService:
             trajectories = build_trajectories(observations, self.catalog, context_from_encounters(encounters))
             where = "prefetch"
         else:
-            trajectories = fetch_trajectories(self.client, self.catalog, patient)
-            issues = self._issues(patient)
+            # the two reads at once: the hook's latency is the slower of them, not their sum
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                pending = pool.submit(self._issues, patient)
+                trajectories = fetch_trajectories(self.client, self.catalog, patient)
+                issues = pending.result()
             where = "FHIR server"
         cards = self.cards(trajectories, patient, str(request.get("hookInstance", "")), issues)
-        logger.info(
-            "patient-view: %d card(s) from the %s in %.0f ms", len(cards), where, 1000 * (time.perf_counter() - started)
-        )
+        seconds = time.perf_counter() - started
+        logger.info("patient-view: %d card(s) from the %s in %.0f ms", len(cards), where, 1000 * seconds)
+        if self.metrics is not None:
+            self.metrics.cds_latency.labels("prefetch" if from_prefetch is not None else "fhir-server").observe(seconds)
+        self.count("cards" if cards else "no_cards")
         return {"cards": cards}
 
     def cards(
@@ -252,20 +272,25 @@ def cds_routes(service: CdsService, *, max_body_bytes: int) -> list[BaseRoute]:
             )
         except CdsAuthError as exc:
             logger.warning("CDS request refused (401): %s", exc)
+            service.count("refused")
             return Response(status_code=401, headers={"WWW-Authenticate": "Bearer"})
         except AllianceFhirError as exc:  # the state database (jti) could not be written
             logger.error("CDS request not checked: %s", exc)
+            service.count("error")
             return JSONResponse({"error": "service unavailable"}, status_code=503)
         try:
             body = await request.json()
         except ValueError:
+            service.count("bad_request")
             return JSONResponse({"error": "the body is not JSON"}, status_code=400)
         try:
             answer = await run_in_threadpool(service.answer, body)
         except ValueError as exc:
+            service.count("bad_request")
             return JSONResponse({"error": str(exc)}, status_code=400)
         except AllianceFhirError as exc:
             logger.error("patient-view: could not read the FHIR server: %s", exc)
+            service.count("error")
             return JSONResponse({"error": "the FHIR server could not be read"}, status_code=503)
         return JSONResponse(answer)
 

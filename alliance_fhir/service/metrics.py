@@ -53,6 +53,19 @@ class ServeMetrics:
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
             registry=r,
         )
+        self.cds_calls = Counter(
+            "alliance_fhir_cds_calls",
+            "CDS Hooks calls, by outcome (cards, no_cards, hidden_user, other_server, refused, bad_request, error).",
+            ["outcome"],
+            registry=r,
+        )
+        self.cds_latency = Histogram(
+            "alliance_fhir_cds_seconds",
+            "Time to compute a CDS Hooks answer after the JWT check, by where the scores came from.",
+            ["source"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5),
+            registry=r,
+        )
         depth = Gauge("alliance_fhir_inbox_depth", "Notifications waiting in the inbox.", registry=r)
         depth.set_function(inbox_depth)
 

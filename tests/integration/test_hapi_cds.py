@@ -217,6 +217,7 @@ def test_refused_tokens_are_401_without_detail(service, demo, ehr):
     for reason in cases:
         assert any(reason in m for m in logged), (reason, logged)
     assert "afdemo" not in service.log.read_text()  # no patient id in the log, ever
+    assert service.metric('alliance_fhir_cds_calls_total{outcome="refused"}') >= len(cases)
 
 
 @pytest.mark.parametrize("user", [f"Patient/{RUPTURE}", "RelatedPerson/afdemo-parent"])

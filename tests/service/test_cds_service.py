@@ -22,6 +22,7 @@ from alliance_fhir.server.config import ServerConfig
 from alliance_fhir.server.state import StateStore
 from alliance_fhir.service.cds import SERVICE_ID, CdsService, ReportLinks, cds_routes
 from alliance_fhir.service.cds_auth import CdsClient, CdsSettings
+from alliance_fhir.service.metrics import ServeMetrics
 
 from ..support.asgi_server import serving
 from ..support.cds_client import CdsTestClient
@@ -76,7 +77,7 @@ def setup(tmp_path: Path, ehr: CdsTestClient, catalog):
         StateStore(tmp_path / "s.db") as store,
         FhirClient(ServerConfig(url=FHIR), transport=httpx.MockTransport(fake)) as client,
     ):
-        service = CdsService.build(client, catalog, store, settings, PUBLIC)
+        service = CdsService.build(client, catalog, store, settings, PUBLIC, ServeMetrics(lambda: 0.0))
         app = Starlette(routes=cds_routes(service, max_body_bytes=1024 * 1024))
         with serving(app) as url, httpx.Client(base_url=url, timeout=30) as http:
             yield http, fake, service
@@ -125,6 +126,9 @@ def test_cards_from_the_prefetch_need_no_fhir_round_trip(setup, ehr):
     codes = [c["source"]["topic"]["code"] for c in answer.json()["cards"]]
     assert codes == ["alliance-rupture", "early-alliance-warning"]
     assert fake.requests == []
+    exposition = setup[2].metrics.exposition().decode()
+    assert 'alliance_fhir_cds_calls_total{outcome="cards"} 1.0' in exposition
+    assert 'alliance_fhir_cds_seconds_count{source="prefetch"} 1.0' in exposition
 
 
 def test_without_prefetch_the_service_reads_the_server_with_its_own_credentials(setup, ehr):
@@ -201,6 +205,8 @@ def test_refusals_are_401_without_detail(setup, ehr, caplog):
         assert answer.headers["www-authenticate"] == "Bearer"
     assert "token expired" in caplog.text and "aud is not this service's URL" in caplog.text
     assert "c1" not in caplog.text
+    exposition = setup[2].metrics.exposition().decode()
+    assert 'alliance_fhir_cds_calls_total{outcome="refused"} 4.0' in exposition
 
 
 def test_bad_requests(setup, ehr):
