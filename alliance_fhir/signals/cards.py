@@ -147,19 +147,8 @@ def issue_card(key: str, issue: dict[str, Any], *, hook_instance: str = "", link
             "Scores are the clients' own ratings; discuss them with the clients rather than acting on them alone.",
         ]
     )
-    card: dict[str, Any] = {
-        "uuid": str(uuid.uuid5(_CARD_NAMESPACE, f"{hook_instance}|{kind}|{key}")),
-        "summary": _fit(summary),
-        "detail": detail,
-        "indicator": "info" if issue.get("severity") == "low" else "warning",
-        "source": {
-            "label": SOURCE_LABEL,
-            "topic": {"system": PROJECT_CODESYSTEM, "code": kind, "display": _TOPIC_DISPLAY[kind]},
-        },
-    }
-    if link:
-        card["links"] = _links(link)
-    return card
+    indicator = "info" if issue.get("severity") == "low" else "warning"
+    return _card(f"{hook_instance}|{kind}|{key}", kind, summary, detail, indicator, link)
 
 
 _ISSUE_SUMMARIES = {
@@ -204,10 +193,17 @@ def card_for(
     mapping = mappings[signal.instrument]
     code = REPAIR if repair else signal.kind
     indicator = "info" if repair or signal.severity == "low" else "warning"
+    summary = _repair_summary(signal, mapping) if repair else _summary(signal, mappings)
+    detail = _detail(signal, mappings, issue_id, repair)
+    return _card(f"{hook_instance}|{code}|{signal.key}", code, summary, detail, indicator, link)
+
+
+def _card(name: str, code: str, summary: str, detail: str, indicator: str, link: str | None) -> dict[str, Any]:
+    """The card's shape, in one place: uuid derived from ``name``, topic from ``code``."""
     card: dict[str, Any] = {
-        "uuid": str(uuid.uuid5(_CARD_NAMESPACE, f"{hook_instance}|{code}|{signal.key}")),
-        "summary": _fit(_repair_summary(signal, mapping) if repair else _summary(signal, mappings)),
-        "detail": _detail(signal, mappings, issue_id, repair),
+        "uuid": str(uuid.uuid5(_CARD_NAMESPACE, name)),
+        "summary": _fit(summary),
+        "detail": detail,
         "indicator": indicator,
         "source": {
             "label": SOURCE_LABEL,
