@@ -221,6 +221,9 @@ def test_cds_clients_from_the_config_file(tmp_path, ehr):
 [server]
 url = "http://127.0.0.1:1/fhir"
 
+[serve]
+channel = "rest-hook"
+
 [[cds.clients]]
 issuer = "https://ehr.example.org"
 jwks_url = "https://ehr.example.org/.well-known/jwks.json"
@@ -238,7 +241,7 @@ jwks_file = "{jwks}"
     ]
     from alliance_fhir.server.config import load_config
 
-    assert load_config(file=config).url == "http://127.0.0.1:1/fhir"  # [cds] is a known table
+    assert load_config(file=config).url == "http://127.0.0.1:1/fhir"  # [serve] and [cds] are known tables
 
 
 @pytest.mark.parametrize(
