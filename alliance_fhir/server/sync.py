@@ -172,8 +172,7 @@ def process_responses(
         writes = run.handle_responses(list(responses))
         if run.deferred:  # another worker (a replica) is handling it right now: wait for it, then re-check
             writes += run.handle_deferred()
-        if writes:
-            run.settle(run.writer.write(writes))
+        run.write(writes)
     finally:
         run.release_all()
     run.report.outstanding = store.outstanding(run.server)
@@ -347,6 +346,16 @@ class _Run:
                 self._settle_futures(done)
             in_flight.add(pool.submit(self.writer.write, batch))
         return in_flight
+
+    def write(self, writes: list[PendingWrite]) -> None:
+        """Write and settle ``writes`` as a sync page's are: batches of ``batch_size``, ``concurrency`` in flight."""
+        if len(writes) <= self.client.config.batch_size:  # the usual single notification: no pool needed
+            if writes:
+                self.settle(self.writer.write(writes))
+            return
+        with ThreadPoolExecutor(max_workers=self.client.config.concurrency, thread_name_prefix="sync-write") as pool:
+            done, _ = wait(self._submit(pool, set(), writes))
+            self._settle_futures(done)
 
     def _handle_page(self, page: dict[str, Any]) -> list[PendingWrite]:
         return self.handle_responses([e["resource"] for e in page.get("entry", []) if is_match(e)])

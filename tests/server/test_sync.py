@@ -12,7 +12,7 @@ import pytest
 from alliance_fhir.server.client import FhirClient
 from alliance_fhir.server.config import ServerConfig
 from alliance_fhir.server.state import StateStore
-from alliance_fhir.server.sync import SyncOptions, run_sync
+from alliance_fhir.server.sync import SyncOptions, process_responses, run_sync
 
 from ..conftest import all_items
 from ..fake_fhir import BASE, FakeFhir, fail_times
@@ -69,6 +69,18 @@ def test_first_sync_writes_one_observation_per_response(server, catalog, store, 
     assert by_response["qr2"] == 36  # WAI-SR all Fairly often: 12 x 3
     assert by_response["qr3"] == 29.6  # SRS 9.5 + 9 + 8.1 + 3
     assert report.checkpoint is not None
+
+
+def test_responses_handed_over_at_once_are_written_in_batches_like_a_page(server, catalog, store, make_response):
+    """serve drains its inbox through process_responses: batches of batch_size, several in flight, each verified."""
+    post_responses(server, make_response, 10)
+    with client_for(server, concurrency=2) as client:  # batch_size 3: four transactions
+        report = process_responses(client, catalog, store, list(server.store["QuestionnaireResponse"].values()))
+    assert (report.found, report.written, report.failed) == (10, 10, 0)
+    transactions = [r for r in server.requests if r.method == "POST" and r.url.path == "/fhir"]
+    assert sorted(len(json.loads(r.content)["entry"]) for r in transactions) == [1, 3, 3, 3]
+    assert len(observations(server)) == 10 and report.subjects == {"Patient/p1"}
+    assert {e.outcome for e in store.lookup(BASE, [f"qr{i}" for i in range(10)]).values()} == {"written"}
 
 
 def test_second_sync_writes_nothing(server, catalog, store, make_response):
