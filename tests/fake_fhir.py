@@ -102,6 +102,8 @@ class FakeFhir:
     def _matches(self, rtype: str, params: dict[str, str]) -> list[dict[str, Any]]:
         found = []
         for res in self.store[rtype].values():
+            if "_id" in params and res.get("id") not in params["_id"].split(","):
+                continue
             if "identifier" in params:
                 wanted = [v.partition("|") for v in params["identifier"].split(",")]
                 idents = res.get("identifier", [])

@@ -46,8 +46,16 @@ class ServeSettings(BaseModel):
     max_body_bytes: int = Field(MIB, ge=1024, le=64 * MIB)
     limit_concurrency: int = Field(32, ge=1, le=1024, description="connections served at once; more get 503")
     keep_alive_seconds: float = Field(5.0, gt=0, le=300)
-    batch_size: int = Field(50, ge=1, le=500, description="hints re-read and written per round")
+    batch_size: int = Field(
+        200,
+        ge=1,
+        le=500,
+        description="hints re-read per round (written in batches of [server] batch_size, several in flight)",
+    )
     max_attempts: int = Field(20, ge=1, le=1000, description="a hint that keeps failing is left to the safety net")
+    stall_seconds: float = Field(
+        60.0, gt=0, le=3600, description="healthz answers 503 when hints wait and none was handled for this long"
+    )
     shutdown_seconds: float = Field(
         30.0, gt=0, le=600, description="grace for in-flight requests and writes on SIGTERM"
     )

@@ -1,13 +1,17 @@
 """The service's worker: drain the inbox, run catch-up and safety-net syncs, refresh signals.
 
-One worker thread does every write, so the ledger, the conditional writes and the per-patient
-signal updates never race each other (a sync and a drained hint for the same response are
-serialised). Per round it takes up to ``batch_size`` hints from the inbox, re-reads those
-responses from the configured server in one search by ``_id``,
-hands them to :func:`..server.sync.process_responses` (sync's own per-response path: status
-filter, attribution to our Questionnaires, verified write, ledger), recomputes the signals of each patient whose scores changed,
-and only then removes the hints. A crash anywhere in between leaves the hints in the inbox; the
-ledger and the conditional writes make the retry write nothing twice.
+One worker thread does every score write, so the ledger and the conditional writes never race
+each other (a sync and a drained hint for the same response are serialised). Per round it takes up to ``batch_size`` hints from the inbox, re-reads those
+responses from the configured server in one search by ``_id``, hands them to
+:func:`..server.sync.process_responses` (sync's own per-response path: status filter, attribution
+to our Questionnaires, verified writes in batches with several in flight, ledger), and only then
+removes the hints. A crash anywhere in between leaves the hints in the inbox; the ledger and the
+conditional writes make the retry write nothing twice.
+
+A second thread recomputes the signals of each patient whose scores changed (one patient at a
+time, so two updates of one patient's DetectedIssues never race): the scores of a burst are not
+held up by the signals, and a patient whose responses arrive in many rounds gets one
+recomputation per pass of that thread, not one per round (it re-reads the patient's whole series).
 
 The catch-up sync runs once the inbox is drained at start, on an empty rest-hook POST (a
 Subscription without payload names no resource), when a Backport notification shows missed
@@ -37,7 +41,6 @@ from .settings import ServeSettings
 __all__ = ["Worker"]
 
 logger = logging.getLogger("alliance_fhir.serve")
-_STALL_SECONDS = 60.0  # healthz turns 503 when hints wait and nothing was handled for this long
 _PROBE_SECONDS = 10.0
 
 
@@ -68,6 +71,9 @@ class Worker:
         self._probe: tuple[float, bool] = (0.0, False)
         self.last_sync: dict[str, Any] | None = None
         self._topic_events: dict[str, int] = {}
+        self._signals_pending: set[str] = set()  # patients whose scores changed since their signals ran
+        self._signals_wake = threading.Event()
+        self._signals_thread: threading.Thread | None = None
 
     # ------------------------------------------------------------ called from request threads
 
@@ -103,8 +109,8 @@ class Worker:
     def health(self) -> dict[str, Any]:
         """healthz: the FHIR server answers, the worker runs, and the inbox drains."""
         depth = self.store.inbox_depth(self.server)
-        alive = self._thread is not None and self._thread.is_alive()
-        stalled = depth > 0 and time.monotonic() - self._last_progress > _STALL_SECONDS
+        alive = all(t is not None and t.is_alive() for t in (self._thread, self._signals_thread))
+        stalled = depth > 0 and time.monotonic() - self._last_progress > self.settings.stall_seconds
         reachable = self._reachable()
         return {
             "status": "ok" if reachable and alive and not stalled else "unavailable",
@@ -112,6 +118,7 @@ class Worker:
             "worker_running": alive,
             "inbox_depth": depth,
             "inbox_draining": not stalled,
+            "signals_pending": len(self._signals_pending),
             "last_sync": self.last_sync,
         }
 
@@ -119,16 +126,20 @@ class Worker:
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="serve-worker", daemon=True)
+        self._signals_thread = threading.Thread(target=self._signals_loop, name="serve-signals", daemon=True)
         self._thread.start()
+        self._signals_thread.start()
 
     def stop(self, timeout: float) -> bool:
         """Finish the round in progress (bounded by ``timeout``); True when the worker stopped."""
         self._stop.set()
         self._wake.set()
-        if self._thread is None:
-            return True
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
+        deadline = time.monotonic() + timeout
+        for thread in (self._thread, self._signals_thread):  # the writes first, then the signals they changed
+            if thread is not None:
+                thread.join(max(0.0, deadline - time.monotonic()))
+                self._signals_wake.set()
+        return not any(t is not None and t.is_alive() for t in (self._thread, self._signals_thread))
 
     # ------------------------------------------------------------ the worker thread
 
@@ -192,7 +203,7 @@ class Worker:
         self._count(report)
         if len(responses) < len(ids):
             logger.info("%d notified responses are no longer on the server (deleted)", len(ids) - len(responses))
-        self._signals(report.subjects)
+        self._queue_signals(report.subjects)
         self.store.inbox_done(self.server, items)
         now = datetime.now(UTC)
         for item in items:
@@ -242,7 +253,7 @@ class Worker:
             report.unchanged,
             report.failed,
         )
-        self._signals(report.subjects)
+        self._queue_signals(report.subjects)
         return report
 
     def _count(self, report: SyncReport) -> None:
@@ -254,22 +265,49 @@ class Worker:
         ) in report.failures:  # the reason is in the ledger (and `sync` prints it); logs name the resource only
             logger.warning("failed: %s (see the sync ledger)", failure.resource)
 
-    def _signals(self, subjects: Iterable[str]) -> None:
-        for subject in sorted(subjects):
-            try:
-                run_signals(self.client, self.catalog, patient=subject, tag=self.options.tag)
-            except AllianceFhirError as exc:
-                self.metrics.signals.labels("error").inc()
-                logger.warning("signals of one patient could not be updated: %s", exc)
-                continue
-            self.metrics.signals.labels("ok").inc()
+    # ------------------------------------------------------------ the signals thread
+
+    def _queue_signals(self, subjects: Iterable[str]) -> None:
+        subjects = set(subjects)
+        if subjects:
+            with self._lock:
+                self._signals_pending |= subjects
+            self._signals_wake.set()
+
+    def _signals_loop(self) -> None:
+        """Recompute the signals of each patient whose scores changed, apart from the writes.
+
+        Scores are written first, so a burst is not slowed by the signals; while one recomputation
+        runs, further rounds for the same patient only queue it again, so a patient's signals run
+        once for many rounds (they re-read the patient's whole series). The thread finishes what is
+        queued when the service stops (within the shutdown grace).
+        """
+        while True:
+            self._signals_wake.wait(3600.0)
+            self._signals_wake.clear()
+            with self._lock:
+                subjects, self._signals_pending = sorted(self._signals_pending), set()
+            for subject in subjects:
+                self._signals_of(subject)
+            if self._stop.is_set() and not (self._thread and self._thread.is_alive()) and not self._signals_pending:
+                return
+
+    def _signals_of(self, subject: str) -> None:
+        try:
+            run_signals(self.client, self.catalog, patient=subject, tag=self.options.tag)
+        except AllianceFhirError as exc:
+            self.metrics.signals.labels("error").inc()
+            logger.warning("signals of one patient could not be updated: %s", exc)
+            return
+        self.metrics.signals.labels("ok").inc()
 
     def _reachable(self) -> bool:
         checked_at, ok = self._probe
         if time.monotonic() - checked_at < _PROBE_SECONDS:
             return ok
         try:
-            self.client.request("GET", "metadata")
+            # one attempt: healthz answers now, a monitor asks again (retries would hold the request for minutes)
+            self.client.request("GET", "metadata", idempotent=False)
             ok = True
         except AllianceFhirError:
             ok = False

@@ -1,0 +1,166 @@
+"""serve's worker on the in-memory fake server: what healthz says, and how often signals run.
+
+The real HAPI proves the whole service (tests/integration/test_hapi_serve.py); here the
+edges a real server will not produce on demand: a server whose searches fail while /metadata
+answers, and signals recomputation held up while many rounds for one patient go by.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from alliance_fhir.server.client import FhirClient
+from alliance_fhir.server.config import ServerConfig
+from alliance_fhir.server.state import StateStore
+from alliance_fhir.service import worker as worker_module
+from alliance_fhir.service.hints import Hint
+from alliance_fhir.service.settings import ServeSettings
+from alliance_fhir.service.worker import Worker
+
+from ..fake_fhir import BASE, FakeFhir, _json, _outcome
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.02)
+    return value
+
+
+@pytest.fixture
+def server() -> FakeFhir:
+    return FakeFhir()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[StateStore]:
+    with StateStore(tmp_path / "state.sqlite") as s:
+        yield s
+
+
+def started(server: FakeFhir, store: StateStore, catalog, **settings: Any) -> Worker:  # noqa: ANN001
+    client = FhirClient(
+        ServerConfig(url=BASE, batch_size=3), transport=httpx.MockTransport(server), sleep=lambda _s: None
+    )
+    worker = Worker(client, catalog, store, ServeSettings(**settings))
+    worker.start()
+    wait_for("the start sync", lambda: worker.last_sync)
+    return worker
+
+
+def written(worker: Worker, n: int) -> Callable[[], bool]:
+    return lambda: bool(worker.metrics.written._value.get() == n)
+
+
+def srs(rid: str, last: float, patient: str = "Patient/p1") -> dict[str, Any]:
+    return {
+        "resourceType": "QuestionnaireResponse",
+        "id": rid,
+        "status": "completed",
+        "questionnaire": "http://alliance-fhir.org/fhir/Questionnaire/srs",
+        "subject": {"reference": patient},
+        "authored": "2026-11-02T11:00:00Z",
+        "item": [{"linkId": str(n), "answer": [{"valueDecimal": v}]} for n, v in enumerate((9, 9, 9, last), 1)],
+    }
+
+
+def test_healthz_is_ok_with_its_status_while_hints_drain(server, store, catalog):
+    worker = started(server, store, catalog)
+    try:
+        server.put(srs("qr1", 9))
+        worker.record([Hint("qr1")], "rest-hook")
+        wait_for("the hint handled", lambda: worker.metrics.written._value.get() == 1)
+        status = worker.health()
+        assert status["status"] == "ok" and status["server_reachable"] and status["worker_running"]
+        assert (status["inbox_depth"], status["inbox_draining"]) == (0, True)
+        assert status["last_sync"]["reason"] == "start"
+    finally:
+        assert worker.stop(10)
+
+
+def test_healthz_is_unavailable_when_hints_wait_and_none_is_handled(server, store, catalog):
+    worker = started(server, store, catalog, stall_seconds=0.3)
+    try:
+        server.faults.append(
+            lambda r: _json(500, _outcome("search broken")) if r.url.path.endswith("/_search") else None
+        )
+        server.put(srs("qr1", 9))
+        worker.record([Hint("qr1")], "rest-hook")
+        status = wait_for("a stalled inbox", lambda: (s := worker.health())["status"] != "ok" and s)
+        assert status["server_reachable"] is True and status["worker_running"] is True
+        assert (status["inbox_depth"], status["inbox_draining"]) == (1, False)
+    finally:
+        assert worker.stop(10)
+
+
+def test_healthz_is_unavailable_when_the_server_does_not_answer(server, store, catalog):
+    worker = started(server, store, catalog)
+    try:
+        worker._probe = (0.0, True)  # the last probe is old: the next healthz asks the server again
+        server.faults.append(lambda r: _json(503, _outcome("down")))
+        status = worker.health()
+        assert status["status"] == "unavailable" and status["server_reachable"] is False
+        assert sum(1 for r in server.requests if r.url.path.endswith("/metadata")) >= 1
+    finally:
+        server.faults.clear()
+        assert worker.stop(10)
+
+
+def test_many_rounds_for_one_patient_recompute_its_signals_once_the_writes_are_done(
+    server, store, catalog, monkeypatch
+):
+    """While one recomputation runs, further rounds only queue the patient again: one more run, not one per round."""
+    release, calls = threading.Event(), []
+
+    def recompute(client, catalog, *, patient, tag):  # noqa: ANN001, ANN202
+        calls.append(patient)
+        release.wait(10)
+        return None
+
+    monkeypatch.setattr(worker_module, "run_signals", recompute)
+    worker = started(server, store, catalog, batch_size=2)
+    try:
+        for i in range(12):
+            server.put(srs(f"qr{i}", i % 10))
+            worker.record([Hint(f"qr{i}")], "rest-hook")  # six rounds of two at least
+        wait_for("every score written", lambda: worker.metrics.written._value.get() == 12)
+        assert worker.health()["inbox_depth"] == 0 and len(calls) <= 1  # the scores did not wait for the signals
+        release.set()
+        wait_for("the signals queue empty", lambda: worker.health()["signals_pending"] == 0 and calls)
+        time.sleep(0.2)
+        assert calls in (["Patient/p1"], ["Patient/p1", "Patient/p1"])
+    finally:
+        release.set()
+        assert worker.stop(10)
+
+
+def test_stop_finishes_the_signals_the_last_writes_queued(server, store, catalog, monkeypatch):
+    release, calls = threading.Event(), []
+
+    def recompute(client, catalog, *, patient, tag):  # noqa: ANN001, ANN202
+        calls.append(patient)
+        if patient == "Patient/p1":
+            release.wait(10)  # the signals thread is busy with p1 while p2's score is written
+
+    monkeypatch.setattr(worker_module, "run_signals", recompute)
+    worker = started(server, store, catalog)
+    for rid, patient in (("qr1", "Patient/p1"), ("qr2", "Patient/p2")):
+        server.put(srs(rid, 9, patient=patient))
+        worker.record([Hint(rid)], "rest-hook")
+        wait_for(f"{rid} written", written(worker, int(rid[-1])))
+    wait_for("p1's signals running", lambda: calls == ["Patient/p1"])
+    stopped: list[bool] = []
+    stopper = threading.Thread(target=lambda: stopped.append(worker.stop(10)))
+    stopper.start()
+    release.set()
+    stopper.join(15)
+    assert stopped == [True] and calls == ["Patient/p1", "Patient/p2"]  # p2's signals ran before the stop returned
