@@ -13,7 +13,8 @@ time, so two updates of one patient's DetectedIssues never race): the scores of 
 held up by the signals, and a patient whose responses arrive in many rounds gets one
 recomputation per pass of that thread, not one per round (it re-reads the patient's whole series).
 
-The catch-up sync runs once the inbox is drained at start, on an empty rest-hook POST (a
+The catch-up sync runs on a third thread (hints are not held up by a long sync): once the inbox
+is drained at start, on an empty rest-hook POST (a
 Subscription without payload names no resource), when a Backport notification shows missed
 events, and every ``safety_net_minutes``: HAPI gives up on a receiver after about a minute and
 never delivers deletes or some status changes, so sync stays the guarantee.
@@ -74,6 +75,9 @@ class Worker:
         self._signals_pending: set[str] = set()  # patients whose scores changed since their signals ran
         self._signals_wake = threading.Event()
         self._signals_thread: threading.Thread | None = None
+        self._sync_wake = threading.Event()
+        self._sync_thread: threading.Thread | None = None
+        self._first_drain = threading.Event()  # the inbox as found at start has been drained
 
     # ------------------------------------------------------------ called from request threads
 
@@ -89,7 +93,7 @@ class Worker:
         """Ask for an incremental sync soon (several requests before it runs make one sync)."""
         with self._lock:
             self._sync_reason = self._sync_reason or reason
-        self._wake.set()
+        self._sync_wake.set()
 
     def topic_events(self, subscription: str, events_since_start: int | None, hints: int) -> None:
         """Track a Backport Subscription's event counter; a jump means HAPI dropped notifications."""
@@ -109,7 +113,7 @@ class Worker:
     def health(self) -> dict[str, Any]:
         """healthz: the FHIR server answers, the worker runs, and the inbox drains."""
         depth = self.store.inbox_depth(self.server)
-        alive = all(t is not None and t.is_alive() for t in (self._thread, self._signals_thread))
+        alive = all(t is not None and t.is_alive() for t in self._threads())
         stalled = depth > 0 and time.monotonic() - self._last_progress > self.settings.stall_seconds
         reachable = self._reachable()
         return {
@@ -125,21 +129,33 @@ class Worker:
     # ------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="serve-worker", daemon=True)
-        self._signals_thread = threading.Thread(target=self._signals_loop, name="serve-signals", daemon=True)
-        self._thread.start()
-        self._signals_thread.start()
+        threads = [
+            threading.Thread(target=target, name=f"serve-{name}", daemon=True)
+            for target, name in ((self._loop, "worker"), (self._sync_loop, "sync"), (self._signals_loop, "signals"))
+        ]
+        self._thread, self._sync_thread, self._signals_thread = threads
+        for thread in threads:
+            thread.start()
+
+    def _threads(self) -> tuple[threading.Thread | None, ...]:
+        return self._thread, self._sync_thread, self._signals_thread
 
     def stop(self, timeout: float) -> bool:
-        """Finish the round in progress (bounded by ``timeout``); True when the worker stopped."""
+        """Finish the round in progress and the signals it queued (bounded by ``timeout``); True when stopped.
+
+        A catch-up sync in progress is not waited for beyond ``timeout``: what it had not
+        settled is found again by the next one (its checkpoint moves only at its end).
+        """
         self._stop.set()
         self._wake.set()
+        self._sync_wake.set()
+        self._first_drain.set()
         deadline = time.monotonic() + timeout
-        for thread in (self._thread, self._signals_thread):  # the writes first, then the signals they changed
+        for thread in self._threads():  # the writes first, then the signals they changed
             if thread is not None:
                 thread.join(max(0.0, deadline - time.monotonic()))
                 self._signals_wake.set()
-        return not any(t is not None and t.is_alive() for t in (self._thread, self._signals_thread))
+        return not any(t is not None and t.is_alive() for t in self._threads())
 
     # ------------------------------------------------------------ the worker thread
 
@@ -149,17 +165,34 @@ class Worker:
             self._wake.clear()
             try:
                 self.drain()
-                if self._stop.is_set():
-                    break
-                reason = self._due_sync()
-                if reason:
-                    self.catch_up(reason)
-                    self.drain()
             except AllianceFhirError as exc:  # the state database; anything else is a bug and ends the thread loudly
                 logger.error("worker round failed: %s", exc)
                 self._stop.wait(5.0)
+            finally:
+                self._first_drain.set()
             self._wake.wait(self._sleep_seconds())
         logger.info("worker stopped")
+
+    # ------------------------------------------------------------ the catch-up thread
+
+    def _sync_loop(self) -> None:
+        """Catch-up and safety-net syncs, beside the drain: hints are not held up by a long sync.
+
+        A sync and a round that meet on one response are serialised by the state's claims (the
+        same that keep two replicas apart): one writes it, the other finds it unchanged.
+        """
+        self._first_drain.wait()  # on start: the inbox first, then the sync from the checkpoint
+        while not self._stop.is_set():
+            self._sync_wake.clear()
+            reason = self._due_sync()
+            if reason:
+                try:
+                    self.catch_up(reason)
+                except AllianceFhirError as exc:  # the state database
+                    logger.error("%s sync failed: %s", reason, exc)
+                    self._stop.wait(5.0)
+                continue
+            self._sync_wake.wait(max(0.05, min(3600.0, self._next_safety_net - time.monotonic())))
 
     def _due_sync(self) -> str | None:
         with self._lock:
@@ -171,8 +204,7 @@ class Worker:
     def _sleep_seconds(self) -> float:
         if self.store.inbox_depth(self.server) and self._last_failure is None:
             return 0.0
-        backoff = 5.0 if self._last_failure is not None else 3600.0
-        return max(0.05, min(backoff, self._next_safety_net - time.monotonic()))
+        return 5.0 if self._last_failure is not None else 3600.0
 
     def drain(self) -> int:
         """Handle inbox rounds until it is empty, stopping, or the server fails; hints handled."""

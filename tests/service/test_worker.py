@@ -164,3 +164,26 @@ def test_stop_finishes_the_signals_the_last_writes_queued(server, store, catalog
     release.set()
     stopper.join(15)
     assert stopped == [True] and calls == ["Patient/p1", "Patient/p2"]  # p2's signals ran before the stop returned
+
+
+def test_a_hint_is_written_while_a_long_catch_up_sync_runs(server, store, catalog):
+    """A first start against a large server syncs for a long time; notifications must not wait for it."""
+    release = threading.Event()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET" and request.url.path.endswith("/QuestionnaireResponse"):
+            release.wait(10)  # the catch-up's search hangs (the hint's re-read is a POST _search by _id)
+        return server(request)
+
+    client = FhirClient(ServerConfig(url=BASE), transport=httpx.MockTransport(handler), sleep=lambda _s: None)
+    worker = Worker(client, catalog, store, ServeSettings())
+    worker.start()
+    try:
+        server.put(srs("qr1", 9))
+        worker.record([Hint("qr1")], "rest-hook")
+        wait_for("the hint written", written(worker, 1))
+        assert worker.last_sync is None  # the start catch-up is still searching
+    finally:
+        release.set()
+        assert worker.stop(10)
+    assert worker.last_sync is not None and worker.last_sync["reason"] == "start"
