@@ -42,6 +42,16 @@ def server() -> FakeFhir:
 
 
 @pytest.fixture
+def srs(make_response):  # noqa: ANN001, ANN201
+    """An SRS response of one patient (the fourth line's mark varies)."""
+
+    def build(rid: str, last: float, patient: str = "Patient/p1") -> dict[str, Any]:
+        return make_response("srs", {1: 9, 2: 9, 3: 9, 4: last}, rid=rid, subject={"reference": patient})  # type: ignore[no-any-return]
+
+    return build
+
+
+@pytest.fixture
 def store(tmp_path: Path) -> Iterator[StateStore]:
     with StateStore(tmp_path / "state.sqlite") as s:
         yield s
@@ -61,19 +71,7 @@ def written(worker: Worker, n: int) -> Callable[[], bool]:
     return lambda: bool(worker.metrics.written._value.get() == n)
 
 
-def srs(rid: str, last: float, patient: str = "Patient/p1") -> dict[str, Any]:
-    return {
-        "resourceType": "QuestionnaireResponse",
-        "id": rid,
-        "status": "completed",
-        "questionnaire": "http://alliance-fhir.org/fhir/Questionnaire/srs",
-        "subject": {"reference": patient},
-        "authored": "2026-11-02T11:00:00Z",
-        "item": [{"linkId": str(n), "answer": [{"valueDecimal": v}]} for n, v in enumerate((9, 9, 9, last), 1)],
-    }
-
-
-def test_healthz_is_ok_with_its_status_while_hints_drain(server, store, catalog):
+def test_healthz_is_ok_with_its_status_while_hints_drain(srs, server, store, catalog):
     worker = started(server, store, catalog)
     try:
         server.put(srs("qr1", 9))
@@ -87,7 +85,7 @@ def test_healthz_is_ok_with_its_status_while_hints_drain(server, store, catalog)
         assert worker.stop(10)
 
 
-def test_healthz_is_unavailable_when_hints_wait_and_none_is_handled(server, store, catalog):
+def test_healthz_is_unavailable_when_hints_wait_and_none_is_handled(srs, server, store, catalog):
     worker = started(server, store, catalog, stall_seconds=0.3)
     try:
         server.faults.append(
@@ -116,7 +114,7 @@ def test_healthz_is_unavailable_when_the_server_does_not_answer(server, store, c
 
 
 def test_many_rounds_for_one_patient_recompute_its_signals_once_the_writes_are_done(
-    server, store, catalog, monkeypatch
+    srs, server, store, catalog, monkeypatch
 ):
     """While one recomputation runs, further rounds only queue the patient again: one more run, not one per round."""
     release, calls = threading.Event(), []
@@ -143,7 +141,7 @@ def test_many_rounds_for_one_patient_recompute_its_signals_once_the_writes_are_d
         assert worker.stop(10)
 
 
-def test_stop_finishes_the_signals_the_last_writes_queued(server, store, catalog, monkeypatch):
+def test_stop_finishes_the_signals_the_last_writes_queued(srs, server, store, catalog, monkeypatch):
     release, calls = threading.Event(), []
 
     def recompute(client, catalog, *, patient, tag):  # noqa: ANN001, ANN202
@@ -166,7 +164,7 @@ def test_stop_finishes_the_signals_the_last_writes_queued(server, store, catalog
     assert stopped == [True] and calls == ["Patient/p1", "Patient/p2"]  # p2's signals ran before the stop returned
 
 
-def test_a_hint_is_written_while_a_long_catch_up_sync_runs(server, store, catalog):
+def test_a_hint_is_written_while_a_long_catch_up_sync_runs(srs, server, store, catalog):
     """A first start against a large server syncs for a long time; notifications must not wait for it."""
     release = threading.Event()
 
