@@ -21,9 +21,12 @@ import sys
 import tempfile
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+
+from alliance_fhir.server.state import StateStore
 
 IDENT = "http://alliance-fhir.org/fhir/sid/score-observation|"
 SECRET = "bench-serve-secret-0123456789abcdef"
@@ -63,6 +66,12 @@ def scored(http: httpx.Client, base: str, patient: str) -> set[str]:
     return found
 
 
+def metric(serve_url: str, name: str) -> float:
+    """The sum of one metric's samples on serve's /metrics (0 when absent)."""
+    text = httpx.get(f"{serve_url}/metrics", timeout=10).text
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
@@ -82,6 +91,10 @@ def main() -> None:
         s.bind(("127.0.0.1", 0))
         serve_port = s.getsockname()[1]
     state = Path(tempfile.mkdtemp()) / "state.sqlite"
+    serve_log = state.with_name("serve.log")
+    # the start catch-up covers only what is new, not earlier runs' responses (sync re-reads 300 s before its checkpoint)
+    with StateStore(state) as store:
+        store.set_checkpoint(base, (datetime.now(UTC) + timedelta(seconds=300)).isoformat(timespec="seconds"))
     env = {**os.environ, "ALLIANCE_FHIR_WEBHOOK_SECRET": SECRET}
     subprocess.run(
         [sys.executable, "-m", "alliance_fhir", "publish", "--server", base], env=env, capture_output=True, check=True
@@ -101,7 +114,7 @@ def main() -> None:
         ],
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=serve_log.open("wb"),
     )
     try:
         deadline = time.monotonic() + 60
@@ -112,6 +125,12 @@ def main() -> None:
             except httpx.TransportError:
                 pass
             time.sleep(0.2)
+        while (
+            time.monotonic() < deadline + 240
+        ):  # the start catch-up (a fresh state re-reads the server) must end first
+            if httpx.get(f"http://127.0.0.1:{serve_port}/healthz", timeout=30).json().get("last_sync"):
+                break
+            time.sleep(0.5)
         time.sleep(3)  # Subscription activation
         run = uuid.uuid4().hex[:8]
         # steady
@@ -132,6 +151,9 @@ def main() -> None:
         burst_patient = f"Patient/bench-burst-{run}"
         resources = [{"resourceType": "Patient", "id": burst_patient.split("/")[1]}]
         resources += [srs(burst_patient, f"bb-{run}-{i}", float(i % 10)) for i in range(args.burst)]
+        serve_url = f"http://127.0.0.1:{serve_port}"
+        received_name = "alliance_fhir_notifications_received_total"
+        received_before, delivered_at = metric(serve_url, received_name), float("nan")
         started = time.monotonic()
         transaction(http, base, resources)
         written = time.monotonic()
@@ -140,6 +162,8 @@ def main() -> None:
             now = time.monotonic()
             for rid in scored(http, base, burst_patient) - set(first_all):
                 first_all[rid] = now - written
+            if delivered_at != delivered_at and metric(serve_url, received_name) - received_before >= args.burst:
+                delivered_at = time.monotonic() - written  # HAPI's share: the last notification had arrived
             time.sleep(0.2)
         drained = max(first_all.values()) if first_all else float("nan")
         load = os.getloadavg()
@@ -154,7 +178,17 @@ def main() -> None:
         print(
             f"burst: one transaction of {args.burst} (took {written - started:.2f} s): {len(first_all)}/{args.burst} scored; "
             f"p50 {statistics.median(burst):.2f} s, p95 {percentile(burst, 0.95):.2f} s, max {drained:.2f} s; "
-            f"drain rate {len(first_all) / drained:.0f} responses/s"
+            f"drain rate {len(first_all) / drained:.0f} responses/s; HAPI had sent all {args.burst} notifications "
+            f"after {delivered_at:.2f} s"
+        )
+        refused = {
+            line.split('"')[1]: float(line.split()[-1])
+            for line in httpx.get(f"{serve_url}/metrics", timeout=10).text.splitlines()
+            if line.startswith("alliance_fhir_notifications_refused_total{")
+        }
+        print(
+            f"notifications received {metric(serve_url, received_name) - received_before:.0f} during the burst, "
+            f"refused {refused or 0} in all; serve's log: {serve_log}"
         )
     finally:
         proc.send_signal(signal.SIGTERM)
