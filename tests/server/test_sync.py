@@ -77,8 +77,8 @@ def test_responses_handed_over_at_once_are_written_in_batches_like_a_page(server
     with client_for(server, concurrency=2) as client:  # batch_size 3: four transactions
         report = process_responses(client, catalog, store, list(server.store["QuestionnaireResponse"].values()))
     assert (report.found, report.written, report.failed) == (10, 10, 0)
-    transactions = [r for r in server.requests if r.method == "POST" and r.url.path == "/fhir"]
-    assert sorted(len(json.loads(r.content)["entry"]) for r in transactions) == [1, 3, 3, 3]
+    bundles = [json.loads(r.content) for r in server.requests if r.method == "POST" and r.url.path == "/fhir"]
+    assert sorted(len(b["entry"]) for b in bundles if b["type"] == "transaction") == [1, 3, 3, 3]
     assert len(observations(server)) == 10 and report.subjects == {"Patient/p1"}
     assert {e.outcome for e in store.lookup(BASE, [f"qr{i}" for i in range(10)]).values()} == {"written"}
 
