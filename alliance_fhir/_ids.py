@@ -8,6 +8,8 @@ duplicate instead of finding the existing resource. Nothing here imports anythin
 from __future__ import annotations
 
 __all__ = [
+    "ACT_CODE_SYSTEM",
+    "CONFIDENTIALITY_SYSTEM",
     "CDS_CARD_ID_BASE",
     "CDS_REPORT_LINK_SCOPE",
     "DEFINITION_ID_SYSTEM",
@@ -42,6 +44,11 @@ MEASURE_CATEGORY = {
     "alliance": {"system": PROJECT_CODESYSTEM, "code": "therapeutic-alliance", "display": "Therapeutic alliance"},
     "outcome": {"system": PROJECT_CODESYSTEM, "code": "treatment-outcome", "display": "Treatment outcome"},
 }
+
+# HL7 code systems of security labels (``meta.security``): the confidentiality classification,
+# and ActCode for information-sensitivity policies (PSY, MH, ...). See docs/hiding-results.md.
+CONFIDENTIALITY_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
+ACT_CODE_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 
 # Identifier systems: the keys of our idempotent (conditional) writes.
 IDENTIFIER_SYSTEM = f"{PROJECT_BASE}/sid/score-observation"

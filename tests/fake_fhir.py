@@ -49,6 +49,8 @@ class FakeFhir:
         meta = {"versionId": str(version), "lastUpdated": self.stamp()}
         if (resource.get("meta") or {}).get("tag"):
             meta["tag"] = resource["meta"]["tag"]
+        if (resource.get("meta") or {}).get("security"):
+            meta["security"] = resource["meta"]["security"]
         stored = {**resource, "id": rid, "meta": meta}
         self.store[rtype][rid] = stored
         return stored
@@ -252,8 +254,10 @@ def _location(resource: dict[str, Any]) -> str:
 
 
 def _same(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """No change (HAPI's no-op update): the same content, and no security label that is not already there."""
     strip = lambda r: {k: v for k, v in r.items() if k not in ("meta",)}  # noqa: E731
-    return strip(old) == strip(new)
+    labels = lambda r: {(c.get("system"), c.get("code")) for c in (r.get("meta") or {}).get("security", [])}  # noqa: E731
+    return strip(old) == strip(new) and labels(new) <= labels(old)
 
 
 def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> httpx.Response:

@@ -18,7 +18,7 @@ import alliance_fhir
 from alliance_fhir import errors
 
 PACKAGE = Path(alliance_fhir.__file__).parent
-BASE = {"errors", "_ids", "_cache", "_json", "_text", "_version", "fhirtypes"}
+BASE = {"errors", "_ids", "_cache", "_json", "_text", "_version", "_security", "fhirtypes"}
 # Which top-level parts of the package each part may import (besides itself).
 MAY_IMPORT: dict[str, set[str]] = {
     "errors": set(),
@@ -27,6 +27,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "_json": set(),
     "_text": set(),
     "_version": set(),
+    "_security": {"errors", "_ids", "_json"},
     "fhirtypes": {"errors"},
     "instruments": BASE,
     "scoring": BASE | {"instruments"},

@@ -23,10 +23,11 @@ import typer
 from rich.console import Console
 from typer.core import TyperGroup
 
+from .._security import SecurityLabels
 from ..errors import AllianceFhirError, FhirValidationError, InputError, ScoringError, TextPackError
 from ..instruments.catalog import Catalog, load_catalog
 from ..server.client import FhirClient
-from ..server.config import ServerConfig, load_config
+from ..server.config import ServerConfig, load_config, load_labels
 from ..server.signal_sync import SignalReport
 from ..signals.rules import Signal
 from ._output import LogFormat, configure_logging, emit_json, emit_table, say, set_log_format
@@ -35,14 +36,17 @@ __all__ = [
     "EXIT_CODES",
     "AllianceGroup",
     "CaOption",
+    "ConfidentialityOption",
     "ConfigOption",
     "InstrumentsOption",
     "JsonOption",
+    "SensitivityOption",
     "ServerOption",
     "TextPackOption",
     "VerboseOption",
     "client_factory",
     "command_catalog",
+    "command_labels",
     "err",
     "emit_json",
     "emit_table",
@@ -95,6 +99,26 @@ VerboseOption = Annotated[
 ]
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Machine-readable summary on stdout: one JSON document on one line.")
+]
+ConfidentialityOption = Annotated[
+    str | None,
+    typer.Option(
+        "--confidentiality",
+        "--security-label",
+        metavar="CODE",
+        help="Label score Observations and DetectedIssues with this v3 Confidentiality code in meta.security "
+        "(R restricted is the one for psychotherapy data; '' for none). Also $ALLIANCE_FHIR_CONFIDENTIALITY or "
+        "[labels] confidentiality in the config file. Default: no labels.",
+    ),
+]
+SensitivityOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--sensitivity",
+        metavar="CODE",
+        help="Also label with this v3 ActCode sensitivity code (PSY, MH or BH); repeatable; needs --confidentiality "
+        "(or [labels] confidentiality). Also $ALLIANCE_FHIR_SENSITIVITY or [labels] sensitivity.",
+    ),
 ]
 LogFormatOption = Annotated[
     LogFormat,
@@ -185,6 +209,11 @@ def command_catalog(ctx: typer.Context, extra: list[Path] | None, *, report: boo
 def server_config(server: str | None, config: Path | None, **overrides: Any) -> ServerConfig:
     """The server settings: option > environment > config file (see :mod:`alliance_fhir.server.config`)."""
     return load_config(server, file=config, **overrides)
+
+
+def command_labels(config: Path | None, confidentiality: str | None, sensitivity: list[str] | None) -> SecurityLabels:
+    """The security labels a command writes: its options, else the environment, else ``[labels]``."""
+    return load_labels(config, confidentiality=confidentiality, sensitivity=sensitivity or None)
 
 
 def client_factory(cfg: ServerConfig) -> FhirClient:

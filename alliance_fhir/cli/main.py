@@ -25,11 +25,15 @@ from ..instruments.catalog import Instrument
 from ..instruments.schema import mapping_json_schema
 from ._common import (
     AllianceGroup,
+    ConfidentialityOption,
+    ConfigOption,
     InstrumentsOption,
     LogFormat,
     LogFormatOption,
+    SensitivityOption,
     TextPackOption,
     command_catalog,
+    command_labels,
     emit_json,
     emit_table,
     out,
@@ -301,15 +305,19 @@ def score(
         typer.Option("--jobs", "-j", min=0, help="Worker processes (0 = all cores); output keeps the input's order."),
     ] = 1,
     instruments: InstrumentsOption = None,
+    confidentiality: ConfidentialityOption = None,
+    sensitivity: SensitivityOption = None,
+    config: ConfigOption = None,
 ) -> None:
     """Score QuestionnaireResponses offline into FHIR Observations (streamed: any input size, flat memory)."""
     from .score import jobs_for, run_score
 
+    labels = command_labels(config, confidentiality, sensitivity)
     catalog = command_catalog(ctx, instruments)
     fmt = output or (OutputFormat.table if sys.stdout.isatty() else OutputFormat.bundle)
     dirs = list((ctx.obj or {}).get("instruments", [])) + list(instruments or [])
     try:
-        failed, rows = run_score(paths, catalog, dirs, fmt.value, jobs_for(jobs))
+        failed, rows = run_score(paths, catalog, dirs, fmt.value, jobs_for(jobs), labels)
     except BrokenPipeError:  # the reader went away (| head): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise typer.Exit(1) from None

@@ -18,6 +18,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
+from .._security import NO_LABELS, SecurityLabels
 from .._text import safe_text
 from ..errors import AllianceFhirError
 from ..instruments.catalog import Catalog, load_catalog
@@ -51,9 +52,17 @@ def jobs_for(requested: int) -> int:
 
 
 def run_score(
-    paths: list[str], catalog: Catalog, instrument_dirs: list[Path], fmt: Format, jobs: int
+    paths: list[str],
+    catalog: Catalog,
+    instrument_dirs: list[Path],
+    fmt: Format,
+    jobs: int,
+    security: SecurityLabels = NO_LABELS,
 ) -> tuple[int, list[TableRow]]:
-    """Score ``paths`` and write the output to stdout; returns (failed records, table rows for ``table``)."""
+    """Score ``paths`` and write the output to stdout; returns (failed records, table rows for ``table``).
+
+    ``security``: the meta.security labels every Observation carries (as sync writes them).
+    """
     out = sys.stdout.buffer
     progress = _Progress(_known_size(paths)) if sys.stderr.isatty() else None
     say = progress.say if progress is not None else _say
@@ -63,7 +72,7 @@ def run_score(
     if fmt == "bundle":
         out.write(BUNDLE_OPEN)
     try:
-        for chunk in _chunks(read_raw(paths), catalog, instrument_dirs, fmt, jobs):
+        for chunk in _chunks(read_raw(paths), catalog, instrument_dirs, fmt, jobs, security):
             for message in chunk.messages:
                 say(message)
             failed += chunk.failed
@@ -85,18 +94,20 @@ def run_score(
     return failed, rows
 
 
-def _chunks(raws: Iterable[Any], catalog: Catalog, dirs: list[Path], fmt: Format, jobs: int) -> Iterator[Chunk]:
+def _chunks(
+    raws: Iterable[Any], catalog: Catalog, dirs: list[Path], fmt: Format, jobs: int, security: SecurityLabels
+) -> Iterator[Chunk]:
     """Each chunk's result in input order: scored here (one job) or by a pool with a bounded window of chunks in flight."""
     if jobs <= 1:
         for chunk in chunked(raws):
-            yield score_chunk(chunk, catalog, fmt)
+            yield score_chunk(chunk, catalog, fmt, security)
         return
     global _worker_catalog
     _worker_catalog = catalog  # inherited by forked workers; others load it in _init_worker
     with ProcessPoolExecutor(jobs, initializer=_init_worker, initargs=([str(d) for d in dirs],)) as pool:
         window: deque[Future[Chunk]] = deque()
         for chunk in chunked(raws):
-            window.append(pool.submit(_score_in_worker, chunk, fmt))
+            window.append(pool.submit(_score_in_worker, chunk, fmt, security))
             if len(window) >= 2 * jobs:
                 yield window.popleft().result()
         while window:
@@ -112,10 +123,10 @@ def _init_worker(dirs: list[str]) -> None:
         _worker_catalog = load_catalog([Path(d) for d in dirs])
 
 
-def _score_in_worker(raws: list[Any], fmt: Format) -> Chunk:
+def _score_in_worker(raws: list[Any], fmt: Format, security: SecurityLabels) -> Chunk:
     if _worker_catalog is None:  # pragma: no cover - the initializer always runs first
         raise AllianceFhirError("worker started without a catalog")
-    return score_chunk(raws, _worker_catalog, fmt)
+    return score_chunk(raws, _worker_catalog, fmt, security)
 
 
 def _say(line: str, stream: IO[str] | None = None) -> None:

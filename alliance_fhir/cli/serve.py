@@ -20,17 +20,21 @@ from typing import Annotated
 import typer
 
 from ..server.state import StateStore
+from ..server.sync import SyncOptions
 from ..service.cds_auth import CdsSettings, load_cds_settings
 from ..service.settings import ServeSettings, load_serve_settings, webhook_secret
 from ..service.subscription import ensure_subscription, remove_subscriptions
 from ..service.worker import Worker
 from ._common import (
     CaOption,
+    ConfidentialityOption,
     ConfigOption,
     InstrumentsOption,
     JsonOption,
+    SensitivityOption,
     ServerOption,
     command_catalog,
+    command_labels,
     emit_json,
     open_client,
     say,
@@ -78,6 +82,8 @@ def serve(
     ] = None,
     ca_bundle: CaOption = None,
     instruments: InstrumentsOption = None,
+    confidentiality: ConfidentialityOption = None,
+    sensitivity: SensitivityOption = None,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Also log one line per HTTP exchange with the FHIR server.")
     ] = False,
@@ -88,6 +94,7 @@ def serve(
     """
     _logging(verbose)
     cfg = server_config(server, config, ca_bundle=ca_bundle, state_db=state_option(state))
+    labels = command_labels(config, confidentiality, sensitivity)
     settings = _settings(config, channel=channel, safety_net_minutes=safety_net_minutes)
     cds_settings = load_cds_settings(config)
     base = (public_url or f"http://{host}:{port}").rstrip("/")
@@ -110,7 +117,7 @@ def serve(
         from ..service.cds import CdsService, cds_routes
         from ..service.run import run_service  # the web stack, only for this command
 
-        worker = Worker(client, catalog, store, settings)
+        worker = Worker(client, catalog, store, settings, options=SyncOptions(security=labels))
         cds = CdsService.build(client, catalog, store, cds_settings, base, worker.metrics)
         _log_cds(cds_settings, base)
         logger.info(

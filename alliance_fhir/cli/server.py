@@ -31,12 +31,15 @@ from ..server.sync import SyncOptions, SyncReport, run_sync
 from ..server.writes import choose_write_mode
 from ._common import (
     CaOption,
+    ConfidentialityOption,
     ConfigOption,
     InstrumentsOption,
     JsonOption,
+    SensitivityOption,
     ServerOption,
     VerboseOption,
     command_catalog,
+    command_labels,
     emit_json,
     emit_table,
     err,
@@ -233,12 +236,15 @@ def sync(
     config: ConfigOption = None,
     ca_bundle: CaOption = None,
     instruments: InstrumentsOption = None,
+    confidentiality: ConfidentialityOption = None,
+    sensitivity: SensitivityOption = None,
     verbose: VerboseOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Score completed/amended responses on the server and write their Observations (incremental, idempotent)."""
     setup_logging(verbose)
     since = since_value(since) if since is not None else None  # checked before anything is sent
+    labels = command_labels(config, confidentiality, sensitivity)
     cfg = server_config(
         server,
         config,
@@ -255,12 +261,14 @@ def sync(
             say(f"forgot the checkpoint and ledger of {cfg.base_url} in {store.location}", "reset")
             raise typer.Exit(0)
         catalog = command_catalog(ctx, instruments)
-        options = SyncOptions(since=since, patient=patient, instruments=tuple(instrument or ()), dry_run=dry_run)
+        options = SyncOptions(
+            since=since, patient=patient, instruments=tuple(instrument or ()), dry_run=dry_run, security=labels
+        )
         report = _run_with_progress(cfg, catalog, store, options)
     _print_report(report, as_json)
     if with_signals and not dry_run:
         with open_client(cfg) as client:
-            result = run_signals(client, catalog, patient=patient, tasks=tasks)[0]
+            result = run_signals(client, catalog, patient=patient, tasks=tasks, security=labels)[0]
         say(signals_summary(result))
     raise typer.Exit(0 if report.ok else 1)
 

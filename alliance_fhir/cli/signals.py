@@ -23,11 +23,14 @@ from ..signals.rules import detect_signals
 from ..signals.trajectory import Trajectories, build_trajectories, context_from_encounters, unbundle
 from ._common import (
     CaOption,
+    ConfidentialityOption,
     ConfigOption,
     JsonOption,
+    SensitivityOption,
     ServerOption,
     VerboseOption,
     command_catalog,
+    command_labels,
     emit_json,
     open_client,
     say,
@@ -75,12 +78,15 @@ def signals(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Detect and count; write nothing.")] = False,
     config: ConfigOption = None,
     ca_bundle: CaOption = None,
+    confidentiality: ConfidentialityOption = None,
+    sensitivity: SensitivityOption = None,
     verbose: VerboseOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Detect alliance signals (low alliance, rupture, repair, early warning, gap, split) and write them as DetectedIssues."""
     setup_logging(verbose)
     catalog = command_catalog(ctx, None)
+    labels = command_labels(config, confidentiality, sensitivity)
     if paths:
         trajectories = _local_trajectories(paths, catalog, patient)
         for problem in trajectories.problems:
@@ -89,11 +95,13 @@ def signals(
         if as_json:
             emit_json({"signals": [signal_listing(s) for s in found]})
         else:
-            sys.stdout.write(json.dumps(signal_bundle(found, tasks=tasks), indent=2) + "\n")
+            sys.stdout.write(json.dumps(signal_bundle(found, tasks=tasks, security=labels), indent=2) + "\n")
         raise typer.Exit(0)
     cfg = server_config(server, config, ca_bundle=ca_bundle)
     with open_client(cfg) as client:
-        result, found, trajectories = run_signals(client, catalog, patient=patient, tasks=tasks, dry_run=dry_run)
+        result, found, trajectories = run_signals(
+            client, catalog, patient=patient, tasks=tasks, dry_run=dry_run, security=labels
+        )
     for problem in result.problems:
         say(problem, "note")
     if as_json:

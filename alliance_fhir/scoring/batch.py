@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from .._json import dumps_pretty
+from .._security import NO_LABELS, SecurityLabels
 from ..errors import AllianceFhirError, InputError
 from ..instruments.catalog import Catalog
 from .engine import score_response
@@ -62,8 +63,11 @@ def chunked(raws: Iterable[Raw]) -> Iterator[list[Raw]]:
         yield chunk
 
 
-def score_chunk(raws: list[Raw], catalog: Catalog, fmt: Format) -> Chunk:
-    """Parse, score and render one chunk; a failing record becomes an error line, the rest go on."""
+def score_chunk(raws: list[Raw], catalog: Catalog, fmt: Format, security: SecurityLabels = NO_LABELS) -> Chunk:
+    """Parse, score and render one chunk; a failing record becomes an error line, the rest go on.
+
+    ``security``: the meta.security labels of every Observation (the same as sync writes).
+    """
     chunk = Chunk(bytes_read=sum(len(data) for _, data, _ in raws if isinstance(data, bytes | bytearray)))
     lines: list[bytes] = []
     messages = chunk.messages
@@ -81,9 +85,9 @@ def score_chunk(raws: list[Raw], catalog: Catalog, fmt: Format) -> Chunk:
         for warning in result.warnings:
             messages.append(f"warning: {result.response_ref}: {warning}")
         if fmt == "ndjson":
-            lines.append(observation_json(result, doc))
+            lines.append(observation_json(result, doc, security=security))
         elif fmt == "bundle":
-            observation = build_observation(result, doc)
+            observation = build_observation(result, doc, security=security)
             entry = {"fullUrl": f"urn:uuid:{observation['identifier'][0]['value']}", "resource": observation}
             chunk.entries.append(dumps_pretty(entry).replace(b"\n", b"\n    "))
         else:

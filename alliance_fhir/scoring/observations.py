@@ -33,6 +33,7 @@ from .._ids import (
     SURVEY_CATEGORY,
 )
 from .._json import dumps
+from .._security import NO_LABELS, SecurityLabels, with_labels
 from ..fhirtypes import plain_resource
 from ..instruments.codings import method_coding, score_quantity
 from ..instruments.models import Band, Cutoff, InstrumentMapping, ScaleSpec
@@ -94,9 +95,15 @@ def _uuid5(key: str, suffix: bytes) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-def build_observation(result: ScoreResult, response: dict[str, Any] | BaseModel) -> dict[str, Any]:
-    """The score Observation (R4 JSON) for one scored response (a dict or a fhir.resources model)."""
-    return _observation(result, plain_resource(response))
+def build_observation(
+    result: ScoreResult, response: dict[str, Any] | BaseModel, *, security: SecurityLabels = NO_LABELS
+) -> dict[str, Any]:
+    """The score Observation (R4 JSON) for one scored response (a dict or a fhir.resources model).
+
+    ``security``: the ``meta.security`` labels to carry (none by default, and then the
+    Observation has no ``meta`` at all).
+    """
+    return with_labels(_observation(result, plain_resource(response)), security)
 
 
 def _observation(result: ScoreResult, response: dict[str, Any]) -> dict[str, Any]:
@@ -136,7 +143,7 @@ def _observation(result: ScoreResult, response: dict[str, Any]) -> dict[str, Any
     return obs
 
 
-def observation_json(result: ScoreResult, response: dict[str, Any]) -> bytes:
+def observation_json(result: ScoreResult, response: dict[str, Any], *, security: SecurityLabels = NO_LABELS) -> bytes:
     """:func:`build_observation` as compact JSON bytes, equal to ``_json.dumps(build_observation(...))``, made faster.
 
     The parts that are the same for every response of an instrument (code, category, method,
@@ -147,7 +154,8 @@ def observation_json(result: ScoreResult, response: dict[str, Any]) -> bytes:
     mapping, total = result.mapping, result.total
     t = _templates(mapping)
     status = b'"amended"' if result.status == "amended" else b'"final"'
-    out = [t.head, _uuid5(response_key(response), t.identifier_suffix).encode(), b'"}],"status":', status, t.code]
+    head = [_OPEN, security.meta_json(), t.head] if security else [_OPEN, t.head]
+    out = [*head, _uuid5(response_key(response), t.identifier_suffix).encode(), b'"}],"status":', status, t.code]
     for key in ("subject", "encounter"):
         value = response.get(key)
         if isinstance(value, dict):
@@ -351,13 +359,14 @@ _flag_parts: IdentityCache[Cutoff | Band, _FlagParts] = IdentityCache(_prepare_f
 # Serialised once (observation_json): per mapping, and per scale outcome.
 
 _KEY = {"subject": b',"subject":', "encounter": b',"encounter":'}
+_OPEN = b'{"resourceType":"Observation"'  # then meta (labels, when any), then the template's head
 
 
 @dataclass(frozen=True, slots=True)
 class _Templates:
     """A mapping's constant parts of an Observation, as JSON bytes, in the order build_observation writes them."""
 
-    head: bytes  # from the opening brace to the identifier value's opening quote
+    head: bytes  # from the extension (after resourceType and meta) to the identifier value's opening quote
     identifier_suffix: bytes  # what follows the response key in the identifier's uuid5 name
     code: bytes  # category and code
     method: bytes
@@ -367,13 +376,7 @@ class _Templates:
 def _prepare_templates(mapping: InstrumentMapping) -> _Templates:
     parts, total_parts = _mapping_parts(mapping), _scale_parts(mapping.total)
     extension = dumps([{"url": INSTANTIATES, "valueCanonical": mapping.questionnaire}])
-    head = (
-        b'{"resourceType":"Observation","extension":'
-        + extension
-        + b',"identifier":[{"system":'
-        + dumps(IDENTIFIER_SYSTEM)
-        + b',"value":"'
-    )
+    head = b',"extension":' + extension + b',"identifier":[{"system":' + dumps(IDENTIFIER_SYSTEM) + b',"value":"'
     category = dumps([{"coding": [SURVEY_CATEGORY]}, {"coding": [parts.category]}])
     code = b',"category":' + category + b',"code":' + dumps(_concept(total_parts))
     method = b',"method":' + dumps({"coding": [parts.method_coding], "text": parts.method_text})

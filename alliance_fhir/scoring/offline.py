@@ -10,6 +10,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from .._security import NO_LABELS, SecurityLabels
 from ..errors import AllianceFhirError, InputError
 from ..instruments.catalog import Catalog
 from .engine import score_response
@@ -34,8 +35,13 @@ class Outcome:
         return self.error is None
 
 
-def score_records(records: Iterable[Record], catalog: Catalog) -> Iterator[Outcome]:
-    """Score each record; a failing record yields an Outcome with ``error`` set."""
+def score_records(
+    records: Iterable[Record], catalog: Catalog, *, security: SecurityLabels = NO_LABELS
+) -> Iterator[Outcome]:
+    """Score each record; a failing record yields an Outcome with ``error`` set.
+
+    ``security``: the meta.security labels each Observation carries (none by default).
+    """
     for label, doc in records:
         if isinstance(doc, InputError):
             yield Outcome(label, error=doc)
@@ -45,4 +51,4 @@ def score_records(records: Iterable[Record], catalog: Catalog) -> Iterator[Outco
         except AllianceFhirError as exc:
             yield Outcome(label, error=exc)
             continue
-        yield Outcome(label, result=result, observation=build_observation(result, doc))
+        yield Outcome(label, result=result, observation=build_observation(result, doc, security=security))

@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import tomllib
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -19,16 +20,19 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from .._security import SecurityLabels
 from ..errors import ConfigError
 from ._statedb import is_postgres_url
 
 __all__ = [
+    "LABELS_ENV",
     "AuthSettings",
     "ServerConfig",
     "WRITE_MODES",
     "config_file",
     "data_dir",
     "load_config",
+    "load_labels",
     "since_value",
     "warn_if_readable",
 ]
@@ -174,7 +178,13 @@ _ENV_SERVER = {
 }
 
 
-_TABLES = ("server", "auth", "serve", "cds")  # [serve] and [cds] are read by the service (service/)
+_TABLES = (
+    "server",
+    "auth",
+    "serve",
+    "cds",
+    "labels",
+)  # [serve], [cds]: read by the service (service/); [labels]: load_labels
 _SECRETS = ("token", "password", "private_key")
 # Where an override given to load_config comes from on the command line (for error messages).
 _OPTIONS = {"url": "--server", "ca_bundle": "--ca-bundle", "state_db": "--state"}
@@ -240,7 +250,7 @@ def _read_file(path: Path) -> dict[str, Any]:
             kind = "table" if isinstance(value, dict) else "key"
             raise ConfigError(
                 f"config file {path}: unknown {kind} {'[' + key + ']' if kind == 'table' else repr(key)} "
-                "(the file has tables [server], [auth], [serve] and [cds] only)"
+                "(the file has tables [server], [auth], [serve], [cds] and [labels] only)"
             )
         if not isinstance(value, dict):
             raise ConfigError(f"config file {path}: '{key}' must be a table ([{key}])")
@@ -276,6 +286,48 @@ def warn_if_readable(path: Path, what: str) -> None:
             oct(mode & 0o777)[2:],
             path,
         )
+
+
+LABELS_ENV = {"confidentiality": f"{ENV_PREFIX}CONFIDENTIALITY", "sensitivity": f"{ENV_PREFIX}SENSITIVITY"}
+
+
+def load_labels(
+    file: Path | None = None, *, confidentiality: str | None = None, sensitivity: Sequence[str] | None = None
+) -> SecurityLabels:
+    """The ``meta.security`` labels to write: option, else environment, else ``[labels]`` in the config file.
+
+    ``[labels] confidentiality = "R"`` and ``sensitivity = ["PSY"]`` (a list, or one code);
+    ``ALLIANCE_FHIR_CONFIDENTIALITY`` / ``ALLIANCE_FHIR_SENSITIVITY`` (comma-separated). They are
+    codes, not secrets, so options may carry them. Nothing set: no labels. Sensitivity is taken
+    from the same source as the confidentiality code when only that one is given on the command
+    line (``--confidentiality R`` alone keeps the file's sensitivity).
+
+    Raises:
+        ConfigError: an unreadable file, an unknown key in ``[labels]``, or a code that is not allowed.
+    """
+    table: dict[str, Any] = {}
+    path = config_file(file)
+    if path is not None:
+        table = dict(_read_file(path).get("labels", {}))
+        unknown = sorted(set(table) - set(LABELS_ENV))
+        if unknown:
+            raise ConfigError(f"config file {path}: unknown key in [labels]: {', '.join(unknown)}")
+    for key, env in LABELS_ENV.items():
+        if env in os.environ:
+            table[key] = os.environ[env]
+    if confidentiality is not None:
+        table["confidentiality"] = confidentiality
+    if sensitivity is not None:
+        table["sensitivity"] = list(sensitivity)
+    codes = table.get("sensitivity") or []
+    if isinstance(codes, str):
+        codes = codes.split(",")
+    if not isinstance(codes, list) or not all(isinstance(c, str) for c in codes):
+        raise ConfigError('[labels] sensitivity: a code or a list of codes (e.g. ["PSY"])')
+    conf = table.get("confidentiality")
+    if conf is not None and not isinstance(conf, str):
+        raise ConfigError('[labels] confidentiality: a code (e.g. "R")')
+    return SecurityLabels.parse(conf, codes)
 
 
 _DURATION = re.compile(r"(\d+)\s*(s|m|h|d|w)")

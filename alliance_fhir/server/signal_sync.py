@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._ids import IDENTIFIER_SYSTEM, SIGNAL_IDENTIFIER_SYSTEM, TASK_IDENTIFIER_SYSTEM
+from .._security import NO_LABELS, SecurityLabels, carries_labels
 from ..errors import NotFound
 from ..fhirtypes import comparable
 from ..instruments.catalog import Catalog
@@ -71,6 +72,7 @@ def run_signals(
     tasks: bool = False,
     dry_run: bool = False,
     tag: dict[str, str] | None = None,
+    security: SecurityLabels = NO_LABELS,
 ) -> tuple[SignalReport, list[Signal], Trajectories]:
     """Detect signals from the server's scores and write them (unless ``dry_run``).
 
@@ -78,7 +80,9 @@ def run_signals(
     members of a joint session) cannot be judged: its DetectedIssues are left as they are, never
     withdrawn (``serve`` runs signals per patient; before this it withdrew every split it saw).
     With ``tag``, only Observations carrying that meta.tag are read, and the DetectedIssues and
-    Tasks written carry it too (the demo uses this to stay within its own data).
+    Tasks written carry it too (the demo uses this to stay within its own data). ``security``
+    labels the DetectedIssues and new Tasks; an issue whose content is unchanged but which lacks
+    a label is written once more to carry it.
     """
     report = SignalReport(server=client.base_url, dry_run=dry_run)
     trajectories = fetch_trajectories(client, catalog, patient, tag)
@@ -86,11 +90,11 @@ def run_signals(
     report.problems = list(trajectories.problems)
     signals = detect_signals(trajectories)
     report.signals, report.active = len(signals), sum(1 for s in signals if s.status == "active")
-    resources = signal_resources(signals, tasks=tasks)
+    resources = signal_resources(signals, tasks=tasks, security=security)
     if tag:
         for resource in resources:
             if resource["resourceType"] != "Device":
-                resource["meta"] = {"tag": [tag]}
+                resource["meta"] = {**(resource.get("meta") or {}), "tag": [tag]}
     issues = [r for r in resources if r["resourceType"] == "DetectedIssue"]
     existing = _existing(client, "DetectedIssue", SIGNAL_IDENTIFIER_SYSTEM, patient, tag)
     withdrawn = withdrawn_issues(existing.values(), issues)
@@ -144,7 +148,8 @@ def _changed(resource: dict[str, Any], existing: dict[str, dict[str, Any]], clie
             return True
         return comparable(current) != comparable(resource)
     old = existing.get(resource["identifier"][0]["value"])
-    return old is None or comparable(old) != comparable(resource)
+    # comparable() leaves meta out (the server's); our labels are in meta, so they are compared apart
+    return old is None or comparable(old) != comparable(resource) or not carries_labels(old, resource)
 
 
 def _write(
@@ -162,9 +167,7 @@ def _write(
         else:
             ident = next(i for i in resource["identifier"] if i.get("system") == SIGNAL_IDENTIFIER_SYSTEM)
             url = f"DetectedIssue?identifier={ident['system']}|{ident['value']}"
-        body = {k: v for k, v in resource.items() if k != "meta"}
-        if "tag" in (resource.get("meta") or {}):
-            body["meta"] = {"tag": resource["meta"]["tag"]}
+        body = {k: v for k, v in resource.items() if k != "meta"} | _our_meta(resource)
         entries.append({"resource": body, "request": {"method": "PUT", "url": url}})
     for start in range(0, len(entries), 50):
         batch = entries[start : start + 50]
@@ -215,7 +218,7 @@ def _update_tasks(client: FhirClient, updated: list[dict[str, Any]]) -> None:
         if version:
             request["ifMatch"] = f'W/"{version}"'
         entries.append(
-            {"resource": {k: v for k, v in task.items() if k != "meta"} | _tag_meta(task), "request": request}
+            {"resource": {k: v for k, v in task.items() if k != "meta"} | _our_meta(task), "request": request}
         )
     for start in range(
         0, len(entries), 50
@@ -225,6 +228,8 @@ def _update_tasks(client: FhirClient, updated: list[dict[str, Any]]) -> None:
         )
 
 
-def _tag_meta(resource: dict[str, Any]) -> dict[str, Any]:
-    tags = (resource.get("meta") or {}).get("tag")
-    return {"meta": {"tag": tags}} if tags else {}
+def _our_meta(resource: dict[str, Any]) -> dict[str, Any]:
+    """The parts of ``meta`` we write (tags and security labels); the server manages the rest."""
+    meta = resource.get("meta") or {}
+    kept = {key: meta[key] for key in ("security", "tag") if meta.get(key)}
+    return {"meta": kept} if kept else {}

@@ -377,11 +377,17 @@ class StateStore:
     def inbox_depth(self, server: str) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM inbox WHERE server = ?", (server,))[0][0])
 
-    # ------------------------------------------------------------ named settings (serve's generated webhook secret)
+    # ------------------------------------------------------------ named settings (serve's webhook secret, sync's labels)
 
     def setting(self, name: str) -> str | None:
         rows = self._db.execute("SELECT value FROM setting WHERE name = ?", (name,))
         return str(rows[0][0]) if rows else None
+
+    def set_setting(self, name: str, value: str) -> None:
+        """Store ``value`` under ``name``, replacing what was there (e.g. the labels sync last applied)."""
+        self._write(
+            "INSERT INTO setting VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value", [(name, value)]
+        )
 
     def setting_once(self, name: str, value: str) -> str:
         """Store ``value`` under ``name`` unless one is stored; return the stored one. A SQLite file is made private (0600) first."""

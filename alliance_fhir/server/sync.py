@@ -30,6 +30,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .._ids import IDENTIFIER_SYSTEM
+from .._security import NO_LABELS, SecurityLabels
 from ..errors import FhirServerError, InstrumentError, ScoringError, UnexpectedResponse
 from ..instruments.catalog import Catalog, Instrument
 from ..scoring.engine import resource_ref, score_response
@@ -57,6 +58,7 @@ class SyncOptions:
     dry_run: bool = False
     tag: dict[str, str] | None = None  # only responses with this meta.tag; the Observations carry it too
     write_mode: str | None = None  # auto | transaction | batch | single | search; None: the config's
+    security: SecurityLabels = NO_LABELS  # meta.security of every Observation written (docs/hiding-results.md)
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +202,7 @@ class _Run:
         self.deferred: list[dict[str, Any]] = []  # responses another worker on this state holds right now
         self.held: set[str] = set()  # our claims not yet released
         self.subjects_by_id: dict[str, str] = {}  # response id -> its subject reference (report.subjects)
+        self.relabel = False  # the labels differ from those the last complete run applied: rewrite everything once
 
     def prepare_writer(self) -> None:
         """Refuse a server that is not FHIR R4; choose the write mode; learn our Questionnaires' ids."""
@@ -215,6 +218,7 @@ class _Run:
 
     def execute(self) -> None:
         self.prepare_writer()
+        applied = self._check_labels()
         since = self._since()
         self.report.since = since
         started_at: str | None = None
@@ -237,6 +241,8 @@ class _Run:
         if not self.options.dry_run and not self.write_failed and started_at and self._sane(started_at):
             self.store.set_checkpoint(self.server, started_at)
             self.report.checkpoint = started_at
+            if self.relabel and self._whole_server():
+                self.store.set_setting(_labels_setting(self.server, self.options.tag), applied)
         self.report.outstanding = self.store.outstanding(self.server)
         self.on_progress(self.report)
 
@@ -266,9 +272,38 @@ class _Run:
         logger.warning("%s: %s", resource, text)
         self.report.warnings.append(SyncFailure(resource, text))
 
+    def _check_labels(self) -> str:
+        """Compare the labels asked for with those the last complete run applied (the state's
+        setting); when they differ, this run re-reads every response and rewrites its Observation
+        once. Returns the labels' fingerprint, stored when such a run completes."""
+        wanted = self.options.security.fingerprint
+        applied = self.store.setting(_labels_setting(self.server, self.options.tag)) or ""
+        self.relabel = wanted != applied
+        if self.relabel:
+            logger.info(
+                "security labels %s -> %s: every response is re-read once to relabel its Observation",
+                applied or "none",
+                wanted or "none",
+            )
+            dropped = set(applied.split("+")) - set(wanted.split("+")) - {""}
+            if dropped:
+                self._warn(
+                    "meta.security",
+                    f"labels {', '.join(sorted(dropped))} are no longer asked for, but servers keep security "
+                    "labels across updates (HAPI does): existing resources still carry them until removed "
+                    "with $meta-delete",
+                )
+        return wanted
+
+    def _whole_server(self) -> bool:
+        """Whether this run read every response of ours (no --since, --patient or --instrument)."""
+        return not (self.options.since or self.options.patient or self.options.instruments)
+
     def _since(self) -> str | None:
         if self.options.since:
             return self.options.since
+        if self.relabel:
+            return None
         checkpoint = self.store.checkpoint(self.server)
         if checkpoint is None:
             return None
@@ -473,6 +508,8 @@ class _Run:
             return False
         if previous.outcome != "written":
             return True
+        if self.relabel:
+            return False
         instrument = self._instrument(response)
         return instrument is None or previous.observation_identifier == observation_identifier_for(
             response, instrument.mapping
@@ -494,9 +531,9 @@ class _Run:
         self.report.scored += 1
         for warning in result.warnings:
             self.report.warnings.append(SyncFailure(f"QuestionnaireResponse/{rid}", warning))
-        observation = build_observation(result, response)
+        observation = build_observation(result, response, security=self.options.security)
         if self.options.tag:
-            observation["meta"] = {"tag": [self.options.tag]}
+            observation["meta"] = {**observation.get("meta", {}), "tag": [self.options.tag]}
         identifier = observation["identifier"][0]["value"]
         if self.options.dry_run:
             self.report.written += 1
@@ -514,6 +551,9 @@ class _Run:
         if not existing or existing[0].get("status") == "entered-in-error":
             return LedgerEntry(rid, version, "retracted", "no Observation to retract", identifier)
         observation = {k: v for k, v in existing[0].items() if k not in ("meta", "text")}
+        labels = (existing[0].get("meta") or {}).get("security")
+        if labels:  # a retraction keeps the labels (servers that replace meta on update would drop them)
+            observation["meta"] = {"security": labels}
         observation["status"] = "entered-in-error"
         if self.options.dry_run:
             self.report.retracted += 1
@@ -554,6 +594,13 @@ class _Run:
         finally:
             self._release([write.response_id for write, _ in results])
         self.on_progress(self.report)
+
+
+def _labels_setting(server: str, tag: dict[str, str] | None) -> str:
+    """The state setting that remembers which labels the last complete run applied on ``server``
+    (per demo-style ``tag`` scope: a tagged run covers only its own data)."""
+    scope = f"|{tag.get('system', '')}|{tag.get('code', '')}" if tag else ""
+    return f"security-labels|{server}{scope}"
 
 
 def _prefetched(pages: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:

@@ -326,7 +326,9 @@ class Worker:
 
     def _signals_of(self, subject: str) -> None:
         try:
-            run_signals(self.client, self.catalog, patient=subject, tag=self.options.tag)
+            run_signals(
+                self.client, self.catalog, patient=subject, tag=self.options.tag, security=self.options.security
+            )
         except AllianceFhirError as exc:
             self.metrics.signals.labels("error").inc()
             logger.warning("signals of one patient could not be updated: %s", exc)

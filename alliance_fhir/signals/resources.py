@@ -29,6 +29,7 @@ from .._ids import (
     SIGNAL_STATUS_EXTENSION,
     TASK_IDENTIFIER_SYSTEM,
 )
+from .._security import NO_LABELS, SecurityLabels, with_labels
 from .._version import installed_version
 from .rules import RUPTURE, SIGNAL_KINDS, Signal
 
@@ -86,8 +87,11 @@ def device_reference() -> dict[str, Any]:
     }
 
 
-def detected_issue(signal: Signal) -> dict[str, Any]:
-    """The DetectedIssue (R4 JSON) for one signal; the same signal always gives the same resource."""
+def detected_issue(signal: Signal, *, security: SecurityLabels = NO_LABELS) -> dict[str, Any]:
+    """The DetectedIssue (R4 JSON) for one signal; the same signal always gives the same resource.
+
+    ``security``: ``meta.security`` labels to carry (none by default: no ``meta`` at all).
+    """
     concept = _kind_concept(signal.kind)
     period: dict[str, str] = {"start": signal.opened_at.isoformat()}
     if signal.resolved_at is not None:
@@ -113,11 +117,13 @@ def detected_issue(signal: Signal) -> dict[str, Any]:
     if signal.kind == RUPTURE and signal.resolved_by is not None:
         action = {"coding": [_REPAIR], "text": "Score back to at least the pre-rupture level"}
         issue["mitigation"] = [{"action": action, "date": signal.resolved_by.time.isoformat()}]
-    return issue
+    return with_labels(issue, security)
 
 
-def follow_up_task(signal: Signal) -> dict[str, Any] | None:
+def follow_up_task(signal: Signal, *, security: SecurityLabels = NO_LABELS) -> dict[str, Any] | None:
     """A Task asking the treating clinician to follow up an active signal; None once resolved.
+
+    It names the signal, so it carries the same ``security`` labels as the DetectedIssue.
 
     Write it with conditional create only (``If-None-Exist`` on its identifier) and never
     update it: after creation the Task belongs to the clinician, whose status must not be
@@ -141,27 +147,38 @@ def follow_up_task(signal: Signal) -> dict[str, Any] | None:
     }
     if signal.focus:
         task["owner"] = {"reference": signal.focus}
-    return task
+    return with_labels(task, security)
 
 
 def signal_resources(
-    signals: Iterable[Signal], *, tasks: bool = False, software_version: str | None = None
+    signals: Iterable[Signal],
+    *,
+    tasks: bool = False,
+    software_version: str | None = None,
+    security: SecurityLabels = NO_LABELS,
 ) -> list[dict[str, Any]]:
-    """The Device first, then each signal's DetectedIssue (and its Task when ``tasks`` and active)."""
+    """The Device first, then each signal's DetectedIssue (and its Task when ``tasks`` and active).
+
+    ``security`` labels the DetectedIssues and Tasks (they are about the client); the Device is not.
+    """
     out = [plugin_device(software_version)]
     for signal in signals:
-        out.append(detected_issue(signal))
-        task = follow_up_task(signal) if tasks else None
+        out.append(detected_issue(signal, security=security))
+        task = follow_up_task(signal, security=security) if tasks else None
         if task is not None:
             out.append(task)
     return out
 
 
 def signal_bundle(
-    signals: Iterable[Signal], *, tasks: bool = False, software_version: str | None = None
+    signals: Iterable[Signal],
+    *,
+    tasks: bool = False,
+    software_version: str | None = None,
+    security: SecurityLabels = NO_LABELS,
 ) -> dict[str, Any]:
     """A ``collection`` Bundle of :func:`signal_resources`, with fullUrls derived from identifiers."""
-    resources = signal_resources(signals, tasks=tasks, software_version=software_version)
+    resources = signal_resources(signals, tasks=tasks, software_version=software_version, security=security)
     entries = [{"fullUrl": f"urn:uuid:{_entry_uuid(r)}", "resource": r} for r in resources]
     return {"resourceType": "Bundle", "type": "collection", "entry": entries}
 

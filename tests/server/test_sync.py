@@ -178,8 +178,8 @@ def test_invalid_batch_falls_back_to_one_by_one(server, catalog, store, make_res
 
     real = sync_module.build_observation  # type: ignore[attr-defined]
 
-    def poison(result, response):  # noqa: ANN001, ANN202
-        obs = real(result, response)
+    def poison(result, response, **options):  # noqa: ANN001, ANN202, ANN003
+        obs = real(result, response, **options)
         if response["id"] == "qr1":
             obs["status"] = "invalid"  # the fake server rejects the whole transaction
         return obs
