@@ -248,12 +248,21 @@ def questionnaires_export(
     bundle: Annotated[
         bool, typer.Option("--bundle", help="Also write bundle.json, one collection Bundle of everything.")
     ] = False,
+    for_client: Annotated[
+        bool,
+        typer.Option(
+            "--for-client",
+            help="The forms a client portal shows: no answer values (itemWeight/ordinalValue), no calculated "
+            "totals, no extraction rules, so the client never sees a score. Each is a Questionnaire of its own "
+            "(<id>-for-client, derivedFrom the full form); responses to it score exactly as to the full one.",
+        ),
+    ] = False,
     instruments: InstrumentsOption = None,
 ) -> None:
     """Write every Questionnaire (one JSON per form) and the CodeSystem as FHIR R4 JSON."""
     catalog = command_catalog(ctx, instruments)
     packs = [load_text_pack(p) for p in text_pack or []]
-    written = write_content(content_resources(catalog, packs), out_dir, bundle=bundle)
+    written = write_content(content_resources(catalog, packs, for_client=for_client), out_dir, bundle=bundle)
     for path in written:
         say(f"wrote {path}")
 

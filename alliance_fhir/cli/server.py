@@ -171,6 +171,13 @@ def publish(
     config: ConfigOption = None,
     ca_bundle: CaOption = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would change; write nothing.")] = False,
+    for_client: Annotated[
+        bool,
+        typer.Option(
+            "--for-client",
+            help="Also publish the client-facing forms (questionnaires export --for-client) for a client portal.",
+        ),
+    ] = False,
     instruments: InstrumentsOption = None,
     verbose: VerboseOption = False,
     as_json: JsonOption = False,
@@ -178,7 +185,10 @@ def publish(
     """Create or update every Questionnaire and the CodeSystem on the server (by url + version)."""
     setup_logging(verbose)
     cfg = server_config(server, config, ca_bundle=ca_bundle)
-    resources = content_resources(command_catalog(ctx, instruments))
+    catalog = command_catalog(ctx, instruments)
+    resources = content_resources(catalog)
+    if for_client:
+        resources += [r for r in content_resources(catalog, for_client=True) if r["resourceType"] == "Questionnaire"]
     with open_client(cfg) as client:
         results = publish_resources(client, resources, dry_run=dry_run)
     if as_json:

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from ..errors import TextPackError, summarise_validation
 from ..instruments.catalog import Catalog, Instrument, walk_items
 from ..instruments.models import TextPack
+from .client import client_questionnaire
 
 __all__ = [
     "TRANSLATION",
@@ -149,8 +150,13 @@ def _set_text(element: dict[str, Any], key: str, text: str, language: str, prima
     element.setdefault(f"_{key}", {}).setdefault("extension", []).append(translation)
 
 
-def content_resources(catalog: Catalog, packs: Iterable[TextPack] = ()) -> list[dict[str, Any]]:
+def content_resources(
+    catalog: Catalog, packs: Iterable[TextPack] = (), *, for_client: bool = False
+) -> list[dict[str, Any]]:
     """Every Questionnaire (packs applied) and every CodeSystem in the catalog.
+
+    ``for_client``: the client-facing Questionnaires instead (:mod:`.client`: no values, scores
+    or extraction rules; derived from the full ones), with the same packs' wording.
 
     Raises:
         TextPackError: a pack names an instrument that is not loaded, or does not fit it.
@@ -163,6 +169,8 @@ def content_resources(catalog: Catalog, packs: Iterable[TextPack] = ()) -> list[
             )
         by_instrument.setdefault(pack.instrument, []).append(pack)
     resources = [apply_text_packs(inst, by_instrument.get(inst.canonical, [])) for inst in catalog]
+    if for_client:
+        resources = [client_questionnaire(inst, form) for inst, form in zip(catalog, resources, strict=True)]
     return resources + [copy.deepcopy(cs) for cs in catalog.codesystems]
 
 

@@ -27,12 +27,15 @@ __all__ = [
     "Catalog",
     "Instrument",
     "ItemSpec",
+    "CLIENT_SUFFIX",
     "INSTRUMENTS_ENV",
     "data_root",
     "load_catalog",
 ]
 
 INSTRUMENTS_ENV = "ALLIANCE_FHIR_INSTRUMENTS"
+CLIENT_SUFFIX = "-for-client"
+"""What the client-facing Questionnaire's url and id add to the instrument's (``wai-sr-for-client``)."""
 ORDINAL_VALUE = "http://hl7.org/fhir/StructureDefinition/ordinalValue"
 ITEM_WEIGHT = "http://hl7.org/fhir/StructureDefinition/itemWeight"
 WEIGHT_URLS = (ITEM_WEIGHT, ORDINAL_VALUE)
@@ -97,6 +100,22 @@ class Instrument:
     def version(self) -> str:
         return self.mapping.version
 
+    @property
+    def client_url(self) -> str:
+        """Canonical url of the client-facing Questionnaire derived from this one (no scores shown;
+        ``content.client``), which responses from a client portal name: scored as this instrument."""
+        return self.url + CLIENT_SUFFIX
+
+    @property
+    def client_canonical(self) -> str:
+        return f"{self.client_url}|{self.version}"
+
+    @property
+    def response_urls(self) -> tuple[str, str]:
+        """Every Questionnaire url a response to this instrument may name: the full form's and the
+        client-facing one's. Sync's search, serve's Subscription and back-fills find responses by these."""
+        return (self.url, self.client_url)
+
 
 @dataclass
 class Catalog:
@@ -126,7 +145,8 @@ class Catalog:
         """Resolve ``QuestionnaireResponse.questionnaire`` to an instrument.
 
         Returns the instrument and a warning when the canonical carries no version (the
-        latest known version is used then).
+        latest known version is used then). The client-facing Questionnaire's canonical
+        (:attr:`Instrument.client_canonical`) resolves to its instrument.
 
         Raises:
             InstrumentError: unknown Questionnaire, or a version we do not have.
@@ -134,10 +154,13 @@ class Catalog:
         if canonical in self.instruments:
             return self.instruments[canonical], None
         url, _, version = canonical.partition("|")
-        same_url = [i for i in self.instruments.values() if i.url == url]
+        same_url = [i for i in self.instruments.values() if url in i.response_urls]
         if not same_url:
             raise InstrumentError(f"unknown Questionnaire '{url}'")
         if version:
+            exact = [i for i in same_url if i.version == version]
+            if exact:  # the client-facing Questionnaire of this version: the same instrument, the same scoring
+                return exact[0], None
             known = ", ".join(sorted(i.version for i in same_url))
             raise InstrumentError(f"unknown version '{version}' of Questionnaire '{url}' (known: {known})")
         latest = max(same_url, key=lambda i: _version_key(i.version))
@@ -162,7 +185,18 @@ def load_catalog(extra_dirs: Sequence[Path | str] = (), *, include_shipped: bool
     for mapping, where in mappings:
         _add_instrument(catalog, mapping, where, questionnaires)
     catalog.problems += _check_codes(catalog)
+    catalog.problems += _check_client_urls(catalog)
     return catalog
+
+
+def _check_client_urls(catalog: Catalog) -> list[str]:
+    """No instrument's url may be another one's client-facing url: a response naming it would be ambiguous."""
+    clients = {inst.client_url: inst for inst in catalog}
+    return [
+        f"{inst.canonical}: its url is the client-facing url of {clients[inst.url].canonical}"
+        for inst in catalog
+        if inst.url in clients
+    ]
 
 
 def _read_json_files(dirs: Iterable[Path], problems: list[str]) -> Iterator[tuple[Path, Any]]:

@@ -208,7 +208,7 @@ class _Run:
         """Refuse a server that is not FHIR R4; choose the write mode; learn our Questionnaires' ids."""
         # /metadata and the Questionnaire lookup travel together (one batch): a no-op re-sync then
         # costs 2 requests + 1 per page (this lookup, the first page's ledger check, the pages).
-        urls = dict.fromkeys(inst.url for inst in self.instruments)
+        urls = dict.fromkeys(url for inst in self.instruments for url in inst.response_urls)  # and the client forms'
         lookup = {"url": ",".join(urls), "_elements": "url,version", "_count": "200"}
         statement, ours = self.client.r4_capabilities_and_search("Questionnaire", lookup)
         plan = choose_write_mode(statement, self.options.write_mode or self.client.config.write_mode)
@@ -315,7 +315,7 @@ class _Run:
 
         ``found_already``: the lookup's matches when they came with /metadata; else it is searched here.
         """
-        known = {inst.canonical for inst in self.instruments}
+        known = {c for inst in self.instruments for c in (inst.canonical, inst.client_canonical)}
         ids: dict[str, str] = {}
         try:
             matches = found_already if found_already is not None else self.client.search("Questionnaire", params)
@@ -339,7 +339,8 @@ class _Run:
         # know (reported, not silently missed). On HAPI 8.8 it is also 4x faster than listing
         # `url|version` and `url` side by side (27 s vs 6 s for 2,000 responses). Literal
         # references to our Questionnaires' server ids are searched in the same list.
-        values = list(dict.fromkeys(inst.url for inst in self.instruments))
+        # Each instrument's url and its client-facing Questionnaire's (a client portal's responses name that one).
+        values = list(dict.fromkeys(url for inst in self.instruments for url in inst.response_urls))
         values += [f"Questionnaire/{rid}" for rid in sorted(self.our_ids)]
         values += [
             f"{self.server}/Questionnaire/{rid}" for rid in sorted(self.our_ids)
@@ -362,7 +363,7 @@ class _Run:
         reference = response.get("questionnaire")
         if not isinstance(reference, str):
             return response  # scoring names the problem
-        if reference.partition("|")[0] in {inst.url for inst in self.catalog}:
+        if reference.partition("|")[0] in {url for inst in self.catalog for url in inst.response_urls}:
             return response
         local = reference.removeprefix(self.server + "/")
         kind, _, rest = local.partition("/")

@@ -57,8 +57,10 @@ class SubscriptionResult:
 
 
 def criteria(instruments: Iterable[Instrument]) -> str:
-    """``QuestionnaireResponse?questionnaire=<url>,<url>...``: our Questionnaires, every version, every status."""
-    return "QuestionnaireResponse?questionnaire=" + ",".join(dict.fromkeys(inst.url for inst in instruments))
+    """``QuestionnaireResponse?questionnaire=<url>,<url>...``: our Questionnaires (and their client-facing
+    forms), every version, every status."""
+    urls = dict.fromkeys(url for inst in instruments for url in inst.response_urls)
+    return "QuestionnaireResponse?questionnaire=" + ",".join(urls)
 
 
 def subscription_resource(

@@ -215,7 +215,10 @@ def test_patient_and_instrument_filters(server, catalog, store, make_response):
     assert report.written == 1
     params = dict(qr_search(server).url.params)
     assert params["subject"] == "Patient/a"
-    assert params["questionnaire"] == "http://alliance-fhir.org/fhir/Questionnaire/srs"  # every version
+    # every version, of the full form and of the client-facing one (a portal's responses)
+    assert params["questionnaire"] == (
+        "http://alliance-fhir.org/fhir/Questionnaire/srs,http://alliance-fhir.org/fhir/Questionnaire/srs-for-client"
+    )
 
 
 def test_report_as_json_has_counts_and_failures(server, catalog, store, make_response):
