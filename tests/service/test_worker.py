@@ -119,7 +119,7 @@ def test_many_rounds_for_one_patient_recompute_its_signals_once_the_writes_are_d
     """While one recomputation runs, further rounds only queue the patient again: one more run, not one per round."""
     release, calls = threading.Event(), []
 
-    def recompute(client, catalog, *, patient, tag):  # noqa: ANN001, ANN202
+    def recompute(client, catalog, *, patient, tag, security):  # noqa: ANN001, ANN202
         calls.append(patient)
         release.wait(10)
         return None
@@ -144,7 +144,7 @@ def test_many_rounds_for_one_patient_recompute_its_signals_once_the_writes_are_d
 def test_stop_finishes_the_signals_the_last_writes_queued(srs, server, store, catalog, monkeypatch):
     release, calls = threading.Event(), []
 
-    def recompute(client, catalog, *, patient, tag):  # noqa: ANN001, ANN202
+    def recompute(client, catalog, *, patient, tag, security):  # noqa: ANN001, ANN202
         calls.append(patient)
         if patient == "Patient/p1":
             release.wait(10)  # the signals thread is busy with p1 while p2's score is written
