@@ -98,7 +98,7 @@ jwks_url = "{big_jwks_url}"
 """,
         encoding="utf-8",
     )
-    running = Service(demo, folder / "state.sqlite", "--no-subscribe", "--config", str(config)).start()
+    running = Service(demo, folder, "--no-subscribe", "--config", str(config)).start()
     yield running
     if running.proc is not None and running.proc.poll() is None:
         assert running.stop() == 0
