@@ -28,17 +28,25 @@ def test_wheel_contains_the_instrument_data(wheel: Path):
     names = set(zipfile.ZipFile(wheel).namelist())
     for data in sorted((ROOT / "questionnaires").glob("*.json")) + sorted((ROOT / "mappings").glob("*.json")):
         assert f"alliance_fhir/_data/{data.parent.name}/{data.name}" in names
+    views = sorted((ROOT / "content" / "views").glob("*.json"))
+    assert len(views) == 2
+    for view in views:  # the SQL on FHIR ViewDefinitions
+        assert f"alliance_fhir/_data/content/views/{view.name}" in names
     assert "alliance_fhir/py.typed" in names
     assert any(n.endswith("entry_points.txt") for n in names)
 
 
 def test_installed_wheel_finds_its_own_data(wheel: Path, tmp_path: Path):
     zipfile.ZipFile(wheel).extractall(tmp_path)
-    code = "from alliance_fhir import data_root, load_catalog; print(data_root()); print(len(list(load_catalog())))"
+    code = (
+        "from alliance_fhir import data_root, load_catalog; print(data_root()); print(len(list(load_catalog())))\n"
+        "from alliance_fhir.content.views import view_definitions; print(len(view_definitions()))"
+    )
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
     proc = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path, check=True
     )
-    root, count = proc.stdout.split()
+    root, count, views = proc.stdout.split()
     assert Path(root) == tmp_path / "alliance_fhir" / "_data"
     assert count == "7"
+    assert views == "2"

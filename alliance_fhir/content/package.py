@@ -7,6 +7,9 @@ Layout (FHIR NPM package specification)::
     package/<Type>-<id>.json  the Questionnaires and CodeSystem (:func:`content.content_resources`,
                               the code path of ``questionnaires export``), then the ValueSets
                               and ObservationDefinitions (:func:`content.definition_resources`)
+    package/other/ViewDefinition-<id>.json
+                              the SQL on FHIR ViewDefinitions (:mod:`.views`): logical-model
+                              instances, not R4 resources, so not in the resource index
 
 The resource files are byte-identical to the files ``questionnaires export`` writes. The
 archive is reproducible: entries sorted, fixed mtimes, owners and modes, a gzip header
@@ -19,7 +22,7 @@ import gzip
 import io
 import re
 import tarfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,7 @@ from ..instruments.catalog import Catalog
 from ..instruments.models import TextPack
 from .definitions import definition_resources
 from .questionnaires import content_resources, resource_filenames, resource_json
+from .views import view_definitions
 
 __all__ = [
     "FHIR_VERSION",
@@ -58,11 +62,20 @@ def package_resources(catalog: Catalog, packs: Iterable[TextPack] = ()) -> list[
     return content_resources(catalog, packs) + definition_resources(catalog)
 
 
-def package_files(resources: list[dict[str, Any]], version: str, *, name: str = PACKAGE_NAME) -> dict[str, bytes]:
+def package_files(
+    resources: list[dict[str, Any]],
+    version: str,
+    *,
+    name: str = PACKAGE_NAME,
+    views: Sequence[dict[str, Any]] | None = None,
+) -> dict[str, bytes]:
     """The package's files by archive path (``package/...``), ``package.json`` first.
 
+    ``views`` are the ViewDefinitions for ``package/other/``; None means the shipped ones.
+
     Raises:
-        AllianceFhirError: the name or version does not follow the FHIR package rules.
+        AllianceFhirError: the name or version does not follow the FHIR package rules, or a
+            shipped ViewDefinition file is broken.
     """
     if not _NAME.match(name):
         raise AllianceFhirError(f"package name {name!r} is not a FHIR package name (lowercase, dot-separated parts)")
@@ -74,6 +87,8 @@ def package_files(resources: list[dict[str, Any]], version: str, *, name: str = 
     files["package/.index.json"] = _json_bytes({"index-version": 2, "files": index})
     for resource, filename in zip(resources, filenames, strict=True):
         files[f"package/{filename}"] = resource_json(resource).encode("utf-8")
+    for view in view_definitions() if views is None else views:
+        files[f"package/other/ViewDefinition-{view['id']}.json"] = resource_json(view).encode("utf-8")
     return files
 
 
@@ -122,7 +137,8 @@ def _manifest(name: str, version: str) -> dict[str, Any]:
         "description": (
             "Psychotherapy alliance measures (WAI-SR, SRS, CSRS, GSRS, HAq-II, ORS, CORS) as FHIR R4 Questionnaires with "
             "SDC scoring and observation-based extraction, the alliance-fhir CodeSystem, answer ValueSets and one "
-            "ObservationDefinition per score. Item wording is not included; each Questionnaire states the instrument "
+            "ObservationDefinition per score, and SQL on FHIR ViewDefinitions of the scores and signals (package/other). "
+            "Item wording is not included; each Questionnaire states the instrument "
             "owner's terms in its copyright."
         ),
         "author": "alliance-fhir project",

@@ -63,7 +63,7 @@ def resources_in(files: dict[str, bytes]) -> dict[str, dict[str, Any]]:
     return {
         name: json.loads(data)
         for name, data in files.items()
-        if name not in ("package/package.json", "package/.index.json")
+        if name not in ("package/package.json", "package/.index.json") and not name.startswith("package/other/")
     }
 
 
@@ -71,7 +71,12 @@ def resources_in(files: dict[str, bytes]) -> dict[str, dict[str, Any]]:
 
 
 def test_layout_is_one_package_folder_with_manifest_index_and_resources(files):
-    assert all(name.startswith("package/") and name.count("/") == 1 for name in files)
+    # resources at the top; the ViewDefinitions (not R4 resources) in package/other/
+    assert all(name.startswith("package/") and name.count("/") == 1 for name in files if "/other/" not in name)
+    assert sorted(n for n in files if n.startswith("package/other/")) == [
+        "package/other/ViewDefinition-alliance-scores.json",
+        "package/other/ViewDefinition-alliance-signals.json",
+    ]
     assert {"package/package.json", "package/.index.json"} <= set(files)
     by_type: dict[str, list[str]] = {}
     for name, resource in resources_in(files).items():

@@ -42,7 +42,12 @@ def unpack(data: bytes) -> dict[str, Any]:
 
 
 FILES = unpack(TGZ)
-RESOURCES = [doc for name, doc in FILES.items() if name not in ("package/package.json", "package/.index.json")]
+# package/other/ holds the SQL on FHIR ViewDefinitions: not R4 resources, so not loaded into a server
+RESOURCES = [
+    doc
+    for name, doc in FILES.items()
+    if name not in ("package/package.json", "package/.index.json") and not name.startswith("package/other/")
+]
 
 
 def load(c: Any) -> list[str]:
