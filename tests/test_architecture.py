@@ -3,6 +3,7 @@
 The package is layered and the folder shows it::
 
     base (errors, _ids, _cache, _json, _text, fhirtypes) -> instruments -> {scoring, content, signals} -> server -> cli
+                                                            scoring -> spark (an adapter, pyspark imported lazily)
 
 A subpackage may import only the layers in its entry of ``MAY_IMPORT``; siblings never import
 each other's code. Relative imports of any depth and absolute ``alliance_fhir...`` imports count.
@@ -33,6 +34,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "scoring": BASE | {"instruments"},
     "content": BASE | {"instruments"},
     "signals": BASE | {"instruments"},
+    "spark": BASE | {"instruments", "scoring"},  # an adapter over scoring (pyspark imported lazily)
     "server": BASE | {"instruments", "scoring", "content", "signals"},
     "service": BASE | {"instruments", "scoring", "content", "signals", "server"},
     "cli": BASE | {"instruments", "scoring", "content", "signals", "server", "service", "__init__"},
