@@ -236,3 +236,13 @@ def test_every_signal_column_is_filled_from_a_repaired_rupture(engine):
     assert row["evidence_count"] == 3
     assert row["evidence"] == "Observation/srs-1 Observation/srs-2 Observation/srs-3"
     assert row["evidence_identifiers"] == "srs-c1-1 srs-c1-2 srs-c1-3"
+
+
+def test_the_docs_local_engine_example_runs(engine, capsys, monkeypatch):
+    """docs/data-teams.md's fhir4ds snippet, run as written (paths pointed at our test export)."""
+    docs = (ROOT / "docs" / "data-teams.md").read_text()
+    (block,) = [b for b in re.findall(r"^```python\n(.*?)^```$", docs, flags=re.S | re.M) if "fhir4ds" in b]
+    monkeypatch.chdir(views_root())
+    exec(block.replace("/data/export/*.ndjson", str(engine / "*.ndjson")), {})  # noqa: S102
+    printed = capsys.readouterr().out
+    assert "wai-sr-bond" in printed and "Patient/example-client" in printed
