@@ -40,6 +40,7 @@ from ._common import (
     say,
     set_log_format,
 )
+from .backfill import register as register_backfill_command
 from .serve import register as register_serve_commands
 from .server import register as register_server_commands
 from .signals import register as register_signal_commands
@@ -61,6 +62,7 @@ app.add_typer(package_app, name="package")
 register_server_commands(app)
 register_signal_commands(app)
 register_serve_commands(app)
+register_backfill_command(app)
 
 
 class OutputFormat(StrEnum):

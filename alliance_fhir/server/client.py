@@ -43,6 +43,7 @@ __all__ = ["FhirClient", "is_match", "require_r4", "safe_origin", "safe_path", "
 
 logger = logging.getLogger("alliance_fhir.http")
 FHIR_JSON = "application/fhir+json"
+NDJSON = "application/fhir+ndjson"
 # HAPI replays an identical search's results for 60 s by default; we always want the current state.
 _FRESH = {"Cache-Control": "no-cache"}
 # We decode bodies ourselves (bounded), so we only ask for encodings we can decode that way.
@@ -267,6 +268,50 @@ class FhirClient:
         """POST a transaction/batch Bundle. Retried only when every entry is idempotent."""
         return self._json(self.request("POST", "", json=bundle, idempotent=idempotent))
 
+    def download_lines(self, url: str, *, max_bytes: int, seconds: float) -> Iterator[bytes]:
+        """GET one exported NDJSON file and yield its lines as they arrive (never the whole file).
+
+        Same rules as every other exchange: only on this server's origin (our credentials go with
+        the request, as a Bulk Data manifest with ``requiresAccessToken`` needs), retried until the
+        answer starts, at most ``max_bytes`` after decompression (one line at most
+        ``max_response_bytes``), and ``seconds`` of wall-clock time for the whole body.
+
+        Raises:
+            UnexpectedResponse: another origin, not 200, too large, an undecodable body, too slow.
+            FhirServerError, FhirTransportError: the server refused or could not be reached.
+        """
+        shown = safe_origin(url) + safe_path(url)
+        ours, theirs = urlsplit(self.base_url), urlsplit(url)
+        if (theirs.scheme, theirs.netloc) != (ours.scheme, ours.netloc):
+            raise UnexpectedResponse(
+                "GET",
+                shown,
+                200,
+                f"the file is on another origin than the server ({safe_origin(self.base_url)}); "
+                "alliance-fhir sends its credentials only there",
+            )
+        started = time.perf_counter()
+
+        def send(seconds_left: float) -> httpx.Response:
+            self.requests_sent += 1
+            per_read = min(self.config.timeout, seconds_left)
+            headers = {"Accept": NDJSON, "Accept-Encoding": _ENCODINGS}
+            request = self._http.build_request("GET", url, headers=headers, timeout=httpx.Timeout(per_read))
+            with request_deadline(min(self.config.request_deadline, seconds_left)):  # until the headers are in
+                response = self._http.send(request, stream=True)
+            logger.info("GET %s %d (streaming)", shown, response.status_code)
+            return response
+
+        response = self.retry.call(send, "GET", shown)
+        try:
+            if response.status_code >= 400:
+                raise _status_error("GET", shown, self._bounded(response, started + seconds, shown))
+            if response.status_code != 200:
+                raise UnexpectedResponse("GET", shown, response.status_code, "expected 200 with the NDJSON file")
+            yield from _lines(response, max_bytes, self.config.max_response_bytes, started + seconds, shown)
+        finally:
+            response.close()
+
     # ------------------------------------------------------------ plumbing
 
     def request(
@@ -441,6 +486,37 @@ def _decoder(encoding: str) -> Any:
     if encoding == "deflate":
         return zlib.decompressobj()
     return None
+
+
+def _lines(response: httpx.Response, max_bytes: int, max_line: int, deadline: float, shown: str) -> Iterator[bytes]:
+    """The non-blank lines of a streamed body, decoded, within the size, line and time limits."""
+    encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+    declared = response.headers.get("Content-Length", "")
+    if declared.isdigit() and encoding in ("", "identity") and int(declared) > max_bytes:
+        raise UnexpectedResponse("GET", shown, 200, f"file larger than the limit of {max_bytes} bytes")
+    # an in-memory answer (tests' MockTransport) is decoded already
+    decoder: Any = _IDENTITY if response.is_stream_consumed else _decoder(encoding)
+    if decoder is None:
+        raise UnexpectedResponse("GET", shown, 200, f"unsupported Content-Encoding {encoding!r}")
+    pending = b""
+    size = 0
+    raw_chunks = [response.content] if response.is_stream_consumed else response.iter_raw(65536)
+    for raw in raw_chunks:
+        if time.perf_counter() > deadline:
+            raise UnexpectedResponse("GET", shown, 200, "the file was still arriving when its time limit passed")
+        try:
+            data = decoder.decompress(raw, max_bytes - size + 1) if decoder is not _IDENTITY else raw
+        except zlib.error as exc:
+            raise UnexpectedResponse("GET", shown, 200, f"body is not valid {encoding}: {exc}") from None
+        size += len(data)
+        if size > max_bytes:
+            raise UnexpectedResponse("GET", shown, 200, f"file larger than the limit of {max_bytes} bytes")
+        *complete, pending = (pending + data).split(b"\n")
+        if len(pending) > max_line:
+            raise UnexpectedResponse("GET", shown, 200, f"a line longer than {max_line} bytes (max_response_bytes)")
+        yield from (line for line in complete if line.strip())
+    if pending.strip():
+        yield pending
 
 
 def _too_large(limit: int) -> str:

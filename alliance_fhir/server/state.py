@@ -24,6 +24,7 @@ from ..errors import StateError
 from ._statedb import Database, claim_key, open_database
 
 __all__ = [
+    "BulkJob",
     "FAILURE_OUTCOMES",
     "InboxItem",
     "LedgerEntry",
@@ -113,7 +114,38 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX IF NOT EXISTS cds_jti_expiry ON cds_jti (expires_at)",
         ),
     ),
+    Migration(
+        5,
+        "backfill: the Bulk Data export job in progress and its files done",
+        (
+            """CREATE TABLE IF NOT EXISTS bulk_job (
+            server TEXT PRIMARY KEY,
+            request TEXT NOT NULL,
+            status_url TEXT NOT NULL,
+            kicked_off_at TEXT NOT NULL,
+            transaction_time TEXT,
+            manifest TEXT
+        )""",
+            """CREATE TABLE IF NOT EXISTS bulk_file (
+            server TEXT NOT NULL,
+            url TEXT NOT NULL,
+            done_at TEXT NOT NULL,
+            PRIMARY KEY (server, url)
+        )""",
+        ),
+    ),
 )
+
+
+@dataclass(frozen=True, slots=True)
+class BulkJob:
+    """A back-fill's export job: what was asked (JSON), where to poll, and the manifest once complete."""
+
+    request: str
+    status_url: str
+    kicked_off_at: str
+    transaction_time: str | None = None
+    manifest: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,6 +349,8 @@ class StateStore:
             self._db.run("DELETE FROM checkpoint WHERE server = ?", (server,))
             self._db.run("DELETE FROM ledger WHERE server = ?", (server,))
             self._db.run("DELETE FROM inbox WHERE server = ?", (server,))
+            self._db.run("DELETE FROM bulk_job WHERE server = ?", (server,))
+            self._db.run("DELETE FROM bulk_file WHERE server = ?", (server,))
 
     # --- claims: several workers on one state never write the same response at the same time
     def claim(self, server: str, response_ids: Sequence[str]) -> set[str]:
@@ -376,6 +410,52 @@ class StateStore:
 
     def inbox_depth(self, server: str) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM inbox WHERE server = ?", (server,))[0][0])
+
+    # ------------------------------------------------------------ backfill's export job (one per server)
+
+    def bulk_job(self, server: str) -> BulkJob | None:
+        """The export job a back-fill of ``server`` kicked off and has not finished or cancelled."""
+        rows = self._db.execute(
+            "SELECT request, status_url, kicked_off_at, transaction_time, manifest FROM bulk_job WHERE server = ?",
+            (server,),
+        )
+        if not rows:
+            return None
+        request, status_url, kicked_off_at, transaction_time, manifest = rows[0]
+        return BulkJob(
+            str(request),
+            str(status_url),
+            str(kicked_off_at),
+            None if transaction_time is None else str(transaction_time),
+            None if manifest is None else str(manifest),
+        )
+
+    def bulk_start(self, server: str, request: str, status_url: str) -> None:
+        """Remember a kicked-off export (before anything is downloaded), replacing any finished one's files."""
+        with self._db.transaction():
+            self._db.run("DELETE FROM bulk_file WHERE server = ?", (server,))
+            self._db.run("DELETE FROM bulk_job WHERE server = ?", (server,))
+            self._db.run("INSERT INTO bulk_job VALUES (?, ?, ?, ?, NULL, NULL)", (server, request, status_url, _now()))
+
+    def bulk_complete(self, server: str, transaction_time: str, manifest: str) -> None:
+        """The export finished: keep its manifest, so a resumed back-fill need not poll again."""
+        self._write(
+            "UPDATE bulk_job SET transaction_time = ?, manifest = ? WHERE server = ?",
+            [(transaction_time, manifest, server)],
+        )
+
+    def bulk_file_done(self, server: str, url: str) -> None:
+        """Every response of one exported file was handled (and its writes landed)."""
+        self._write("INSERT INTO bulk_file VALUES (?, ?, ?) ON CONFLICT DO NOTHING", [(server, url, _now())])
+
+    def bulk_files_done(self, server: str) -> set[str]:
+        return {str(r[0]) for r in self._db.execute("SELECT url FROM bulk_file WHERE server = ?", (server,))}
+
+    def bulk_clear(self, server: str) -> None:
+        """Forget the export job and its files (done, or cancelled)."""
+        with self._db.transaction():
+            self._db.run("DELETE FROM bulk_file WHERE server = ?", (server,))
+            self._db.run("DELETE FROM bulk_job WHERE server = ?", (server,))
 
     # ------------------------------------------------------------ named settings (serve's webhook secret, sync's labels)
 

@@ -39,7 +39,16 @@ from .client import FhirClient, is_match, search_token
 from .state import LedgerEntry, OutstandingFailure, StateStore
 from .writes import PendingWrite, Writer, Written, choose_write_mode
 
-__all__ = ["SyncFailure", "SyncOptions", "SyncReport", "process_response", "process_responses", "run_sync"]
+__all__ = [
+    "ExternalWrites",
+    "SyncFailure",
+    "SyncOptions",
+    "SyncReport",
+    "process_response",
+    "process_responses",
+    "process_stream",
+    "run_sync",
+]
 
 logger = logging.getLogger(__name__)
 # Searched without a status filter (HAPI on H2 takes 45 s a page for questionnaire= with a
@@ -94,6 +103,7 @@ class SyncReport:
     outstanding: list[OutstandingFailure] = field(default_factory=list)
     # subjects whose score Observations changed this run (serve refreshes their signals; not in as_dict)
     subjects: set[str] = field(default_factory=set, repr=False)
+    write_failures: int = field(default=0, repr=False)  # writes that did not land (backfill keeps a file open)
 
     @property
     def ok(self) -> bool:
@@ -102,7 +112,7 @@ class SyncReport:
 
     def as_dict(self) -> dict[str, Any]:
         lists = ("failures", "warnings", "unattributed", "outstanding")
-        data = {k: v for k, v in vars(self).items() if k not in lists and k != "subjects"}
+        data = {k: v for k, v in vars(self).items() if k not in lists and k not in ("subjects", "write_failures")}
         for name in lists[:3]:
             data[name] = [{"resource": f.resource, "reason": f.reason} for f in getattr(self, name)]
         data["outstanding_count"] = len(self.outstanding)
@@ -181,6 +191,64 @@ def process_responses(
     return run.report
 
 
+def process_stream(
+    client: FhirClient,
+    catalog: Catalog,
+    store: StateStore,
+    chunks: Iterable[list[dict[str, Any]]],
+    options: SyncOptions = SyncOptions(),
+    report: SyncReport | None = None,
+    on_progress: Callable[[SyncReport], None] | None = None,
+) -> SyncReport:
+    """Sync's path for responses from elsewhere (``backfill``'s exported files), chunk by chunk in
+    constant memory: the same scoring, verified writes and ledger as :func:`run_sync`, without the
+    search and without moving the checkpoint. Counts add up in ``report`` when one is given (one
+    report across several files); ``report.write_failures`` counts the writes that did not land.
+
+    Raises:
+        FhirTransportError, FhirServerError: the server is unreachable or not FHIR R4.
+    """
+    run = _Run(client, catalog, store, options, on_progress)
+    if report is not None:
+        run.report = report
+    try:
+        run.prepare_writer()
+        run.drain(chunks)
+    finally:
+        run.release_all()
+    run.report.outstanding = store.outstanding(run.server)
+    return run.report
+
+
+class ExternalWrites:
+    """Sync's scoring, claims and ledger for Observations written another way (``backfill --via
+    import``): :meth:`pending` scores a chunk and returns the writes to make (claimed until
+    settled), :meth:`settle` records what the server confirmed, :meth:`close` lets go of the rest.
+
+    Raises (constructor):
+        FhirTransportError, FhirServerError: the server is unreachable or not FHIR R4.
+    """
+
+    def __init__(
+        self, client: FhirClient, catalog: Catalog, store: StateStore, options: SyncOptions, report: SyncReport
+    ) -> None:
+        self._run = _Run(client, catalog, store, options, None)
+        self._run.report = report
+        self._run.prepare_writer()
+
+    def pending(self, responses: list[dict[str, Any]]) -> list[PendingWrite]:
+        writes = self._run.handle_responses(responses)
+        if self._run.deferred:  # another worker holds these: wait for it (bounded), then decide again
+            writes += self._run.handle_deferred()
+        return writes
+
+    def settle(self, results: list[Written]) -> None:
+        self._run.settle(results)
+
+    def close(self) -> None:
+        self._run.release_all()
+
+
 class _Run:
     def __init__(
         self,
@@ -221,14 +289,35 @@ class _Run:
         applied = self._check_labels()
         since = self._since()
         self.report.since = since
-        started_at: str | None = None
+        stamps: list[str] = []
+
+        def chunks() -> Iterator[list[dict[str, Any]]]:
+            for page in _prefetched(self.client.search_pages("QuestionnaireResponse", self._params(since))):
+                if not stamps:
+                    stamps.append(_bundle_time(page))
+                yield [e["resource"] for e in page.get("entry", []) if is_match(e)]
+
+        self.drain(chunks())
+        started_at = stamps[0] if stamps else None
+        if not self.options.dry_run and not self.write_failed and started_at and self._sane(started_at):
+            self.store.set_checkpoint(self.server, started_at)
+            self.report.checkpoint = started_at
+            if self.relabel and self._whole_server():
+                self.store.set_setting(_labels_setting(self.server, self.options.tag), applied)
+        self.report.outstanding = self.store.outstanding(self.server)
+        self.on_progress(self.report)
+
+    def drain(self, chunks: Iterable[list[dict[str, Any]]]) -> None:
+        """Score each chunk of responses and write its Observations, ``concurrency`` batches in flight.
+
+        Returns when every write has settled (landed or recorded as failed).
+        """
         config = self.client.config
         # Workers only talk HTTP; the ledger and the counts are updated here, on this thread.
         with ThreadPoolExecutor(max_workers=config.concurrency, thread_name_prefix="sync-write") as pool:
             in_flight: set[Future[list[Written]]] = set()
-            for page in _prefetched(self.client.search_pages("QuestionnaireResponse", self._params(since))):
-                started_at = started_at or _bundle_time(page)
-                in_flight = self._submit(pool, in_flight, self._handle_page(page))
+            for responses in chunks:
+                in_flight = self._submit(pool, in_flight, self.handle_responses(responses))
                 if self.deferred:
                     # Another worker holds these: let ours land first (we then hold no claim, so no
                     # two workers wait on each other), then wait for theirs and look again.
@@ -238,13 +327,6 @@ class _Run:
                 self.on_progress(self.report)
             done, _ = wait(in_flight)
             self._settle_futures(done)
-        if not self.options.dry_run and not self.write_failed and started_at and self._sane(started_at):
-            self.store.set_checkpoint(self.server, started_at)
-            self.report.checkpoint = started_at
-            if self.relabel and self._whole_server():
-                self.store.set_setting(_labels_setting(self.server, self.options.tag), applied)
-        self.report.outstanding = self.store.outstanding(self.server)
-        self.on_progress(self.report)
 
     def _sane(self, stamp: str) -> bool:
         """A server stamp may be behind our clock, but not far ahead of it (see the module's clock rules)."""
@@ -392,9 +474,6 @@ class _Run:
         with ThreadPoolExecutor(max_workers=self.client.config.concurrency, thread_name_prefix="sync-write") as pool:
             done, _ = wait(self._submit(pool, set(), writes))
             self._settle_futures(done)
-
-    def _handle_page(self, page: dict[str, Any]) -> list[PendingWrite]:
-        return self.handle_responses([e["resource"] for e in page.get("entry", []) if is_match(e)])
 
     def handle_responses(self, candidates: list[dict[str, Any]]) -> list[PendingWrite]:
         """Score what changed; record scoring failures; return the Observations to write."""
@@ -576,6 +655,7 @@ class _Run:
         for write, error in results:
             if error is not None:
                 self.write_failed = True
+                self.report.write_failures += 1
                 self.report.failed += 1
                 reason = f"write failed: {error}"
                 self.report.failures.append(SyncFailure(f"QuestionnaireResponse/{write.response_id}", reason))

@@ -3,6 +3,7 @@ package org.alliancefhir.hapi;
 import ca.uhn.fhir.batch2.api.IJobMaintenanceService;
 import ca.uhn.fhir.batch2.jobs.config.Batch2JobsConfig;
 import ca.uhn.fhir.batch2.jobs.export.BulkDataExportProvider;
+import ca.uhn.fhir.batch2.jobs.imprt.BulkDataImportProvider;
 import ca.uhn.fhir.batch2.maintenance.JobMaintenanceServiceImpl;
 import ca.uhn.fhir.context.FhirContext;
 import ca.uhn.fhir.context.support.IValidationSupport;
@@ -260,6 +261,7 @@ public class HapiServerConfig {
 			IValidationSupport theValidationSupport,
 			DatabaseBackedPagingProvider thePagingProvider,
 			BulkDataExportProvider theBulkDataExportProvider,
+			BulkDataImportProvider theBulkDataImportProvider, // $import (pull from https/http URLs; Batch2JobsConfig defines the bean)
 			ValueSetOperationProvider theValueSetOperationProvider,
 			@Qualifier("myInstanceValidator") IInstanceValidatorModule theInstanceValidator) {
 		// Score Observations point at the exact response version they were computed from; HAPI strips
@@ -270,6 +272,7 @@ public class HapiServerConfig {
 		server.registerProviders(theResourceProviders.createProviders());
 		server.registerProvider(theSystemProvider);
 		server.registerProvider(theBulkDataExportProvider);
+		server.registerProvider(theBulkDataImportProvider);
 		server.registerProvider(theValueSetOperationProvider);
 
 		JpaCapabilityStatementProvider capabilities = new JpaCapabilityStatementProvider(

@@ -1,0 +1,195 @@
+"""``alliance-fhir backfill``: score a server's history through Bulk Data ``$export``.
+
+Thin like every command: options, one library call (:func:`~alliance_fhir.server.backfill.run_backfill`
+or :func:`~alliance_fhir.server.backfill.cancel_backfill`), the rendering. Exit codes as everywhere
+(:mod:`._common`): 0 all landed; 1 some file, line or response failed (or failures are outstanding);
+2 configuration, connection or server errors (a failed or endless export included).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.progress import Progress, TextColumn
+
+from ..server.backfill import VIA, BackfillOptions, BackfillReport, cancel_backfill, run_backfill
+from ..server.config import since_value
+from ..server.state import StateStore
+from ._common import (
+    CaOption,
+    ConfigOption,
+    InstrumentsOption,
+    JsonOption,
+    ServerOption,
+    VerboseOption,
+    command_catalog,
+    emit_json,
+    emit_table,
+    err,
+    open_client,
+    out,
+    say,
+    server_config,
+    setup_logging,
+)
+from .server import StateOption, state_option
+
+__all__ = ["register"]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("backfill")(backfill)
+
+
+def backfill(
+    ctx: typer.Context,
+    server: ServerOption = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since",
+            help="Export only what changed since: ISO date/dateTime or a duration ago (7d); default: sync's checkpoint.",
+        ),
+    ] = None,
+    instrument: Annotated[
+        list[str] | None, typer.Option("--instrument", help="Only this instrument id; repeatable.")
+    ] = None,
+    group: Annotated[str | None, typer.Option("--group", metavar="ID", help="Group-level export (Group/ID).")] = None,
+    patient: Annotated[
+        str | None, typer.Option("--patient", metavar="REF", help="Patient-level export of one patient (Patient/ID).")
+    ] = None,
+    via: Annotated[
+        str,
+        typer.Option(
+            "--via",
+            metavar="|".join(VIA),
+            help="Write Observations with sync's verified transactions (default), or serve them as NDJSON and $import.",
+        ),
+    ] = "transactions",
+    cancel: Annotated[
+        bool, typer.Option("--cancel", help="DELETE the export job in progress and forget it, then exit.")
+    ] = False,
+    max_wait: Annotated[
+        float, typer.Option("--max-wait", min=1, help="Seconds to wait for the export before giving up (kept).")
+    ] = 3600.0,
+    poll_interval: Annotated[
+        float,
+        typer.Option(
+            "--poll-interval",
+            min=1,
+            help="Longest wait between status polls; Retry-After is honoured up to it (HAPI always asks 120 s).",
+        ),
+    ] = 120.0,
+    import_listen: Annotated[
+        str,
+        typer.Option(
+            "--import-listen",
+            metavar="HOST:PORT",
+            help="--via import: where the Observations NDJSON is served for the server to pull (default loopback).",
+        ),
+    ] = "127.0.0.1:0",
+    state: StateOption = None,
+    concurrency: Annotated[int | None, typer.Option("--concurrency", help="Requests in flight.")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Observations per transaction Bundle.")] = None,
+    config: ConfigOption = None,
+    ca_bundle: CaOption = None,
+    instruments: InstrumentsOption = None,
+    verbose: VerboseOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Back-fill score Observations from a Bulk Data $export of QuestionnaireResponses (resumable, idempotent)."""
+    setup_logging(verbose)
+    since = since_value(since) if since is not None else None
+    cfg = server_config(
+        server,
+        config,
+        ca_bundle=ca_bundle,
+        concurrency=concurrency,
+        batch_size=batch_size,
+        state_db=state_option(state),
+    )
+    with StateStore(cfg.state_location()) as store, open_client(cfg) as client:
+        if cancel:
+            cancelled = cancel_backfill(client, store)
+            if as_json:
+                emit_json({"server": cfg.base_url, "cancelled": cancelled})
+            else:
+                say(
+                    f"cancelled the export job {cancelled} and forgot it"
+                    if cancelled
+                    else f"no back-fill in progress on {cfg.base_url}: nothing to cancel"
+                )
+            raise typer.Exit(0)
+        catalog = command_catalog(ctx, instruments)
+        options = BackfillOptions(
+            since=since,
+            instruments=tuple(instrument or ()),
+            group=group,
+            patient=patient,
+            via=via,
+            max_wait=max_wait,
+            poll_interval=poll_interval,
+            import_listen=import_listen,
+        )
+        with Progress(
+            TextColumn("{task.description}"),
+            TextColumn(
+                "files {task.fields[files]}  lines {task.fields[lines]}  scored {task.fields[scored]}  "
+                "written {task.fields[written]}  unchanged {task.fields[unchanged]}  failed {task.fields[failed]}"
+            ),
+            console=err,
+            disable=not err.is_terminal,
+            transient=True,
+        ) as progress:
+            task = progress.add_task("backfill", files="0/0", lines=0, scored=0, written=0, unchanged=0, failed=0)
+
+            def update(what: str, report: BackfillReport) -> None:
+                progress.update(
+                    task,
+                    description=what[:60],
+                    files=f"{report.files_done + report.files_done_before}/{report.files}",
+                    lines=report.lines,
+                    scored=report.sync.scored,
+                    written=report.sync.written,
+                    unchanged=report.sync.unchanged,
+                    failed=report.sync.failed + len(report.failures),
+                )
+
+            report = run_backfill(client, catalog, store, options, update)
+    _print(report, as_json)
+    raise typer.Exit(0 if report.ok else 1)
+
+
+def _print(report: BackfillReport, as_json: bool) -> None:
+    for failure in report.failures + report.sync.failures:
+        say(f"{failure.resource}: {failure.reason}", "failed")
+    for warning in report.sync.warnings:
+        say(f"{warning.resource}: {warning.reason}", "warning")
+    for seen in report.sync.unattributed:
+        say(f"{seen.resource}: {seen.reason}", "unattributed")
+    if report.ignored:
+        say(f"{report.ignored} exported responses were outside what was asked (the server ignored a filter)", "note")
+    say(report.checkpoint_note, "checkpoint")
+    if report.sync.outstanding:
+        say(
+            f"outstanding failures: {len(report.sync.outstanding)} "
+            f"(alliance-fhir failures --server {report.server} lists them)"
+        )
+    if as_json:
+        emit_json(report.as_dict())
+        return
+    columns = ("files", "lines", "scored", "written", "unchanged", "retracted", "failed", "export s", "seconds")
+    row = (
+        f"{report.files_done + report.files_done_before}/{report.files}",
+        report.lines,
+        report.sync.scored,
+        report.sync.written,
+        report.sync.unchanged,
+        report.sync.retracted,
+        report.sync.failed + len(report.failures),
+        report.export_seconds,
+        report.seconds,
+    )
+    title = f"Back-fill {report.server} via {report.via}" + (" (resumed)" if report.resumed else "")
+    emit_table(title, columns, [row], console=out)
