@@ -131,8 +131,8 @@ def ingest(base: str, observations: list[dict[str, Any]], batch: int, workers: i
         return time.perf_counter() - started
 
 
-def naive(base: str, prefix: str, count: int = 20) -> tuple[int, float]:
-    """One page at a time, one plain POST per Observation, nothing in parallel."""
+def naive(base: str, prefix: str, count: int = 20, limit: int | None = None) -> tuple[int, float]:
+    """One page at a time, one plain POST per Observation, nothing in parallel (the first ``limit`` responses)."""
     started = time.perf_counter()
     written = 0
     with FhirClient(ServerConfig(url=base, timeout=300)) as c:
@@ -148,6 +148,8 @@ def naive(base: str, prefix: str, count: int = 20) -> tuple[int, float]:
             obs["identifier"][0]["value"] = "naive-" + obs["identifier"][0]["value"]
             c.request("POST", "Observation", json=obs)
             written += 1
+            if limit is not None and written >= limit:
+                break
     return written, time.perf_counter() - started
 
 
@@ -291,6 +293,9 @@ def main() -> None:
     parser.add_argument("--latency-n", type=int, default=2000, help="responses per --latency-ms run")
     parser.add_argument("--grid-n", type=int, default=1000, help="Observations per cell of the ingest grid")
     parser.add_argument(
+        "--naive-n", type=int, help="responses the naive client (c) writes (default: all N; its rate is per request)"
+    )
+    parser.add_argument(
         "--db", default="h2", help="HAPI's database(s) when we start HAPI: h2, postgres, or h2,postgres (alternated)"
     )
     parser.add_argument("--rounds", type=int, default=1, help="with several --db: how many times to alternate them")
@@ -355,6 +360,7 @@ def run_one(args: argparse.Namespace, base: str, out: Path) -> dict[str, Any]:
         n=300 if args.quick else args.n,
         large=0 if args.quick else args.large,
         grid_n=100 if args.quick else args.grid_n,
+        naive_n=args.naive_n,
     )
     return {
         "a_per_s": round(results["a_sync"]["found"] / results["a_sync"]["seconds"], 1),
@@ -402,7 +408,7 @@ def summary_table(runs: list[dict[str, Any]]) -> str:
     )
 
 
-def measure(base: str, out: Path, *, n: int, large: int, grid_n: int) -> dict[str, Any]:
+def measure(base: str, out: Path, *, n: int, large: int, grid_n: int, naive_n: int | None = None) -> dict[str, Any]:
     """The full comparison on ``base``: grid, (a), no-op re-sync, (b), (c), RSS; writes ``out`` and prints the tables."""
     with FhirClient(ServerConfig(url=base)) as c:
         publish_resources(c, content_resources(CATALOG))
@@ -432,7 +438,7 @@ def measure(base: str, out: Path, *, n: int, large: int, grid_n: int) -> dict[st
         "per_s": round(len(ceiling_obs) / ceiling_s, 1),
     }
     results["grid"] = grid
-    naive_n, naive_s = naive(base, prefix)
+    naive_n, naive_s = naive(base, prefix, limit=naive_n)
     results["c_naive"] = {"written": naive_n, "seconds": round(naive_s, 3), "per_s": round(naive_n / naive_s, 1)}
     results["rss"] = [rss_of_sync(base, f"{n} (already synced: reads + ledger)")]
     if large:
