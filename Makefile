@@ -8,7 +8,7 @@ HAPI_PORT ?= 8080
 export HAPI_PORT
 HAPI_URL := http://127.0.0.1:$(HAPI_PORT)/fhir
 
-.PHONY: install demo demo-offline test lint docs schema clean hapi-start hapi-stop bench bench-quick
+.PHONY: install demo demo-offline test test-scale lint docs schema clean hapi-start hapi-stop bench bench-quick
 
 install: $(STAMP)
 
@@ -42,6 +42,10 @@ demo-offline: install
 ## The whole test suite (the command CI runs): unit, integration (real local HAPI) and browser tests.
 test: install browser-deps
 	$(BIN)/python -m pytest
+
+## The full-size proofs left out of make test for CI's time budget (pytest -m scale): the 10,000-response back-fill.
+test-scale: install
+	$(BIN)/python -m pytest -m scale
 
 ## Lint and types (CI runs this before the tests): ruff check and ruff format --check; mypy --strict on the package; mypy on tests and
 ## benchmarks with bodies checked (check_untyped_defs) but no annotations required (pyproject.toml).

@@ -76,6 +76,7 @@ def assert_exact(found: list[dict[str, Any]], expected: dict[str, float]) -> Non
     assert len(found) == len(expected) and by_response(found) == expected  # none lost, values by hand
 
 
+@pytest.mark.scale
 def test_backfill_of_10000_responses_then_a_rerun_writes_none(server, tmp_path):
     since, expected = load(server, 10_000)
     state = tmp_path / "state.sqlite"
