@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,6 +33,8 @@ import httpx
 
 from alliance_fhir.service.cds import SERVICE_ID
 from alliance_fhir.service.cds_demo import DEMO_ISSUER, DEMO_KID, mint_token, write_demo_client
+
+from ._serve_process import free_port, wait_healthy
 
 PATIENTS = ("afdemo-rupture", "afdemo-couple-b", "afdemo-steady")
 GOAL_P95_MS = 300.0
@@ -53,7 +54,7 @@ def main() -> int:
         }
         _run([sys.executable, "-m", "alliance_fhir", "demo", "--server", fhir, "--state", f"{folder}/demo.db"], env)
         files = write_demo_client(Path(folder) / "cds", fhir)
-        port = _free_port()
+        port = free_port()
         log = open(f"{folder}/serve.log", "wb")  # noqa: SIM115 (closed after the process)
         serve = subprocess.Popen(
             [sys.executable, "-m", "alliance_fhir", "serve", "--config", str(files.config), "--no-subscribe"]
@@ -64,7 +65,7 @@ def main() -> int:
         )
         try:
             base = f"http://127.0.0.1:{port}"
-            _wait_healthy(base)
+            wait_healthy(base)
             aud = f"{base}/cds-services/{SERVICE_ID}"
             prefetch = {p: _prefetch(base, fhir, p) for p in PATIENTS}
             mint = lambda: mint_token(files.key, issuer=DEMO_ISSUER, kid=DEMO_KID, audience=aud)  # noqa: E731
@@ -163,24 +164,6 @@ def _run(command: list[str], env: dict[str, str]) -> None:
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command[2:4])} failed: {done.stderr[-1000:]}")
-
-
-def _wait_healthy(base: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit("serve did not become healthy")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,8 @@ from pathlib import Path
 import httpx
 
 from alliance_fhir.server.state import StateStore
+
+from ._serve_process import free_port, wait_healthy
 
 IDENT = "http://alliance-fhir.org/fhir/sid/score-observation|"
 SECRET = "bench-serve-secret-0123456789abcdef"
@@ -87,9 +88,7 @@ def main() -> None:
     base = f"http://127.0.0.1:{port}/fhir"
     http = httpx.Client(timeout=120)
     http.get(f"{base}/metadata").raise_for_status()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        serve_port = s.getsockname()[1]
+    serve_port = free_port()
     state = Path(tempfile.mkdtemp()) / "state.sqlite"
     serve_log = state.with_name("serve.log")
     # the start catch-up covers only what is new, not earlier runs' responses (sync re-reads 300 s before its checkpoint)
@@ -117,14 +116,8 @@ def main() -> None:
         stderr=serve_log.open("wb"),
     )
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{serve_port}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
+        wait_healthy(f"http://127.0.0.1:{serve_port}", 60)
+        deadline = time.monotonic()
         while (
             time.monotonic() < deadline + 240
         ):  # the start catch-up (a fresh state re-reads the server) must end first

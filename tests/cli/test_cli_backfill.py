@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import json
 
-import httpx
 import pytest
 from typer.testing import CliRunner
 
-from alliance_fhir.cli import _common as cli_common
 from alliance_fhir.cli.main import app
-from alliance_fhir.server.client import FhirClient
 
 from ..conftest import all_items
 from ..fake_bulk import STAMP, FakeBulk
 from ..fake_fhir import BASE, FakeFhir
+from ..support.cli_server import use_fake_server
 
 runner = CliRunner()
 
@@ -23,13 +21,7 @@ runner = CliRunner()
 def bulk(monkeypatch, tmp_path, make_response) -> FakeBulk:
     fake = FakeBulk(FakeFhir())
     fake.files = [[make_response("wai-sr", all_items(12, 3), rid=f"qr{i}") for i in range(4)]]
-    monkeypatch.setattr(
-        cli_common,
-        "client_factory",
-        lambda cfg: FhirClient(cfg, transport=httpx.MockTransport(fake), sleep=lambda s: None),
-    )
-    monkeypatch.setenv("ALLIANCE_FHIR_STATE_DB", str(tmp_path / "state.sqlite"))
-    monkeypatch.chdir(tmp_path)
+    use_fake_server(monkeypatch, tmp_path, fake)
     return fake
 
 

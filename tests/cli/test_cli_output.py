@@ -11,15 +11,13 @@ import json
 import re
 from pathlib import Path
 
-import httpx
 import pytest
 from typer.testing import CliRunner
 
-from alliance_fhir.cli import _common as cli_common
 from alliance_fhir.cli.main import app
-from alliance_fhir.server.client import FhirClient
 
 from ..fake_fhir import BASE, FakeFhir
+from ..support.cli_server import use_fake_server
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,13 +28,7 @@ BOX = re.compile("[\u2500-\u257f]")  # box drawing
 @pytest.fixture
 def server(monkeypatch, tmp_path) -> FakeFhir:  # noqa: ANN001
     fake = FakeFhir()
-    monkeypatch.setattr(
-        cli_common,
-        "client_factory",
-        lambda cfg: FhirClient(cfg, transport=httpx.MockTransport(fake), sleep=lambda s: None),
-    )
-    monkeypatch.setenv("ALLIANCE_FHIR_STATE_DB", str(tmp_path / "state.sqlite"))
-    monkeypatch.chdir(tmp_path)
+    use_fake_server(monkeypatch, tmp_path, fake)
     return fake
 
 

@@ -14,6 +14,7 @@ from alliance_fhir.server.client import FhirClient
 
 from ..conftest import all_items
 from ..fake_fhir import BASE, CAPABILITIES, FakeFhir
+from ..support.cli_server import use_fake_server
 
 runner = CliRunner()
 
@@ -21,13 +22,7 @@ runner = CliRunner()
 @pytest.fixture
 def server(monkeypatch, tmp_path) -> FakeFhir:
     fake = FakeFhir()
-    monkeypatch.setattr(
-        cli_common,
-        "client_factory",
-        lambda cfg: FhirClient(cfg, transport=httpx.MockTransport(fake), sleep=lambda s: None),
-    )
-    monkeypatch.setenv("ALLIANCE_FHIR_STATE_DB", str(tmp_path / "state.sqlite"))
-    monkeypatch.chdir(tmp_path)
+    use_fake_server(monkeypatch, tmp_path, fake)
     return fake
 
 
