@@ -269,7 +269,7 @@ class _Run:
         self.verify_ledger = True  # until a page shows the server still holds what the ledger says
         self.deferred: list[dict[str, Any]] = []  # responses another worker on this state holds right now
         self.held: set[str] = set()  # our claims not yet released
-        self.subjects_by_id: dict[str, str] = {}  # response id -> its subject reference (report.subjects)
+        self.subjects_by_id: dict[str, str] = {}  # responses being handled -> subject (report.subjects)
         self.relabel = False  # the labels differ from those the last complete run applied: rewrite everything once
 
     def prepare_writer(self) -> None:
@@ -479,11 +479,6 @@ class _Run:
         """Score what changed; record scoring failures; return the Observations to write."""
         responses = []
         for response in candidates:
-            subject = (
-                (response.get("subject") or {}).get("reference") if isinstance(response.get("subject"), dict) else None
-            )
-            if isinstance(subject, str) and subject:
-                self.subjects_by_id[str(response.get("id", ""))] = subject
             if response.get("status") not in _SYNCED_STATUSES:
                 self.report.skipped += 1
                 continue
@@ -498,6 +493,7 @@ class _Run:
                 )
                 continue
             responses.append(attributed)
+            self._remember_subject(response)
         self.report.found += len(responses)
         ids = [str(r.get("id", "")) for r in responses]
         claimed = set(ids) if self.options.dry_run else self.store.claim(self.server, ids)
@@ -546,8 +542,25 @@ class _Run:
             self._release(ids)
             raise
         pending = {w.response_id for w in writes}
-        self._release([rid for rid in ids if rid not in pending])  # the rest when their write settles
+        settled = [rid for rid in ids if rid not in pending]
+        self._release(settled)  # the rest when their write settles
+        self._forget_subjects(settled)
         return writes
+
+    def _remember_subject(self, response: dict[str, Any]) -> None:
+        """Keep the subject until the response's write settles (``report.subjects`` names it then).
+
+        Only responses still being handled are kept, so a sync of 10^6 responses holds one page and
+        the batches in flight here, not an entry per response read.
+        """
+        subject = response.get("subject")
+        reference = subject.get("reference") if isinstance(subject, dict) else None
+        if isinstance(reference, str) and reference:
+            self.subjects_by_id[str(response.get("id", ""))] = reference
+
+    def _forget_subjects(self, response_ids: Iterable[str]) -> None:
+        for rid in response_ids:
+            self.subjects_by_id.pop(rid, None)
 
     def _release(self, response_ids: list[str]) -> None:
         if response_ids and not self.options.dry_run:
@@ -653,6 +666,7 @@ class _Run:
         """Count and record what the server confirmed (and what it did not)."""
         ledger = []
         for write, error in results:
+            subject = self.subjects_by_id.pop(write.response_id, None)
             if error is not None:
                 self.write_failed = True
                 self.report.write_failures += 1
@@ -667,8 +681,8 @@ class _Run:
                 self.report.retracted += 1
             else:
                 self.report.written += 1
-            if write.response_id in self.subjects_by_id:
-                self.report.subjects.add(self.subjects_by_id[write.response_id])
+            if subject is not None:
+                self.report.subjects.add(subject)
             ledger.append(LedgerEntry(write.response_id, write.version_id, write.outcome, None, write.identifier))
         try:
             self.store.record(self.server, ledger)

@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from alliance_fhir.server import sync as sync_module
 from alliance_fhir.server.client import FhirClient
 from alliance_fhir.server.config import ServerConfig
 from alliance_fhir.server.state import StateStore
@@ -252,3 +253,24 @@ def test_a_cleaned_server_is_noticed_on_the_first_page_and_checked_on_every_page
     report = sync(server, catalog, store)
     assert (report.written, report.unchanged) == (20, 0)
     assert len(observations(server)) == 20
+
+
+def test_what_a_run_keeps_per_response_is_let_go_once_its_write_settles(
+    server, catalog, store, make_response, monkeypatch
+):
+    """A sync of 10^6 responses must run in constant memory: the subject kept for each response
+    (serve refreshes those patients' signals) is held only while its write is in flight."""
+    post_responses(server, make_response, 120)
+    held_after_each_settle: list[int] = []
+    settle = sync_module._Run.settle
+
+    def counting_settle(run, results):  # noqa: ANN001, ANN202
+        settle(run, results)
+        held_after_each_settle.append(len(run.subjects_by_id))
+
+    monkeypatch.setattr(sync_module._Run, "settle", counting_settle)
+    report = sync(server, catalog, store)
+    assert report.written == 120 and report.subjects == {"Patient/p1"}
+    page_size, batch_size, in_flight = 7, 3, 2 * ServerConfig(url=BASE).concurrency
+    assert max(held_after_each_settle) <= page_size + in_flight * batch_size
+    assert held_after_each_settle[-1] == 0
