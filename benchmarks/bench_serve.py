@@ -116,10 +116,10 @@ def main() -> None:
         stderr=serve_log.open("wb"),
     )
     try:
-        wait_healthy(f"http://127.0.0.1:{serve_port}", 60)
-        deadline = time.monotonic()
+        wait_healthy(f"http://127.0.0.1:{serve_port}")
+        catch_up_deadline = time.monotonic() + 240
         while (
-            time.monotonic() < deadline + 240
+            time.monotonic() < catch_up_deadline
         ):  # the start catch-up (a fresh state re-reads the server) must end first
             if httpx.get(f"http://127.0.0.1:{serve_port}/healthz", timeout=30).json().get("last_sync"):
                 break
