@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -51,6 +52,7 @@ __all__ = [
     "emit_json",
     "emit_table",
     "exit_code_for",
+    "follow_up",
     "LogFormat",
     "LogFormatOption",
     "open_client",
@@ -209,6 +211,18 @@ def command_catalog(ctx: typer.Context, extra: list[Path] | None, *, report: boo
 def server_config(server: str | None, config: Path | None, **overrides: Any) -> ServerConfig:
     """The server settings: option > environment > config file (see :mod:`alliance_fhir.server.config`)."""
     return load_config(server, file=config, **overrides)
+
+
+def follow_up(command: str, server: str, *, state: str | None = None, config: Path | None = None) -> str:
+    """A command to run next, as the operator can paste it: with ``--server`` and the ``--state`` and
+    ``--config`` this command was given, so it reads the same server's same state (a hint without
+    them would read the default state and find nothing). Shell-quoted."""
+    words = ["alliance-fhir", *command.split(), "--server", server]
+    if state:
+        words += ["--state", state]
+    if config is not None:
+        words += ["--config", str(config)]
+    return shlex.join(words)
 
 
 def command_labels(config: Path | None, confidentiality: str | None, sensitivity: list[str] | None) -> SecurityLabels:

@@ -3,7 +3,8 @@
 Thin like every command: options, one library call (:func:`~alliance_fhir.server.backfill.run_backfill`
 or :func:`~alliance_fhir.server.backfill.cancel_backfill`), the rendering. Exit codes as everywhere
 (:mod:`._common`): 0 all landed; 1 some file, line or response failed (or failures are outstanding);
-2 configuration, connection or server errors (a failed or endless export included).
+2 configuration, connection or server errors (a failed, endless or stalled export, a manifest over
+``--max-files``, a download cut short, the download deadline passed).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from ._common import (
     emit_json,
     emit_table,
     err,
+    follow_up,
     open_client,
     out,
     say,
@@ -89,6 +91,37 @@ def backfill(
             help="--via import: where the Observations NDJSON is served for the server to pull (default loopback).",
         ),
     ] = "127.0.0.1:0",
+    max_files: Annotated[
+        int,
+        typer.Option(
+            "--max-files", min=1, help="Refuse an export manifest listing more files (exit 2; the job is kept)."
+        ),
+    ] = 10_000,
+    max_bad_lines: Annotated[
+        int,
+        typer.Option(
+            "--max-bad-lines",
+            min=1,
+            help="Stop a file after this many unreadable lines (it stays not done; each line is an outstanding failure).",
+        ),
+    ] = 1000,
+    download_deadline: Annotated[
+        float,
+        typer.Option(
+            "--download-deadline",
+            min=1,
+            help="Seconds for the whole download phase; past it the files not done stay not done (exit 2, resumable).",
+        ),
+    ] = 12 * 3600.0,
+    stalled_polls: Annotated[
+        int,
+        typer.Option(
+            "--stalled-polls",
+            min=0,
+            help="Give up on a job whose X-Progress has not changed for this many polls, and as many minutes "
+            "(exit 2, the job is kept); 0: wait until --max-wait.",
+        ),
+    ] = 15,
     state: StateOption = None,
     concurrency: Annotated[int | None, typer.Option("--concurrency", help="Requests in flight.")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Observations per transaction Bundle.")] = None,
@@ -131,6 +164,10 @@ def backfill(
             max_wait=max_wait,
             poll_interval=poll_interval,
             import_listen=import_listen,
+            max_files=max_files,
+            max_bad_lines=max_bad_lines,
+            download_seconds=download_deadline,
+            stalled_polls=stalled_polls,
         )
         with Progress(
             TextColumn("{task.description}"),
@@ -157,11 +194,13 @@ def backfill(
                 )
 
             report = run_backfill(client, catalog, store, options, update)
-    _print(report, as_json)
+    _print(report, as_json, follow_up("failures", report.server, state=state, config=config))
+    if report.stopped is not None:
+        raise report.stopped  # one error line and exit 2, from the one place (_common.AllianceGroup)
     raise typer.Exit(0 if report.ok else 1)
 
 
-def _print(report: BackfillReport, as_json: bool) -> None:
+def _print(report: BackfillReport, as_json: bool, failures_command: str) -> None:
     for failure in report.failures + report.sync.failures:
         say(f"{failure.resource}: {failure.reason}", "failed")
     for warning in report.sync.warnings:
@@ -172,10 +211,7 @@ def _print(report: BackfillReport, as_json: bool) -> None:
         say(f"{report.ignored} exported responses were outside what was asked (the server ignored a filter)", "note")
     say(report.checkpoint_note, "checkpoint")
     if report.sync.outstanding:
-        say(
-            f"outstanding failures: {len(report.sync.outstanding)} "
-            f"(alliance-fhir failures --server {report.server} lists them)"
-        )
+        say(f"outstanding failures: {len(report.sync.outstanding)} ({failures_command} lists them)")
     if as_json:
         emit_json(report.as_dict())
         return

@@ -26,7 +26,7 @@ from ..server.config import WRITE_MODES, ServerConfig, since_value
 from ..server.demo import DEMO_TAG, cleanup_demo, post_demo_data
 from ..server.publish import publish_resources
 from ..server.signal_sync import run_signals
-from ..server.state import StateStore
+from ..server.state import StateStore, failure_reference
 from ..server.sync import SyncOptions, SyncReport, run_sync
 from ..server.writes import choose_write_mode
 from ._common import (
@@ -43,6 +43,7 @@ from ._common import (
     emit_json,
     emit_table,
     err,
+    follow_up,
     open_client,
     out,
     say,
@@ -275,7 +276,7 @@ def sync(
             since=since, patient=patient, instruments=tuple(instrument or ()), dry_run=dry_run, security=labels
         )
         report = _run_with_progress(cfg, catalog, store, options)
-    _print_report(report, as_json)
+    _print_report(report, as_json, follow_up("failures", report.server, state=state, config=config))
     if with_signals and not dry_run:
         with open_client(cfg) as client:
             result = run_signals(client, catalog, patient=patient, tasks=tasks, security=labels)[0]
@@ -311,7 +312,8 @@ def _run_with_progress(cfg: ServerConfig, catalog: Catalog, store: StateStore, o
         return run_sync(client, catalog, store, options, update)
 
 
-def _print_report(report: SyncReport, as_json: bool) -> None:
+def _print_report(report: SyncReport, as_json: bool, failures_command: str) -> None:
+    """The run's lines and table; ``failures_command`` is the hint that lists the outstanding failures."""
     for failure in report.failures:
         say(f"{failure.resource}: {failure.reason}", "failed")
     for warning in report.warnings:
@@ -321,9 +323,7 @@ def _print_report(report: SyncReport, as_json: bool) -> None:
     if report.write_mode:
         say(f"{report.write_mode} ({report.write_mode_reason})", "write mode")
     if report.outstanding:
-        say(
-            f"outstanding failures: {len(report.outstanding)} (alliance-fhir failures --server {report.server} lists them)"
-        )
+        say(f"outstanding failures: {len(report.outstanding)} ({failures_command} lists them)")
     if as_json:
         emit_json(report.as_dict())
         return
@@ -363,7 +363,9 @@ def failures(
     dismiss: Annotated[
         str | None,
         typer.Option(
-            "--dismiss", metavar="REF", help="Dismiss one outstanding failure (QuestionnaireResponse/ID or ID)."
+            "--dismiss",
+            metavar="REF",
+            help="Dismiss one outstanding failure (QuestionnaireResponse/ID or ID, or an export line as listed).",
         ),
     ] = None,
     reason: Annotated[str | None, typer.Option("--reason", help="With --dismiss: why (kept in the ledger).")] = None,
@@ -372,7 +374,8 @@ def failures(
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """List the responses whose last sync failed (outstanding until fixed, changed or dismissed); exit 1 while any remain."""
+    """List the responses whose last sync failed, and exported lines a back-fill could not read (outstanding until
+    fixed, changed, read again or dismissed); exit 1 while any remain."""
     cfg = server_config(server, config, state_db=state_option(state))
     with StateStore(cfg.state_location()) as store:
         if dismiss is not None:
@@ -381,7 +384,7 @@ def failures(
     if as_json:
         rows = [
             {
-                "response": f"QuestionnaireResponse/{f.response_id}",
+                "response": f.resource,
                 "reason": f.reason,
                 "since": f.since,
                 "outcome": f.outcome,
@@ -393,7 +396,7 @@ def failures(
         emit_table(
             f"Outstanding failures on {cfg.base_url}: {len(outstanding)}",
             ("response", "since", "reason"),
-            [(f"QuestionnaireResponse/{f.response_id}", f.since, f.reason) for f in outstanding],
+            [(f.resource, f.since, f.reason) for f in outstanding],
             console=out,
         )
     raise typer.Exit(1 if outstanding else 0)
@@ -406,8 +409,8 @@ def _dismiss(store: StateStore, server: str, ref: str, reason: str | None, by: s
     who = by or _login_name()
     dismissed = store.dismiss(server, response_id, who, reason.strip())
     if dismissed is None:
-        raise ConfigError(f"QuestionnaireResponse/{response_id} has no outstanding failure on {server}")
-    say(f"QuestionnaireResponse/{response_id} by {who}: {reason.strip()} (was: {dismissed.reason})", "dismissed")
+        raise ConfigError(f"{failure_reference(response_id)} has no outstanding failure on {server}")
+    say(f"{dismissed.resource} by {who}: {reason.strip()} (was: {dismissed.reason})", "dismissed")
 
 
 def _login_name() -> str:
@@ -455,8 +458,9 @@ def demo(
     if as_json:
         emit_json({"first": first.as_dict(), "second": second.as_dict(), "signals": signal_report.as_dict()})
     else:
-        _print_report(first, False)
-        _print_report(second, False)
+        listing = follow_up("failures", cfg.base_url, state=state, config=config)
+        _print_report(first, False, listing)
+        _print_report(second, False, listing)
         if second.written == 0 and second.retracted == 0:
             say("The second sync wrote nothing: everything was already in step.")
         signals_table(found)

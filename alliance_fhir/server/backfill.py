@@ -19,16 +19,27 @@ applied again here, and what does not match is counted as ``ignored``, not repor
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from .._json import loads
-from ..errors import AllianceFhirError, ConfigError, NotFound, UnexpectedResponse, summarise_outcome
+from .._text import describe, safe_text
+from ..errors import (
+    AllianceFhirError,
+    ConfigError,
+    FhirTransportError,
+    NotFound,
+    UnexpectedResponse,
+    summarise_outcome,
+)
 from ..instruments.catalog import Catalog
 from .backfill_import import import_file
 from .bulk import (
@@ -42,8 +53,8 @@ from .bulk import (
     supports_operation,
     type_filters,
 )
-from .client import FhirClient, safe_path
-from .state import StateStore
+from .client import FhirClient, safe_origin, safe_path
+from .state import UNREAD_VERSION, UNREADABLE, LedgerEntry, StateStore
 from .sync import ExternalWrites, SyncFailure, SyncOptions, SyncReport, process_stream
 
 __all__ = ["BackfillOptions", "BackfillReport", "cancel_backfill", "run_backfill"]
@@ -51,6 +62,8 @@ __all__ = ["BackfillOptions", "BackfillReport", "cancel_backfill", "run_backfill
 logger = logging.getLogger(__name__)
 VIA = ("transactions", "import")
 GIB = 1024**3
+REPORTED_PER_FILE = 100  # unreadable lines of one file reported line by line; the rest are counted
+_ROWS_PER_WRITE = 200  # unreadable lines recorded in the ledger per transaction
 
 
 @dataclass(frozen=True)
@@ -67,7 +80,12 @@ class BackfillOptions:
     max_file_bytes: int = 8 * GIB  # one exported file, after decompression
     file_seconds: float = 3600.0  # wall-clock limit for downloading one file
     import_listen: str = "127.0.0.1:0"  # --via import: where our NDJSON is served (HOST:PORT)
+    max_files: int = 10_000  # a bigger manifest is refused (the job is kept)
+    max_bad_lines: int = 1000  # unreadable lines after which a file is stopped (it stays not done)
+    download_seconds: float = 12 * 3600.0  # the whole download phase; past it the rest stays not done
+    stalled_polls: int = 15  # polls with the same X-Progress (and as many minutes) that make a job stalled
     sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.monotonic  # the waits' and the deadlines' clock (tests pass a fake)
 
     def asked(self) -> dict[str, Any]:
         """The options that define the export (a resumed back-fill must ask for the same)."""
@@ -100,16 +118,20 @@ class BackfillReport:
     checkpoint_note: str = ""
     export_seconds: float = 0.0
     seconds: float = 0.0
-    failures: list[SyncFailure] = field(default_factory=list)  # files and lines
+    unreadable: int = 0  # lines that could not be read as a QuestionnaireResponse (each in the ledger)
+    failures: list[SyncFailure] = field(default_factory=list)  # files and lines (at most 100 lines a file)
     sync: SyncReport = field(default_factory=lambda: SyncReport(server="", dry_run=False))
+    # why the download phase stopped early (a body cut short, the deadline): the CLI's error line, exit 2
+    stopped: AllianceFhirError | None = None
 
     @property
     def ok(self) -> bool:
-        return not self.failures and self.sync.ok
+        return not self.failures and self.stopped is None and self.sync.ok
 
     def as_dict(self) -> dict[str, Any]:
-        data = {k: v for k, v in vars(self).items() if k not in ("failures", "sync", "status_url")}
+        data = {k: v for k, v in vars(self).items() if k not in ("failures", "sync", "status_url", "stopped")}
         data["status_url"] = safe_path(self.status_url) if self.status_url else ""
+        data["error"] = str(self.stopped) if self.stopped is not None else None
         data["failures"] = [{"resource": f.resource, "reason": f.reason} for f in self.failures]
         data["responses"] = self.sync.as_dict()
         data["ok"] = self.ok
@@ -190,6 +212,7 @@ class _Backfill:
             manifest = self._manifest()
             self.report.transaction_time = manifest.transaction_time
             self.report.export_seconds = round(time.perf_counter() - started, 3)
+            self._check_size(manifest)
             self._export_errors(manifest)
             self._files(manifest)
             self._finish(manifest)
@@ -251,6 +274,8 @@ class _Backfill:
                 max_interval=self.options.poll_interval,
                 on_progress=progress,
                 sleep=self.options.sleep,
+                clock=self.options.clock,
+                stalled_polls=self.options.stalled_polls,
             )
         except NotFound:
             self.store.bulk_clear(self.server)
@@ -280,30 +305,63 @@ class _Backfill:
                 ):
                     outcome = _json_object(line)
                     text = summarise_outcome(outcome) if outcome else "an unreadable OperationOutcome line"
-                    self._fail(safe_path(file.url), f"the server reported an export error: {text}")
+                    self.fail(safe_path(file.url), f"the server reported an export error: {text}")
             except AllianceFhirError as exc:
-                self._fail(safe_path(file.url), f"the export's error file could not be read: {exc}")
+                self.fail(safe_path(file.url), f"the export's error file could not be read: {exc}")
+
+    def _check_size(self, manifest: Manifest) -> None:
+        """A manifest of more files than ``max_files`` is refused before anything is downloaded (the job
+        is kept, so a run with a higher cap resumes it)."""
+        count = len(manifest.output) + len(manifest.error)
+        if count > self.options.max_files:
+            raise UnexpectedResponse(
+                "GET",
+                safe_path(self.report.status_url),
+                200,
+                f"the export manifest lists {count} files, more than the limit of {self.options.max_files} "
+                "(--max-files); nothing was downloaded and the job is kept: run again with a higher --max-files, "
+                "or backfill --cancel",
+            )
 
     def _files(self, manifest: Manifest) -> None:
         done = self.store.bulk_files_done(self.server)
         wanted = [f for f in manifest.output if f.type == "QuestionnaireResponse"]
         for other in {f.type for f in manifest.output} - {"QuestionnaireResponse"}:
             self.report.sync.warnings.append(
-                SyncFailure(other, "the server exported this type too (not asked for); its files were not read")
+                SyncFailure(
+                    safe_text(other, 40), "the server exported this type too (not asked for); its files were not read"
+                )
             )
         self.report.files = len(wanted)
         self.report.files_done_before = sum(1 for f in wanted if f.url in done)
-        for file in wanted:
+        self.deadline = self.options.clock() + self.options.download_seconds
+        for number, file in enumerate(wanted, 1):
             if file.url in done:
                 continue
-            self.notify(f"file {self._position(file, wanted)}", self.report)
+            if self._seconds_left() <= 0:
+                self._stop_at_deadline(file)
+                return
+            self.notify(f"file {number}/{len(wanted)}", self.report)
             landed = self._import_file(file) if self.options.via == "import" else self._write_file(file)
             if landed:
                 self.store.bulk_file_done(self.server, file.url)
                 self.report.files_done += 1
+            if self.report.stopped is not None:
+                return
 
-    def _position(self, file: ExportFile, wanted: list[ExportFile]) -> str:
-        return f"{wanted.index(file) + 1}/{len(wanted)}"
+    def _seconds_left(self) -> float:
+        return self.deadline - self.options.clock()
+
+    def _stop_at_deadline(self, file: ExportFile) -> None:
+        """The download phase's deadline passed: one error, and the files not done stay not done."""
+        done = self.report.files_done + self.report.files_done_before
+        self.report.stopped = FhirTransportError(
+            "GET",
+            _shown(file.url),
+            f"not downloaded: the download phase passed its deadline of {self.options.download_seconds:.0f} s "
+            f"(--download-deadline); {done} of {self.report.files} files are done, the rest stay not done: "
+            "run the same back-fill again to resume",
+        )
 
     def _write_file(self, file: ExportFile) -> bool:
         """Stream one file through sync's path; True when every response in it was handled and written."""
@@ -336,41 +394,62 @@ class _Backfill:
             max_wait=self.options.max_wait,
             max_interval=self.options.poll_interval,
             sleep=self.options.sleep,
+            clock=self.options.clock,
         )
         self.report.sync.outstanding = self.store.outstanding(self.server)
         return landed and not broken
 
     def chunks(self, file: ExportFile, broken: list[str]) -> Iterator[list[dict[str, Any]]]:
-        """The file's responses that were asked for, ``page_size`` at a time. A download that fails
-        ends the file with one line (``broken`` is then non-empty); a bad line is one line and skipped."""
+        """The file's responses that were asked for, ``page_size`` at a time.
+
+        A download that fails ends the file with one line (``broken`` is then non-empty; a body
+        cut short or the phase's deadline stops the run: ``report.stopped``). An unreadable line
+        is recorded as an outstanding failure (:class:`_Unreadable`) and skipped; after
+        ``max_bad_lines`` of them the file is stopped and stays not done.
+        """
         size = self.client.config.page_size
+        unreadable = _Unreadable(self, file)
         chunk: list[dict[str, Any]] = []
-        where = safe_path(file.url)
         try:
-            lines = self.client.download_lines(
-                file.url, max_bytes=self.options.max_file_bytes, seconds=self.options.file_seconds
-            )
+            seconds = min(self.options.file_seconds, self._seconds_left())
+            lines = self.client.download_lines(file.url, max_bytes=self.options.max_file_bytes, seconds=seconds)
             for number, line in enumerate(lines, 1):
                 self.report.lines += 1
-                response = self._response(line, f"{where} line {number}")
+                response = self._response(line, number, unreadable)
                 if response is not None:
                     chunk.append(response)
+                if unreadable.too_many():
+                    broken.append("too many unreadable lines")
+                    break
                 if len(chunk) >= size:
+                    unreadable.flush()
                     yield chunk
                     chunk = []
+        except FhirTransportError as exc:
+            broken.append(str(exc))
+            self._stop_download(file, exc)
         except AllianceFhirError as exc:
             broken.append(str(exc))
-            self._fail(where, f"download failed: {exc}")
+            if self._seconds_left() <= 0:
+                self._stop_at_deadline(file)
+            else:
+                self.fail(safe_path(file.url), f"download failed: {exc}")
+        unreadable.close()
         if chunk:
             yield chunk
 
-    def _response(self, line: bytes, where: str) -> dict[str, Any] | None:
-        resource = _json_object(line)
+    def _stop_download(self, file: ExportFile, exc: FhirTransportError) -> None:
+        """The connection failed or the body broke off: what was read is written, the file stays not
+        done, and the run stops with one error line (exit 2)."""
+        reason = str(exc).removeprefix(f"{exc.method} {exc.path}: ")
+        self.report.stopped = FhirTransportError(
+            exc.method, _shown(file.url), f"{reason}; the file is not done: run the same back-fill again to resume"
+        )
+
+    def _response(self, line: bytes, number: int, unreadable: _Unreadable) -> dict[str, Any] | None:
+        resource, problem = _read_line(line)
         if resource is None:
-            self._fail(where, "not a JSON object")
-            return None
-        if resource.get("resourceType") != "QuestionnaireResponse":
-            self._fail(where, f"a {str(resource.get('resourceType'))[:40]!r} in a QuestionnaireResponse file")
+            unreadable.add(number, line, problem)
             return None
         if not self._asked_for(resource):
             self.report.ignored += 1
@@ -400,7 +479,7 @@ class _Backfill:
                 return False
         return True
 
-    def _fail(self, where: str, reason: str) -> None:
+    def fail(self, where: str, reason: str) -> None:
         logger.warning("%s: %s", where, reason)
         self.report.failures.append(SyncFailure(where, reason))
 
@@ -410,14 +489,20 @@ class _Backfill:
         """Complete: every file landed and no export error. Then the checkpoint (full scope only) and clear the job."""
         self.report.sync.outstanding = self.store.outstanding(self.server)
         landed = self.report.files_done + self.report.files_done_before == self.report.files
-        self.report.complete = landed and not self.export_failed
+        unread = self.store.unreadable_count(self.server)
+        self.report.complete = landed and not self.export_failed and not unread
         if not landed:
             self.report.checkpoint_note = (
                 "not moved: the export has not fully landed; the job is kept: run the same back-fill again to resume"
             )
             return
-        if self.export_failed:  # resuming cannot fix what the server failed to export
-            self.report.checkpoint_note = "not moved: the server reported export errors"
+        if self.export_failed or unread:  # resuming cannot fix what the server exported badly
+            self.report.checkpoint_note = (
+                "not moved: the server reported export errors"
+                if self.export_failed
+                else f"not moved: {unread} exported line(s) could not be read and are outstanding (failures lists "
+                "them) until a sync or back-fill reads them or they are dismissed"
+            )
             self.store.bulk_clear(self.server)
             return
         partial = [
@@ -444,6 +529,99 @@ class _Backfill:
     def _sane(self, stamp: str) -> bool:
         ahead = (_instant(stamp) - datetime.now(UTC)).total_seconds()
         return ahead <= self.client.config.clock_tolerance_seconds
+
+
+class _Unreadable:
+    """One file's unreadable lines. Each is recorded in the ledger as an outstanding failure, keyed by
+    the response's id when the line shows one (the next sync or export that reads the response clears
+    it), else by the file and line (until dismissed). Only the first ``REPORTED_PER_FILE`` are reported
+    and logged, the rest counted in one line; rows wait in a bounded batch. Memory is flat however
+    many bad lines a file holds, and after ``max_bad_lines`` the file is stopped (it stays not done)."""
+
+    def __init__(self, backfill: _Backfill, file: ExportFile) -> None:
+        self.backfill = backfill
+        self.where = safe_path(file.url)
+        self.key = _file_key(file.url)
+        self.limit = backfill.options.max_bad_lines
+        self.count = 0
+        self.rows: list[LedgerEntry] = []
+
+    def add(self, number: int, line: bytes, problem: str) -> None:
+        self.count += 1
+        self.backfill.report.unreadable += 1
+        rid = _recognisable_id(line)
+        where = f"{self.where} line {number}"
+        detail = f"an unreadable line of an export ({where}): {problem}" if rid else f"{where}: {problem}"
+        self.rows.append(LedgerEntry(rid or f"{self.key} line {number}", UNREAD_VERSION, UNREADABLE, detail))
+        if self.count <= REPORTED_PER_FILE:
+            self.backfill.fail(f"QuestionnaireResponse/{rid}" if rid else where, problem)
+        if len(self.rows) >= _ROWS_PER_WRITE:
+            self.flush()
+
+    def too_many(self) -> bool:
+        return self.count >= self.limit
+
+    def flush(self) -> None:
+        self.backfill.store.record(self.backfill.server, self.rows)
+        self.rows = []
+
+    def close(self) -> None:
+        """Flush; then one line for what was not listed, and one for a file stopped at the limit."""
+        if self.count >= self.limit:
+            reason = (
+                f"stopped after {self.count} unreadable lines (--max-bad-lines {self.limit}); the rest of the file "
+                "was not read and it stays not done"
+            )
+            self.rows.append(LedgerEntry(self.key, UNREAD_VERSION, UNREADABLE, f"{self.where}: {reason}"))
+            self.backfill.fail(self.where, reason)
+        self.flush()
+        if self.count > REPORTED_PER_FILE:
+            self.backfill.fail(
+                self.where,
+                f"{self.count - REPORTED_PER_FILE} more unreadable lines, not listed here (each is an outstanding "
+                "failure: failures lists them)",
+            )
+
+
+def _read_line(line: bytes) -> tuple[dict[str, Any] | None, str]:
+    """A line as a QuestionnaireResponse, or None and why not (no content of the line is quoted)."""
+    try:
+        value = loads(line)
+    except ValueError:
+        return None, "not JSON (broken or truncated)"
+    if not isinstance(value, dict):
+        return None, f"not a JSON object but {describe(value)}"
+    kind = value.get("resourceType")
+    if kind == "QuestionnaireResponse":
+        return value, ""
+    if kind is None:
+        return None, "no resourceType: not a QuestionnaireResponse"
+    shown = repr(safe_text(kind, 40)) if isinstance(kind, str) else f"resourceType {describe(kind)}"
+    return None, f"a {shown} in a QuestionnaireResponse file"
+
+
+# The id of a QuestionnaireResponse whose line broke after its start (HAPI writes resourceType, then id).
+_LINE_ID = re.compile(
+    rb'\A\s*\{\s*"resourceType"\s*:\s*"QuestionnaireResponse"\s*,\s*"id"\s*:\s*"([A-Za-z0-9\-.]{1,64})"'
+)
+
+
+def _recognisable_id(line: bytes) -> str | None:
+    match = _LINE_ID.match(line[:300])
+    return match.group(1).decode() if match else None
+
+
+def _file_key(url: str) -> str:
+    """An exported file as the ledger names it: its path (no query values), made unique by a digest
+    of the whole URL when a query tells files apart."""
+    shown = safe_path(url)
+    if not urlsplit(url).query:
+        return shown
+    return f"{shown}#{hashlib.blake2b(url.encode(), digest_size=4).hexdigest()}"
+
+
+def _shown(url: str) -> str:
+    return safe_origin(url) + safe_path(url)
 
 
 def _describe(asked: dict[str, Any]) -> str:

@@ -22,6 +22,7 @@ import secrets
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -68,6 +69,7 @@ def import_file(
     max_wait: float,
     max_interval: float,
     sleep: Callable[[float], None],
+    clock: Callable[[], float] = time.monotonic,
 ) -> bool:
     """Score the chunks, ``$import`` their Observations, verify, record; True when every write landed."""
     folder = tempfile.mkdtemp(prefix="alliance-fhir-import-")  # 0700: the scores are patient data
@@ -79,7 +81,7 @@ def import_file(
                 staged += _spool(client, writes.pending(chunk), spool)
         if not staged:
             return True
-        waits = {"max_wait": max_wait, "max_interval": max_interval, "sleep": sleep}
+        waits = {"max_wait": max_wait, "max_interval": max_interval, "sleep": sleep, "clock": clock}
         results = _run_import(client, staged, path, listen=listen, waits=waits)
         for start in range(0, len(results), 500):
             writes.settle(results[start : start + 500])

@@ -23,6 +23,7 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 
 from .._json import loads
+from .._text import safe_text
 from ..errors import NotFound, UnexpectedResponse, summarise_outcome
 from ._retry import parse_retry_after
 from .client import FhirClient, safe_origin, safe_path
@@ -31,6 +32,7 @@ __all__ = [
     "ExportFile",
     "ExportRequest",
     "Manifest",
+    "STALL_SECONDS_PER_POLL",
     "cancel_job",
     "kick_off",
     "parse_manifest",
@@ -44,6 +46,7 @@ _MIN_POLL = 1.0  # seconds: a Retry-After of 0 must not turn the poll into a bus
 _MAX_POLL = 120.0
 _DEFAULT_POLL = 2.0  # no Retry-After: start here, double up to 30 s
 _BACKOFF_MAX = 30.0
+STALL_SECONDS_PER_POLL = 60.0  # a stall spans at least this per poll counted, however short the interval
 
 Progress = Callable[[str, float], None]  # (X-Progress text or "", seconds waited so far)
 
@@ -140,27 +143,32 @@ def poll_job(
     on_progress: Progress | None = None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
+    stalled_polls: int = 0,
 ) -> dict[str, Any]:
     """Poll until the job completes; its completion body (a manifest for ``$export``).
 
     Waits as ``Retry-After`` says (at least 1 s, at most ``max_interval``: HAPI always asks for
     120 s, however short the job), without it 2 s doubling to 30 s; never past ``max_wait``
-    seconds in total.
+    seconds in total. With ``stalled_polls`` (0: off), a job whose ``X-Progress`` stays the same
+    text for that many polls in a row, and for at least that many minutes (a short poll interval
+    must not make a slow job look stuck), is given up as stalled (HAPI issue 4511: jobs stuck in
+    finalize): its progress will not change by waiting until ``max_wait``.
 
     Raises:
-        UnexpectedResponse: still in progress after ``max_wait``, or an answer that is neither 202 nor 200.
+        UnexpectedResponse: still in progress after ``max_wait``, stalled, or an answer that is neither 202 nor 200.
         FhirServerError: the job failed (an error status, usually with an OperationOutcome).
     """
     shown = safe_path(status_url)
     started = clock()
     backoff = _DEFAULT_POLL
+    stall = _Stall(stalled_polls, clock)
     while True:
         response = client.request("GET", status_url, headers={"Accept": "application/json"})
         if response.status_code == 200:
             return _body(response, shown)
         if response.status_code != 202:
             raise UnexpectedResponse("GET", shown, response.status_code, "expected 202 (in progress) or 200")
-        progress = response.headers.get("X-Progress", "").strip()[:120]
+        progress = safe_text(response.headers.get("X-Progress", "").strip())
         hinted = parse_retry_after(response.headers.get("Retry-After"))
         if hinted is None:
             wait, backoff = min(backoff, max_interval), min(backoff * 2, _BACKOFF_MAX)
@@ -170,6 +178,15 @@ def poll_job(
         waited = clock() - started
         if on_progress is not None:
             on_progress(progress, waited)
+        if stall.stalled(progress):
+            raise UnexpectedResponse(
+                "GET",
+                shown,
+                202,
+                f"the job looks stalled: its progress has not changed for {stall.polls} polls "
+                f"({stall.seconds():.0f} s; last progress: {progress}); it is kept: run the same back-fill again "
+                "to go on waiting, or backfill --cancel",
+            )
         if waited + wait > max_wait:
             last = f" (last progress: {progress})" if progress else ""
             raise UnexpectedResponse(
@@ -180,6 +197,26 @@ def poll_job(
                 "again to go on waiting, or backfill --cancel",
             )
         sleep(wait)
+
+
+class _Stall:
+    """Counts the polls in a row that showed the same (non-empty) ``X-Progress``, and since when."""
+
+    def __init__(self, limit: int, clock: Callable[[], float]) -> None:
+        self.limit, self.clock = limit, clock
+        self.last = ""
+        self.polls = 0
+        self.since = clock()
+
+    def stalled(self, progress: str) -> bool:
+        if not progress or progress != self.last:  # no progress shown says nothing; a change resets
+            self.last, self.polls, self.since = progress, 0, self.clock()
+            return False
+        self.polls += 1
+        return 0 < self.limit <= self.polls and self.seconds() >= self.limit * STALL_SECONDS_PER_POLL
+
+    def seconds(self) -> float:
+        return self.clock() - self.since
 
 
 def cancel_job(client: FhirClient, status_url: str) -> bool:

@@ -24,6 +24,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import httpx
 
 from .._json import dumps, loads
+from .._text import safe_text
 from ..errors import (
     AuthError,
     Conflict,
@@ -278,7 +279,9 @@ class FhirClient:
 
         Raises:
             UnexpectedResponse: another origin, not 200, too large, an undecodable body, too slow.
-            FhirServerError, FhirTransportError: the server refused or could not be reached.
+            FhirServerError: the server refused.
+            FhirTransportError: the server could not be reached, or the body broke off while it was
+                streaming (connection closed, chunked encoding cut, fewer bytes than Content-Length).
         """
         shown = safe_origin(url) + safe_path(url)
         ours, theirs = urlsplit(self.base_url), urlsplit(url)
@@ -309,6 +312,8 @@ class FhirClient:
             if response.status_code != 200:
                 raise UnexpectedResponse("GET", shown, response.status_code, "expected 200 with the NDJSON file")
             yield from _lines(response, max_bytes, self.config.max_response_bytes, started + seconds, shown)
+        except httpx.TransportError as exc:  # the body broke off mid-stream: the one place it is mapped
+            raise FhirTransportError("GET", shown, _broken_off(exc)) from None
         finally:
             response.close()
 
@@ -517,6 +522,13 @@ def _lines(response: httpx.Response, max_bytes: int, max_line: int, deadline: fl
         yield from (line for line in complete if line.strip())
     if pending.strip():
         yield pending
+
+
+def _broken_off(exc: httpx.TransportError) -> str:
+    """Why a streamed body ended early, on one line (httpx's own text: no header, no body content)."""
+    text = str(exc).strip()
+    detail = f": {safe_text(text.splitlines()[0], 200)}" if text else ""
+    return f"the download broke off before the file was complete ({type(exc).__name__}{detail})"
 
 
 def _too_large(limit: int) -> str:

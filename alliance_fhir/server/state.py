@@ -14,6 +14,7 @@ The SQL below is written once for both (see ``_statedb``); the schema is version
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,10 +33,20 @@ __all__ = [
     "Migration",
     "OutstandingFailure",
     "StateStore",
+    "UNREADABLE",
+    "UNREAD_VERSION",
+    "failure_reference",
 ]
 
 # A response whose last outcome is one of these is outstanding until it scores, changes, or is dismissed.
-FAILURE_OUTCOMES = ("failed", "write-failed")
+# "unreadable": a line of an exported file that could not be read as a QuestionnaireResponse (backfill);
+# keyed by the response id when the line shows one, else by the file and line (see UNREAD_VERSION).
+FAILURE_OUTCOMES = ("failed", "write-failed", "unreadable")
+UNREADABLE = "unreadable"
+# The version recorded for an unreadable line: never a real versionId (FHIR ids have no parentheses),
+# so the next sync or export that reads the response processes it and clears the failure.
+UNREAD_VERSION = "(unread)"
+_FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +190,18 @@ class OutstandingFailure:
     reason: str
     since: str
 
+    @property
+    def resource(self) -> str:
+        """What failed, as the operator names it (and passes to ``failures --dismiss``): a response's
+        reference, or for an export line that showed no id, the file and line it was on."""
+        return failure_reference(self.response_id)
+
+
+def failure_reference(key: str) -> str:
+    """The reference of a ledger key: ``QuestionnaireResponse/ID`` for a FHIR id, else the key itself
+    (an unreadable export line: ``/fhir/Binary/7 line 3``)."""
+    return f"QuestionnaireResponse/{key}" if _FHIR_ID.fullmatch(key) else key
+
 
 class StateStore:
     """Checkpoints, the response ledger and per-response claims, in SQLite or PostgreSQL."""
@@ -313,6 +336,12 @@ class StateStore:
             [server, *FAILURE_OUTCOMES],
         )
         return [OutstandingFailure(*(str(v) for v in row)) for row in rows]
+
+    def unreadable_count(self, server: str) -> int:
+        """How many unreadable export lines are outstanding: while any is, a back-fill does not move
+        the checkpoint past them (the next sync or export must read that window again)."""
+        rows = self._db.execute("SELECT COUNT(*) FROM ledger WHERE server = ? AND outcome = ?", (server, UNREADABLE))
+        return int(rows[0][0])
 
     def dismiss(self, server: str, response_id: str, by: str, reason: str) -> OutstandingFailure | None:
         """Mark one outstanding failure as dismissed by an operator (who and why are kept).

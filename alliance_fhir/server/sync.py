@@ -118,7 +118,7 @@ class SyncReport:
         data["outstanding_count"] = len(self.outstanding)
         data["outstanding"] = [
             {
-                "response": f"QuestionnaireResponse/{f.response_id}",
+                "response": f.resource,
                 "reason": f.reason,
                 "since": f.since,
                 "outcome": f.outcome,

@@ -261,7 +261,9 @@ def test_bad_lines_are_one_line_each_and_the_rest_goes_on(bulk, store, catalog, 
     report = backfill(bulk, store, catalog)
     assert report.sync.written == 2 and len(report.failures) == 3 and not report.ok
     assert [f.resource.rsplit(" ", 1)[1] for f in report.failures] == ["2", "3", "4"]
-    assert report.complete  # bad lines cannot get better by resuming: the export landed
+    # resuming cannot mend them (the job is cleared), but they stay outstanding and keep the checkpoint
+    assert not report.complete and store.bulk_job(BASE) is None and store.checkpoint(BASE) is None
+    assert len(store.outstanding(BASE)) == 3
 
 
 @pytest.mark.parametrize(
