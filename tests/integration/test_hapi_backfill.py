@@ -17,12 +17,16 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from alliance_fhir import content_resources, load_catalog
 from alliance_fhir.server.backfill import BackfillOptions, BackfillReport, cancel_backfill, run_backfill
+from alliance_fhir.server.client import FhirClient
+from alliance_fhir.server.config import ServerConfig
 from alliance_fhir.server.publish import publish_resources
 from alliance_fhir.server.state import StateStore
+from alliance_fhir.server.sync import SyncOptions, run_sync
 
 from .helpers import client, unique
 from .test_hapi_sync import by_response, caseload, post_all
@@ -154,3 +158,44 @@ def test_cancel_deletes_the_job_and_the_next_run_starts_a_new_export(server, tmp
         assert status.status_code in (404, 410) or "cancel" in status.text.lower(), status.text
     fresh = backfill(server, state, since)
     assert fresh.ok and not fresh.resumed and fresh.sync.written == 20
+
+
+class CutLines(httpx.BaseTransport):
+    """HAPI's own export on the way in, but the first file's first line truncated after its id (as a
+    server or proxy that cut it would) and a broken line put before it: the only part a fake plays."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.cut: list[str] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self.inner.handle_request(request)
+        if "/Binary/" not in request.url.path or self.cut:
+            return response
+        body = response.read()
+        first, rest = body.split(b"\n", 1)
+        start = first.index(b'"id"')
+        self.cut.append(json.loads(first)["id"])
+        mangled = b"{broken\n" + first[: start + 60] + b"\n" + rest
+        return httpx.Response(200, headers={"Content-Type": "application/fhir+ndjson"}, content=mangled)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_an_unreadable_line_keeps_the_checkpoint_and_stays_outstanding_until_sync_reads_it(server, tmp_path):
+    since, expected = load(server, 20)
+    state = tmp_path / "state.sqlite"
+    transport = CutLines()
+    with FhirClient(ServerConfig(url=server), transport=transport) as c, StateStore(state) as store:
+        report = run_backfill(c, CATALOG, store, BackfillOptions(since=since, poll_interval=1.0))
+        assert report.sync.written == 19 and report.unreadable == 2 and not report.ok and not report.complete
+        assert store.checkpoint(server) is None and store.bulk_job(server) is None  # the checkpoint did not pass it
+        cut = f"QuestionnaireResponse/{transport.cut[0]}"
+        listed = {f.resource for f in store.outstanding(server)}
+        assert cut in listed and len(listed) == 2 and any(r.endswith(" line 1") for r in listed)
+    with client(server) as c, StateStore(state) as store:
+        synced = run_sync(c, CATALOG, store, SyncOptions(since=since))
+        assert synced.written == 1 and synced.unchanged == 19  # sync read the response: its failure is gone
+        assert [f.resource for f in store.outstanding(server)] == [r for r in listed if r != cut]
+    assert_exact(written_since(server, since), expected)  # none lost, none written twice
