@@ -10,8 +10,14 @@ Resumable: the status URL is stored before the first poll, the manifest once the
 complete, and each file once every response in it was handled and its writes landed. A killed
 back-fill therefore resumes without a new export and skips the files done; inside a half-done
 file the ledger turns the responses already written into "unchanged". The export's
-``transactionTime`` becomes sync's checkpoint only when every file landed and the export covered
-what sync covers (every instrument, no Group or Patient); then the job is cleared.
+``transactionTime`` becomes sync's checkpoint only when every file landed, no unreadable line is
+outstanding and the export covered what sync covers (every instrument, no Group or Patient); then
+the job is cleared.
+
+Nothing read is forgotten and nothing is unbounded: an unreadable line is an outstanding failure in
+the ledger (until a sync or export reads its response, or it is dismissed), a file stops after
+``max_bad_lines`` of them, a manifest over ``max_files`` is refused, the download phase has a
+deadline, a body cut short stops the run with one error, and a job whose progress stalls is given up.
 
 Servers may ignore ``_typeFilter`` and ``_since`` (the IG lets clients be robust): both are
 applied again here, and what does not match is counted as ``ignored``, not reported line by line.
