@@ -16,7 +16,7 @@ import pytest
 
 from alliance_fhir.errors import StateError
 from alliance_fhir.server._statedb import redact_url
-from alliance_fhir.server.state import MIGRATIONS, LedgerEntry, StateStore
+from alliance_fhir.server.state import MIGRATIONS, UNREAD_VERSION, UNREADABLE, LedgerEntry, StateStore
 
 SERVER = "https://fhir.example.org/r4"
 OTHER = "https://other.example.org/fhir"
@@ -244,3 +244,22 @@ def test_a_cds_token_id_is_accepted_once_and_kept_only_until_it_expires(store: S
     assert store.first_use_of_jti("https://ehr.example.org", "j0", datetime.now(UTC) - timedelta(seconds=1))
     assert store.first_use_of_jti("https://ehr.example.org", "j2", soon)
     assert store.jti_count() == 3  # j0 had expired: dropped when j2 was recorded
+
+
+def test_an_unreadable_export_line_is_outstanding_until_its_response_is_read_or_it_is_dismissed(
+    store: StateStore,
+) -> None:
+    line = "/fhir/Binary/7 line 3"
+    store.record(
+        SERVER,
+        [
+            LedgerEntry("qr1", UNREAD_VERSION, UNREADABLE, "an unreadable line of an export (/fhir/Binary/7 line 2)"),
+            LedgerEntry(line, UNREAD_VERSION, UNREADABLE, f"{line}: not JSON"),
+        ],
+    )
+    assert store.unreadable_count(SERVER) == 2
+    assert {f.resource for f in store.outstanding(SERVER)} == {"QuestionnaireResponse/qr1", line}
+    store.record(SERVER, [LedgerEntry("qr1", "4", "written", None, "obs1")])  # a sync read the response
+    assert store.unreadable_count(SERVER) == 1
+    assert store.dismiss(SERVER, line, "ops", "a glitch") is not None
+    assert store.unreadable_count(SERVER) == 0 and store.outstanding(SERVER) == []
