@@ -21,13 +21,13 @@ from starlette.applications import Starlette
 from alliance_fhir.server.client import FhirClient
 from alliance_fhir.server.config import ServerConfig
 from alliance_fhir.server.state import StateStore
-from alliance_fhir.service.cds import CdsService, cds_routes
+from alliance_fhir.service.cds import SERVICE_ID, CdsService, cds_routes
 from alliance_fhir.service.cds_auth import CdsClient, CdsSettings
 from alliance_fhir.service.metrics import ServeMetrics
 
 from ..support.asgi_server import serving
 from ..support.cds_client import CdsTestClient
-from .test_cds_service import FHIR, PUBLIC, RUPTURE, FakeFhir, bundle, call, request
+from .test_cds_service import AUD, FHIR, PUBLIC, RUPTURE, FakeFhir, bundle, call, request
 
 
 @pytest.fixture(scope="module")
@@ -241,3 +241,18 @@ def test_the_deadline_is_a_setting_within_what_ehrs_wait():
     assert CdsSettings().hook_deadline_seconds == 3.0
     with pytest.raises(ValueError, match="hook_deadline_seconds"):
         CdsSettings(hook_deadline_seconds=30)
+
+
+@pytest.mark.parametrize("depth", [100_000, 1_000_000])
+def test_an_authenticated_body_nested_deep_is_400_with_one_line(setup, ehr, depth, caplog):
+    http, fake, _ = setup
+    caplog.set_level(logging.WARNING, "alliance_fhir.cds")
+    body = b"[" * depth + b"]" * depth
+    answer = http.post(
+        f"/cds-services/{SERVICE_ID}",
+        content=body,
+        headers={"Authorization": f"Bearer {ehr.token(AUD)}", "Content-Type": "application/json"},
+    )
+    assert answer.status_code == 400 and answer.json() == {"error": "the body is not JSON"}
+    assert fake.requests == [] and "Traceback" not in caplog.text
+    assert [r.getMessage() for r in caplog.records] == ["CDS request refused (400): the body is not JSON"]
