@@ -9,6 +9,8 @@ values are cut, with their length said.
 
 Answer contents are never put into messages at all; :func:`describe` says what a value is
 (its JSON type, and a string's length) instead.
+
+Text that goes into markdown (a CDS card's ``detail``) is made literal by :func:`markdown_text`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import re
 from decimal import Decimal
 from typing import Any
 
-__all__ = ["MAX_SHOWN", "describe", "safe_text"]
+__all__ = ["MAX_SHOWN", "describe", "markdown_text", "safe_text"]
 
 MAX_SHOWN = 120
 """Characters of a data-derived value shown in a message before it is cut."""
@@ -36,6 +38,29 @@ def safe_text(value: str, limit: int = MAX_SHOWN) -> str:
     shown = value if len(value) <= limit else value[:limit]
     shown = _UNSAFE.sub(_escape, shown)
     return shown if len(value) <= limit else f"{shown}... ({len(value)} characters)"
+
+
+# every ASCII punctuation character: CommonMark lets each be backslash-escaped, and escaped it is literal
+_MARKDOWN_PUNCTUATION = re.compile(r"[!-/:-@\[-`{-~]")
+_MARKDOWN_SPACE = re.compile(r"\s+")
+
+
+def markdown_text(value: str, limit: int = 200) -> str:
+    """``value`` as markdown that renders as exactly this text: no link, image, HTML, entity or emphasis.
+
+    Why every ASCII punctuation character and not a chosen few: which characters start markup
+    depends on where they stand (``-`` or ``1.`` at a line start, ``!`` before ``[``, ``&`` before
+    ``amp;``, ``:`` in a bare ``http://`` that GitHub-flavoured renderers turn into a link), and
+    CommonMark renders a backslash-escaped punctuation character as itself wherever it stands.
+    ``<`` and ``>`` escaped, no HTML tag can open, and ``&`` escaped, no entity. Line breaks and
+    other white space become one space, so a value cannot start a block (a heading, a list, a
+    table row) or end in a hard line break; control characters are dropped as in :func:`safe_text`;
+    long values are cut at ``limit`` characters with an ellipsis.
+    """
+    text = _MARKDOWN_SPACE.sub(" ", _UNSAFE.sub(" ", value)).strip()
+    if len(text) > limit:
+        text = text[: limit - 1].rstrip() + "…"
+    return _MARKDOWN_PUNCTUATION.sub(lambda m: "\\" + m.group(), text)
 
 
 def describe(value: Any) -> str:

@@ -19,13 +19,14 @@ import alliance_fhir
 from alliance_fhir import errors
 
 PACKAGE = Path(alliance_fhir.__file__).parent
-BASE = {"errors", "_ids", "_cache", "_json", "_text", "_version", "_security", "fhirtypes"}
+BASE = {"errors", "_ids", "_cache", "_json", "_refs", "_text", "_version", "_security", "fhirtypes"}
 # Which top-level parts of the package each part may import (besides itself).
 MAY_IMPORT: dict[str, set[str]] = {
     "errors": set(),
     "_ids": set(),
     "_cache": set(),
     "_json": set(),
+    "_refs": set(),
     "_text": set(),
     "_version": set(),
     "_security": {"errors", "_ids", "_json"},

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import typer
 from rich.progress import Progress, TextColumn
 
+from .._refs import parse_reference, valid_id
 from ..content.questionnaires import content_resources
 from ..errors import AuthError, ConfigError, FhirServerError
 from ..instruments.catalog import Catalog
@@ -405,7 +406,10 @@ def failures(
 def _dismiss(store: StateStore, server: str, ref: str, reason: str | None, by: str | None) -> None:
     if not reason or not reason.strip():
         raise ConfigError("--dismiss needs --reason (why the failure is accepted; it is kept in the ledger)")
-    response_id = ref.removeprefix("QuestionnaireResponse/")
+    parsed = parse_reference(ref)
+    response_id = parsed.id if parsed is not None and parsed.type == "QuestionnaireResponse" else ref
+    if not valid_id(response_id):
+        raise ConfigError("--dismiss takes a QuestionnaireResponse id or QuestionnaireResponse/{id}")
     who = by or _login_name()
     dismissed = store.dismiss(server, response_id, who, reason.strip())
     if dismissed is None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._ids import IDENTIFIER_SYSTEM, SIGNAL_IDENTIFIER_SYSTEM, TASK_IDENTIFIER_SYSTEM
+from .._refs import parse_reference
 from .._security import NO_LABELS, SecurityLabels, carries_labels
 from ..errors import NotFound
 from ..fhirtypes import comparable
@@ -25,7 +26,7 @@ from ..signals.rules import SPLIT, Signal, detect_signals
 from ..signals.trajectory import Trajectories, build_trajectories, context_from_encounters, unbundle
 from .client import FhirClient, search_token
 
-__all__ = ["SignalReport", "fetch_trajectories", "run_signals"]
+__all__ = ["SignalReport", "fetch_scores", "fetch_trajectories", "run_signals"]
 
 
 @dataclass
@@ -51,16 +52,23 @@ class SignalReport:
         return {k: v for k, v in vars(self).items() if k not in ("issue_ids", "withdrawn_issues")}
 
 
-def fetch_trajectories(
-    client: FhirClient, catalog: Catalog, patient: str | None = None, tag: dict[str, str] | None = None
-) -> Trajectories:
-    """Our score Observations (all statuses) and their Encounters, as per-client series."""
+def fetch_scores(
+    client: FhirClient, patient: str | None = None, tag: dict[str, str] | None = None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Our score Observations (all statuses) and their Encounters, as read (the CDS hook adds to them)."""
     params = {"identifier": f"{IDENTIFIER_SYSTEM}|", "_include": "Observation:encounter", "_count": "500"}
     if patient:
         params["subject"] = patient
     if tag:
         params["_tag"] = search_token(tag)
-    observations, encounters = unbundle(client.search_pages("Observation", params))
+    return unbundle(client.search_pages("Observation", params))
+
+
+def fetch_trajectories(
+    client: FhirClient, catalog: Catalog, patient: str | None = None, tag: dict[str, str] | None = None
+) -> Trajectories:
+    """Our score Observations (all statuses) and their Encounters, as per-client series."""
+    observations, encounters = fetch_scores(client, patient, tag)
     return build_trajectories(observations, catalog, context_from_encounters(encounters))
 
 
@@ -201,11 +209,9 @@ def _written_ids(entries: list[dict[str, Any]], answer: dict[str, Any]) -> dict[
         location = ((result or {}).get("response") or {}).get("location") if isinstance(result, dict) else None
         if resource["resourceType"] != "DetectedIssue" or not isinstance(location, str):
             continue
-        parts = location.split("/")
-        if len(parts) >= 2 and parts[0].endswith("DetectedIssue"):
-            ids[resource["identifier"][0]["value"]] = parts[1]
-        elif "DetectedIssue" in parts:
-            ids[resource["identifier"][0]["value"]] = parts[parts.index("DetectedIssue") + 1]
+        written = parse_reference(location)
+        if written is not None and written.type == "DetectedIssue":
+            ids[resource["identifier"][0]["value"]] = written.id
     return ids
 
 

@@ -30,6 +30,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .._ids import IDENTIFIER_SYSTEM
+from .._refs import parse_reference
 from .._security import NO_LABELS, SecurityLabels
 from ..errors import FhirServerError, InstrumentError, ScoringError, UnexpectedResponse
 from ..instruments.catalog import Catalog, Instrument
@@ -447,11 +448,9 @@ class _Run:
             return response  # scoring names the problem
         if reference.partition("|")[0] in {url for inst in self.catalog for url in inst.response_urls}:
             return response
-        local = reference.removeprefix(self.server + "/")
-        kind, _, rest = local.partition("/")
-        rid = rest.split("/_history/")[0]
-        if kind == "Questionnaire" and rid in self.our_ids:
-            return {**response, "questionnaire": self.our_ids[rid]}
+        ref = parse_reference(reference)
+        if ref is not None and ref.type == "Questionnaire" and ref.on(self.server) and ref.id in self.our_ids:
+            return {**response, "questionnaire": self.our_ids[ref.id]}
         return None
 
     def _submit(

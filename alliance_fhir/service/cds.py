@@ -9,8 +9,16 @@ Endpoints:
   round trip), else from our own read of the configured FHIR server with our own credentials
   (the EHR's ``fhirAuthorization`` token is never used or logged). The request's ``fhirServer``
   must be that server: a patient id means nothing on another server, and a card linking to our
-  report of "Patient/123" on the wrong server would show another person's scores. Otherwise:
-  no cards, and a log line saying why.
+  report of "Patient/123" on the wrong server would show another person's scores. Otherwise the
+  answer is 412 (CDS Hooks 2.0, "HTTP Status Codes": the service cannot get the FHIR data it
+  needs), not an empty card list that would read as "nothing to report"; a log line says why.
+- The whole hook (the JWT check with any JWKS fetch, then every FHIR read) answers within
+  ``[cds] hook_deadline_seconds`` (3 s by default; EHRs give up after about 5 s, see
+  ``docs/cds-hooks.md``): past it, 412 (the data could not be read in time) or 503 (the request
+  could not be checked in time), never a late answer nobody waits for any more.
+- Malformed requests (a ``context`` that is not an object, a ``userId`` that is not a FHIR
+  reference, a prefetch of the wrong shape) are 400 with one line; a prefetch that cannot be
+  used is not an error: the server is read instead.
 - ``GET /cds-report?token=...``: the patient's report (HTML), the target of each card's link.
 
 Who may see: a ``userId`` of ``Patient/...`` or ``RelatedPerson/...`` gets ``cards: []`` before
@@ -29,10 +37,10 @@ credential for that one report: it is never logged, the page is sent ``no-store`
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import logging
-import re
 import secrets
 import time
 from collections.abc import Callable, Sequence
@@ -40,6 +48,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
+import anyio.to_thread
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from starlette.concurrency import run_in_threadpool
@@ -48,24 +58,32 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from .._ids import CDS_REPORT_LINK_SCOPE, IDENTIFIER_SYSTEM, SIGNAL_IDENTIFIER_SYSTEM
+from .._refs import parse_reference, valid_id
 from ..errors import AllianceFhirError, CdsAuthError
 from ..instruments.catalog import Catalog
 from ..server.client import FhirClient
-from ..server.signal_sync import fetch_trajectories
+from ..server.signal_sync import fetch_scores, fetch_trajectories
 from ..server.state import StateStore
-from ..signals.cards import alliance_cards
+from ..signals.cards import alliance_cards, open_issues, split_evidence
 from ..signals.rules import detect_signals
 from ..signals.trajectory import Trajectories, build_trajectories, context_from_encounters, unbundle
 from .cds_auth import CdsSettings, TokenVerifier
 from .metrics import ServeMetrics
 
-__all__ = ["HIDDEN_FROM", "SERVICE_ID", "CdsService", "ReportLinks", "cds_routes", "discovery_document"]
+__all__ = [
+    "HIDDEN_FROM",
+    "SERVICE_ID",
+    "CdsService",
+    "CannotServe",
+    "ReportLinks",
+    "cds_routes",
+    "discovery_document",
+]
 
 logger = logging.getLogger("alliance_fhir.cds")
 SERVICE_ID = "alliance-patient-view"
 HIDDEN_FROM = ("Patient", "RelatedPerson")
 """User types that never get alliance cards (the client and the client's proxies)."""
-_FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _LINK_KEY_SETTING = "cds_report_link_key"
 _NO_STORE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Content-Type-Options": "nosniff"}
 _REPORT_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
@@ -139,7 +157,16 @@ class ReportLinks:
         subject, expires = claims.get("sub"), claims.get("exp")
         if not isinstance(expires, int) or expires <= self._now():
             return None
-        return subject if isinstance(subject, str) and subject.startswith("Patient/") else None
+        ref = parse_reference(subject)
+        return subject if ref is not None and ref.type == "Patient" and ref.relative == subject else None
+
+
+class CannotServe(Exception):
+    """A well-formed request this service cannot answer (CDS Hooks: 412); the message is safe to return."""
+
+
+class _Late(Exception):
+    """The hook's deadline passed while the FHIR server was being read."""
 
 
 @dataclass
@@ -152,6 +179,7 @@ class CdsService:
     links: ReportLinks
     public_url: str
     metrics: ServeMetrics | None = None
+    deadline_seconds: float = 3.0
 
     @classmethod
     def build(
@@ -164,7 +192,8 @@ class CdsService:
         metrics: ServeMetrics | None = None,
     ) -> CdsService:
         links = ReportLinks.from_store(store, public_url, settings.report_link_minutes)
-        return cls(client, catalog, TokenVerifier(settings, store), links, public_url.rstrip("/"), metrics)
+        verifier = TokenVerifier(settings, store)
+        return cls(client, catalog, verifier, links, public_url.rstrip("/"), metrics, settings.hook_deadline_seconds)
 
     def count(self, outcome: str) -> None:
         if self.metrics is not None:
@@ -174,47 +203,45 @@ class CdsService:
         """The ``aud`` a token must carry: the URL of the endpoint called."""
         return f"{self.public_url}/cds-services/{service_id}"
 
-    def answer(self, request: Any) -> dict[str, Any]:
+    def answer(self, request: Any, *, deadline: float | None = None) -> dict[str, Any]:
         """The hook response for an authorised request body: ``{"cards": [...]}``.
+
+        ``deadline`` (``time.monotonic()``): past it, the answer is not built any more (the
+        caller has already answered the EHR).
 
         Raises:
             ValueError: not a patient-view request (the message is safe to return).
+            CannotServe: the request names another FHIR server than ours, or none.
             AllianceFhirError: the FHIR server could not be read.
         """
-        context = request.get("context") if isinstance(request, dict) else None
-        if not isinstance(request, dict) or request.get("hook") != "patient-view" or not isinstance(context, dict):
-            raise ValueError("not a patient-view request")
-        patient_id, user = context.get("patientId"), context.get("userId")
-        if not isinstance(patient_id, str) or not _FHIR_ID.match(patient_id):
-            raise ValueError("context.patientId is missing or not a FHIR id")
-        if not isinstance(user, str) or "/" not in user:
-            raise ValueError("context.userId is missing or not a reference")
-        if user.rstrip("/").split("/")[-2] in HIDDEN_FROM:
-            logger.info("patient-view by a %s user: no alliance cards", user.rstrip("/").split("/")[-2])
+        patient_id, user_type = _checked_context(request)
+        if user_type in HIDDEN_FROM:
+            logger.info("patient-view by a %s user: no alliance cards", user_type)
             self.count("hidden_user")
             return {"cards": []}
         server = request.get("fhirServer")
         if not isinstance(server, str) or server.rstrip("/") != self.client.base_url.rstrip("/"):
-            logger.warning(
-                "patient-view for another FHIR server than the one configured (%s): no cards",
-                "none named" if not isinstance(server, str) else "host " + _host(server),
-            )
+            shown = "none named" if not isinstance(server, str) else "host " + _host(server)
+            logger.warning("patient-view for another FHIR server than the one configured (%s): 412", shown)
             self.count("other_server")
-            return {"cards": []}
+            raise CannotServe("fhirServer is not the FHIR server this service scores")
         patient = f"Patient/{patient_id}"
         started = time.perf_counter()
         from_prefetch = _prefetched(request.get("prefetch"), patient)
         if from_prefetch is not None:
             observations, encounters, issues = from_prefetch
-            trajectories = build_trajectories(observations, self.catalog, context_from_encounters(encounters))
             where = "prefetch"
         else:
             # the two reads at once: the hook's latency is the slower of them, not their sum
             with ThreadPoolExecutor(max_workers=1) as pool:
                 pending = pool.submit(self._issues, patient)
-                trajectories = fetch_trajectories(self.client, self.catalog, patient)
+                observations, encounters = fetch_scores(self.client, patient)
                 issues = pending.result()
             where = "FHIR server"
+        _on_time(deadline)
+        observations, encounters = self._with_joint_sessions(observations, encounters, issues, patient)
+        _on_time(deadline)
+        trajectories = build_trajectories(observations, self.catalog, context_from_encounters(encounters))
         cards = self.cards(trajectories, patient, str(request.get("hookInstance", "")), issues)
         seconds = time.perf_counter() - started
         logger.info("patient-view: %d card(s) from the %s in %.0f ms", len(cards), where, 1000 * seconds)
@@ -222,6 +249,35 @@ class CdsService:
             self.metrics.cds_latency.labels("prefetch" if from_prefetch is not None else "fhir-server").observe(seconds)
         self.count("cards" if cards else "no_cards")
         return {"cards": cards}
+
+    def _with_joint_sessions(
+        self,
+        observations: list[dict[str, Any]],
+        encounters: list[dict[str, Any]],
+        issues: Sequence[dict[str, Any]],
+        patient: str,
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The patient's scores plus the other members' scores that our open split issues cite.
+
+        A split alliance compares every member of a joint session, so one client's scores cannot
+        show it. Its DetectedIssue is not shown as such (anyone who can write to the server can
+        write one): it only says which scores to read. They are read from our server with our
+        credentials, and the split is detected again from them; a card appears only when that
+        detection finds the same open signal.
+        """
+        wanted = split_evidence(open_issues(issues, patient).values(), self.client.base_url)
+        have = {str(o.get("id")) for o in observations}
+        missing = sorted(wanted - have)
+        if not missing:
+            return observations, encounters
+        params = {
+            "_id": ",".join(missing),
+            "identifier": f"{IDENTIFIER_SYSTEM}|",
+            "_include": "Observation:encounter",
+            "_count": str(len(missing)),
+        }
+        more, their_encounters = unbundle(self.client.search_pages("Observation", params))
+        return observations + more, encounters + their_encounters
 
     def cards(
         self, trajectories: Trajectories, patient: str, hook_instance: str, issues: Sequence[dict[str, Any]]
@@ -256,6 +312,30 @@ class CdsService:
         return list(self.client.search("DetectedIssue", params))
 
 
+def _checked_context(request: Any) -> tuple[str, str]:
+    """(patientId, the user's resource type) of a patient-view request.
+
+    Raises:
+        ValueError: not a patient-view request, or ``patientId``/``userId`` malformed (one line, safe to return).
+    """
+    context = request.get("context") if isinstance(request, dict) else None
+    if not isinstance(request, dict) or request.get("hook") != "patient-view" or not isinstance(context, dict):
+        raise ValueError("not a patient-view request")
+    patient_id = context.get("patientId")
+    if not valid_id(patient_id):
+        raise ValueError("context.patientId is missing or not a FHIR id")
+    user = parse_reference(context.get("userId"))
+    if user is None:
+        raise ValueError("context.userId is missing or not a FHIR reference (Type/id)")
+    assert isinstance(patient_id, str)  # valid_id said so
+    return patient_id, user.type
+
+
+def _on_time(deadline: float | None) -> None:
+    if deadline is not None and time.monotonic() > deadline:
+        raise _Late
+
+
 def cds_routes(service: CdsService, *, max_body_bytes: int) -> list[BaseRoute]:
     """The Starlette routes of the CDS service, to pass as ``build_app(extra_routes=...)``."""
 
@@ -266,8 +346,21 @@ def cds_routes(service: CdsService, *, max_body_bytes: int) -> list[BaseRoute]:
         service_id = request.path_params["service_id"]
         if service_id != SERVICE_ID:
             return JSONResponse({"error": "no such CDS service"}, status_code=404)
+        phase = ["checking the request"]
+        with anyio.move_on_after(service.deadline_seconds):
+            return await _hook(request, service_id, phase)
+        # the work goes on in its thread until its own bounds end it; nobody waits for it any more
+        logger.error(
+            "patient-view: no answer within the hook deadline of %g s (still %s)", service.deadline_seconds, phase[0]
+        )
+        service.count("timeout")
+        if phase[0] == "checking the request":
+            return JSONResponse({"error": "the request could not be checked in time"}, status_code=503)
+        return JSONResponse({"error": "the FHIR server could not be read in time"}, status_code=412)
+
+    async def _hook(request: Request, service_id: str, phase: list[str]) -> Response:
         try:
-            await run_in_threadpool(
+            await _in_thread(
                 service.verifier.verify, request.headers.get("authorization"), service.audience(service_id)
             )
         except CdsAuthError as exc:
@@ -280,18 +373,26 @@ def cds_routes(service: CdsService, *, max_body_bytes: int) -> list[BaseRoute]:
             return JSONResponse({"error": "service unavailable"}, status_code=503)
         try:
             body = await request.json()
-        except ValueError:
+        except (ValueError, RecursionError):
+            logger.warning("CDS request refused (400): the body is not JSON")
             service.count("bad_request")
             return JSONResponse({"error": "the body is not JSON"}, status_code=400)
+        phase[0] = "reading the FHIR server"
+        deadline = time.monotonic() + service.deadline_seconds
         try:
-            answer = await run_in_threadpool(service.answer, body)
+            answer = await _in_thread(functools.partial(service.answer, body, deadline=deadline))
         except ValueError as exc:
+            logger.warning("CDS request refused (400): %s", exc)
             service.count("bad_request")
             return JSONResponse({"error": str(exc)}, status_code=400)
+        except CannotServe as exc:
+            return JSONResponse({"error": str(exc)}, status_code=412)
+        except _Late:
+            return JSONResponse({"error": "the FHIR server could not be read in time"}, status_code=412)
         except AllianceFhirError as exc:
             logger.error("patient-view: could not read the FHIR server: %s", exc)
             service.count("error")
-            return JSONResponse({"error": "the FHIR server could not be read"}, status_code=503)
+            return JSONResponse({"error": "the FHIR server could not be read"}, status_code=412)
         return JSONResponse(answer)
 
     async def report(request: Request) -> Response:
@@ -315,6 +416,11 @@ def cds_routes(service: CdsService, *, max_body_bytes: int) -> list[BaseRoute]:
     ]
 
 
+async def _in_thread(call: Callable[..., Any], *args: Any) -> Any:
+    """``call`` in a worker thread that the hook's deadline may leave behind (it cannot be interrupted)."""
+    return await anyio.to_thread.run_sync(call, *args, abandon_on_cancel=True)
+
+
 def _prefetched(
     prefetch: Any, patient: str
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]] | None:
@@ -330,23 +436,31 @@ def _prefetched(
     if not _complete_bundle(scores):
         return None
     observations, encounters = unbundle([scores])
-    observations = [o for o in observations if (o.get("subject") or {}).get("reference") == patient]
+    observations = [o for o in observations if _subject(o) == patient]
     issue_list = [r for r in _entries(issues) if r.get("resourceType") == "DetectedIssue"]
     return observations, encounters, issue_list
 
 
 def _complete_bundle(bundle: Any) -> bool:
+    """A Bundle whose ``link`` and ``entry`` are arrays (or absent), without a ``next`` link."""
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         return False
-    links = bundle.get("link") or []
+    links, entries = bundle.get("link", []), bundle.get("entry", [])
+    if not isinstance(links, list) or not isinstance(entries, list):
+        return False
     return not any(isinstance(link, dict) and link.get("relation") == "next" for link in links)
+
+
+def _subject(resource: dict[str, Any]) -> Any:
+    subject = resource.get("subject")
+    return subject.get("reference") if isinstance(subject, dict) else None
 
 
 def _entries(bundle: Any) -> list[dict[str, Any]]:
     if not _complete_bundle(bundle):
         return []
     return [
-        e["resource"] for e in bundle.get("entry") or [] if isinstance(e, dict) and isinstance(e.get("resource"), dict)
+        e["resource"] for e in bundle.get("entry", []) if isinstance(e, dict) and isinstance(e.get("resource"), dict)
     ]
 
 

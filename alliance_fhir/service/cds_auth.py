@@ -12,9 +12,11 @@ reason goes to the log, which never holds patient data):
   ignored: a key location chosen by the caller would let anyone sign (and make us fetch URLs);
 - ``aud`` is exactly the URL of the endpoint called (``--public-url`` + ``/cds-services/{id}``),
   as a string or within an array (RFC 7519 allows both);
-- ``exp``, ``iat`` and ``jti`` are present; ``iat`` is not in the future and ``exp`` not in the
-  past (both within the clock-skew allowance); the token lives at most ``max_token_seconds``
-  (the spec asks clients for at most 5 minutes);
+- ``exp``, ``iat`` and ``jti`` are present; ``exp``, ``iat`` and ``nbf`` (when sent) are finite
+  JSON numbers within a sane range (not a string, a boolean, null, NaN or Infinity, which would
+  make every comparison false and so switch the checks off); ``iat`` is not in the future,
+  ``nbf`` not after now, and ``exp`` not in the past (all within the clock-skew allowance); the
+  token lives at most ``max_token_seconds`` (the spec asks clients for at most 5 minutes);
 - ``sub`` is the client's ``client_id`` when one is configured;
 - the ``jti`` was never seen before from that issuer (kept in the state database until the
   token expires, so replay protection survives a restart and is shared by replicas on PostgreSQL).
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 import tomllib
@@ -54,6 +57,7 @@ logger = logging.getLogger("alliance_fhir.cds")
 ALGORITHMS = ("RS384", "ES384")
 _KEY_TYPE = {"RS384": ("RSA", None), "ES384": ("EC", "P-384")}
 KIB = 1024
+_LATEST_TIME = 253402300799  # 9999-12-31T23:59:59Z: a larger "time" is not one (and overflows datetime)
 
 
 class CdsClient(BaseModel):
@@ -85,6 +89,12 @@ class CdsSettings(BaseModel):
     jwks_cache_seconds: float = Field(300.0, ge=0, le=86400)
     jwks_timeout_seconds: float = Field(5.0, gt=0, le=60)
     report_link_minutes: int = Field(15, ge=1, le=240, description="how long a card's report link works")
+    hook_deadline_seconds: float = Field(
+        3.0,
+        gt=0,
+        le=10,
+        description="the whole hook (JWT check with any JWKS fetch, FHIR reads) answers within this; EHRs wait about 5 s",
+    )
 
 
 def load_cds_settings(file: Path | None = None) -> CdsSettings:
@@ -294,10 +304,31 @@ class TokenVerifier:
 
     def _check_times(self, claims: dict[str, Any]) -> None:
         now, skew = self._now(), self._settings.clock_skew_seconds
-        issued, expires = claims["iat"], claims["exp"]
-        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (issued, expires)):
-            raise CdsAuthError("iat and exp must be numbers")
+        issued, expires = _time_claim(claims, "iat"), _time_claim(claims, "exp")
+        not_before = _time_claim(claims, "nbf") if "nbf" in claims else None
         if issued > now + skew:
             raise CdsAuthError("iat is in the future")
+        if not_before is not None and not_before > now + skew:
+            raise CdsAuthError("nbf is in the future")
+        if expires < now - skew:  # PyJWT checked too; said here again so no claim rests on one check
+            raise CdsAuthError("token expired")
         if expires - issued > self._settings.max_token_seconds:
             raise CdsAuthError(f"token lifetime exp - iat over {self._settings.max_token_seconds} s")
+
+
+def _time_claim(claims: dict[str, Any], name: str) -> float:
+    """A NumericDate claim (RFC 7519: seconds since the epoch) as a finite number in 0..year 9999.
+
+    Why so strict: NaN compares false with everything, so ``iat: NaN`` passed "not in the
+    future" and made ``exp - iat`` NaN, which is never over the limit; a boolean is an int in
+    Python (``true`` is 1); a string or null is no time at all.
+
+    Raises:
+        CdsAuthError: the claim is not such a number.
+    """
+    value = claims.get(name)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise CdsAuthError(f"{name} is not a number")
+    if not math.isfinite(value) or not 0 <= value <= _LATEST_TIME:
+        raise CdsAuthError(f"{name} is not a finite time between 1970 and 9999")
+    return float(value)

@@ -9,13 +9,14 @@ URL: the worker re-reads the response from the configured server with our own cr
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._refs import parse_reference
+from .._refs import valid_id as valid_id
+
 __all__ = ["Hint", "TopicNotification", "hint_from_reference", "hint_from_put", "topic_notification", "valid_id"]
 
-_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 _RESOURCE = "QuestionnaireResponse"
 
 
@@ -38,11 +39,6 @@ class TopicNotification:
     rejected: int = 0  # references that were not QuestionnaireResponses of our server
 
 
-def valid_id(value: object) -> bool:
-    """A FHIR logical id (``[A-Za-z0-9\\-\\.]{1,64}``)."""
-    return isinstance(value, str) and _ID.fullmatch(value) is not None
-
-
 def hint_from_put(response_id: str, body: object) -> Hint | None:
     """The hint of a rest-hook ``PUT .../QuestionnaireResponse/{id}``; None when the id is not a FHIR id.
 
@@ -62,26 +58,12 @@ def hint_from_put(response_id: str, body: object) -> Hint | None:
 
 def hint_from_reference(reference: object, base_url: str) -> Hint | None:
     """``QuestionnaireResponse/{id}[/_history/{v}]``, relative or absolute on ``base_url``; else None."""
-    if not isinstance(reference, str) or len(reference) > 1024:
+    if isinstance(reference, str) and len(reference) > 1024:
         return None
-    path = reference
-    if "://" in reference:
-        prefix = base_url.rstrip("/") + "/"
-        if not reference.startswith(prefix):
-            return None
-        path = reference[len(prefix) :]
-    parts = path.split("/")
-    if len(parts) == 2 and parts[0] == _RESOURCE and valid_id(parts[1]):
-        return Hint(parts[1])
-    if (
-        len(parts) == 4
-        and parts[0] == _RESOURCE
-        and parts[2] == "_history"
-        and valid_id(parts[1])
-        and valid_id(parts[3])
-    ):
-        return Hint(parts[1], parts[3])
-    return None
+    ref = parse_reference(reference)
+    if ref is None or ref.type != _RESOURCE or not ref.on(base_url):
+        return None
+    return Hint(ref.id, ref.version) if ref.version else Hint(ref.id)
 
 
 def topic_notification(bundle: object, base_url: str) -> TopicNotification | None:

@@ -18,6 +18,16 @@ What makes a card, and why:
   scores, dates, instrument, the rule and whose rule it is (the authors' or a project decision);
 - ``source.topic`` is the signal's code in the project CodeSystem, so an EHR can file, filter
   or suppress cards by kind.
+
+A card says only what this code computed from the scores. A DetectedIssue found on the FHIR
+server is never shown: anyone who can write to the server can write one, with our identifier
+and any text. Our open issues only lend their server id to the card of the signal they record
+(a FHIR id, checked) and, for a split alliance, say which other members' scores to read so
+the service can detect the split again (:func:`split_evidence`). Every string in ``detail``
+that comes from data rather than from this module (instrument names and titles, the therapist
+reference, the rule sentences built with scale names) goes through
+:func:`~alliance_fhir._text.markdown_text`, so it renders as the text it is: no link, image or
+HTML can ride in on it.
 """
 
 from __future__ import annotations
@@ -28,6 +38,8 @@ from decimal import Decimal
 from typing import Any
 
 from .._ids import CDS_CARD_ID_BASE, PROJECT_CODESYSTEM, SIGNAL_IDENTIFIER_SYSTEM, SIGNAL_STATUS_EXTENSION
+from .._refs import parse_reference, valid_id
+from .._text import markdown_text
 from ..instruments.models import InstrumentMapping
 from .rules import EARLY_WARNING, GAP, LOW_ALLIANCE, RUPTURE, SIGNAL_KINDS, SPLIT, Signal, percent_of_maximum
 from .trajectory import ScorePoint, Trajectories
@@ -39,8 +51,8 @@ __all__ = [
     "SUMMARY_LIMIT",
     "alliance_cards",
     "card_for",
-    "issue_card",
     "open_issues",
+    "split_evidence",
 ]
 
 SUMMARY_LIMIT = 140
@@ -55,6 +67,8 @@ _WHOSE_RULE = {
     "project decision": "a project decision of alliance-fhir (the authors publish no such rule; see the signals documentation)",
 }
 _CARD_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, CDS_CARD_ID_BASE)
+MAX_EVIDENCE = 200
+"""Most score references read from the open split issues of one patient (a bound on the hook's extra read)."""
 ReportLink = Callable[[str], str | None]
 """Patient reference -> the URL of that patient's report (or None: no link)."""
 
@@ -71,9 +85,9 @@ def alliance_cards(
     """The cards for ``patient`` (``Patient/<id>``): open signals first by kind, then repairs; [] when nothing to say.
 
     ``issues`` are the patient's DetectedIssues as read from the server (ours are recognised by
-    their identifier): a card names the record it summarises, and an open **split alliance**
-    issue becomes a card even though one client's scores cannot show it (a split compares all
-    members of a joint session; the signals run that wrote the issue saw them all).
+    their identifier): a card names the record of its signal by id, nothing more is taken from
+    them. A split alliance makes a card only when ``signals`` hold it, i.e. when the caller read
+    the other members' scores (:func:`split_evidence`) and detected it again.
     ``hook_instance`` makes each card's uuid unique to the call.
     """
     mappings = {s.instrument: s.mapping for s in trajectories.series}
@@ -89,15 +103,8 @@ def alliance_cards(
         and latest.get((s.subject, s.instrument, s.focus, s.episode)) == s.resolved_by
     ]
     link = report_link(patient) if report_link else None
-    recorded = open_issues(issues, patient)
-    ids = {key: str(issue["id"]) for key, issue in recorded.items()}
+    ids = {key: str(issue["id"]) for key, issue in open_issues(issues, patient).items()}
     cards = [card_for(s, mappings, hook_instance=hook_instance, link=link, issue_id=ids.get(s.key)) for s in chosen]
-    known = {s.key for s in mine}
-    cards += [
-        issue_card(key, issue, hook_instance=hook_instance, link=link)
-        for key, issue in sorted(recorded.items(), key=lambda item: _issue_start(item[1]))
-        if key not in known and _issue_kind(issue) == SPLIT
-    ]
     cards += [
         card_for(s, mappings, hook_instance=hook_instance, link=link, issue_id=ids.get(s.key), repair=True)
         for s in repairs
@@ -105,23 +112,24 @@ def alliance_cards(
     return cards
 
 
-def open_issues(issues: Iterable[dict[str, Any]], patient: str) -> dict[str, dict[str, Any]]:
-    """Our open DetectedIssues about ``patient`` (with a server id), by signal key."""
+def open_issues(issues: Iterable[Any], patient: str) -> dict[str, dict[str, Any]]:
+    """Our open DetectedIssues about ``patient`` (with a valid FHIR id), by signal key; malformed ones are skipped."""
     found: dict[str, dict[str, Any]] = {}
     for issue in issues:
-        if not isinstance(issue, dict) or issue.get("resourceType") != "DetectedIssue" or not issue.get("id"):
+        if not isinstance(issue, dict) or issue.get("resourceType") != "DetectedIssue" or not valid_id(issue.get("id")):
             continue
-        if (issue.get("patient") or {}).get("reference") != patient or issue.get("status") != "final":
+        subject = issue.get("patient")
+        if not isinstance(subject, dict) or subject.get("reference") != patient or issue.get("status") != "final":
             continue
         status = next(
-            (e.get("valueCode") for e in issue.get("extension") or [] if e.get("url") == SIGNAL_STATUS_EXTENSION),
+            (e.get("valueCode") for e in _dicts(issue.get("extension")) if e.get("url") == SIGNAL_STATUS_EXTENSION),
             "active",
         )
         key = next(
             (
-                str(i["value"])
-                for i in issue.get("identifier") or []
-                if isinstance(i, dict) and i.get("system") == SIGNAL_IDENTIFIER_SYSTEM and i.get("value")
+                i["value"]
+                for i in _dicts(issue.get("identifier"))
+                if i.get("system") == SIGNAL_IDENTIFIER_SYSTEM and isinstance(i.get("value"), str) and i["value"]
             ),
             None,
         )
@@ -130,30 +138,26 @@ def open_issues(issues: Iterable[dict[str, Any]], patient: str) -> dict[str, dic
     return found
 
 
-def issue_card(key: str, issue: dict[str, Any], *, hook_instance: str = "", link: str | None = None) -> dict[str, Any]:
-    """A card from one of our open DetectedIssues (for a signal that one client's scores cannot show)."""
-    kind = _issue_kind(issue) or SPLIT
-    day = _issue_start(issue)[:10]
-    summary = _ISSUE_SUMMARIES.get(kind, "{title}: open since {day}").format(title=SIGNAL_KINDS[kind], day=day)
-    detail = "\n".join(
-        [
-            f"**{SIGNAL_KINDS[kind]}**: open since {day}.",
-            "",
-            f"What was found: {issue.get('detail') or '(no detail recorded)'}",
-            "",
-            f"Recorded on the FHIR server as DetectedIssue/{issue['id']} by the alliance-fhir signals run, which "
-            "compares every member of each joint session; one client's own scores cannot show it.",
-            "",
-            "Scores are the clients' own ratings; discuss them with the clients rather than acting on them alone.",
-        ]
-    )
-    indicator = "info" if issue.get("severity") == "low" else "warning"
-    return _card(f"{hook_instance}|{kind}|{key}", kind, summary, detail, indicator, link)
+def split_evidence(issues: Iterable[dict[str, Any]], base_url: str) -> set[str]:
+    """Ids of the score Observations that our open split-alliance issues cite (on ``base_url``), at most :data:`MAX_EVIDENCE`.
+
+    Only where to look: the caller reads those Observations from its own server and detects the
+    split again, so an issue citing anything else simply makes no card.
+    """
+    ids: set[str] = set()
+    for issue in issues:
+        if _issue_kind(issue) != SPLIT:
+            continue
+        for evidence in _dicts(issue.get("evidence")):
+            for detail in _dicts(evidence.get("detail")):
+                ref = parse_reference(detail.get("reference"))
+                if ref is not None and ref.type == "Observation" and ref.on(base_url) and len(ids) < MAX_EVIDENCE:
+                    ids.add(ref.id)
+    return ids
 
 
-_ISSUE_SUMMARIES = {
-    SPLIT: "Split alliance in joint sessions: this client rates them lower than the other members (since {day})",
-}
+def _dicts(value: Any) -> list[dict[str, Any]]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
 
 
 def _links(link: str) -> list[dict[str, Any]]:
@@ -165,19 +169,11 @@ def _links(link: str) -> list[dict[str, Any]]:
 
 
 def _issue_kind(issue: dict[str, Any]) -> str | None:
-    for coding in (issue.get("code") or {}).get("coding") or []:
-        if (
-            isinstance(coding, dict)
-            and coding.get("system") == PROJECT_CODESYSTEM
-            and coding.get("code") in SIGNAL_KINDS
-        ):
+    code = issue.get("code")
+    for coding in _dicts(code.get("coding")) if isinstance(code, dict) else []:
+        if coding.get("system") == PROJECT_CODESYSTEM and coding.get("code") in SIGNAL_KINDS:
             return str(coding["code"])
     return None
-
-
-def _issue_start(issue: dict[str, Any]) -> str:
-    start = (issue.get("identifiedPeriod") or {}).get("start")
-    return start if isinstance(start, str) else ""
 
 
 def card_for(
@@ -265,23 +261,23 @@ def _fit(text: str) -> str:
 def _detail(signal: Signal, mappings: Mapping[str, InstrumentMapping], issue_id: str | None, repair: bool) -> str:
     mapping = mappings[signal.instrument]
     title = "Alliance repaired" if repair else SIGNAL_KINDS[signal.kind]
-    therapist = f", with {signal.focus}" if signal.focus else ""
+    therapist = f", with {markdown_text(signal.focus)}" if signal.focus else ""
     status = (
         f"opened {_day(signal.opened)}, repaired {_day(signal.resolved_by)}"
         if signal.resolved_by is not None
         else f"open since {_day(signal.opened)}"
     )
     lines = [
-        f"**{title}** on the {mapping.name} ({mapping.title}){therapist}: {status}.",
+        f"**{title}** on the {markdown_text(mapping.name)} ({markdown_text(mapping.title)}){therapist}: {status}.",
         "",
         _evidence_table(signal.evidence, mappings, signal),
         "",
-        f"What was found: {_what_was_found(signal)}",
+        f"What was found: {markdown_text(_what_was_found(signal), limit=2000)}",
         "",
-        f"Rule: {signal.rule}. This is {_WHOSE_RULE.get(signal.source, signal.source)}.",
+        f"Rule: {markdown_text(signal.rule, limit=1000)}. This is {_whose_rule(signal.source)}.",
     ]
-    if issue_id:
-        lines += ["", f"Recorded on the FHIR server as DetectedIssue/{issue_id}."]
+    if issue_id and valid_id(issue_id):
+        lines += ["", f"Recorded on the FHIR server as DetectedIssue/{markdown_text(issue_id)}."]
     lines += ["", "Scores are the client's own ratings; discuss them with the client rather than acting on them alone."]
     return "\n".join(lines)
 
@@ -290,16 +286,20 @@ def _evidence_table(points: Sequence[ScorePoint], mappings: Mapping[str, Instrum
     rows = ["| Date | Session | Form | Total score | Note |", "|---|---|---|---|---|"]
     for point in points:
         mapping = mappings.get(point.instrument)
-        form = mapping.name if mapping else point.instrument
+        form = markdown_text(mapping.name if mapping else point.instrument)
         who = "this client" if point.subject == signal.subject else "another member"
         note = "signal opened" if point == signal.opened else "repair" if point == signal.resolved_by else ""
         if signal.kind == SPLIT:
             note = ", ".join(n for n in (who, note) if n)
         if signal.kind == GAP and mapping is not None:
             pct = percent_of_maximum(point.value, mapping, "total")
-            form += f" ({mapping.respondent}, {_n(pct)}% of maximum)"
+            form += f" ({markdown_text(mapping.respondent)}, {_n(pct)}% of maximum)"
         rows.append(f"| {_day(point)} | {point.session_number or '-'} | {form} | {_n(point.value)} | {note} |")
     return "\n".join(rows)
+
+
+def _whose_rule(source: str) -> str:
+    return _WHOSE_RULE.get(source) or markdown_text(source)
 
 
 def _what_was_found(signal: Signal) -> str:

@@ -189,7 +189,12 @@ def unbundle(resources: Iterable[Any]) -> tuple[list[dict[str, Any]], list[dict[
         if not isinstance(resource, dict):
             continue
         if resource.get("resourceType") == "Bundle":
-            inner = unbundle(e.get("resource") for e in resource.get("entry") or [] if isinstance(e, dict))
+            entries = resource.get("entry")
+            inner = (
+                unbundle(e.get("resource") for e in entries if isinstance(e, dict))
+                if isinstance(entries, list)
+                else ([], [])
+            )
             observations += inner[0]
             encounters += inner[1]
         elif resource.get("resourceType") == "Observation":

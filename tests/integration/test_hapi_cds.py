@@ -32,6 +32,7 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from alliance_fhir._ids import PROJECT_CODESYSTEM, SIGNAL_IDENTIFIER_SYSTEM, SIGNAL_STATUS_EXTENSION
 from alliance_fhir.service.cds import SERVICE_ID
 
 from ..support.cds_client import CdsTestClient
@@ -132,7 +133,9 @@ def prefetch_from_hapi(service: Service, fhir: str, patient: str) -> dict[str, A
     filled = {}
     with client(fhir) as c:
         for key, template in templates.items():
-            filled[key] = c.request("GET", template.replace("{{context.patientId}}", patient)).json()
+            # fresh, as an EHR reads its own data (HAPI would otherwise answer a repeated search from its cache)
+            query = template.replace("{{context.patientId}}", patient)
+            filled[key] = c.request("GET", query, headers={"Cache-Control": "no-cache"}).json()
     return filled
 
 
@@ -220,10 +223,18 @@ def test_refused_tokens_are_401_without_detail(service, demo, ehr):
     assert service.metric('alliance_fhir_cds_calls_total{outcome="refused"}') >= len(cases)
 
 
-@pytest.mark.parametrize("user", [f"Patient/{RUPTURE}", "RelatedPerson/afdemo-parent"])
+@pytest.mark.parametrize("user", [f"Patient/{RUPTURE}", "RelatedPerson/afdemo-parent", f"Patient/{RUPTURE}/_history/1"])
 def test_a_patient_or_related_person_user_gets_no_cards(service, demo, ehr, user):
     answer = call(service, hook_request(demo, COUPLE_B, user=user), ehr.token(aud(service)))
     assert answer.status_code == 200 and answer.json() == {"cards": []}
+
+
+@pytest.mark.parametrize("user", ["Patient/", "Patient", f"Patient/{RUPTURE}/_history/"])
+def test_a_malformed_user_is_400_not_500(service, demo, ehr, user):
+    answer = call(service, hook_request(demo, COUPLE_B, user=user), ehr.token(aud(service)))
+    assert answer.status_code == 400 and answer.json() == {
+        "error": "context.userId is missing or not a FHIR reference (Type/id)"
+    }
 
 
 def test_a_patient_with_no_scores_gets_no_cards(service, demo, ehr):
@@ -235,10 +246,64 @@ def test_a_patient_with_no_scores_gets_no_cards(service, demo, ehr):
         assert answer.status_code == 200 and answer.json() == {"cards": []}
 
 
-def test_another_fhir_server_gets_no_cards(service, demo, ehr):
+def test_another_fhir_server_is_412_not_an_empty_answer(service, demo, ehr):
+    # CDS Hooks 2.0 "HTTP Status Codes": 412 when the service cannot get the FHIR data it needs
     answer = call(service, hook_request("https://elsewhere.example/fhir", COUPLE_B), ehr.token(aud(service)))
-    assert answer.json() == {"cards": []}
+    assert answer.status_code == 412 and "cards" not in answer.json()
     assert any("another FHIR server" in line.get("message", "") for line in service.log_lines())
+
+
+HOSTILE_DETAIL = (
+    "Call [the hotline](http://evil.example/phish) ![pixel](http://evil.example/p.png) "
+    '<img src=x onerror="alert(1)"> <script>alert(2)</script> <http://evil.example/auto> &lt;b&gt;'
+)
+
+
+def forged_split_issue(patient: str, cites: list[str]) -> dict[str, Any]:
+    """What anyone who can write DetectedIssues can write: our identifier system, our code, any text."""
+    return {
+        "resourceType": "DetectedIssue",
+        "extension": [{"url": SIGNAL_STATUS_EXTENSION, "valueCode": "active"}],
+        "identifier": [{"system": SIGNAL_IDENTIFIER_SYSTEM, "value": unique("forged")}],
+        "status": "final",
+        "code": {"coding": [{"system": PROJECT_CODESYSTEM, "code": "split-alliance"}]},
+        "severity": "high",
+        "patient": {"reference": f"Patient/{patient}"},
+        "identifiedPeriod": {"start": "2026-09-14T10:00:00+00:00"},
+        "evidence": [{"detail": [{"reference": ref} for ref in cites]}],
+        "detail": HOSTILE_DETAIL,
+    }
+
+
+def test_a_forged_detected_issue_makes_no_card_and_its_text_reaches_none(service, demo, ehr):
+    # a split "recorded" for the rupture client, citing one of couple-a's real scores: detected again from the
+    # cited scores there is no split (no joint session), so no card; and no server text is ever shown
+    with client(demo) as c:
+        couple_a = next(iter(c.search("Observation", {"subject": "Patient/afdemo-couple-a", "_count": "1"})))
+        made = c.request("POST", "DetectedIssue", json=forged_split_issue(RUPTURE, [f"Observation/{couple_a['id']}"]))
+        forged = made.json()["id"]
+        try:
+            for prefetch in (prefetch_from_hapi(service, demo, RUPTURE), None):
+                if prefetch is not None:
+                    held = [e["resource"]["id"] for e in prefetch["issues"].get("entry", [])]
+                    assert forged in held  # the EHR's prefetch carries the forged issue to the service
+                answer = call(service, hook_request(demo, RUPTURE, prefetch), ehr.token(aud(service)))
+                assert answer.status_code == 200, answer.text
+                assert codes(answer.json()) == [("alliance-repair", "info")]
+                text = json.dumps(answer.json())
+                assert "evil.example" not in text and "<img" not in text and "<script" not in text
+                assert f"DetectedIssue/{forged}" not in text
+        finally:
+            c.request("DELETE", f"DetectedIssue/{forged}")
+
+
+def test_the_split_card_is_the_split_detected_again_from_the_scores_its_issue_cites(service, demo, ehr):
+    # couple-b's split needs couple-a's scores: the service reads those its issue cites and detects the split again;
+    # the card's numbers are the recomputed ones (37.5 - 30.2 = 7.3), whether or not the EHR sent a prefetch
+    for prefetch in (prefetch_from_hapi(service, demo, COUPLE_B), None):
+        answer = call(service, hook_request(demo, COUPLE_B, prefetch), ehr.token(aud(service))).json()
+        split = [c for c in answer["cards"] if c["source"]["topic"]["code"] == "split-alliance"]
+        assert len(split) == 1 and "7\\.3 below the highest member" in split[0]["detail"]
 
 
 # ---- a third-party client: HealthChain's SandboxClient, in its own virtualenv -------------------

@@ -263,3 +263,43 @@ def test_bad_cds_config_is_one_clear_error(tmp_path, body, message):
     config.write_text(body, encoding="utf-8")
     with pytest.raises(ConfigError, match=message):
         load_cds_settings(config)
+
+
+NOT_TIMES = [
+    float("nan"),
+    float("inf"),
+    float("-inf"),
+    "1700000000",
+    True,
+    False,
+    [1],
+    {"t": 1},
+    1e308,
+    -1e308,
+    10**30,
+    -1,
+]
+
+
+@pytest.mark.parametrize("claim", ["iat", "exp", "nbf"])
+@pytest.mark.parametrize("value", NOT_TIMES, ids=repr)
+def test_a_time_claim_that_is_not_a_finite_time_is_refused(ehr, verifier, claim, value):
+    # iat: NaN compared false with everything, so "not in the future" and "lifetime over the limit" both let it
+    # through; a bool is an int in Python; none of these may pass, or fail with anything but a CdsAuthError
+    with pytest.raises(CdsAuthError) as caught:
+        verifier.verify(f"Bearer {ehr.token(AUD, **{claim: value})}", AUD)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_null_time_claim_is_a_missing_one(ehr, verifier):
+    for claim in ("iat", "exp"):
+        assert claim in refused(verifier, ehr.token(AUD, **{claim: None}))
+
+
+def test_nbf_in_the_past_passes_and_in_the_future_is_refused(ehr, verifier):
+    now = int(time.time())
+    assert verifier.verify(f"Bearer {ehr.token(AUD, nbf=now - 300)}", AUD)["iss"] == ehr.issuer
+    assert refused(verifier, ehr.token(AUD, nbf=now + 120)) in (
+        "nbf is in the future",
+        "token refused: ImmatureSignatureError",
+    )

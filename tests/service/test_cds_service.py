@@ -176,7 +176,9 @@ def test_a_patient_with_no_scores_gets_no_cards(setup, ehr):
 
 
 @pytest.mark.parametrize("server", ["http://other.test/fhir", None])
-def test_another_fhir_server_gets_no_cards_and_a_log_line(setup, ehr, server, caplog):
+def test_another_fhir_server_is_a_412_not_an_empty_answer_and_a_log_line(setup, ehr, server, caplog):
+    # CDS Hooks 2.0, HTTP status codes: 412 when the service cannot get the FHIR data it needs; an empty card
+    # list would read as "nothing to report" for a patient whose scores were never looked at
     http, fake, _ = setup
     body = request(prefetch={"scores": bundle(RUPTURE)})
     if server is None:
@@ -184,7 +186,9 @@ def test_another_fhir_server_gets_no_cards_and_a_log_line(setup, ehr, server, ca
     else:
         body["fhirServer"] = server
     caplog.set_level(logging.INFO, "alliance_fhir.cds")
-    assert call(http, ehr, body).json() == {"cards": []}
+    answer = call(http, ehr, body)
+    assert answer.status_code == 412 and "cards" not in answer.json()
+    assert answer.json() == {"error": "fhirServer is not the FHIR server this service scores"}
     assert "another FHIR server than the one configured" in caplog.text and "c1" not in caplog.text
     assert fake.requests == []
 

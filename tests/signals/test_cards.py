@@ -15,7 +15,8 @@ import pytest
 
 from alliance_fhir import load_catalog
 from alliance_fhir._ids import PROJECT_CODESYSTEM, SIGNAL_IDENTIFIER_SYSTEM, SIGNAL_STATUS_EXTENSION
-from alliance_fhir.signals.cards import SUMMARY_LIMIT, alliance_cards, card_for
+from alliance_fhir._text import markdown_text as md
+from alliance_fhir.signals.cards import SUMMARY_LIMIT, alliance_cards, card_for, open_issues, split_evidence
 from alliance_fhir.signals.rules import detect_signals
 from alliance_fhir.signals.trajectory import build_trajectories
 
@@ -44,10 +45,11 @@ def test_an_open_wai_sr_rupture_is_a_warning_card_with_the_numbers(catalog):
         "Possible alliance rupture: WAI-SR fell from 50 to 41 on 2026-11-03, not yet back to the earlier level"
     )
     detail = rupture["detail"]
-    assert "| 2026-11-03 | 3 | WAI-SR | 41 | signal opened |" in detail
-    assert "| 2026-11-04 | 4 | WAI-SR | 44 |  |" in detail
-    assert "drop from the previous score >= 3" in detail
-    assert "project decision" in detail and f"with {THERAPIST}" in detail
+    # data-derived text is markdown-escaped (it renders as written): the name, the rule, the therapist
+    assert f"| 2026-11-03 | 3 | {md('WAI-SR')} | 41 | signal opened |" in detail
+    assert f"| 2026-11-04 | 4 | {md('WAI-SR')} | 44 |  |" in detail
+    assert md("drop from the previous score >= 3") in detail
+    assert "project decision" in detail and f"with {md(THERAPIST)}" in detail
     assert rupture["source"]["topic"] == {
         "system": PROJECT_CODESYSTEM,
         "code": "alliance-rupture",
@@ -180,7 +182,7 @@ def test_the_schema_check_itself_fails_on_bad_cards(bad):
     assert re.match(r"^\.", card_problems(card)[0])
 
 
-def split_issue(key="k1", status="final", ext="active", patient="Patient/b"):
+def split_issue(key="k1", status="final", ext="active", patient="Patient/b", evidence=("Observation/o-a9",)):
     return {
         "resourceType": "DetectedIssue",
         "id": "di-9",
@@ -191,31 +193,47 @@ def split_issue(key="k1", status="final", ext="active", patient="Patient/b"):
         "severity": "moderate",
         "patient": {"reference": patient},
         "identifiedPeriod": {"start": "2026-09-14T10:00:00+00:00"},
+        "evidence": [{"detail": [{"reference": r} for r in evidence]}],
         "detail": "Split alliance: this member rates the joint session lower than the others "
         "(2026-09-14: 30.2, 7.3 below the highest member). Rule: ... [project decision].",
     }
 
 
-def test_an_open_split_issue_is_a_card_though_one_clients_scores_cannot_show_it(catalog):
-    # the client's own SRS 33.1, 30.2, 31.0 (no partner scores): a split needs the other member's scores
+def test_an_open_split_issue_alone_makes_no_card_it_only_says_which_scores_to_read(catalog):
+    # the client's own SRS 33.1, 30.2, 31.0 (no partner scores): one client's scores cannot show a split, and a
+    # DetectedIssue on the server is not proof (anyone who can write there can write one): no split card
     trajectories = build_trajectories(series_obs("srs", [33.1, 30.2, 31.0], subject="Patient/b"), catalog)
     signals = detect_signals(trajectories)
     cards = alliance_cards(signals, trajectories, "Patient/b", issues=[split_issue()])
-    split = [c for c in cards if c["source"]["topic"]["code"] == "split-alliance"]
-    assert len(split) == 1 and split[0]["indicator"] == "warning"
-    assert split[0]["summary"] == (
-        "Split alliance in joint sessions: this client rates them lower than the other members (since 2026-09-14)"
-    )
-    assert "7.3 below the highest member" in split[0]["detail"] and "DetectedIssue/di-9" in split[0]["detail"]
-    assert card_problems(split[0]) == []
-    # resolved, withdrawn or another patient's issues make no card
+    assert "split-alliance" not in [c["source"]["topic"]["code"] for c in cards]
+    assert not any("7.3 below the highest member" in c.get("detail", "") for c in cards)
+    # what it does give: the scores it cites, on our server only, for the service to read and detect again
+    base = "http://fhir.test/fhir"
+    cited = split_evidence([split_issue(evidence=("Observation/o-a9", f"{base}/Observation/o-b9/_history/2"))], base)
+    assert cited == {"o-a9", "o-b9"}
+    elsewhere = ("http://evil.test/fhir/Observation/x", "Patient/b", "Observation/", "Observation/a/b", 7)
+    assert split_evidence([split_issue(evidence=elsewhere)], base) == set()
+    # resolved, withdrawn or another patient's issues are not ours to read from
     for issue in (
         split_issue(ext="resolved"),
         split_issue(status="entered-in-error"),
         split_issue(patient="Patient/x"),
     ):
-        assert not [
-            c
-            for c in alliance_cards(signals, trajectories, "Patient/b", issues=[issue])
-            if "split" in c["source"]["topic"]["code"]
-        ]
+        assert open_issues([issue], "Patient/b") == {}
+
+
+def test_a_split_detected_again_from_the_cited_scores_is_a_card_with_the_recomputed_numbers(catalog):
+    # b's own SRS 33.1, 30.2, 31.0 plus a's 37.5 in b's second (joint) session: 37.5 - 30.2 = 7.3 >= 5, a split
+    own = series_obs("srs", [33.1, 30.2, 31.0], subject="Patient/b")
+    joint = own[1]["encounter"]["reference"]
+    other = score_obs("srs", 37.5, day=2, subject="Patient/a", encounter=joint)
+    trajectories = build_trajectories([*own, other], catalog)
+    signals = detect_signals(trajectories)
+    split_signal = next(s for s in signals if s.kind == "split-alliance" and s.subject == "Patient/b")
+    issue = split_issue(key=split_signal.key)
+    cards = alliance_cards(signals, trajectories, "Patient/b", issues=[issue])
+    split = [c for c in cards if c["source"]["topic"]["code"] == "split-alliance"]
+    assert len(split) == 1 and split[0]["indicator"] == "warning"
+    assert md("7.3 below the highest member") in split[0]["detail"]
+    assert "Recorded on the FHIR server as DetectedIssue/di\\-9." in split[0]["detail"]
+    assert card_problems(split[0]) == []
