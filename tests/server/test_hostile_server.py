@@ -12,6 +12,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -461,7 +462,7 @@ def test_every_request_path_refuses_a_redirect(operation, status):
 
 
 _MATCH = {"resource": {"resourceType": "Patient", "id": "1"}, "search": {"mode": "match"}}
-MALFORMED = {
+MALFORMED: dict[str, dict[str, Any]] = {
     "entry not a list": {"entry": "x"},
     "entry an object": {"entry": {"a": 1}},
     "entry of numbers": {"entry": [1]},
