@@ -173,10 +173,7 @@ def _check_elements(response: dict[str, Any], ref: str) -> None:
     authored = response.get("authored", "")
     if not isinstance(authored, str) or (authored and not _DATETIME.fullmatch(authored)):
         raise ScoringError(ref, f"authored is {describe(authored)}, not a FHIR dateTime")
-    extensions = response.get("extension", [])
-    if not isinstance(extensions, list) or not all(isinstance(e, dict) for e in extensions):
-        raise ScoringError(ref, "extension is malformed: expected a JSON array of objects")
-    for position, ext in enumerate(extensions):
+    for position, ext in enumerate(_extensions(response, "extension", ref, None)):
         if "valueReference" in ext:
             _check_reference(ext["valueReference"], f"extension[{position}].valueReference", ref)
     identifier = response.get("identifier", {})
@@ -268,7 +265,7 @@ def _collect_flat(items: Any, plan: _InstrumentPlan) -> tuple[dict[str, Decimal]
     values: dict[str, Decimal] = {}
     stored: dict[str, Any] = {}
     for item in items:
-        if type(item) is not dict or "item" in item:
+        if type(item) is not dict or "item" in item or "extension" in item:
             return None
         link = item.get("linkId")
         if type(link) is not str:
@@ -290,17 +287,17 @@ def _collect_flat(items: Any, plan: _InstrumentPlan) -> tuple[dict[str, Decimal]
 
 
 def _plain_answers(answers: Sequence[Any]) -> bool:
-    return all(type(answer) is dict and "item" not in answer for answer in answers)
+    return all(type(answer) is dict and "item" not in answer and "extension" not in answer for answer in answers)
 
 
 def _plain_value(spec: ItemSpec, answers: Sequence[Any]) -> Decimal | None:
     """A scored item's value when it has one plain, valid answer (a Coding without weights, or a number); else None."""
     answer = answers[0]
-    if len(answers) != 1 or type(answer) is not dict or "item" in answer:
+    if len(answers) != 1 or type(answer) is not dict or "item" in answer or "extension" in answer:
         return None
     if "valueCoding" in answer:
         coding = answer["valueCoding"]
-        if spec.kind != "choice" or "extension" in answer or type(coding) is not dict or "extension" in coding:
+        if spec.kind != "choice" or type(coding) is not dict or "extension" in coding:
             return None
         system, code = coding.get("system"), coding.get("code")
         return spec.options.get((system, code)) if type(system) is str and system and type(code) is str else None
@@ -337,7 +334,7 @@ def _collect_walk(
     values: dict[str, Decimal] = {}
     stored: dict[str, Any] = {}
     seen: set[str] = set()
-    stack = [(item, 1) for item in reversed(_as_list(response.get("item"), ref, None))]
+    stack = [(item, 1) for item in reversed(_array(response, "item", ref, None))]
     while stack:
         item, depth = stack.pop()
         link = item.get("linkId") if isinstance(item, dict) else None
@@ -355,10 +352,13 @@ def _collect_walk(
         if depth > MAX_ITEM_DEPTH:
             raise ScoringError(ref, f"items nested deeper than {MAX_ITEM_DEPTH} levels", link)
         seen.add(link)
-        answers = _as_list(item.get("answer"), ref, link)
-        children = list(_as_list(item.get("item"), ref, link))
+        _extensions(item, "item.extension", ref, link)
+        answers = _array(item, "answer", ref, link)
+        children = list(_array(item, "item", ref, link))
         for answer in answers:
-            children += _as_list(answer.get("item"), ref, link) if isinstance(answer, dict) else []
+            if isinstance(answer, dict):
+                _extensions(answer, "answer.extension", ref, link)
+                children += _array(answer, "item", ref, link, name="answer.item")
         stack.extend((child, depth + 1) for child in reversed(children))
         if link in instrument.score_link_ids:
             stored[link] = answers[0] if answers else None
@@ -372,12 +372,28 @@ def _collect_walk(
     return values, stored
 
 
-def _as_list(value: Any, ref: str, link: str | None) -> list[Any]:
+def _array(owner: dict[str, Any], key: str, ref: str, link: str | None, *, name: str | None = None) -> list[Any]:
+    """A list-valued FHIR element (item, answer, extension, at any level): absent is empty, an
+    array is itself, anything else is refused, the same way wherever it is read. Before this one
+    rule, an answer's ``extension`` given as an object was ignored while the response's was refused.
+
+    Raises:
+        ScoringError: the element is present but not a JSON array (names the element and the item).
+    """
+    value = owner.get(key)
     if value is None:
         return []
     if not isinstance(value, list):
-        raise ScoringError(ref, f"malformed: expected a JSON array, found {describe(value)}", link)
+        raise ScoringError(ref, f"{name or key} is malformed: expected a JSON array, found {describe(value)}", link)
     return value
+
+
+def _extensions(owner: dict[str, Any], name: str, ref: str, link: str | None) -> list[dict[str, Any]]:
+    """An ``extension`` element: a JSON array (:func:`_array`) of objects."""
+    extensions = _array(owner, "extension", ref, link, name=name)
+    if not all(isinstance(ext, dict) for ext in extensions):
+        raise ScoringError(ref, f"{name} is malformed: expected a JSON array of objects", link)
+    return extensions
 
 
 def _answer_value(spec: ItemSpec, answer: Any, ref: str) -> Decimal:
@@ -447,14 +463,11 @@ def _by_code_only(spec: ItemSpec, code: str) -> Decimal | None:
 
 def _answer_weight(answer: dict[str, Any], coding: dict[str, Any], ref: str, link: str) -> Decimal | None:
     """SDC weight() step 1: a weight carried by the answer (or its Coding, as LHC-Forms writes it)."""
-    extensions: list[Any] = []
-    for owner, name in ((answer, "answer.extension"), (coding, "valueCoding.extension")):
-        found = owner.get("extension", [])
-        if not isinstance(found, list):
-            raise ScoringError(ref, f"{name} is {describe(found)}, not a JSON array", link)
-        extensions += found
+    extensions = _extensions(answer, "answer.extension", ref, link) + _extensions(
+        coding, "valueCoding.extension", ref, link
+    )
     for ext in extensions:
-        if isinstance(ext, dict) and isinstance(ext.get("url"), str) and ext["url"] in WEIGHT_URLS:
+        if isinstance(ext.get("url"), str) and ext["url"] in WEIGHT_URLS:
             weight = _plain_number(ext.get("valueDecimal", ext.get("valueInteger")))
             if weight is not None:
                 return weight

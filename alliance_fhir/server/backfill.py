@@ -386,6 +386,7 @@ class _Backfill:
 
     def _import_file(self, file: ExportFile) -> bool:
         """The same chunks, scored by sync's path, but written by ``$import`` (:mod:`.backfill_import`)."""
+        failed_before = self.report.sync.write_failures  # a response refused for its id did not land either
         broken: list[str] = []
         writes = ExternalWrites(self.client, self.catalog, self.store, self.sync_options, self.report.sync)
         self.report.sync.write_mode = "import"
@@ -403,7 +404,7 @@ class _Backfill:
             clock=self.options.clock,
         )
         self.report.sync.outstanding = self.store.outstanding(self.server)
-        return landed and not broken
+        return landed and not broken and self.report.sync.write_failures == failed_before
 
     def chunks(self, file: ExportFile, broken: list[str]) -> Iterator[list[dict[str, Any]]]:
         """The file's responses that were asked for, ``page_size`` at a time.

@@ -24,7 +24,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import httpx
 
 from .._json import dumps, loads
-from .._text import safe_text
+from .._text import describe, safe_text
 from ..errors import (
     AuthError,
     Conflict,
@@ -40,7 +40,7 @@ from ._retry import RetryPolicy
 from .auth import build_auth
 from .config import ServerConfig
 
-__all__ = ["FhirClient", "is_match", "require_r4", "safe_origin", "safe_path", "search_token"]
+__all__ = ["FhirClient", "is_match", "require_r4", "safe_origin", "safe_path", "search_token", "successful"]
 
 logger = logging.getLogger("alliance_fhir.http")
 FHIR_JSON = "application/fhir+json"
@@ -206,53 +206,33 @@ class FhirClient:
         otherwise often answers a selective search on a large table with a first page and no
         ``next`` link, silently truncating it. Should a server still stop short of the total it
         announced, this raises instead of returning part of the result. Each page must be a
-        searchset Bundle of the right shape; a ``next`` link already followed, more pages than
-        the total allows, or empty pages that keep pointing on are errors, never a loop.
+        searchset Bundle of the right shape (:func:`_check_searchset`), and paging ends by what
+        the run can prove (:class:`_Paging`): never a loop, never more pages than ``max_pages``.
 
         Raises:
-            UnexpectedResponse: a page is not a well-formed searchset, or the paging loops.
+            UnexpectedResponse: a page is not a well-formed searchset, or the paging cannot end.
             FhirServerError: the pages ended before the announced total.
         """
         query = {"_total": "accurate", **params} if "_summary" not in params else dict(params)
         method = "POST" if post else "GET"
-        where = safe_path(f"{self.base_url}/{resource_type}")
+        where = safe_origin(self.base_url) + safe_path(f"{self.base_url}/{resource_type}")  # names the server
         if post:  # long criteria (e.g. many identifiers) go in a form body: POST Type/_search
             page = self._json(
                 self.request("POST", f"{resource_type}/_search", form=query, headers=_FRESH, idempotent=True)
             )
         else:
             page = self._json(self.request("GET", resource_type, params=query, headers=_FRESH))
-        followed: set[str] = set()
-        total: int | None = None
-        seen = pages = empty_run = 0
+        paging = _Paging(method, where, _asked_count(query), self.config.max_pages)
         while True:
             entries = _check_searchset(page, method, where)
-            pages += 1
-            if pages == 1:
-                total = page.get("total") if isinstance(page.get("total"), int) else None
-            matched = sum(1 for e in entries if is_match(e))
-            seen += matched
-            empty_run = empty_run + 1 if matched == 0 else 0
+            paging.count(page, sum(1 for e in entries if is_match(e)))
             yield page
             next_url = _next_link(page, method, where)
             if not next_url:
                 break
-            if next_url in followed:
-                raise UnexpectedResponse(
-                    method, where, 200, f"paging loop: the next link of page {pages} was already followed"
-                )
-            if total is not None and seen >= total and matched == 0:  # one empty page past the end is tolerated
-                raise UnexpectedResponse(
-                    method, where, 200, f"page {pages} points to a next page after all {total} results"
-                )
-            if empty_run >= 2:
-                raise UnexpectedResponse(
-                    method, where, 200, f"pages {pages - 1} and {pages} are empty but keep pointing to a next page"
-                )
-            followed.add(next_url)
+            paging.follow(next_url)
             page = self._json(self.request("GET", self._same_origin(next_url)))
-        if total is not None and seen < total:
-            raise FhirServerError(method, where, 200, _truncated(seen, total))
+        paging.finish()
 
     def search(self, resource_type: str, params: dict[str, str], *, post: bool = False) -> Iterator[dict[str, Any]]:
         """Yield the matching resources (``search.mode`` match) across all pages."""
@@ -335,6 +315,7 @@ class FhirClient:
         Raises:
             FhirTransportError: no usable answer (after the retries).
             FhirServerError: an error status (AuthError, NotFound, Conflict for 401/403, 404/410, 409/412).
+            UnexpectedResponse: any other answer that is not 2xx (a redirect: see :func:`successful`).
         """
         url = path if path.startswith(("http://", "https://")) else f"{self.base_url}/{path}".rstrip("/")
         headers = {
@@ -378,9 +359,7 @@ class FhirClient:
 
         retried = idempotent if idempotent is not None else method in ("GET", "HEAD", "PUT", "DELETE")
         response = (self.retry.call if retried else self.retry.once)(send, method, shown)
-        if response.status_code >= 400:
-            raise _status_error(method, shown, response)
-        return response
+        return successful(method, shown, response)
 
     def _bounded(self, response: httpx.Response, deadline: float, shown: str) -> httpx.Response:
         """Read the body within the size limit (decompressed) and the deadline, then close the stream.
@@ -453,6 +432,31 @@ class FhirClient:
                 response.request.method, safe_path(response.request.url), "response is not a JSON object"
             )
         return body
+
+
+def successful(method: str, shown: str, response: httpx.Response) -> httpx.Response:
+    """``response`` if its status is 2xx; else the error it is. The one rule of what counts as success.
+
+    4xx and 5xx become the error classes callers tell apart (:func:`_status_error`). Anything
+    else that is not 2xx is not an answer either: a redirect is never followed (our credentials
+    would go with it, and a POST would be replayed as a GET), so its body, however much it looks
+    like a result, must not be used in its place.
+
+    Raises:
+        FhirServerError: 4xx or 5xx (AuthError, NotFound, Conflict, ...).
+        UnexpectedResponse: 1xx or 3xx.
+    """
+    status = response.status_code
+    if 200 <= status < 300:
+        return response
+    if status >= 400:
+        raise _status_error(method, shown, response)
+    reason = f"expected a 2xx answer, got HTTP {status}"
+    if 300 <= status < 400:
+        target = safe_origin(response.headers.get("Location", ""))
+        where = f" to {target}" if target else ""
+        reason += f" (a redirect{where}); redirects are not followed: give the server URL they lead to"
+    raise UnexpectedResponse(method, shown, status, reason)
 
 
 def _status_error(method: str, path: str, response: httpx.Response) -> FhirServerError:
@@ -535,29 +539,70 @@ def _too_large(limit: int) -> str:
     return f"response body larger than the limit of {limit} bytes (max_response_bytes)"
 
 
+_SEARCH_MODES = ("match", "include", "outcome")
+
+
 def _check_searchset(page: dict[str, Any], method: str, where: str) -> list[dict[str, Any]]:
-    """The entries of a well-formed searchset page; else the one-line reason as an error."""
+    """The entries of a well-formed searchset page; else the one-line reason as an error.
+
+    Every element paging or sync reads is checked for its type, so a malformed page is refused
+    whole instead of being read in part: ``entry`` (objects, each with a ``resource`` object, a
+    string ``fullUrl``, a ``search`` object whose ``mode`` is match, include or outcome), ``link`` (objects, each with a string ``relation`` and ``url``),
+    ``total`` (a count) and ``meta`` (an object, ``lastUpdated`` a string).
+    """
     if page.get("resourceType") != "Bundle" or page.get("type") != "searchset":
         what = page.get("resourceType")
         detail = f": {summarise_outcome(page)}" if what == "OperationOutcome" else ""
         kind = f"Bundle of type {page.get('type')!r}" if what == "Bundle" else repr(what)
         raise UnexpectedResponse(method, where, 200, f"expected a searchset Bundle, got {kind}{detail}")
-    entries = page.get("entry", [])
-    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
-        raise UnexpectedResponse(method, where, 200, "searchset Bundle.entry is not a list of objects")
-    if not isinstance(page.get("link", []), list):
-        raise UnexpectedResponse(method, where, 200, "searchset Bundle.link is not a list")
+    problem = _searchset_problem(page)
+    if problem:
+        raise UnexpectedResponse(method, where, 200, f"malformed searchset: {problem}")
+    entries: list[dict[str, Any]] = page.get("entry", [])
+    return entries
+
+
+def _searchset_problem(page: dict[str, Any]) -> str | None:
+    """What is wrong with a searchset Bundle's elements (see :func:`_check_searchset`), or None."""
+    entries, links = page.get("entry", []), page.get("link", [])
+    if not _list_of_objects(entries):
+        return "Bundle.entry is not a list of objects"
+    if not _list_of_objects(links):
+        return "Bundle.link is not a list of objects"
+    for index, link in enumerate(links):
+        relation, url = link.get("relation"), link.get("url")
+        if not isinstance(relation, str):
+            return f"Bundle.link[{index}].relation is {describe(relation)}, not a string"
+        if not isinstance(url, str):
+            return f"the {safe_text(relation, 40)} link is not an http(s) URL (Bundle.link[{index}].url is {describe(url)})"
     total = page.get("total")
     if total is not None and (not isinstance(total, int) or isinstance(total, bool) or total < 0):
-        raise UnexpectedResponse(method, where, 200, f"searchset Bundle.total is not a count ({total!r})")
+        return f"Bundle.total is not a count ({describe(total)})"
     meta = page.get("meta", {})
     if not isinstance(meta, dict) or not isinstance(meta.get("lastUpdated", ""), str):
-        raise UnexpectedResponse(method, where, 200, "searchset Bundle.meta.lastUpdated is not an instant")
-    for entry in entries:
-        resource = entry.get("resource")
-        if resource is not None and not isinstance(resource, dict):
-            raise UnexpectedResponse(method, where, 200, "a searchset entry's resource is not an object")
-    return entries
+        return "Bundle.meta.lastUpdated is not an instant"
+    for index, entry in enumerate(entries):
+        problem = _entry_problem(entry)
+        if problem:
+            return f"Bundle.entry[{index}] {problem}"
+    return None
+
+
+def _entry_problem(entry: dict[str, Any]) -> str | None:
+    resource, search = entry.get("resource"), entry.get("search", {})
+    if not isinstance(resource, dict):
+        return f"resource is not an object ({describe(resource)}; a searchset entry is a resource)"
+    if not isinstance(entry.get("fullUrl", ""), str):
+        return f"fullUrl is {describe(entry.get('fullUrl'))}, not a string"
+    if not isinstance(search, dict):
+        return f"search is {describe(search)}, not an object"
+    if search.get("mode", "match") not in _SEARCH_MODES:
+        return "search.mode is not match, include or outcome"
+    return None
+
+
+def _list_of_objects(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(item, dict) for item in value)
 
 
 def _batch_answers(answer: dict[str, Any], sent: int) -> list[dict[str, Any] | None]:
@@ -573,6 +618,73 @@ def _batch_answers(answer: dict[str, Any], sent: int) -> list[dict[str, Any] | N
         ok = isinstance(status, str) and status.startswith("2") and isinstance(resource, dict)
         out.append(resource if ok else None)
     return out
+
+
+def _asked_count(query: dict[str, str]) -> int | None:
+    """The page size a search asked for (``_count``), if it asked for one: no page may hold more."""
+    value = query.get("_count", "")
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
+class _Paging:
+    """What one search's pages may do, checked page by page: the bounds that make paging end.
+
+    Each rule is something the run can prove from what it asked and what the server said, so a
+    server that pages correctly never trips one:
+
+    - a page holds at most the ``_count`` asked for (FHIR: a server may return fewer, never more);
+    - with a ``total``, the pages bring neither more results than it (checked as they come) nor
+      fewer (checked at the end); one empty page past the end is tolerated;
+    - a ``next`` link already followed is a loop; two empty pages in a row that still point on
+      lead nowhere;
+    - without a ``total`` nothing above bounds a server that keeps sending fresh ``next`` links
+      with a few results each, so every search stops at ``max_pages`` (configurable).
+    """
+
+    def __init__(self, method: str, where: str, asked: int | None, max_pages: int) -> None:
+        self.method, self.where, self.asked, self.max_pages = method, where, asked, max_pages
+        self.followed: set[str] = set()
+        self.total: int | None = None
+        self.pages = self.seen = self.empty_run = self.matched = 0
+
+    def _refuse(self, reason: str) -> UnexpectedResponse:
+        return UnexpectedResponse(self.method, self.where, 200, reason)
+
+    def count(self, page: dict[str, Any], matched: int) -> None:
+        """Take one page's matches into account; raise when the page breaks a rule."""
+        self.pages += 1
+        if self.pages == 1 and isinstance(page.get("total"), int):
+            self.total = page["total"]
+        if self.asked is not None and matched > self.asked:
+            raise self._refuse(f"page {self.pages} holds {matched} results, more than the {self.asked} asked for")
+        self.seen += matched
+        self.matched = matched
+        if self.total is not None and self.seen > self.total:
+            raise self._refuse(
+                f"page {self.pages} brings the results to {self.seen}, more than the total of {self.total} announced"
+            )
+        self.empty_run = self.empty_run + 1 if matched == 0 else 0
+
+    def follow(self, next_url: str) -> None:
+        """Before fetching ``next_url``: raise when following it cannot lead to the end."""
+        pages, total = self.pages, self.total
+        if next_url in self.followed:
+            raise self._refuse(f"paging loop: the next link of page {pages} was already followed")
+        if total is not None and self.seen >= total and self.matched == 0:  # one empty page past the end is tolerated
+            raise self._refuse(f"page {pages} points to a next page after all {total} results")
+        if self.empty_run >= 2:
+            raise self._refuse(f"pages {pages - 1} and {pages} are empty but keep pointing to a next page")
+        if pages >= self.max_pages:
+            raise self._refuse(
+                f"page {pages} still points to a next page; a search stops at max_pages ({self.max_pages}): "
+                "raise it (ALLIANCE_FHIR_MAX_PAGES) if the server really holds that many"
+            )
+        self.followed.add(next_url)
+
+    def finish(self) -> None:
+        """After the last page: fewer results than the total announced is an error, not a short result."""
+        if self.total is not None and self.seen < self.total:
+            raise FhirServerError(self.method, self.where, 200, _truncated(self.seen, self.total))
 
 
 def _next_link(page: dict[str, Any], method: str, where: str) -> str | None:

@@ -84,6 +84,11 @@ class ServerConfig(BaseModel):
     concurrency: int = Field(default=4, ge=1, le=64)
     batch_size: int = Field(default=50, ge=1, le=1000)
     page_size: int = Field(default=200, ge=1, le=1000)
+    max_pages: int = Field(
+        default=10_000,
+        ge=1,
+        description="Most pages one search may take (2,000,000 responses at page_size 200); stops endless paging.",
+    )
     max_attempts: int = Field(default=6, ge=1, le=20)
     max_retry_seconds: float = Field(default=300.0, gt=0)
     retry_after_cap: float = Field(default=120.0, ge=0)
@@ -168,6 +173,7 @@ _ENV_SERVER = {
     "CONCURRENCY": "concurrency",
     "BATCH_SIZE": "batch_size",
     "PAGE_SIZE": "page_size",
+    "MAX_PAGES": "max_pages",
     "STATE_DB": "state_db",
     "VERIFY": "verify",
     "MAX_RETRY_SECONDS": "max_retry_seconds",

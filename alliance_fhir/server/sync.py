@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -32,7 +33,9 @@ from typing import Any
 from .._ids import IDENTIFIER_SYSTEM
 from .._refs import parse_reference
 from .._security import NO_LABELS, SecurityLabels
-from ..errors import FhirServerError, InstrumentError, ScoringError, UnexpectedResponse
+from .._text import describe, safe_text
+from ..errors import FhirServerError, InstrumentError, ScoringError, UnexpectedResponse, summarise_outcome
+from ..fhirtypes import FHIR_ID_RULE, is_fhir_id
 from ..instruments.catalog import Catalog, Instrument
 from ..scoring.engine import resource_ref, score_response
 from ..scoring.observations import build_observation, observation_identifier_for
@@ -56,6 +59,8 @@ logger = logging.getLogger(__name__)
 # multi-valued status=); the statuses are filtered here instead.
 _SYNCED_STATUSES = frozenset({"completed", "amended", "entered-in-error"})
 _END = object()
+_SEARCH = "QuestionnaireResponse search"  # what warnings about the search's answer name
+_MAX_NAMED = 10  # distinct resource types (and server notes) a run names before it only counts them
 
 
 @dataclass(frozen=True)
@@ -93,7 +98,7 @@ class SyncReport:
     unchanged: int = 0
     retracted: int = 0
     failed: int = 0
-    skipped: int = 0  # returned by the search in another status (in-progress, stopped)
+    skipped: int = 0  # responses returned in another status (in-progress, stopped); other resources are warned about
     requests: int = 0
     seconds: float = 0.0
     write_mode: str = ""
@@ -104,7 +109,8 @@ class SyncReport:
     outstanding: list[OutstandingFailure] = field(default_factory=list)
     # subjects whose score Observations changed this run (serve refreshes their signals; not in as_dict)
     subjects: set[str] = field(default_factory=set, repr=False)
-    write_failures: int = field(default=0, repr=False)  # writes that did not land (backfill keeps a file open)
+    # responses whose Observation did not land: a write failed, or the id was refused (backfill keeps the file open)
+    write_failures: int = field(default=0, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -188,6 +194,7 @@ def process_responses(
         run.write(writes)
     finally:
         run.release_all()
+    run.report_unexpected()
     run.report.outstanding = store.outstanding(run.server)
     return run.report
 
@@ -248,6 +255,7 @@ class ExternalWrites:
 
     def close(self) -> None:
         self._run.release_all()
+        self._run.report_unexpected()
 
 
 class _Run:
@@ -264,7 +272,7 @@ class _Run:
         self.report = SyncReport(server=self.server, dry_run=options.dry_run)
         self.instruments = [catalog.get(ref) for ref in options.instruments] if options.instruments else list(catalog)
         self.on_progress = on_progress or (lambda _report: None)
-        self.write_failed = False
+        self.incomplete = False  # a response of this run did not land (a write failed, an id was refused)
         self.writer = Writer(client, "transaction")
         self.our_ids: dict[str, str] = {}  # server id of one of our Questionnaires -> its url|version
         self.verify_ledger = True  # until a page shows the server still holds what the ledger says
@@ -272,6 +280,8 @@ class _Run:
         self.held: set[str] = set()  # our claims not yet released
         self.subjects_by_id: dict[str, str] = {}  # responses being handled -> subject (report.subjects)
         self.relabel = False  # the labels differ from those the last complete run applied: rewrite everything once
+        self.unexpected: Counter[str] = Counter()  # resources of another type the server returned, by type
+        self.notes: set[str] = set()  # the server's notes on the search (search.mode outcome), relayed once
 
     def prepare_writer(self) -> None:
         """Refuse a server that is not FHIR R4; choose the write mode; learn our Questionnaires' ids."""
@@ -296,11 +306,12 @@ class _Run:
             for page in _prefetched(self.client.search_pages("QuestionnaireResponse", self._params(since))):
                 if not stamps:
                     stamps.append(_bundle_time(page))
+                self._relay_notes(page)
                 yield [e["resource"] for e in page.get("entry", []) if is_match(e)]
 
         self.drain(chunks())
         started_at = stamps[0] if stamps else None
-        if not self.options.dry_run and not self.write_failed and started_at and self._sane(started_at):
+        if not self.options.dry_run and not self.incomplete and started_at and self._sane(started_at):
             self.store.set_checkpoint(self.server, started_at)
             self.report.checkpoint = started_at
             if self.relabel and self._whole_server():
@@ -328,6 +339,29 @@ class _Run:
                 self.on_progress(self.report)
             done, _ = wait(in_flight)
             self._settle_futures(done)
+        self.report_unexpected()
+
+    def _relay_notes(self, page: dict[str, Any]) -> None:
+        """A searchset's OperationOutcome entries (``search.mode`` outcome: the server's warnings
+        about the search, as HAPI writes them) become warnings, each distinct one once a run; the
+        resources it added as ``include`` are not responses and are not used."""
+        for entry in page.get("entry", []):
+            resource = entry["resource"]
+            if (entry.get("search") or {}).get("mode") != "outcome" or resource.get(
+                "resourceType"
+            ) != "OperationOutcome":
+                continue
+            note = safe_text(summarise_outcome(resource), 300)
+            if note not in self.notes and len(self.notes) < _MAX_NAMED:
+                self.notes.add(note)
+                self._warn(_SEARCH, f"the server notes (search.mode outcome): {note}")
+
+    def report_unexpected(self) -> None:
+        """One warning for the resources of other types the server returned as responses (then forgotten)."""
+        if self.unexpected:
+            kinds = ", ".join(f"{count} {kind}" for kind, count in self.unexpected.most_common())
+            self._warn(_SEARCH, f"the server returned {kinds} (not QuestionnaireResponses): ignored")
+            self.unexpected.clear()
 
     def _sane(self, stamp: str) -> bool:
         """A server stamp may be behind our clock, but not far ahead of it (see the module's clock rules)."""
@@ -478,6 +512,12 @@ class _Run:
         """Score what changed; record scoring failures; return the Observations to write."""
         responses = []
         for response in candidates:
+            if not isinstance(response, dict) or response.get("resourceType") != "QuestionnaireResponse":
+                self._count_unexpected(response)
+                continue
+            if not is_fhir_id(response.get("id")):
+                self._refuse_id(response)
+                continue
             if response.get("status") not in _SYNCED_STATUSES:
                 self.report.skipped += 1
                 continue
@@ -499,6 +539,29 @@ class _Run:
         self.held |= claimed
         self.deferred += [r for r, rid in zip(responses, ids, strict=True) if rid not in claimed]
         return self._decide([r for r, rid in zip(responses, ids, strict=True) if rid in claimed])
+
+    def _count_unexpected(self, resource: Any) -> None:
+        """A resource that is not a QuestionnaireResponse, counted by type (named safely, at most a few types)."""
+        kind = resource.get("resourceType") if isinstance(resource, dict) else None
+        name = safe_text(kind, 40) if isinstance(kind, str) and kind else "(no resourceType)"
+        if name not in self.unexpected and len(self.unexpected) >= _MAX_NAMED:
+            name = "(of other types)"
+        self.unexpected[name] += 1
+
+    def _refuse_id(self, response: dict[str, Any]) -> None:
+        """A response without a usable id cannot be keyed in the ledger, nor referred to: it fails
+        this run (nothing scored or written), and the checkpoint stays so every run reads it again
+        until the server gives it a FHIR id. The line shows the id escaped and cut (see ``resource_ref``)."""
+        rid = response.get("id")
+        reason = (
+            "no id, so it cannot be told apart from other responses"
+            if rid is None
+            else f"id is {describe(rid)}, not a FHIR id ({FHIR_ID_RULE})"
+        )
+        self.incomplete = True
+        self.report.write_failures += 1
+        self.report.failed += 1
+        self.report.failures.append(SyncFailure(resource_ref(response), f"{reason}: refused, nothing written"))
 
     def handle_deferred(self) -> list[PendingWrite]:
         """The responses another worker held: wait (bounded) until it lets go, then decide again
@@ -667,7 +730,7 @@ class _Run:
         for write, error in results:
             subject = self.subjects_by_id.pop(write.response_id, None)
             if error is not None:
-                self.write_failed = True
+                self.incomplete = True
                 self.report.write_failures += 1
                 self.report.failed += 1
                 reason = f"write failed: {error}"

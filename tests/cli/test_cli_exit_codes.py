@@ -4,6 +4,8 @@ outstanding; 2 configuration, connection, authentication or server errors)."""
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import httpx
 import pytest
@@ -12,6 +14,7 @@ from typer.testing import CliRunner
 from alliance_fhir.cli import _common as cli_common
 from alliance_fhir.cli.main import app
 from alliance_fhir.server.client import FhirClient
+from alliance_fhir.server.state import StateStore
 
 from ..conftest import all_items
 from ..fake_fhir import BASE, FakeFhir
@@ -179,3 +182,34 @@ def test_sync_write_mode_option(fake, make_response, mode):
 
 def test_an_unknown_write_mode_is_a_configuration_error(fake):
     assert run("sync", "--server", BASE, "--write-mode", "yolo").exit_code == 2
+
+
+def test_endless_paging_exits_2_with_one_line_naming_the_server_and_keeps_the_checkpoint(
+    fake, make_response, monkeypatch
+):
+    """Issue 23, case 5: fresh next links without a total stop at max_pages."""
+    fake.put(make_response("wai-sr", all_items(12, 3), rid="p"))
+    assert run("sync", "--server", BASE).exit_code == 0
+    checkpoint = _checkpoint()
+    pages = iter(range(1, 10_000))
+
+    def endless(request: httpx.Request) -> httpx.Response | None:
+        if not request.url.path.endswith("/QuestionnaireResponse"):
+            return None
+        body = fake.serve(request).json()
+        del body["total"]
+        body["link"] = [{"relation": "next", "url": f"{BASE}/QuestionnaireResponse?page={next(pages)}"}]
+        return httpx.Response(200, json=body)
+
+    fake.faults.append(endless)
+    monkeypatch.setenv("ALLIANCE_FHIR_MAX_PAGES", "5")
+    result = run("sync", "--server", BASE, "--json")
+    assert result.exit_code == 2 and next(pages) == 6
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: GET http://fhir.test/fhir/QuestionnaireResponse") and "max_pages (5)" in line
+    assert checkpoint is not None and _checkpoint() == checkpoint
+
+
+def _checkpoint() -> str | None:
+    with StateStore(Path(os.environ["ALLIANCE_FHIR_STATE_DB"])) as store:
+        return store.checkpoint(BASE)

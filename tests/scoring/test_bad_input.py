@@ -181,3 +181,51 @@ def test_unanswered_item_counts_as_missing(catalog, wai):
     result = score_response(wai, catalog)
     # items 1 and 2 unanswered: 10 x 3 = 30 over 10 -> 3 x 12 = 36.0 (prorated)
     assert result.total.prorated and result.total.value == 36
+
+
+# Issue 23, case 19: every list-valued element (item, answer, extension, at every level) follows one
+# rule: absent is empty, an array is read, anything else is refused with the element and the item.
+def _numeric(wai):  # noqa: ANN001, ANN202
+    return wai["item"][0]["answer"][0]
+
+
+def _coded(wai):  # noqa: ANN001, ANN202
+    wai["item"][0]["answer"] = [{"valueCoding": {"system": CS, "code": "wai-sr-always"}}]
+    return wai["item"][0]["answer"][0]
+
+
+NOT_ARRAYS = {
+    "response extension": (lambda w: w, "extension", "extension", None),
+    "item extension": (lambda w: w["item"][0], "extension", "item.extension", "1"),
+    "answer extension, integer answer": (_numeric, "extension", "answer.extension", "1"),
+    "answer extension, coded answer": (_coded, "extension", "answer.extension", "1"),
+    "valueCoding extension": (lambda w: _coded(w)["valueCoding"], "extension", "valueCoding.extension", "1"),
+    "response item": (lambda w: w, "item", "item", None),
+    "item answer": (lambda w: w["item"][0], "answer", "answer", "1"),
+    "nested item": (lambda w: w["item"][0], "item", "item", "1"),
+    "answer item": (_numeric, "item", "answer.item", "1"),
+}
+
+
+@pytest.mark.parametrize("value", [{"url": "http://example.org/x", "valueString": "x"}, "x", 3])
+@pytest.mark.parametrize("where", list(NOT_ARRAYS))
+def test_a_list_valued_element_that_is_not_an_array_is_refused_the_same_way_everywhere(catalog, wai, where, value):
+    owner, key, name, link = NOT_ARRAYS[where]
+    owner(wai)[key] = value
+    err = error_of(wai, catalog)
+    assert err.link_id == link
+    assert err.reason.startswith(f"{name} is malformed: expected a JSON array, found ")
+
+
+@pytest.mark.parametrize("where", ["response extension", "item extension", "answer extension, integer answer"])
+def test_an_extension_array_must_hold_objects(catalog, wai, where):
+    owner, _, name, link = NOT_ARRAYS[where]
+    owner(wai)["extension"] = ["x"]
+    err = error_of(wai, catalog)
+    assert (err.link_id, err.reason) == (link, f"{name} is malformed: expected a JSON array of objects")
+
+
+def test_well_formed_extensions_everywhere_are_accepted(catalog, wai):
+    ext = [{"url": "http://example.org/note", "valueString": "fine"}]
+    wai["extension"] = wai["item"][0]["extension"] = _numeric(wai)["extension"] = ext
+    assert score_response(wai, catalog).total.value == 36

@@ -319,3 +319,15 @@ def test_import_needs_the_operation_in_the_capability_statement(bulk, store, cat
         backfill(bulk, store, catalog, via="import")
     statement = {"rest": [{"mode": "server", "operation": [{"name": "import", "definition": "x"}]}]}
     assert supports_operation(statement, "import")
+
+
+def test_a_response_without_a_fhir_id_keeps_its_file_open(bulk, store, catalog, make_response):
+    """Issue 23, case 17: sync's id rule on backfill's path; the file is not done, so a re-run reads it again."""
+    good = wai(make_response, 2)
+    bad = {**good[0], "id": "x\ny"}
+    bulk.files = [[good[0], bad, good[1]]]
+    report = backfill(bulk, store, catalog)
+    assert report.sync.written == 2 and report.sync.failed == 1 and not report.ok
+    [failure] = report.sync.failures
+    assert failure.resource == "QuestionnaireResponse/x\\x0ay" and "not a FHIR id" in failure.reason
+    assert not report.complete and store.checkpoint(BASE) is None

@@ -12,6 +12,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -363,3 +364,154 @@ def test_token_hosts_and_loopback_are_allowed():
         is not None
     )
     assert build_auth(_smart(), "http://127.0.0.1:9/fhir", _discovering("http://127.0.0.1:9/token")) is not None
+
+
+# ---------------------------------------------------------------- issue 23, case 5: paging ends by what the run can prove
+
+
+def _paging(pages: list[httpx.Request], *, entries: int = 1, total: int | None = None, stop_after: int = 300):
+    """A server sending a fresh next link with every page. ``stop_after``: today's code would follow
+    it for ever, so the fake ends after that many pages to let such a test fail instead of hang."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        pages.append(request)
+        link = [] if len(pages) >= stop_after else [{"relation": "next", "url": f"{BASE}/x?page={len(pages)}"}]
+        extra = {"total": total} if total is not None else {}
+        return httpx.Response(200, json=searchset(entries, link=link, **extra))
+
+    return handler
+
+
+def test_fresh_next_links_without_a_total_stop_at_max_pages_with_one_line_naming_the_server():
+    pages: list[httpx.Request] = []
+    with make_client(_paging(pages), max_pages=50) as client, pytest.raises(UnexpectedResponse) as caught:
+        list(client.search("QuestionnaireResponse", {"_count": "1", "subject": "Patient/secret"}))
+    message = str(caught.value)
+    assert len(pages) == 50
+    assert "max_pages (50)" in message and "http://fhir.test/fhir/QuestionnaireResponse" in message
+    assert "\n" not in message and "secret" not in message
+
+
+def test_max_pages_defaults_to_10000_and_is_configurable(monkeypatch):
+    assert ServerConfig(url=BASE).max_pages == 10_000
+    monkeypatch.setenv("ALLIANCE_FHIR_MAX_PAGES", "25")
+    assert load_config(BASE).max_pages == 25
+    with pytest.raises(ConfigError, match="max_pages"):
+        load_config(BASE, max_pages=0)
+
+
+def test_a_page_with_more_results_than_the_count_asked_for_is_an_error():
+    with make_client(lambda r: httpx.Response(200, json=searchset(3))) as client:
+        with pytest.raises(UnexpectedResponse, match="holds 3 results, more than the 2 asked for"):
+            list(client.search("QuestionnaireResponse", {"_count": "2"}))
+
+
+def test_pages_that_bring_more_results_than_the_total_are_an_error():
+    pages: list[httpx.Request] = []
+    with make_client(_paging(pages, total=2)) as client, pytest.raises(UnexpectedResponse) as caught:
+        list(client.search("QuestionnaireResponse", {"_count": "1"}))
+    assert "page 3 brings the results to 3, more than the total of 2 announced" in str(caught.value)
+    assert len(pages) == 3
+
+
+def test_a_server_that_pages_fewer_than_asked_is_followed_to_the_end():
+    """A server may lower the page size (HAPI caps it): short non-final pages are not an error."""
+    pages: list[httpx.Request] = []
+    with make_client(_paging(pages, total=7, stop_after=7)) as client:
+        assert len(list(client.search("QuestionnaireResponse", {"_count": "200"}))) == 7
+
+
+# ---------------------------------------------------------------- issue 23, case 15: only 2xx is an answer
+
+
+REDIRECTS = [301, 302, 303, 307, 308]
+
+
+def _redirect(status: int, body: dict) -> httpx.Response:  # type: ignore[type-arg]
+    return httpx.Response(status, headers={"Location": "https://elsewhere.example/fhir/x?patient=secret"}, json=body)
+
+
+@pytest.mark.parametrize("status", REDIRECTS)
+def test_a_redirect_answering_a_search_is_not_its_result(status):
+    with make_client(lambda r: _redirect(status, searchset(2, total=2))) as client:
+        with pytest.raises(UnexpectedResponse) as caught:
+            list(client.search("QuestionnaireResponse", {}))
+    message = str(caught.value)
+    assert f"HTTP {status}" in message and "redirects are not followed" in message
+    assert "https://elsewhere.example" in message and "secret" not in message and "\n" not in message
+
+
+OPERATIONS = {
+    "read": lambda c: c.read("Patient", "1"),
+    "metadata": lambda c: c.r4_capabilities(),
+    "conditional update": lambda c: c.conditional_update("Observation", {"identifier": "s|v"}, {"resourceType": "x"}),
+    "transaction": lambda c: c.transaction({"resourceType": "Bundle", "type": "transaction"}, idempotent=True),
+    "delete": lambda c: c.request("DELETE", "Observation/1"),
+}
+
+
+@pytest.mark.parametrize("operation", list(OPERATIONS))
+@pytest.mark.parametrize("status", [302, 307])
+def test_every_request_path_refuses_a_redirect(operation, status):
+    body = {"resourceType": "CapabilityStatement", "fhirVersion": "4.0.1", "id": "1"}
+    with make_client(lambda r: _redirect(status, body)) as client, pytest.raises(UnexpectedResponse, match="redirect"):
+        OPERATIONS[operation](client)
+
+
+# ---------------------------------------------------------------- issue 23, case 18: every element of a searchset
+
+
+_MATCH = {"resource": {"resourceType": "Patient", "id": "1"}, "search": {"mode": "match"}}
+MALFORMED: dict[str, dict[str, Any]] = {
+    "entry not a list": {"entry": "x"},
+    "entry an object": {"entry": {"a": 1}},
+    "entry of numbers": {"entry": [1]},
+    "entry of strings": {"entry": ["garbage"]},
+    "entry without a resource": {"entry": [{"search": {"mode": "match"}}]},
+    "entry resource a string": {"entry": [{"resource": "text"}]},
+    "entry resource a list": {"entry": [{"resource": [1]}]},
+    "entry fullUrl a number": {"entry": [{**_MATCH, "fullUrl": 5}]},
+    "entry search a string": {"entry": [{**_MATCH, "search": "match"}]},
+    "entry search.mode unknown": {"entry": [{**_MATCH, "search": {"mode": "bogus"}}]},
+    "entry search.mode a number": {"entry": [{**_MATCH, "search": {"mode": 1}}]},
+    "link of strings": {"link": ["garbage"]},
+    "link of numbers": {"link": [1]},
+    "link an object": {"link": {"a": 1}},
+    "link a string": {"link": "x"},
+    "link without a url": {"link": [{"relation": "next"}]},
+    "link without a relation": {"link": [{"url": f"{BASE}/x"}]},
+    "link relation a number": {"link": [{"relation": 5, "url": f"{BASE}/x"}]},
+    "self link url a number": {"link": [{"relation": "self", "url": 5}]},
+    "next link url a list": {"link": [{"relation": "next", "url": [f"{BASE}/x"]}]},
+    "total a string": {"total": "many"},
+    "total negative": {"total": -1},
+    "total a boolean": {"total": True},
+    "total a fraction": {"total": 1.5},
+    "meta a string": {"meta": "x"},
+    "meta a list": {"meta": []},
+    "meta.lastUpdated a number": {"meta": {"lastUpdated": 7}},
+}
+
+
+@pytest.mark.parametrize("variant", list(MALFORMED))
+def test_every_searchset_element_is_checked_for_its_type(variant):
+    page = {"resourceType": "Bundle", "type": "searchset", "entry": [_MATCH], **MALFORMED[variant]}
+    with make_client(lambda r: httpx.Response(200, json=page)) as client, pytest.raises(UnexpectedResponse) as caught:
+        list(client.search("QuestionnaireResponse", {"patient": "Patient/secret"}))
+    message = str(caught.value)
+    assert "http://fhir.test/fhir/QuestionnaireResponse" in message
+    assert "\n" not in message and "secret" not in message and "garbage" not in message
+
+
+def test_a_well_formed_searchset_with_every_element_passes():
+    page = searchset(
+        1,
+        total=1,
+        meta={"lastUpdated": "2026-11-01T00:00:00Z"},
+        link=[{"relation": "self", "url": f"{BASE}/QuestionnaireResponse"}],
+    )
+    page["entry"].append(
+        {"fullUrl": f"{BASE}/Patient/9", "resource": {"resourceType": "Patient"}, "search": {"mode": "include"}}
+    )
+    with make_client(lambda r: httpx.Response(200, json=page)) as client:
+        assert [r["id"] for r in client.search("QuestionnaireResponse", {})] == ["0"]
