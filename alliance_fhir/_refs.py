@@ -13,10 +13,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["MAX_REFERENCE", "Reference", "parse_reference", "valid_id"]
+__all__ = ["FHIR_ID_RULE", "MAX_REFERENCE", "Reference", "parse_reference", "valid_id"]
 
 MAX_REFERENCE = 4096
 """Longest reference text read at all (a server URL plus a type, an id and a version fit easily)."""
+
+FHIR_ID_RULE = "[A-Za-z0-9-.]{1,64}"
+"""FHIR R4's logical id (the ``id`` datatype), as error messages name it."""
 
 # FHIR's id pattern; ids made only of dots are refused too, as they would be path steps ("..") in a URL
 _ID = r"(?!\.+(?:/|$))[A-Za-z0-9\-.]{1,64}"
@@ -47,8 +50,14 @@ class Reference:
 
 
 def valid_id(value: object) -> bool:
-    """A FHIR logical id (``[A-Za-z0-9\\-\\.]{1,64}``, not only dots)."""
-    return isinstance(value, str) and _ID_ONLY.fullmatch(value) is not None
+    """A FHIR logical id (``[A-Za-z0-9\\-\\.]{1,64}``, not only dots).
+
+    A server's ids become ledger keys, references and message text: one without an id cannot be
+    told apart from another, and one with a newline, a ``/`` or ten million characters would
+    forge log lines, break references or fill the ledger. Checked on length first, so a huge
+    value costs nothing.
+    """
+    return isinstance(value, str) and len(value) <= 64 and _ID_ONLY.fullmatch(value) is not None
 
 
 def parse_reference(text: object) -> Reference | None:

@@ -10,7 +10,6 @@ costs about a millisecond per resource, so it is used where a full model earns i
 from __future__ import annotations
 
 import json
-import re
 from importlib import import_module
 from typing import Any
 
@@ -18,12 +17,9 @@ from pydantic import BaseModel, ValidationError
 
 from .errors import FhirValidationError, summarise_validation
 
-__all__ = ["FHIR_ID_RULE", "comparable", "is_fhir_id", "plain_resource", "validate_resource"]
+__all__ = ["comparable", "plain_resource", "validate_resource"]
 
 _SERVER_MANAGED = ("id", "meta", "text")
-FHIR_ID_RULE = "[A-Za-z0-9-.]{1,64}"
-"""FHIR R4's logical id (the ``id`` datatype), as error messages name it."""
-_FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 
 _MODULES = {
     "Bundle": "bundle",
@@ -52,17 +48,6 @@ def validate_resource(resource: dict[str, Any]) -> None:
         model.model_validate(resource)
     except ValidationError as exc:
         raise FhirValidationError(f"{rtype} is not valid FHIR: {summarise_validation(exc, limit=5)}") from exc
-
-
-def is_fhir_id(value: Any) -> bool:
-    """Whether ``value`` is a FHIR logical id: 1-64 letters, digits, ``-`` and ``.``.
-
-    A server's ids become ledger keys, references and message text: one without an id cannot be
-    told apart from another, and one with a newline, a ``/`` or ten million characters would
-    forge log lines, break references or fill the ledger. Checked on length first, so a huge
-    value costs nothing.
-    """
-    return isinstance(value, str) and len(value) <= 64 and _FHIR_ID.fullmatch(value) is not None
 
 
 def comparable(resource: dict[str, Any]) -> dict[str, Any]:

@@ -14,13 +14,13 @@ The SQL below is written once for both (see ``_statedb``); the schema is version
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 
+from .._refs import valid_id
 from ..errors import StateError
 from ._statedb import Database, claim_key, open_database
 
@@ -46,7 +46,6 @@ UNREADABLE = "unreadable"
 # The version recorded for an unreadable line: never a real versionId (FHIR ids have no parentheses),
 # so the next sync or export that reads the response processes it and clears the failure.
 UNREAD_VERSION = "(unread)"
-_FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,7 +199,7 @@ class OutstandingFailure:
 def failure_reference(key: str) -> str:
     """The reference of a ledger key: ``QuestionnaireResponse/ID`` for a FHIR id, else the key itself
     (an unreadable export line: ``/fhir/Binary/7 line 3``)."""
-    return f"QuestionnaireResponse/{key}" if _FHIR_ID.fullmatch(key) else key
+    return f"QuestionnaireResponse/{key}" if valid_id(key) else key
 
 
 class StateStore:

@@ -31,11 +31,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .._ids import IDENTIFIER_SYSTEM
-from .._refs import parse_reference
+from .._refs import FHIR_ID_RULE, parse_reference, valid_id
 from .._security import NO_LABELS, SecurityLabels
 from .._text import describe, safe_text
 from ..errors import FhirServerError, InstrumentError, ScoringError, UnexpectedResponse, summarise_outcome
-from ..fhirtypes import FHIR_ID_RULE, is_fhir_id
 from ..instruments.catalog import Catalog, Instrument
 from ..scoring.engine import resource_ref, score_response
 from ..scoring.observations import build_observation, observation_identifier_for
@@ -515,7 +514,7 @@ class _Run:
             if not isinstance(response, dict) or response.get("resourceType") != "QuestionnaireResponse":
                 self._count_unexpected(response)
                 continue
-            if not is_fhir_id(response.get("id")):
+            if not valid_id(response.get("id")):
                 self._refuse_id(response)
                 continue
             if response.get("status") not in _SYNCED_STATUSES:
