@@ -54,7 +54,10 @@ class ServeSettings(BaseModel):
         "(or after its previous answer) is closed: idle half-open connections cannot hold the service",
     )
     body_timeout_seconds: float = Field(
-        30.0, gt=0, le=3600, description="a request body not complete this long after its headers: the connection is closed"
+        30.0,
+        gt=0,
+        le=3600,
+        description="a request body not complete this long after its headers: the connection is closed",
     )
     start_retry_max_seconds: float = Field(
         60.0,
