@@ -1,4 +1,4 @@
-"""The ASGI app of ``serve`` (Starlette): notification endpoints, ``/healthz``, ``/metrics``.
+"""The ASGI app of ``serve`` (Starlette): notification endpoints, ``/livez``, ``/readyz``, ``/metrics``.
 
 Endpoints (the hook paths also answer without the ``/hook`` prefix, for a Subscription whose
 endpoint was given as the bare service URL):
@@ -8,12 +8,17 @@ endpoint was given as the bare service URL):
 - ``DELETE /hook/QuestionnaireResponse/{id}``: a delete notification (re-checked like any hint);
 - ``POST /hook``: an empty rest-hook without payload (asks for a catch-up sync), or a Backport
   topic notification Bundle (answered with a Bundle: HAPI re-sends on an empty answer);
-- ``GET /healthz``: 200 with JSON when the FHIR server answers and the inbox drains, else 503;
+- ``GET /livez``: liveness, 200 while the worker's threads run (never asks the FHIR server);
+- ``GET /readyz`` (and ``GET /healthz``, its older name): readiness, 200 with JSON when the start
+  (R4 check, Subscription) is done, the FHIR server answers and the inbox drains, else 503;
 - ``GET /metrics``: Prometheus text.
 
 Every hook request must carry the webhook secret (``Authorization: Bearer ...``; 401 otherwise,
-checked before the body is read); bodies over the cap get 413; a hint is recorded in the inbox
-before the 2xx answer (503 if it cannot be, so the server retries). ``extra_routes`` is where the
+checked before any of the body is read, whatever its ``Content-Length``); then the body is read
+by :mod:`.body` (413 over the cap, 400 when it is not JSON or nests too deep) and a notification's
+fields by the typed accessor in :mod:`.hints` (400 naming a field of the wrong type): one log
+line each, never a traceback. A hint is recorded in the inbox before the 2xx answer (503 if it
+cannot be, so the server retries). ``extra_routes`` is where the
 CDS Hooks service mounts (same app, same port).
 """
 

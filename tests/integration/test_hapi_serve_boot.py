@@ -50,7 +50,7 @@ class ProxyOnPort(ForwardingProxy):
         super().server_bind()
 
 
-def test_serve_started_while_the_server_is_down_becomes_ready_when_it_answers(server, tmp_path):
+def test_serve_started_while_the_server_is_down_becomes_ready_when_it_answers(server, tmp_path):  # noqa: F811
     previous = _our_subscription(server)
     port = free_port()  # nothing listens here yet: connections are refused
     down_url = f"http://127.0.0.1:{port}/fhir"
