@@ -87,10 +87,16 @@ def test_serve_started_while_the_server_is_down_becomes_ready_when_it_answers(se
             # a form that cannot be scored: its reason in the log, counted in /metrics and in readiness
             bad = unique("qr")
             write(server, srs(patient, bad, (9.0, 9.0, 9.0, 99.0)))
-            wait_for("the failure counted", lambda: service.metric("alliance_fhir_outstanding_failures") >= 1, 60)
-            lines = [line["message"] for line in service.log_lines() if line["message"].startswith("failed: ")]
-            assert any(f"QuestionnaireResponse/{bad}" in m and "item '4'" in m and "out of range" in m for m in lines)
+
+            def failure_lines() -> list[str]:
+                return [
+                    line["message"] for line in service.log_lines() if f"QuestionnaireResponse/{bad}" in line["message"]
+                ]
+
+            lines = wait_for("the failure logged", failure_lines, timeout=WITHIN)
+            assert any(m.startswith("failed: ") and "item '4'" in m and "out of range" in m for m in lines), lines
             assert not any("99.0" in m for m in lines)  # the answer stays out of the log
+            assert service.metric("alliance_fhir_outstanding_failures") >= 1
             ready = httpx.get(f"{service.url}/readyz", timeout=30)
             assert ready.status_code == 200 and ready.json()["outstanding_failures"] >= 1
             assert service.stop() == 0
