@@ -1,11 +1,13 @@
 """CLI commands of the long-running service: ``serve`` and ``subscribe``.
 
-``serve`` manages its Subscription (unless ``--no-subscribe``), then listens for notifications
-and scores what they point at; ``subscribe`` manages the Subscription alone (for a service that
+``serve`` listens at once, then (in the background, retried until the FHIR server answers)
+checks the server and manages its Subscription (unless ``--no-subscribe``), and scores what
+notifications point at; ``subscribe`` manages the Subscription alone (for a service that
 another process, a proxy or a different host runs). The webhook secret never appears as an
 option or in a log line: it comes from ``$ALLIANCE_FHIR_WEBHOOK_SECRET``, ``[serve]
 webhook_secret`` in the config file, or the state database (generated once).
-Exit codes: 0 success (also after SIGTERM); 2 configuration, connection or server errors.
+Exit codes: 0 success (also after SIGTERM); 2 configuration errors, or the port cannot be served. A FHIR
+server that is down at start is not an exit: ``/readyz`` says 503 until it answers.
 """
 
 from __future__ import annotations
@@ -104,20 +106,23 @@ def serve(
     catalog = command_catalog(ctx, instruments)
     with StateStore(cfg.state_location()) as store, open_client(cfg) as client:
         secret = webhook_secret(settings, store)
-        client.r4_capabilities()  # a server that is down or not FHIR R4 stops us here (exit 2)
-        if not no_subscribe:
-            result = ensure_subscription(client, list(catalog), endpoint, secret, settings.channel)
-            logger.info(
-                "Subscription/%s %s (%s, endpoint %s)",
-                result.subscription_id,
-                result.action,
-                settings.channel,
-                endpoint,
-            )
+
+        def prepare() -> None:  # retried by the worker until the server answers: serve starts during an outage
+            client.r4_capabilities()
+            if not no_subscribe:
+                result = ensure_subscription(client, list(catalog), endpoint, secret, settings.channel)
+                logger.info(
+                    "Subscription/%s %s (%s, endpoint %s)",
+                    result.subscription_id,
+                    result.action,
+                    settings.channel,
+                    endpoint,
+                )
+
         from ..service.cds import CdsService, cds_routes
         from ..service.run import run_service  # the web stack, only for this command
 
-        worker = Worker(client, catalog, store, settings, options=SyncOptions(security=labels))
+        worker = Worker(client, catalog, store, settings, options=SyncOptions(security=labels), prepare=prepare)
         cds = CdsService.build(client, catalog, store, cds_settings, base, worker.metrics)
         _log_cds(cds_settings, base)
         logger.info(

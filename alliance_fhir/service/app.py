@@ -1,4 +1,4 @@
-"""The ASGI app of ``serve`` (Starlette): notification endpoints, ``/healthz``, ``/metrics``.
+"""The ASGI app of ``serve`` (Starlette): notification endpoints, ``/livez``, ``/readyz``, ``/metrics``.
 
 Endpoints (the hook paths also answer without the ``/hook`` prefix, for a Subscription whose
 endpoint was given as the bare service URL):
@@ -8,18 +8,22 @@ endpoint was given as the bare service URL):
 - ``DELETE /hook/QuestionnaireResponse/{id}``: a delete notification (re-checked like any hint);
 - ``POST /hook``: an empty rest-hook without payload (asks for a catch-up sync), or a Backport
   topic notification Bundle (answered with a Bundle: HAPI re-sends on an empty answer);
-- ``GET /healthz``: 200 with JSON when the FHIR server answers and the inbox drains, else 503;
+- ``GET /livez``: liveness, 200 while the worker's threads run (never asks the FHIR server);
+- ``GET /readyz`` (and ``GET /healthz``, its older name): readiness, 200 with JSON when the start
+  (R4 check, Subscription) is done, the FHIR server answers and the inbox drains, else 503;
 - ``GET /metrics``: Prometheus text.
 
 Every hook request must carry the webhook secret (``Authorization: Bearer ...``; 401 otherwise,
-checked before the body is read); bodies over the cap get 413; a hint is recorded in the inbox
-before the 2xx answer (503 if it cannot be, so the server retries). ``extra_routes`` is where the
+checked before any of the body is read, whatever its ``Content-Length``); then the body is read
+by :mod:`.body` (413 over the cap, 400 when it is not JSON or nests too deep) and a notification's
+fields by the typed accessor in :mod:`.hints` (400 naming a field of the wrong type): one log
+line each, never a traceback. A hint is recorded in the inbox before the 2xx answer (503 if it
+cannot be, so the server retries). ``extra_routes`` is where the
 CDS Hooks service mounts (same app, same port).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -28,13 +32,13 @@ from typing import Any
 from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from ..errors import AllianceFhirError
-from .hints import hint_from_put, topic_notification
+from .body import RequestRefused, parse_json, read_body
+from .hints import MalformedNotification, TopicNotification, hint_from_put, topic_notification
 from .metrics import CONTENT_TYPE_LATEST
 from .settings import authorised
 from .worker import Worker
@@ -63,13 +67,9 @@ def build_app(
         metrics.refused.labels(reason).inc()
         return JSONResponse({"error": detail}, status_code=status)
 
-    async def read_body(request: Request) -> bytes:
-        try:
-            return await request.body()
-        except HTTPException as exc:
-            if exc.status_code == 413:
-                metrics.refused.labels("too_large").inc()
-            raise
+    def refused(exc: RequestRefused) -> Response:
+        logger.warning("refused a notification (%d): %s", exc.status, exc)
+        return refuse(exc.label, exc.status, str(exc))
 
     async def record(hints: list[Any], channel: str) -> Response | None:
         try:
@@ -83,10 +83,14 @@ def build_app(
         if not authorised(request.headers.get("authorization"), secret):
             return refuse("unauthorised", 401, "missing or wrong webhook secret")
         resource_type, resource_id = request.path_params["resource_type"], request.path_params["resource_id"]
-        body = await read_body(request)
+        try:
+            body = await read_body(request, max_body_bytes)
+            payload = parse_json(body) if request.method == "PUT" and body.strip() else None
+        except RequestRefused as exc:
+            return refused(exc)
         if resource_type != "QuestionnaireResponse":
             return refuse("not_ours", 400, "only QuestionnaireResponse notifications are accepted")
-        hint = hint_from_put(resource_id, _json_or_none(body) if request.method == "PUT" else None)
+        hint = hint_from_put(resource_id, payload)
         if hint is None:
             return refuse("not_ours", 400, "not a FHIR id")
         return await record([hint], "rest-hook") or Response(status_code=200)
@@ -94,14 +98,15 @@ def build_app(
     async def post_hook(request: Request) -> Response:
         if not authorised(request.headers.get("authorization"), secret):
             return refuse("unauthorised", 401, "missing or wrong webhook secret")
-        body = await read_body(request)
-        if not body.strip():  # rest-hook without payload: "something changed", no id
-            await run_in_threadpool(worker.request_sync, "empty-notification")
-            metrics.received.labels("rest-hook-empty").inc()
-            return Response(status_code=200)
-        notification = topic_notification(_json_or_none(body), worker.server)
-        if notification is None:
-            return refuse("bad_request", 400, "not a subscription notification Bundle")
+        try:
+            body = await read_body(request, max_body_bytes)
+            if not body.strip():  # rest-hook without payload: "something changed", no id
+                await run_in_threadpool(worker.request_sync, "empty-notification")
+                metrics.received.labels("rest-hook-empty").inc()
+                return Response(status_code=200)
+            notification = _notification(parse_json(body), worker.server)
+        except RequestRefused as exc:
+            return refused(exc)
         if notification.rejected:
             logger.warning(
                 "a topic notification named %d resources that are not QuestionnaireResponses of %s; ignored",
@@ -119,9 +124,20 @@ def build_app(
             metrics.received.labels("topic-" + (notification.kind or "unknown")).inc()
         return JSONResponse(_TOPIC_ACK, media_type=FHIR_JSON)
 
-    def healthz(request: Request) -> Response:
+    def livez(request: Request) -> Response:
+        status = worker.liveness()
+        return JSONResponse(status, status_code=200 if status["status"] == "ok" else 503)
+
+    def readyz(request: Request) -> Response:
         status = worker.health()
         return JSONResponse(status, status_code=200 if status["status"] == "ok" else 503)
+
+    def client_gone(request: Request, exc: Exception) -> Response:
+        # any route (the CDS hook included) whose client went away mid-body, or was cut off by the body deadline
+        logger.info(
+            "%s %s: the client went away before its request body was complete", request.method, request.url.path
+        )
+        return Response(status_code=400)
 
     def metrics_endpoint(request: Request) -> Response:
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
@@ -143,21 +159,26 @@ def build_app(
                 f"{prefix}/{{resource_type}}/{{resource_id}}",
                 resource_hook,
                 methods=["PUT", "DELETE"],
-                max_body_size=max_body_bytes,
             )
         )
-        hook_routes.append(Route(prefix or "/", post_hook, methods=["POST"], max_body_size=max_body_bytes))
+        hook_routes.append(Route(prefix or "/", post_hook, methods=["POST"]))  # the size: read_body, after the secret
     routes: list[BaseRoute] = [
-        Route("/healthz", healthz, methods=["GET"]),
+        Route("/livez", livez, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/healthz", readyz, methods=["GET"]),  # the name it had before /livez and /readyz: readiness
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         *extra_routes,
         *hook_routes,
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={ClientDisconnect: client_gone})
 
 
-def _json_or_none(body: bytes) -> object:
+def _notification(body: object, server: str) -> TopicNotification:
+    """The Backport notification in ``body``; a 400 naming what is wrong otherwise."""
     try:
-        return json.loads(body)
-    except ValueError:
-        return None
+        notification = topic_notification(body, server)
+    except MalformedNotification as exc:
+        raise RequestRefused(400, "bad_request", f"a malformed topic notification: {exc}") from None
+    if notification is None:
+        raise RequestRefused(400, "bad_request", "not a subscription notification Bundle")
+    return notification

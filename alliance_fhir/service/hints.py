@@ -10,13 +10,23 @@ URL: the worker re-reads the response from the configured server with our own cr
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from .._refs import parse_reference
 from .._refs import valid_id as valid_id
+from .._text import describe
 
-__all__ = ["Hint", "TopicNotification", "hint_from_reference", "hint_from_put", "topic_notification", "valid_id"]
+__all__ = [
+    "Hint",
+    "MalformedNotification",
+    "TopicNotification",
+    "hint_from_reference",
+    "hint_from_put",
+    "topic_notification",
+    "valid_id",
+]
 
+_T = TypeVar("_T")
 _RESOURCE = "QuestionnaireResponse"
 
 
@@ -72,6 +82,9 @@ def topic_notification(bundle: object, base_url: str) -> TopicNotification | Non
     Returns None when ``bundle`` is not shaped like one. Hints come from each
     ``notification-event.focus`` and from entries whose ``fullUrl`` names a QuestionnaireResponse
     of our server (the id-only and full-resource content codes); the entries' resources are ignored.
+
+    Raises:
+        MalformedNotification: a field we read has the wrong JSON type (the message names it).
     """
     if (
         not isinstance(bundle, dict)
@@ -79,25 +92,25 @@ def topic_notification(bundle: object, base_url: str) -> TopicNotification | Non
         or not isinstance(bundle.get("entry"), list)
     ):
         return None
-    entries = [e for e in bundle["entry"] if isinstance(e, dict)]
+    entries = [_object(e, f"entry[{i}]") for i, e in enumerate(bundle["entry"])]
     status = entries[0].get("resource") if entries else None
     if not isinstance(status, dict) or status.get("resourceType") != "Parameters":
         return None
     notification = TopicNotification(kind="")
     references: list[object] = []
-    for parameter in _list(status.get("parameter")):
-        name = parameter.get("name")
+    for i, parameter in enumerate(_objects(status, "parameter", "SubscriptionStatus.")):
+        name, where = _field(parameter, "name", str, f"parameter[{i}]."), f"parameter[{i}]."
         if name == "type":
-            notification.kind = str(parameter.get("valueCode") or "")
+            notification.kind = _field(parameter, "valueCode", str, where) or ""
         elif name == "subscription":
-            notification.subscription = str((parameter.get("valueReference") or {}).get("reference") or "")[:200]
+            notification.subscription = (_reference(parameter, where) or "")[:200]
         elif name == "events-since-subscription-start":
             notification.events_since_start = _integer(parameter.get("valueString", parameter.get("valueInteger64")))
         elif name == "notification-event":
-            for part in _list(parameter.get("part")):
-                if part.get("name") == "focus":
-                    references.append((part.get("valueReference") or {}).get("reference"))
-    references += [e.get("fullUrl") for e in entries[1:] if e.get("fullUrl")]
+            for j, part in enumerate(_objects(parameter, "part", where)):
+                if _field(part, "name", str, f"{where}part[{j}].") == "focus":
+                    references.append(_reference(part, f"{where}part[{j}]."))
+    references += [_field(e, "fullUrl", str, f"entry[{i}].") for i, e in enumerate(entries) if i and e.get("fullUrl")]
     seen: dict[str, Hint] = {}
     for reference in references:
         hint = hint_from_reference(reference, base_url)
@@ -109,8 +122,37 @@ def topic_notification(bundle: object, base_url: str) -> TopicNotification | Non
     return notification
 
 
-def _list(value: object) -> list[dict[str, Any]]:
-    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+class MalformedNotification(ValueError):
+    """A notification field has the wrong JSON type; the message names the field and the type (no value)."""
+
+
+def _field(container: dict[str, Any], key: str, kind: type[_T], where: str) -> _T | None:
+    """The typed accessor for every field read from a notification: absent is None, a wrong type is refused."""
+    value = container.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise MalformedNotification(f"{where}{key} is {describe(value)}, not a JSON {_JSON_TYPE[kind]}")
+    return value
+
+
+def _object(value: object, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise MalformedNotification(f"{where} is {describe(value)}, not a JSON object")
+    return value
+
+
+def _objects(container: dict[str, Any], key: str, where: str) -> list[dict[str, Any]]:
+    return [_object(v, f"{where}{key}[{i}]") for i, v in enumerate(_field(container, key, list, where) or [])]
+
+
+def _reference(container: dict[str, Any], where: str) -> str | None:
+    """``valueReference.reference`` of a parameter or part (both typed)."""
+    reference = _field(container, "valueReference", dict, where)
+    return _field(reference, "reference", str, f"{where}valueReference.") if reference is not None else None
+
+
+_JSON_TYPE: dict[type, str] = {str: "string", dict: "object", list: "array", bool: "boolean", int: "integer"}
 
 
 def _integer(value: object) -> int | None:

@@ -17,7 +17,9 @@ __all__ = ["CONTENT_TYPE_LATEST", "ServeMetrics"]
 class ServeMetrics:
     """The service's counters, gauges and the notification-to-write latency histogram."""
 
-    def __init__(self, inbox_depth: Callable[[], float]) -> None:
+    def __init__(
+        self, inbox_depth: Callable[[], float], outstanding_failures: Callable[[], float] | None = None
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.received = Counter(
@@ -68,6 +70,13 @@ class ServeMetrics:
         )
         depth = Gauge("alliance_fhir_inbox_depth", "Notifications waiting in the inbox.", registry=r)
         depth.set_function(inbox_depth)
+        if outstanding_failures is not None:
+            failures = Gauge(
+                "alliance_fhir_outstanding_failures",
+                "Responses whose last outcome is a failure, not fixed or dismissed (listed by `alliance-fhir failures`).",
+                registry=r,
+            )
+            failures.set_function(outstanding_failures)
 
     def exposition(self) -> bytes:
         """The Prometheus text format."""

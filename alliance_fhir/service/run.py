@@ -1,4 +1,8 @@
-"""Run the service under uvicorn: bounded connections and keep-alive, graceful SIGTERM.
+"""Run the service under uvicorn: bounded connections, keep-alive, request head and body; graceful SIGTERM.
+
+The HTTP protocol is uvicorn's h11 one with a deadline on each request's head and body
+(:mod:`.deadlines`): a connection that never completes its request is closed, and does not hold
+one of the ``limit_concurrency`` slots meanwhile.
 
 On SIGTERM (or Ctrl-C) uvicorn stops accepting connections and lets in-flight requests finish
 (at most ``shutdown_seconds``); the app's lifespan then stops the worker, which completes the
@@ -10,15 +14,17 @@ from __future__ import annotations
 
 import logging
 from types import FrameType
+from typing import Any
 
 import uvicorn
 from pydantic import SecretStr
 from starlette.routing import BaseRoute
 
+from .deadlines import deadline_protocol
 from .settings import ServeSettings
 from .worker import Worker
 
-__all__ = ["run_service"]
+__all__ = ["run_service", "uvicorn_config"]
 
 logger = logging.getLogger("alliance_fhir.serve")
 
@@ -59,11 +65,19 @@ def run_service(
         on_startup=worker.start,
         on_shutdown=stop_worker,
     )
-    config = uvicorn.Config(
+    server = _Server(uvicorn_config(app, settings, host=host, port=port))
+    server.run()
+    return bool(server.started)
+
+
+def uvicorn_config(app: Any, settings: ServeSettings, *, host: str, port: int) -> uvicorn.Config:
+    """How uvicorn serves the app: every connection, request head and body bounded by ``settings``."""
+    return uvicorn.Config(
         app,
         host=host,
         port=port,
         lifespan="on",
+        http=deadline_protocol(settings.header_timeout_seconds, settings.body_timeout_seconds),
         log_config=None,
         access_log=False,
         server_header=False,
@@ -71,6 +85,3 @@ def run_service(
         timeout_keep_alive=int(max(1, settings.keep_alive_seconds)),
         timeout_graceful_shutdown=int(max(1, settings.shutdown_seconds)),
     )
-    server = _Server(config)
-    server.run()
-    return bool(server.started)

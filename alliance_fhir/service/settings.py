@@ -46,6 +46,26 @@ class ServeSettings(BaseModel):
     max_body_bytes: int = Field(MIB, ge=1024, le=64 * MIB)
     limit_concurrency: int = Field(32, ge=1, le=1024, description="connections served at once; more get 503")
     keep_alive_seconds: float = Field(5.0, gt=0, le=300)
+    header_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="a connection whose request line and headers are not complete this long after it opened "
+        "(or after its previous answer) is closed: idle half-open connections cannot hold the service",
+    )
+    body_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="a request body not complete this long after its headers: the connection is closed",
+    )
+    start_retry_max_seconds: float = Field(
+        60.0,
+        ge=1,
+        le=3600,
+        description="the longest wait between attempts to reach the FHIR server at start "
+        "(check, Subscription, catch-up); the waits double from 1 s up to this",
+    )
     batch_size: int = Field(
         200,
         ge=1,

@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,6 +43,7 @@ __all__ = ["Worker"]
 
 logger = logging.getLogger("alliance_fhir.serve")
 _PROBE_SECONDS = 10.0
+_COUNT_SECONDS = 5.0  # outstanding failures are counted from the ledger at most this often
 
 
 class Worker:
@@ -56,11 +57,17 @@ class Worker:
         settings: ServeSettings,
         *,
         options: SyncOptions | None = None,
+        prepare: Callable[[], None] | None = None,
     ) -> None:
         self.client, self.catalog, self.store, self.settings = client, catalog, store, settings
         self.options = options or SyncOptions()
         self.server = client.base_url
-        self.metrics = ServeMetrics(lambda: float(self.store.inbox_depth(self.server)))
+        # what must succeed once before the service is ready (the R4 check; serve adds its Subscription)
+        self._prepare = prepare or self._check_r4
+        self._prepared = threading.Event()
+        self._start_error: str | None = None
+        self._outstanding: tuple[float, int | None] = (0.0, None)
+        self.metrics = ServeMetrics(lambda: float(self.store.inbox_depth(self.server)), self._outstanding_failures)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -110,21 +117,39 @@ class Worker:
             )
             self.request_sync("missed-events")
 
+    def liveness(self) -> dict[str, Any]:
+        """livez: the worker's threads run. Never asks the FHIR server: an outage is not a reason to restart us."""
+        alive = self._alive()
+        return {"status": "ok" if alive else "unavailable", "worker_running": alive}
+
     def health(self) -> dict[str, Any]:
-        """healthz: the FHIR server answers, the worker runs, and the inbox drains."""
+        """readyz (and healthz): started against the server, the server answers, the worker runs, the inbox drains.
+
+        Outstanding failures (responses that could not be scored) are counted here but do not
+        make the service unready: a form that cannot be scored is not an outage, and a 503 would
+        have an orchestrator or load balancer route notifications away from the one service
+        that records them. ``/metrics`` (``alliance_fhir_outstanding_failures``) is what to alert on.
+        """
         depth = self.store.inbox_depth(self.server)
-        alive = all(t is not None and t.is_alive() for t in self._threads())
+        alive = self._alive()
         stalled = depth > 0 and time.monotonic() - self._last_progress > self.settings.stall_seconds
         reachable = self._reachable()
+        started = self._prepared.is_set()
         return {
-            "status": "ok" if reachable and alive and not stalled else "unavailable",
+            "status": "ok" if started and reachable and alive and not stalled else "unavailable",
+            "started": started,
+            "start_error": None if started else self._start_error,
             "server_reachable": reachable,
             "worker_running": alive,
             "inbox_depth": depth,
             "inbox_draining": not stalled,
             "signals_pending": len(self._signals_pending),
+            "outstanding_failures": self._outstanding_count(),
             "last_sync": self.last_sync,
         }
+
+    def _alive(self) -> bool:
+        return all(t is not None and t.is_alive() for t in self._threads())
 
     # ------------------------------------------------------------ lifecycle
 
@@ -178,21 +203,55 @@ class Worker:
     def _sync_loop(self) -> None:
         """Catch-up and safety-net syncs, beside the drain: hints are not held up by a long sync.
 
-        A sync and a round that meet on one response are serialised by the state's claims (the
-        same that keep two replicas apart): one writes it, the other finds it unchanged.
+        First the start: the server check and the Subscription (``prepare``), retried with a
+        bounded backoff until the server answers, so that an outage at start is handled like one
+        later (the service runs and says it is not ready). A sync that fails is retried the same
+        way. A sync and a round that meet on one response are serialised by the state's claims
+        (the same that keep two replicas apart): one writes it, the other finds it unchanged.
         """
+        self._until_prepared()
         self._first_drain.wait()  # on start: the inbox first, then the sync from the checkpoint
+        failures = 0
         while not self._stop.is_set():
             self._sync_wake.clear()
             reason = self._due_sync()
             if reason:
                 try:
-                    self.catch_up(reason)
+                    ok = self.catch_up(reason) is not None
                 except AllianceFhirError as exc:  # the state database
                     logger.error("%s sync failed: %s", reason, exc)
-                    self._stop.wait(5.0)
+                    ok = False
+                failures = 0 if ok else failures + 1
+                if not ok:
+                    self._stop.wait(self._backoff(failures))
+                    self.request_sync(reason)
                 continue
             self._sync_wake.wait(max(0.05, min(3600.0, self._next_safety_net - time.monotonic())))
+
+    def _until_prepared(self) -> None:
+        attempt = 0
+        while not self._stop.is_set():
+            attempt += 1
+            try:
+                self._prepare()
+            except AllianceFhirError as exc:
+                self._start_error = str(exc)
+                wait = self._backoff(attempt)
+                logger.warning("not ready: %s; trying again in %.0f s (attempt %d)", exc, wait, attempt)
+                self._stop.wait(wait)
+                continue
+            self._start_error = None
+            self._prepared.set()
+            if attempt > 1:
+                logger.info("ready after %d attempts: the FHIR server answers", attempt)
+            return
+
+    def _backoff(self, failures: int) -> float:
+        """1, 2, 4, ... seconds, at most ``start_retry_max_seconds``."""
+        return float(min(self.settings.start_retry_max_seconds, 2.0 ** min(failures - 1, 16)))
+
+    def _check_r4(self) -> None:
+        self.client.r4_capabilities()
 
     def _due_sync(self) -> str | None:
         with self._lock:
@@ -292,10 +351,18 @@ class Worker:
         self.metrics.scored.inc(report.scored)
         self.metrics.written.inc(report.written + report.retracted)
         self.metrics.failed.inc(report.failed)
-        for (
-            failure
-        ) in report.failures:  # the reason is in the ledger (and `sync` prints it); logs name the resource only
-            logger.warning("failed: %s (see the sync ledger)", failure.resource)
+        for failure in report.failures:  # the resource, the item and the reason: never an answer or patient data
+            reason = (
+                failure.reason
+                if failure.reason.startswith(failure.resource)
+                else f"{failure.resource}: {failure.reason}"
+            )
+            logger.warning(
+                "failed: %s (outstanding until fixed or dismissed; `alliance-fhir failures` with this --server and --state lists it)",
+                reason,
+            )
+        if report.failures:
+            self._outstanding = (0.0, None)  # counted again at the next look
 
     # ------------------------------------------------------------ the signals thread
 
@@ -334,6 +401,23 @@ class Worker:
             logger.warning("signals of one patient could not be updated: %s", exc)
             return
         self.metrics.signals.labels("ok").inc()
+
+    def _outstanding_count(self) -> int | None:
+        """Outstanding failures in the ledger (None when the state database cannot say)."""
+        counted_at, count = self._outstanding
+        if count is not None and time.monotonic() - counted_at < _COUNT_SECONDS:
+            return count
+        try:
+            count = len(self.store.outstanding(self.server))
+        except AllianceFhirError as exc:
+            logger.warning("could not count outstanding failures: %s", exc)
+            return None
+        self._outstanding = (time.monotonic(), count)
+        return count
+
+    def _outstanding_failures(self) -> float:
+        count = self._outstanding_count()
+        return float("nan") if count is None else float(count)
 
     def _reachable(self) -> bool:
         checked_at, ok = self._probe

@@ -82,7 +82,7 @@ class Service:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = workdir / f"serve.{self.port}.log"
 
-    def start(self, wait_subscription: bool = True) -> Service:
+    def start(self, wait_subscription: bool = True, wait_ready: bool = True) -> Service:
         env = {**os.environ, "ALLIANCE_FHIR_WEBHOOK_SECRET": SECRET}
         command = [
             sys.executable,
@@ -103,6 +103,9 @@ class Service:
         ]
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log)
+        if not wait_ready:  # listening is all: the caller checks /livez and /readyz
+            wait_for("livez", lambda: self.answers("/livez") or self._exited(), timeout=60)
+            return self
         wait_for("healthz", lambda: self.healthy() or self._exited(), timeout=60)
         if wait_subscription and "--no-subscribe" not in self.args:
             wait_for("our Subscription active", lambda: subscription_status(self.base) == "active", timeout=30)
@@ -115,8 +118,12 @@ class Service:
         return False
 
     def healthy(self) -> bool:
+        return self.answers("/healthz")
+
+    def answers(self, path: str) -> bool:
+        """``path`` answers 200."""
         try:
-            return httpx.get(f"{self.url}/healthz", timeout=5).status_code == 200
+            return httpx.get(f"{self.url}{path}", timeout=5).status_code == 200
         except httpx.TransportError:
             return False
 
