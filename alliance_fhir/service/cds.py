@@ -67,6 +67,7 @@ from ..server.state import StateStore
 from ..signals.cards import alliance_cards, open_issues, split_evidence
 from ..signals.rules import detect_signals
 from ..signals.trajectory import Trajectories, build_trajectories, context_from_encounters, unbundle
+from .body import RequestRefused, read_json
 from .cds_auth import CdsSettings, TokenVerifier
 from .metrics import ServeMetrics
 
@@ -372,11 +373,11 @@ def cds_routes(service: CdsService, *, max_body_bytes: int) -> list[BaseRoute]:
             service.count("error")
             return JSONResponse({"error": "service unavailable"}, status_code=503)
         try:
-            body = await request.json()
-        except (ValueError, RecursionError):
-            logger.warning("CDS request refused (400): the body is not JSON")
+            body = await read_json(request, max_body_bytes)
+        except RequestRefused as exc:
+            logger.warning("CDS request refused (%d): %s", exc.status, exc)
             service.count("bad_request")
-            return JSONResponse({"error": "the body is not JSON"}, status_code=400)
+            return JSONResponse({"error": str(exc)}, status_code=exc.status)
         phase[0] = "reading the FHIR server"
         deadline = time.monotonic() + service.deadline_seconds
         try:
@@ -411,7 +412,7 @@ def cds_routes(service: CdsService, *, max_body_bytes: int) -> list[BaseRoute]:
 
     return [
         Route("/cds-services", discovery, methods=["GET"]),
-        Route("/cds-services/{service_id}", hook, methods=["POST"], max_body_size=max_body_bytes),
+        Route("/cds-services/{service_id}", hook, methods=["POST"]),
         Route("/cds-report", report, methods=["GET"]),
     ]
 

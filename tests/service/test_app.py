@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,7 +26,7 @@ from alliance_fhir.service.settings import ServeSettings
 from alliance_fhir.service.worker import Worker
 
 from ..fake_fhir import BASE, FakeFhir, _json, _outcome
-from ..support.asgi_server import serving
+from ..support.asgi_server import raw_request, serving
 
 SECRET = "app-test-secret-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {SECRET}", "Content-Type": "application/fhir+json"}
@@ -62,20 +61,6 @@ def worker(server: FakeFhir, tmp_path: Path, catalog) -> Iterator[Worker]:  # no
 def url(worker: Worker) -> Iterator[str]:
     with serving(build_app(worker, SecretStr(SECRET), max_body_bytes=MAX_BODY)) as base:
         yield base
-
-
-def raw_request(url: str, head: bytes) -> bytes:
-    """Send a request head alone (no body) and read the answer until the server closes or 5 s pass."""
-    host, port = url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=5) as sock:
-        sock.sendall(head)
-        answer = b""
-        try:
-            while b"\r\n\r\n" not in answer and (chunk := sock.recv(4096)):
-                answer += chunk
-        except TimeoutError:
-            pass
-    return answer
 
 
 # ---------------------------------------------------------------- the secret first, then the size

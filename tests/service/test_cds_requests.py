@@ -25,7 +25,7 @@ from alliance_fhir.service.cds import SERVICE_ID, CdsService, cds_routes
 from alliance_fhir.service.cds_auth import CdsClient, CdsSettings
 from alliance_fhir.service.metrics import ServeMetrics
 
-from ..support.asgi_server import serving
+from ..support.asgi_server import raw_request, serving
 from ..support.cds_client import CdsTestClient
 from .test_cds_service import AUD, FHIR, PUBLIC, RUPTURE, FakeFhir, bundle, call, request
 
@@ -253,6 +253,20 @@ def test_an_authenticated_body_nested_deep_is_400_with_one_line(setup, ehr, dept
         content=body,
         headers={"Authorization": f"Bearer {ehr.token(AUD)}", "Content-Type": "application/json"},
     )
-    assert answer.status_code == 400 and answer.json() == {"error": "the body is not JSON"}
+    assert answer.status_code == 400 and answer.json()["error"].startswith("the body is not JSON")
     assert fake.requests == [] and "Traceback" not in caplog.text
-    assert [r.getMessage() for r in caplog.records] == ["CDS request refused (400): the body is not JSON"]
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 1 and messages[0].startswith("CDS request refused (400): the body is not JSON"), messages
+
+
+def test_the_token_is_checked_before_the_size_no_body_is_read_for_a_refused_one(setup, ehr):
+    """A refused token gets 401 although the request declares a gigabyte (none of it sent); a good one, 413."""
+    http, fake, _ = setup
+    url = str(http.base_url).rstrip("/")
+    for token, status in (("not-a-jwt", b"401"), (ehr.token(AUD), b"413")):
+        head = (
+            f"POST /cds-services/{SERVICE_ID} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {10**9}\r\n\r\n"
+        ).encode()
+        assert raw_request(url, head).startswith(b"HTTP/1.1 " + status), token[:12]
+    assert fake.requests == []

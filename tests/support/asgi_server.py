@@ -36,3 +36,21 @@ def serving(app: Any, timeout: float = 10.0) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout)
+
+
+def raw_request(url: str, head: bytes) -> bytes:
+    """Send a request head alone (no body) and read the answer's head until the server closes or 5 s pass.
+
+    For the rule "authentication before size": a client that declares a huge body and sends none
+    must get its 401 without the server waiting for (or reading) a byte of the body.
+    """
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(head)
+        answer = b""
+        try:
+            while b"\r\n\r\n" not in answer and (chunk := sock.recv(4096)):
+                answer += chunk
+        except TimeoutError:
+            pass
+    return answer
