@@ -261,7 +261,7 @@ _TABLES = (
     "cds",
     "labels",
 )  # [serve], [cds]: read by the service (service/); [labels]: load_labels
-_SECRETS = ("token", "password", "private_key")
+_SECRETS = {"auth": ("token", "password", "private_key"), "serve": ("webhook_secret",)}
 # Where an override given to load_config comes from on the command line (for error messages).
 _OPTIONS = {"url": "--server", "ca_bundle": "--ca-bundle", "state_db": "--state"}
 
@@ -287,7 +287,7 @@ def load_config(url: str | None = None, *, file: Path | None = None, **overrides
         for table, target in (("server", server), ("auth", auth)):
             target.update(raw.get(table, {}))
             sources.update({_loc(table, key): f"{path} [{table}] {key}" for key in raw.get(table, {})})
-        _warn_if_readable(path, raw.get("auth", {}))
+        _warn_if_readable(path, raw)
     for env, table, target in ((_ENV_SERVER, "server", server), (_ENV_AUTH, "auth", auth)):
         for suffix, key in env.items():
             if f"{ENV_PREFIX}{suffix}" in os.environ:
@@ -344,10 +344,14 @@ def _blame(error: Any, sources: dict[tuple[str, ...], str]) -> str:
     return f"{name}: {message}" + (f" (from {where})" if where else "")
 
 
-def _warn_if_readable(path: Path, auth: dict[str, Any]) -> None:
-    secrets = [key for key in _SECRETS if auth.get(key)]
-    if secrets:
-        warn_if_readable(path, f"holds secrets ([auth] {', '.join(secrets)})")
+def _warn_if_readable(path: Path, raw: dict[str, Any]) -> None:
+    held = [
+        f"[{table}] {', '.join(found)}"
+        for table, keys in _SECRETS.items()
+        if (found := [key for key in keys if raw.get(table, {}).get(key)])
+    ]
+    if held:
+        warn_if_readable(path, f"holds secrets ({'; '.join(held)})")
 
 
 def warn_if_readable(path: Path, what: str) -> None:
