@@ -75,6 +75,15 @@ CASES = [
 
 
 @pytest.fixture(autouse=True)
+def _http_log_level() -> Iterator[None]:
+    """serve and subscribe set the HTTP logger's level for the process: put it back for later tests."""
+    http_log = logging.getLogger("alliance_fhir.http")
+    level = http_log.level
+    yield
+    http_log.setLevel(level)
+
+
+@pytest.fixture(autouse=True)
 def _clean(monkeypatch, tmp_path):  # noqa: ANN001
     for name in list(os.environ):
         if name.startswith("ALLIANCE_FHIR_") and name != "ALLIANCE_FHIR_TEST_HAPI_PORT":

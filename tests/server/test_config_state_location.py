@@ -6,7 +6,9 @@ error (exit 2) that names the accepted forms, creates nothing, and never repeats
 from __future__ import annotations
 
 import json
+import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -14,12 +16,12 @@ import pytest
 from typer.testing import CliRunner
 
 from alliance_fhir.cli import _common as cli_common
-from alliance_fhir.service import run as service_run
 from alliance_fhir.cli.main import app
 from alliance_fhir.errors import ConfigError
 from alliance_fhir.server.client import FhirClient
 from alliance_fhir.server.config import load_config
 from alliance_fhir.server.state import StateStore
+from alliance_fhir.service import run as service_run
 
 from ..fake_fhir import BASE, FakeFhir
 
@@ -46,6 +48,15 @@ COMMANDS = [
     ["subscribe", "--endpoint", "http://127.0.0.1:1/hook"],
     ["backfill"],
 ]
+
+
+@pytest.fixture(autouse=True)
+def _http_log_level() -> Iterator[None]:
+    """serve and subscribe set the HTTP logger's level for the process: put it back for later tests."""
+    http_log = logging.getLogger("alliance_fhir.http")
+    level = http_log.level
+    yield
+    http_log.setLevel(level)
 
 
 @pytest.fixture(autouse=True)
