@@ -127,11 +127,14 @@ def _checked(value: str, source: str) -> str:
     The header rule is the one every secret follows (:func:`..server.config.check_header_token`);
     16 characters at least, so it cannot be guessed at no cost. The message never holds the value.
     """
-    rule = "the webhook secret must be at least 16 printable ASCII characters without spaces"
+    rule = (
+        "the webhook secret must be at least 16 visible ASCII characters (no spaces, line breaks or other "
+        "control characters); its value is not shown"
+    )
     try:
         secret = check_header_token(value, "the webhook secret")
     except ValueError:
-        raise ConfigError(f"{source}: {rule} (line breaks and other control characters included)") from None
+        raise ConfigError(f"{source}: {rule}") from None
     if len(secret) < 16:
         raise ConfigError(f"{source}: {rule}")
     return secret
