@@ -29,6 +29,10 @@ __all__ = ["PermanentTransportError", "RetryPolicy", "TRANSIENT_STATUSES", "pars
 logger = logging.getLogger(__name__)
 TRANSIENT_STATUSES = frozenset({408, 429, 502, 503, 504})
 _MIN_ATTEMPT_SECONDS = 0.05
+_UNSENDABLE = (
+    "LocalProtocolError: the request could not be sent (a header or the request line is not valid HTTP; "
+    "not shown, as it may hold a credential)"
+)
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
@@ -56,7 +60,7 @@ class TransientStatus(Exception):
 
 
 class PermanentTransportError(FhirTransportError):
-    """No usable answer, and asking again cannot help (bad URL scheme, invalid URL)."""
+    """No usable answer, and asking again cannot help (bad URL scheme, invalid URL, an unsendable request)."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,10 @@ class RetryPolicy:
                 raise FhirTransportError(method, path, f"timed out ({type(exc).__name__})") from exc
             except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
                 raise PermanentTransportError(method, path, f"{type(exc).__name__}: {exc}") from exc
+            except httpx.LocalProtocolError:
+                # our own request could not be put on the wire; the library's text quotes the bad
+                # header, which may be the Authorization header: never shown, never retried
+                raise PermanentTransportError(method, path, _UNSENDABLE) from None
             except httpx.TransportError as exc:
                 raise FhirTransportError(method, path, f"{type(exc).__name__}: {exc}") from exc
             if response.status_code in TRANSIENT_STATUSES:

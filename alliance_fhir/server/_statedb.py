@@ -22,16 +22,49 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from ..errors import StateError
+from ..errors import ConfigError, StateError
 
-__all__ = ["Database", "is_postgres_url", "open_database", "redact_url"]
+__all__ = ["STATE_FORMS", "Database", "is_postgres_url", "open_database", "parse_location", "redact_url"]
 
 Row = tuple[Any, ...]
 _POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+# A leading URI scheme (two characters at least, so a drive letter is not one).
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]+):")
+STATE_FORMS = "a SQLite file path, or postgresql://USER@HOST:PORT/DB (postgres:// also)"
 
 
 def is_postgres_url(location: str | Path) -> bool:
     return isinstance(location, str) and location.startswith(_POSTGRES_SCHEMES)
+
+
+def parse_location(location: str | Path) -> str | Path:
+    """The one reading of a state location: a PostgreSQL URL (kept as text) or a SQLite file path.
+
+    Every command's ``--state``, ``ALLIANCE_FHIR_STATE_DB`` and ``[server] state_db`` come through
+    here, and so does :class:`StateStore`'s own argument. Text that looks like a URL is a URL: a
+    ``mysql://``, a misspelt ``postgresq://``, ``sqlite:///x``, ``file:x`` or ``postgresql:/x`` is
+    refused, since read as a path it would silently become a new, empty SQLite file under ``./``
+    (a name with a colon can still be given as ``./name``). Empty text is refused too: an unset
+    variable expanded to "" must not quietly mean the default file. The message names the URL's
+    scheme only, never the rest (it may hold a password).
+
+    Raises:
+        ConfigError: empty, or a URL whose scheme is not postgresql:// or postgres://.
+    """
+    if isinstance(location, Path):
+        return location
+    if not location.strip():
+        raise ConfigError(f"the state location is empty: give {STATE_FORMS}, or leave it unset for the default file")
+    if is_postgres_url(location):
+        return location
+    scheme = _SCHEME.match(location)
+    if scheme or "://" in location:
+        named = f"starts with the URL scheme '{scheme.group(1)}:'" if scheme else "is a URL"
+        raise ConfigError(
+            f"the state location {named}, which is not accepted: give {STATE_FORMS} "
+            "(a file name with a colon: write it as ./name)"
+        )
+    return Path(location).expanduser()
 
 
 def redact_url(url: str) -> str:
@@ -270,10 +303,16 @@ class PostgresDatabase(Database):
 
 
 def open_database(location: str | Path, connect_timeout: float = 10.0) -> Database:
-    """A PostgreSQL URL, or a SQLite file path."""
-    if is_postgres_url(location):
-        return PostgresDatabase(str(location), connect_timeout)
-    return SqliteDatabase(Path(location))
+    """A PostgreSQL URL, or a SQLite file path (read by :func:`parse_location`).
+
+    Raises:
+        ConfigError: the location is neither (see :func:`parse_location`).
+        StateError: the database cannot be opened.
+    """
+    parsed = parse_location(location)
+    if isinstance(parsed, str):
+        return PostgresDatabase(parsed, connect_timeout)
+    return SqliteDatabase(parsed)
 
 
 _QMARK = re.compile(r"%|\?")

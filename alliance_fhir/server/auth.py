@@ -8,24 +8,31 @@ the FHIR server forces one re-authentication and one resend, which is not counte
 from __future__ import annotations
 
 import ipaddress
+import math
+import re
 import threading
 import time
 import uuid
 from collections.abc import Generator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 import httpx
 import jwt
 
+from .._text import safe_text
 from ..errors import AuthError, ConfigError, FhirTransportError
-from .config import AuthSettings, warn_if_readable
+from .config import AuthSettings, check_header_token, warn_if_readable
 
 __all__ = ["SmartBackendAuth", "build_auth"]
 
 _ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 _EARLY_REFRESH = 60.0
+# RFC 6749 section 5.2: an error code is a short run of these characters.
+_ERROR_CODE = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]{1,64}")
+# Three dot-separated base64url runs: a JWT (our own client assertion, echoed back) is never shown.
+_JWT_LIKE = re.compile(r"[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*")
 
 
 class _Bearer(httpx.Auth):
@@ -99,16 +106,57 @@ class SmartBackendAuth(httpx.Auth):
         except httpx.TransportError as exc:
             raise FhirTransportError("POST", self._token_url, f"token endpoint: {type(exc).__name__}") from exc
         body = _json_or_none(response)
-        if response.status_code != 200 or not body or "access_token" not in body:
-            reason = (body or {}).get("error_description") or (body or {}).get("error") or "no access_token"
-            raise AuthError(
-                "POST",
-                self._token_url,
-                response.status_code,
-                {"issue": [{"severity": "error", "diagnostics": str(reason)}]},
-            )
-        self._token = str(body["access_token"])
-        self._expires_at = now + float(body.get("expires_in", 300)) - _EARLY_REFRESH
+        if response.status_code != 200 or body is None or "access_token" not in body:
+            self._refused(response.status_code, _refusal_reason(body))
+        try:
+            token, lifetime = _granted(body)
+        except ValueError as exc:
+            self._refused(response.status_code, f"the token endpoint's answer is not usable: {exc}")
+        self._token = token
+        self._expires_at = now + lifetime - _EARLY_REFRESH
+
+    def _refused(self, status: int, reason: str) -> NoReturn:
+        raise AuthError("POST", self._token_url, status, {"issue": [{"severity": "error", "diagnostics": reason}]})
+
+
+def _refusal_reason(body: dict[str, Any] | None) -> str:
+    """Why the token endpoint refused, for one error line: its ``error`` code and description,
+    control characters escaped, cut short, and anything shaped like a JWT (our signed assertion,
+    echoed back) masked; the rest of the body is never shown."""
+    body = body or {}
+    code, description = body.get("error"), body.get("error_description")
+    parts = [code] if isinstance(code, str) and _ERROR_CODE.fullmatch(code) else []
+    if isinstance(description, str) and description.strip():
+        parts.append(safe_text(_JWT_LIKE.sub("[a JWT, not shown]", description), 200))
+    return ": ".join(parts) or "no access_token"
+
+
+def _granted(body: dict[str, Any]) -> tuple[str, float]:
+    """The access token and its lifetime from a 200 answer. The token goes verbatim into our
+    ``Authorization`` header, so it follows the rule every configured token follows; it is never
+    shown, whatever is wrong with it.
+
+    Raises:
+        ValueError: the token is not a header-safe string, or ``expires_in`` is not a usable number.
+    """
+    token = body["access_token"]
+    if not isinstance(token, str):
+        raise ValueError("the access_token is not a string")
+    return check_header_token(token, "the access_token"), _lifetime(body.get("expires_in", 300))
+
+
+def _lifetime(value: Any) -> float:
+    """Seconds the access token lives (``expires_in``): a finite positive number, or the answer is refused
+    (NaN would never expire, text would be a traceback)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError("expires_in is not a number")
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ValueError("expires_in is not a number") from None
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError("expires_in is not a finite positive number")
+    return seconds
 
 
 def _json_or_none(response: httpx.Response) -> dict[str, Any] | None:

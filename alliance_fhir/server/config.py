@@ -18,17 +18,19 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 
 from .._security import SecurityLabels
 from ..errors import ConfigError
-from ._statedb import is_postgres_url
+from ._statedb import parse_location
 
 __all__ = [
     "LABELS_ENV",
     "AuthSettings",
     "ServerConfig",
     "WRITE_MODES",
+    "check_header_token",
+    "check_no_controls",
     "config_file",
     "data_dir",
     "load_config",
@@ -43,6 +45,49 @@ WriteMode = Literal["auto", "transaction", "batch", "single", "search"]
 WRITE_MODES: tuple[str, ...] = ("auto", "transaction", "batch", "single", "search")
 # A page of 500 QuestionnaireResponses is 2-8 MB of JSON; 64 MiB leaves room for large forms.
 DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+
+
+# RFC 9110 VCHAR: what a token may be made of to travel verbatim in an HTTP header (no space, no
+# control character, nothing outside ASCII). RFC 6750's b64token is a subset; tokens some servers
+# issue are not, so the whole visible range is accepted.
+_VCHAR = re.compile(r"[\x21-\x7e]+")
+# C0 and C1 controls and DEL: never part of a credential (RFC 7617 forbids them in user-pass).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def check_header_token(value: str, what: str) -> str:
+    """``value`` without surrounding whitespace, when it can be sent verbatim in an HTTP header.
+
+    A token is put into ``Authorization: Bearer ...`` as it is. A newline in it would split the
+    header, and the HTTP library refuses it with the whole header (the secret) in its message;
+    so it is refused here, at configuration time, with a message that names ``what`` and never
+    holds the value. Whitespace around it (a trailing newline from a secrets file) is dropped.
+
+    Raises:
+        ValueError: empty, or a character that is not visible ASCII (a space, a control, non-ASCII).
+    """
+    token = value.strip()
+    if not _VCHAR.fullmatch(token):
+        raise ValueError(
+            f"{what} must be visible ASCII characters only (no spaces, line breaks or other control "
+            "characters; it is sent in an HTTP header); its value is not shown"
+        )
+    return token
+
+
+def check_no_controls(value: str, what: str) -> str:
+    """``value`` when it holds no control character (a line break, NUL, DEL, C1); kept as it is.
+
+    For credentials and identifiers that are encoded before they travel (the basic-auth user and
+    password, the SMART client id, key id and scope): a control character in them is a pasting
+    mistake, refused now instead of failing at the server.
+
+    Raises:
+        ValueError: a control character (the message never holds the value).
+    """
+    if _CONTROL.search(value):
+        raise ValueError(f"{what} must not contain line breaks or other control characters; its value is not shown")
+    return value
 
 
 class AuthSettings(BaseModel):
@@ -69,6 +114,26 @@ class AuthSettings(BaseModel):
         default_factory=list,
         description="Hosts a SMART token endpoint may be on, besides the FHIR server's own host (and token_url's).",
     )
+
+    @field_validator("token", mode="before")
+    @classmethod
+    def _header_safe_token(cls, value: Any) -> Any:
+        """The bearer token goes verbatim into a header: checked by :func:`check_header_token`."""
+        return check_header_token(value, "the bearer token") if isinstance(value, str) else value
+
+    @field_validator("username", "password", "client_id", "key_id", "scope", mode="before")
+    @classmethod
+    def _no_controls(cls, value: Any, info: ValidationInfo) -> Any:
+        """Credentials and identifiers hold no control characters (:func:`check_no_controls`)."""
+        return check_no_controls(value, f"the {info.field_name}") if isinstance(value, str) else value
+
+    @field_validator("username")
+    @classmethod
+    def _basic_user(cls, value: str | None) -> str | None:
+        """RFC 7617: the user-id of HTTP basic cannot contain a colon (it separates the password)."""
+        if value is not None and ":" in value:
+            raise ValueError("the basic-auth user name must not contain a colon; its value is not shown")
+        return value
 
 
 class ServerConfig(BaseModel):
@@ -125,15 +190,26 @@ class ServerConfig(BaseModel):
             raise ValueError("the server URL has no host")
         return value.strip()
 
+    @field_validator("state_db")
+    @classmethod
+    def _state_location(cls, value: str | None) -> str | None:
+        """Checked when the settings are read (before any file is made): see ``parse_location``."""
+        if value is not None:
+            try:
+                parse_location(value)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
     @property
     def base_url(self) -> str:
         return self.url.rstrip("/")
 
     def state_location(self) -> Path | str:
         """Where the sync state lives: a ``postgresql://`` URL, a SQLite file, or the default file."""
-        if not self.state_db:
+        if self.state_db is None:
             return data_dir() / "state.sqlite"
-        return self.state_db if is_postgres_url(self.state_db) else Path(self.state_db).expanduser()
+        return parse_location(self.state_db)
 
 
 def config_file(explicit: Path | None = None) -> Path | None:
@@ -191,7 +267,7 @@ _TABLES = (
     "cds",
     "labels",
 )  # [serve], [cds]: read by the service (service/); [labels]: load_labels
-_SECRETS = ("token", "password", "private_key")
+_SECRETS = {"auth": ("token", "password", "private_key"), "serve": ("webhook_secret",)}
 # Where an override given to load_config comes from on the command line (for error messages).
 _OPTIONS = {"url": "--server", "ca_bundle": "--ca-bundle", "state_db": "--state"}
 
@@ -217,7 +293,7 @@ def load_config(url: str | None = None, *, file: Path | None = None, **overrides
         for table, target in (("server", server), ("auth", auth)):
             target.update(raw.get(table, {}))
             sources.update({_loc(table, key): f"{path} [{table}] {key}" for key in raw.get(table, {})})
-        _warn_if_readable(path, raw.get("auth", {}))
+        _warn_if_readable(path, raw)
     for env, table, target in ((_ENV_SERVER, "server", server), (_ENV_AUTH, "auth", auth)):
         for suffix, key in env.items():
             if f"{ENV_PREFIX}{suffix}" in os.environ:
@@ -239,7 +315,8 @@ def load_config(url: str | None = None, *, file: Path | None = None, **overrides
     try:
         return ServerConfig.model_validate({**server, "auth": auth})
     except ValidationError as exc:
-        raise ConfigError("invalid settings: " + "; ".join(_blame(e, sources) for e in exc.errors())) from exc
+        # from None: pydantic's own text shows the input values, and some of them are secrets
+        raise ConfigError("invalid settings: " + "; ".join(_blame(e, sources) for e in exc.errors())) from None
 
 
 def _loc(table: str, key: str) -> tuple[str, ...]:
@@ -267,14 +344,20 @@ def _blame(error: Any, sources: dict[tuple[str, ...], str]) -> str:
     loc = tuple(str(part) for part in error["loc"])
     name = ".".join(loc)
     where = sources.get(loc) or sources.get(loc[:1])
-    message = "unknown setting" if error.get("type") == "extra_forbidden" else error["msg"]
+    message = (
+        "unknown setting" if error.get("type") == "extra_forbidden" else error["msg"].removeprefix("Value error, ")
+    )
     return f"{name}: {message}" + (f" (from {where})" if where else "")
 
 
-def _warn_if_readable(path: Path, auth: dict[str, Any]) -> None:
-    secrets = [key for key in _SECRETS if auth.get(key)]
-    if secrets:
-        warn_if_readable(path, f"holds secrets ([auth] {', '.join(secrets)})")
+def _warn_if_readable(path: Path, raw: dict[str, Any]) -> None:
+    held = [
+        f"[{table}] {', '.join(found)}"
+        for table, keys in _SECRETS.items()
+        if (found := [key for key in keys if raw.get(table, {}).get(key)])
+    ]
+    if held:
+        warn_if_readable(path, f"holds secrets ({'; '.join(held)})")
 
 
 def warn_if_readable(path: Path, what: str) -> None:

@@ -20,10 +20,10 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from ..errors import ConfigError
-from ..server.config import config_file
+from ..server.config import check_header_token, config_file
 from ..server.state import StateStore
 
 __all__ = ["SECRET_ENV", "ServeSettings", "authorised", "load_serve_settings", "webhook_secret"]
@@ -80,6 +80,19 @@ class ServeSettings(BaseModel):
         30.0, gt=0, le=600, description="grace for in-flight requests and writes on SIGTERM"
     )
 
+    @field_validator("webhook_secret", mode="before")
+    @classmethod
+    def _header_safe(cls, value: object) -> object:
+        """Checked when the file is read, before the state database is opened (see :func:`_checked`)."""
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if not isinstance(value, str):
+            return value
+        try:
+            return _checked(value, "[serve] webhook_secret")
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+
 
 def load_serve_settings(file: Path | None = None, **overrides: object) -> ServeSettings:
     """The ``[serve]`` table of the config file (see :func:`..server.config.config_file`), then overrides.
@@ -87,6 +100,7 @@ def load_serve_settings(file: Path | None = None, **overrides: object) -> ServeS
     Raises:
         ConfigError: unreadable file or invalid settings.
     """
+    _environment_secret()  # a bad secret is a configuration error now, before anything is opened
     path = config_file(file)
     raw: dict[str, object] = {}
     if path is not None:
@@ -98,18 +112,27 @@ def load_serve_settings(file: Path | None = None, **overrides: object) -> ServeS
     try:
         return ServeSettings.model_validate(raw)
     except ValidationError as exc:
-        details = "; ".join(f"serve.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"invalid settings{f' in {path}' if path else ''}: {details}") from exc
+        details = "; ".join(
+            f"serve.{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()
+        )
+        # from None: pydantic's own text shows the input values, the webhook secret among them
+        raise ConfigError(f"invalid settings{f' in {path}' if path else ''}: {details}") from None
 
 
 def webhook_secret(settings: ServeSettings, store: StateStore) -> SecretStr:
     """The secret: environment, config file, else the one generated once into the state database."""
-    from_env = os.environ.get(SECRET_ENV, "").strip()
+    from_env = _environment_secret()
     if from_env:
-        return SecretStr(_checked(from_env, SECRET_ENV))
+        return SecretStr(from_env)
     if settings.webhook_secret is not None:
-        return SecretStr(_checked(settings.webhook_secret.get_secret_value().strip(), "[serve] webhook_secret"))
+        return SecretStr(_checked(settings.webhook_secret.get_secret_value(), "[serve] webhook_secret"))
     return SecretStr(store.setting_once(_SECRET_SETTING, secrets.token_urlsafe(32)))
+
+
+def _environment_secret() -> str | None:
+    """``$ALLIANCE_FHIR_WEBHOOK_SECRET`` checked, or None when unset or blank (then the next source counts)."""
+    value = os.environ.get(SECRET_ENV, "")
+    return _checked(value, SECRET_ENV) if value.strip() else None
 
 
 def authorised(header: str | None, secret: SecretStr) -> bool:
@@ -119,7 +142,19 @@ def authorised(header: str | None, secret: SecretStr) -> bool:
 
 
 def _checked(value: str, source: str) -> str:
-    # it travels in an HTTP header: printable ASCII without spaces, long enough to guess at no cost
-    if len(value) < 16 or not value.isascii() or not value.isprintable() or " " in value:
-        raise ConfigError(f"{source}: the webhook secret must be at least 16 printable ASCII characters without spaces")
-    return value
+    """The secret without surrounding whitespace, when it can travel in a header and is long enough.
+
+    The header rule is the one every secret follows (:func:`..server.config.check_header_token`);
+    16 characters at least, so it cannot be guessed at no cost. The message never holds the value.
+    """
+    rule = (
+        "the webhook secret must be at least 16 visible ASCII characters (no spaces, line breaks or other "
+        "control characters); its value is not shown"
+    )
+    try:
+        secret = check_header_token(value, "the webhook secret")
+    except ValueError:
+        raise ConfigError(f"{source}: {rule}") from None
+    if len(secret) < 16:
+        raise ConfigError(f"{source}: {rule}")
+    return secret

@@ -214,3 +214,58 @@ def test_fetching_a_token_is_not_a_retry(smart):
     with FhirClient(ServerConfig(url=f"{server.base}/fhir", auth=settings), sleep=slept.append) as client:
         assert client.read("Patient", "1")["id"] == "1"
     assert slept == [] and server.token_requests == 1
+
+
+SMART_BASE = "http://127.0.0.1:1/fhir"
+LEAK = "eyJhbGciOiJSUzM4NCJ9.eyJpc3MiOiJhbGxpYW5jZSJ9.c2lnbmF0dXJlLXBhcnQ"
+
+
+def _smart_client_answering(token_answer: tuple[int, dict[str, object]]) -> FhirClient:
+    """A SMART client whose token endpoint answers ``token_answer`` (the FHIR endpoint accepts anything)."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/token":
+            return httpx.Response(token_answer[0], json=token_answer[1])
+        return httpx.Response(200, json={"resourceType": "Patient", "id": "1"})
+
+    pem, _ = keypair("RS384")
+    settings = AuthSettings(kind="smart", client_id=CLIENT_ID, private_key=pem, token_url="http://127.0.0.1:1/token")
+    config = ServerConfig(url=SMART_BASE, auth=settings, max_attempts=1)
+    return FhirClient(config, transport=httpx.MockTransport(handler), sleep=lambda s: None)
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        ({"access_token": f"{LEAK}\nInjected: 1", "expires_in": 300}, "the access_token must be visible ASCII"),
+        ({"access_token": f"{LEAK} {LEAK}", "expires_in": 300}, "the access_token must be visible ASCII"),
+        ({"access_token": {"value": LEAK}, "expires_in": 300}, "the access_token is not a string"),
+        ({"access_token": LEAK, "expires_in": "NaN"}, "expires_in is not a finite positive number"),
+        ({"access_token": LEAK, "expires_in": "soon"}, "expires_in is not a number"),
+        ({"access_token": LEAK, "expires_in": [300]}, "expires_in is not a number"),
+    ],
+)
+def test_an_access_token_that_cannot_be_used_is_refused_and_never_shown(answer, reason):
+    with _smart_client_answering((200, answer)) as client, pytest.raises(AuthError) as info:
+        client.read("Patient", "1")
+    message = str(info.value)
+    assert reason in message
+    assert LEAK not in message and "Injected" not in message and "c2lnbmF0dXJl" not in message
+
+
+def test_a_token_endpoint_refusal_shows_its_error_code_and_description_but_no_jwt():
+    description = f"assertion {LEAK} was rejected\nforged: line"
+    with (
+        _smart_client_answering((400, {"error": "invalid_client", "error_description": description})) as client,
+        pytest.raises(AuthError) as info,
+    ):
+        client.read("Patient", "1")
+    message = str(info.value)
+    assert "HTTP 400: error: invalid_client: assertion [a JWT, not shown] was rejected\\x0aforged: line" in message
+    assert LEAK not in message and "\n" not in message
+    with (
+        _smart_client_answering((401, {"error": f"bad\n{LEAK}", "error_description": 7})) as client,
+        pytest.raises(AuthError) as info,
+    ):
+        client.read("Patient", "1")
+    assert str(info.value).endswith("HTTP 401: error: no access_token") and LEAK not in str(info.value)
