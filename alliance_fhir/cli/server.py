@@ -10,6 +10,7 @@ errors (including a server that is not FHIR R4 or answers something we cannot tr
 from __future__ import annotations
 
 import getpass
+import re
 from collections import Counter
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -403,13 +404,21 @@ def failures(
     raise typer.Exit(1 if outstanding else 0)
 
 
+# an exported file as the ledger names it (its path), alone (a file stopped at --max-bad-lines) or with a line
+_UNREADABLE_LINE = re.compile(r"/\S{0,4095}(?: line [0-9]{1,12})?")
+
+
 def _dismiss(store: StateStore, server: str, ref: str, reason: str | None, by: str | None) -> None:
     if not reason or not reason.strip():
         raise ConfigError("--dismiss needs --reason (why the failure is accepted; it is kept in the ledger)")
     parsed = parse_reference(ref)
-    response_id = parsed.id if parsed is not None and parsed.type == "QuestionnaireResponse" else ref
-    if not valid_id(response_id):
-        raise ConfigError("--dismiss takes a QuestionnaireResponse id or QuestionnaireResponse/{id}")
+    # a response (QuestionnaireResponse/ID or ID), or an unreadable export line as `failures` lists it
+    response_id = parsed.id if parsed is not None and parsed.type == "QuestionnaireResponse" else ref.strip()
+    if not valid_id(response_id) and not _UNREADABLE_LINE.fullmatch(response_id):
+        raise ConfigError(
+            "--dismiss takes a QuestionnaireResponse id, QuestionnaireResponse/{id},"
+            " or an unreadable export file or line as `failures` lists it (/PATH line N)"
+        )
     who = by or _login_name()
     dismissed = store.dismiss(server, response_id, who, reason.strip())
     if dismissed is None:
