@@ -6,7 +6,9 @@ value is 4 (Very often) and item 2 with 3 (Fairly often), as a clinician would t
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +25,25 @@ ResponseFactory = Callable[..., dict[str, Any]]
 def _no_user_instruments(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests see only the shipped instruments unless they add their own."""
     monkeypatch.delenv("ALLIANCE_FHIR_INSTRUMENTS", raising=False)
+
+
+@pytest.fixture
+def isolated_cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """A CLI run as on a new machine: no ALLIANCE_FHIR_* settings, an empty working folder
+    (``tmp_path/work``, returned), data and config folders under ``tmp_path``.
+
+    For tests that assert what a command creates (or must not create) on disk and which settings
+    it read: what the developer's shell or an earlier test left behind must not decide the outcome.
+    """
+    for name in list(os.environ):
+        if name.startswith("ALLIANCE_FHIR_") and name != "ALLIANCE_FHIR_TEST_HAPI_PORT":
+            monkeypatch.delenv(name)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))  # where the default state file would go
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    return work
 
 
 @pytest.fixture(scope="session")
@@ -89,9 +110,7 @@ def all_items(n: int, value: float) -> dict[int, float]:
 
 # ---------------------------------------------------------------- the real FHIR server
 
-import os  # noqa: E402
 import subprocess  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_HAPI_PORT = os.environ.get("ALLIANCE_FHIR_TEST_HAPI_PORT", "8091")

@@ -194,8 +194,13 @@ def hoist_option(args: list[str], name: str) -> list[str]:
 
 def setup_logging(verbose: bool) -> None:
     """Log to stderr (timestamped; JSON with ``--log-format json``); ``--verbose`` shows one INFO line
-    per HTTP exchange (method, host, path, status, time; never bodies or query values)."""
+    per HTTP exchange (method, host, path, status, time; never bodies or query values).
+
+    The HTTP logger follows the root level again: ``serve`` gives it a level of its own, and a
+    later command in the same process (an embedding app, a test session) must not inherit it.
+    """
     configure_logging(logging.INFO if verbose else logging.WARNING)
+    logging.getLogger("alliance_fhir.http").setLevel(logging.NOTSET)
 
 
 def command_catalog(ctx: typer.Context, extra: list[Path] | None, *, report: bool = True) -> Catalog:

@@ -98,3 +98,16 @@ def test_signals_from_an_unreadable_local_file_is_exit_1(tmp_path):
 def test_instruments_list_json_still_parses():
     result = runner.invoke(app, ["instruments", "list", "--json"])
     assert result.exit_code == 0 and isinstance(json.loads(result.stdout), list)
+
+
+def test_a_command_after_serve_in_the_same_process_logs_http_exchanges_as_its_own_options_say():
+    """serve gives the HTTP logger a level of its own; the next command's --verbose must still show exchanges."""
+    import logging
+
+    http_log = logging.getLogger("alliance_fhir.http")
+    try:
+        http_log.setLevel(logging.WARNING)  # what serve without --verbose leaves behind
+        cli_common.setup_logging(verbose=True)
+        assert http_log.getEffectiveLevel() == logging.INFO
+    finally:
+        http_log.setLevel(logging.NOTSET)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -75,24 +74,7 @@ CASES = [
 
 
 @pytest.fixture(autouse=True)
-def _http_log_level() -> Iterator[None]:
-    """serve and subscribe set the HTTP logger's level for the process: put it back for later tests."""
-    http_log = logging.getLogger("alliance_fhir.http")
-    level = http_log.level
-    yield
-    http_log.setLevel(level)
-
-
-@pytest.fixture(autouse=True)
-def _clean(monkeypatch, tmp_path):  # noqa: ANN001
-    for name in list(os.environ):
-        if name.startswith("ALLIANCE_FHIR_") and name != "ALLIANCE_FHIR_TEST_HAPI_PORT":
-            monkeypatch.delenv(name)
-    work = tmp_path / "work"
-    work.mkdir()
-    monkeypatch.chdir(work)
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+def _clean(isolated_cli, monkeypatch):  # noqa: ANN001
     # were a bad secret accepted, serve would end at once instead of serving forever
     monkeypatch.setattr(service_run, "run_service", lambda *args, **kwargs: False)
 
