@@ -38,6 +38,8 @@ from .errors import (
     StateError,
     TextPackError,
 )
+from .fhirclient.client import FhirClient
+from .fhirclient.config import AuthSettings
 from .fhirtypes import validate_resource
 from .instruments.catalog import Catalog, Instrument, data_root, load_catalog
 from .instruments.models import InstrumentMapping, TextPack
@@ -47,9 +49,8 @@ from .scoring.inputs import read_inputs
 from .scoring.observations import build_observation, collection_bundle, observation_identifier
 from .scoring.offline import Outcome, score_records
 from .scoring.results import ScaleScore, ScoreResult
-from .server.client import FhirClient
-from .server.config import AuthSettings, ServerConfig, load_config
 from .server.publish import PublishResult, publish_resources
+from .server.settings import ServerConfig, load_config
 from .server.signal_sync import SignalReport, fetch_trajectories, run_signals
 from .server.state import StateStore
 from .server.sync import SyncFailure, SyncOptions, SyncReport, run_sync

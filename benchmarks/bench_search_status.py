@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from alliance_fhir import content_resources
+from alliance_fhir.fhirclient.client import FhirClient
 from alliance_fhir.server import sync as sync_module
-from alliance_fhir.server.client import FhirClient
-from alliance_fhir.server.config import ServerConfig
 from alliance_fhir.server.publish import publish_resources
+from alliance_fhir.server.settings import ServerConfig
 from alliance_fhir.server.sync import SyncOptions
 
 from ._report import markdown_table

@@ -30,9 +30,9 @@ from typing import Any
 
 from alliance_fhir import build_observation, content_resources, load_catalog, score_response
 from alliance_fhir._ids import IDENTIFIER_SYSTEM
-from alliance_fhir.server.client import FhirClient
-from alliance_fhir.server.config import ServerConfig
+from alliance_fhir.fhirclient.client import FhirClient
 from alliance_fhir.server.publish import publish_resources
+from alliance_fhir.server.settings import ServerConfig
 from alliance_fhir.server.state import StateStore
 from alliance_fhir.server.sync import SyncOptions, run_sync
 from alliance_fhir.server.transactions import put_by_id_bundles

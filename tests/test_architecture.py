@@ -2,11 +2,18 @@
 
 The package is layered and the folder shows it::
 
-    base (errors, _ids, _cache, _json, _text, fhirtypes) -> instruments -> {scoring, content, signals} -> server -> cli
-                                                            scoring -> spark (an adapter, pyspark imported lazily)
+    base (errors, _ids, _cache, _json, _refs, _text, _version, _security, fhirtypes)
+      -> instruments -> {scoring, content, signals} -> fhirclient -> server -> service -> cli
+                        scoring -> spark (an adapter, pyspark imported lazily)
+
+``fhirclient`` is the transport (HTTP to a FHIR server: settings, auth, retries, Bulk Data);
+``server`` the jobs and their state (sync, backfill, signals, publish); ``service`` the
+long-running ``serve`` (webhook, CDS Hooks); ``cli`` the commands.
 
 A subpackage may import only the layers in its entry of ``MAY_IMPORT``; siblings never import
 each other's code. Relative imports of any depth and absolute ``alliance_fhir...`` imports count.
+The HTTP and retry libraries are the transport's alone (``ONLY_IN``): a job that needs the network
+goes through ``fhirclient``, so a second server is a second client and nothing else.
 """
 
 from __future__ import annotations
@@ -36,9 +43,19 @@ MAY_IMPORT: dict[str, set[str]] = {
     "content": BASE | {"instruments"},
     "signals": BASE | {"instruments"},
     "spark": BASE | {"instruments", "scoring"},  # an adapter over scoring (pyspark imported lazily)
-    "server": BASE | {"instruments", "scoring", "content", "signals"},
-    "service": BASE | {"instruments", "scoring", "content", "signals", "server"},
-    "cli": BASE | {"instruments", "scoring", "content", "signals", "server", "service", "__init__"},
+    "fhirclient": BASE,  # the transport knows nothing of instruments, scores or state
+    "server": BASE | {"instruments", "scoring", "content", "signals", "fhirclient"},
+    "service": BASE | {"instruments", "scoring", "content", "signals", "fhirclient", "server"},
+    "cli": BASE | {"instruments", "scoring", "content", "signals", "fhirclient", "server", "service", "__init__"},
+}
+# Third-party libraries only some parts may import: which parts (a subpackage, or one module by its path).
+# PyJWT signs the SMART Backend Services assertion (fhirclient/auth.py); the CDS service also verifies
+# the JWT each CDS client sends and mints the demo client's, which is CDS Hooks, not FHIR transport.
+ONLY_IN: dict[str, set[str]] = {
+    "httpx": {"fhirclient"},
+    "httpcore": {"fhirclient"},
+    "tenacity": {"fhirclient"},
+    "jwt": {"fhirclient", "service/cds_auth.py", "service/cds_demo.py"},
 }
 
 
@@ -117,6 +134,43 @@ def test_the_layer_check_sees_absolute_and_deep_relative_imports():
     assert layer_violations(engine, "from alliance_fhir import server\n") == {"server"}
     assert layer_violations(engine, "def f():\n    from ..server import sync\n") == {"server"}
     assert layer_violations(engine, "from ..instruments.catalog import Catalog\nfrom .inputs import Record\n") == set()
+
+
+def third_party_imports(source: str) -> set[str]:
+    """Top-level names of the libraries that ``source`` imports (at any depth: lazy imports count)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def library_violations(path: Path, source: str) -> set[str]:
+    """The libraries of ``ONLY_IN`` that ``path`` imports although neither its part nor the file is listed."""
+    where = {part_of(path), path.relative_to(PACKAGE).as_posix()}
+    return {lib for lib in third_party_imports(source) & set(ONLY_IN) if not ONLY_IN[lib] & where}
+
+
+def test_only_the_transport_imports_httpx_httpcore_tenacity_and_the_signing_library():
+    for path in package_sources():
+        assert not library_violations(path, path.read_text()), (
+            f"{path.relative_to(PACKAGE)} imports {library_violations(path, path.read_text())}"
+        )
+
+
+def test_the_library_check_sees_every_spelling():
+    """A test of the test: plain, dotted, from- and lazy imports are caught; the transport may."""
+    sync = PACKAGE / "server" / "sync.py"
+    assert library_violations(sync, "import httpx\n") == {"httpx"}
+    assert library_violations(sync, "from httpcore import ConnectError\n") == {"httpcore"}
+    assert library_violations(sync, "def f():\n    import tenacity.stop\n") == {"tenacity"}
+    assert library_violations(sync, "from jwt.algorithms import ECAlgorithm\n") == {"jwt"}
+    assert library_violations(PACKAGE / "service" / "cds.py", "import jwt\n") == {"jwt"}
+    assert library_violations(PACKAGE / "service" / "cds_auth.py", "import jwt\n") == set()
+    assert library_violations(PACKAGE / "fhirclient" / "client.py", "import httpx\nimport tenacity\n") == set()
+    assert library_violations(sync, "from .._json import loads\nimport orjson\n") == set()
 
 
 def test_public_api_is_exactly_all():

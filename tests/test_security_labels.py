@@ -16,11 +16,12 @@ import pytest
 from alliance_fhir._json import dumps
 from alliance_fhir._security import NO_LABELS, SecurityLabels, carries_labels, with_labels
 from alliance_fhir.errors import ConfigError
+from alliance_fhir.fhirclient.client import FhirClient
 from alliance_fhir.scoring.batch import score_chunk
 from alliance_fhir.scoring.engine import score_response
 from alliance_fhir.scoring.observations import build_observation, observation_json
-from alliance_fhir.server.client import FhirClient
-from alliance_fhir.server.config import ServerConfig, load_config, load_labels
+from alliance_fhir.server.labels import load_labels
+from alliance_fhir.server.settings import ServerConfig, load_config
 from alliance_fhir.server.state import StateStore
 from alliance_fhir.server.sync import SyncOptions, run_sync
 from alliance_fhir.signals.resources import detected_issue, signal_resources

@@ -26,9 +26,10 @@ from typer.core import TyperGroup
 
 from .._security import SecurityLabels
 from ..errors import AllianceFhirError, FhirValidationError, InputError, ScoringError, TextPackError
+from ..fhirclient.client import FhirClient
 from ..instruments.catalog import Catalog, load_catalog
-from ..server.client import FhirClient
-from ..server.config import ServerConfig, load_config, load_labels
+from ..server.labels import load_labels
+from ..server.settings import ServerConfig, load_config
 from ..server.signal_sync import SignalReport
 from ..signals.rules import Signal
 from ._output import LogFormat, configure_logging, emit_json, emit_table, say, set_log_format
@@ -214,7 +215,7 @@ def command_catalog(ctx: typer.Context, extra: list[Path] | None, *, report: boo
 
 
 def server_config(server: str | None, config: Path | None, **overrides: Any) -> ServerConfig:
-    """The server settings: option > environment > config file (see :mod:`alliance_fhir.server.config`)."""
+    """The server settings: option > environment > config file (see :mod:`alliance_fhir.server.settings`)."""
     return load_config(server, file=config, **overrides)
 
 

@@ -15,7 +15,7 @@ import typer
 from rich.progress import Progress, TextColumn
 
 from ..server.backfill import VIA, BackfillOptions, BackfillReport, cancel_backfill, run_backfill
-from ..server.config import since_value
+from ..server.since import since_value
 from ..server.state import StateStore
 from ._common import (
     CaOption,

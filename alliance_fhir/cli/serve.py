@@ -214,7 +214,7 @@ def cds_demo_lines(fhir_base: str, port: int = 8765) -> list[str]:
     The demo EHR's key, JWKS and config go to a private folder under the data directory; the
     ``curl`` line mints a fresh token (``cds-token``) each time it runs, so it never goes stale.
     """
-    from ..server.config import data_dir
+    from ..server.settings import data_dir
     from ..service.cds import SERVICE_ID
     from ..service.cds_demo import DEMO_ISSUER, DEMO_KID, write_demo_client
 

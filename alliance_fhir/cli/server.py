@@ -21,13 +21,15 @@ from rich.progress import Progress, TextColumn
 from .._refs import parse_reference, valid_id
 from ..content.questionnaires import content_resources
 from ..errors import AuthError, ConfigError, FhirServerError
+from ..fhirclient.client import FhirClient
+from ..fhirclient.config import WRITE_MODES
 from ..instruments.catalog import Catalog
 from ..server._statedb import is_postgres_url
-from ..server.client import FhirClient
-from ..server.config import WRITE_MODES, ServerConfig, since_value
 from ..server.demo import DEMO_TAG, cleanup_demo, post_demo_data
 from ..server.publish import publish_resources
+from ..server.settings import ServerConfig
 from ..server.signal_sync import run_signals
+from ..server.since import since_value
 from ..server.state import StateStore, failure_reference
 from ..server.sync import SyncOptions, SyncReport, run_sync
 from ..server.writes import choose_write_mode

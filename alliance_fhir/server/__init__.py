@@ -1,1 +1,1 @@
-"""Everything that talks to a FHIR server or keeps state: config, auth, client, sync."""
+"""The jobs and their state: sync, backfill, signals, publish, and the state store they share."""

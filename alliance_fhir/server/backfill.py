@@ -46,9 +46,7 @@ from ..errors import (
     UnexpectedResponse,
     summarise_outcome,
 )
-from ..instruments.catalog import Catalog
-from .backfill_import import import_file
-from .bulk import (
+from ..fhirclient.bulk import (
     ExportFile,
     ExportRequest,
     Manifest,
@@ -59,7 +57,9 @@ from .bulk import (
     supports_operation,
     type_filters,
 )
-from .client import FhirClient, safe_origin, safe_path
+from ..fhirclient.client import FhirClient, safe_origin, safe_path
+from ..instruments.catalog import Catalog
+from .backfill_import import import_file
 from .state import UNREAD_VERSION, UNREADABLE, LedgerEntry, StateStore
 from .sync import ExternalWrites, SyncFailure, SyncOptions, SyncReport, process_stream
 
@@ -74,7 +74,7 @@ _ROWS_PER_WRITE = 200  # unreadable lines recorded in the ledger per transaction
 
 @dataclass(frozen=True)
 class BackfillOptions:
-    """What to back-fill and how; server settings come from the client's ServerConfig."""
+    """What to back-fill and how; server settings come from the client's config (ClientConfig)."""
 
     since: str | None = None
     instruments: Sequence[str] = ()

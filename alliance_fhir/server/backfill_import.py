@@ -30,8 +30,8 @@ from typing import Any
 from .._ids import IDENTIFIER_SYSTEM
 from .._json import dumps
 from ..errors import AllianceFhirError, ConfigError, summarise_outcome
-from .bulk import kick_off, poll_job
-from .client import FhirClient
+from ..fhirclient.bulk import kick_off, poll_job
+from ..fhirclient.client import FhirClient
 from .sync import ExternalWrites
 from .writes import PendingWrite, Written
 

@@ -17,8 +17,8 @@ from typing import Any
 
 from .._ids import FOCUS_EXTENSION, PROJECT_CODESYSTEM
 from ..errors import FhirServerError, InstrumentError
+from ..fhirclient.client import FhirClient, search_token
 from ..instruments.catalog import Catalog, Instrument
-from .client import FhirClient, search_token
 from .transactions import put_by_id
 
 __all__ = ["DEMO_TAG", "DemoClient", "cleanup_demo", "demo_clients", "demo_resources", "post_demo_data"]

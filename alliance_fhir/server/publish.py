@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import AuthError, Conflict, FhirServerError, UnexpectedResponse
+from ..fhirclient.client import FhirClient, safe_path
 from ..fhirtypes import comparable
-from .client import FhirClient, safe_path
 
 __all__ = ["PublishResult", "publish_resources"]
 

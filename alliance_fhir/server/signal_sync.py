@@ -19,12 +19,12 @@ from .._ids import IDENTIFIER_SYSTEM, SIGNAL_IDENTIFIER_SYSTEM, TASK_IDENTIFIER_
 from .._refs import parse_reference
 from .._security import NO_LABELS, SecurityLabels, carries_labels
 from ..errors import NotFound
+from ..fhirclient.client import FhirClient, search_token
 from ..fhirtypes import comparable
 from ..instruments.catalog import Catalog
 from ..signals.resources import signal_resources, task_follow_ups, withdrawn_issues
 from ..signals.rules import SPLIT, Signal, detect_signals
 from ..signals.trajectory import Trajectories, build_trajectories, context_from_encounters, unbundle
-from .client import FhirClient, search_token
 
 __all__ = ["SignalReport", "fetch_scores", "fetch_trajectories", "run_signals"]
 

@@ -35,10 +35,10 @@ from .._refs import FHIR_ID_RULE, parse_reference, valid_id
 from .._security import NO_LABELS, SecurityLabels
 from .._text import describe, safe_text
 from ..errors import FhirServerError, InstrumentError, ScoringError, UnexpectedResponse, summarise_outcome
+from ..fhirclient.client import FhirClient, is_match, search_token
 from ..instruments.catalog import Catalog, Instrument
 from ..scoring.engine import resource_ref, score_response
 from ..scoring.observations import build_observation, observation_identifier_for
-from .client import FhirClient, is_match, search_token
 from .state import LedgerEntry, OutstandingFailure, StateStore
 from .writes import PendingWrite, Writer, Written, choose_write_mode
 
@@ -64,7 +64,7 @@ _MAX_NAMED = 10  # distinct resource types (and server notes) a run names before
 
 @dataclass(frozen=True)
 class SyncOptions:
-    """What to sync; everything else comes from the client's ServerConfig."""
+    """What to sync; everything else comes from the client's config (ClientConfig)."""
 
     since: str | None = None
     patient: str | None = None

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from .client import FhirClient
+from ..fhirclient.client import FhirClient
 
 __all__ = ["put_by_id", "put_by_id_bundles"]
 

@@ -30,8 +30,8 @@ from typing import Any
 
 from .._ids import IDENTIFIER_SYSTEM
 from ..errors import AllianceFhirError, FhirServerError, FhirTransportError, UnexpectedResponse, summarise_outcome
-from ._retry import TRANSIENT_STATUSES, PermanentTransportError
-from .client import FhirClient
+from ..fhirclient._retry import TRANSIENT_STATUSES, PermanentTransportError
+from ..fhirclient.client import FhirClient
 
 __all__ = ["PendingWrite", "WritePlan", "Writer", "choose_write_mode", "server_capabilities"]
 

@@ -60,8 +60,8 @@ from starlette.routing import BaseRoute, Route
 from .._ids import CDS_REPORT_LINK_SCOPE, IDENTIFIER_SYSTEM, SIGNAL_IDENTIFIER_SYSTEM
 from .._refs import parse_reference, valid_id
 from ..errors import AllianceFhirError, CdsAuthError
+from ..fhirclient.client import FhirClient
 from ..instruments.catalog import Catalog
-from ..server.client import FhirClient
 from ..server.signal_sync import fetch_scores, fetch_trajectories
 from ..server.state import StateStore
 from ..signals.cards import alliance_cards, open_issues, split_evidence

@@ -36,12 +36,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import jwt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..errors import CdsAuthError, ConfigError
-from ..server.config import config_file
+from ..fhirclient.config import config_file
+from ..fhirclient.fetch import FetchFailed, Transport, fetch_bounded
 from ..server.state import StateStore
 
 __all__ = [
@@ -143,7 +143,7 @@ class JwksSource:
         client: CdsClient,
         settings: CdsSettings,
         *,
-        transport: httpx.BaseTransport | None = None,
+        transport: Transport | None = None,
         clock: Callable[[], float] = time.monotonic,
         min_refresh_seconds: float = 30.0,
     ) -> None:
@@ -197,25 +197,22 @@ class JwksSource:
         url = self._client.jwks_url
         assert url is not None
         limit, timeout = self._settings.jwks_max_bytes, self._settings.jwks_timeout_seconds
-        deadline = time.monotonic() + timeout
         try:
-            with httpx.Client(timeout=timeout, follow_redirects=False, transport=self._transport) as http:
-                with http.stream("GET", url, headers={"Accept": "application/json"}) as response:
-                    if response.status_code != 200:
-                        raise CdsAuthError(f"the JWKS URL of {self._client.issuer} answered {response.status_code}")
-                    declared = response.headers.get("content-length", "")
-                    if declared.isdigit() and int(declared) > limit:
-                        raise CdsAuthError(f"the JWKS of {self._client.issuer} is larger than {limit} bytes")
-                    body = bytearray()
-                    for chunk in response.iter_bytes():
-                        body += chunk
-                        if len(body) > limit:
-                            raise CdsAuthError(f"the JWKS of {self._client.issuer} is larger than {limit} bytes")
-                        if time.monotonic() > deadline:
-                            raise CdsAuthError(f"the JWKS URL of {self._client.issuer} took longer than {timeout:g} s")
-                    return bytes(body)
-        except httpx.HTTPError as exc:
-            raise CdsAuthError(f"the JWKS URL of {self._client.issuer} failed: {type(exc).__name__}") from exc
+            return fetch_bounded(
+                url, max_bytes=limit, timeout=timeout, accept="application/json", transport=self._transport
+            )
+        except FetchFailed as exc:
+            raise CdsAuthError(self._fetch_failure(exc, limit, timeout)) from exc
+
+    def _fetch_failure(self, exc: FetchFailed, limit: int, timeout: float) -> str:
+        issuer = self._client.issuer
+        if exc.reason == "status":
+            return f"the JWKS URL of {issuer} answered {exc.detail}"
+        if exc.reason == "too_large":
+            return f"the JWKS of {issuer} is larger than {limit} bytes"
+        if exc.reason == "too_slow":
+            return f"the JWKS URL of {issuer} took longer than {timeout:g} s"
+        return f"the JWKS URL of {issuer} failed: {exc.detail}"
 
 
 class TokenVerifier:
@@ -226,7 +223,7 @@ class TokenVerifier:
         settings: CdsSettings,
         store: StateStore,
         *,
-        transport: httpx.BaseTransport | None = None,
+        transport: Transport | None = None,
         now: Callable[[], float] = time.time,
     ) -> None:
         self._settings, self._store, self._now = settings, store, now

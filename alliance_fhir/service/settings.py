@@ -23,7 +23,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from ..errors import ConfigError
-from ..server.config import check_header_token, config_file
+from ..fhirclient.config import check_header_token, config_file
 from ..server.state import StateStore
 
 __all__ = ["SECRET_ENV", "ServeSettings", "authorised", "load_serve_settings", "webhook_secret"]
@@ -95,7 +95,7 @@ class ServeSettings(BaseModel):
 
 
 def load_serve_settings(file: Path | None = None, **overrides: object) -> ServeSettings:
-    """The ``[serve]`` table of the config file (see :func:`..server.config.config_file`), then overrides.
+    """The ``[serve]`` table of the config file (see :func:`..fhirclient.config.config_file`), then overrides.
 
     Raises:
         ConfigError: unreadable file or invalid settings.
@@ -144,7 +144,7 @@ def authorised(header: str | None, secret: SecretStr) -> bool:
 def _checked(value: str, source: str) -> str:
     """The secret without surrounding whitespace, when it can travel in a header and is long enough.
 
-    The header rule is the one every secret follows (:func:`..server.config.check_header_token`);
+    The header rule is the one every secret follows (:func:`..fhirclient.config.check_header_token`);
     16 characters at least, so it cannot be guessed at no cost. The message never holds the value.
     """
     rule = (

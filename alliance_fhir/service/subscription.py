@@ -25,8 +25,8 @@ from pydantic import SecretStr
 
 from .._ids import SUBSCRIPTION_TAG, SUBSCRIPTION_TOPIC_URL
 from ..errors import FhirTransportError, NotFound
+from ..fhirclient.client import FhirClient, search_token
 from ..instruments.catalog import Instrument
-from ..server.client import FhirClient, search_token
 
 __all__ = [
     "Channel",

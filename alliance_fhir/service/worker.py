@@ -30,8 +30,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..errors import AllianceFhirError
+from ..fhirclient.client import FhirClient
 from ..instruments.catalog import Catalog
-from ..server.client import FhirClient
 from ..server.signal_sync import run_signals
 from ..server.state import InboxItem, StateStore
 from ..server.sync import SyncOptions, SyncReport, process_responses, run_sync

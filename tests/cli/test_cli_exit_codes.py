@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from alliance_fhir.cli import _common as cli_common
 from alliance_fhir.cli.main import app
-from alliance_fhir.server.client import FhirClient
+from alliance_fhir.fhirclient.client import FhirClient
 from alliance_fhir.server.state import StateStore
 
 from ..conftest import all_items

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from alliance_fhir.cli import _common as cli_common
 from alliance_fhir.cli.main import app
-from alliance_fhir.server.client import FhirClient
+from alliance_fhir.fhirclient.client import FhirClient
 
 from ..conftest import all_items
 from ..fake_fhir import BASE, CAPABILITIES, FakeFhir

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from alliance_fhir import build_observation, score_response
 from alliance_fhir.cli import _common as cli_common
 from alliance_fhir.cli.main import app
-from alliance_fhir.server.client import FhirClient
+from alliance_fhir.fhirclient.client import FhirClient
 from alliance_fhir.server.demo import demo_resources
 
 from ..fake_fhir import BASE, FakeFhir

@@ -14,7 +14,7 @@ from alliance_fhir import errors
 from alliance_fhir.cli import _common as cli_common
 from alliance_fhir.cli._common import AllianceGroup, exit_code_for
 from alliance_fhir.cli.main import app
-from alliance_fhir.server.client import FhirClient
+from alliance_fhir.fhirclient.client import FhirClient
 
 runner = CliRunner()
 

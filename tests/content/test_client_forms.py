@@ -164,8 +164,8 @@ def test_the_subscription_and_the_sync_search_name_both_forms(catalog) -> None: 
 def test_sync_scores_a_portal_response(catalog, tmp_path) -> None:  # noqa: ANN001
     import httpx
 
-    from alliance_fhir.server.client import FhirClient
-    from alliance_fhir.server.config import ServerConfig
+    from alliance_fhir.fhirclient.client import FhirClient
+    from alliance_fhir.server.settings import ServerConfig
     from alliance_fhir.server.state import StateStore
     from alliance_fhir.server.sync import run_sync
 

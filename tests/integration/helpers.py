@@ -5,8 +5,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from alliance_fhir.server.client import FhirClient
-from alliance_fhir.server.config import ServerConfig
+from alliance_fhir.fhirclient.client import FhirClient
+from alliance_fhir.server.settings import ServerConfig
 
 
 def client(base_url: str, **settings: Any) -> FhirClient:

@@ -21,10 +21,10 @@ import httpx
 import pytest
 
 from alliance_fhir import content_resources, load_catalog
+from alliance_fhir.fhirclient.client import FhirClient
 from alliance_fhir.server.backfill import BackfillOptions, BackfillReport, cancel_backfill, run_backfill
-from alliance_fhir.server.client import FhirClient
-from alliance_fhir.server.config import ServerConfig
 from alliance_fhir.server.publish import publish_resources
+from alliance_fhir.server.settings import ServerConfig
 from alliance_fhir.server.state import StateStore
 from alliance_fhir.server.sync import SyncOptions, run_sync
 

@@ -29,8 +29,8 @@ from alliance_fhir import build_observation, content_resources, load_catalog, sc
 from alliance_fhir._ids import FOCUS_EXTENSION, IDENTIFIER_SYSTEM, PROJECT_CODESYSTEM, UCUM
 from alliance_fhir.content.extraction import OBSERVATION_EXTRACT_ENTRY
 from alliance_fhir.errors import Conflict
+from alliance_fhir.fhirclient.client import FhirClient
 from alliance_fhir.instruments.catalog import walk_items
-from alliance_fhir.server.client import FhirClient
 from alliance_fhir.server.publish import publish_resources
 
 from .helpers import client, errors, unique, validate

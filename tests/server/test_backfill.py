@@ -12,10 +12,10 @@ import httpx
 import pytest
 
 from alliance_fhir.errors import ConfigError, UnexpectedResponse
+from alliance_fhir.fhirclient.bulk import ExportRequest, parse_manifest, supports_operation
+from alliance_fhir.fhirclient.client import FhirClient
 from alliance_fhir.server.backfill import BackfillOptions, BackfillReport, cancel_backfill, run_backfill
-from alliance_fhir.server.bulk import ExportRequest, parse_manifest, supports_operation
-from alliance_fhir.server.client import FhirClient
-from alliance_fhir.server.config import ServerConfig
+from alliance_fhir.server.settings import ServerConfig
 from alliance_fhir.server.state import StateStore
 
 from ..conftest import all_items
@@ -207,7 +207,7 @@ def test_endless_202_gives_up_within_max_wait_and_keeps_the_job(bulk, store, cat
     clock = iter(range(0, 10**7, 7))
     sleeps: list[float] = []
     with client_for(bulk) as client, pytest.raises(UnexpectedResponse, match="did not complete within 60 s"):
-        from alliance_fhir.server import bulk as bulk_module
+        from alliance_fhir.fhirclient import bulk as bulk_module
 
         bulk_module.poll_job(client, STATUS, max_wait=60, sleep=sleeps.append, clock=lambda: float(next(clock)))
     assert len(sleeps) < 10

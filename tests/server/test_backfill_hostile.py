@@ -16,9 +16,9 @@ import httpx
 import pytest
 
 from alliance_fhir.errors import FhirTransportError, UnexpectedResponse
+from alliance_fhir.fhirclient.client import FhirClient
 from alliance_fhir.server.backfill import REPORTED_PER_FILE, BackfillOptions, BackfillReport, run_backfill
-from alliance_fhir.server.client import FhirClient
-from alliance_fhir.server.config import ServerConfig
+from alliance_fhir.server.settings import ServerConfig
 from alliance_fhir.server.state import StateStore
 from alliance_fhir.server.sync import run_sync
 

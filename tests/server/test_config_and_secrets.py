@@ -19,9 +19,11 @@ from typer.testing import CliRunner
 from alliance_fhir.cli import _common as cli_common
 from alliance_fhir.cli.main import app
 from alliance_fhir.errors import ConfigError
-from alliance_fhir.server.auth import build_auth
-from alliance_fhir.server.client import FhirClient
-from alliance_fhir.server.config import AuthSettings, load_config, since_value
+from alliance_fhir.fhirclient.auth import build_auth
+from alliance_fhir.fhirclient.client import FhirClient
+from alliance_fhir.fhirclient.config import AuthSettings
+from alliance_fhir.server.settings import load_config
+from alliance_fhir.server.since import since_value
 from alliance_fhir.server.state import StateStore
 
 from ..fake_fhir import BASE, FakeFhir

@@ -24,8 +24,8 @@ from typer.testing import CliRunner
 from alliance_fhir.cli import _common as cli_common
 from alliance_fhir.cli.main import app
 from alliance_fhir.errors import ConfigError, FhirTransportError
-from alliance_fhir.server.client import FhirClient
-from alliance_fhir.server.config import ServerConfig, load_config
+from alliance_fhir.fhirclient.client import FhirClient
+from alliance_fhir.server.settings import ServerConfig, load_config
 from alliance_fhir.service import run as service_run
 
 from ..fake_fhir import BASE, FakeFhir

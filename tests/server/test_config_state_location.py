@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 from alliance_fhir.cli import _common as cli_common
 from alliance_fhir.cli.main import app
 from alliance_fhir.errors import ConfigError
-from alliance_fhir.server.client import FhirClient
-from alliance_fhir.server.config import load_config
+from alliance_fhir.fhirclient.client import FhirClient
+from alliance_fhir.server.settings import load_config
 from alliance_fhir.server.state import StateStore
 from alliance_fhir.service import run as service_run
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from alliance_fhir.fhirclient.client import FhirClient
 from alliance_fhir.server import sync as sync_module
-from alliance_fhir.server.client import FhirClient
-from alliance_fhir.server.config import ServerConfig
+from alliance_fhir.server.settings import ServerConfig
 from alliance_fhir.server.state import StateStore
 from alliance_fhir.server.sync import SyncOptions, process_responses, run_sync
 

@@ -1,7 +1,7 @@
 """What sync accepts from a server (issue 23, cases 5, 15, 16, 17): the run-level consequences.
 
 A redirect, endless paging, resources of other types and ids that are not FHIR ids are played by
-the in-memory fake server; the client-level rules are in test_hostile_server.py.
+the in-memory fake server; the client-level rules are in tests/fhirclient/test_hostile_server.py.
 """
 
 from __future__ import annotations

@@ -18,8 +18,8 @@ import pytest
 
 from alliance_fhir._ids import IDENTIFIER_SYSTEM
 from alliance_fhir.errors import FhirServerError, UnexpectedResponse
-from alliance_fhir.server.client import FhirClient
-from alliance_fhir.server.config import ServerConfig
+from alliance_fhir.fhirclient.client import FhirClient
+from alliance_fhir.server.settings import ServerConfig
 from alliance_fhir.server.state import StateStore
 from alliance_fhir.server.sync import SyncOptions, process_response, run_sync
 from alliance_fhir.server.writes import choose_write_mode

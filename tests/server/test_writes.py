@@ -6,8 +6,8 @@ import httpx
 import pytest
 
 from alliance_fhir._ids import IDENTIFIER_SYSTEM
-from alliance_fhir.server.client import FhirClient
-from alliance_fhir.server.config import ServerConfig
+from alliance_fhir.fhirclient.client import FhirClient
+from alliance_fhir.server.settings import ServerConfig
 from alliance_fhir.server.writes import PendingWrite, Writer
 
 BASE = "http://fhir.test/fhir"

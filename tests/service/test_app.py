@@ -17,8 +17,8 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from alliance_fhir.server.client import FhirClient
-from alliance_fhir.server.config import ServerConfig
+from alliance_fhir.fhirclient.client import FhirClient
+from alliance_fhir.server.settings import ServerConfig
 from alliance_fhir.server.state import StateStore
 from alliance_fhir.service.app import build_app
 from alliance_fhir.service.hints import Hint

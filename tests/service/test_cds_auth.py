@@ -239,7 +239,7 @@ jwks_file = "{jwks}"
         ("https://ehr.example.org", "https://ehr.example.org/.well-known/jwks.json", None),
         ("https://other.example.org", None, jwks),
     ]
-    from alliance_fhir.server.config import load_config
+    from alliance_fhir.server.settings import load_config
 
     assert load_config(file=config).url == "http://127.0.0.1:1/fhir"  # [serve] and [cds] are known tables
 
@@ -303,3 +303,21 @@ def test_nbf_in_the_past_passes_and_in_the_future_is_refused(ehr, verifier):
         "nbf is in the future",
         "token refused: ImmatureSignatureError",
     )
+
+
+def _unreachable(request: httpx.Request) -> httpx.Response:
+    raise httpx.ConnectTimeout("no answer", request=request)
+
+
+@pytest.mark.parametrize(
+    ("handler", "message"),
+    [
+        (lambda r: httpx.Response(503), "the JWKS URL of {issuer} answered 503"),
+        (_unreachable, "the JWKS URL of {issuer} failed: ConnectTimeout"),
+    ],
+)
+def test_a_failed_jwks_fetch_says_which_client_and_why(ehr, handler, message):
+    source, _ = jwks_source(ehr, handler)
+    with pytest.raises(CdsAuthError) as info:
+        source.key("ehr-es")
+    assert str(info.value) == message.format(issuer=ehr.issuer)

@@ -18,8 +18,8 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from alliance_fhir.server.client import FhirClient
-from alliance_fhir.server.config import ServerConfig
+from alliance_fhir.fhirclient.client import FhirClient
+from alliance_fhir.server.settings import ServerConfig
 from alliance_fhir.server.state import StateStore
 from alliance_fhir.service.cds import SERVICE_ID, CdsService, cds_routes
 from alliance_fhir.service.cds_auth import CdsClient, CdsSettings

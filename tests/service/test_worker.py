@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
-from alliance_fhir.server.client import FhirClient
-from alliance_fhir.server.config import ServerConfig
+from alliance_fhir.fhirclient.client import FhirClient
+from alliance_fhir.server.settings import ServerConfig
 from alliance_fhir.server.state import StateStore
 from alliance_fhir.service import worker as worker_module
 from alliance_fhir.service.hints import Hint

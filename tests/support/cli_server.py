@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from alliance_fhir.cli import _common as cli_common
-from alliance_fhir.server.client import FhirClient
+from alliance_fhir.fhirclient.client import FhirClient
 
 
 def use_fake_server(

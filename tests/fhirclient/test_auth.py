@@ -23,8 +23,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from alliance_fhir.errors import AuthError, ConfigError
-from alliance_fhir.server.client import FhirClient
-from alliance_fhir.server.config import AuthSettings, ServerConfig, load_config
+from alliance_fhir.fhirclient.client import FhirClient
+from alliance_fhir.fhirclient.config import AuthSettings
+from alliance_fhir.server.settings import ServerConfig, load_config
 
 CLIENT_ID = "alliance-fhir-test"
 

@@ -11,9 +11,9 @@ import httpx
 import pytest
 
 from alliance_fhir.errors import AuthError, Conflict, FhirServerError, FhirTransportError, NotFound, UnexpectedResponse
-from alliance_fhir.server._retry import RetryPolicy, parse_retry_after
-from alliance_fhir.server.client import FhirClient, safe_path
-from alliance_fhir.server.config import ServerConfig
+from alliance_fhir.fhirclient._retry import RetryPolicy, parse_retry_after
+from alliance_fhir.fhirclient.client import FhirClient, safe_path
+from alliance_fhir.server.settings import ServerConfig
 
 BASE = "http://fhir.test/fhir"
 
@@ -208,7 +208,7 @@ def test_a_search_that_stops_short_of_its_total_is_an_error():
 
 
 def test_error_lines_name_host_and_path_never_credentials():
-    from alliance_fhir.server.client import safe_origin
+    from alliance_fhir.fhirclient.client import safe_origin
 
     assert (
         safe_origin("https://alice:s3cret@ehr.example.org:8443/fhir/Observation?x=1") == "https://ehr.example.org:8443"

@@ -38,7 +38,7 @@ from ._deadline import deadline as request_deadline
 from ._deadline import deadline_transport
 from ._retry import RetryPolicy
 from .auth import build_auth
-from .config import ServerConfig
+from .config import ClientConfig
 
 __all__ = ["FhirClient", "is_match", "require_r4", "safe_origin", "safe_path", "search_token", "successful"]
 
@@ -99,7 +99,7 @@ class FhirClient:
 
     def __init__(
         self,
-        config: ServerConfig,
+        config: ClientConfig,
         *,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,

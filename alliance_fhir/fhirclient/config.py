@@ -1,9 +1,11 @@
-"""Server settings: where to connect, how to authenticate, how hard to push.
+"""Connection settings of one FHIR server: where to connect, how to authenticate, how hard to push.
 
 Resolved in this order: command-line options (never secrets), environment variables, then a
 TOML file (``./alliance-fhir.toml``, else ``$XDG_CONFIG_HOME/alliance-fhir/config.toml``).
 Secrets (tokens, passwords, private keys) come only from the environment or the file, so
-they never land in shell history.
+they never land in shell history. What is not about the server (where the state lives, the
+security labels to write) is added above, in ``server/``: its model extends :class:`ClientConfig`
+and its loader is :func:`load_settings` with that model.
 """
 
 from __future__ import annotations
@@ -12,30 +14,24 @@ import logging
 import os
 import re
 import tomllib
-from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 
-from .._security import SecurityLabels
 from ..errors import ConfigError
-from ._statedb import parse_location
 
 __all__ = [
-    "LABELS_ENV",
+    "ENV_PREFIX",
     "AuthSettings",
-    "ServerConfig",
+    "ClientConfig",
     "WRITE_MODES",
     "check_header_token",
     "check_no_controls",
     "config_file",
-    "data_dir",
-    "load_config",
-    "load_labels",
-    "since_value",
+    "load_settings",
+    "read_config_file",
     "warn_if_readable",
 ]
 
@@ -136,10 +132,31 @@ class AuthSettings(BaseModel):
         return value
 
 
-class ServerConfig(BaseModel):
-    """Everything a client needs for one FHIR server."""
+class ClientConfig(BaseModel):
+    """Everything a client needs for one FHIR server.
+
+    ``ENVIRONMENT`` maps the ``ALLIANCE_FHIR_*`` variables (without the prefix) to fields and
+    ``OPTIONS`` names the command-line option of a field where it is not ``--field-name``: both
+    are read by :func:`load_settings`, and a model that adds fields adds their names too.
+    """
 
     model_config = ConfigDict(extra="forbid")
+    ENVIRONMENT: ClassVar[dict[str, str]] = {
+        "SERVER": "url",
+        "TIMEOUT": "timeout",
+        "CA_BUNDLE": "ca_bundle",
+        "CONCURRENCY": "concurrency",
+        "BATCH_SIZE": "batch_size",
+        "PAGE_SIZE": "page_size",
+        "MAX_PAGES": "max_pages",
+        "VERIFY": "verify",
+        "MAX_RETRY_SECONDS": "max_retry_seconds",
+        "REQUEST_DEADLINE": "request_deadline",
+        "MAX_RESPONSE_BYTES": "max_response_bytes",
+        "CLOCK_TOLERANCE_SECONDS": "clock_tolerance_seconds",
+        "WRITE_MODE": "write_mode",
+    }
+    OPTIONS: ClassVar[dict[str, str]] = {"url": "--server", "ca_bundle": "--ca-bundle"}
 
     url: str
     auth: AuthSettings = Field(default_factory=lambda: AuthSettings())
@@ -170,9 +187,6 @@ class ServerConfig(BaseModel):
         default=300.0, ge=0, description="How far ahead of our clock a server stamp may be."
     )
     write_mode: WriteMode = "auto"
-    state_db: str | None = Field(
-        default=None, description="SQLite state file, or a postgresql:// URL shared by several workers."
-    )
 
     @field_validator("url")
     @classmethod
@@ -190,26 +204,12 @@ class ServerConfig(BaseModel):
             raise ValueError("the server URL has no host")
         return value.strip()
 
-    @field_validator("state_db")
-    @classmethod
-    def _state_location(cls, value: str | None) -> str | None:
-        """Checked when the settings are read (before any file is made): see ``parse_location``."""
-        if value is not None:
-            try:
-                parse_location(value)
-            except ConfigError as exc:
-                raise ValueError(str(exc)) from None
-        return value
-
     @property
     def base_url(self) -> str:
         return self.url.rstrip("/")
 
-    def state_location(self) -> Path | str:
-        """Where the sync state lives: a ``postgresql://`` URL, a SQLite file, or the default file."""
-        if self.state_db is None:
-            return data_dir() / "state.sqlite"
-        return parse_location(self.state_db)
+
+Settings = TypeVar("Settings", bound=ClientConfig)
 
 
 def config_file(explicit: Path | None = None) -> Path | None:
@@ -220,12 +220,6 @@ def config_file(explicit: Path | None = None) -> Path | None:
     xdg = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     candidates.append(Path(xdg) / "alliance-fhir" / "config.toml")
     return next((p for p in candidates if p.is_file()), None)
-
-
-def data_dir() -> Path:
-    """Where sync state lives by default (``$XDG_DATA_HOME/alliance-fhir``)."""
-    xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(xdg) / "alliance-fhir"
 
 
 _ENV_AUTH = {
@@ -242,22 +236,6 @@ _ENV_AUTH = {
     "SCOPE": "scope",
     "TOKEN_HOSTS": "token_hosts",
 }
-_ENV_SERVER = {
-    "SERVER": "url",
-    "TIMEOUT": "timeout",
-    "CA_BUNDLE": "ca_bundle",
-    "CONCURRENCY": "concurrency",
-    "BATCH_SIZE": "batch_size",
-    "PAGE_SIZE": "page_size",
-    "MAX_PAGES": "max_pages",
-    "STATE_DB": "state_db",
-    "VERIFY": "verify",
-    "MAX_RETRY_SECONDS": "max_retry_seconds",
-    "REQUEST_DEADLINE": "request_deadline",
-    "MAX_RESPONSE_BYTES": "max_response_bytes",
-    "CLOCK_TOLERANCE_SECONDS": "clock_tolerance_seconds",
-    "WRITE_MODE": "write_mode",
-}
 
 
 _TABLES = (
@@ -266,14 +244,14 @@ _TABLES = (
     "serve",
     "cds",
     "labels",
-)  # [serve], [cds]: read by the service (service/); [labels]: load_labels
+)  # [serve], [cds]: read by the service (service/); [labels]: server/labels.py
 _SECRETS = {"auth": ("token", "password", "private_key"), "serve": ("webhook_secret",)}
-# Where an override given to load_config comes from on the command line (for error messages).
-_OPTIONS = {"url": "--server", "ca_bundle": "--ca-bundle", "state_db": "--state"}
 
 
-def load_config(url: str | None = None, *, file: Path | None = None, **overrides: Any) -> ServerConfig:
-    """Build the ServerConfig from options, environment and file.
+def load_settings(
+    model: type[Settings], url: str | None = None, *, file: Path | None = None, **overrides: Any
+) -> Settings:
+    """Build ``model`` (a :class:`ClientConfig`) from options, environment and file.
 
     Every value remembers where it came from, so an invalid one is blamed on its real source
     (``option --concurrency``, ``environment ALLIANCE_FHIR_TIMEOUT``, ``alliance-fhir.toml [server]
@@ -289,12 +267,12 @@ def load_config(url: str | None = None, *, file: Path | None = None, **overrides
     auth: dict[str, Any] = {}
     path = config_file(file)
     if path is not None:
-        raw = _read_file(path)
+        raw = read_config_file(path)
         for table, target in (("server", server), ("auth", auth)):
             target.update(raw.get(table, {}))
             sources.update({_loc(table, key): f"{path} [{table}] {key}" for key in raw.get(table, {})})
         _warn_if_readable(path, raw)
-    for env, table, target in ((_ENV_SERVER, "server", server), (_ENV_AUTH, "auth", auth)):
+    for env, table, target in ((model.ENVIRONMENT, "server", server), (_ENV_AUTH, "auth", auth)):
         for suffix, key in env.items():
             if f"{ENV_PREFIX}{suffix}" in os.environ:
                 target[key] = os.environ[f"{ENV_PREFIX}{suffix}"]
@@ -304,7 +282,7 @@ def load_config(url: str | None = None, *, file: Path | None = None, **overrides
     for key, value in overrides.items():
         if value is not None:
             server[key] = value
-            sources[(key,)] = f"option {_OPTIONS.get(key, '--' + key.replace('_', '-'))}"
+            sources[(key,)] = f"option {model.OPTIONS.get(key, '--' + key.replace('_', '-'))}"
     if url:
         server["url"] = url
         sources[("url",)] = "option --server"
@@ -313,7 +291,7 @@ def load_config(url: str | None = None, *, file: Path | None = None, **overrides
             "no FHIR server: pass --server URL, set ALLIANCE_FHIR_SERVER, or add [server] url to alliance-fhir.toml"
         )
     try:
-        return ServerConfig.model_validate({**server, "auth": auth})
+        return model.model_validate({**server, "auth": auth})
     except ValidationError as exc:
         # from None: pydantic's own text shows the input values, and some of them are secrets
         raise ConfigError("invalid settings: " + "; ".join(_blame(e, sources) for e in exc.errors())) from None
@@ -323,7 +301,12 @@ def _loc(table: str, key: str) -> tuple[str, ...]:
     return (key,) if table == "server" else ("auth", key)
 
 
-def _read_file(path: Path) -> dict[str, Any]:
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The tables of the config file at ``path``, each checked to be one the file may have.
+
+    Raises:
+        ConfigError: unreadable, not TOML, an unknown table or top-level key, or a key that is not a table.
+    """
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
@@ -375,83 +358,3 @@ def warn_if_readable(path: Path, what: str) -> None:
             oct(mode & 0o777)[2:],
             path,
         )
-
-
-LABELS_ENV = {"confidentiality": f"{ENV_PREFIX}CONFIDENTIALITY", "sensitivity": f"{ENV_PREFIX}SENSITIVITY"}
-
-
-def load_labels(
-    file: Path | None = None, *, confidentiality: str | None = None, sensitivity: Sequence[str] | None = None
-) -> SecurityLabels:
-    """The ``meta.security`` labels to write: option, else environment, else ``[labels]`` in the config file.
-
-    ``[labels] confidentiality = "R"`` and ``sensitivity = ["PSY"]`` (a list, or one code);
-    ``ALLIANCE_FHIR_CONFIDENTIALITY`` / ``ALLIANCE_FHIR_SENSITIVITY`` (comma-separated). They are
-    codes, not secrets, so options may carry them. Nothing set: no labels. Sensitivity is taken
-    from the same source as the confidentiality code when only that one is given on the command
-    line (``--confidentiality R`` alone keeps the file's sensitivity).
-
-    Raises:
-        ConfigError: an unreadable file, an unknown key in ``[labels]``, or a code that is not allowed.
-    """
-    table: dict[str, Any] = {}
-    path = config_file(file)
-    if path is not None:
-        table = dict(_read_file(path).get("labels", {}))
-        unknown = sorted(set(table) - set(LABELS_ENV))
-        if unknown:
-            raise ConfigError(f"config file {path}: unknown key in [labels]: {', '.join(unknown)}")
-    for key, env in LABELS_ENV.items():
-        if env in os.environ:
-            table[key] = os.environ[env]
-    if confidentiality is not None:
-        table["confidentiality"] = confidentiality
-    if sensitivity is not None:
-        table["sensitivity"] = list(sensitivity)
-    codes = table.get("sensitivity") or []
-    if isinstance(codes, str):
-        codes = codes.split(",")
-    if not isinstance(codes, list) or not all(isinstance(c, str) for c in codes):
-        raise ConfigError('[labels] sensitivity: a code or a list of codes (e.g. ["PSY"])')
-    conf = table.get("confidentiality")
-    if conf is not None and not isinstance(conf, str):
-        raise ConfigError('[labels] confidentiality: a code (e.g. "R")')
-    return SecurityLabels.parse(conf, codes)
-
-
-_DURATION = re.compile(r"(\d+)\s*(s|m|h|d|w)")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-_DATE = re.compile(r"\d{4}(-\d{2}(-\d{2})?)?")
-
-
-def since_value(text: str, now: datetime | None = None) -> str:
-    """The ``_lastUpdated`` lower bound for ``--since``: an ISO date or dateTime as given, or a duration ago.
-
-    ``7d``, ``12h``, ``30m``, ``2w``, ``90s`` mean that long before ``now`` (UTC); a dateTime
-    without a zone is read as UTC. Anything else is refused before a request is sent.
-
-    Raises:
-        ConfigError: not a date, dateTime or duration.
-    """
-    value = text.strip()
-    duration = _DURATION.fullmatch(value)
-    if duration:
-        ago = timedelta(**{_UNITS[duration.group(2)]: int(duration.group(1))})
-        return ((now or datetime.now(UTC)) - ago).astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-    if _DATE.fullmatch(value):
-        try:
-            datetime.fromisoformat(value + {4: "-01-01", 7: "-01"}.get(len(value), ""))
-            return value
-        except ValueError:
-            pass
-    elif "T" in value:
-        try:
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            parsed = None
-        if parsed is not None:
-            return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).isoformat().replace("+00:00", "Z")
-    raise ConfigError(
-        f"--since {text!r}: not an ISO date (2026-11-01), dateTime (2026-11-01T09:00:00Z) "
-        "or duration (7d, 12h, 30m, 2w)"
-    )

@@ -18,9 +18,10 @@ import httpx
 import pytest
 
 from alliance_fhir.errors import ConfigError, FhirServerError, FhirTransportError, UnexpectedResponse
-from alliance_fhir.server.auth import build_auth
-from alliance_fhir.server.client import FhirClient
-from alliance_fhir.server.config import AuthSettings, ServerConfig, load_config
+from alliance_fhir.fhirclient.auth import build_auth
+from alliance_fhir.fhirclient.client import FhirClient
+from alliance_fhir.fhirclient.config import AuthSettings
+from alliance_fhir.server.settings import ServerConfig, load_config
 
 BASE = "http://fhir.test/fhir"
 

@@ -1,0 +1,69 @@
+"""The settings the commands run with: one FHIR server's connection, and where the state lives.
+
+The connection (:class:`~alliance_fhir.fhirclient.config.ClientConfig`) is the transport's; the
+state location is this layer's, since the state store is. Both come from the same ``[server]``
+table, environment and options, read once by :func:`load_config`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import Field, field_validator
+
+from ..errors import ConfigError
+from ..fhirclient.config import ClientConfig, load_settings
+from ._statedb import parse_location
+
+__all__ = ["ServerConfig", "data_dir", "load_config"]
+
+
+class ServerConfig(ClientConfig):
+    """Everything a client needs for one FHIR server, and where the sync state lives."""
+
+    ENVIRONMENT: ClassVar[dict[str, str]] = {**ClientConfig.ENVIRONMENT, "STATE_DB": "state_db"}
+    OPTIONS: ClassVar[dict[str, str]] = {**ClientConfig.OPTIONS, "state_db": "--state"}
+
+    state_db: str | None = Field(
+        default=None, description="SQLite state file, or a postgresql:// URL shared by several workers."
+    )
+
+    @field_validator("state_db")
+    @classmethod
+    def _state_location(cls, value: str | None) -> str | None:
+        """Checked when the settings are read (before any file is made): see ``parse_location``."""
+        if value is not None:
+            try:
+                parse_location(value)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    def state_location(self) -> Path | str:
+        """Where the sync state lives: a ``postgresql://`` URL, a SQLite file, or the default file."""
+        if self.state_db is None:
+            return data_dir() / "state.sqlite"
+        return parse_location(self.state_db)
+
+
+def data_dir() -> Path:
+    """Where sync state lives by default (``$XDG_DATA_HOME/alliance-fhir``)."""
+    xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(xdg) / "alliance-fhir"
+
+
+def load_config(url: str | None = None, *, file: Path | None = None, **overrides: Any) -> ServerConfig:
+    """Build the ServerConfig from options, environment and file.
+
+    Every value remembers where it came from, so an invalid one is blamed on its real source
+    (``option --concurrency``, ``environment ALLIANCE_FHIR_TIMEOUT``, ``alliance-fhir.toml [server]
+    timeout``). An unknown table or key in the file is an error, never ignored: ``[auht]`` would
+    otherwise silently drop every credential in it. A file holding secrets that group or others
+    can read is warned about (``chmod 600``).
+
+    Raises:
+        ConfigError: no server URL, an unreadable file, an unknown table or key, or an invalid setting.
+    """
+    return load_settings(ServerConfig, url, file=file, **overrides)
