@@ -122,7 +122,7 @@ def test_the_layer_check_sees_absolute_and_deep_relative_imports():
 def test_public_api_is_exactly_all():
     public = {
         name
-        for name, value in vars(alliance_fhir).items()
+        for name, value in ((name, getattr(alliance_fhir, name)) for name in dir(alliance_fhir))
         if not name.startswith("_") and not isinstance(value, ModuleType)
     } - {"annotations", "version", "PackageNotFoundError"}
     assert public == set(alliance_fhir.__all__) - {"__version__"}
