@@ -23,9 +23,11 @@ from typing import Any
 
 __all__ = [
     "Measurement",
+    "alternating_order",
     "machine_info",
     "markdown_table",
     "pin_to_one_core",
+    "ratio_summary",
     "time_passes",
     "time_round_robin",
     "write_json",
@@ -169,3 +171,20 @@ def _git_revision() -> dict[str, Any] | None:
     except (OSError, subprocess.CalledProcessError):
         return None
     return {"commit": head.strip(), "dirty": bool(status.strip())}
+
+
+def alternating_order(sets: int, first: str = "a", second: str = "b") -> list[tuple[str, str]]:
+    """The order of two variants over ``sets`` sets: AB, BA, AB, ... so neither always runs on
+    the server the other has just warmed or loaded, and both meet the same drift of machine load."""
+    return [(first, second) if k % 2 == 0 else (second, first) for k in range(sets)]
+
+
+def ratio_summary(rates: Sequence[tuple[float, float]]) -> dict[str, Any]:
+    """Per-set ratios of paired rates (a, b) and their median: only pairs run in turn compare."""
+    if not rates:
+        raise ValueError("no sets to compare")
+    per_set = [round(a / b, 3) for a, b in rates]
+    ordered = sorted(per_set)
+    middle = len(ordered) // 2
+    median = ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+    return {"per_set": per_set, "median": round(median, 3), "min": ordered[0], "max": ordered[-1]}

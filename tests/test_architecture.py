@@ -176,7 +176,7 @@ def test_the_library_check_sees_every_spelling():
 def test_public_api_is_exactly_all():
     public = {
         name
-        for name, value in vars(alliance_fhir).items()
+        for name, value in ((name, getattr(alliance_fhir, name)) for name in dir(alliance_fhir))
         if not name.startswith("_") and not isinstance(value, ModuleType)
     } - {"annotations", "version", "PackageNotFoundError"}
     assert public == set(alliance_fhir.__all__) - {"__version__"}

@@ -59,6 +59,7 @@ with af.FhirClient(config) as client, af.StateStore(Path("state.sqlite")) as sto
 """
 
 
+@pytest.mark.slow  # a whole mypy run
 def test_a_consumers_strict_mypy_passes_on_the_public_api(tmp_path):
     """Models declare defaults as ``Field(default=...)``: with a positional default mypy (without
     the pydantic plugin) demands every field, e.g. ``ServerConfig(url=...)`` failed 8 times."""

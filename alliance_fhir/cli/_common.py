@@ -18,7 +18,7 @@ import os
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -26,13 +26,15 @@ from typer.core import TyperGroup
 
 from .._security import SecurityLabels
 from ..errors import AllianceFhirError, FhirValidationError, InputError, ScoringError, TextPackError
-from ..fhirclient.client import FhirClient
 from ..instruments.catalog import Catalog, load_catalog
 from ..server.labels import load_labels
 from ..server.settings import ServerConfig, load_config
-from ..server.signal_sync import SignalReport
 from ..signals.rules import Signal
 from ._output import LogFormat, configure_logging, emit_json, emit_table, say, set_log_format
+
+if TYPE_CHECKING:  # annotations only: `score` must not load the transport (httpx)
+    from ..fhirclient.client import FhirClient
+    from ..server.signal_sync import SignalReport
 
 __all__ = [
     "EXIT_CODES",
@@ -238,6 +240,8 @@ def command_labels(config: Path | None, confidentiality: str | None, sensitivity
 
 def client_factory(cfg: ServerConfig) -> FhirClient:
     """How commands get a client; tests replace it to plug in an ``httpx.MockTransport``."""
+    from ..fhirclient.client import FhirClient  # imported here so that commands that never talk to a server skip httpx
+
     return FhirClient(cfg)
 
 

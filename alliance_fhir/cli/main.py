@@ -8,6 +8,7 @@ configuration error.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
@@ -40,15 +41,45 @@ from ._common import (
     say,
     set_log_format,
 )
-from .backfill import register as register_backfill_command
-from .serve import register as register_serve_commands
-from .server import register as register_server_commands
-from .signals import register as register_signal_commands
+
+# The commands that talk to a server, by the module whose ``register`` adds them, in the order
+# help lists them. They load when one of them runs or help lists them, not at start-up: the
+# offline commands (`score` above all) never import the transport (httpx), 6 % of a
+# 50,000-response `score` run. tests/test_lazy_imports.py holds this table to the modules.
+SERVER_COMMANDS: dict[str, tuple[str, ...]] = {
+    ".server": ("check", "publish", "sync", "failures", "demo"),
+    ".signals": ("signals", "report"),
+    ".serve": ("serve", "subscribe", "cds-token"),
+    ".backfill": ("backfill",),
+}
+
+
+def load_server_commands(module: str) -> dict[str, Any]:
+    """The click commands that ``module``'s ``register`` adds, built as typer builds the app's own."""
+    commands = typer.Typer(rich_markup_mode=None)
+    importlib.import_module(module, __package__).register(commands)
+    return dict(typer.main.get_group(commands).commands)
+
+
+class MainGroup(AllianceGroup):
+    """The app's group: :class:`AllianceGroup`, with the server commands of :data:`SERVER_COMMANDS`
+    loaded on first use."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        lazy = [name for names in SERVER_COMMANDS.values() for name in names]
+        return lazy + [name for name in super().list_commands(ctx) if name not in lazy]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        for module, names in SERVER_COMMANDS.items():
+            if cmd_name in names and cmd_name not in self.commands:
+                self.commands.update(load_server_commands(module))
+        return super().get_command(ctx, cmd_name)
+
 
 app = typer.Typer(
     name="alliance-fhir",
     help="Psychotherapy alliance measures in FHIR: instruments as data, exact scoring, score Observations.",
-    cls=AllianceGroup,
+    cls=MainGroup,
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
     rich_markup_mode=None,
@@ -59,10 +90,6 @@ package_app = typer.Typer(help="Build a FHIR NPM package of our content.", no_ar
 app.add_typer(instruments_app, name="instruments")
 app.add_typer(questionnaires_app, name="questionnaires")
 app.add_typer(package_app, name="package")
-register_server_commands(app)
-register_signal_commands(app)
-register_serve_commands(app)
-register_backfill_command(app)
 
 
 class OutputFormat(StrEnum):

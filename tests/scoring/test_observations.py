@@ -11,6 +11,7 @@ from alliance_fhir import build_observation, observation_identifier, score_respo
 from alliance_fhir.errors import FhirValidationError
 
 from ..conftest import CS
+from ..shipped import shipped_ids
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 UCUM = "http://unitsofmeasure.org"
@@ -109,7 +110,7 @@ def test_unconfirmed_labels_are_stated(catalog):
     assert "project decision" in obs["method"]["text"]
 
 
-@pytest.mark.parametrize("instrument", ["wai-sr", "srs", "csrs", "gsrs", "haq-ii", "ors", "cors"])
+@pytest.mark.parametrize("instrument", shipped_ids())
 @pytest.mark.parametrize("kind", ["complete", "amended"])
 def test_observations_validate_as_fhir(catalog, instrument, kind):
     validate_resource(observe(catalog, example(instrument, kind)))

@@ -134,7 +134,7 @@ def test_many_rounds_for_one_patient_recompute_its_signals_once_the_writes_are_d
         assert worker.health()["inbox_depth"] == 0 and len(calls) <= 1  # the scores did not wait for the signals
         release.set()
         wait_for("the signals queue empty", lambda: worker.health()["signals_pending"] == 0 and calls)
-        time.sleep(0.2)
+        assert worker.stop(10)  # joins the signals thread: no recomputation can come after this
         assert calls in (["Patient/p1"], ["Patient/p1", "Patient/p1"])
     finally:
         release.set()

@@ -187,7 +187,9 @@ def test_withdrawn_issues_when_scores_no_longer_support_them(catalog):
 
 @pytest.mark.parametrize("values", [[35], [38, 36.5, 38], [38, 37, 36, 35, 34]])
 def test_all_signal_issues_validate(catalog, values):
-    for signal in detect_signals(build_trajectories(series_obs("srs", values), catalog)):
+    found = detect_signals(build_trajectories(series_obs("srs", values), catalog))
+    assert found  # each series is built to raise at least one signal: an empty list would pass vacuously
+    for signal in found:
         validate_resource(detected_issue(signal))
 
 

@@ -29,6 +29,8 @@ from ..support.sof import run_view
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted(ROOT.glob("examples/*/*.json"))
 
+pytestmark = pytest.mark.slow  # a local Spark JVM: ~30 s to start, ~60 s for the file
+
 
 @pytest.fixture(scope="module")
 def spark() -> Iterator[SparkSession]:
