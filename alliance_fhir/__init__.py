@@ -41,8 +41,6 @@ from .errors import (
     StateError,
     TextPackError,
 )
-from .fhirclient.client import FhirClient
-from .fhirclient.config import AuthSettings
 from .fhirtypes import validate_resource
 from .instruments.catalog import Catalog, Instrument, data_root, load_catalog
 from .instruments.models import InstrumentMapping, TextPack
