@@ -139,7 +139,7 @@ def _raw(response: httpx.Response, deadline: float, clock: Clock) -> Iterator[by
     chunks = response.iter_raw(_RAW)
     while True:
         left = deadline - clock()
-        if left <= 0:
+        if left < 0:
             raise BodyRefused("too_slow")
         try:
             with socket_deadline(left):
