@@ -308,7 +308,7 @@ def signals_table(found: list[Signal]) -> None:
             s.severity,
             s.status,
             s.opened_at.date().isoformat(),
-            s.detail.split(" Rule:")[0],
+            s.finding,
         )
         for s in found
     ]
