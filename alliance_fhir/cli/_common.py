@@ -19,14 +19,16 @@ import shlex
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import urlsplit
 
 import typer
 from rich.console import Console
 from typer.core import TyperGroup
 
 from .._security import SecurityLabels
-from ..errors import AllianceFhirError, FhirValidationError, InputError, ScoringError, TextPackError
+from ..errors import AllianceFhirError, ConfigError, FhirValidationError, InputError, ScoringError, TextPackError
 from ..instruments.catalog import Catalog, load_catalog
+from ..server._statedb import is_postgres_url
 from ..server.labels import load_labels
 from ..server.settings import ServerConfig, load_config
 from ..signals.rules import Signal
@@ -46,6 +48,7 @@ __all__ = [
     "JsonOption",
     "SensitivityOption",
     "ServerOption",
+    "StateOption",
     "TextPackOption",
     "VerboseOption",
     "client_factory",
@@ -67,6 +70,7 @@ __all__ = [
     "signals_summary",
     "signal_listing",
     "signals_table",
+    "state_option",
     "withdrawn_listing",
 ]
 
@@ -123,6 +127,17 @@ SensitivityOption = Annotated[
         metavar="CODE",
         help="Also label with this v3 ActCode sensitivity code (PSY, MH or BH); repeatable; needs --confidentiality "
         "(or [labels] confidentiality). Also $ALLIANCE_FHIR_SENSITIVITY or [labels] sensitivity.",
+    ),
+]
+StateOption = Annotated[
+    str | None,
+    typer.Option(
+        "--state",
+        metavar="FILE|URL",
+        help=(
+            "Sync state: a SQLite file (default: user data dir) or postgresql://USER@HOST:PORT/DB, shared by several workers "
+            "(or $ALLIANCE_FHIR_STATE_DB; a password goes in PGPASSWORD or ~/.pgpass, never on the command line)."
+        ),
     ),
 ]
 LogFormatOption = Annotated[
@@ -231,6 +246,16 @@ def follow_up(command: str, server: str, *, state: str | None = None, config: Pa
     if config is not None:
         words += ["--config", str(config)]
     return shlex.join(words)
+
+
+def state_option(state: str | None) -> str | None:
+    """``--state`` as given; a PostgreSQL URL with a password in it is refused (other users can read argv)."""
+    if state and is_postgres_url(state) and urlsplit(state).password is not None:
+        raise ConfigError(
+            "--state: no password on the command line (other users can read it); use PGPASSWORD, ~/.pgpass "
+            "or ALLIANCE_FHIR_STATE_DB"
+        )
+    return state
 
 
 def command_labels(config: Path | None, confidentiality: str | None, sensitivity: list[str] | None) -> SecurityLabels:

@@ -23,6 +23,7 @@ from ._common import (
     InstrumentsOption,
     JsonOption,
     ServerOption,
+    StateOption,
     VerboseOption,
     command_catalog,
     emit_json,
@@ -34,13 +35,14 @@ from ._common import (
     say,
     server_config,
     setup_logging,
+    state_option,
 )
-from .server import StateOption, state_option
 
 __all__ = ["register"]
 
 
 def register(app: typer.Typer) -> None:
+    """Add ``backfill`` to ``app``."""
     app.command("backfill")(backfill)
 
 

@@ -1,9 +1,10 @@
-"""CLI commands of the long-running service: ``serve`` and ``subscribe``.
+"""CLI commands of the long-running service: ``serve``, ``subscribe`` and ``cds-token``.
 
 ``serve`` listens at once, then (in the background, retried until the FHIR server answers)
 checks the server and manages its Subscription (unless ``--no-subscribe``), and scores what
 notifications point at; ``subscribe`` manages the Subscription alone (for a service that
-another process, a proxy or a different host runs). The webhook secret never appears as an
+another process, a proxy or a different host runs); ``cds-token`` signs a CDS Hooks client's
+JWT as an EHR would (for the demo and for testing a registration). The webhook secret never appears as an
 option or in a log line: it comes from ``$ALLIANCE_FHIR_WEBHOOK_SECRET``, ``[serve]
 webhook_secret`` in the config file, or the state database (generated once).
 Exit codes: 0 success (also after SIGTERM); 2 configuration errors, or the port cannot be served. A FHIR
@@ -35,15 +36,16 @@ from ._common import (
     JsonOption,
     SensitivityOption,
     ServerOption,
+    StateOption,
     command_catalog,
     command_labels,
     emit_json,
     open_client,
     say,
     server_config,
+    state_option,
 )
 from ._output import configure_logging
-from .server import StateOption, state_option
 
 __all__ = ["cds_demo_lines", "register"]
 
@@ -54,7 +56,7 @@ ChannelOption = Annotated[
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``serve`` and ``subscribe`` to ``app``."""
+    """Add ``serve``, ``subscribe`` and ``cds-token`` to ``app``."""
     app.command("serve")(serve)
     app.command("subscribe")(subscribe)
     app.command("cds-token")(cds_token)
