@@ -323,9 +323,8 @@ class FhirClient:
             **(headers or {}),
             **({"Content-Type": FHIR_JSON} if json is not None else {}),
         }
-        shown = safe_origin(url) + safe_path(
-            httpx.URL(url, params=params)
-        )  # host and path, never credentials or query values
+        # host and path, never credentials or query values
+        shown = safe_origin(url) + safe_path(httpx.URL(url, params=params))
 
         def send(seconds_left: float) -> httpx.Response:
             self.requests_sent += 1

@@ -450,9 +450,8 @@ class _Run:
         # Each instrument's url and its client-facing Questionnaire's (a client portal's responses name that one).
         values = list(dict.fromkeys(url for inst in self.instruments for url in inst.response_urls))
         values += [f"Questionnaire/{rid}" for rid in sorted(self.our_ids)]
-        values += [
-            f"{self.server}/Questionnaire/{rid}" for rid in sorted(self.our_ids)
-        ]  # for servers that index them as written
+        # for servers that index them as written
+        values += [f"{self.server}/Questionnaire/{rid}" for rid in sorted(self.our_ids)]
         params = {"questionnaire": ",".join(values), "_count": str(self.client.config.page_size)}
         if since:
             params["_lastUpdated"] = f"ge{since}"

@@ -283,9 +283,8 @@ class Worker:
         try:
             params = {"_id": ",".join(ids), "_count": str(len(ids))}
             responses = list(self.client.search("QuestionnaireResponse", params, post=True))
-            responses = [
-                r for r in responses if r.get("id") in set(ids)
-            ]  # a hint is never widened by the server either
+            # a hint is never widened by the server either
+            responses = [r for r in responses if r.get("id") in set(ids)]
             report = process_responses(self.client, self.catalog, self.store, responses, self.options)
         except AllianceFhirError as exc:
             self._failed_round(items, exc)

@@ -383,9 +383,8 @@ def _drop_rule_text(rule: RuptureRule) -> str:
 
 def percent_of_maximum(value: Decimal, mapping: InstrumentMapping, scale: str) -> Decimal:
     """A score on the common 0-100 scale: (value - min) / (max - min) x 100, from the scale's declared range."""
-    spec = (
-        mapping.total if scale == "total" else next(s for s in mapping.scales if s.id == scale)
-    )  # "total": the headline
+    # "total": the headline
+    spec = mapping.total if scale == "total" else next(s for s in mapping.scales if s.id == scale)
     low, high = Decimal(str(spec.range.min)), Decimal(str(spec.range.max))
     return (value - low) * 100 / (high - low)
 
