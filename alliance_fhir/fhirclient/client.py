@@ -23,6 +23,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 
+from .._ids import FHIR_JSON, NDJSON
 from .._json import dumps, loads
 from .._text import describe, safe_text
 from ..errors import (
@@ -43,8 +44,6 @@ from .config import ClientConfig
 __all__ = ["FhirClient", "is_match", "require_r4", "safe_origin", "safe_path", "search_token", "successful"]
 
 logger = logging.getLogger("alliance_fhir.http")
-FHIR_JSON = "application/fhir+json"
-NDJSON = "application/fhir+ndjson"
 # HAPI replays an identical search's results for 60 s by default; we always want the current state.
 _FRESH = {"Cache-Control": "no-cache"}
 # We decode bodies ourselves (bounded), so we only ask for encodings we can decode that way.
