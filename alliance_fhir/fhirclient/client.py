@@ -2,7 +2,7 @@
 
 Small and explicit: read, search (following paging links), conditional update, transaction,
 capabilities. Retries come from :mod:`._retry` and apply only to requests declared
-idempotent. HTTP failures become errors from :mod:`.errors` that carry the OperationOutcome.
+idempotent. HTTP failures become errors from :mod:`alliance_fhir.errors` that carry the OperationOutcome.
 The client is thread-safe (httpx.Client is), so sync can keep several requests in flight.
 Every answer is bounded (``max_response_bytes`` after decompression, read while streaming, and
 ``request_deadline`` of wall-clock time per exchange on top of httpx's per-read timeout) and
