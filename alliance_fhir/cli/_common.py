@@ -70,7 +70,6 @@ __all__ = [
     "signals_summary",
     "signal_listing",
     "signals_table",
-    "state_option",
     "withdrawn_listing",
 ]
 
@@ -231,8 +230,16 @@ def command_catalog(ctx: typer.Context, extra: list[Path] | None, *, report: boo
     return catalog
 
 
-def server_config(server: str | None, config: Path | None, **overrides: Any) -> ServerConfig:
-    """The server settings: option > environment > config file (see :mod:`alliance_fhir.server.settings`)."""
+def server_config(
+    server: str | None, config: Path | None, *, state: str | None = None, **overrides: Any
+) -> ServerConfig:
+    """The server settings: option > environment > config file (see :mod:`alliance_fhir.server.settings`).
+
+    ``state`` is a command's ``--state``, checked here (:func:`_checked_state`) so that no command
+    can pass one on unchecked.
+    """
+    if state is not None:
+        overrides["state_db"] = _checked_state(state)
     return load_config(server, file=config, **overrides)
 
 
@@ -248,7 +255,7 @@ def follow_up(command: str, server: str, *, state: str | None = None, config: Pa
     return shlex.join(words)
 
 
-def state_option(state: str | None) -> str | None:
+def _checked_state(state: str) -> str:
     """``--state`` as given; a PostgreSQL URL with a password in it is refused (other users can read argv)."""
     if state and is_postgres_url(state) and urlsplit(state).password is not None:
         raise ConfigError(

@@ -35,7 +35,6 @@ from ._common import (
     say,
     server_config,
     setup_logging,
-    state_option,
 )
 
 __all__ = ["register"]
@@ -142,7 +141,7 @@ def backfill(
         ca_bundle=ca_bundle,
         concurrency=concurrency,
         batch_size=batch_size,
-        state_db=state_option(state),
+        state=state,
     )
     with StateStore(cfg.state_location()) as store, open_client(cfg) as client:
         if cancel:

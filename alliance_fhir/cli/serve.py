@@ -43,7 +43,6 @@ from ._common import (
     open_client,
     say,
     server_config,
-    state_option,
 )
 from ._output import configure_logging
 
@@ -97,7 +96,7 @@ def serve(
     The same app serves the CDS Hooks ``patient-view`` service (``/cds-services``) for the EHRs in ``[[cds.clients]]``.
     """
     _logging(verbose)
-    cfg = server_config(server, config, ca_bundle=ca_bundle, state_db=state_option(state))
+    cfg = server_config(server, config, ca_bundle=ca_bundle, state=state)
     labels = command_labels(config, confidentiality, sensitivity)
     settings = _settings(config, channel=channel, safety_net_minutes=safety_net_minutes)
     cds_settings = load_cds_settings(config)
@@ -158,7 +157,7 @@ def subscribe(
 ) -> None:
     """Create or update serve's Subscription on the server (found again by our tag), or remove it."""
     _logging(False)
-    cfg = server_config(server, config, ca_bundle=ca_bundle, state_db=state_option(state))
+    cfg = server_config(server, config, ca_bundle=ca_bundle, state=state)
     if not remove and not endpoint:
         say("--endpoint URL is required (or --remove)", "error")
         raise typer.Exit(2)

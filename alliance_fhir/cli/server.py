@@ -56,7 +56,6 @@ from ._common import (
     setup_logging,
     signals_summary,
     signals_table,
-    state_option,
 )
 
 __all__ = ["register"]
@@ -247,7 +246,7 @@ def sync(
         concurrency=concurrency,
         batch_size=batch_size,
         page_size=page_size,
-        state_db=state_option(state),
+        state=state,
         write_mode=write_mode,
     )
     with StateStore(cfg.state_location()) as store:
@@ -360,7 +359,7 @@ def failures(
 ) -> None:
     """List the responses whose last sync failed, and exported lines a back-fill could not read (outstanding until
     fixed, changed, read again or dismissed); exit 1 while any remain."""
-    cfg = server_config(server, config, state_db=state_option(state))
+    cfg = server_config(server, config, state=state)
     with StateStore(cfg.state_location()) as store:
         if dismiss is not None:
             _dismiss(store, cfg.base_url, dismiss, reason, by)
@@ -424,7 +423,7 @@ def demo(
 ) -> None:
     """The round trip: publish the instruments, post a synthetic caseload, sync, sync again, summarise."""
     setup_logging(verbose)
-    cfg = server_config(server, config, ca_bundle=ca_bundle, state_db=state_option(state))
+    cfg = server_config(server, config, ca_bundle=ca_bundle, state=state)
     catalog = command_catalog(ctx, None)
     with open_client(cfg) as client:
         if cleanup:
