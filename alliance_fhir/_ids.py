@@ -1,4 +1,4 @@
-"""Every namespace, identifier system and extension URL of the project, defined once.
+"""Every namespace, identifier system and extension URL of the project, and the FHIR media types, defined once.
 
 Scores, signals, content and the FHIR package must agree on these strings byte for byte:
 an identifier system that differs by one character makes a conditional update create a
@@ -14,10 +14,12 @@ __all__ = [
     "CDS_REPORT_LINK_SCOPE",
     "DEFINITION_ID_SYSTEM",
     "DEVICE_IDENTIFIER_SYSTEM",
+    "FHIR_JSON",
     "FOCUS_EXTENSION",
     "IDENTIFIER_SYSTEM",
     "INSTANTIATES",
     "MEASURE_CATEGORY",
+    "NDJSON",
     "PROJECT_BASE",
     "PROJECT_CODESYSTEM",
     "SIGNAL_IDENTIFIER_SYSTEM",
@@ -70,3 +72,7 @@ SUBSCRIPTION_TOPIC_URL = f"{PROJECT_BASE}/SubscriptionTopic/questionnaire-respon
 # CDS Hooks: card uuids are derived (uuid5) under this name; a report link token carries this scope.
 CDS_CARD_ID_BASE = f"{PROJECT_BASE}/cds-card"
 CDS_REPORT_LINK_SCOPE = f"{PROJECT_BASE}/cds-report-link"
+
+# The FHIR media types: what the client asks for and sends, what the service answers, what $import pulls.
+FHIR_JSON = "application/fhir+json"
+NDJSON = "application/fhir+ndjson"

@@ -19,6 +19,7 @@ import shlex
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import urlsplit
 
 import typer
 from rich.console import Console
@@ -26,8 +27,9 @@ from typer.core import TyperGroup
 
 from .._config_file import ConfigFile
 from .._security import SecurityLabels
-from ..errors import AllianceFhirError, FhirValidationError, InputError, ScoringError, TextPackError
+from ..errors import AllianceFhirError, ConfigError, FhirValidationError, InputError, ScoringError, TextPackError
 from ..instruments.catalog import Catalog, load_catalog
+from ..server._statedb import is_postgres_url
 from ..server.labels import load_labels
 from ..server.settings import ServerConfig, load_config
 from ..signals.rules import Signal
@@ -47,6 +49,7 @@ __all__ = [
     "JsonOption",
     "SensitivityOption",
     "ServerOption",
+    "StateOption",
     "TextPackOption",
     "VerboseOption",
     "client_factory",
@@ -124,6 +127,17 @@ SensitivityOption = Annotated[
         metavar="CODE",
         help="Also label with this v3 ActCode sensitivity code (PSY, MH or BH); repeatable; needs --confidentiality "
         "(or [labels] confidentiality). Also $ALLIANCE_FHIR_SENSITIVITY or [labels] sensitivity.",
+    ),
+]
+StateOption = Annotated[
+    str | None,
+    typer.Option(
+        "--state",
+        metavar="FILE|URL",
+        help=(
+            "Sync state: a SQLite file (default: user data dir) or postgresql://USER@HOST:PORT/DB, shared by several workers "
+            "(or $ALLIANCE_FHIR_STATE_DB; a password goes in PGPASSWORD or ~/.pgpass, never on the command line)."
+        ),
     ),
 ]
 LogFormatOption = Annotated[
@@ -217,10 +231,17 @@ def command_catalog(ctx: typer.Context, extra: list[Path] | None, *, report: boo
     return catalog
 
 
-def server_config(server: str | None, config: Path | ConfigFile | None, **overrides: Any) -> ServerConfig:
+def server_config(
+    server: str | None, config: Path | ConfigFile | None, *, state: str | None = None, **overrides: Any
+) -> ServerConfig:
     """The server settings: option > environment > config file (see :mod:`alliance_fhir.server.settings`).
 
-    A command that loads more than this from the file reads it once (``ConfigFile.read``) and passes it."""
+    A command that loads more than this from the file reads it once (``ConfigFile.read``) and passes it.
+    ``state`` is a command's ``--state``, checked here (:func:`_checked_state`) so that no command
+    can pass one on unchecked.
+    """
+    if state is not None:
+        overrides["state_db"] = _checked_state(state)
     return load_config(server, file=config, **overrides)
 
 
@@ -234,6 +255,16 @@ def follow_up(command: str, server: str, *, state: str | None = None, config: Pa
     if config is not None:
         words += ["--config", str(config)]
     return shlex.join(words)
+
+
+def _checked_state(state: str) -> str:
+    """``--state`` as given; a PostgreSQL URL with a password in it is refused (other users can read argv)."""
+    if state and is_postgres_url(state) and urlsplit(state).password is not None:
+        raise ConfigError(
+            "--state: no password on the command line (other users can read it); use PGPASSWORD, ~/.pgpass "
+            "or ALLIANCE_FHIR_STATE_DB"
+        )
+    return state
 
 
 def command_labels(
@@ -313,7 +344,7 @@ def signals_table(found: list[Signal]) -> None:
             s.severity,
             s.status,
             s.opened_at.date().isoformat(),
-            s.detail.split(" Rule:")[0],
+            s.finding,
         )
         for s in found
     ]

@@ -150,6 +150,5 @@ def configure_logging(level: int) -> None:
     if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
         logger.addHandler(_StderrHandler())
     logger.setLevel(level)
-    logging.getLogger("httpx").setLevel(
-        logging.WARNING
-    )  # our own line per exchange replaces httpx's (it logs full URLs)
+    # our own line per exchange replaces httpx's (it logs full URLs)
+    logging.getLogger("httpx").setLevel(logging.WARNING)

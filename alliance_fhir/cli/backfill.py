@@ -23,6 +23,7 @@ from ._common import (
     InstrumentsOption,
     JsonOption,
     ServerOption,
+    StateOption,
     VerboseOption,
     command_catalog,
     emit_json,
@@ -35,12 +36,12 @@ from ._common import (
     server_config,
     setup_logging,
 )
-from .server import StateOption, state_option
 
 __all__ = ["register"]
 
 
 def register(app: typer.Typer) -> None:
+    """Add ``backfill`` to ``app``."""
     app.command("backfill")(backfill)
 
 
@@ -140,7 +141,7 @@ def backfill(
         ca_bundle=ca_bundle,
         concurrency=concurrency,
         batch_size=batch_size,
-        state_db=state_option(state),
+        state=state,
     )
     with StateStore(cfg.state_location()) as store, open_client(cfg) as client:
         if cancel:

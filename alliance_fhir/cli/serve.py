@@ -1,9 +1,10 @@
-"""CLI commands of the long-running service: ``serve`` and ``subscribe``.
+"""CLI commands of the long-running service: ``serve``, ``subscribe`` and ``cds-token``.
 
 ``serve`` listens at once, then (in the background, retried until the FHIR server answers)
 checks the server and manages its Subscription (unless ``--no-subscribe``), and scores what
 notifications point at; ``subscribe`` manages the Subscription alone (for a service that
-another process, a proxy or a different host runs). The webhook secret never appears as an
+another process, a proxy or a different host runs); ``cds-token`` signs a CDS Hooks client's
+JWT as an EHR would (for the demo and for testing a registration). The webhook secret never appears as an
 option or in a log line: it comes from ``$ALLIANCE_FHIR_WEBHOOK_SECRET``, ``[serve]
 webhook_secret`` in the config file, or the state database (generated once).
 Exit codes: 0 success (also after SIGTERM); 2 configuration errors, or the port cannot be served. A FHIR
@@ -36,6 +37,7 @@ from ._common import (
     JsonOption,
     SensitivityOption,
     ServerOption,
+    StateOption,
     command_catalog,
     command_labels,
     emit_json,
@@ -44,7 +46,6 @@ from ._common import (
     server_config,
 )
 from ._output import configure_logging
-from .server import StateOption, state_option
 
 __all__ = ["cds_demo_lines", "register"]
 
@@ -55,7 +56,7 @@ ChannelOption = Annotated[
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``serve`` and ``subscribe`` to ``app``."""
+    """Add ``serve``, ``subscribe`` and ``cds-token`` to ``app``."""
     app.command("serve")(serve)
     app.command("subscribe")(subscribe)
     app.command("cds-token")(cds_token)
@@ -97,7 +98,7 @@ def serve(
     """
     _logging(verbose)
     file = ConfigFile.read(config)  # read once, for all four tables below
-    cfg = server_config(server, file, ca_bundle=ca_bundle, state_db=state_option(state))
+    cfg = server_config(server, file, ca_bundle=ca_bundle, state=state)
     labels = command_labels(file, confidentiality, sensitivity)
     settings = _settings(file, channel=channel, safety_net_minutes=safety_net_minutes)
     cds_settings = load_cds_settings(file)
@@ -159,7 +160,7 @@ def subscribe(
     """Create or update serve's Subscription on the server (found again by our tag), or remove it."""
     _logging(False)
     file = ConfigFile.read(config)  # read once, for the server and [serve]
-    cfg = server_config(server, file, ca_bundle=ca_bundle, state_db=state_option(state))
+    cfg = server_config(server, file, ca_bundle=ca_bundle, state=state)
     if not remove and not endpoint:
         say("--endpoint URL is required (or --remove)", "error")
         raise typer.Exit(2)

@@ -1,10 +1,11 @@
-"""CLI commands that talk to a FHIR server: ``check``, ``publish``, ``sync``, ``failures``.
+"""CLI commands that talk to a FHIR server: ``check``, ``publish``, ``sync``, ``failures`` and ``demo``.
 
-Registered on the main app by :mod:`.cli`. Secrets never appear as options: they come from
-the environment or the config file (see :mod:`.config`). Exit codes: 0 success; 1 some
-response or resource failed (for sync: or failures are still outstanding; for check: a
-capability sync needs is missing); 2 configuration, connection, authentication or server
-errors (including a server that is not FHIR R4 or answers something we cannot trust).
+Registered on the main app by :mod:`.main` (loaded on first use, see ``SERVER_COMMANDS`` there).
+Secrets never appear as options: they come from the environment or the config file (see
+:mod:`alliance_fhir.server.settings`). Exit codes: 0 success; 1 some response or resource failed
+(for sync: or failures are still outstanding; for check: a capability sync needs is missing); 2
+configuration, connection, authentication or server errors (including a server that is not FHIR R4
+or answers something we cannot trust).
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from __future__ import annotations
 import getpass
 import re
 from collections import Counter
+from dataclasses import asdict
 from typing import Annotated, Any
-from urllib.parse import urlsplit
 
 import typer
 from rich.progress import Progress, TextColumn
@@ -25,7 +26,6 @@ from ..errors import AuthError, ConfigError, FhirServerError
 from ..fhirclient.client import FhirClient
 from ..fhirclient.config import WRITE_MODES
 from ..instruments.catalog import Catalog
-from ..server._statedb import is_postgres_url
 from ..server.demo import DEMO_TAG, cleanup_demo, post_demo_data
 from ..server.publish import publish_resources
 from ..server.settings import ServerConfig
@@ -42,6 +42,7 @@ from ._common import (
     JsonOption,
     SensitivityOption,
     ServerOption,
+    StateOption,
     VerboseOption,
     command_catalog,
     command_labels,
@@ -59,28 +60,6 @@ from ._common import (
 )
 
 __all__ = ["register"]
-
-StateOption = Annotated[
-    str | None,
-    typer.Option(
-        "--state",
-        metavar="FILE|URL",
-        help=(
-            "Sync state: a SQLite file (default: user data dir) or postgresql://USER@HOST:PORT/DB, shared by several workers "
-            "(or $ALLIANCE_FHIR_STATE_DB; a password goes in PGPASSWORD or ~/.pgpass, never on the command line)."
-        ),
-    ),
-]
-
-
-def state_option(state: str | None) -> str | None:
-    """``--state`` as given; a PostgreSQL URL with a password in it is refused (other users can read argv)."""
-    if state and is_postgres_url(state) and urlsplit(state).password is not None:
-        raise ConfigError(
-            "--state: no password on the command line (other users can read it); use PGPASSWORD, ~/.pgpass "
-            "or ALLIANCE_FHIR_STATE_DB"
-        )
-    return state
 
 
 def register(app: typer.Typer) -> None:
@@ -198,7 +177,7 @@ def publish(
     with open_client(cfg) as client:
         results = publish_resources(client, resources, dry_run=dry_run)
     if as_json:
-        emit_json([{s: getattr(r, s) for s in r.__slots__} for r in results])
+        emit_json([asdict(r) for r in results])
     else:
         columns = ("resource", "canonical", "would" if dry_run else "action", "detail")
         emit_table(
@@ -269,7 +248,7 @@ def sync(
         concurrency=concurrency,
         batch_size=batch_size,
         page_size=page_size,
-        state_db=state_option(state),
+        state=state,
         write_mode=write_mode,
     )
     with StateStore(cfg.state_location()) as store:
@@ -382,21 +361,13 @@ def failures(
 ) -> None:
     """List the responses whose last sync failed, and exported lines a back-fill could not read (outstanding until
     fixed, changed, read again or dismissed); exit 1 while any remain."""
-    cfg = server_config(server, config, state_db=state_option(state))
+    cfg = server_config(server, config, state=state)
     with StateStore(cfg.state_location()) as store:
         if dismiss is not None:
             _dismiss(store, cfg.base_url, dismiss, reason, by)
         outstanding = store.outstanding(cfg.base_url)
     if as_json:
-        rows = [
-            {
-                "response": f.resource,
-                "reason": f.reason,
-                "since": f.since,
-                "outcome": f.outcome,
-            }
-            for f in outstanding
-        ]
+        rows = [f.as_dict() for f in outstanding]
         emit_json({"server": cfg.base_url, "outstanding_count": len(outstanding), "outstanding": rows})
     else:
         emit_table(
@@ -454,7 +425,7 @@ def demo(
 ) -> None:
     """The round trip: publish the instruments, post a synthetic caseload, sync, sync again, summarise."""
     setup_logging(verbose)
-    cfg = server_config(server, config, ca_bundle=ca_bundle, state_db=state_option(state))
+    cfg = server_config(server, config, ca_bundle=ca_bundle, state=state)
     catalog = command_catalog(ctx, None)
     with open_client(cfg) as client:
         if cleanup:
@@ -482,7 +453,7 @@ def demo(
             say("The second sync wrote nothing: everything was already in step.")
         signals_table(found)
         say(f"signals written as DetectedIssues: {signal_report.written} (unchanged {signal_report.unchanged})")
-        from .serve import cds_demo_lines  # serve's module imports this one
+        from .serve import cds_demo_lines  # loads the service layer, which only the demo's last lines need here
 
         for line in cds_demo_lines(cfg.base_url):
             say(line)

@@ -2,7 +2,7 @@
 
 Small and explicit: read, search (following paging links), conditional update, transaction,
 capabilities. Retries come from :mod:`._retry` and apply only to requests declared
-idempotent. HTTP failures become errors from :mod:`.errors` that carry the OperationOutcome.
+idempotent. HTTP failures become errors from :mod:`alliance_fhir.errors` that carry the OperationOutcome.
 The client is thread-safe (httpx.Client is), so sync can keep several requests in flight.
 Every answer is bounded (``max_response_bytes`` after decompression, read while streaming, and
 ``request_deadline`` of wall-clock time per exchange on top of httpx's per-read timeout) and
@@ -22,6 +22,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 
+from .._ids import FHIR_JSON, NDJSON
 from .._json import dumps, loads
 from .._text import describe, safe_text
 from ..errors import (
@@ -43,8 +44,6 @@ from .config import ClientConfig
 __all__ = ["FhirClient", "is_match", "require_r4", "safe_origin", "safe_path", "search_token", "successful"]
 
 logger = logging.getLogger("alliance_fhir.http")
-FHIR_JSON = "application/fhir+json"
-NDJSON = "application/fhir+ndjson"
 # HAPI replays an identical search's results for 60 s by default; we always want the current state.
 _FRESH = {"Cache-Control": "no-cache"}
 
@@ -321,9 +320,8 @@ class FhirClient:
             **(headers or {}),
             **({"Content-Type": FHIR_JSON} if json is not None else {}),
         }
-        shown = safe_origin(url) + safe_path(
-            httpx.URL(url, params=params)
-        )  # host and path, never credentials or query values
+        # host and path, never credentials or query values
+        shown = safe_origin(url) + safe_path(httpx.URL(url, params=params))
 
         def send(seconds_left: float) -> httpx.Response:
             self.requests_sent += 1

@@ -7,7 +7,7 @@ it as JSON Schema for editors).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -164,6 +164,18 @@ class _SignalRule(_Strict):
     source: SignalSource
     note: str
 
+    # A rule with two optional thresholds needs at least one (with neither it could never fire):
+    # (what the rule is called in the error, the two fields).
+    either_threshold: ClassVar[tuple[str, str, str] | None] = None
+
+    @model_validator(mode="after")
+    def _has_threshold(self) -> Self:
+        if self.either_threshold is not None:
+            name, first, second = self.either_threshold
+            if getattr(self, first) is None and getattr(self, second) is None:
+                raise ValueError(f"a {name} rule needs {first} or {second}")
+        return self
+
 
 class LowAllianceRule(_SignalRule):
     """A score meets a published cutoff of the scale; threshold and operator come from that cutoff."""
@@ -174,6 +186,8 @@ class LowAllianceRule(_SignalRule):
 class RuptureRule(_SignalRule):
     """A drop from the previous score and/or from the client's running baseline (mean of earlier scores)."""
 
+    either_threshold = ("rupture", "min_drop", "baseline_drop")
+
     min_drop: float | None = Field(default=None, gt=0, description="Drop from the previous score that counts.")
     baseline_drop: float | None = Field(default=None, gt=0, description="Drop below the running baseline that counts.")
     baseline_window: int | None = Field(
@@ -183,12 +197,6 @@ class RuptureRule(_SignalRule):
         default="any", description="'any': either drop suffices; 'all': both are needed."
     )
     operator: DropOperator = ">="
-
-    @model_validator(mode="after")
-    def _has_threshold(self) -> RuptureRule:
-        if self.min_drop is None and self.baseline_drop is None:
-            raise ValueError("a rupture rule needs min_drop or baseline_drop")
-        return self
 
 
 class EarlyWarningRule(_SignalRule):
@@ -217,6 +225,8 @@ class GapRule(_SignalRule):
 class SplitRule(_SignalRule):
     """Split alliance: members of one couple, family or group session who score apart."""
 
+    either_threshold = ("split", "max_difference", "below_group_mean")
+
     max_difference: float | None = Field(
         default=None, gt=0, description="A member this far below the session's highest member."
     )
@@ -225,12 +235,6 @@ class SplitRule(_SignalRule):
     )
     min_members: int = Field(default=2, ge=2)
     operator: DropOperator = ">="
-
-    @model_validator(mode="after")
-    def _has_threshold(self) -> SplitRule:
-        if self.max_difference is None and self.below_group_mean is None:
-            raise ValueError("a split rule needs max_difference or below_group_mean")
-        return self
 
 
 class SignalsSpec(_Strict):

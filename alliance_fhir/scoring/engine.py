@@ -235,9 +235,8 @@ def _json_problem(value: Any, name: str) -> str | None:
         elif isinstance(node, float | Decimal):
             if not _is_finite(node):
                 return f"{name} holds a non-finite number"
-            if (
-                isinstance(node, Decimal) and node.adjusted() > 308
-            ):  # beyond a double: copied as an int too long to write
+            # beyond a double: copied as an int too long to write
+            if isinstance(node, Decimal) and node.adjusted() > 308:
                 return f"{name} holds a number beyond a double's range"
         else:
             return f"{name} holds {describe(node)}"

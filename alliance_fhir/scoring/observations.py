@@ -67,9 +67,8 @@ def response_key(response: dict[str, Any]) -> str:
     ident = response.get("identifier")
     if isinstance(ident, dict) and ident.get("value"):
         return f"identifier:{ident.get('system', '')}|{ident['value']}"
-    digest = hashlib.sha256(
-        json.dumps(response, sort_keys=True, default=str).encode()
-    ).hexdigest()  # default: Decimal input
+    # default=str: Decimal input
+    digest = hashlib.sha256(json.dumps(response, sort_keys=True, default=str).encode()).hexdigest()
     return f"content:{digest}"
 
 

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from .._ids import IDENTIFIER_SYSTEM
+from .._ids import IDENTIFIER_SYSTEM, NDJSON
 from .._json import dumps
 from ..errors import AllianceFhirError, ConfigError, summarise_outcome
 from ..fhirclient.bulk import kick_off, poll_job
@@ -38,7 +38,6 @@ from .writes import PendingWrite, Written
 __all__ = ["import_file", "import_parameters", "observation_id", "serve_file"]
 
 logger = logging.getLogger(__name__)
-NDJSON = "application/fhir+ndjson"
 _LOOKUP = 200  # identifiers per search
 
 

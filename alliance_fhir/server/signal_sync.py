@@ -226,9 +226,8 @@ def _update_tasks(client: FhirClient, updated: list[dict[str, Any]]) -> None:
         entries.append(
             {"resource": {k: v for k, v in task.items() if k != "meta"} | _our_meta(task), "request": request}
         )
-    for start in range(
-        0, len(entries), 50
-    ):  # not retried: a retry could meet its own first write as a version conflict
+    # not retried: a retry could meet its own first write as a version conflict
+    for start in range(0, len(entries), 50):
         client.transaction(
             {"resourceType": "Bundle", "type": "transaction", "entry": entries[start : start + 50]}, idempotent=False
         )

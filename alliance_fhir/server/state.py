@@ -195,6 +195,10 @@ class OutstandingFailure:
         reference, or for an export line that showed no id, the file and line it was on."""
         return failure_reference(self.response_id)
 
+    def as_dict(self) -> dict[str, str]:
+        """The failure as ``failures --json`` and a run's JSON report list it (one shape for both)."""
+        return {"response": self.resource, "reason": self.reason, "since": self.since, "outcome": self.outcome}
+
 
 def failure_reference(key: str) -> str:
     """The reference of a ledger key: ``QuestionnaireResponse/ID`` for a FHIR id, else the key itself

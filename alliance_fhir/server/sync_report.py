@@ -82,15 +82,7 @@ class SyncReport:
         for name in lists[:3]:
             data[name] = [{"resource": f.resource, "reason": f.reason} for f in getattr(self, name)]
         data["outstanding_count"] = len(self.outstanding)
-        data["outstanding"] = [
-            {
-                "response": f.resource,
-                "reason": f.reason,
-                "since": f.since,
-                "outcome": f.outcome,
-            }
-            for f in self.outstanding
-        ]
+        data["outstanding"] = [f.as_dict() for f in self.outstanding]
         return data
 
 

@@ -36,6 +36,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from .._ids import FHIR_JSON
 from ..errors import AllianceFhirError
 from .body import RequestRefused, parse_json, read_body
 from .hints import MalformedNotification, TopicNotification, hint_from_put, topic_notification
@@ -46,7 +47,6 @@ from .worker import Worker
 __all__ = ["build_app"]
 
 logger = logging.getLogger("alliance_fhir.serve")
-FHIR_JSON = "application/fhir+json"
 # What a Backport receiver answers (HAPI 8.8 re-delivers every 1-2 s when the answer is no Bundle).
 _TOPIC_ACK = {"resourceType": "Bundle", "type": "transaction-response"}
 

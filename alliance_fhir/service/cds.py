@@ -27,21 +27,15 @@ client, reads them (a client who knows they are shown back may rate higher), so 
 never shows them in a patient-facing or proxy session.
 
 The report link: a browser that follows a card's link carries no CDS JWT, so the link itself
-carries a short-lived token scoped to one patient and to the report, valid ``report_link_minutes``
-(the patient and the expiry sealed with AES-GCM under a key generated once into the state
-database, so the URL is opaque: it does not name the patient even encoded). It is a bearer
-credential for that one report: it is never logged, the page is sent ``no-store`` and
+carries a short-lived token scoped to one patient and to the report (:mod:`.report_links`). It is
+a bearer credential for that one report: it is never logged, the page is sent ``no-store`` and
 ``no-referrer``, and an expired or altered link gets 401 ("open the chart again").
 """
 
 from __future__ import annotations
 
-import base64
 import functools
-import hashlib
-import json
 import logging
-import secrets
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -50,14 +44,12 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from .._ids import CDS_REPORT_LINK_SCOPE, IDENTIFIER_SYSTEM, SIGNAL_IDENTIFIER_SYSTEM
+from .._ids import IDENTIFIER_SYSTEM, SIGNAL_IDENTIFIER_SYSTEM
 from .._refs import parse_reference, valid_id
 from ..errors import AllianceFhirError, CdsAuthError
 from ..fhirclient.client import FhirClient
@@ -70,13 +62,13 @@ from ..signals.trajectory import Trajectories, build_trajectories, context_from_
 from .body import RequestRefused, read_json
 from .cds_auth import CdsSettings, TokenVerifier
 from .metrics import ServeMetrics
+from .report_links import ReportLinks
 
 __all__ = [
     "HIDDEN_FROM",
     "SERVICE_ID",
     "CdsService",
     "CannotServe",
-    "ReportLinks",
     "cds_routes",
     "discovery_document",
 ]
@@ -85,7 +77,6 @@ logger = logging.getLogger("alliance_fhir.cds")
 SERVICE_ID = "alliance-patient-view"
 HIDDEN_FROM = ("Patient", "RelatedPerson")
 """User types that never get alliance cards (the client and the client's proxies)."""
-_LINK_KEY_SETTING = "cds_report_link_key"
 _NO_STORE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Content-Type-Options": "nosniff"}
 _REPORT_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
@@ -118,48 +109,6 @@ def discovery_document() -> dict[str, Any]:
             }
         ]
     }
-
-
-class ReportLinks:
-    """Short-lived links to one patient's report: the patient and expiry sealed with AES-GCM.
-
-    Sealed, not just signed: a signed JWT's payload is readable by anyone who sees the URL (an
-    EHR's log, a browser history), and it would name the patient. AES-GCM (from ``cryptography``,
-    already installed for PyJWT's RS384/ES384) gives an opaque token that also cannot be altered.
-    No server-side state: replicas sharing the state database share the key and so the links.
-    """
-
-    def __init__(self, key: str, public_url: str, minutes: int, *, now: Callable[[], float] = time.time) -> None:
-        self._cipher = AESGCM(hashlib.sha256(key.encode()).digest())
-        self._minutes, self._now = minutes, now
-        self._base = public_url.rstrip("/")
-        self._aad = f"{CDS_REPORT_LINK_SCOPE}|{self._base}".encode()
-
-    @classmethod
-    def from_store(cls, store: StateStore, public_url: str, minutes: int) -> ReportLinks:
-        """The key is generated once and kept in the state database (replicas on PostgreSQL share it)."""
-        return cls(store.setting_once(_LINK_KEY_SETTING, secrets.token_urlsafe(32)), public_url, minutes)
-
-    def url(self, patient: str) -> str:
-        return f"{self._base}/cds-report?token={self.token(patient)}"
-
-    def token(self, patient: str) -> str:
-        sealed = json.dumps({"sub": patient, "exp": int(self._now()) + 60 * self._minutes}).encode()
-        nonce = secrets.token_bytes(12)
-        return base64.urlsafe_b64encode(nonce + self._cipher.encrypt(nonce, sealed, self._aad)).decode().rstrip("=")
-
-    def patient(self, token: str) -> str | None:
-        """The patient a link token names, or None when it is expired, altered or not ours."""
-        try:
-            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-            claims = json.loads(self._cipher.decrypt(raw[:12], raw[12:], self._aad))
-        except (ValueError, InvalidTag):
-            return None
-        subject, expires = claims.get("sub"), claims.get("exp")
-        if not isinstance(expires, int) or expires <= self._now():
-            return None
-        ref = parse_reference(subject)
-        return subject if ref is not None and ref.type == "Patient" and ref.relative == subject else None
 
 
 class CannotServe(Exception):

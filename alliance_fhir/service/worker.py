@@ -287,9 +287,8 @@ class Worker:
         try:
             params = {"_id": ",".join(ids), "_count": str(len(ids))}
             responses = list(self.client.search("QuestionnaireResponse", params, post=True))
-            responses = [
-                r for r in responses if r.get("id") in set(ids)
-            ]  # a hint is never widened by the server either
+            # a hint is never widened by the server either
+            responses = [r for r in responses if r.get("id") in set(ids)]
             report = self._session.process(responses)
         except AllianceFhirError as exc:
             self._failed_round(items, exc)

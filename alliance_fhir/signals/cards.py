@@ -272,7 +272,7 @@ def _detail(signal: Signal, mappings: Mapping[str, InstrumentMapping], issue_id:
         "",
         _evidence_table(signal.evidence, mappings, signal),
         "",
-        f"What was found: {markdown_text(_what_was_found(signal), limit=2000)}",
+        f"What was found: {markdown_text(signal.finding, limit=2000)}",
         "",
         f"Rule: {markdown_text(signal.rule, limit=1000)}. This is {_whose_rule(signal.source)}.",
     ]
@@ -300,13 +300,6 @@ def _evidence_table(points: Sequence[ScorePoint], mappings: Mapping[str, Instrum
 
 def _whose_rule(source: str) -> str:
     return _WHOSE_RULE.get(source) or markdown_text(source)
-
-
-def _what_was_found(signal: Signal) -> str:
-    # the rules' own sentence, without its trailing rule (shown on its own line) and source tag
-    text = signal.detail
-    marker = ". Rule: "
-    return (text.split(marker, 1)[0] if marker in text else text).rstrip(".") + "."
 
 
 # ---- helpers --------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Reports for clinicians: a client's trajectories and a practitioner's caseload, each as a
 self-contained HTML page or as a PNG, SVG or PDF (:data:`REPORT_FORMATS`, :func:`render_report`).
 
-Input is plain data (:class:`~alliance_fhir.trajectory.Trajectories` and
+Input is plain data (:class:`~alliance_fhir.signals.trajectory.Trajectories` and
 :class:`~alliance_fhir.signals.Signal`), so the same report works from local Observation files
 and from a server. Plots use matplotlib's object API on an Agg canvas (no pyplot global state,
 no display, safe in a server); the HTML embeds the PNG as a data URI and loads nothing from the

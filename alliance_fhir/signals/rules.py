@@ -21,10 +21,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Literal
+from typing import Final, Literal
 
 from .._ids import SIGNAL_IDENTIFIER_SYSTEM
-from ..instruments.models import Cutoff, GapRule, InstrumentMapping, RuptureRule, SplitRule
+from ..instruments.models import Cutoff, GapRule, InstrumentMapping, RuptureRule, Severity, SplitRule
 from .trajectory import ScorePoint, Series, Trajectories
 
 __all__ = [
@@ -45,12 +45,13 @@ __all__ = [
     "splits",
 ]
 
-LOW_ALLIANCE = "low-alliance"
-RUPTURE = "alliance-rupture"
-EARLY_WARNING = "early-alliance-warning"
-GAP = "alliance-gap"
-SPLIT = "split-alliance"
-SIGNAL_KINDS = {
+SignalKind = Literal["low-alliance", "alliance-rupture", "early-alliance-warning", "alliance-gap", "split-alliance"]
+LOW_ALLIANCE: Final = "low-alliance"
+RUPTURE: Final = "alliance-rupture"
+EARLY_WARNING: Final = "early-alliance-warning"
+GAP: Final = "alliance-gap"
+SPLIT: Final = "split-alliance"
+SIGNAL_KINDS: dict[str, str] = {
     LOW_ALLIANCE: "Low alliance",
     RUPTURE: "Alliance rupture",
     EARLY_WARNING: "Early alliance warning",
@@ -65,8 +66,8 @@ _NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, SIGNAL_IDENTIFIER_SYSTEM)
 class Signal:
     """One detected alliance signal and the scores it came from (``evidence``, in session order)."""
 
-    kind: str
-    severity: str
+    kind: SignalKind
+    severity: Severity
     subject: str
     instrument: str
     focus: str | None
@@ -75,10 +76,21 @@ class Signal:
     opened: ScorePoint
     evidence: tuple[ScorePoint, ...]
     resolved_by: ScorePoint | None
-    detail: str
+    headline: str  # what happened, in a few words ("SRS total fell")
+    notes: str  # the sessions behind it, "; "-separated
     rule: str
     source: str
     key: str
+
+    @property
+    def finding(self) -> str:
+        """What was found, as one sentence (the signals table and the card show it without the rule)."""
+        return f"{SIGNAL_KINDS[self.kind]}: {self.headline} ({self.notes})."
+
+    @property
+    def detail(self) -> str:
+        """The finding and the rule behind it: the DetectedIssue's ``detail``."""
+        return f"{self.finding} Rule: {self.rule} [{self.source}]."
 
     @property
     def opened_at(self) -> datetime:
@@ -90,7 +102,9 @@ class Signal:
 
 
 @dataclass
-class _Run:
+class _SignalRun:
+    """A signal while it is being detected: the score that opened it, its evidence and notes so far."""
+
     opened: ScorePoint
     evidence: list[ScorePoint] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -141,8 +155,8 @@ def ruptures(series: Series) -> list[Signal]:
     rule = series.mapping.signals.rupture if series.mapping.signals else None
     if rule is None:
         return []
-    runs: list[_Run] = []
-    current: _Run | None = None
+    runs: list[_SignalRun] = []
+    current: _SignalRun | None = None
     pre_level = Decimal(0)
     points = _valued(series.points, rule.scale)
     for index, point in enumerate(points):
@@ -159,7 +173,7 @@ def ruptures(series: Series) -> list[Signal]:
         hit = _drop(points[:index], point, rule) if index else None
         if hit is not None:
             pre_level = _value(points[index - 1], rule.scale)
-            current = _Run(point, notes=[hit[1]])
+            current = _SignalRun(point, notes=[hit[1]])
             current.add(list(hit[0]) + [point])
             runs.append(current)
     text = _drop_rule_text(rule)
@@ -173,8 +187,8 @@ def early_warnings(series: Series) -> list[Signal]:
     if rule is None:
         return []
     cutoff = series.mapping.low_alliance_cutoff() if rule.include_low else None
-    runs: list[_Run] = []
-    current: _Run | None = None
+    runs: list[_SignalRun] = []
+    current: _SignalRun | None = None
     level: Decimal | None = None
     points = _valued(series.points, rule.scale)
     for index, point in enumerate(points):
@@ -194,7 +208,7 @@ def early_warnings(series: Series) -> list[Signal]:
             reason += (
                 [f"fell {_fmt(drop)} from {_fmt(level)}"] if falling and drop is not None and level is not None else []
             )
-            current = _Run(point, notes=[f"session {point.session_number}: " + " and ".join(reason)])
+            current = _SignalRun(point, notes=[f"session {point.session_number}: " + " and ".join(reason)])
             current.add(([previous] if falling and previous else []) + [point])
             runs.append(current)
     parts = [f"within the first {rule.sessions} sessions of the episode"]
@@ -270,14 +284,14 @@ def splits(trajectories: Trajectories) -> list[Signal]:
 # ---- helpers -------------------------------------------------------------------------------
 
 
-def _runs(steps: Iterable[Step]) -> list[_Run]:
+def _runs(steps: Iterable[Step]) -> list[_SignalRun]:
     """Consecutive sessions meeting a condition form one run; the next session that does not resolves it."""
-    runs: list[_Run] = []
-    current: _Run | None = None
+    runs: list[_SignalRun] = []
+    current: _SignalRun | None = None
     for point, met, evidence, note in steps:
         if met:
             if current is None:
-                current = _Run(point)
+                current = _SignalRun(point)
                 runs.append(current)
             current.add(evidence)
             current.notes.append(note)
@@ -288,7 +302,9 @@ def _runs(steps: Iterable[Step]) -> list[_Run]:
     return runs
 
 
-def _signal(kind: str, severity: str, series: Series, run: _Run, headline: str, rule: str, source: str) -> Signal:
+def _signal(
+    kind: SignalKind, severity: Severity, series: Series, run: _SignalRun, headline: str, rule: str, source: str
+) -> Signal:
     notes = "; ".join(run.notes)
     missed = dict.fromkeys(
         f"{p.missed_before} session(s) without a score before {_day(p)}" for p in run.evidence if p.missed_before
@@ -306,7 +322,8 @@ def _signal(kind: str, severity: str, series: Series, run: _Run, headline: str, 
         opened=run.opened,
         evidence=tuple(sorted(run.evidence, key=lambda p: (p.time, p.observation.key))),
         resolved_by=run.resolved_by,
-        detail=f"{SIGNAL_KINDS[kind]}: {headline} ({notes}). Rule: {rule} [{source}].",
+        headline=headline,
+        notes=notes,
         rule=rule,
         source=source,
         key=signal_key(kind, series.subject, series.instrument, series.focus, series.episode, run.opened),
@@ -366,9 +383,8 @@ def _drop_rule_text(rule: RuptureRule) -> str:
 
 def percent_of_maximum(value: Decimal, mapping: InstrumentMapping, scale: str) -> Decimal:
     """A score on the common 0-100 scale: (value - min) / (max - min) x 100, from the scale's declared range."""
-    spec = (
-        mapping.total if scale == "total" else next(s for s in mapping.scales if s.id == scale)
-    )  # "total": the headline
+    # "total": the headline
+    spec = mapping.total if scale == "total" else next(s for s in mapping.scales if s.id == scale)
     low, high = Decimal(str(spec.range.min)), Decimal(str(spec.range.max))
     return (value - low) * 100 / (high - low)
 

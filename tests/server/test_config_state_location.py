@@ -128,3 +128,12 @@ def test_the_library_store_reads_its_location_the_same_way(tmp_path):
         StateStore(f"mysql://u:{PASSWORD}@h/db")
     assert PASSWORD not in str(info.value)
     assert list((tmp_path / "work").iterdir()) == []
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: c[0])
+def test_every_command_refuses_a_password_in_state_on_the_command_line(command, tmp_path):
+    """``--state`` is checked where every command reads its settings, so none can pass a password on."""
+    url = f"postgresql://alliance:{PASSWORD}@127.0.0.1:1/state"
+    code, output = _invoke(command, "option", url, tmp_path)
+    assert code == 2 and "no password on the command line" in output and PASSWORD not in output
+    assert list((tmp_path / "work").iterdir()) == []

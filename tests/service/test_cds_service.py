@@ -20,9 +20,10 @@ from starlette.applications import Starlette
 from alliance_fhir.fhirclient.client import FhirClient
 from alliance_fhir.server.settings import ServerConfig
 from alliance_fhir.server.state import StateStore
-from alliance_fhir.service.cds import SERVICE_ID, CdsService, ReportLinks, cds_routes
+from alliance_fhir.service.cds import SERVICE_ID, CdsService, cds_routes
 from alliance_fhir.service.cds_auth import CdsClient, CdsSettings
 from alliance_fhir.service.metrics import ServeMetrics
+from alliance_fhir.service.report_links import ReportLinks
 
 from ..support.asgi_server import serving
 from ..support.cds_client import CdsTestClient

@@ -309,6 +309,15 @@ def test_rupture_then_repair_to_the_pre_rupture_level(catalog):
     assert (rupture.severity, rupture.source, rupture.opened.session_number) == ("moderate", "project decision", 2)
 
 
+def test_a_signal_keeps_what_was_found_as_data_and_the_detail_is_built_from_it(catalog):
+    rupture = signals_for(catalog, [38, 36.5, 37, 38])[0]
+    assert rupture.headline == "SRS total fell"
+    assert rupture.notes.startswith("38 -> 36.5 on 2026-11-02 (drop 1.5)")
+    assert rupture.finding == f"Alliance rupture: SRS total fell ({rupture.notes})."
+    # the DetectedIssue's detail is the finding and the rule; the table and the card show the finding alone
+    assert rupture.detail == f"{rupture.finding} Rule: {rupture.rule} [project decision]."
+
+
 def test_slow_slide_is_a_rupture_against_the_running_baseline(catalog):
     signals = signals_for(catalog, [38, 37.5, 37, 36.5])
     # previous drops are 0.5 each; baseline drops: s2 38 - 37.5 = 0.5; s3 (38 + 37.5) / 2 - 37 = 0.75;
