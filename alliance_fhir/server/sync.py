@@ -34,6 +34,7 @@ from .._ids import IDENTIFIER_SYSTEM
 from .._refs import FHIR_ID_RULE, parse_reference, valid_id
 from .._security import NO_LABELS, SecurityLabels
 from .._text import describe, safe_text
+from .._time import parse_instant, zoned_instant
 from ..errors import FhirServerError, InstrumentError, ScoringError, UnexpectedResponse, summarise_outcome
 from ..fhirclient.client import FhirClient, is_match, search_token
 from ..instruments.catalog import Catalog, Instrument
@@ -365,11 +366,8 @@ class _Run:
     def _sane(self, stamp: str) -> bool:
         """A server stamp may be behind our clock, but not far ahead of it (see the module's clock rules)."""
         tolerance = self.client.config.clock_tolerance_seconds
-        try:
-            when = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-            if when.tzinfo is None:
-                raise ValueError("no time zone")
-        except ValueError:
+        when = zoned_instant(stamp)
+        if when is None:
             self._warn(
                 "checkpoint", f"the server's search stamp {stamp!r} is not an instant; the checkpoint was not moved"
             )
@@ -424,7 +422,7 @@ class _Run:
         if checkpoint is None:
             return None
         overlap = timedelta(seconds=self.client.config.overlap_seconds)
-        return (datetime.fromisoformat(checkpoint.replace("Z", "+00:00")) - overlap).isoformat()
+        return (parse_instant(checkpoint) - overlap).isoformat()
 
     def _questionnaire_ids(self, params: dict[str, str], found_already: list[dict[str, Any]] | None) -> dict[str, str]:
         """Server ids of our Questionnaires (as ``publish`` put them there), for literal references.

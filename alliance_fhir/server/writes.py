@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from .._ids import IDENTIFIER_SYSTEM
 from ..errors import AllianceFhirError, FhirServerError, FhirTransportError, UnexpectedResponse, summarise_outcome
@@ -48,7 +48,7 @@ class PendingWrite:
     version_id: str
     identifier: str
     observation: dict[str, Any]
-    outcome: str = "written"  # or "retracted"
+    outcome: Literal["written", "retracted"] = "written"
 
 
 Written = tuple[PendingWrite, str | None]  # the write, and the failure reason (None when it landed)
