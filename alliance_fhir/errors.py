@@ -27,6 +27,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # annotations only: this module imports nothing at run time
+    from collections.abc import Mapping
+
     from pydantic import ValidationError
 
 __all__ = [
@@ -162,8 +164,32 @@ def summarise_outcome(outcome: dict[str, Any]) -> str:
     return "; ".join(parts)[:500] or "(no diagnostics)"
 
 
-def summarise_validation(exc: ValidationError, limit: int | None = None) -> str:
+def summarise_validation(
+    exc: ValidationError,
+    limit: int | None = None,
+    *,
+    sources: Mapping[tuple[str, ...], str] | None = None,
+    prefix: str = "",
+) -> str:
     """One line from a pydantic ValidationError: ``field.path: message`` per error (``(top)`` for
-    the document itself), the first ``limit`` of them when given."""
+    the document itself), the first ``limit`` of them when given.
+
+    For settings, ``sources`` says where each value came from (by its location, or that of the
+    table or field holding it), and each error is blamed on it: ``timeout: ... (from environment
+    ALLIANCE_FHIR_TIMEOUT)``; an unknown key reads ``unknown setting``, and ``prefix`` (a table
+    name) goes before each field. The input values are never shown (some are secrets).
+    """
     errors = exc.errors()[:limit] if limit is not None else exc.errors()
-    return "; ".join(f"{'.'.join(map(str, e['loc'])) or '(top)'}: {e['msg']}" for e in errors)
+    if sources is None:
+        return "; ".join(f"{'.'.join(map(str, e['loc'])) or '(top)'}: {e['msg']}" for e in errors)
+    return "; ".join(_blame(dict(e), sources, prefix) for e in errors)
+
+
+def _blame(error: dict[str, Any], sources: Mapping[tuple[str, ...], str], prefix: str) -> str:
+    loc = tuple(str(part) for part in error["loc"])
+    name = ".".join((prefix, *loc) if prefix else loc) or "(top)"
+    where = sources.get(loc) or sources.get(loc[:1])
+    message = (
+        "unknown setting" if error.get("type") == "extra_forbidden" else error["msg"].removeprefix("Value error, ")
+    )
+    return f"{name}: {message}" + (f" (from {where})" if where else "")

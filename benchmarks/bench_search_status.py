@@ -60,14 +60,14 @@ def _count(base: str, resource_type: str = "QuestionnaireResponse") -> int:
 
 def with_status(enabled: bool) -> None:
     """Switch sync between the old search (status= sent) and the new one (statuses filtered here)."""
-    original = getattr(sync_module._Run, "_bench_original_params", sync_module._Run._params)
-    sync_module._Run._bench_original_params = original  # type: ignore[attr-defined]
+    original = getattr(sync_module._Search, "_bench_original_params", sync_module._Search._params)
+    sync_module._Search._bench_original_params = original  # type: ignore[attr-defined]
 
     def params(self: Any, since: str | None) -> dict[str, str]:
         found = original(self, since)
         return {**found, "status": OLD_STATUSES} if enabled else found
 
-    sync_module._Run._params = params  # type: ignore[method-assign]
+    sync_module._Search._params = params  # type: ignore[method-assign]
 
 
 def main() -> None:

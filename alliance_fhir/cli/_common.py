@@ -24,6 +24,7 @@ import typer
 from rich.console import Console
 from typer.core import TyperGroup
 
+from .._config_file import ConfigFile
 from .._security import SecurityLabels
 from ..errors import AllianceFhirError, FhirValidationError, InputError, ScoringError, TextPackError
 from ..instruments.catalog import Catalog, load_catalog
@@ -216,8 +217,10 @@ def command_catalog(ctx: typer.Context, extra: list[Path] | None, *, report: boo
     return catalog
 
 
-def server_config(server: str | None, config: Path | None, **overrides: Any) -> ServerConfig:
-    """The server settings: option > environment > config file (see :mod:`alliance_fhir.server.settings`)."""
+def server_config(server: str | None, config: Path | ConfigFile | None, **overrides: Any) -> ServerConfig:
+    """The server settings: option > environment > config file (see :mod:`alliance_fhir.server.settings`).
+
+    A command that loads more than this from the file reads it once (``ConfigFile.read``) and passes it."""
     return load_config(server, file=config, **overrides)
 
 
@@ -233,7 +236,9 @@ def follow_up(command: str, server: str, *, state: str | None = None, config: Pa
     return shlex.join(words)
 
 
-def command_labels(config: Path | None, confidentiality: str | None, sensitivity: list[str] | None) -> SecurityLabels:
+def command_labels(
+    config: Path | ConfigFile | None, confidentiality: str | None, sensitivity: list[str] | None
+) -> SecurityLabels:
     """The security labels a command writes: its options, else the environment, else ``[labels]``."""
     return load_labels(config, confidentiality=confidentiality, sensitivity=sensitivity or None)
 

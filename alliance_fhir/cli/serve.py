@@ -21,6 +21,7 @@ from typing import Annotated
 
 import typer
 
+from .._config_file import ConfigFile
 from ..server.state import StateStore
 from ..server.sync import SyncOptions
 from ..service.cds_auth import CdsSettings, load_cds_settings
@@ -95,10 +96,11 @@ def serve(
     The same app serves the CDS Hooks ``patient-view`` service (``/cds-services``) for the EHRs in ``[[cds.clients]]``.
     """
     _logging(verbose)
-    cfg = server_config(server, config, ca_bundle=ca_bundle, state_db=state_option(state))
-    labels = command_labels(config, confidentiality, sensitivity)
-    settings = _settings(config, channel=channel, safety_net_minutes=safety_net_minutes)
-    cds_settings = load_cds_settings(config)
+    file = ConfigFile.read(config)  # read once, for all four tables below
+    cfg = server_config(server, file, ca_bundle=ca_bundle, state_db=state_option(state))
+    labels = command_labels(file, confidentiality, sensitivity)
+    settings = _settings(file, channel=channel, safety_net_minutes=safety_net_minutes)
+    cds_settings = load_cds_settings(file)
     base = (public_url or f"http://{host}:{port}").rstrip("/")
     endpoint = f"{base}/hook"
     if public_url is None and host in ("0.0.0.0", "::"):
@@ -156,11 +158,12 @@ def subscribe(
 ) -> None:
     """Create or update serve's Subscription on the server (found again by our tag), or remove it."""
     _logging(False)
-    cfg = server_config(server, config, ca_bundle=ca_bundle, state_db=state_option(state))
+    file = ConfigFile.read(config)  # read once, for the server and [serve]
+    cfg = server_config(server, file, ca_bundle=ca_bundle, state_db=state_option(state))
     if not remove and not endpoint:
         say("--endpoint URL is required (or --remove)", "error")
         raise typer.Exit(2)
-    settings = _settings(config, channel=channel)
+    settings = _settings(file, channel=channel)
     with open_client(cfg) as client:
         if remove:
             removed = remove_subscriptions(client)
@@ -259,5 +262,5 @@ def _log_cds(settings: CdsSettings, base: str) -> None:
         logger.warning("CDS Hooks: no [[cds.clients]] in the config file, so every hook call is refused (401)")
 
 
-def _settings(config: Path | None, **overrides: object) -> ServeSettings:
+def _settings(config: ConfigFile, **overrides: object) -> ServeSettings:
     return load_serve_settings(config, **overrides)

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import typer
 from rich.progress import Progress, TextColumn
 
+from .._config_file import ConfigFile
 from .._refs import parse_reference, valid_id
 from ..content.questionnaires import content_resources
 from ..errors import AuthError, ConfigError, FhirServerError
@@ -259,10 +260,11 @@ def sync(
     """Score completed/amended responses on the server and write their Observations (incremental, idempotent)."""
     setup_logging(verbose)
     since = since_value(since) if since is not None else None  # checked before anything is sent
-    labels = command_labels(config, confidentiality, sensitivity)
+    file = ConfigFile.read(config)  # read once, for the labels and the server
+    labels = command_labels(file, confidentiality, sensitivity)
     cfg = server_config(
         server,
-        config,
+        file,
         ca_bundle=ca_bundle,
         concurrency=concurrency,
         batch_size=batch_size,

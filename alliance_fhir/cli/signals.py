@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from .._config_file import ConfigFile
 from ..errors import InputError
 from ..instruments.catalog import Catalog
 from ..scoring.inputs import read_inputs
@@ -86,7 +87,8 @@ def signals(
     """Detect alliance signals (low alliance, rupture, repair, early warning, gap, split) and write them as DetectedIssues."""
     setup_logging(verbose)
     catalog = command_catalog(ctx, None)
-    labels = command_labels(config, confidentiality, sensitivity)
+    file = ConfigFile.read(config)  # read once, for the labels and the server
+    labels = command_labels(file, confidentiality, sensitivity)
     if paths:
         trajectories = _local_trajectories(paths, catalog, patient)
         for problem in trajectories.problems:
@@ -97,7 +99,7 @@ def signals(
         else:
             sys.stdout.write(json.dumps(signal_bundle(found, tasks=tasks, security=labels), indent=2) + "\n")
         raise typer.Exit(0)
-    cfg = server_config(server, config, ca_bundle=ca_bundle)
+    cfg = server_config(server, file, ca_bundle=ca_bundle)
     with open_client(cfg) as client:
         result, found, trajectories = run_signals(
             client, catalog, patient=patient, tasks=tasks, dry_run=dry_run, security=labels

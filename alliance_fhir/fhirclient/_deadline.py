@@ -10,7 +10,6 @@ a thread-local deadline is the deadline of the request using the socket.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -20,9 +19,8 @@ from typing import Any
 import httpcore
 import httpx
 
-__all__ = ["deadline", "deadline_transport"]
+__all__ = ["DeadlineTransport", "deadline", "deadline_transport"]
 
-logger = logging.getLogger(__name__)
 _local = threading.local()
 
 
@@ -92,13 +90,85 @@ class _Backend(httpcore.NetworkBackend):
         self._inner.sleep(seconds)
 
 
-def deadline_transport(verify: Any, limits: httpx.Limits) -> httpx.HTTPTransport:
-    """httpx's own transport, with the deadline-aware network backend underneath."""
-    transport = httpx.HTTPTransport(verify=verify, limits=limits)
-    pool = getattr(transport, "_pool", None)
-    backend = getattr(pool, "_network_backend", None)
-    if isinstance(backend, httpcore.NetworkBackend):
-        pool._network_backend = _Backend(backend)  # type: ignore[union-attr]
-    else:  # pragma: no cover - a future httpx: the body is still bounded by the client's own read loop
-        logger.warning("httpx transport internals changed; the request deadline applies to bodies only")
-    return transport
+# httpcore's failures as httpx's, most specific first (an httpx caller catches httpx's classes)
+_AS_HTTPX: tuple[tuple[type[Exception], type[httpx.TransportError]], ...] = (
+    (httpcore.ConnectTimeout, httpx.ConnectTimeout),
+    (httpcore.ReadTimeout, httpx.ReadTimeout),
+    (httpcore.WriteTimeout, httpx.WriteTimeout),
+    (httpcore.PoolTimeout, httpx.PoolTimeout),
+    (httpcore.TimeoutException, httpx.TimeoutException),
+    (httpcore.ConnectError, httpx.ConnectError),
+    (httpcore.ReadError, httpx.ReadError),
+    (httpcore.WriteError, httpx.WriteError),
+    (httpcore.NetworkError, httpx.NetworkError),
+    (httpcore.ProxyError, httpx.ProxyError),
+    (httpcore.UnsupportedProtocol, httpx.UnsupportedProtocol),
+    (httpcore.LocalProtocolError, httpx.LocalProtocolError),
+    (httpcore.RemoteProtocolError, httpx.RemoteProtocolError),
+    (httpcore.ProtocolError, httpx.ProtocolError),
+)
+
+
+@contextmanager
+def _as_httpx() -> Iterator[None]:
+    try:
+        yield
+    except Exception as exc:
+        mapped = next((theirs for ours, theirs in _AS_HTTPX if isinstance(exc, ours)), None)
+        if mapped is None:
+            raise
+        raise mapped(str(exc)) from exc
+
+
+class _Body(httpx.SyncByteStream):
+    """httpcore's response body, its failures raised as httpx's."""
+
+    def __init__(self, response: httpcore.Response) -> None:
+        self._response = response
+
+    def __iter__(self) -> Iterator[bytes]:
+        with _as_httpx():
+            yield from self._response.iter_stream()
+
+    def close(self) -> None:
+        self._response.close()
+
+
+class DeadlineTransport(httpx.BaseTransport):
+    """A transport over httpcore's connection pool with the deadline-aware network backend.
+
+    Built from public parts only (``httpcore.ConnectionPool(network_backend=...)`` and httpx's
+    ``BaseTransport``), so an httpx release cannot silently drop the deadline: what httpx's own
+    ``HTTPTransport`` would add (proxies, HTTP/2, a Unix socket) the client does not use.
+    """
+
+    def __init__(self, verify: Any, limits: httpx.Limits) -> None:
+        self.pool = httpcore.ConnectionPool(
+            ssl_context=httpx.create_ssl_context(verify=verify),
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=_Backend(httpcore.SyncBackend()),
+        )
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` on the pool; the body is read later, through :class:`_Body`."""
+        url = request.url
+        sent = httpcore.Request(
+            request.method,
+            httpcore.URL(scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path),
+            headers=request.headers.raw,
+            content=request.stream,  # a sync client sends sync streams
+            extensions=request.extensions,
+        )
+        with _as_httpx():
+            answer = self.pool.handle_request(sent)
+        return httpx.Response(answer.status, headers=answer.headers, stream=_Body(answer), extensions=answer.extensions)
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+def deadline_transport(verify: Any, limits: httpx.Limits) -> DeadlineTransport:
+    """The client's transport: every socket read, write and connect bounded by :func:`deadline`."""
+    return DeadlineTransport(verify, limits)

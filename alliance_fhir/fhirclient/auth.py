@@ -21,9 +21,10 @@ from urllib.parse import urlsplit
 import httpx
 import jwt
 
+from .._config_file import warn_if_readable
 from .._text import safe_text
 from ..errors import AuthError, ConfigError, FhirTransportError
-from .config import AuthSettings, check_header_token, warn_if_readable
+from .config import AuthSettings, check_header_token
 
 __all__ = ["SmartBackendAuth", "build_auth"]
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import time
-import zlib
 from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any
@@ -34,6 +33,7 @@ from ..errors import (
     UnexpectedResponse,
     summarise_outcome,
 )
+from ._body import ENCODINGS, BodyRefused, bounded_chunks, bounded_lines
 from ._deadline import deadline as request_deadline
 from ._deadline import deadline_transport
 from ._retry import RetryPolicy
@@ -47,8 +47,6 @@ FHIR_JSON = "application/fhir+json"
 NDJSON = "application/fhir+ndjson"
 # HAPI replays an identical search's results for 60 s by default; we always want the current state.
 _FRESH = {"Cache-Control": "no-cache"}
-# We decode bodies ourselves (bounded), so we only ask for encodings we can decode that way.
-_ENCODINGS = "gzip, deflate"
 
 
 def require_r4(statement: dict[str, Any], path: str = "/metadata") -> dict[str, Any]:
@@ -278,7 +276,7 @@ class FhirClient:
         def send(seconds_left: float) -> httpx.Response:
             self.requests_sent += 1
             per_read = min(self.config.timeout, seconds_left)
-            headers = {"Accept": NDJSON, "Accept-Encoding": _ENCODINGS}
+            headers = {"Accept": NDJSON, "Accept-Encoding": ENCODINGS}
             request = self._http.build_request("GET", url, headers=headers, timeout=httpx.Timeout(per_read))
             with request_deadline(min(self.config.request_deadline, seconds_left)):  # until the headers are in
                 response = self._http.send(request, stream=True)
@@ -319,7 +317,7 @@ class FhirClient:
         """
         url = path if path.startswith(("http://", "https://")) else f"{self.base_url}/{path}".rstrip("/")
         headers = {
-            "Accept-Encoding": _ENCODINGS,
+            "Accept-Encoding": ENCODINGS,
             **(headers or {}),
             **({"Content-Type": FHIR_JSON} if json is not None else {}),
         }
@@ -365,51 +363,27 @@ class FhirClient:
         """Read the body within the size limit (decompressed) and the deadline, then close the stream.
 
         Returns a response holding the decoded body, so callers never touch the network again.
+
+        Raises:
+            UnexpectedResponse: too large, an encoding we do not read, an undecodable body.
+            httpx.ReadTimeout: the deadline passed while the body was arriving (a transport error: retried).
         """
         limit = self.config.max_response_bytes
-        method = response.request.method
         try:
-            declared = response.headers.get("Content-Length", "")
-            encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
-            if declared.isdigit() and encoding in ("", "identity") and int(declared) > limit:
-                raise UnexpectedResponse(method, shown, response.status_code, _too_large(limit))
-            if response.is_stream_consumed:  # an in-memory answer (tests' MockTransport): already decoded
-                body = response.content
-                if len(body) > limit:
-                    raise UnexpectedResponse(method, shown, response.status_code, _too_large(limit))
-            else:
-                body = self._read_stream(response, encoding, limit, deadline, shown)
+            body = b"".join(bounded_chunks(response, limit, deadline))
+        except BodyRefused as exc:
+            if exc.reason == "too_slow":
+                raise httpx.ReadTimeout(
+                    "the request deadline passed while the body was still arriving", request=response.request
+                ) from None
+            reason = _too_large(limit) if exc.reason == "too_large" else str(exc)
+            raise UnexpectedResponse(response.request.method, shown, response.status_code, reason) from None
         finally:
             response.close()
         kept = [
             (k, v) for k, v in response.headers.multi_items() if k.lower() not in ("content-encoding", "content-length")
         ]
         return httpx.Response(response.status_code, headers=kept, content=body, request=response.request)
-
-    @staticmethod
-    def _read_stream(response: httpx.Response, encoding: str, limit: int, deadline: float, shown: str) -> bytes:
-        method = response.request.method
-        decoder = _decoder(encoding)
-        if decoder is None:
-            raise UnexpectedResponse(method, shown, response.status_code, f"unsupported Content-Encoding {encoding!r}")
-        chunks: list[bytes] = []
-        size = 0
-        for raw in response.iter_raw():
-            if time.perf_counter() > deadline:
-                raise httpx.ReadTimeout(
-                    "the request deadline passed while the body was still arriving", request=response.request
-                )
-            try:
-                data = decoder.decompress(raw, limit - size + 1) if decoder is not _IDENTITY else raw
-            except zlib.error as exc:
-                raise UnexpectedResponse(
-                    method, shown, response.status_code, f"body is not valid {encoding}: {exc}"
-                ) from None
-            size += len(data)
-            if size > limit:
-                raise UnexpectedResponse(method, shown, response.status_code, _too_large(limit))
-            chunks.append(data)
-        return b"".join(chunks)
 
     def _same_origin(self, url: str) -> str:
         """Paging links must stay on our server: rewrite a foreign origin to ours."""
@@ -480,52 +454,22 @@ def _status_error(method: str, path: str, response: httpx.Response) -> FhirServe
     return cls(method, path, status, outcome)
 
 
-class _Identity:
-    """Marker decoder for bodies sent without a Content-Encoding."""
-
-
-_IDENTITY = _Identity()
-
-
-def _decoder(encoding: str) -> Any:
-    if encoding in ("", "identity"):
-        return _IDENTITY
-    if encoding in ("gzip", "x-gzip"):
-        return zlib.decompressobj(16 + zlib.MAX_WBITS)
-    if encoding == "deflate":
-        return zlib.decompressobj()
-    return None
-
-
 def _lines(response: httpx.Response, max_bytes: int, max_line: int, deadline: float, shown: str) -> Iterator[bytes]:
     """The non-blank lines of a streamed body, decoded, within the size, line and time limits."""
-    encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
-    declared = response.headers.get("Content-Length", "")
-    if declared.isdigit() and encoding in ("", "identity") and int(declared) > max_bytes:
-        raise UnexpectedResponse("GET", shown, 200, f"file larger than the limit of {max_bytes} bytes")
-    # an in-memory answer (tests' MockTransport) is decoded already
-    decoder: Any = _IDENTITY if response.is_stream_consumed else _decoder(encoding)
-    if decoder is None:
-        raise UnexpectedResponse("GET", shown, 200, f"unsupported Content-Encoding {encoding!r}")
-    pending = b""
-    size = 0
-    raw_chunks = [response.content] if response.is_stream_consumed else response.iter_raw(65536)
-    for raw in raw_chunks:
-        if time.perf_counter() > deadline:
-            raise UnexpectedResponse("GET", shown, 200, "the file was still arriving when its time limit passed")
-        try:
-            data = decoder.decompress(raw, max_bytes - size + 1) if decoder is not _IDENTITY else raw
-        except zlib.error as exc:
-            raise UnexpectedResponse("GET", shown, 200, f"body is not valid {encoding}: {exc}") from None
-        size += len(data)
-        if size > max_bytes:
-            raise UnexpectedResponse("GET", shown, 200, f"file larger than the limit of {max_bytes} bytes")
-        *complete, pending = (pending + data).split(b"\n")
-        if len(pending) > max_line:
-            raise UnexpectedResponse("GET", shown, 200, f"a line longer than {max_line} bytes (max_response_bytes)")
-        yield from (line for line in complete if line.strip())
-    if pending.strip():
-        yield pending
+    try:
+        yield from bounded_lines(bounded_chunks(response, max_bytes, deadline), max_line)
+    except BodyRefused as exc:
+        raise UnexpectedResponse("GET", shown, 200, _line_refusal(exc, max_bytes, max_line)) from None
+
+
+def _line_refusal(exc: BodyRefused, max_bytes: int, max_line: int) -> str:
+    if exc.reason == "too_large":
+        return f"file larger than the limit of {max_bytes} bytes"
+    if exc.reason == "too_slow":
+        return "the file was still arriving when its time limit passed"
+    if exc.reason == "line_too_long":
+        return f"a line longer than {max_line} bytes (max_response_bytes)"
+    return str(exc)
 
 
 def _broken_off(exc: httpx.TransportError) -> str:

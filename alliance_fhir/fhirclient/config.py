@@ -1,7 +1,8 @@
 """Connection settings of one FHIR server: where to connect, how to authenticate, how hard to push.
 
-Resolved in this order: command-line options (never secrets), environment variables, then a
-TOML file (``./alliance-fhir.toml``, else ``$XDG_CONFIG_HOME/alliance-fhir/config.toml``).
+Resolved in this order: command-line options (never secrets), environment variables, then the
+``[server]`` and ``[auth]`` tables of the config file (``./alliance-fhir.toml``, else
+``$XDG_CONFIG_HOME/alliance-fhir/config.toml``; found and read once by :mod:`alliance_fhir._config_file`).
 Secrets (tokens, passwords, private keys) come only from the environment or the file, so
 they never land in shell history. What is not about the server (where the state lives, the
 security labels to write) is added above, in ``server/``: its model extends :class:`ClientConfig`
@@ -10,33 +11,26 @@ and its loader is :func:`load_settings` with that model.
 
 from __future__ import annotations
 
-import logging
 import os
 import re
-import tomllib
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
 
+from .._config_file import ENV_PREFIX, ConfigFile, validate_settings
 from ..errors import ConfigError
 
 __all__ = [
-    "ENV_PREFIX",
     "AuthSettings",
     "ClientConfig",
     "WRITE_MODES",
     "check_header_token",
     "check_no_controls",
-    "config_file",
     "load_settings",
-    "read_config_file",
-    "warn_if_readable",
 ]
 
-ENV_PREFIX = "ALLIANCE_FHIR_"
-logger = logging.getLogger(__name__)
 WriteMode = Literal["auto", "transaction", "batch", "single", "search"]
 WRITE_MODES: tuple[str, ...] = ("auto", "transaction", "batch", "single", "search")
 # A page of 500 QuestionnaireResponses is 2-8 MB of JSON; 64 MiB leaves room for large forms.
@@ -212,16 +206,6 @@ class ClientConfig(BaseModel):
 Settings = TypeVar("Settings", bound=ClientConfig)
 
 
-def config_file(explicit: Path | None = None) -> Path | None:
-    """The config file in use: explicit, ``./alliance-fhir.toml``, or the user config dir."""
-    if explicit is not None:
-        return explicit
-    candidates = [Path("alliance-fhir.toml")]
-    xdg = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    candidates.append(Path(xdg) / "alliance-fhir" / "config.toml")
-    return next((p for p in candidates if p.is_file()), None)
-
-
 _ENV_AUTH = {
     "AUTH": "kind",
     "TOKEN": "token",
@@ -238,45 +222,29 @@ _ENV_AUTH = {
 }
 
 
-_TABLES = (
-    "server",
-    "auth",
-    "serve",
-    "cds",
-    "labels",
-)  # [serve], [cds]: read by the service (service/); [labels]: server/labels.py
-_SECRETS = {"auth": ("token", "password", "private_key"), "serve": ("webhook_secret",)}
-
-
 def load_settings(
-    model: type[Settings], url: str | None = None, *, file: Path | None = None, **overrides: Any
+    model: type[Settings], url: str | None = None, *, file: Path | ConfigFile | None = None, **overrides: Any
 ) -> Settings:
-    """Build ``model`` (a :class:`ClientConfig`) from options, environment and file.
+    """Build ``model`` (a :class:`ClientConfig`) from options, environment and the config file.
 
-    Every value remembers where it came from, so an invalid one is blamed on its real source
-    (``option --concurrency``, ``environment ALLIANCE_FHIR_TIMEOUT``, ``alliance-fhir.toml [server]
-    timeout``). An unknown table or key in the file is an error, never ignored: ``[auht]`` would
-    otherwise silently drop every credential in it. A file holding secrets that group or others
-    can read is warned about (``chmod 600``).
+    ``file`` is the file already read (:class:`~alliance_fhir._config_file.ConfigFile`), or where
+    to find it. Every value remembers where it came from, so an invalid one is blamed on its real
+    source (``option --concurrency``, ``environment ALLIANCE_FHIR_TIMEOUT``, ``alliance-fhir.toml
+    [server] timeout``). An unknown table or key in the file is an error, never ignored: ``[auht]``
+    would otherwise silently drop every credential in it. A file holding secrets that group or
+    others can read is warned about (``chmod 600``) when it is read.
 
     Raises:
         ConfigError: no server URL, an unreadable file, an unknown table or key, or an invalid setting.
     """
-    sources: dict[tuple[str, ...], str] = {}
-    server: dict[str, Any] = {}
-    auth: dict[str, Any] = {}
-    path = config_file(file)
-    if path is not None:
-        raw = read_config_file(path)
-        for table, target in (("server", server), ("auth", auth)):
-            target.update(raw.get(table, {}))
-            sources.update({_loc(table, key): f"{path} [{table}] {key}" for key in raw.get(table, {})})
-        _warn_if_readable(path, raw)
-    for env, table, target in ((model.ENVIRONMENT, "server", server), (_ENV_AUTH, "auth", auth)):
+    loaded = ConfigFile.of(file)
+    server, auth = loaded.table("server"), loaded.table("auth")
+    sources = {**loaded.sources("server"), **loaded.sources("auth", under=("auth",))}
+    for env, under, target in ((model.ENVIRONMENT, (), server), (_ENV_AUTH, ("auth",), auth)):
         for suffix, key in env.items():
             if f"{ENV_PREFIX}{suffix}" in os.environ:
                 target[key] = os.environ[f"{ENV_PREFIX}{suffix}"]
-                sources[_loc(table, key)] = f"environment {ENV_PREFIX}{suffix}"
+                sources[(*under, key)] = f"environment {ENV_PREFIX}{suffix}"
     if isinstance(auth.get("token_hosts"), str):
         auth["token_hosts"] = [h.strip() for h in auth["token_hosts"].split(",") if h.strip()]
     for key, value in overrides.items():
@@ -290,71 +258,4 @@ def load_settings(
         raise ConfigError(
             "no FHIR server: pass --server URL, set ALLIANCE_FHIR_SERVER, or add [server] url to alliance-fhir.toml"
         )
-    try:
-        return model.model_validate({**server, "auth": auth})
-    except ValidationError as exc:
-        # from None: pydantic's own text shows the input values, and some of them are secrets
-        raise ConfigError("invalid settings: " + "; ".join(_blame(e, sources) for e in exc.errors())) from None
-
-
-def _loc(table: str, key: str) -> tuple[str, ...]:
-    return (key,) if table == "server" else ("auth", key)
-
-
-def read_config_file(path: Path) -> dict[str, Any]:
-    """The tables of the config file at ``path``, each checked to be one the file may have.
-
-    Raises:
-        ConfigError: unreadable, not TOML, an unknown table or top-level key, or a key that is not a table.
-    """
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"config file {path}: {exc}") from exc
-    for key, value in raw.items():
-        if key not in _TABLES:
-            kind = "table" if isinstance(value, dict) else "key"
-            raise ConfigError(
-                f"config file {path}: unknown {kind} {'[' + key + ']' if kind == 'table' else repr(key)} "
-                "(the file has tables [server], [auth], [serve], [cds] and [labels] only)"
-            )
-        if not isinstance(value, dict):
-            raise ConfigError(f"config file {path}: '{key}' must be a table ([{key}])")
-    return raw
-
-
-def _blame(error: Any, sources: dict[tuple[str, ...], str]) -> str:
-    loc = tuple(str(part) for part in error["loc"])
-    name = ".".join(loc)
-    where = sources.get(loc) or sources.get(loc[:1])
-    message = (
-        "unknown setting" if error.get("type") == "extra_forbidden" else error["msg"].removeprefix("Value error, ")
-    )
-    return f"{name}: {message}" + (f" (from {where})" if where else "")
-
-
-def _warn_if_readable(path: Path, raw: dict[str, Any]) -> None:
-    held = [
-        f"[{table}] {', '.join(found)}"
-        for table, keys in _SECRETS.items()
-        if (found := [key for key in keys if raw.get(table, {}).get(key)])
-    ]
-    if held:
-        warn_if_readable(path, f"holds secrets ({'; '.join(held)})")
-
-
-def warn_if_readable(path: Path, what: str) -> None:
-    """Log a warning when ``path`` (which holds secrets) can be read by its group or by others."""
-    try:
-        mode = path.stat().st_mode
-    except OSError:
-        return
-    if mode & 0o077:
-        logger.warning(
-            "%s %s but is readable by %s (mode %s): run chmod 600 %s",
-            path,
-            what,
-            "others" if mode & 0o007 else "its group",
-            oct(mode & 0o777)[2:],
-            path,
-        )
+    return validate_settings(model, {**server, "auth": auth}, sources)

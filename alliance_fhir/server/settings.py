@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field, field_validator
 
+from .._config_file import ConfigFile
 from ..errors import ConfigError
 from ..fhirclient.config import ClientConfig, load_settings
 from ._statedb import parse_location
@@ -54,8 +55,8 @@ def data_dir() -> Path:
     return Path(xdg) / "alliance-fhir"
 
 
-def load_config(url: str | None = None, *, file: Path | None = None, **overrides: Any) -> ServerConfig:
-    """Build the ServerConfig from options, environment and file.
+def load_config(url: str | None = None, *, file: Path | ConfigFile | None = None, **overrides: Any) -> ServerConfig:
+    """Build the ServerConfig from options, environment and file (a path, or the file already read).
 
     Every value remembers where it came from, so an invalid one is blamed on its real source
     (``option --concurrency``, ``environment ALLIANCE_FHIR_TIMEOUT``, ``alliance-fhir.toml [server]

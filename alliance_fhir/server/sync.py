@@ -17,37 +17,40 @@ clock is used only when the server sends no stamp. A stamp more than
 ``clock_tolerance_seconds`` (default 300) ahead of our clock is refused with a warning and the
 previous checkpoint is kept (a stamp in 2099 would otherwise hide every later response).
 Responses committed while a run reads are caught by the overlap window (``overlap_seconds``).
+
+The run is cut by job: what the server is and which Questionnaires are ours (:mod:`.sync_plan`),
+the per-response pipeline every way in shares, with its order rules (:mod:`.sync_pipeline`),
+the options and the report (:mod:`.sync_report`); this module keeps the search, the checkpoint
+and the labels, and the ways in: :func:`run_sync`, :class:`SyncSession` (serve's worker),
+:func:`process_stream` (backfill) and :class:`ExternalWrites` (backfill's ``$import``).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from .._ids import IDENTIFIER_SYSTEM
-from .._refs import FHIR_ID_RULE, parse_reference, valid_id
-from .._security import NO_LABELS, SecurityLabels
-from .._text import describe, safe_text
+from .._text import safe_text
 from .._time import parse_instant, zoned_instant
-from ..errors import FhirServerError, InstrumentError, ScoringError, UnexpectedResponse, summarise_outcome
+from ..errors import summarise_outcome
 from ..fhirclient.client import FhirClient, is_match, search_token
 from ..instruments.catalog import Catalog, Instrument
-from ..scoring.engine import resource_ref, score_response
-from ..scoring.observations import build_observation, observation_identifier_for
-from .state import LedgerEntry, OutstandingFailure, StateStore
-from .writes import PendingWrite, Writer, Written, choose_write_mode
+from .state import StateStore
+from .sync_pipeline import MAX_NAMED, SEARCH, Pipeline
+from .sync_plan import ServerPlan, plan_server
+from .sync_report import SyncFailure, SyncOptions, SyncReport, warn
+from .writes import PendingWrite, Written
 
 __all__ = [
     "ExternalWrites",
     "SyncFailure",
     "SyncOptions",
     "SyncReport",
+    "SyncSession",
     "process_response",
     "process_responses",
     "process_stream",
@@ -55,84 +58,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-# Searched without a status filter (HAPI on H2 takes 45 s a page for questionnaire= with a
-# multi-valued status=); the statuses are filtered here instead.
-_SYNCED_STATUSES = frozenset({"completed", "amended", "entered-in-error"})
 _END = object()
-_SEARCH = "QuestionnaireResponse search"  # what warnings about the search's answer name
-_MAX_NAMED = 10  # distinct resource types (and server notes) a run names before it only counts them
-
-
-@dataclass(frozen=True)
-class SyncOptions:
-    """What to sync; everything else comes from the client's config (ClientConfig)."""
-
-    since: str | None = None
-    patient: str | None = None
-    instruments: Sequence[str] = ()
-    dry_run: bool = False
-    tag: dict[str, str] | None = None  # only responses with this meta.tag; the Observations carry it too
-    write_mode: str | None = None  # auto | transaction | batch | single | search; None: the config's
-    security: SecurityLabels = NO_LABELS  # meta.security of every Observation written (docs/hiding-results.md)
-
-
-@dataclass(frozen=True, slots=True)
-class SyncFailure:
-    """One response that could not be scored or written: its reference and the reason."""
-
-    resource: str
-    reason: str
-
-
-@dataclass
-class SyncReport:
-    """Counts and failures of one run (``--json`` prints this)."""
-
-    server: str
-    dry_run: bool
-    since: str | None = None
-    checkpoint: str | None = None
-    found: int = 0
-    scored: int = 0
-    written: int = 0
-    unchanged: int = 0
-    retracted: int = 0
-    failed: int = 0
-    skipped: int = 0  # responses returned in another status (in-progress, stopped); other resources are warned about
-    requests: int = 0
-    seconds: float = 0.0
-    write_mode: str = ""
-    write_mode_reason: str = ""
-    failures: list[SyncFailure] = field(default_factory=list)
-    warnings: list[SyncFailure] = field(default_factory=list)
-    unattributed: list[SyncFailure] = field(default_factory=list)
-    outstanding: list[OutstandingFailure] = field(default_factory=list)
-    # subjects whose score Observations changed this run (serve refreshes their signals; not in as_dict)
-    subjects: set[str] = field(default_factory=set, repr=False)
-    # responses whose Observation did not land: a write failed, or the id was refused (backfill keeps the file open)
-    write_failures: int = field(default=0, repr=False)
-
-    @property
-    def ok(self) -> bool:
-        """No failure this run and none outstanding from earlier runs."""
-        return self.failed == 0 and not self.outstanding
-
-    def as_dict(self) -> dict[str, Any]:
-        lists = ("failures", "warnings", "unattributed", "outstanding")
-        data = {k: v for k, v in vars(self).items() if k not in lists and k not in ("subjects", "write_failures")}
-        for name in lists[:3]:
-            data[name] = [{"resource": f.resource, "reason": f.reason} for f in getattr(self, name)]
-        data["outstanding_count"] = len(self.outstanding)
-        data["outstanding"] = [
-            {
-                "response": f.resource,
-                "reason": f.reason,
-                "since": f.since,
-                "outcome": f.outcome,
-            }
-            for f in self.outstanding
-        ]
-        return data
 
 
 def run_sync(
@@ -148,16 +74,7 @@ def run_sync(
         FhirTransportError, FhirServerError: the search itself failed (nothing is lost: the
             checkpoint does not move).
     """
-    started = time.perf_counter()
-    requests_before = client.requests_sent
-    run = _Run(client, catalog, store, options, on_progress)
-    try:
-        run.execute()
-    finally:
-        run.release_all()
-        run.report.requests = client.requests_sent - requests_before
-        run.report.seconds = round(time.perf_counter() - started, 3)
-    return run.report
+    return SyncSession(client, catalog, store, options).sync(on_progress)
 
 
 def process_response(
@@ -184,19 +101,61 @@ def process_responses(
     responses: Sequence[dict[str, Any]],
     options: SyncOptions = SyncOptions(),
 ) -> SyncReport:
-    """:func:`process_response` for several responses at once (``serve`` drains its inbox in rounds)."""
-    run = _Run(client, catalog, store, options, None)
-    run.prepare_writer()
-    try:
-        writes = run.handle_responses(list(responses))
-        if run.deferred:  # another worker (a replica) is handling it right now: wait for it, then re-check
-            writes += run.handle_deferred()
-        run.write(writes)
-    finally:
-        run.release_all()
-    run.report_unexpected()
-    run.report.outstanding = store.outstanding(run.server)
-    return run.report
+    """:func:`process_response` for several responses at once (a :class:`SyncSession` keeps what
+    it learnt of the server between rounds; this learns it afresh)."""
+    return SyncSession(client, catalog, store, options).process(responses)
+
+
+class SyncSession:
+    """Sync against one server, kept across runs: what it learnt of the server (:class:`.ServerPlan`).
+
+    serve's worker holds one: :meth:`sync` (its catch-up and safety-net syncs) learns the plan
+    afresh, and :meth:`process` (a round of notifications) reuses the last one, so a round costs
+    the responses' re-read and the write, not a Questionnaire lookup too. A plan whose lookup
+    failed is not kept. The two may run on different threads: the plan is replaced whole.
+    """
+
+    def __init__(self, client: FhirClient, catalog: Catalog, store: StateStore, options: SyncOptions) -> None:
+        self._client, self._catalog, self._store, self._options = client, catalog, store, options
+        self._instruments = _instruments(catalog, options)
+        self._plan: ServerPlan | None = None
+
+    def sync(self, on_progress: Callable[[SyncReport], None] | None = None) -> SyncReport:
+        """One sync run (:func:`run_sync`); its plan is kept for :meth:`process`.
+
+        Raises:
+            FhirTransportError, FhirServerError: the search itself failed (nothing is lost: the
+                checkpoint does not move).
+        """
+        client = self._client
+        started, requests_before = time.perf_counter(), client.requests_sent
+        report = SyncReport(server=client.base_url, dry_run=self._options.dry_run)
+        try:
+            plan = self._learn(report)
+            _Search(client, self._catalog, self._store, self._options, report, on_progress).run(plan)
+        finally:
+            report.requests = client.requests_sent - requests_before
+            report.seconds = round(time.perf_counter() - started, 3)
+        return report
+
+    def process(self, responses: Sequence[dict[str, Any]]) -> SyncReport:
+        """Sync's path for responses read elsewhere (serve's rounds): scored, written, verified,
+        recorded; the report counts these and lists the server's outstanding failures.
+
+        Raises:
+            FhirTransportError, FhirServerError: the server is unreachable or not FHIR R4.
+        """
+        report = SyncReport(server=self._client.base_url, dry_run=self._options.dry_run)
+        plan = self._plan or self._learn(report)
+        with Pipeline(self._client, self._catalog, self._store, self._options, plan, report) as pipeline:
+            pipeline.write_all([list(responses)])
+        report.outstanding = self._store.outstanding(self._client.base_url)
+        return report
+
+    def _learn(self, report: SyncReport) -> ServerPlan:
+        plan = plan_server(self._client, self._instruments, self._options, report)
+        self._plan = plan if plan.looked_up else None
+        return plan
 
 
 def process_stream(
@@ -216,16 +175,12 @@ def process_stream(
     Raises:
         FhirTransportError, FhirServerError: the server is unreachable or not FHIR R4.
     """
-    run = _Run(client, catalog, store, options, on_progress)
-    if report is not None:
-        run.report = report
-    try:
-        run.prepare_writer()
-        run.drain(chunks)
-    finally:
-        run.release_all()
-    run.report.outstanding = store.outstanding(run.server)
-    return run.report
+    report = report if report is not None else SyncReport(server=client.base_url, dry_run=options.dry_run)
+    plan = plan_server(client, _instruments(catalog, options), options, report)
+    with Pipeline(client, catalog, store, options, plan, report, on_progress=on_progress) as pipeline:
+        pipeline.write_all(chunks)
+    report.outstanding = store.outstanding(client.base_url)
+    return report
 
 
 class ExternalWrites:
@@ -240,63 +195,41 @@ class ExternalWrites:
     def __init__(
         self, client: FhirClient, catalog: Catalog, store: StateStore, options: SyncOptions, report: SyncReport
     ) -> None:
-        self._run = _Run(client, catalog, store, options, None)
-        self._run.report = report
-        self._run.prepare_writer()
+        plan = plan_server(client, _instruments(catalog, options), options, report)
+        self._pipeline = Pipeline(client, catalog, store, options, plan, report)
 
     def pending(self, responses: list[dict[str, Any]]) -> list[PendingWrite]:
-        writes = self._run.handle_responses(responses)
-        if self._run.deferred:  # another worker holds these: wait for it (bounded), then decide again
-            writes += self._run.handle_deferred()
-        return writes
+        return self._pipeline.stage(responses)
 
     def settle(self, results: list[Written]) -> None:
-        self._run.settle(results)
+        self._pipeline.settle(results)
 
     def close(self) -> None:
-        self._run.release_all()
-        self._run.report_unexpected()
+        self._pipeline.close()
 
 
-class _Run:
+class _Search:
+    """A sync run's own part: the labels check, the search from the checkpoint, the checkpoint."""
+
     def __init__(
         self,
         client: FhirClient,
         catalog: Catalog,
         store: StateStore,
         options: SyncOptions,
+        report: SyncReport,
         on_progress: Callable[[SyncReport], None] | None,
     ) -> None:
-        self.client, self.catalog, self.store, self.options = client, catalog, store, options
+        self.client, self.catalog, self.store, self.options, self.report = client, catalog, store, options, report
         self.server = client.base_url
-        self.report = SyncReport(server=self.server, dry_run=options.dry_run)
-        self.instruments = [catalog.get(ref) for ref in options.instruments] if options.instruments else list(catalog)
+        self.instruments = _instruments(catalog, options)
         self.on_progress = on_progress or (lambda _report: None)
-        self.incomplete = False  # a response of this run did not land (a write failed, an id was refused)
-        self.writer = Writer(client, "transaction")
-        self.our_ids: dict[str, str] = {}  # server id of one of our Questionnaires -> its url|version
-        self.verify_ledger = True  # until a page shows the server still holds what the ledger says
-        self.deferred: list[dict[str, Any]] = []  # responses another worker on this state holds right now
-        self.held: set[str] = set()  # our claims not yet released
-        self.subjects_by_id: dict[str, str] = {}  # responses being handled -> subject (report.subjects)
+        self.questionnaires: list[str] = []  # literal references to our Questionnaires, searched too (the plan's)
         self.relabel = False  # the labels differ from those the last complete run applied: rewrite everything once
-        self.unexpected: Counter[str] = Counter()  # resources of another type the server returned, by type
         self.notes: set[str] = set()  # the server's notes on the search (search.mode outcome), relayed once
 
-    def prepare_writer(self) -> None:
-        """Refuse a server that is not FHIR R4; choose the write mode; learn our Questionnaires' ids."""
-        # /metadata and the Questionnaire lookup travel together (one batch): a no-op re-sync then
-        # costs 2 requests + 1 per page (this lookup, the first page's ledger check, the pages).
-        urls = dict.fromkeys(url for inst in self.instruments for url in inst.response_urls)  # and the client forms'
-        lookup = {"url": ",".join(urls), "_elements": "url,version", "_count": "200"}
-        statement, ours = self.client.r4_capabilities_and_search("Questionnaire", lookup)
-        plan = choose_write_mode(statement, self.options.write_mode or self.client.config.write_mode)
-        self.writer = Writer(self.client, plan.mode)
-        self.report.write_mode, self.report.write_mode_reason = plan.mode, plan.reason
-        self.our_ids = self._questionnaire_ids(lookup, ours)
-
-    def execute(self) -> None:
-        self.prepare_writer()
+    def run(self, plan: ServerPlan) -> None:
+        self.questionnaires = plan.questionnaire_values(self.server)
         applied = self._check_labels()
         since = self._since()
         self.report.since = since
@@ -309,37 +242,26 @@ class _Run:
                 self._relay_notes(page)
                 yield [e["resource"] for e in page.get("entry", []) if is_match(e)]
 
-        self.drain(chunks())
+        pipeline = Pipeline(
+            self.client,
+            self.catalog,
+            self.store,
+            self.options,
+            plan,
+            self.report,
+            relabel=self.relabel,
+            on_progress=self.on_progress,
+        )
+        with pipeline:
+            pipeline.write_all(chunks())
         started_at = stamps[0] if stamps else None
-        if not self.options.dry_run and not self.incomplete and started_at and self._sane(started_at):
+        if not self.options.dry_run and pipeline.all_landed and started_at and self._sane(started_at):
             self.store.set_checkpoint(self.server, started_at)
             self.report.checkpoint = started_at
             if self.relabel and self._whole_server():
                 self.store.set_setting(_labels_setting(self.server, self.options.tag), applied)
         self.report.outstanding = self.store.outstanding(self.server)
         self.on_progress(self.report)
-
-    def drain(self, chunks: Iterable[list[dict[str, Any]]]) -> None:
-        """Score each chunk of responses and write its Observations, ``concurrency`` batches in flight.
-
-        Returns when every write has settled (landed or recorded as failed).
-        """
-        config = self.client.config
-        # Workers only talk HTTP; the ledger and the counts are updated here, on this thread.
-        with ThreadPoolExecutor(max_workers=config.concurrency, thread_name_prefix="sync-write") as pool:
-            in_flight: set[Future[list[Written]]] = set()
-            for responses in chunks:
-                in_flight = self._submit(pool, in_flight, self.handle_responses(responses))
-                if self.deferred:
-                    # Another worker holds these: let ours land first (we then hold no claim, so no
-                    # two workers wait on each other), then wait for theirs and look again.
-                    done, in_flight = wait(in_flight)
-                    self._settle_futures(done)
-                    in_flight = self._submit(pool, in_flight, self.handle_deferred())
-                self.on_progress(self.report)
-            done, _ = wait(in_flight)
-            self._settle_futures(done)
-        self.report_unexpected()
 
     def _relay_notes(self, page: dict[str, Any]) -> None:
         """A searchset's OperationOutcome entries (``search.mode`` outcome: the server's warnings
@@ -352,39 +274,31 @@ class _Run:
             ) != "OperationOutcome":
                 continue
             note = safe_text(summarise_outcome(resource), 300)
-            if note not in self.notes and len(self.notes) < _MAX_NAMED:
+            if note not in self.notes and len(self.notes) < MAX_NAMED:
                 self.notes.add(note)
-                self._warn(_SEARCH, f"the server notes (search.mode outcome): {note}")
-
-    def report_unexpected(self) -> None:
-        """One warning for the resources of other types the server returned as responses (then forgotten)."""
-        if self.unexpected:
-            kinds = ", ".join(f"{count} {kind}" for kind, count in self.unexpected.most_common())
-            self._warn(_SEARCH, f"the server returned {kinds} (not QuestionnaireResponses): ignored")
-            self.unexpected.clear()
+                warn(self.report, SEARCH, f"the server notes (search.mode outcome): {note}")
 
     def _sane(self, stamp: str) -> bool:
         """A server stamp may be behind our clock, but not far ahead of it (see the module's clock rules)."""
         tolerance = self.client.config.clock_tolerance_seconds
         when = zoned_instant(stamp)
         if when is None:
-            self._warn(
-                "checkpoint", f"the server's search stamp {stamp!r} is not an instant; the checkpoint was not moved"
+            warn(
+                self.report,
+                "checkpoint",
+                f"the server's search stamp {stamp!r} is not an instant; the checkpoint was not moved",
             )
             return False
         ahead = (when - datetime.now(UTC)).total_seconds()
         if ahead > tolerance:
-            self._warn(
+            warn(
+                self.report,
                 "checkpoint",
                 f"the server's clock ({stamp}) is {ahead:.0f} s ahead of ours (tolerance {tolerance:.0f} s); "
                 "the checkpoint was not moved",
             )
             return False
         return True
-
-    def _warn(self, resource: str, text: str) -> None:
-        logger.warning("%s: %s", resource, text)
-        self.report.warnings.append(SyncFailure(resource, text))
 
     def _check_labels(self) -> str:
         """Compare the labels asked for with those the last complete run applied (the state's
@@ -401,7 +315,8 @@ class _Run:
             )
             dropped = set(applied.split("+")) - set(wanted.split("+")) - {""}
             if dropped:
-                self._warn(
+                warn(
+                    self.report,
                     "meta.security",
                     f"labels {', '.join(sorted(dropped))} are no longer asked for, but servers keep security "
                     "labels across updates (HAPI does): existing resources still carry them until removed "
@@ -424,29 +339,6 @@ class _Run:
         overlap = timedelta(seconds=self.client.config.overlap_seconds)
         return (parse_instant(checkpoint) - overlap).isoformat()
 
-    def _questionnaire_ids(self, params: dict[str, str], found_already: list[dict[str, Any]] | None) -> dict[str, str]:
-        """Server ids of our Questionnaires (as ``publish`` put them there), for literal references.
-
-        ``found_already``: the lookup's matches when they came with /metadata; else it is searched here.
-        """
-        known = {c for inst in self.instruments for c in (inst.canonical, inst.client_canonical)}
-        ids: dict[str, str] = {}
-        try:
-            matches = found_already if found_already is not None else self.client.search("Questionnaire", params)
-            for found in matches:
-                canonical = f"{found.get('url')}|{found.get('version')}"
-                if isinstance(found.get("id"), str) and canonical in known:
-                    ids[found["id"]] = canonical
-        except FhirServerError as exc:
-            if isinstance(exc, UnexpectedResponse):
-                raise
-            self._warn(
-                "Questionnaire",
-                f"our Questionnaires could not be looked up ({exc}); "
-                "responses referring to them by id are not searched",
-            )
-        return ids
-
     def _params(self, since: str | None) -> dict[str, str]:
         # A canonical without a version matches every version (FHIR search on canonicals), so the
         # plain urls find versioned and unversioned responses alike, including versions we do not
@@ -455,10 +347,7 @@ class _Run:
         # references to our Questionnaires' server ids are searched in the same list.
         # Each instrument's url and its client-facing Questionnaire's (a client portal's responses name that one).
         values = list(dict.fromkeys(url for inst in self.instruments for url in inst.response_urls))
-        values += [f"Questionnaire/{rid}" for rid in sorted(self.our_ids)]
-        values += [
-            f"{self.server}/Questionnaire/{rid}" for rid in sorted(self.our_ids)
-        ]  # for servers that index them as written
+        values += self.questionnaires
         params = {"questionnaire": ",".join(values), "_count": str(self.client.config.page_size)}
         if since:
             params["_lastUpdated"] = f"ge{since}"
@@ -468,286 +357,10 @@ class _Run:
             params["_tag"] = search_token(self.options.tag)
         return params
 
-    def _attributed(self, response: dict[str, Any]) -> dict[str, Any] | None:
-        """The response with ``questionnaire`` as one of our canonicals, or None if it is not ours.
 
-        A literal reference (``Questionnaire/1005``, or that on our server's base URL) to one of our
-        Questionnaires becomes that Questionnaire's url|version.
-        """
-        reference = response.get("questionnaire")
-        if not isinstance(reference, str):
-            return response  # scoring names the problem
-        if reference.partition("|")[0] in {url for inst in self.catalog for url in inst.response_urls}:
-            return response
-        ref = parse_reference(reference)
-        if ref is not None and ref.type == "Questionnaire" and ref.on(self.server) and ref.id in self.our_ids:
-            return {**response, "questionnaire": self.our_ids[ref.id]}
-        return None
-
-    def _submit(
-        self, pool: ThreadPoolExecutor, in_flight: set[Future[list[Written]]], writes: list[PendingWrite]
-    ) -> set[Future[list[Written]]]:
-        config = self.client.config
-        for batch in _batches(writes, config.batch_size):
-            while len(in_flight) >= config.concurrency * 2:
-                done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
-                self._settle_futures(done)
-            in_flight.add(pool.submit(self.writer.write, batch))
-        return in_flight
-
-    def write(self, writes: list[PendingWrite]) -> None:
-        """Write and settle ``writes`` as a sync page's are: batches of ``batch_size``, ``concurrency`` in flight."""
-        if len(writes) <= self.client.config.batch_size:  # the usual single notification: no pool needed
-            if writes:
-                self.settle(self.writer.write(writes))
-            return
-        with ThreadPoolExecutor(max_workers=self.client.config.concurrency, thread_name_prefix="sync-write") as pool:
-            done, _ = wait(self._submit(pool, set(), writes))
-            self._settle_futures(done)
-
-    def handle_responses(self, candidates: list[dict[str, Any]]) -> list[PendingWrite]:
-        """Score what changed; record scoring failures; return the Observations to write."""
-        responses = []
-        for response in candidates:
-            if not isinstance(response, dict) or response.get("resourceType") != "QuestionnaireResponse":
-                self._count_unexpected(response)
-                continue
-            if not valid_id(response.get("id")):
-                self._refuse_id(response)
-                continue
-            if response.get("status") not in _SYNCED_STATUSES:
-                self.report.skipped += 1
-                continue
-            attributed = self._attributed(response)
-            if attributed is None:
-                self.report.unattributed.append(
-                    SyncFailure(
-                        resource_ref(response),
-                        "its questionnaire "
-                        f"{str(response.get('questionnaire'))[:200]!r} is none of ours on this server",
-                    )
-                )
-                continue
-            responses.append(attributed)
-            self._remember_subject(response)
-        self.report.found += len(responses)
-        ids = [str(r.get("id", "")) for r in responses]
-        claimed = set(ids) if self.options.dry_run else self.store.claim(self.server, ids)
-        self.held |= claimed
-        self.deferred += [r for r, rid in zip(responses, ids, strict=True) if rid not in claimed]
-        return self._decide([r for r, rid in zip(responses, ids, strict=True) if rid in claimed])
-
-    def _count_unexpected(self, resource: Any) -> None:
-        """A resource that is not a QuestionnaireResponse, counted by type (named safely, at most a few types)."""
-        kind = resource.get("resourceType") if isinstance(resource, dict) else None
-        name = safe_text(kind, 40) if isinstance(kind, str) and kind else "(no resourceType)"
-        if name not in self.unexpected and len(self.unexpected) >= _MAX_NAMED:
-            name = "(of other types)"
-        self.unexpected[name] += 1
-
-    def _refuse_id(self, response: dict[str, Any]) -> None:
-        """A response without a usable id cannot be keyed in the ledger, nor referred to: it fails
-        this run (nothing scored or written), and the checkpoint stays so every run reads it again
-        until the server gives it a FHIR id. The line shows the id escaped and cut (see ``resource_ref``)."""
-        rid = response.get("id")
-        reason = (
-            "no id, so it cannot be told apart from other responses"
-            if rid is None
-            else f"id is {describe(rid)}, not a FHIR id ({FHIR_ID_RULE})"
-        )
-        self.incomplete = True
-        self.report.write_failures += 1
-        self.report.failed += 1
-        self.report.failures.append(SyncFailure(resource_ref(response), f"{reason}: refused, nothing written"))
-
-    def handle_deferred(self) -> list[PendingWrite]:
-        """The responses another worker held: wait (bounded) until it lets go, then decide again
-        (usually: it wrote them, so they are unchanged). Call with no claim of our own held."""
-        deferred, self.deferred = self.deferred, []
-        ids = sorted({str(r.get("id", "")) for r in deferred})  # one order for every worker: no deadlock
-        for rid in ids:
-            if not self.options.dry_run:
-                self.store.wait_claim(self.server, rid, 2 * self.client.config.timeout)
-                self.held.add(rid)
-        return self._decide(deferred)
-
-    def _decide(self, responses: list[dict[str, Any]]) -> list[PendingWrite]:
-        """For claimed responses: skip the unchanged, record failures, return the writes.
-
-        A response stays claimed from before its ledger entry is read until its outcome is
-        recorded (``settle`` releases the written ones), so two workers on one state never write
-        the same response at once, and a worker that dies loses its claims with its connection.
-        """
-        ids = [str(r.get("id", "")) for r in responses]
-        writes: list[PendingWrite] = []
-        try:
-            seen = self.store.lookup(self.server, ids)
-            seen = self._still_on_server(seen)
-            ledger: list[LedgerEntry] = []
-            for response, rid in zip(responses, ids, strict=True):
-                version = _version(response)
-                previous = seen.get(rid)
-                if previous is not None and self._unchanged(previous, response, version):
-                    self.report.unchanged += 1
-                    continue
-                outcome = self._prepare(response, rid, version)
-                if isinstance(outcome, PendingWrite):
-                    writes.append(outcome)
-                elif outcome is not None:
-                    ledger.append(outcome)
-            if not self.options.dry_run:
-                self.store.record(self.server, ledger)
-        except BaseException:
-            self._release(ids)
-            raise
-        pending = {w.response_id for w in writes}
-        settled = [rid for rid in ids if rid not in pending]
-        self._release(settled)  # the rest when their write settles
-        self._forget_subjects(settled)
-        return writes
-
-    def _remember_subject(self, response: dict[str, Any]) -> None:
-        """Keep the subject until the response's write settles (``report.subjects`` names it then).
-
-        Only responses still being handled are kept, so a sync of 10^6 responses holds one page and
-        the batches in flight here, not an entry per response read.
-        """
-        subject = response.get("subject")
-        reference = subject.get("reference") if isinstance(subject, dict) else None
-        if isinstance(reference, str) and reference:
-            self.subjects_by_id[str(response.get("id", ""))] = reference
-
-    def _forget_subjects(self, response_ids: Iterable[str]) -> None:
-        for rid in response_ids:
-            self.subjects_by_id.pop(rid, None)
-
-    def _release(self, response_ids: list[str]) -> None:
-        if response_ids and not self.options.dry_run:
-            self.store.release(self.server, response_ids)
-            self.held.difference_update(response_ids)
-
-    def release_all(self) -> None:
-        """Let go of every claim this run still holds (a run that stopped on an error)."""
-        self._release(sorted(self.held))
-
-    def _still_on_server(self, seen: dict[str, LedgerEntry]) -> dict[str, LedgerEntry]:
-        """Drop ledger entries whose Observation is gone (a reset or cleaned server): rewrite those.
-
-        One search for the first page the ledger knows; only if something was gone there, one per
-        page after it. A reset server shows on its first page, and a no-op re-sync costs one
-        request per page plus one (it was two per page).
-        """
-        written = {
-            e.observation_identifier: rid
-            for rid, e in seen.items()
-            if e.outcome == "written" and e.observation_identifier
-        }
-        if not written or not self.verify_ledger:
-            return seen
-        values = ",".join(f"{IDENTIFIER_SYSTEM}|{value}" for value in written)
-        params = {"identifier": values, "_elements": "identifier", "_count": str(len(written))}
-        present = {
-            ident.get("value")
-            for resource in self.client.search("Observation", params, post=True)
-            for ident in resource.get("identifier", []) or []
-            if isinstance(ident, dict) and ident.get("system") == IDENTIFIER_SYSTEM
-        }
-        self.verify_ledger = not set(written) <= present
-        return {rid: e for rid, e in seen.items() if e.outcome != "written" or e.observation_identifier in present}
-
-    def _unchanged(self, previous: LedgerEntry, response: dict[str, Any], version: str) -> bool:
-        if previous.version_id != version or previous.outcome == "write-failed":  # a failed write is retried every run
-            return False
-        if previous.outcome != "written":
-            return True
-        if self.relabel:
-            return False
-        instrument = self._instrument(response)
-        return instrument is None or previous.observation_identifier == observation_identifier_for(
-            response, instrument.mapping
-        )
-
-    def _instrument(self, response: dict[str, Any]) -> Instrument | None:
-        try:
-            return self.catalog.resolve(str(response.get("questionnaire", "")))[0]
-        except InstrumentError:
-            return None
-
-    def _prepare(self, response: dict[str, Any], rid: str, version: str) -> PendingWrite | LedgerEntry | None:
-        if response.get("status") == "entered-in-error":
-            return self._retraction(response, rid, version)
-        try:
-            result = score_response(response, self.catalog)
-        except ScoringError as exc:
-            return self._fail(rid, version, str(exc))
-        self.report.scored += 1
-        for warning in result.warnings:
-            self.report.warnings.append(SyncFailure(f"QuestionnaireResponse/{rid}", warning))
-        observation = build_observation(result, response, security=self.options.security)
-        if self.options.tag:
-            observation["meta"] = {**observation.get("meta", {}), "tag": [self.options.tag]}
-        identifier = observation["identifier"][0]["value"]
-        if self.options.dry_run:
-            self.report.written += 1
-            return None
-        return PendingWrite(rid, version, identifier, observation)
-
-    def _retraction(self, response: dict[str, Any], rid: str, version: str) -> PendingWrite | LedgerEntry | None:
-        instrument = self._instrument(response)
-        if instrument is None:
-            return self._fail(
-                rid, version, f"{resource_ref(response)}: entered-in-error, but its Questionnaire is unknown"
-            )
-        identifier = observation_identifier_for(response, instrument.mapping)
-        existing = list(self.client.search("Observation", {"identifier": f"{IDENTIFIER_SYSTEM}|{identifier}"}))
-        if not existing or existing[0].get("status") == "entered-in-error":
-            return LedgerEntry(rid, version, "retracted", "no Observation to retract", identifier)
-        observation = {k: v for k, v in existing[0].items() if k not in ("meta", "text")}
-        labels = (existing[0].get("meta") or {}).get("security")
-        if labels:  # a retraction keeps the labels (servers that replace meta on update would drop them)
-            observation["meta"] = {"security": labels}
-        observation["status"] = "entered-in-error"
-        if self.options.dry_run:
-            self.report.retracted += 1
-            return None
-        return PendingWrite(rid, version, identifier, observation, outcome="retracted")
-
-    def _fail(self, rid: str, version: str, reason: str) -> LedgerEntry:
-        self.report.failed += 1
-        self.report.failures.append(SyncFailure(f"QuestionnaireResponse/{rid}", reason))
-        return LedgerEntry(rid, version, "failed", reason)
-
-    def _settle_futures(self, done: Iterable[Future[list[Written]]]) -> None:
-        for future in done:
-            self.settle(future.result())
-
-    def settle(self, results: list[Written]) -> None:
-        """Count and record what the server confirmed (and what it did not)."""
-        ledger = []
-        for write, error in results:
-            subject = self.subjects_by_id.pop(write.response_id, None)
-            if error is not None:
-                self.incomplete = True
-                self.report.write_failures += 1
-                self.report.failed += 1
-                reason = f"write failed: {error}"
-                self.report.failures.append(SyncFailure(f"QuestionnaireResponse/{write.response_id}", reason))
-                ledger.append(
-                    LedgerEntry(write.response_id, write.version_id, "write-failed", reason, write.identifier)
-                )
-                continue
-            if write.outcome == "retracted":
-                self.report.retracted += 1
-            else:
-                self.report.written += 1
-            if subject is not None:
-                self.report.subjects.add(subject)
-            ledger.append(LedgerEntry(write.response_id, write.version_id, write.outcome, None, write.identifier))
-        try:
-            self.store.record(self.server, ledger)
-        finally:
-            self._release([write.response_id for write, _ in results])
-        self.on_progress(self.report)
+def _instruments(catalog: Catalog, options: SyncOptions) -> list[Instrument]:
+    """The instruments a run covers: those asked for, else the whole catalog."""
+    return [catalog.get(ref) for ref in options.instruments] if options.instruments else list(catalog)
 
 
 def _labels_setting(server: str, tag: dict[str, str] | None) -> str:
@@ -772,19 +385,6 @@ def _prefetched(pages: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
                 return
             ahead = fetcher.submit(next, pages, _END)
             yield page  # type: ignore[misc]
-
-
-def _batches(writes: list[PendingWrite], size: int) -> Iterable[list[PendingWrite]]:
-    for start in range(0, len(writes), size):
-        yield writes[start : start + size]
-
-
-def _version(response: dict[str, Any]) -> str:
-    meta = response.get("meta")
-    if not isinstance(meta, dict):
-        return ""
-    version = meta.get("versionId") or meta.get("lastUpdated") or ""
-    return version if isinstance(version, str) else ""
 
 
 def _bundle_time(page: dict[str, Any]) -> str:

@@ -32,6 +32,7 @@ from .._ids import IDENTIFIER_SYSTEM
 from ..errors import AllianceFhirError, FhirServerError, FhirTransportError, UnexpectedResponse, summarise_outcome
 from ..fhirclient._retry import TRANSIENT_STATUSES, PermanentTransportError
 from ..fhirclient.client import FhirClient
+from ..fhirclient.config import WriteMode
 
 __all__ = ["PendingWrite", "WritePlan", "Writer", "choose_write_mode", "server_capabilities"]
 
@@ -48,7 +49,7 @@ class PendingWrite:
     version_id: str
     identifier: str
     observation: dict[str, Any]
-    outcome: Literal["written", "retracted"] = "written"
+    outcome: Literal["written", "retracted"] = "written"  # what the ledger records once it landed
 
 
 Written = tuple[PendingWrite, str | None]  # the write, and the failure reason (None when it landed)
@@ -81,7 +82,7 @@ def server_capabilities(statement: dict[str, Any]) -> Capabilities:
     )
 
 
-def choose_write_mode(statement: dict[str, Any], requested: str = "auto") -> WritePlan:
+def choose_write_mode(statement: dict[str, Any], requested: WriteMode = "auto") -> WritePlan:
     """The write mode for a server: ``requested`` unless ``auto``, else the best it advertises."""
     caps = server_capabilities(statement)
     cond = "conditional update on Observation"

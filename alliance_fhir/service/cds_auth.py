@@ -29,7 +29,6 @@ import logging
 import math
 import threading
 import time
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -37,10 +36,10 @@ from pathlib import Path
 from typing import Any
 
 import jwt
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from .._config_file import ConfigFile, validate_settings
 from ..errors import CdsAuthError, ConfigError
-from ..fhirclient.config import config_file
 from ..fhirclient.fetch import FetchFailed, Transport, fetch_bounded
 from ..server.state import StateStore
 
@@ -97,24 +96,16 @@ class CdsSettings(BaseModel):
     )
 
 
-def load_cds_settings(file: Path | None = None) -> CdsSettings:
-    """The ``[cds]`` table of the config file (``[[cds.clients]]`` are its trusted clients).
+def load_cds_settings(file: Path | ConfigFile | None = None) -> CdsSettings:
+    """The ``[cds]`` table of the config file (``[[cds.clients]]`` are its trusted clients); ``file``
+    is the file already read, or where to find it.
 
     Raises:
         ConfigError: unreadable file, invalid settings, or a ``jwks_file`` that does not exist.
     """
-    path = config_file(file)
-    raw: dict[str, Any] = {}
-    if path is not None:
-        try:
-            raw = dict(tomllib.loads(path.read_text(encoding="utf-8")).get("cds", {}))
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, ValueError) as exc:
-            raise ConfigError(f"config file {path}: {exc}") from exc
-    try:
-        settings = CdsSettings.model_validate(raw)
-    except ValidationError as exc:
-        details = "; ".join(f"cds.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"invalid settings{f' in {path}' if path else ''}: {details}") from exc
+    loaded = ConfigFile.of(file)
+    settings = validate_settings(CdsSettings, loaded.table("cds"), loaded.sources("cds"), prefix="cds")
+    path = loaded.path
     issuers = [c.issuer for c in settings.clients]
     if len(set(issuers)) != len(issuers):
         raise ConfigError(f"{path}: [[cds.clients]] names an issuer twice")

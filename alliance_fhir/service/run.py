@@ -13,7 +13,10 @@ for the next start.
 from __future__ import annotations
 
 import logging
-from types import FrameType
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import uvicorn
@@ -27,15 +30,30 @@ from .worker import Worker
 __all__ = ["run_service", "uvicorn_config"]
 
 logger = logging.getLogger("alliance_fhir.serve")
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class _Server(uvicorn.Server):
     """uvicorn re-raises the stop signal after its graceful shutdown (so the process dies of it);
-    for us SIGTERM is the ordinary way to stop, and a clean stop exits 0."""
+    for us SIGTERM is the ordinary way to stop, and a clean stop exits 0.
 
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        super().handle_exit(sig, frame)
-        self._captured_signals.clear()
+    So the signals are captured here, with uvicorn's own ``handle_exit`` (a graceful stop, a
+    second Ctrl-C forcing it) and the previous handlers put back afterwards, but nothing raised
+    again. ``capture_signals`` is the public method ``serve`` calls around serving;
+    tests/service/test_run.py pins that it still does.
+    """
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield  # only the main thread may handle signals: the caller's handlers stay
+            return
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in _STOP_SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def run_service(

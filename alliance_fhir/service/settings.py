@@ -16,14 +16,14 @@ from __future__ import annotations
 import hmac
 import os
 import secrets
-import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from .._config_file import ConfigFile, validate_settings
 from ..errors import ConfigError
-from ..fhirclient.config import check_header_token, config_file
+from ..fhirclient.config import check_header_token
 from ..server.state import StateStore
 
 __all__ = ["SECRET_ENV", "ServeSettings", "authorised", "load_serve_settings", "webhook_secret"]
@@ -94,29 +94,19 @@ class ServeSettings(BaseModel):
             raise ValueError(str(exc)) from None
 
 
-def load_serve_settings(file: Path | None = None, **overrides: object) -> ServeSettings:
-    """The ``[serve]`` table of the config file (see :func:`..fhirclient.config.config_file`), then overrides.
+def load_serve_settings(file: Path | ConfigFile | None = None, **overrides: object) -> ServeSettings:
+    """The ``[serve]`` table of the config file (the file already read, or where to find it), then overrides.
 
     Raises:
-        ConfigError: unreadable file or invalid settings.
+        ConfigError: unreadable file or invalid settings (each blamed on the file or the option).
     """
     _environment_secret()  # a bad secret is a configuration error now, before anything is opened
-    path = config_file(file)
-    raw: dict[str, object] = {}
-    if path is not None:
-        try:
-            raw = dict(tomllib.loads(path.read_text(encoding="utf-8")).get("serve", {}))
-        except (OSError, tomllib.TOMLDecodeError, ValueError) as exc:
-            raise ConfigError(f"config file {path}: {exc}") from exc
-    raw.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        return ServeSettings.model_validate(raw)
-    except ValidationError as exc:
-        details = "; ".join(
-            f"serve.{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()
-        )
-        # from None: pydantic's own text shows the input values, the webhook secret among them
-        raise ConfigError(f"invalid settings{f' in {path}' if path else ''}: {details}") from None
+    loaded = ConfigFile.of(file)
+    raw, sources = loaded.table("serve"), loaded.sources("serve")
+    for key, value in overrides.items():
+        if value is not None:
+            raw[key], sources[(key,)] = value, f"option --{key.replace('_', '-')}"
+    return validate_settings(ServeSettings, raw, sources, prefix="serve")
 
 
 def webhook_secret(settings: ServeSettings, store: StateStore) -> SecretStr:

@@ -2,10 +2,12 @@
 
 One worker thread does every score write, so the ledger and the conditional writes never race
 each other (a sync and a drained hint for the same response are serialised). Per round it takes up to ``batch_size`` hints from the inbox, re-reads those
-responses from the configured server in one search by ``_id``, hands them to
-:func:`..server.sync.process_responses` (sync's own per-response path: status filter, attribution
+responses from the configured server in one search by ``_id``, hands them to its
+:class:`..server.sync.SyncSession` (sync's own per-response path: status filter, attribution
 to our Questionnaires, verified writes in batches with several in flight, ledger), and only then
-removes the hints. A crash anywhere in between leaves the hints in the inbox; the ledger and the
+removes the hints. The session keeps what the last catch-up sync learnt of the server (the write
+mode, our Questionnaires' ids), so a round of one response costs two requests: the re-read and
+the write. A crash anywhere in between leaves the hints in the inbox; the ledger and the
 conditional writes make the retry write nothing twice.
 
 A second thread recomputes the signals of each patient whose scores changed (one patient at a
@@ -34,7 +36,7 @@ from ..fhirclient.client import FhirClient
 from ..instruments.catalog import Catalog
 from ..server.signal_sync import run_signals
 from ..server.state import InboxItem, StateStore
-from ..server.sync import SyncOptions, SyncReport, process_responses, run_sync
+from ..server.sync import SyncOptions, SyncReport, SyncSession
 from .hints import Hint
 from .metrics import ServeMetrics
 from .settings import ServeSettings
@@ -62,6 +64,8 @@ class Worker:
         self.client, self.catalog, self.store, self.settings = client, catalog, store, settings
         self.options = options or SyncOptions()
         self.server = client.base_url
+        # the catch-up syncs and the rounds share what was learnt of the server (write mode, our Questionnaires)
+        self._session = SyncSession(client, catalog, store, self.options)
         # what must succeed once before the service is ready (the R4 check; serve adds its Subscription)
         self._prepare = prepare or self._check_r4
         self._prepared = threading.Event()
@@ -286,7 +290,7 @@ class Worker:
             responses = [
                 r for r in responses if r.get("id") in set(ids)
             ]  # a hint is never widened by the server either
-            report = process_responses(self.client, self.catalog, self.store, responses, self.options)
+            report = self._session.process(responses)
         except AllianceFhirError as exc:
             self._failed_round(items, exc)
             return False
@@ -316,10 +320,11 @@ class Worker:
         self.store.inbox_retry(self.server, [i for i in items if i not in given_up])
 
     def catch_up(self, reason: str) -> SyncReport | None:
-        """One incremental sync from the checkpoint (the same ``run_sync`` as the command)."""
+        """One incremental sync from the checkpoint (the same ``run_sync`` as the command); the
+        rounds then use what it learnt of the server."""
         self._next_safety_net = time.monotonic() + self.settings.safety_net_minutes * 60
         try:
-            report = run_sync(self.client, self.catalog, self.store, self.options)
+            report = self._session.sync()
         except AllianceFhirError as exc:
             self.metrics.catch_up.labels(reason, "error").inc()
             logger.warning("%s sync failed: %s", reason, exc)

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from alliance_fhir.fhirclient.client import FhirClient
-from alliance_fhir.server import sync as sync_module
+from alliance_fhir.server import sync_pipeline as pipeline_module
 from alliance_fhir.server.settings import ServerConfig
 from alliance_fhir.server.state import StateStore
 from alliance_fhir.server.sync import SyncOptions, process_responses, run_sync
@@ -175,7 +175,7 @@ def test_transient_errors_are_retried_with_the_same_result(server, catalog, stor
 
 def test_invalid_batch_falls_back_to_one_by_one(server, catalog, store, make_response, monkeypatch):
     post_responses(server, make_response, 3)
-    import alliance_fhir.server.sync as sync_module
+    import alliance_fhir.server.sync_pipeline as sync_module
 
     real = sync_module.build_observation  # type: ignore[attr-defined]
 
@@ -262,13 +262,13 @@ def test_what_a_run_keeps_per_response_is_let_go_once_its_write_settles(
     (serve refreshes those patients' signals) is held only while its write is in flight."""
     post_responses(server, make_response, 120)
     held_after_each_settle: list[int] = []
-    settle = sync_module._Run.settle
+    settle = pipeline_module.Pipeline.settle
 
     def counting_settle(run, results):  # noqa: ANN001, ANN202
         settle(run, results)
-        held_after_each_settle.append(len(run.subjects_by_id))
+        held_after_each_settle.append(len(run._subjects_by_id))
 
-    monkeypatch.setattr(sync_module._Run, "settle", counting_settle)
+    monkeypatch.setattr(pipeline_module.Pipeline, "settle", counting_settle)
     report = sync(server, catalog, store)
     assert report.written == 120 and report.subjects == {"Patient/p1"}
     page_size, batch_size, in_flight = 7, 3, 2 * ServerConfig(url=BASE).concurrency

@@ -6,12 +6,16 @@ on a loopback port, in front of a two-route app: what is proved is the protocol,
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from typing import Any
+from unittest.mock import Mock
 
+import h11
 import httpx
 import pytest
 import uvicorn
@@ -19,6 +23,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.server import ServerState
 
 from alliance_fhir.service.run import uvicorn_config
 from alliance_fhir.service.settings import ServeSettings
@@ -127,3 +133,33 @@ def test_a_kept_alive_connection_gets_the_same_deadline_for_its_next_request(por
         assert answer.startswith(b"HTTP/1.1 200 ")
         conn.sendall(b"GET /heal")  # the next request's head, never finished
         assert closed_by_server(conn, HEAD_TIMEOUT + 5) == b""
+
+
+def test_the_uvicorn_internals_the_protocol_reads_are_still_there():
+    """The deadline protocol subclasses uvicorn's h11 protocol (``http=`` takes a class: no other
+    public way) and reads what it keeps per connection and per request. Pinned here by name, so a
+    uvicorn release that renames one fails at once rather than only in the slowloris tests above."""
+    config = uvicorn_config(app(), ServeSettings(), host="127.0.0.1", port=0)
+    config.load()
+    loop = asyncio.new_event_loop()
+    extra = {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 1)}
+    transport = Mock(is_closing=Mock(return_value=False), get_extra_info=lambda name, default=None: extra.get(name))
+    try:
+        protocol_class: Any = config.http_protocol_class  # typed as asyncio's Protocol, which takes no arguments
+        made = protocol_class(config=config, server_state=ServerState(), app_state={}, _loop=loop)
+        assert isinstance(made, H11Protocol)
+        protocol: Any = made  # the attributes below are uvicorn's, untyped: read by name on purpose
+        protocol.connection_made(transport)
+        protocol.data_received(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n")
+        assert protocol.conn.their_state is h11.SEND_BODY and protocol in protocol.connections
+        assert protocol.timeout_keep_alive_task is None and protocol.loop is loop and protocol.transport is transport
+        cycle = protocol.cycle
+        assert (cycle.response_started, cycle.disconnected, cycle.message_event.is_set()) == (False, False, False)
+        assert protocol._phase == "body"  # ours: the body deadline is armed
+        protocol.connection_lost(None)
+    finally:
+        pending = asyncio.all_tasks(loop)  # the app's task for the request, never run: cancelled
+        for task in pending:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        loop.close()

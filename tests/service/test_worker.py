@@ -185,3 +185,28 @@ def test_a_hint_is_written_while_a_long_catch_up_sync_runs(srs, server, store, c
         release.set()
         assert worker.stop(10)
     assert worker.last_sync is not None and worker.last_sync["reason"] == "start"
+
+
+def round_requests(server: FakeFhir, worker: Worker, rid: str, srs: Callable[..., dict[str, Any]]) -> list[str]:
+    """The requests one inbox round of one hint sends (method and path), the round run on this thread."""
+    server.put(srs(rid, 9))
+    worker.record([Hint(rid)], "rest-hook")
+    before = len(server.requests)
+    assert worker.drain() == 1
+    return [f"{r.method} {r.url.path.removeprefix('/fhir') or '/'}" for r in server.requests[before:]]
+
+
+@pytest.mark.parametrize("start_sync", [True, False], ids=["after-the-start-sync", "without-a-sync"])
+def test_a_one_response_round_costs_two_requests_the_re_read_and_the_write(srs, server, store, catalog, start_sync):
+    """Our Questionnaires' ids are kept by the worker (refreshed by each catch-up sync), not looked
+    up again every round: a round is the hint's re-read and the write, nothing else."""
+    client = FhirClient(ServerConfig(url=BASE), transport=httpx.MockTransport(server), sleep=lambda _s: None)
+    worker = Worker(client, catalog, store, ServeSettings())  # not started: the rounds run here, one at a time
+    client.r4_capabilities()  # what serve's start does before any round
+    if start_sync:
+        assert worker.catch_up("start") is not None
+    else:
+        round_requests(server, worker, "qr0", srs)  # the first round learns the ids
+    for rid in ("qr1", "qr2", "qr3"):
+        assert round_requests(server, worker, rid, srs) == ["POST /QuestionnaireResponse/_search", "POST /"]
+    assert worker.metrics.written._value.get() == (3 if start_sync else 4)
