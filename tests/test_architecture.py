@@ -2,7 +2,7 @@
 
 The package is layered and the folder shows it::
 
-    base (errors, _ids, _cache, _json, _refs, _text, _version, _security, _config_file, fhirtypes)
+    base (errors, _ids, _cache, _json, _refs, _text, _time, _version, _security, _config_file, fhirtypes)
       -> instruments -> {scoring, content, signals} -> fhirclient -> server -> service -> cli
                         scoring -> spark (an adapter, pyspark imported lazily)
 
@@ -26,7 +26,19 @@ import alliance_fhir
 from alliance_fhir import errors
 
 PACKAGE = Path(alliance_fhir.__file__).parent
-BASE = {"errors", "_ids", "_cache", "_json", "_refs", "_text", "_version", "_security", "_config_file", "fhirtypes"}
+BASE = {
+    "errors",
+    "_ids",
+    "_cache",
+    "_json",
+    "_refs",
+    "_text",
+    "_time",
+    "_version",
+    "_security",
+    "_config_file",
+    "fhirtypes",
+}
 # Which top-level parts of the package each part may import (besides itself).
 MAY_IMPORT: dict[str, set[str]] = {
     "errors": set(),
@@ -35,6 +47,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "_json": set(),
     "_refs": set(),
     "_text": set(),
+    "_time": set(),
     "_version": set(),
     "_security": {"errors", "_ids", "_json"},
     "_config_file": {"errors"},  # the config file read once; each layer validates its own table

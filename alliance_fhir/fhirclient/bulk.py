@@ -16,7 +16,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -24,6 +23,7 @@ import httpx
 
 from .._json import loads
 from .._text import safe_text
+from .._time import zoned_instant
 from ..errors import NotFound, UnexpectedResponse, summarise_outcome
 from ._retry import parse_retry_after
 from .client import FhirClient, safe_origin, safe_path
@@ -272,10 +272,7 @@ def _files(value: Any, name: str, bad: Callable[[str], UnexpectedResponse]) -> l
 
 
 def _is_instant(stamp: str) -> bool:
-    try:
-        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).tzinfo is not None
-    except ValueError:
-        return False
+    return zoned_instant(stamp) is not None
 
 
 def _our_origin(client: FhirClient, url: str, method: str, where: str) -> str:

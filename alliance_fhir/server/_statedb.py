@@ -110,6 +110,13 @@ class Database:
         """A write transaction (context manager): committed on success, rolled back on error."""
         raise NotImplementedError
 
+    def write(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        """Run ``sql`` once per row, all in one transaction (nothing at all for no rows)."""
+        if not rows:
+            return
+        with self.transaction():
+            self.executemany(sql, rows)
+
     def lock_schema(self) -> None:
         """Inside a transaction: serialise schema migrations between processes."""
 

@@ -38,6 +38,7 @@ from urllib.parse import urlsplit
 
 from .._json import loads
 from .._text import describe, safe_text
+from .._time import instant_or_none, parse_instant
 from ..errors import (
     AllianceFhirError,
     ConfigError,
@@ -232,7 +233,7 @@ class _Backfill:
         since = self.options.since
         if since is None and (checkpoint := self.store.checkpoint(self.server)) is not None:
             overlap = timedelta(seconds=self.client.config.overlap_seconds)
-            since = (_instant(checkpoint) - overlap).isoformat().replace("+00:00", "Z")  # sync's own window
+            since = (parse_instant(checkpoint) - overlap).isoformat().replace("+00:00", "Z")  # sync's own window
         patient = self.options.patient
         if patient and "/" not in patient:
             patient = f"Patient/{patient}"
@@ -297,7 +298,7 @@ class _Backfill:
         return manifest
 
     def _set_since_cut(self, since: str | None) -> None:
-        self.since_cut = _instant(since) if since else None
+        self.since_cut = parse_instant(since) if since else None
 
     # ------------------------------------------------------------ the files
 
@@ -481,7 +482,7 @@ class _Backfill:
         if self.since_cut is not None:
             meta = response.get("meta")
             stamp = meta.get("lastUpdated") if isinstance(meta, dict) else None
-            when = _instant(stamp) if isinstance(stamp, str) else None
+            when = instant_or_none(stamp)
             if when is not None and when < self.since_cut:
                 return False
         return True
@@ -534,7 +535,7 @@ class _Backfill:
         self.store.bulk_clear(self.server)
 
     def _sane(self, stamp: str) -> bool:
-        ahead = (_instant(stamp) - datetime.now(UTC)).total_seconds()
+        ahead = (parse_instant(stamp) - datetime.now(UTC)).total_seconds()
         return ahead <= self.client.config.clock_tolerance_seconds
 
 
@@ -642,8 +643,3 @@ def _json_object(line: bytes) -> dict[str, Any] | None:
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
-
-
-def _instant(stamp: str) -> datetime:
-    when = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    return when if when.tzinfo else when.replace(tzinfo=UTC)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
+from .._time import instant_or_none
 from ..errors import ConfigError
 
 __all__ = ["since_value"]
@@ -29,18 +30,12 @@ def since_value(text: str, now: datetime | None = None) -> str:
         ago = timedelta(**{_UNITS[duration.group(2)]: int(duration.group(1))})
         return ((now or datetime.now(UTC)) - ago).astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     if _DATE.fullmatch(value):
-        try:
-            datetime.fromisoformat(value + {4: "-01-01", 7: "-01"}.get(len(value), ""))
+        if instant_or_none(value, partial=True) is not None:
             return value
-        except ValueError:
-            pass
     elif "T" in value:
-        try:
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            parsed = None
+        parsed = instant_or_none(value)
         if parsed is not None:
-            return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).isoformat().replace("+00:00", "Z")
+            return parsed.isoformat().replace("+00:00", "Z")
     raise ConfigError(
         f"--since {text!r}: not an ISO date (2026-11-01), dateTime (2026-11-01T09:00:00Z) "
         "or duration (7d, 12h, 30m, 2w)"

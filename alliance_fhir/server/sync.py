@@ -35,6 +35,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .._text import safe_text
+from .._time import parse_instant, zoned_instant
 from ..errors import summarise_outcome
 from ..fhirclient.client import FhirClient, is_match, search_token
 from ..instruments.catalog import Catalog, Instrument
@@ -280,11 +281,8 @@ class _Search:
     def _sane(self, stamp: str) -> bool:
         """A server stamp may be behind our clock, but not far ahead of it (see the module's clock rules)."""
         tolerance = self.client.config.clock_tolerance_seconds
-        try:
-            when = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-            if when.tzinfo is None:
-                raise ValueError("no time zone")
-        except ValueError:
+        when = zoned_instant(stamp)
+        if when is None:
             warn(
                 self.report,
                 "checkpoint",
@@ -339,7 +337,7 @@ class _Search:
         if checkpoint is None:
             return None
         overlap = timedelta(seconds=self.client.config.overlap_seconds)
-        return (datetime.fromisoformat(checkpoint.replace("Z", "+00:00")) - overlap).isoformat()
+        return (parse_instant(checkpoint) - overlap).isoformat()
 
     def _params(self, since: str | None) -> dict[str, str]:
         # A canonical without a version matches every version (FHIR search on canonicals), so the

@@ -31,6 +31,7 @@ from decimal import Decimal
 from typing import Any
 
 from .._ids import INSTANTIATES
+from .._time import instant_or_none, parse_instant
 from ..errors import AllianceFhirError, InputError
 from ..instruments.catalog import Catalog
 from ..instruments.models import InstrumentMapping
@@ -173,12 +174,10 @@ def parse_time(text: str) -> datetime:
     Raises:
         InputError: not a FHIR date or dateTime.
     """
-    padded = {4: "-01-01", 7: "-01"}.get(len(text), "")
     try:
-        parsed = datetime.fromisoformat(text + padded)
+        return parse_instant(text, partial=True)
     except ValueError as exc:
         raise InputError(text, "not a FHIR dateTime") from exc
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def unbundle(resources: Iterable[Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -256,12 +255,8 @@ def build_trajectories(
 
 
 def _maybe_time(text: Any) -> datetime | None:
-    if not isinstance(text, str):
-        return None
-    try:
-        return parse_time(text)
-    except InputError:
-        return None
+    """A FHIR dateTime that may be absent or malformed: None for those."""
+    return instant_or_none(text, partial=True)
 
 
 def _identity(obs: dict[str, Any], index: int) -> str:

@@ -263,3 +263,16 @@ def test_an_unreadable_export_line_is_outstanding_until_its_response_is_read_or_
     assert store.unreadable_count(SERVER) == 1
     assert store.dismiss(SERVER, line, "ops", "a glitch") is not None
     assert store.unreadable_count(SERVER) == 0 and store.outstanding(SERVER) == []
+
+
+def test_each_feature_has_its_own_store_over_the_one_connection(store: StateStore) -> None:
+    stores = (store.ledger, store.claims, store.inbox, store.bulk_jobs, store.settings, store.replay)
+    assert {id(s.db) for s in stores} == {id(store._db)}
+    store.ledger.record(SERVER, [LedgerEntry("qr-1", "1", "failed", "x")])
+    store.inbox.add(SERVER, [("qr-1", "1")])
+    store.bulk_jobs.start(SERVER, "{}", "https://fhir.example.org/status/1")
+    store.settings.set("webhook-secret", "s")
+    assert store.counts(SERVER) == {"failed": 1} and store.inbox_depth(SERVER) == 1 and store.bulk_job(SERVER)
+    store.reset(SERVER)  # per-server state of every feature, in one transaction; settings are not per server
+    assert store.ledger.counts(SERVER) == {} and store.inbox.depth(SERVER) == 0 and store.bulk_jobs.job(SERVER) is None
+    assert store.settings.get("webhook-secret") == "s"

@@ -1,0 +1,37 @@
+"""CDS Hooks replay protection: the JWT ids (``jti``) of the client tokens already used.
+
+A row lives until its token's own expiry (after which the token is refused anyway), and every new
+token first deletes the expired rows, so the table holds at most the tokens of the last few minutes:
+retention is bounded by the token lifetime the verifier allows. Expiry is compared as text, which
+is time order because every row is written with the one fixed-width stamp.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from ..._time import stamp
+from .._statedb import Database
+
+__all__ = ["TokenReplay"]
+
+
+class TokenReplay:
+    """Token ids seen, per issuer (table ``cds_jti``)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def first_use(self, issuer: str, jti: str, expires_at: datetime) -> bool:
+        """Record a CDS client's token id; False when it was already used (a replay)."""
+        now, until = stamp(), stamp(expires_at)
+        with self.db.transaction():
+            self.db.run("DELETE FROM cds_jti WHERE expires_at < ?", (now,))
+            inserted = self.db.run(
+                "INSERT INTO cds_jti VALUES (?, ?, ?) ON CONFLICT(issuer, jti) DO NOTHING", (issuer, jti, until)
+            )
+        return inserted == 1
+
+    def count(self) -> int:
+        """How many token ids are kept (for tests and health: bounded by the token lifetime)."""
+        return int(self.db.execute("SELECT COUNT(*) FROM cds_jti")[0][0])
