@@ -37,6 +37,7 @@ BASE = {
     "_version",
     "_security",
     "_config_file",
+    "_closing",
     "fhirtypes",
 }
 # Which top-level parts of the package each part may import (besides itself).
@@ -49,6 +50,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "_text": set(),
     "_time": set(),
     "_version": set(),
+    "_closing": set(),
     "_security": {"errors", "_ids", "_json"},
     "_config_file": {"errors"},  # the config file read once; each layer validates its own table
     "fhirtypes": {"errors"},

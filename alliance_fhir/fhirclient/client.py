@@ -16,12 +16,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 
+from .._closing import Closing
 from .._ids import FHIR_JSON, NDJSON
 from .._json import dumps, loads
 from .._text import describe, safe_text
@@ -91,7 +91,7 @@ def safe_path(url: str | httpx.URL) -> str:
     return parts.path + ("?" + "&".join(f"{n}=" for n in names) if names else "")
 
 
-class FhirClient:
+class FhirClient(Closing):
     """A FHIR R4 REST client for one server (context manager; close it when done)."""
 
     def __init__(
@@ -122,14 +122,6 @@ class FhirClient:
         )
         self.requests_sent = 0
         self._capabilities: dict[str, Any] | None = None
-
-    def __enter__(self) -> FhirClient:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     def close(self) -> None:
         self._http.close()

@@ -110,6 +110,11 @@ class Database:
         """A write transaction (context manager): committed on success, rolled back on error."""
         raise NotImplementedError
 
+    def value(self, sql: str, params: Sequence[object] = ()) -> str | None:
+        """The first column of the first row ``sql`` selects, as text; None when it selects no row."""
+        rows = self.execute(sql, params)
+        return str(rows[0][0]) if rows else None
+
     def write(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
         """Run ``sql`` once per row, all in one transaction (nothing at all for no rows)."""
         if not rows:
@@ -351,3 +356,11 @@ def _create_private(path: Path) -> None:
         return
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+
+
+class FeatureStore:
+    """The state of one feature (the ledger, serve's inbox, ...): its own methods over the one
+    connection every feature shares (:class:`~alliance_fhir.server.state.StateStore` opens it)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db

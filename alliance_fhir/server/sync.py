@@ -132,7 +132,7 @@ class SyncSession:
         report = SyncReport(server=client.base_url, dry_run=self._options.dry_run)
         try:
             plan = self._learn(report)
-            _Search(client, self._catalog, self._store, self._options, report, on_progress).run(plan)
+            _Search(self, report, on_progress).run(plan)
         finally:
             report.requests = client.requests_sent - requests_before
             report.seconds = round(time.perf_counter() - started, 3)
@@ -212,17 +212,12 @@ class _Search:
     """A sync run's own part: the labels check, the search from the checkpoint, the checkpoint."""
 
     def __init__(
-        self,
-        client: FhirClient,
-        catalog: Catalog,
-        store: StateStore,
-        options: SyncOptions,
-        report: SyncReport,
-        on_progress: Callable[[SyncReport], None] | None,
+        self, session: SyncSession, report: SyncReport, on_progress: Callable[[SyncReport], None] | None
     ) -> None:
-        self.client, self.catalog, self.store, self.options, self.report = client, catalog, store, options, report
-        self.server = client.base_url
-        self.instruments = _instruments(catalog, options)
+        # a search is one run of its session: the same client, catalog, state, options and instruments
+        self.client, self.catalog, self.store = session._client, session._catalog, session._store
+        self.options, self.instruments, self.report = session._options, session._instruments, report
+        self.server = self.client.base_url
         self.on_progress = on_progress or (lambda _report: None)
         self.questionnaires: list[str] = []  # literal references to our Questionnaires, searched too (the plan's)
         self.relabel = False  # the labels differ from those the last complete run applied: rewrite everything once

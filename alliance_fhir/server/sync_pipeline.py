@@ -28,9 +28,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from types import TracebackType
 from typing import Any
 
+from .._closing import Closing
 from .._ids import IDENTIFIER_SYSTEM
 from .._refs import FHIR_ID_RULE, parse_reference, valid_id
 from .._text import describe, safe_text
@@ -55,7 +55,7 @@ MAX_NAMED = 10  # distinct resource types (and server notes) a run names before 
 Futures = set[Future[list[Written]]]
 
 
-class Pipeline:
+class Pipeline(Closing):
     """Score, claim, decide, write and record the responses of one run (see the module docstring).
 
     ``report`` is the caller's: counts add up in it (one report across a back-fill's files).
@@ -92,14 +92,6 @@ class Pipeline:
         self._closed = False
 
     # ------------------------------------------------------------ the ways in
-
-    def __enter__(self) -> Pipeline:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     @property
     def all_landed(self) -> bool:

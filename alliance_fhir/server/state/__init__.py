@@ -28,8 +28,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
-from types import TracebackType
 
+from ..._closing import Closing
 from .._statedb import Database, open_database
 from .bulk_jobs import BulkJob, BulkJobs
 from .claims import Claims
@@ -64,7 +64,7 @@ __all__ = [
 ]
 
 
-class StateStore:
+class StateStore(Closing):
     """The state database: its connection, its schema, and one store per feature (see the module)."""
 
     def __init__(self, location: Path | str) -> None:
@@ -86,14 +86,6 @@ class StateStore:
     @property
     def dialect(self) -> str:
         return self._db.dialect
-
-    def __enter__(self) -> StateStore:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     def close(self) -> None:
         self._db.close()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..._time import stamp
-from .._statedb import Database
+from .._statedb import FeatureStore
 
 __all__ = ["BulkJob", "BulkJobs"]
 
@@ -25,11 +25,8 @@ class BulkJob:
     manifest: str | None = None
 
 
-class BulkJobs:
+class BulkJobs(FeatureStore):
     """The export job in progress and its files done, per server (tables ``bulk_job``, ``bulk_file``)."""
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
 
     def job(self, server: str) -> BulkJob | None:
         """The export job a back-fill of ``server`` kicked off and has not finished or cancelled."""

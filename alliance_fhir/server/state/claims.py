@@ -10,16 +10,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from ...errors import StateError
-from .._statedb import Database, claim_key
+from .._statedb import FeatureStore, claim_key
 
 __all__ = ["Claims"]
 
 
-class Claims:
+class Claims(FeatureStore):
     """Claims on responses, per server (no table: the database's locks)."""
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
 
     def claim(self, server: str, response_ids: Sequence[str]) -> set[str]:
         """Claim the responses no other worker is handling (one query); the ids claimed."""

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..._time import stamp
-from .._statedb import Database
+from .._statedb import FeatureStore
 
 __all__ = ["Inbox", "InboxItem"]
 
@@ -26,11 +26,8 @@ class InboxItem:
     received_at: str = ""
 
 
-class Inbox:
+class Inbox(FeatureStore):
     """Notified responses waiting, per server (table ``inbox``)."""
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
 
     def add(self, server: str, hints: Iterable[tuple[str, str]]) -> None:
         """Record ``(response_id, version_id)`` hints durably; a hint already waiting is kept once."""

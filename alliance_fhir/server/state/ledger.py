@@ -14,7 +14,7 @@ from typing import Literal
 
 from ..._refs import valid_id
 from ..._time import instant_or_none, stamp
-from .._statedb import Database
+from .._statedb import FeatureStore
 
 __all__ = [
     "FAILURE_OUTCOMES",
@@ -77,16 +77,12 @@ def failure_reference(key: str) -> str:
     return f"QuestionnaireResponse/{key}" if valid_id(key) else key
 
 
-class Ledger:
+class Ledger(FeatureStore):
     """Checkpoints and the per-response ledger (tables ``checkpoint`` and ``ledger``)."""
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
 
     def checkpoint(self, server: str) -> str | None:
         """The ``_lastUpdated`` instant the last complete run for ``server`` started from."""
-        rows = self.db.execute("SELECT last_updated FROM checkpoint WHERE server = ?", (server,))
-        return str(rows[0][0]) if rows else None
+        return self.db.value("SELECT last_updated FROM checkpoint WHERE server = ?", (server,))
 
     def set_checkpoint(self, server: str, last_updated: str) -> bool:
         """Move the checkpoint forward to ``last_updated``; never back (a slower worker's older run

@@ -11,16 +11,13 @@ from __future__ import annotations
 from datetime import datetime
 
 from ..._time import stamp
-from .._statedb import Database
+from .._statedb import FeatureStore
 
 __all__ = ["TokenReplay"]
 
 
-class TokenReplay:
+class TokenReplay(FeatureStore):
     """Token ids seen, per issuer (table ``cds_jti``)."""
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
 
     def first_use(self, issuer: str, jti: str, expires_at: datetime) -> bool:
         """Record a CDS client's token id; False when it was already used (a replay)."""

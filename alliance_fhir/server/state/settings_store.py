@@ -10,21 +10,17 @@ import os
 from pathlib import Path
 
 from ...errors import StateError
-from .._statedb import Database
+from .._statedb import FeatureStore
 
 __all__ = ["NamedSettings"]
 
 
-class NamedSettings:
+class NamedSettings(FeatureStore):
     """Values by name (table ``setting``)."""
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
 
     def get(self, name: str) -> str | None:
         """The value stored under ``name``, if any."""
-        rows = self.db.execute("SELECT value FROM setting WHERE name = ?", (name,))
-        return str(rows[0][0]) if rows else None
+        return self.db.value("SELECT value FROM setting WHERE name = ?", (name,))
 
     def set(self, name: str, value: str) -> None:
         """Store ``value`` under ``name``, replacing what was there (e.g. the labels sync last applied)."""
