@@ -13,10 +13,14 @@ so command modules never import each other's private names.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import os
 import shlex
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlsplit
@@ -38,11 +42,13 @@ from ._output import LogFormat, configure_logging, emit_json, emit_table, say, s
 if TYPE_CHECKING:  # annotations only: `score` must not load the transport (httpx)
     from ..fhirclient.client import FhirClient
     from ..server.signal_sync import SignalReport
+    from ..server.sync_report import SyncFailure
 
 __all__ = [
     "EXIT_CODES",
     "AllianceGroup",
     "CaOption",
+    "CommonOptions",
     "ConfidentialityOption",
     "ConfigOption",
     "InstrumentsOption",
@@ -54,6 +60,7 @@ __all__ = [
     "VerboseOption",
     "client_factory",
     "command_catalog",
+    "common_options",
     "command_labels",
     "err",
     "emit_json",
@@ -65,6 +72,7 @@ __all__ = [
     "open_client",
     "out",
     "say",
+    "say_run_lines",
     "set_log_format",
     "server_config",
     "setup_logging",
@@ -149,6 +157,76 @@ LogFormatOption = Annotated[
         help="stderr format: text, or json (one JSON object per line, with a timestamp). Accepted before or after the command.",
     ),
 ]
+
+# ---------------------------------------------------------------- the options most commands share, as one value
+
+# The shared options by parameter name: the annotation (flag and help, above) and the default.
+_COMMON: dict[str, tuple[object, object]] = {
+    "config": (ConfigOption, None),
+    "ca_bundle": (CaOption, None),
+    "instruments": (InstrumentsOption, None),
+    "confidentiality": (ConfidentialityOption, None),
+    "sensitivity": (SensitivityOption, None),
+    "verbose": (VerboseOption, False),
+    "as_json": (JsonOption, False),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class CommonOptions:
+    """What a command was given of the options many commands share (:func:`common_options`), with
+    the set-up steps that read them, so that each command reads them the same way."""
+
+    config: Path | None = None
+    ca_bundle: Path | None = None
+    instruments: list[Path] | None = None
+    confidentiality: str | None = None
+    sensitivity: list[str] | None = None
+    verbose: bool = False
+    as_json: bool = False
+
+    def server_config(
+        self, server: str | None, file: ConfigFile | None = None, *, state: str | None = None, **overrides: Any
+    ) -> ServerConfig:
+        """:func:`server_config` with ``--config`` (or ``file``, when the command read it already) and ``--ca-bundle``."""
+        return server_config(
+            server, self.config if file is None else file, state=state, ca_bundle=self.ca_bundle, **overrides
+        )
+
+    def labels(self, file: ConfigFile) -> SecurityLabels:
+        """:func:`command_labels` from ``--confidentiality`` and ``--sensitivity``."""
+        return command_labels(file, self.confidentiality, self.sensitivity)
+
+    def catalog(self, ctx: typer.Context) -> Catalog:
+        """:func:`command_catalog` with ``--instruments``."""
+        return command_catalog(ctx, self.instruments)
+
+
+def common_options(*names: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Give a command the shared options ``names`` (keys of ``_COMMON``) as one :class:`CommonOptions`.
+
+    The command declares a last, keyword-only parameter ``common: CommonOptions``; on the command
+    line it stands for the options ``names``, in that order and at its place (so ``--help`` lists
+    them where the command puts them). Each option is declared once, in this module.
+    """
+
+    def decorate(command: Callable[..., None]) -> Callable[..., None]:
+        signature = inspect.signature(command, eval_str=True)
+        params = [p for p in signature.parameters.values() if p.name != "common"]
+        kind = inspect.Parameter.KEYWORD_ONLY
+        params += [inspect.Parameter(n, kind, annotation=_COMMON[n][0], default=_COMMON[n][1]) for n in names]
+
+        @functools.wraps(command)
+        def run(**given: Any) -> None:
+            common = CommonOptions(**{n: given.pop(n) for n in names})
+            command(**given, common=common)
+
+        run.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+        run.__annotations__ = {p.name: p.annotation for p in params}
+        return run
+
+    return decorate
+
 
 # ---------------------------------------------------------------- the one error-to-exit handler
 
@@ -284,6 +362,17 @@ def client_factory(cfg: ServerConfig) -> FhirClient:
 def open_client(cfg: ServerConfig) -> FhirClient:
     """A client through :func:`client_factory` (looked up at call time, so a test's replacement wins)."""
     return client_factory(cfg)
+
+
+def say_run_lines(failures: list[SyncFailure], warnings: list[SyncFailure], unattributed: list[SyncFailure]) -> None:
+    """A run's line per resource on stderr (sync, demo and backfill alike): what failed, what was
+    warned about, what was read but is not ours."""
+    for failure in failures:
+        say(f"{failure.resource}: {failure.reason}", "failed")
+    for warning in warnings:
+        say(f"{warning.resource}: {warning.reason}", "warning")
+    for seen in unattributed:
+        say(f"{seen.resource}: {seen.reason}", "unattributed")
 
 
 # ---------------------------------------------------------------- signals rendering (sync, demo, signals)

@@ -18,14 +18,10 @@ from ..server.backfill import VIA, BackfillOptions, BackfillReport, cancel_backf
 from ..server.since import since_value
 from ..server.state import StateStore
 from ._common import (
-    CaOption,
-    ConfigOption,
-    InstrumentsOption,
-    JsonOption,
+    CommonOptions,
     ServerOption,
     StateOption,
-    VerboseOption,
-    command_catalog,
+    common_options,
     emit_json,
     emit_table,
     err,
@@ -33,7 +29,7 @@ from ._common import (
     open_client,
     out,
     say,
-    server_config,
+    say_run_lines,
     setup_logging,
 )
 
@@ -45,6 +41,7 @@ def register(app: typer.Typer) -> None:
     app.command("backfill")(backfill)
 
 
+@common_options("config", "ca_bundle", "instruments", "verbose", "as_json")
 def backfill(
     ctx: typer.Context,
     server: ServerOption = None,
@@ -126,27 +123,17 @@ def backfill(
     state: StateOption = None,
     concurrency: Annotated[int | None, typer.Option("--concurrency", help="Requests in flight.")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Observations per transaction Bundle.")] = None,
-    config: ConfigOption = None,
-    ca_bundle: CaOption = None,
-    instruments: InstrumentsOption = None,
-    verbose: VerboseOption = False,
-    as_json: JsonOption = False,
+    *,
+    common: CommonOptions,
 ) -> None:
     """Back-fill score Observations from a Bulk Data $export of QuestionnaireResponses (resumable, idempotent)."""
-    setup_logging(verbose)
+    setup_logging(common.verbose)
     since = since_value(since) if since is not None else None
-    cfg = server_config(
-        server,
-        config,
-        ca_bundle=ca_bundle,
-        concurrency=concurrency,
-        batch_size=batch_size,
-        state=state,
-    )
+    cfg = common.server_config(server, concurrency=concurrency, batch_size=batch_size, state=state)
     with StateStore(cfg.state_location()) as store, open_client(cfg) as client:
         if cancel:
             cancelled = cancel_backfill(client, store)
-            if as_json:
+            if common.as_json:
                 emit_json({"server": cfg.base_url, "cancelled": cancelled})
             else:
                 say(
@@ -155,7 +142,7 @@ def backfill(
                     else f"no back-fill in progress on {cfg.base_url}: nothing to cancel"
                 )
             raise typer.Exit(0)
-        catalog = command_catalog(ctx, instruments)
+        catalog = common.catalog(ctx)
         options = BackfillOptions(
             since=since,
             instruments=tuple(instrument or ()),
@@ -195,19 +182,14 @@ def backfill(
                 )
 
             report = run_backfill(client, catalog, store, options, update)
-    _print(report, as_json, follow_up("failures", report.server, state=state, config=config))
+    _print(report, common.as_json, follow_up("failures", report.server, state=state, config=common.config))
     if report.stopped is not None:
         raise report.stopped  # one error line and exit 2, from the one place (_common.AllianceGroup)
     raise typer.Exit(0 if report.ok else 1)
 
 
 def _print(report: BackfillReport, as_json: bool, failures_command: str) -> None:
-    for failure in report.failures + report.sync.failures:
-        say(f"{failure.resource}: {failure.reason}", "failed")
-    for warning in report.sync.warnings:
-        say(f"{warning.resource}: {warning.reason}", "warning")
-    for seen in report.sync.unattributed:
-        say(f"{seen.resource}: {seen.reason}", "unattributed")
+    say_run_lines(report.failures + report.sync.failures, report.sync.warnings, report.sync.unattributed)
     if report.ignored:
         say(f"{report.ignored} exported responses were outside what was asked (the server ignored a filter)", "note")
     say(report.checkpoint_note, "checkpoint")

@@ -36,16 +36,15 @@ from ..server.sync import SyncOptions, SyncReport, run_sync
 from ..server.writes import choose_write_mode
 from ._common import (
     CaOption,
-    ConfidentialityOption,
+    CommonOptions,
     ConfigOption,
     InstrumentsOption,
     JsonOption,
-    SensitivityOption,
     ServerOption,
     StateOption,
     VerboseOption,
     command_catalog,
-    command_labels,
+    common_options,
     emit_json,
     emit_table,
     err,
@@ -53,6 +52,7 @@ from ._common import (
     open_client,
     out,
     say,
+    say_run_lines,
     server_config,
     setup_logging,
     signals_summary,
@@ -74,23 +74,18 @@ def register(app: typer.Typer) -> None:
 # ---------------------------------------------------------------- check
 
 
-def check(
-    server: ServerOption = None,
-    config: ConfigOption = None,
-    ca_bundle: CaOption = None,
-    verbose: VerboseOption = False,
-    as_json: JsonOption = False,
-) -> None:
+@common_options("config", "ca_bundle", "verbose", "as_json")
+def check(server: ServerOption = None, *, common: CommonOptions) -> None:
     """Say whether a server supports what sync needs, which FHIR version it speaks, and whether the credentials work."""
-    setup_logging(verbose)
-    cfg = server_config(server, config, ca_bundle=ca_bundle)
+    setup_logging(common.verbose)
+    cfg = common.server_config(server)
     with open_client(cfg) as client:
         statement = client.r4_capabilities()
         findings = _capability_findings(statement)
         plan = choose_write_mode(statement, cfg.write_mode)
         findings.append(("write mode", True, f"{plan.mode}: {plan.reason}"))
         findings.append(_credentials_finding(client))
-    if as_json:
+    if common.as_json:
         emit_json({"server": cfg.base_url, "checks": [{"check": c, "ok": ok, "detail": d} for c, ok, d in findings]})
     else:
         rows = [
@@ -192,6 +187,7 @@ def publish(
 # ---------------------------------------------------------------- sync
 
 
+@common_options("config", "ca_bundle", "instruments", "confidentiality", "sensitivity", "verbose", "as_json")
 def sync(
     ctx: typer.Context,
     server: ServerOption = None,
@@ -228,23 +224,17 @@ def sync(
             "(search: search by identifier, then create or update by id).",
         ),
     ] = None,
-    config: ConfigOption = None,
-    ca_bundle: CaOption = None,
-    instruments: InstrumentsOption = None,
-    confidentiality: ConfidentialityOption = None,
-    sensitivity: SensitivityOption = None,
-    verbose: VerboseOption = False,
-    as_json: JsonOption = False,
+    *,
+    common: CommonOptions,
 ) -> None:
     """Score completed/amended responses on the server and write their Observations (incremental, idempotent)."""
-    setup_logging(verbose)
+    setup_logging(common.verbose)
     since = since_value(since) if since is not None else None  # checked before anything is sent
-    file = ConfigFile.read(config)  # read once, for the labels and the server
-    labels = command_labels(file, confidentiality, sensitivity)
-    cfg = server_config(
+    file = ConfigFile.read(common.config)  # read once, for the labels and the server
+    labels = common.labels(file)
+    cfg = common.server_config(
         server,
         file,
-        ca_bundle=ca_bundle,
         concurrency=concurrency,
         batch_size=batch_size,
         page_size=page_size,
@@ -256,12 +246,12 @@ def sync(
             store.reset(cfg.base_url)
             say(f"forgot the checkpoint and ledger of {cfg.base_url} in {store.location}", "reset")
             raise typer.Exit(0)
-        catalog = command_catalog(ctx, instruments)
+        catalog = common.catalog(ctx)
         options = SyncOptions(
             since=since, patient=patient, instruments=tuple(instrument or ()), dry_run=dry_run, security=labels
         )
         report = _run_with_progress(cfg, catalog, store, options)
-    _print_report(report, as_json, follow_up("failures", report.server, state=state, config=config))
+    _print_report(report, common.as_json, follow_up("failures", report.server, state=state, config=common.config))
     if with_signals and not dry_run:
         with open_client(cfg) as client:
             result = run_signals(client, catalog, patient=patient, tasks=tasks, security=labels)[0]
@@ -299,12 +289,7 @@ def _run_with_progress(cfg: ServerConfig, catalog: Catalog, store: StateStore, o
 
 def _print_report(report: SyncReport, as_json: bool, failures_command: str) -> None:
     """The run's lines and table; ``failures_command`` is the hint that lists the outstanding failures."""
-    for failure in report.failures:
-        say(f"{failure.resource}: {failure.reason}", "failed")
-    for warning in report.warnings:
-        say(f"{warning.resource}: {warning.reason}", "warning")
-    for seen in report.unattributed:
-        say(f"{seen.resource}: {seen.reason}", "unattributed")
+    say_run_lines(report.failures, report.warnings, report.unattributed)
     if report.write_mode:
         say(f"{report.write_mode} ({report.write_mode_reason})", "write mode")
     if report.outstanding:
@@ -411,6 +396,7 @@ def _login_name() -> str:
 # ---------------------------------------------------------------- demo
 
 
+@common_options("config", "ca_bundle", "verbose", "as_json")
 def demo(
     ctx: typer.Context,
     server: ServerOption = None,
@@ -418,14 +404,12 @@ def demo(
         bool, typer.Option("--cleanup", help="Delete everything the demo created (it is tagged), then exit.")
     ] = False,
     state: StateOption = None,
-    config: ConfigOption = None,
-    ca_bundle: CaOption = None,
-    verbose: VerboseOption = False,
-    as_json: JsonOption = False,
+    *,
+    common: CommonOptions,
 ) -> None:
     """The round trip: publish the instruments, post a synthetic caseload, sync, sync again, summarise."""
-    setup_logging(verbose)
-    cfg = server_config(server, config, ca_bundle=ca_bundle, state=state)
+    setup_logging(common.verbose)
+    cfg = common.server_config(server, state=state)
     catalog = command_catalog(ctx, None)
     with open_client(cfg) as client:
         if cleanup:
@@ -443,10 +427,10 @@ def demo(
         second = _run_with_progress(cfg, catalog, store, SyncOptions(tag=DEMO_TAG))
     with open_client(cfg) as client:
         signal_report, found, _ = run_signals(client, catalog, tag=DEMO_TAG)
-    if as_json:
+    if common.as_json:
         emit_json({"first": first.as_dict(), "second": second.as_dict(), "signals": signal_report.as_dict()})
     else:
-        listing = follow_up("failures", cfg.base_url, state=state, config=config)
+        listing = follow_up("failures", cfg.base_url, state=state, config=common.config)
         _print_report(first, False, listing)
         _print_report(second, False, listing)
         if second.written == 0 and second.retracted == 0:

@@ -23,19 +23,13 @@ from ..signals.resources import signal_bundle
 from ..signals.rules import detect_signals
 from ..signals.trajectory import Trajectories, build_trajectories, context_from_encounters, unbundle
 from ._common import (
-    CaOption,
-    ConfidentialityOption,
-    ConfigOption,
-    JsonOption,
-    SensitivityOption,
+    CommonOptions,
     ServerOption,
-    VerboseOption,
     command_catalog,
-    command_labels,
+    common_options,
     emit_json,
     open_client,
     say,
-    server_config,
     setup_logging,
     signal_listing,
     signals_summary,
@@ -70,6 +64,7 @@ def _local_trajectories(paths: list[str], catalog: Catalog, patient: str | None)
     return build_trajectories(observations, catalog, context_from_encounters(encounters))
 
 
+@common_options("config", "ca_bundle", "confidentiality", "sensitivity", "verbose", "as_json")
 def signals(
     ctx: typer.Context,
     paths: PathsArgument = None,
@@ -77,36 +72,32 @@ def signals(
     patient: PatientOption = None,
     tasks: Annotated[bool, typer.Option("--tasks", help="Also create a follow-up Task per active signal.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Detect and count; write nothing.")] = False,
-    config: ConfigOption = None,
-    ca_bundle: CaOption = None,
-    confidentiality: ConfidentialityOption = None,
-    sensitivity: SensitivityOption = None,
-    verbose: VerboseOption = False,
-    as_json: JsonOption = False,
+    *,
+    common: CommonOptions,
 ) -> None:
     """Detect alliance signals (low alliance, rupture, repair, early warning, gap, split) and write them as DetectedIssues."""
-    setup_logging(verbose)
+    setup_logging(common.verbose)
     catalog = command_catalog(ctx, None)
-    file = ConfigFile.read(config)  # read once, for the labels and the server
-    labels = command_labels(file, confidentiality, sensitivity)
+    file = ConfigFile.read(common.config)  # read once, for the labels and the server
+    labels = common.labels(file)
     if paths:
         trajectories = _local_trajectories(paths, catalog, patient)
         for problem in trajectories.problems:
             say(problem, "note")
         found = detect_signals(trajectories)
-        if as_json:
+        if common.as_json:
             emit_json({"signals": [signal_listing(s) for s in found]})
         else:
             sys.stdout.write(json.dumps(signal_bundle(found, tasks=tasks, security=labels), indent=2) + "\n")
         raise typer.Exit(0)
-    cfg = server_config(server, file, ca_bundle=ca_bundle)
+    cfg = common.server_config(server, file)
     with open_client(cfg) as client:
         result, found, trajectories = run_signals(
             client, catalog, patient=patient, tasks=tasks, dry_run=dry_run, security=labels
         )
     for problem in result.problems:
         say(problem, "note")
-    if as_json:
+    if common.as_json:
         listing = [signal_listing(s, result.issue_ids.get(s.key)) for s in found]
         withdrawn = [withdrawn_listing(issue) for issue in result.withdrawn_issues]
         emit_json({**result.as_dict(), "signals": listing, "withdrawn_issues": withdrawn})
@@ -115,6 +106,7 @@ def signals(
         say(signals_summary(result))
 
 
+@common_options("config", "ca_bundle", "verbose")
 def report(
     ctx: typer.Context,
     paths: PathsArgument = None,
@@ -132,12 +124,11 @@ def report(
             "--out", help="The file to write; its suffix sets the format: .html (self-contained), .png, .svg or .pdf."
         ),
     ] = None,
-    config: ConfigOption = None,
-    ca_bundle: CaOption = None,
-    verbose: VerboseOption = False,
+    *,
+    common: CommonOptions,
 ) -> None:
     """A client's alliance trajectory (plot + signals table), or a practitioner's caseload, as HTML, PNG, SVG or PDF."""
-    setup_logging(verbose)
+    setup_logging(common.verbose)
     if bool(patient) == bool(practitioner):
         say("give exactly one of --patient or --practitioner", "error")
         raise typer.Exit(2)
@@ -150,7 +141,7 @@ def report(
     if paths:
         trajectories = _local_trajectories(paths, catalog, patient)
     else:
-        cfg = server_config(server, config, ca_bundle=ca_bundle)
+        cfg = common.server_config(server)
         with open_client(cfg) as client:
             trajectories = fetch_trajectories(client, catalog, patient)
     for problem in trajectories.problems:
