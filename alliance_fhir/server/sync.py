@@ -140,8 +140,13 @@ def run_sync(
     store: StateStore,
     options: SyncOptions = SyncOptions(),
     on_progress: Callable[[SyncReport], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> SyncReport:
     """One sync run against ``client``'s server.
+
+    ``should_stop`` is asked before each page: once it says yes (serve is stopping), no further
+    page is read, the writes in flight settle, and the checkpoint stays where it was (the next run
+    reads what this one did not). A long catch-up thus never holds a stopping service.
 
     Raises:
         FhirTransportError, FhirServerError: the search itself failed (nothing is lost: the
@@ -149,7 +154,7 @@ def run_sync(
     """
     started = time.perf_counter()
     requests_before = client.requests_sent
-    run = _Run(client, catalog, store, options, on_progress)
+    run = _Run(client, catalog, store, options, on_progress, should_stop)
     try:
         run.execute()
     finally:
@@ -265,8 +270,10 @@ class _Run:
         store: StateStore,
         options: SyncOptions,
         on_progress: Callable[[SyncReport], None] | None,
+        should_stop: Callable[[], bool] | None = None,
     ) -> None:
         self.client, self.catalog, self.store, self.options = client, catalog, store, options
+        self.should_stop = should_stop or (lambda: False)
         self.server = client.base_url
         self.report = SyncReport(server=self.server, dry_run=options.dry_run)
         self.instruments = [catalog.get(ref) for ref in options.instruments] if options.instruments else list(catalog)
@@ -303,6 +310,12 @@ class _Run:
 
         def chunks() -> Iterator[list[dict[str, Any]]]:
             for page in _prefetched(self.client.search_pages("QuestionnaireResponse", self._params(since))):
+                if self.should_stop():
+                    self.incomplete = True  # the checkpoint stays: the next run reads what this one did not
+                    self._warn(
+                        "sync", "stopped before the last page (the service is stopping); the checkpoint was not moved"
+                    )
+                    return
                 if not stamps:
                     stamps.append(_bundle_time(page))
                 self._relay_notes(page)
