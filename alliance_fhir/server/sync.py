@@ -67,14 +67,19 @@ def run_sync(
     store: StateStore,
     options: SyncOptions = SyncOptions(),
     on_progress: Callable[[SyncReport], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> SyncReport:
     """One sync run against ``client``'s server.
+
+    ``should_stop`` is asked before each page: once it says yes (serve is stopping), no further
+    page is read, the writes in flight settle, and the checkpoint stays where it was (the next run
+    reads what this one did not). A long catch-up thus never holds a stopping service.
 
     Raises:
         FhirTransportError, FhirServerError: the search itself failed (nothing is lost: the
             checkpoint does not move).
     """
-    return SyncSession(client, catalog, store, options).sync(on_progress)
+    return SyncSession(client, catalog, store, options).sync(on_progress, should_stop)
 
 
 def process_response(
@@ -120,8 +125,12 @@ class SyncSession:
         self._instruments = _instruments(catalog, options)
         self._plan: ServerPlan | None = None
 
-    def sync(self, on_progress: Callable[[SyncReport], None] | None = None) -> SyncReport:
-        """One sync run (:func:`run_sync`); its plan is kept for :meth:`process`.
+    def sync(
+        self,
+        on_progress: Callable[[SyncReport], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> SyncReport:
+        """One sync run (:func:`run_sync`, whose ``should_stop`` this takes); its plan is kept for :meth:`process`.
 
         Raises:
             FhirTransportError, FhirServerError: the search itself failed (nothing is lost: the
@@ -132,7 +141,7 @@ class SyncSession:
         report = SyncReport(server=client.base_url, dry_run=self._options.dry_run)
         try:
             plan = self._learn(report)
-            _Search(self, report, on_progress).run(plan)
+            _Search(self, report, on_progress, should_stop).run(plan)
         finally:
             report.requests = client.requests_sent - requests_before
             report.seconds = round(time.perf_counter() - started, 3)
@@ -212,13 +221,19 @@ class _Search:
     """A sync run's own part: the labels check, the search from the checkpoint, the checkpoint."""
 
     def __init__(
-        self, session: SyncSession, report: SyncReport, on_progress: Callable[[SyncReport], None] | None
+        self,
+        session: SyncSession,
+        report: SyncReport,
+        on_progress: Callable[[SyncReport], None] | None,
+        should_stop: Callable[[], bool] | None = None,
     ) -> None:
         # a search is one run of its session: the same client, catalog, state, options and instruments
         self.client, self.catalog, self.store = session._client, session._catalog, session._store
         self.options, self.instruments, self.report = session._options, session._instruments, report
         self.server = self.client.base_url
         self.on_progress = on_progress or (lambda _report: None)
+        self.should_stop = should_stop or (lambda: False)
+        self.stopped = False  # asked to stop before the last page: the checkpoint stays
         self.questionnaires: list[str] = []  # literal references to our Questionnaires, searched too (the plan's)
         self.relabel = False  # the labels differ from those the last complete run applied: rewrite everything once
         self.notes: set[str] = set()  # the server's notes on the search (search.mode outcome), relayed once
@@ -232,6 +247,14 @@ class _Search:
 
         def chunks() -> Iterator[list[dict[str, Any]]]:
             for page in _prefetched(self.client.search_pages("QuestionnaireResponse", self._params(since))):
+                if self.should_stop():
+                    self.stopped = True  # the checkpoint stays: the next run reads what this one did not
+                    warn(
+                        self.report,
+                        "sync",
+                        "stopped before the last page (the service is stopping); the checkpoint was not moved",
+                    )
+                    return
                 if not stamps:
                     stamps.append(_bundle_time(page))
                 self._relay_notes(page)
@@ -250,7 +273,13 @@ class _Search:
         with pipeline:
             pipeline.write_all(chunks())
         started_at = stamps[0] if stamps else None
-        if not self.options.dry_run and pipeline.all_landed and started_at and self._sane(started_at):
+        if (
+            not self.options.dry_run
+            and not self.stopped
+            and pipeline.all_landed
+            and started_at
+            and self._sane(started_at)
+        ):
             self.store.set_checkpoint(self.server, started_at)
             self.report.checkpoint = started_at
             if self.relabel and self._whole_server():

@@ -46,6 +46,7 @@ __all__ = ["Worker"]
 logger = logging.getLogger("alliance_fhir.serve")
 _PROBE_SECONDS = 10.0
 _COUNT_SECONDS = 5.0  # outstanding failures are counted from the ledger at most this often
+_SIGNALS_MARGIN_SECONDS = 3.0  # the signals thread takes no new patient this close to the shutdown deadline
 
 
 class Worker:
@@ -74,6 +75,7 @@ class Worker:
         self.metrics = ServeMetrics(lambda: float(self.store.inbox_depth(self.server)), self._outstanding_failures)
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._signals_stop_by: float | None = None  # set by stop(): when the signals thread takes no more patients
         self._lock = threading.Lock()
         self._sync_reason: str | None = "start"
         self._next_safety_net = time.monotonic() + settings.safety_net_minutes * 60
@@ -172,14 +174,16 @@ class Worker:
     def stop(self, timeout: float) -> bool:
         """Finish the round in progress and the signals it queued (bounded by ``timeout``); True when stopped.
 
-        A catch-up sync in progress is not waited for beyond ``timeout``: what it had not
-        settled is found again by the next one (its checkpoint moves only at its end).
+        A catch-up sync in progress stops before its next page (its writes in flight settle) and
+        leaves the checkpoint where it was, so the next one reads what it did not.
         """
         self._stop.set()
         self._wake.set()
         self._sync_wake.set()
         self._first_drain.set()
         deadline = time.monotonic() + timeout
+        # the signals thread stops taking patients a little before the deadline, so it is done by then
+        self._signals_stop_by = deadline - min(_SIGNALS_MARGIN_SECONDS, timeout / 4)
         for thread in self._threads():  # the writes first, then the signals they changed
             if thread is not None:
                 thread.join(max(0.0, deadline - time.monotonic()))
@@ -323,7 +327,7 @@ class Worker:
         rounds then use what it learnt of the server."""
         self._next_safety_net = time.monotonic() + self.settings.safety_net_minutes * 60
         try:
-            report = self._session.sync()
+            report = self._session.sync(should_stop=self._stop.is_set)
         except AllianceFhirError as exc:
             self.metrics.catch_up.labels(reason, "error").inc()
             logger.warning("%s sync failed: %s", reason, exc)
@@ -383,17 +387,31 @@ class Worker:
         Scores are written first, so a burst is not slowed by the signals; while one recomputation
         runs, further rounds for the same patient only queue it again, so a patient's signals run
         once for many rounds (they re-read the patient's whole series). The thread finishes what is
-        queued when the service stops (within the shutdown grace).
+        queued when the service stops, as far as the shutdown grace allows: what is left then is
+        counted in one log line (``alliance-fhir signals`` recomputes it), never waited for beyond it.
         """
         while True:
             self._signals_wake.wait(3600.0)
             self._signals_wake.clear()
             with self._lock:
                 subjects, self._signals_pending = sorted(self._signals_pending), set()
-            for subject in subjects:
+            for done, subject in enumerate(subjects):
+                if self._signals_stop_by is not None and time.monotonic() > self._signals_stop_by:
+                    self._signals_left(len(subjects) - done)
+                    return
                 self._signals_of(subject)
             if self._stop.is_set() and not (self._thread and self._thread.is_alive()) and not self._signals_pending:
                 return
+
+    def _signals_left(self, count: int) -> None:
+        with self._lock:
+            count += len(self._signals_pending)
+        logger.warning(
+            "stopping: the signals of %d patient(s) were not recomputed within the shutdown grace; "
+            "`alliance-fhir signals --server %s` recomputes them",
+            count,
+            self.server,
+        )
 
     def _signals_of(self, subject: str) -> None:
         try:

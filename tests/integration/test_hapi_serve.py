@@ -486,7 +486,9 @@ def _safety_net_catches_what_no_notification_named(server: str, tmp_path: Path) 
             rid = unique("qr")
             write(server, srs(f"Patient/{unique('p')}", rid, HIGH) | {"meta": {"tag": [tag]}})
             assert wait_for("the safety net", score_of(server, rid), timeout=WITHIN) == 38.0
-            assert worker.metrics.catch_up.labels("safety-net", "ok")._value.get() >= 1
+            # the run that wrote it is counted when it ends, a moment after its write landed
+            ran = worker.metrics.catch_up.labels("safety-net", "ok")
+            assert wait_for("the safety-net run counted", lambda: ran._value.get() >= 1, timeout=WITHIN)
         finally:
             assert worker.stop(30)
 

@@ -72,6 +72,30 @@ def test_first_sync_writes_one_observation_per_response(server, catalog, store, 
     assert report.checkpoint is not None
 
 
+def test_a_sync_asked_to_stop_reads_no_further_page_settles_its_writes_and_keeps_the_checkpoint(
+    server, catalog, store, make_response
+):
+    """serve's catch-up must not hold a stopping service: it stops at the next page, nothing lost."""
+    post_responses(server, make_response, 20)  # three pages of 7
+    pages_handed: list[int] = []
+
+    def stop_after_the_first_page() -> bool:
+        pages_handed.append(1)
+        return len(pages_handed) > 1
+
+    with client_for(server) as client:
+        report = run_sync(client, catalog, store, SyncOptions(), should_stop=stop_after_the_first_page)
+    assert (report.found, report.written, report.failed) == (7, 7, 0)  # the first page, all of it landed
+    assert len(observations(server)) == 7
+    assert report.checkpoint is None and store.checkpoint(BASE) is None
+    assert [w.reason for w in report.warnings] == [
+        "stopped before the last page (the service is stopping); the checkpoint was not moved"
+    ]
+    again = sync(server, catalog, store)  # the next run reads what the stopped one did not
+    assert (again.found, again.written, again.unchanged) == (20, 13, 7)
+    assert len(observations(server)) == 20 and again.checkpoint is not None
+
+
 def test_responses_handed_over_at_once_are_written_in_batches_like_a_page(server, catalog, store, make_response):
     """serve drains its inbox through process_responses: batches of batch_size, several in flight, each verified."""
     post_responses(server, make_response, 10)

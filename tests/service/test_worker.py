@@ -164,6 +164,32 @@ def test_stop_finishes_the_signals_the_last_writes_queued(srs, server, store, ca
     assert stopped == [True] and calls == ["Patient/p1", "Patient/p2"]  # p2's signals ran before the stop returned
 
 
+def test_stop_leaves_the_signals_it_has_no_time_for_and_says_how_many(srs, server, store, catalog, monkeypatch, caplog):
+    """Signals are finished as far as the shutdown grace allows, never beyond it: the rest is one log line."""
+    release, calls = threading.Event(), []
+
+    def recompute(client, catalog, *, patient, tag, security):  # noqa: ANN001, ANN202
+        calls.append(patient)
+        release.wait(10)  # every patient's signals outlast the whole grace below
+
+    monkeypatch.setattr(worker_module, "run_signals", recompute)
+    worker = started(server, store, catalog)
+    for i in range(3):
+        server.put(srs(f"qr{i}", 9, patient=f"Patient/p{i}"))
+        worker.record([Hint(f"qr{i}")], "rest-hook")
+        wait_for(f"qr{i} written", written(worker, i + 1))
+    wait_for("p0's signals running", lambda: calls == ["Patient/p0"])
+    stopped: list[bool] = []
+    stopper = threading.Thread(target=lambda: stopped.append(worker.stop(4.0)))
+    stopper.start()
+    stopper.join(3.2)  # p0 is still running, and stop() waits for it: the grace (4 s) has not run out
+    assert stopped == []
+    release.set()  # p0 ends after the signals' own deadline (1 s before the grace ends): p1 and p2 are left
+    stopper.join(15)
+    assert stopped == [True] and calls == ["Patient/p0"]
+    assert "the signals of 2 patient(s) were not recomputed within the shutdown grace" in caplog.text
+
+
 def test_a_hint_is_written_while_a_long_catch_up_sync_runs(srs, server, store, catalog):
     """A first start against a large server syncs for a long time; notifications must not wait for it."""
     release = threading.Event()
