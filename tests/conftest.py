@@ -27,6 +27,13 @@ def _no_user_instruments(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ALLIANCE_FHIR_INSTRUMENTS", raising=False)
 
 
+@pytest.fixture(autouse=True)
+def _no_user_data(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Nothing a test runs writes into the developer's own data folder: the default state file and
+    the demo's CDS client files (which `make demo` printed lines point at) live in a folder of the test's."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg-data")))
+
+
 @pytest.fixture
 def isolated_cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """A CLI run as on a new machine: no ALLIANCE_FHIR_* settings, an empty working folder
