@@ -95,9 +95,13 @@ def lforms_server() -> Iterator[tuple[str, list[str]]]:
 # --- the browser -----------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
-    """Debian's Chromium, headless, launched once per session through Playwright."""
+    """Debian's Chromium, headless, launched once for the browser tests through Playwright.
+
+    Package-scoped, not session-scoped: Playwright's sync API keeps an event loop running on the
+    main thread while it is open, and the service tests that follow run uvicorn there.
+    """
     if not (CHROMIUM.is_file() and os.access(CHROMIUM, os.X_OK)):
         _unavailable(f"Chromium is not installed at {CHROMIUM}")
     try:
@@ -254,7 +258,7 @@ def _dom_ids(items: list[dict[str, Any]], prefix: str) -> Iterator[tuple[str, st
         yield from _dom_ids(item.get("item", []), f"{prefix}/1")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def _lhc_session(browser: Any, lforms_server: tuple[str, list[str]]) -> Iterator[LhcPage]:
     base_url, served = lforms_server
     context = browser.new_context(viewport={"width": 1200, "height": 900})
