@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gzip
 import json
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,18 +19,7 @@ from alliance_fhir.server.state import StateStore
 
 from ..conftest import all_items
 from ..fake_bulk import STAMP, STATUS, FakeBulk
-from ..fake_fhir import BASE, FakeFhir
-
-
-@pytest.fixture
-def bulk() -> FakeBulk:
-    return FakeBulk(FakeFhir())
-
-
-@pytest.fixture
-def store(tmp_path: Path):  # noqa: ANN201
-    with StateStore(tmp_path / "state.sqlite") as s:
-        yield s
+from ..fake_fhir import BASE
 
 
 def client_for(bulk: FakeBulk, **settings: Any) -> FhirClient:

@@ -9,7 +9,6 @@ import socket
 import threading
 import tracemalloc
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,19 +22,8 @@ from alliance_fhir.server.state import StateStore
 from alliance_fhir.server.sync import run_sync
 
 from ..fake_bulk import STAMP, FakeBulk
-from ..fake_fhir import BASE, FakeFhir
+from ..fake_fhir import BASE
 from .test_backfill import client_for, observations, wai
-
-
-@pytest.fixture
-def bulk() -> FakeBulk:
-    return FakeBulk(FakeFhir())
-
-
-@pytest.fixture
-def store(tmp_path: Path):  # noqa: ANN201
-    with StateStore(tmp_path / "state.sqlite") as s:
-        yield s
 
 
 class FakeClock:

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,19 +26,11 @@ from alliance_fhir.service.worker import Worker
 
 from ..fake_fhir import BASE, FakeFhir, _json, _outcome
 from ..support.asgi_server import raw_request, serving
+from ..support.polling import wait_for
 
 SECRET = "app-test-secret-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {SECRET}", "Content-Type": "application/fhir+json"}
 MAX_BODY = 1024 * 1024
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.02)
-    return value
 
 
 @pytest.fixture

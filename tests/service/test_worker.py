@@ -8,7 +8,6 @@ answers, and signals recomputation held up while many rounds for one patient go 
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,15 +24,7 @@ from alliance_fhir.service.settings import ServeSettings
 from alliance_fhir.service.worker import Worker
 
 from ..fake_fhir import BASE, FakeFhir, _json, _outcome
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.02)
-    return value
+from ..support.polling import wait_for
 
 
 @pytest.fixture
