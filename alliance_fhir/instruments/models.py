@@ -12,6 +12,7 @@ from typing import ClassVar, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
+    "AlliancePart",
     "Band",
     "CodingSpec",
     "Cutoff",
@@ -31,6 +32,11 @@ __all__ = [
 ]
 
 Confidence = Literal["C2", "C1", "U", "X"]
+
+
+AlliancePart = Literal["goals", "tasks", "bond", "overall"]
+"""Bordin's three parts of the working alliance (agreement on goals, agreement on tasks, the bond), plus an
+overall rating (the SRS family's fourth line)."""
 
 
 class _Strict(BaseModel):
@@ -120,6 +126,11 @@ class ScaleSpec(_Strict):
     cutoffs: list[Cutoff] = Field(default_factory=list)
     bands: list[Band] = Field(default_factory=list)
     questionnaire_item: str | None = Field(default=None, description="linkId of the read-only calculated score item.")
+    part: AlliancePart | None = Field(
+        default=None,
+        description="The part of the alliance this scale measures, in Bordin's terms where the instrument maps to "
+        "them (goals, tasks, bond) or 'overall'; cards name the part that fell most. None: not a part (a total).",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> ScaleSpec:
