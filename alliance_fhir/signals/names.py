@@ -43,8 +43,8 @@ def human_name(resource: Any) -> str | None:
                 if isinstance(name.get("given"), list)
                 else []
             )
-            family = name.get("family") if isinstance(name.get("family"), str) else ""
-            text = " ".join([*given, family])
+            family = name.get("family")
+            text = " ".join([*given, family if isinstance(family, str) else ""])
         cleaned = " ".join("".join(ch for ch in text if ch.isprintable()).split())
         if cleaned:
             return cleaned[:_MAX_NAME]
