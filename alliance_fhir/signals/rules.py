@@ -34,6 +34,7 @@ __all__ = [
     "RUPTURE",
     "SIGNAL_KINDS",
     "SPLIT",
+    "WHOSE_RULE",
     "Signal",
     "detect_signals",
     "early_warnings",
@@ -58,6 +59,11 @@ SIGNAL_KINDS: dict[str, str] = {
     GAP: "Client-therapist alliance gap",
     SPLIT: "Split alliance",
 }
+WHOSE_RULE = {
+    "authors": "the instrument authors' published rule",
+    "project decision": "a project decision of alliance-fhir (the authors publish no such rule)",
+}
+"""Whose rule a signal applies, in words (the mapping's ``source``)."""
 _KIND_ORDER = list(SIGNAL_KINDS)
 _NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, SIGNAL_IDENTIFIER_SYSTEM)
 
@@ -90,7 +96,7 @@ class Signal:
     @property
     def detail(self) -> str:
         """The finding and the rule behind it: the DetectedIssue's ``detail``."""
-        return f"{self.finding} Rule: {self.rule} [{self.source}]."
+        return f"{self.finding} Rule: {self.rule}. Whose rule: {WHOSE_RULE.get(self.source, self.source)}."
 
     @property
     def opened_at(self) -> datetime:
@@ -145,9 +151,10 @@ def low_alliance(series: Series) -> list[Signal]:
     steps = []
     for point in _valued(series.points, rule.scale):
         value = _value(point, rule.scale)
-        steps.append((point, _meets(value, cutoff), [point], f"{_fmt(value)} on {_day(point)}"))
+        steps.append((point, _meets(value, cutoff), [point], f"session {point.session_number}: {_fmt(value)}"))
     text = f"{_scale_name(series.mapping, rule.scale)} {_cutoff_rule(cutoff)}"
-    return [_signal(LOW_ALLIANCE, rule.severity, series, run, text, text, rule.source) for run in _runs(steps)]
+    headline = f"{_scale_name(series.mapping, rule.scale)} {_cutoff_rule(cutoff)}"
+    return [_signal(LOW_ALLIANCE, rule.severity, series, run, headline, text, rule.source) for run in _runs(steps)]
 
 
 def ruptures(series: Series) -> list[Signal]:
@@ -158,6 +165,7 @@ def ruptures(series: Series) -> list[Signal]:
     runs: list[_SignalRun] = []
     current: _SignalRun | None = None
     pre_level = Decimal(0)
+    floor = _noise_floor(series.mapping, rule.scale)
     points = _valued(series.points, rule.scale)
     for index, point in enumerate(points):
         value = _value(point, rule.scale)
@@ -165,18 +173,20 @@ def ruptures(series: Series) -> list[Signal]:
             if value >= pre_level:
                 current.resolved_by = point
                 current.add([point])
-                current.notes.append(f"repaired on {_day(point)}: {_fmt(value)} >= pre-rupture {_fmt(pre_level)}")
+                current.notes.append(
+                    f"repaired at session {point.session_number}: {_fmt(value)}, back to at least {_fmt(pre_level)}"
+                )
                 current = None
             else:
                 current.add([point])
             continue
-        hit = _drop(points[:index], point, rule) if index else None
+        hit = _drop(points[:index], point, rule, floor) if index else None
         if hit is not None:
             pre_level = _value(points[index - 1], rule.scale)
             current = _SignalRun(point, notes=[hit[1]])
             current.add(list(hit[0]) + [point])
             runs.append(current)
-    text = _drop_rule_text(rule)
+    text = _drop_rule_text(rule, floor)
     name = _scale_name(series.mapping, rule.scale)
     return [_signal(RUPTURE, rule.severity, series, run, f"{name} fell", text, rule.source) for run in runs]
 
@@ -187,6 +197,7 @@ def early_warnings(series: Series) -> list[Signal]:
     if rule is None:
         return []
     cutoff = series.mapping.low_alliance_cutoff() if rule.include_low else None
+    floor = _noise_floor(series.mapping, rule.scale)
     runs: list[_SignalRun] = []
     current: _SignalRun | None = None
     level: Decimal | None = None
@@ -201,19 +212,27 @@ def early_warnings(series: Series) -> list[Signal]:
             continue
         previous = points[index - 1] if index else None
         drop = _value(previous, rule.scale) - value if previous else None
-        falling = rule.min_drop is not None and drop is not None and _exceeds(drop, rule.min_drop, rule.operator)
+        falling = (
+            rule.min_drop is not None
+            and drop is not None
+            and _exceeds(drop, _at_least(rule.min_drop, floor), rule.operator)
+        )
         if point.session_number <= rule.sessions and (low or falling):
             level = _value(previous, rule.scale) if falling and previous else None
-            reason = [f"{_fmt(value)} {_cutoff_rule(cutoff)}"] if low and cutoff else []
+            reason = [f"{_fmt(value)}, {_cutoff_rule(cutoff)}"] if low and cutoff else []
             reason += (
-                [f"fell {_fmt(drop)} from {_fmt(level)}"] if falling and drop is not None and level is not None else []
+                [f"fell {_fmt(drop)}, from {_fmt(level)}"] if falling and drop is not None and level is not None else []
             )
             current = _SignalRun(point, notes=[f"session {point.session_number}: " + " and ".join(reason)])
             current.add(([previous] if falling and previous else []) + [point])
             runs.append(current)
-    parts = [f"within the first {rule.sessions} sessions of the episode"]
+    parts = [f"in the first {rule.sessions} sessions of a course of therapy"]
     parts += [f"low ({_cutoff_rule(cutoff)})"] if cutoff else []
-    parts += [f"falling (drop from the previous score {rule.operator} {rule.min_drop:g})"] if rule.min_drop else []
+    parts += (
+        [f"falling ({_amount(_at_least(rule.min_drop, floor), rule.operator)} below the previous session)"]
+        if rule.min_drop
+        else []
+    )
     text = f"{parts[0]}: " + " or ".join(parts[1:])
     name = _scale_name(series.mapping, rule.scale)
     return [
@@ -244,7 +263,10 @@ def gaps(trajectories: Trajectories) -> list[Signal]:
             continue
         steps = [_gap_step(series.mapping, p, rule, other.mapping, q) for p, other, q in paired]
         client = paired[0][1] if series.mapping.respondent == "therapist" else series
-        text = f"|client - therapist| {rule.operator} {rule.threshold:g} points on the percent-of-maximum scale"
+        text = (
+            f"client and therapist ratings {_amount(rule.threshold, rule.operator)} points apart, "
+            "each as a percentage of its form's maximum"
+        )
         for run in _runs(steps):
             out.append(
                 _signal(
@@ -306,9 +328,7 @@ def _signal(
     kind: SignalKind, severity: Severity, series: Series, run: _SignalRun, headline: str, rule: str, source: str
 ) -> Signal:
     notes = "; ".join(run.notes)
-    missed = dict.fromkeys(
-        f"{p.missed_before} session(s) without a score before {_day(p)}" for p in run.evidence if p.missed_before
-    )
+    missed = dict.fromkeys(_missed(p) for p in run.evidence if p.missed_before)
     if missed:  # a dict keeps order and drops the twin note of a paired or joint session
         notes += "; " + ", ".join(missed)
     return Signal(
@@ -330,6 +350,11 @@ def _signal(
     )
 
 
+def _missed(point: ScorePoint) -> str:
+    sessions = "1 session" if point.missed_before == 1 else f"{point.missed_before} sessions"
+    return f"{sessions} without a score before session {point.session_number}"
+
+
 def _valued(points: Sequence[ScorePoint], scale: str) -> list[ScorePoint]:
     return [p for p in points if p.scale(scale) is not None]
 
@@ -344,12 +369,14 @@ def _meets(value: Decimal, cutoff: Cutoff) -> bool:
     return value < threshold if cutoff.operator == "<" else value <= threshold
 
 
-def _exceeds(amount: Decimal, threshold: float, operator: str) -> bool:
+def _exceeds(amount: Decimal, threshold: float | Decimal, operator: str) -> bool:
     limit = Decimal(str(threshold))
     return amount >= limit if operator == ">=" else amount > limit
 
 
-def _drop(earlier: Sequence[ScorePoint], point: ScorePoint, rule: RuptureRule) -> tuple[list[ScorePoint], str] | None:
+def _drop(
+    earlier: Sequence[ScorePoint], point: ScorePoint, rule: RuptureRule, floor: Decimal
+) -> tuple[list[ScorePoint], str] | None:
     """The evidence and a note when ``point`` is a rupture against ``earlier``, else None."""
     value = _value(point, rule.scale)
     previous = _value(earlier[-1], rule.scale)
@@ -357,28 +384,53 @@ def _drop(earlier: Sequence[ScorePoint], point: ScorePoint, rule: RuptureRule) -
     baseline = sum((_value(p, rule.scale) for p in window), Decimal(0)) / len(window)
     checks: list[tuple[bool, list[ScorePoint], str]] = []
     if rule.min_drop is not None:
-        note = f"{_fmt(previous)} -> {_fmt(value)} on {_day(point)} (drop {_fmt(previous - value)})"
-        checks.append((_exceeds(previous - value, rule.min_drop, rule.operator), [earlier[-1]], note))
+        note = f"session {point.session_number}: fell {_fmt(previous - value)}, from {_fmt(previous)} to {_fmt(value)}"
+        checks.append((_exceeds(previous - value, _at_least(rule.min_drop, floor), rule.operator), [earlier[-1]], note))
     if rule.baseline_drop is not None:
-        note = f"{_fmt(baseline - value)} below the running baseline {_fmt(baseline)} of {len(window)} session(s)"
-        checks.append((_exceeds(baseline - value, rule.baseline_drop, rule.operator), window, note))
+        sessions = "session" if len(window) == 1 else f"{len(window)} sessions"
+        note = f"{_fmt(baseline - value)} below the average of the earlier {sessions} ({_fmt(baseline)})"
+        checks.append((_exceeds(baseline - value, _at_least(rule.baseline_drop, floor), rule.operator), window, note))
     met = [c for c in checks if c[0]]
     if not met or (rule.combine == "all" and len(met) < len(checks)):
         return None
     return [p for c in met for p in c[1]], "; ".join(c[2] for c in met)
 
 
-def _drop_rule_text(rule: RuptureRule) -> str:
+def _drop_rule_text(rule: RuptureRule, floor: Decimal) -> str:
     parts = []
     if rule.min_drop is not None:
-        parts.append(f"drop from the previous score {rule.operator} {rule.min_drop:g}")
+        parts.append(f"a fall of {_amount(_at_least(rule.min_drop, floor), rule.operator)} from the previous session")
     if rule.baseline_drop is not None:
         window = f"the last {rule.baseline_window}" if rule.baseline_window else "all earlier"
         parts.append(
-            f"drop below the running baseline (mean of {window} scores of the episode) {rule.operator} {rule.baseline_drop:g}"
+            f"a score {_amount(_at_least(rule.baseline_drop, floor), rule.operator)} below the average of {window} "
+            "sessions of the course of therapy"
         )
     joined = (" or " if rule.combine == "any" else " and ").join(parts)
-    return f"{joined}; repaired when a later score is back to at least the pre-rupture score"
+    noise = " (never less than the published reliable change)" if floor else ""
+    return f"{joined}{noise}; repaired when a later score is back to at least the score before the fall"
+
+
+def _at_least(threshold: float, floor: Decimal) -> Decimal:
+    """A configured threshold, raised to the noise floor."""
+    return max(Decimal(str(threshold)), floor)
+
+
+def _noise_floor(mapping: InstrumentMapping, scale: str) -> Decimal:
+    """The published reliable-change figure of ``scale`` (a smaller drop is measurement noise), else 0.
+
+    Where the instrument's authors publish one, a drop counts only when it is at least that large,
+    whatever the configured threshold; for the alliance measures we ship none is published, so
+    their thresholds stay documented project decisions (``docs/signals.md``).
+    """
+    rc = mapping.reliable_change
+    return Decimal(str(rc.value)) if rc is not None and rc.scale == scale else Decimal(0)
+
+
+def _amount(threshold: float | Decimal, operator: str) -> str:
+    """ "1 or more" (>=) or "more than 1" (>): a threshold in words, never as an operator sign."""
+    figure = _fmt(Decimal(str(threshold)))
+    return f"{figure} or more" if operator == ">=" else f"more than {figure}"
 
 
 def percent_of_maximum(value: Decimal, mapping: InstrumentMapping, scale: str) -> Decimal:
@@ -405,7 +457,7 @@ def _gap_step(
     theirs = percent_of_maximum(_value(partner, rule.partner_scale), partner_mapping, rule.partner_scale)
     client, therapist = (theirs, mine) if mapping.respondent == "therapist" else (mine, theirs)
     gap = client - therapist
-    note = f"{_day(point)}: client {_fmt(client)}% vs therapist {_fmt(therapist)}% (gap {_fmt(gap)})"
+    note = f"session {point.session_number}: client {_fmt(client)}%, therapist {_fmt(therapist)}% (apart by {_fmt(abs(gap))})"
     first, second = (partner, point) if mapping.respondent == "therapist" else (point, partner)
     return (first, _exceeds(abs(gap), rule.threshold, rule.operator), [first, second], note)
 
@@ -416,11 +468,11 @@ def _split_step(point: ScorePoint, members: list[ScorePoint], rule: SplitRule) -
     highest, mean = max(values), sum(values, Decimal(0)) / len(values)
     notes: list[str] = []
     if rule.max_difference is not None and _exceeds(highest - mine, rule.max_difference, rule.operator):
-        notes.append(f"{_fmt(highest - mine)} below the highest member")
+        notes.append(f"{_fmt(highest - mine)} below the highest-rating member")
     if rule.below_group_mean is not None and _exceeds(mean - mine, rule.below_group_mean, rule.operator):
-        notes.append(f"{_fmt(mean - mine)} below the mean of {len(members)} members")
+        notes.append(f"{_fmt(mean - mine)} below the average of the {len(members)} members")
     met = bool(notes)
-    note = f"{_day(point)}: {_fmt(mine)}" + (f", {' and '.join(notes)}" if notes else "")
+    note = f"session {point.session_number}: {_fmt(mine)}" + (f", {' and '.join(notes)}" if notes else "")
     others = sorted((m for m in members if m is not point), key=lambda m: m.subject) if met else []
     return (point, met, [point] + others, note)
 
@@ -428,16 +480,17 @@ def _split_step(point: ScorePoint, members: list[ScorePoint], rule: SplitRule) -
 def _split_rule_text(rule: SplitRule) -> str:
     parts = []
     if rule.max_difference is not None:
-        parts.append(f"a member {rule.operator} {rule.max_difference:g} below the session's highest member")
+        parts.append(f"a member {_amount(rule.max_difference, rule.operator)} below the highest-rating member")
     if rule.below_group_mean is not None:
-        parts.append(f"a member {rule.operator} {rule.below_group_mean:g} below the session's mean")
-    return " or ".join(parts) + f" (sessions with at least {rule.min_members} members)"
+        parts.append(f"a member {_amount(rule.below_group_mean, rule.operator)} below the members' average")
+    return " or ".join(parts) + f" in a joint session (at least {rule.min_members} members rating it)"
 
 
 def _cutoff_rule(cutoff: Cutoff | None) -> str:
     if cutoff is None:
         return ""
-    return f"{'below' if cutoff.operator == '<' else 'at or below'} {cutoff.threshold:g} ({cutoff.confidence} cutoff)"
+    where = "below" if cutoff.operator == "<" else "at or below"
+    return f"{where} {cutoff.threshold:g}, the level of concern"
 
 
 def _scale_name(mapping: InstrumentMapping, scale: str) -> str:

@@ -301,10 +301,11 @@ def test_rupture_then_repair_to_the_pre_rupture_level(catalog):
     ]
     rupture = signals[0]
     assert rupture.detail == (
-        "Alliance rupture: SRS total fell (38 -> 36.5 on 2026-11-02 (drop 1.5); 1.5 below the running baseline 38 of 1 session(s); "
-        "repaired on 2026-11-04: 38 >= pre-rupture 38). Rule: drop from the previous score >= 1 or drop below the running baseline "
-        "(mean of all earlier scores of the episode) >= 1; repaired when a later score is back to at least the pre-rupture score "
-        "[project decision]."
+        "Alliance rupture: SRS total fell (session 2: fell 1.5, from 38 to 36.5; 1.5 below the average of the "
+        "earlier session (38); repaired at session 4: 38, back to at least 38). Rule: a fall of 1 or more from the "
+        "previous session or a score 1 or more below the average of all earlier sessions of the course of therapy; "
+        "repaired when a later score is back to at least the score before the fall. Whose rule: a project decision "
+        "of alliance-fhir (the authors publish no such rule)."
     )
     assert (rupture.severity, rupture.source, rupture.opened.session_number) == ("moderate", "project decision", 2)
 
@@ -312,10 +313,13 @@ def test_rupture_then_repair_to_the_pre_rupture_level(catalog):
 def test_a_signal_keeps_what_was_found_as_data_and_the_detail_is_built_from_it(catalog):
     rupture = signals_for(catalog, [38, 36.5, 37, 38])[0]
     assert rupture.headline == "SRS total fell"
-    assert rupture.notes.startswith("38 -> 36.5 on 2026-11-02 (drop 1.5)")
+    assert rupture.notes.startswith("session 2: fell 1.5, from 38 to 36.5")
     assert rupture.finding == f"Alliance rupture: SRS total fell ({rupture.notes})."
     # the DetectedIssue's detail is the finding and the rule; the table and the card show the finding alone
-    assert rupture.detail == f"{rupture.finding} Rule: {rupture.rule} [project decision]."
+    assert rupture.detail == (
+        f"{rupture.finding} Rule: {rupture.rule}. "
+        "Whose rule: a project decision of alliance-fhir (the authors publish no such rule)."
+    )
 
 
 def test_slow_slide_is_a_rupture_against_the_running_baseline(catalog):
@@ -323,7 +327,7 @@ def test_slow_slide_is_a_rupture_against_the_running_baseline(catalog):
     # previous drops are 0.5 each; baseline drops: s2 38 - 37.5 = 0.5; s3 (38 + 37.5) / 2 - 37 = 0.75;
     # s4 (38 + 37.5 + 37) / 3 - 36.5 = 37.5 - 36.5 = 1.0 >= 1 -> rupture at session 4 (outside the early window)
     assert kinds(signals) == [(RUPTURE, "active", ["38", "37.5", "37", "36.5"], None)]
-    assert "1 below the running baseline 37.5 of 3 session(s)" in signals[0].detail
+    assert "1 below the average of the earlier 3 sessions (37.5)" in signals[0].detail
 
 
 def test_combine_all_needs_both_drops(catalog):
@@ -384,7 +388,7 @@ def test_missing_session_compares_with_the_last_scored_one(catalog):
     signals = detect_signals(trajectories)
     # session 3 against session 1: 38 -> 36.5, drop 1.5; still inside the first 3 sessions
     assert [(s.kind, s.opened.session_number) for s in signals] == [(RUPTURE, 3), (EARLY_WARNING, 3)]
-    assert "1 session(s) without a score before 2026-11-03" in signals[0].detail
+    assert "1 session without a score before session 3" in signals[0].detail
 
 
 def test_early_warning_counts_sessions_not_scores(catalog):
@@ -511,8 +515,8 @@ def test_gap_between_client_and_therapist_forms(pair_catalog):
     assert kinds(signals) == [(GAP, "resolved", ["16", "12", "17", "16"], "17")]
     gap = signals[0]
     assert (gap.subject, gap.instrument, gap.focus, gap.severity) == (CLIENT, "pair-client", THERAPIST, "low")
-    assert "2026-11-01: client 75% vs therapist 50% (gap 25)" in gap.detail
-    assert "client 81.25% vs therapist 72.22% (gap 9.03)" in gap.detail
+    assert "session 1: client 75%, therapist 50% (apart by 25)" in gap.detail
+    assert "client 81.25%, therapist 72.22% (apart by 9.03)" in gap.detail
 
 
 def test_gap_needs_the_same_session(pair_catalog):
@@ -569,7 +573,7 @@ def test_group_member_against_the_group_mean(catalog):
     signals = detect_signals(build_trajectories(obs, catalog))
     # mean (39 + 38 + 37 + 30) / 4 = 36; d is 6 >= 5 below; c is 1 below
     assert [(s.kind, s.subject, s.status) for s in signals] == [(SPLIT, "Patient/d", "active")]
-    assert "6 below the mean of 4 members" in signals[0].detail
+    assert "6 below the average of the 4 members" in signals[0].detail
 
 
 def test_group_rule_needs_its_minimum_of_members(catalog):
@@ -601,4 +605,4 @@ def test_a_missed_session_is_noted_once_for_a_pair(pair_catalog):
     signals = detect_signals(build_trajectories(obs, pair_catalog, context))
     # s1 and s3 both have a gap of 25; session 2 was missed by both forms: one note, not two
     assert [(s.kind, s.status) for s in signals] == [(GAP, "active")]
-    assert signals[0].detail.count("1 session(s) without a score before 2026-11-03") == 1
+    assert signals[0].detail.count("1 session without a score before session 3") == 1
