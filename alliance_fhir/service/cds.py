@@ -54,9 +54,11 @@ from .._refs import parse_reference, valid_id
 from ..errors import AllianceFhirError, CdsAuthError
 from ..fhirclient.client import FhirClient
 from ..instruments.catalog import Catalog
+from ..server.people import fetch_names
 from ..server.signal_sync import fetch_scores, fetch_trajectories
 from ..server.state import StateStore
-from ..signals.cards import alliance_cards, open_issues, split_evidence
+from ..signals.cards import PromptSource, alliance_cards, open_issues, split_evidence
+from ..signals.names import Names
 from ..signals.rules import detect_signals
 from ..signals.trajectory import Trajectories, build_trajectories, context_from_encounters, unbundle
 from .body import RequestRefused, read_json
@@ -101,6 +103,7 @@ def discovery_document() -> dict[str, Any]:
                         "&_include=Observation:encounter&_count=200"
                     ),
                     "issues": f"DetectedIssue?patient=Patient/{patient}&identifier={SIGNAL_IDENTIFIER_SYSTEM}|&_count=100",
+                    "patient": f"Patient/{patient}",
                 },
                 "usageRequirements": (
                     "For clinicians only: a user of type Patient or RelatedPerson gets no cards. The CDS client must be "
@@ -130,6 +133,8 @@ class CdsService:
     public_url: str
     metrics: ServeMetrics | None = None
     deadline_seconds: float = 3.0
+    on_track_cards: bool = True
+    prompts: PromptSource | None = None
 
     @classmethod
     def build(
@@ -143,7 +148,17 @@ class CdsService:
     ) -> CdsService:
         links = ReportLinks.from_store(store, public_url, settings.report_link_minutes)
         verifier = TokenVerifier(settings, store)
-        return cls(client, catalog, verifier, links, public_url.rstrip("/"), metrics, settings.hook_deadline_seconds)
+        return cls(
+            client,
+            catalog,
+            verifier,
+            links,
+            public_url.rstrip("/"),
+            metrics,
+            settings.hook_deadline_seconds,
+            settings.on_track_cards,
+            _prompt_set(settings),
+        )
 
     def count(self, outcome: str) -> None:
         if self.metrics is not None:
@@ -192,7 +207,9 @@ class CdsService:
         observations, encounters = self._with_joint_sessions(observations, encounters, issues, patient)
         _on_time(deadline)
         trajectories = build_trajectories(observations, self.catalog, context_from_encounters(encounters))
-        cards = self.cards(trajectories, patient, str(request.get("hookInstance", "")), issues)
+        names = self._names(trajectories, patient, request.get("prefetch"))
+        _on_time(deadline)
+        cards = self.cards(trajectories, patient, str(request.get("hookInstance", "")), names)
         seconds = time.perf_counter() - started
         logger.info("patient-view: %d card(s) from the %s in %.0f ms", len(cards), where, 1000 * seconds)
         if self.metrics is not None:
@@ -229,9 +246,7 @@ class CdsService:
         more, their_encounters = unbundle(self.client.search_pages("Observation", params))
         return observations + more, encounters + their_encounters
 
-    def cards(
-        self, trajectories: Trajectories, patient: str, hook_instance: str, issues: Sequence[dict[str, Any]]
-    ) -> list[dict[str, Any]]:
+    def cards(self, trajectories: Trajectories, patient: str, hook_instance: str, names: Names) -> list[dict[str, Any]]:
         signals = detect_signals(trajectories)
         return alliance_cards(
             signals,
@@ -239,8 +254,19 @@ class CdsService:
             patient,
             hook_instance=hook_instance,
             report_link=self.links.url,
-            issues=issues,
+            names=names,
+            prompts=self.prompts,
+            on_track=self.on_track_cards,
         )
+
+    def _names(self, trajectories: Trajectories, patient: str, prefetch: Any) -> Names:
+        """The client's name (prefetched, else read) and the therapists' names of the client's series."""
+        prefetched = prefetch.get("patient") if isinstance(prefetch, dict) else None
+        known = Names.from_resources([prefetched]) if _is_patient(prefetched, patient) else Names()
+        wanted = [patient] if known.known(patient) is None else []
+        wanted += sorted({s.focus for s in trajectories.for_subject(patient) if s.focus})
+        read = fetch_names(self.client, wanted) if wanted else Names()
+        return Names({**read.by_reference, **known.by_reference})
 
     def report(self, token: str) -> bytes | None:
         """The HTML report a link token opens; None when the token is not (or no longer) valid.
@@ -260,6 +286,16 @@ class CdsService:
     def _issues(self, patient: str) -> list[dict[str, Any]]:
         params = {"patient": patient, "identifier": f"{SIGNAL_IDENTIFIER_SYSTEM}|", "_count": "100"}
         return list(self.client.search("DetectedIssue", params))
+
+
+def _is_patient(resource: Any, patient: str) -> bool:
+    """A prefetched Patient is used only when it is the patient of the call."""
+    return isinstance(resource, dict) and f"{resource.get('resourceType')}/{resource.get('id')}" == patient
+
+
+def _prompt_set(settings: CdsSettings) -> PromptSource | None:
+    """The clinic's prompt set (``[cds] prompts``), else the shipped one."""
+    return None
 
 
 def _checked_context(request: Any) -> tuple[str, str]:

@@ -94,6 +94,11 @@ class CdsSettings(BaseModel):
         le=10,
         description="the whole hook (JWT check with any JWKS fetch, FHIR reads) answers within this; EHRs wait about 5 s",
     )
+    on_track_cards: bool = Field(
+        True,
+        description="a quiet info card ('SRS 38 at session 5, on track') with the trend link for every client "
+        "whose latest alliance score meets no rule; false: cards only when there is something to discuss",
+    )
 
 
 def load_cds_settings(file: Path | ConfigFile | None = None) -> CdsSettings:

@@ -17,7 +17,7 @@ Everything here is a pure function of the signals: no clock, no server.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from .._ids import (
@@ -31,7 +31,10 @@ from .._ids import (
 )
 from .._security import NO_LABELS, SecurityLabels, with_labels
 from .._version import installed_version
+from .cards import PromptSource
 from .rules import RUPTURE, SIGNAL_KINDS, Signal
+from .situations import LEVEL_WORDS, ConcernLevel, Situation, number
+from .trajectory import ScorePoint
 
 __all__ = [
     "DEVICE_ID",
@@ -42,6 +45,7 @@ __all__ = [
     "plugin_device",
     "signal_bundle",
     "signal_resources",
+    "task_description",
     "task_follow_ups",
     "withdrawn_issues",
 ]
@@ -87,10 +91,14 @@ def device_reference() -> dict[str, Any]:
     }
 
 
-def detected_issue(signal: Signal, *, security: SecurityLabels = NO_LABELS) -> dict[str, Any]:
+def detected_issue(
+    signal: Signal, *, level: ConcernLevel | None = None, security: SecurityLabels = NO_LABELS
+) -> dict[str, Any]:
     """The DetectedIssue (R4 JSON) for one signal; the same signal always gives the same resource.
 
-    ``security``: ``meta.security`` labels to carry (none by default: no ``meta`` at all).
+    ``level``: the level of concern of the signal's situation (:mod:`.situations`), its
+    ``severity``; without it, the severity configured on the rule. ``security``: ``meta.security``
+    labels to carry (none by default: no ``meta`` at all).
     """
     concept = _kind_concept(signal.kind)
     period: dict[str, str] = {"start": signal.opened_at.isoformat()}
@@ -105,7 +113,7 @@ def detected_issue(signal: Signal, *, security: SecurityLabels = NO_LABELS) -> d
         "identifier": [{"system": SIGNAL_IDENTIFIER_SYSTEM, "value": signal.key}],
         "status": "final" if signal.status == "active" else "amended",
         "code": concept,
-        "severity": signal.severity,
+        "severity": level or signal.severity,
         "patient": {"reference": signal.subject},
         "identifiedPeriod": period,
         "author": device_reference(),
@@ -120,51 +128,77 @@ def detected_issue(signal: Signal, *, security: SecurityLabels = NO_LABELS) -> d
     return with_labels(issue, security)
 
 
-def follow_up_task(signal: Signal, *, security: SecurityLabels = NO_LABELS) -> dict[str, Any] | None:
-    """A Task asking the treating clinician to follow up an active signal; None once resolved.
+def follow_up_task(
+    situation: Situation, *, prompts: PromptSource | None = None, security: SecurityLabels = NO_LABELS
+) -> dict[str, Any] | None:
+    """One Task per open situation, asking the treating clinician to follow it up; None otherwise.
 
-    It names the signal, so it carries the same ``security`` labels as the DetectedIssue.
-
-    Write it with conditional create only (``If-None-Exist`` on its identifier) and never
-    update it: after creation the Task belongs to the clinician, whose status must not be
-    overwritten by the next run.
+    Its description is what the card says: the summary, the part of the alliance that fell most,
+    and what to ask (the prompt set's, with its source). ``priority`` follows the level of
+    concern (high: ``urgent``; moderate: ``routine``). It names the client, so it carries the same
+    ``security`` labels as the DetectedIssues. Write it with conditional create only
+    (``If-None-Exist`` on its identifier) and never update it after: the Task belongs to the
+    clinician, whose status must not be overwritten by the next run.
     """
-    if signal.status != "active":
+    if situation.kind != "concern" or situation.status != "active":
         return None
+    leading = situation.active_signals[0]
     task: dict[str, Any] = {
         "resourceType": "Task",
-        "identifier": [{"system": TASK_IDENTIFIER_SYSTEM, "value": signal.key}],
+        "identifier": [{"system": TASK_IDENTIFIER_SYSTEM, "value": situation.key}],
         "status": "requested",
         "intent": "proposal",
-        "priority": "urgent" if signal.severity == "high" else "routine",
+        "priority": "urgent" if situation.level == "high" else "routine",
         "code": {"coding": [_FOLLOW_UP], "text": _FOLLOW_UP["display"]},
-        "description": f"Discuss the alliance with the client: {SIGNAL_KINDS[signal.kind].lower()} ({signal.instrument}).",
-        "focus": _issue_reference(signal),
-        "for": {"reference": signal.subject},
-        "authoredOn": signal.opened_at.isoformat(),
+        "description": task_description(situation, prompts),
+        "focus": _issue_reference(leading),
+        "for": {"reference": situation.subject},
+        "authoredOn": situation.opened.time.isoformat(),
         "requester": device_reference(),
-        "reasonReference": _issue_reference(signal),
+        "reasonReference": _issue_reference(leading),
     }
-    if signal.focus:
-        task["owner"] = {"reference": signal.focus}
+    if situation.focus:
+        task["owner"] = {"reference": situation.focus}
     return with_labels(task, security)
+
+
+def task_description(situation: Situation, prompts: PromptSource | None = None) -> str:
+    """ "Follow up the alliance (high concern): <summary> Part that fell most: ... What to ask: ..." in plain text."""
+    parts = [f"Follow up the alliance ({LEVEL_WORDS[situation.level].lower()}): {situation.summary}"]
+    part = situation.part
+    if part is not None and part.change is not None and part.change < 0:
+        parts.append(f"Part that fell most: {part.words} (down {number(-part.change)}).")
+    elif part is not None:
+        parts.append(f"Part rated lowest: {part.words}.")
+    fact = situation.facts[0] if situation.facts else None
+    prompt = prompts.situation(fact) if prompts is not None and fact else None
+    if prompt is not None:
+        parts.append(f"What to ask: {prompt.text} (Source: {prompt.source}.)")
+    return " ".join(parts)
 
 
 def signal_resources(
     signals: Iterable[Signal],
     *,
+    situations: Sequence[Situation] = (),
     tasks: bool = False,
+    prompts: PromptSource | None = None,
     software_version: str | None = None,
     security: SecurityLabels = NO_LABELS,
 ) -> list[dict[str, Any]]:
-    """The Device first, then each signal's DetectedIssue (and its Task when ``tasks`` and active).
+    """The Device first, then each signal's DetectedIssue, then (``tasks``) one Task per open situation.
 
-    ``security`` labels the DetectedIssues and Tasks (they are about the client); the Device is not.
+    ``situations`` (:func:`~.situations.situation_history` of the same signals) give each
+    DetectedIssue its situation's level of concern and make the Tasks; without them the issues
+    carry the rules' configured severity and no Task is made. ``security`` labels the
+    DetectedIssues and Tasks (they are about the client); the Device is not.
     """
+    levels = {signal.key: situation.level for situation in situations for signal in situation.signals}
     out = [plugin_device(software_version)]
     for signal in signals:
-        out.append(detected_issue(signal, security=security))
-        task = follow_up_task(signal, security=security) if tasks else None
+        out.append(detected_issue(signal, level=levels.get(signal.key), security=security))
+    for situation in situations if tasks else ():
+        task = follow_up_task(situation, prompts=prompts, security=security)
         if task is not None:
             out.append(task)
     return out
@@ -173,12 +207,21 @@ def signal_resources(
 def signal_bundle(
     signals: Iterable[Signal],
     *,
+    situations: Sequence[Situation] = (),
     tasks: bool = False,
+    prompts: PromptSource | None = None,
     software_version: str | None = None,
     security: SecurityLabels = NO_LABELS,
 ) -> dict[str, Any]:
     """A ``collection`` Bundle of :func:`signal_resources`, with fullUrls derived from identifiers."""
-    resources = signal_resources(signals, tasks=tasks, software_version=software_version, security=security)
+    resources = signal_resources(
+        signals,
+        situations=situations,
+        tasks=tasks,
+        prompts=prompts,
+        software_version=software_version,
+        security=security,
+    )
     entries = [{"fullUrl": f"urn:uuid:{_entry_uuid(r)}", "resource": r} for r in resources]
     return {"resourceType": "Bundle", "type": "collection", "entry": entries}
 
@@ -203,21 +246,26 @@ def withdrawn_issues(existing: Iterable[dict[str, Any]], current: Iterable[dict[
 
 
 def task_follow_ups(
-    tasks: Mapping[str, dict[str, Any]], signals: Iterable[Signal], withdrawn: Iterable[dict[str, Any]]
+    tasks: Mapping[str, dict[str, Any]],
+    situations: Iterable[Situation],
+    withdrawn: Iterable[dict[str, Any]],
+    signals: Iterable[Signal] = (),
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Tasks that follow their signal: (cancelled, noted), as updated copies ready to PUT by id.
+    """Tasks that follow their situation: (cancelled, noted), as updated copies ready to PUT by id.
 
-    ``tasks`` are our existing follow-up Tasks by signal key (as read from the server, with
-    ``id``/``meta``). A Task whose signal was **withdrawn** (its scores were amended or entered in
-    error) is ``cancelled`` with a reason, because there is nothing left to follow up. A Task
-    whose signal was **resolved** gets one note saying so and is otherwise left as it is: the
-    clinician may still want the conversation, so closing it is theirs. Tasks that are already
-    done, refused or cancelled are never touched; a second run changes nothing.
+    ``tasks`` are our existing follow-up Tasks by identifier value (as read from the server, with
+    ``id``/``meta``): one per situation, or one per signal for Tasks written before situations
+    (their identifier is the signal's key; ``signals`` lets them follow their signal as before).
+    A Task whose DetectedIssue (its ``focus``) was **withdrawn** (the scores were amended or
+    entered in error) is ``cancelled`` with a reason: there is nothing left to follow up. A Task
+    whose situation (or signal) was **resolved** gets one note saying so and is otherwise left as it
+    is: the clinician may still want the conversation, so closing it is theirs. Tasks that are
+    already done, refused or cancelled are never touched; a second run changes nothing.
     """
+    gone = {_signal_id(issue) for issue in withdrawn}
     cancelled: list[dict[str, Any]] = []
-    for issue in withdrawn:
-        task = tasks.get(_signal_id(issue) or "")
-        if task is not None and task.get("status") in OPEN_TASK_STATUSES:
+    for task in tasks.values():
+        if task.get("status") in OPEN_TASK_STATUSES and _focus_key(task) in gone:
             reason = "The alliance signal was withdrawn: the scores it came from were amended or entered in error."
             cancelled.append(
                 {
@@ -227,25 +275,37 @@ def task_follow_ups(
                     "note": [*_notes(task), {"authorReference": device_reference(), "text": reason}],
                 }
             )
-    noted: list[dict[str, Any]] = []
+    resolved: dict[str, ScorePoint] = {}
     for signal in signals:
-        task = tasks.get(signal.key)
-        if (
-            task is None
-            or signal.status != "resolved"
-            or task.get("status") not in OPEN_TASK_STATUSES
-            or signal.resolved_at is None
-        ):
+        if signal.status == "resolved" and signal.resolved_by is not None:
+            resolved[signal.key] = signal.resolved_by
+    for situation in situations:
+        if situation.status == "resolved" and situation.resolved_by is not None:
+            resolved[situation.key] = situation.resolved_by
+    cancelled_ids = {t.get("id") for t in cancelled}
+    noted: list[dict[str, Any]] = []
+    for key, task in tasks.items():
+        point = resolved.get(key)
+        if point is None or task.get("id") in cancelled_ids or task.get("status") not in OPEN_TASK_STATUSES:
             continue
         text = (
-            f"The alliance signal was resolved by the score of {signal.resolved_at.date().isoformat()}. "
-            "This Task is left open for the clinician to close."
+            f"The alliance concern was resolved by the score of session {point.session_number} "
+            f"({point.time.date().isoformat()}). This Task is left open for the clinician to close."
         )
         if any(isinstance(n, dict) and n.get("text") == text for n in _notes(task)):
             continue
-        note = {"authorReference": device_reference(), "time": signal.resolved_at.isoformat(), "text": text}
+        note = {"authorReference": device_reference(), "time": point.time.isoformat(), "text": text}
         noted.append({**task, "note": [*_notes(task), note]})
     return cancelled, noted
+
+
+def _focus_key(task: dict[str, Any]) -> str | None:
+    """The signal key of the DetectedIssue a Task follows (its ``focus`` identifier)."""
+    focus = task.get("focus")
+    ident = focus.get("identifier") if isinstance(focus, dict) else None
+    if isinstance(ident, dict) and ident.get("system") == SIGNAL_IDENTIFIER_SYSTEM:
+        return str(ident.get("value"))
+    return None
 
 
 def _notes(task: dict[str, Any]) -> list[Any]:

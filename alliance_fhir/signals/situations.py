@@ -40,6 +40,7 @@ from .trajectory import ScorePoint, Series, Trajectories
 
 __all__ = [
     "FACT_OF_KIND",
+    "LEVEL_WORDS",
     "PART_WORDS",
     "PERSISTENT_SESSIONS",
     "RECENT_SESSIONS",
@@ -62,6 +63,8 @@ PERSISTENT_SESSIONS: Final = 3
 """Below the level of concern this many sessions in a row is a high concern on its own (project decision)."""
 
 ConcernLevel = Literal["high", "moderate", "low"]
+LEVEL_WORDS: dict[str, str] = {"high": "High concern", "moderate": "Moderate concern", "low": "For information"}
+"""The level of concern in words, as cards, Tasks and the report write it."""
 SituationKind = Literal["concern", "repair", "on-track"]
 Fact = Literal["fallen", "below", "early", "split", "gap"]
 FACT_OF_KIND: dict[str, Fact] = {
@@ -222,7 +225,7 @@ def _concern(series: Series, run: list[Signal]) -> Situation:
     facts = _facts(active or run)
     best = _best_recent(series, now)
     part = _part(series, now, best)
-    level = _level(facts, run, now) if active else "low"
+    level = _level(facts, run, now)  # a resolved one keeps the level it ended with (its DetectedIssues' severity)
     situation = Situation(
         key=_key(series, opened),
         kind="concern",
@@ -301,15 +304,16 @@ def _facts(signals: Iterable[Signal]) -> tuple[Fact, ...]:
 
 def _level(facts: tuple[Fact, ...], run: list[Signal], now: ScorePoint) -> ConcernLevel:
     if "below" in facts:
-        persistent = any(
-            s.kind == LOW_ALLIANCE
-            and s.status == "active"
-            and now.session_number - s.opened.session_number + 1 >= PERSISTENT_SESSIONS
-            for s in run
-        )
+        persistent = any(s.kind == LOW_ALLIANCE and _sessions_low(s, now) >= PERSISTENT_SESSIONS for s in run)
         if "fallen" in facts or "early" in facts or persistent:
             return "high"
     return "moderate"
+
+
+def _sessions_low(signal: Signal, now: ScorePoint) -> int:
+    """How many sessions in a row a low-alliance signal has held (up to its resolution, or to ``now``)."""
+    end = signal.resolved_by.session_number if signal.resolved_by is not None else now.session_number + 1
+    return end - signal.opened.session_number
 
 
 def _best_recent(series: Series, now: ScorePoint) -> ScorePoint | None:
@@ -402,11 +406,10 @@ def _summary(situation: Situation) -> str:
     if "below" in situation.facts and cutoff is not None:
         where = "below" if cutoff.operator == "<" else "at or below"
         clauses.append(f"; {where} the level of concern ({cutoff.threshold:g})")
-    early = mapping.signals.early_warning if mapping.signals else None
-    if "early" in situation.facts and early is not None:
-        clauses.append(f"; began in the first {early.sessions} sessions")
+    if "early" in situation.facts:
+        clauses.append("; since early in therapy")
     if "split" in situation.facts:
-        clauses.append("; rated lower than others in joint sessions")
+        clauses.append("; lower than others in joint sessions")
     if "gap" in situation.facts:
         clauses.append("; client and therapist rate it apart")
     ending = ". High concern." if situation.level == "high" else ". Moderate concern."
