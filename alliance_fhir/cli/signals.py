@@ -21,6 +21,7 @@ from ..server.signal_sync import fetch_trajectories, run_signals
 from ..signals import MISSING_MATPLOTLIB
 from ..signals.resources import signal_bundle
 from ..signals.rules import detect_signals
+from ..signals.situations import situation_history
 from ..signals.trajectory import Trajectories, build_trajectories, context_from_encounters, unbundle
 from ._common import (
     CommonOptions,
@@ -70,7 +71,9 @@ def signals(
     paths: PathsArgument = None,
     server: ServerOption = None,
     patient: PatientOption = None,
-    tasks: Annotated[bool, typer.Option("--tasks", help="Also create a follow-up Task per active signal.")] = False,
+    tasks: Annotated[
+        bool, typer.Option("--tasks", help="Also create one follow-up Task per open situation (its signals together).")
+    ] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Detect and count; write nothing.")] = False,
     *,
     common: CommonOptions,
@@ -88,7 +91,10 @@ def signals(
         if common.as_json:
             emit_json({"signals": [signal_listing(s) for s in found]})
         else:
-            sys.stdout.write(json.dumps(signal_bundle(found, tasks=tasks, security=labels), indent=2) + "\n")
+            bundle = signal_bundle(
+                found, situations=situation_history(found, trajectories), tasks=tasks, security=labels
+            )
+            sys.stdout.write(json.dumps(bundle, indent=2) + "\n")
         raise typer.Exit(0)
     cfg = common.server_config(server, file)
     with open_client(cfg) as client:

@@ -22,8 +22,10 @@ from ..errors import NotFound
 from ..fhirclient.client import FhirClient, search_token
 from ..fhirtypes import comparable
 from ..instruments.catalog import Catalog
+from ..signals.cards import PromptSource
 from ..signals.resources import signal_resources, task_follow_ups, withdrawn_issues
 from ..signals.rules import SPLIT, Signal, detect_signals
+from ..signals.situations import situation_history
 from ..signals.trajectory import Trajectories, build_trajectories, context_from_encounters, unbundle
 
 __all__ = ["SignalReport", "fetch_scores", "fetch_trajectories", "run_signals"]
@@ -81,6 +83,7 @@ def run_signals(
     dry_run: bool = False,
     tag: dict[str, str] | None = None,
     security: SecurityLabels = NO_LABELS,
+    prompts: PromptSource | None = None,
 ) -> tuple[SignalReport, list[Signal], Trajectories]:
     """Detect signals from the server's scores and write them (unless ``dry_run``).
 
@@ -88,7 +91,9 @@ def run_signals(
     members of a joint session) cannot be judged: its DetectedIssues are left as they are, never
     withdrawn (``serve`` runs signals per patient; before this it withdrew every split it saw).
     With ``tag``, only Observations carrying that meta.tag are read, and the DetectedIssues and
-    Tasks written carry it too (the demo uses this to stay within its own data). ``security``
+    Tasks written carry it too (the demo uses this to stay within its own data). With ``tasks``,
+    one Task per open situation (:mod:`~alliance_fhir.signals.situations`), its description
+    carrying the ``prompts`` set's question. ``security``
     labels the DetectedIssues and new Tasks; an issue whose content is unchanged but which lacks
     a label is written once more to carry it.
     """
@@ -98,7 +103,8 @@ def run_signals(
     report.problems = list(trajectories.problems)
     signals = detect_signals(trajectories)
     report.signals, report.active = len(signals), sum(1 for s in signals if s.status == "active")
-    resources = signal_resources(signals, tasks=tasks, security=security)
+    situations = situation_history(signals, trajectories)
+    resources = signal_resources(signals, situations=situations, tasks=tasks, prompts=prompts, security=security)
     if tag:
         for resource in resources:
             if resource["resourceType"] != "Device":
@@ -116,7 +122,7 @@ def run_signals(
     new_tasks = [r for r in resources if r["resourceType"] == "Task"]
     known = _existing(client, "Task", TASK_IDENTIFIER_SYSTEM, patient, tag)  # always: Tasks follow their signal
     new_tasks = [t for t in new_tasks if t["identifier"][0]["value"] not in known]
-    cancelled, noted = task_follow_ups(known, signals, withdrawn)
+    cancelled, noted = task_follow_ups(known, situations, withdrawn, signals)
     report.issue_ids = {key: str(r["id"]) for key, r in existing.items() if r.get("id")}
     report.withdrawn_issues = withdrawn
     if not dry_run:

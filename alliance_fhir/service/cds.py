@@ -104,6 +104,7 @@ def discovery_document() -> dict[str, Any]:
                     ),
                     "issues": f"DetectedIssue?patient=Patient/{patient}&identifier={SIGNAL_IDENTIFIER_SYSTEM}|&_count=100",
                     "patient": f"Patient/{patient}",
+                    "user": "{{context.userId}}",
                 },
                 "usageRequirements": (
                     "For clinicians only: a user of type Patient or RelatedPerson gets no cards. The CDS client must be "
@@ -207,7 +208,7 @@ class CdsService:
         observations, encounters = self._with_joint_sessions(observations, encounters, issues, patient)
         _on_time(deadline)
         trajectories = build_trajectories(observations, self.catalog, context_from_encounters(encounters))
-        names = self._names(trajectories, patient, request.get("prefetch"))
+        names = self._names(trajectories, patient, request.get("prefetch") if from_prefetch is not None else None)
         _on_time(deadline)
         cards = self.cards(trajectories, patient, str(request.get("hookInstance", "")), names)
         seconds = time.perf_counter() - started
@@ -260,13 +261,16 @@ class CdsService:
         )
 
     def _names(self, trajectories: Trajectories, patient: str, prefetch: Any) -> Names:
-        """The client's name (prefetched, else read) and the therapists' names of the client's series."""
-        prefetched = prefetch.get("patient") if isinstance(prefetch, dict) else None
-        known = Names.from_resources([prefetched]) if _is_patient(prefetched, patient) else Names()
-        wanted = [patient] if known.known(patient) is None else []
-        wanted += sorted({s.focus for s in trajectories.for_subject(patient) if s.focus})
-        read = fetch_names(self.client, wanted) if wanted else Names()
-        return Names({**read.by_reference, **known.by_reference})
+        """The people's names: from the prefetch when the scores came from it (the client, and the user, who
+        is usually the therapist: no extra round trip), else read with the scores' therapists (one search per type).
+        """
+        if isinstance(prefetch, dict):
+            people = [r for r in (prefetch.get("patient"), prefetch.get("user")) if isinstance(r, dict)]
+            if not _is_patient(people[0] if people else None, patient):
+                people = [r for r in people if r.get("resourceType") != "Patient"]
+            return Names.from_resources(people)
+        wanted = [patient, *sorted({s.focus for s in trajectories.for_subject(patient) if s.focus})]
+        return fetch_names(self.client, wanted)
 
     def report(self, token: str) -> bytes | None:
         """The HTML report a link token opens; None when the token is not (or no longer) valid.

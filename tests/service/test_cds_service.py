@@ -114,7 +114,7 @@ def test_discovery(setup):
     assert discovery_problems(document) == []
     (service,) = document["services"]
     assert (service["hook"], service["id"]) == ("patient-view", SERVICE_ID)
-    assert set(service["prefetch"]) == {"scores", "issues"}
+    assert set(service["prefetch"]) == {"scores", "issues", "patient", "user"}
     assert "{{context.patientId}}" in service["prefetch"]["scores"]
     assert "Patient or RelatedPerson" in service["usageRequirements"]
 
@@ -125,7 +125,7 @@ def test_cards_from_the_prefetch_need_no_fhir_round_trip(setup, ehr):
     assert answer.status_code == 200, answer.text
     assert response_problems(answer.json()) == []
     codes = [c["source"]["topic"]["code"] for c in answer.json()["cards"]]
-    assert codes == ["alliance-rupture", "early-alliance-warning"]
+    assert codes == ["alliance-rupture"]  # one situation (rupture and early warning together): one card
     assert fake.requests == []
     exposition = setup[2].metrics.exposition().decode()
     assert 'alliance_fhir_cds_calls_total{outcome="cards"} 1.0' in exposition
@@ -135,13 +135,23 @@ def test_cards_from_the_prefetch_need_no_fhir_round_trip(setup, ehr):
 def test_without_prefetch_the_service_reads_the_server_with_its_own_credentials(setup, ehr):
     http, fake, _ = setup
     answer = call(http, ehr, request())
-    assert [c["source"]["topic"]["code"] for c in answer.json()["cards"]] == [
-        "alliance-rupture",
-        "early-alliance-warning",
-    ]
-    assert {r.url.path for r in fake.requests} == {"/fhir/Observation", "/fhir/DetectedIssue"}
+    assert [c["source"]["topic"]["code"] for c in answer.json()["cards"]] == ["alliance-rupture"]
+    # the scores, our issues, and the names of the client and the therapist (PractitionerRole/t1)
+    assert {r.url.path for r in fake.requests} == {
+        "/fhir/Observation",
+        "/fhir/DetectedIssue",
+        "/fhir/Patient",
+        "/fhir/PractitionerRole",
+    }
     assert all("ehr-token-never-used" not in r.headers.get("authorization", "") for r in fake.requests)
-    assert all(r.url.params.get("subject", r.url.params.get("patient")) == "Patient/c1" for r in fake.requests)
+    scoped = [r for r in fake.requests if r.url.path in ("/fhir/Observation", "/fhir/DetectedIssue")]
+    assert all(r.url.params.get("subject", r.url.params.get("patient")) == "Patient/c1" for r in scoped)
+    named = {
+        r.url.path: r.url.params.get("_id")
+        for r in fake.requests
+        if r.url.path not in ("/fhir/Observation", "/fhir/DetectedIssue")
+    }
+    assert named == {"/fhir/Patient": "c1", "/fhir/PractitionerRole": "t1"}
 
 
 @pytest.mark.parametrize(
@@ -149,7 +159,7 @@ def test_without_prefetch_the_service_reads_the_server_with_its_own_credentials(
 )
 def test_an_incomplete_prefetch_falls_back_to_the_server(setup, ehr, prefetch):
     http, fake, _ = setup
-    assert len(call(http, ehr, request(prefetch=prefetch)).json()["cards"]) == 2
+    assert len(call(http, ehr, request(prefetch=prefetch)).json()["cards"]) == 1
     assert fake.requests
 
 
@@ -197,7 +207,7 @@ def test_another_fhir_server_is_a_412_not_an_empty_answer_and_a_log_line(setup, 
 def test_the_fhir_server_may_differ_by_a_trailing_slash(setup, ehr):
     http, _, _ = setup
     body = request(prefetch={"scores": bundle(RUPTURE)}, fhirServer=FHIR + "/")
-    assert len(call(http, ehr, body).json()["cards"]) == 2
+    assert len(call(http, ehr, body).json()["cards"]) == 1
 
 
 def test_refusals_are_401_without_detail(setup, ehr, caplog):
