@@ -86,7 +86,11 @@ def test_layout_is_one_package_folder_with_manifest_index_and_resources(files):
     assert by_type["CodeSystem"] == ["alliance-fhir"]
     assert sorted(by_type["ValueSet"]) == ["haq-ii-answers", "wai-sr-answers"]  # the VAS forms have no coded answers
     # one per score we write: every total, the WAI-SR subscales, and the four lines of each SRS-family form
-    lines = [f"{form}-{line}" for form in ("csrs", "gsrs", "srs") for line in ("approach", "goals", "overall", "relationship")]
+    lines = [
+        f"{form}-{line}"
+        for form in ("csrs", "gsrs", "srs")
+        for line in ("approach", "goals", "overall", "relationship")
+    ]
     assert sorted(by_type["ObservationDefinition"]) == sorted(
         [
             "cors-total",

@@ -63,9 +63,7 @@ def test_the_observation_carries_the_total_and_each_line(catalog, make_response,
         for line, display in zip(LINES, displays, strict=True)
     ]
     assert [c["code"]["text"] for c in obs["component"]] == displays
-    assert [Decimal(repr(c["valueQuantity"]["value"])) for c in obs["component"]] == [
-        Decimal(repr(v)) for v in lines
-    ]
+    assert [Decimal(repr(c["valueQuantity"]["value"])) for c in obs["component"]] == [Decimal(repr(v)) for v in lines]
     for component in obs["component"]:
         assert component["valueQuantity"]["system"] == UCUM and component["valueQuantity"]["code"] == "{score}"
         (possible,) = component["referenceRange"]  # a line has no cutoff of its own
