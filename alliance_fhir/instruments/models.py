@@ -112,7 +112,9 @@ class Band(_Strict):
 
 
 class ScaleSpec(_Strict):
-    """One score of an instrument: a total or a subscale."""
+    """One score of an instrument: a total, a subscale, or one line of the SRS family (a single-item
+    scale kept so that a fall can be traced to its part of the alliance; the authors publish the
+    lines' domains, not subscales)."""
 
     id: str
     title: str

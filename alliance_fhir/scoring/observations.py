@@ -1,7 +1,8 @@
 """The FHIR mapping: a :class:`ScoreResult` and its QuestionnaireResponse -> a score Observation.
 
 Follows the synthesis in the team's peer survey (section 2.4): one Observation per scored
-response, the total as ``valueQuantity`` (UCUM ``{score}``), subscales as ``component``s,
+response, the total as ``valueQuantity`` (UCUM ``{score}``), every other scale of the mapping (the
+WAI-SR subscales, the SRS-family line values) as a ``component`` named by the scale's code,
 ``derivedFrom`` the versioned response, ``focus`` the practitioner the alliance is with,
 ``method`` naming the algorithm version, and a deterministic ``identifier`` so that writes
 can be idempotent (conditional create/update on that identifier).

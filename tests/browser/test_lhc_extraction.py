@@ -41,7 +41,9 @@ SHARED = {"status", "code", "category", "subject", "effectiveDateTime", "derived
 LHC_ONLY = {"issued", "meta"}
 # What only our scorer writes, beyond SDC observation-based extraction (see docs/extraction.md):
 # the deterministic identifier, the Questionnaire canonical, method (algorithm version) and the
-# instrument's reference ranges; interpretation/note when a cutoff or a project rule applies.
+# instrument's reference ranges; interpretation/note when a cutoff or a project rule applies; and the
+# components of scales without a score item in the Questionnaire (the SRS-family line values: a line
+# is an answer, not a score item, so SDC extraction has nothing to make a component of).
 OURS_ONLY = {"identifier", "extension", "method", "referenceRange"}
 
 
@@ -74,15 +76,24 @@ def _expected_request(qr: dict[str, Any], instrument_id: str) -> dict[str, str]:
     }
 
 
-def _ours_only(observation: dict[str, Any]) -> set[str]:
+def _ours_only(observation: dict[str, Any], instrument_id: str) -> set[str]:
     extra = set(OURS_ONLY)
     extra |= {key for key in ("interpretation", "note") if key in observation}
+    if "component" in observation and not _component_cores(observation, instrument_id):
+        extra.add("component")  # only line values (SRS family): no score item to extract them from
     return extra
 
 
-def _component_cores(observation: dict[str, Any]) -> list[dict[str, Any]]:
-    """Components as SDC extraction writes them (code and value); ours add referenceRange/interpretation."""
-    return [{"code": c["code"], "valueQuantity": c["valueQuantity"]} for c in observation.get("component", [])]
+def _component_cores(observation: dict[str, Any], instrument_id: str) -> list[dict[str, Any]]:
+    """Our components as SDC extraction writes them (code and value; ours add referenceRange/interpretation),
+    for the scales the Questionnaire has a score item for (the SRS-family line values have none)."""
+    mapping = catalog().get(instrument_id).mapping
+    extracted = {s.codes[0].code for s in mapping.subscales if s.questionnaire_item is not None}
+    return [
+        {"code": c["code"], "valueQuantity": c["valueQuantity"]}
+        for c in observation.get("component", [])
+        if c["code"]["coding"][0]["code"] in extracted
+    ]
 
 
 @pytest.mark.parametrize("answers", API_SETS + UI_SETS, ids=lambda s: s.id)
@@ -99,11 +110,12 @@ def test_extracted_observation_equals_ours(lhc: LhcPage, answers: AnswerSet) -> 
     assert entry["request"] == _expected_request(qr, answers.instrument)
 
     assert set(theirs) - set(ours) == LHC_ONLY
-    assert set(ours) - set(theirs) == _ours_only(ours)
-    shared = {key: ours[key] for key in SHARED if key in ours}
-    assert set(shared) == SHARED - ({"component"} if "component" not in ours else set())
+    assert set(ours) - set(theirs) == _ours_only(ours, answers.instrument)
+    extracted = _component_cores(ours, answers.instrument)
+    shared = {key: ours[key] for key in SHARED if key in ours and (key != "component" or extracted)}
+    assert set(shared) == SHARED - ({"component"} if not extracted else set())
     for key, value in shared.items():
-        mine = _component_cores(ours) if key == "component" else value
+        mine = extracted if key == "component" else value
         assert theirs[key] == mine, f"{key}: LHC-Forms extracted {theirs[key]!r}, our scorer wrote {mine!r}"
     # The values are the hand-computed scores of the answer set (so equality is not equality of two wrong numbers).
     assert Decimal(repr(theirs["valueQuantity"]["value"])) == answers.expected["total"]
@@ -124,7 +136,7 @@ def test_incomplete_wai_sr_extracts_a_total_without_value(lhc: LhcPage) -> None:
     theirs, ours = entry["resource"], _ours(qr, "wai-sr")
     assert "valueQuantity" not in theirs and "dataAbsentReason" not in theirs
     assert ours["valueQuantity"]["value"] == 38.2  # 35 / 11 x 12, rounded half-up (project rule)
-    assert theirs["component"] == _component_cores(ours)
+    assert theirs["component"] == _component_cores(ours, "wai-sr")
     assert [c["code"]["coding"][0]["code"] for c in theirs["component"]] == ["wai-sr-bond", "wai-sr-goal"]
     # A valid R4 response cannot carry the subscales without the total's answer to nest them in.
     assert not [i for i in qr["item"] if i["linkId"] in ("total", "task", "bond", "goal")]

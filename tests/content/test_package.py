@@ -85,18 +85,27 @@ def test_layout_is_one_package_folder_with_manifest_index_and_resources(files):
     assert sorted(by_type["Questionnaire"]) == ["cors", "csrs", "gsrs", "haq-ii", "ors", "srs", "wai-sr"]
     assert by_type["CodeSystem"] == ["alliance-fhir"]
     assert sorted(by_type["ValueSet"]) == ["haq-ii-answers", "wai-sr-answers"]  # the VAS forms have no coded answers
-    assert sorted(by_type["ObservationDefinition"]) == [
-        "cors-total",
-        "csrs-total",
-        "gsrs-total",
-        "haq-ii-total",
-        "ors-total",
-        "srs-total",
-        "wai-sr-bond",
-        "wai-sr-goal",
-        "wai-sr-task",
-        "wai-sr-total",
+    # one per score we write: every total, the WAI-SR subscales, and the four lines of each SRS-family form
+    lines = [
+        f"{form}-{line}"
+        for form in ("csrs", "gsrs", "srs")
+        for line in ("approach", "goals", "overall", "relationship")
     ]
+    assert sorted(by_type["ObservationDefinition"]) == sorted(
+        [
+            "cors-total",
+            "csrs-total",
+            "gsrs-total",
+            "haq-ii-total",
+            "ors-total",
+            "srs-total",
+            "wai-sr-bond",
+            "wai-sr-goal",
+            "wai-sr-task",
+            "wai-sr-total",
+            *lines,
+        ]
+    )
     assert set(by_type) == {"Questionnaire", "CodeSystem", "ValueSet", "ObservationDefinition"}
 
 
@@ -262,6 +271,7 @@ def test_observation_definition_matches_the_observations_we_write(catalog, files
         ("wai-sr-task", 0),  # all items required: whole numbers only
         ("haq-ii-total", 1),  # prorated like WAI-SR
         ("srs-total", 1),  # VAS lines read to 1 mm
+        ("srs-approach", 1),  # one line alone, read to 1 mm
     ],
 )
 def test_decimal_precision_covers_every_value_we_write(files, definition, precision):
@@ -280,7 +290,8 @@ def test_c2_cutoff_is_a_reference_interval_on_the_unflagged_side(files, instrume
 
 
 @pytest.mark.parametrize(
-    "definition", ["wai-sr-total", "wai-sr-bond", "haq-ii-total", "csrs-total", "gsrs-total", "cors-total"]
+    "definition",
+    ["wai-sr-total", "wai-sr-bond", "haq-ii-total", "csrs-total", "gsrs-total", "cors-total", "srs-relationship"],
 )
 def test_no_cutoff_no_reference_interval(files, definition):
     doc = json.loads(files[f"package/ObservationDefinition-{definition}.json"])

@@ -71,7 +71,14 @@ def test_sync_finds_and_scores_responses_to_the_client_forms(server, tmp_path): 
             for o in c.search("Observation", {"subject": patient, "identifier": f"{IDENTIFIER_SYSTEM}|"})
         }
     assert totals(found[wai["id"]]) == {"total": 48, "wai-sr-task": 16, "wai-sr-bond": 16, "wai-sr-goal": 16}
-    assert totals(found[vas["id"]]) == {"total": 33.6}
+    # 9.5 + 9 + 8.1 + 7 = 33.6; each line is kept as its own component
+    assert totals(found[vas["id"]]) == {
+        "total": 33.6,
+        "srs-relationship": 9.5,
+        "srs-goals": 9,
+        "srs-approach": 8.1,
+        "srs-overall": 7,
+    }
     # the Observation names the full instrument, as for a response to the full form
     instantiates = {o["extension"][0]["valueCanonical"] for o in found.values()}
     assert instantiates == {CATALOG.get("wai-sr").canonical, CATALOG.get("srs").canonical}

@@ -172,7 +172,16 @@ def test_score_rows_from_the_export_are_the_hand_computed_scores(exported):
     assert got == sorted(
         [
             (who["srs1"], "srs-total", "total", Decimal("37.0"), "final", who["e1"], SESSION_1, False),
+            # each SRS line is a row of its own (a component): 9.5, 9.5, 9.0, 9.0 and 8.0, 8.5, 7.5, 8.0
+            (who["srs1"], "srs-relationship", "subscale", Decimal("9.5"), "final", who["e1"], SESSION_1, False),
+            (who["srs1"], "srs-goals", "subscale", Decimal("9.5"), "final", who["e1"], SESSION_1, False),
+            (who["srs1"], "srs-approach", "subscale", Decimal("9.0"), "final", who["e1"], SESSION_1, False),
+            (who["srs1"], "srs-overall", "subscale", Decimal("9.0"), "final", who["e1"], SESSION_1, False),
             (who["srs2"], "srs-total", "total", Decimal("32.0"), "final", who["e2"], SESSION_2, True),
+            (who["srs2"], "srs-relationship", "subscale", Decimal("8.0"), "final", who["e2"], SESSION_2, False),
+            (who["srs2"], "srs-goals", "subscale", Decimal("8.5"), "final", who["e2"], SESSION_2, False),
+            (who["srs2"], "srs-approach", "subscale", Decimal("7.5"), "final", who["e2"], SESSION_2, False),
+            (who["srs2"], "srs-overall", "subscale", Decimal("8.0"), "final", who["e2"], SESSION_2, False),
             (who["wai"], "wai-sr-total", "total", Decimal("44"), "amended", who["e2"], SESSION_2, False),
             (who["wai"], "wai-sr-task", "subscale", Decimal("20"), "amended", who["e2"], SESSION_2, False),
             (who["wai"], "wai-sr-bond", "subscale", Decimal("16"), "amended", who["e2"], SESSION_2, False),
@@ -185,7 +194,7 @@ def test_score_rows_from_the_export_are_the_hand_computed_scores(exported):
         assert row["therapist_focus"] == who["therapist"]
         assert row["method_version"] == version[instrument]
         assert row["observation_id"].startswith("Observation/") and row["identifier"]
-    # one Observation per response: the WAI-SR's four rows share one id, the SRS sessions have one each
+    # one Observation per response: the WAI-SR's four rows share one id, each SRS session's five rows another
     assert len({r["observation_id"] for r in rows}) == 3
 
 
@@ -198,7 +207,11 @@ def test_signal_rows_from_the_export_are_the_hand_worked_signals(exported):
         ("early-alliance-warning", "high", "final", "active"),
         ("low-alliance", "moderate", "final", "active"),
     ]
-    scores = {r["identifier"]: r for r in run_view(folder, VIEWS["alliance-scores"]) if r["patient"] == who["patient"]}
+    scores = {
+        r["identifier"]: r
+        for r in run_view(folder, VIEWS["alliance-scores"])
+        if r["patient"] == who["patient"] and r["scale_kind"] == "total"
+    }
     for row in rows:
         assert row["therapist_focus"] == who["therapist"]
         assert row["opened"].startswith(SESSION_2[:19]) and row["resolved"] is None and row["repaired"] is None

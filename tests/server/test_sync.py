@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import httpx
 import pytest
 
 from alliance_fhir.fhirclient.client import FhirClient
+from alliance_fhir.instruments.catalog import Catalog
 from alliance_fhir.server import sync_pipeline as pipeline_module
 from alliance_fhir.server.settings import ServerConfig
 from alliance_fhir.server.state import StateStore
@@ -142,6 +144,48 @@ def test_amended_response_updates_its_observation(server, catalog, store, make_r
     [obs] = observations(server)
     assert obs["status"] == "amended" and obs["valueQuantity"]["value"] == 38  # 36 - 3 + 5
     assert obs["derivedFrom"] == [{"reference": "QuestionnaireResponse/qr-a/_history/2"}]
+
+
+def test_observations_from_before_the_srs_lines_were_kept_gain_them_in_place_after_a_reset(
+    server, catalog, store, make_response
+):
+    """Keeping the SRS lines added components but changed no score and no identifier (the algorithm
+    version stayed 1.0.0). Sync's change detection keys on the response version and the Observation
+    identifier, so an ordinary sync leaves an earlier Observation as it is; `sync --reset` then a sync
+    rewrites each once, in place (same identifier, same resource, a new version), with no duplicate."""
+    srs = catalog.get("srs")
+    before = Catalog(  # the catalog as it was: the SRS total alone
+        instruments={
+            **catalog.instruments,
+            srs.canonical: dataclasses.replace(
+                srs, mapping=srs.mapping.model_copy(update={"scales": [srs.mapping.total]})
+            ),
+        },
+        codesystems=catalog.codesystems,
+    )
+    server.put(make_response("srs", {1: 9.1, 2: 8.4, 3: 6.0, 4: 7.5}, rid="qr-lines"))  # 31.0
+    assert sync(server, before, store).written == 1
+    [old] = observations(server)
+    assert "component" not in old and old["valueQuantity"]["value"] == 31.0
+
+    again = sync(server, catalog, store)  # the next run, with the lines kept: nothing about the response changed
+    # read again (the checkpoint's overlap) and judged unchanged: same response version, same identifier
+    assert (again.written, again.unchanged) == (0, 1)
+    assert observations(server) == [old]
+
+    store.reset(BASE)
+    report = sync(server, catalog, store)
+    assert (report.found, report.written, report.failed) == (1, 1, 0)
+    [new] = observations(server)
+    assert (new["id"], new["identifier"]) == (old["id"], old["identifier"]) and new["meta"]["versionId"] == "2"
+    assert new["valueQuantity"]["value"] == 31.0
+    assert [(c["code"]["coding"][0]["code"], c["valueQuantity"]["value"]) for c in new["component"]] == [
+        ("srs-relationship", 9.1),
+        ("srs-goals", 8.4),
+        ("srs-approach", 6.0),
+        ("srs-overall", 7.5),
+    ]
+    assert sync(server, catalog, store).written == 0  # and once only
 
 
 def test_entered_in_error_response_retracts_its_observation(server, catalog, store, make_response):

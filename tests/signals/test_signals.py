@@ -95,10 +95,37 @@ def test_points_from_real_score_observations(catalog, make_response):
     assert point.observation.value == observation["identifier"][0]["value"]
 
 
+def test_points_carry_the_srs_line_values_keyed_by_scale(catalog, make_response):
+    """An SRS session keeps its four lines (relationship, goals and topics, approach or method,
+    overall), so a card can say which part of the alliance fell."""
+    response = make_response("srs", {1: 9.1, 2: 8.4, 3: 6.0, 4: 7.5}, encounter={"reference": "Encounter/e1"})
+    point = one_series(catalog, [build_observation(score_response(response, catalog), response)]).points[0]
+    # 9.1 + 8.4 + 6.0 + 7.5 = 31.0; each line as marked
+    assert point.value == Decimal("31.0")
+    assert point.subscales == (
+        ("relationship", Decimal("9.1")),
+        ("goals", Decimal("8.4")),
+        ("approach", Decimal("6.0")),
+        ("overall", Decimal("7.5")),
+    )
+    assert point.scale("approach") == Decimal("6.0") and point.scale("total") == Decimal("31.0")
+    parts = {s.id: s.part for s in catalog.get("srs").mapping.subscales}
+    assert {parts[scale] for scale, _ in point.subscales} == {"bond", "goals", "tasks", "overall"}
+
+
+def test_an_srs_observation_written_before_the_lines_were_kept_has_no_line_values(catalog):
+    """Observations on a server from before (total only) still read; they just carry no part data."""
+    point = one_series(catalog, [score_obs("srs", 31.0, day=1)]).points[0]
+    assert point.value == Decimal("31.0") and point.subscales == () and point.scale("approach") is None
+
+
 def test_hand_built_observations_read_like_real_ones(catalog, make_response):
     response = make_response("srs", {1: 9, 2: 9, 3: 8.5, 4: 9}, encounter={"reference": "Encounter/p1-1"})
     real = one_series(catalog, [build_observation(score_response(response, catalog), response)]).points[0]
-    built = one_series(catalog, [score_obs("srs", 35.5, day=1, subject="Patient/p1", focus=None)]).points[0]
+    lines = {"relationship": 9, "goals": 9, "approach": 8.5, "overall": 9}  # the response's four lines, kept
+    built = one_series(
+        catalog, [score_obs("srs", 35.5, day=1, subject="Patient/p1", focus=None, subscales=lines)]
+    ).points[0]
     # 9 + 9 + 8.5 + 9 = 35.5
     fields = ("instrument", "subject", "focus", "encounter", "time", "value", "subscales", "status")
     assert [getattr(real, f) for f in fields] == [getattr(built, f) for f in fields]

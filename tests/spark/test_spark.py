@@ -106,7 +106,7 @@ def test_score_rows_equal_the_alliance_scores_view_over_the_same_observations(sp
     (view,) = [v for v in view_definitions() if v["id"] == "alliance-scores"]
     from_view = [tuple(r[c] for c in SCORE_ROW_COLUMNS) for r in run_view(folder, view)]
     assert sorted(map(_key, from_view)) == sorted(_key(tuple(r[c] for c in SCORE_ROW_COLUMNS)) for r in scored)
-    assert len(scored) == len(from_view) > len(cli_lines)  # WAI-SR adds three subscale rows per response
+    assert len(scored) == len(from_view) > len(cli_lines)  # WAI-SR adds three subscale rows, the SRS family four lines
 
 
 def _key(row: tuple[Any, ...]) -> tuple[str, ...]:
@@ -129,12 +129,28 @@ def test_score_rows_hand_computed_wai_sr(spark, make_response):
     }
 
 
+def test_score_rows_hand_computed_srs_lines(spark, make_response):
+    """SRS lines 9.1, 8.4, 6.0, 7.5: total 9.1 + 8.4 + 6.0 + 7.5 = 31.0 (instruments.md 4a), each line a row of its own."""
+    doc = make_response("srs", {1: 9.1, 2: 8.4, 3: 6.0, 4: 7.5}, rid="s2")
+    rows = score_rows(spark.createDataFrame([(json.dumps(doc),)], "value string")).collect()
+    assert [(r.scale, r.scale_kind, r.value) for r in rows] == [
+        ("srs-total", "total", 31.0),
+        ("srs-relationship", "subscale", 9.1),
+        ("srs-goals", "subscale", 8.4),
+        ("srs-approach", "subscale", 6.0),
+        ("srs-overall", "subscale", 7.5),
+    ]
+    assert rows[0].interpretation == "L" and {r.interpretation for r in rows[1:]} == {None}  # 31.0 < 36
+
+
 def test_a_bad_row_is_one_error_row_and_the_rest_go_on(spark, make_response):
     good = json.dumps(make_response("srs", {1: 9.0, 2: 9.0, 3: 9.0, 4: 9.0}, rid="s1"))  # 36.0
     df = spark.createDataFrame([("[1, 2",), (None,), (good,)], "value string")
     rows = score_rows(df).collect()
-    assert [r.error is None for r in rows] == [False, False, True]
+    # the good response gives five rows: its total, then its four lines
+    assert [r.error is None for r in rows] == [False, False, True, True, True, True, True]
     assert rows[2].value == 36.0 and rows[2].scale == "srs-total"
+    assert [r.value for r in rows[3:]] == [9.0, 9.0, 9.0, 9.0]
     assert "null" in rows[1].error and all(r.scale is None for r in rows[:2])
 
 
