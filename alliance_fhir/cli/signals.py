@@ -19,6 +19,7 @@ from ..instruments.catalog import Catalog
 from ..scoring.inputs import read_inputs
 from ..server.signal_sync import fetch_trajectories, run_signals
 from ..signals import MISSING_MATPLOTLIB
+from ..signals.prompts import load_prompts
 from ..signals.resources import signal_bundle
 from ..signals.rules import detect_signals
 from ..signals.trajectory import Trajectories, build_trajectories, context_from_encounters, unbundle
@@ -44,6 +45,14 @@ PathsArgument = Annotated[
     typer.Argument(help="Local score Observations (JSON, NDJSON, Bundle, folder); instead of --server."),
 ]
 PatientOption = Annotated[str | None, typer.Option("--patient", help="Only this client, e.g. Patient/123.")]
+PromptsOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--prompts",
+        metavar="FILE",
+        help="Discussion prompts for the Tasks (a clinic's edited or translated file; default: the packaged English set).",
+    ),
+]
 
 
 def register(app: typer.Typer) -> None:
@@ -72,11 +81,16 @@ def signals(
     patient: PatientOption = None,
     tasks: Annotated[bool, typer.Option("--tasks", help="Also create a follow-up Task per active signal.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Detect and count; write nothing.")] = False,
+    prompts: PromptsOption = None,
     *,
     common: CommonOptions,
 ) -> None:
     """Detect alliance signals (low alliance, rupture, repair, early warning, gap, split) and write them as DetectedIssues."""
     setup_logging(common.verbose)
+    # Checked before any work: a bad prompt file is one `error:` line and exit 2, and nothing is written.
+    # TODO(lead, issue 25): keep this PromptSet and pass it on, `run_signals(..., prompts=...)` and
+    # `signal_bundle(..., prompts=...)`, once they take it (neither has the parameter yet).
+    load_prompts(prompts)
     catalog = command_catalog(ctx, None)
     file = ConfigFile.read(common.config)  # read once, for the labels and the server
     labels = common.labels(file)

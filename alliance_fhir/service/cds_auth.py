@@ -42,6 +42,7 @@ from .._config_file import ConfigFile, validate_settings
 from ..errors import CdsAuthError, ConfigError
 from ..fhirclient.fetch import FetchFailed, Transport, fetch_bounded
 from ..server.state import StateStore
+from ..signals.prompts import load_prompts
 
 __all__ = [
     "ALGORITHMS",
@@ -94,6 +95,11 @@ class CdsSettings(BaseModel):
         le=10,
         description="the whole hook (JWT check with any JWKS fetch, FHIR reads) answers within this; EHRs wait about 5 s",
     )
+    prompts: Path | None = Field(
+        None,
+        description="a prompt file (a clinic's edited or translated discussion prompts, checked by "
+        "`alliance-fhir prompts check`); none: the packaged English set",
+    )
 
 
 def load_cds_settings(file: Path | ConfigFile | None = None) -> CdsSettings:
@@ -112,6 +118,11 @@ def load_cds_settings(file: Path | ConfigFile | None = None) -> CdsSettings:
     for client in settings.clients:
         if client.jwks_file is not None and not client.jwks_file.is_file():
             raise ConfigError(f"{path}: [[cds.clients]] jwks_file {client.jwks_file} is not a file")
+    if settings.prompts is not None:  # checked at start: a clinic's bad translation stops serve with one line
+        try:
+            load_prompts(settings.prompts)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: [cds] prompts: {exc}") from None
     return settings
 
 
