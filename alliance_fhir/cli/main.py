@@ -288,11 +288,18 @@ def prompts_check(file: PromptFileArgument) -> None:
 @prompts_app.command("show")
 def prompts_show(
     file: Annotated[Path | None, typer.Argument(help="A prompt file (default: the packaged English set).")] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the set as a prompt file (JSON): the start of a clinic's own.")
+    ] = False,
 ) -> None:
     """List the prompts: each situation's and each part's text, with whose it is and its source."""
     from ..signals.prompts import load_prompts
 
     prompts = load_prompts(file)
+    if as_json:  # indented, in the file's own order: for a person to edit
+        doc = prompts.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"schema_ref"})
+        sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+        return
     out.print(f"{prompts.title} ({prompts.language}); {prompts.source}", markup=False)
     for heading, group in (("Situations", prompts.situations), ("Parts of the alliance", prompts.parts)):
         out.print(f"\n{heading}", markup=False)

@@ -72,3 +72,14 @@ def test_signals_refuses_a_bad_prompt_file_before_any_work(tmp_path):
     result = runner.invoke(app, ["signals", str(tmp_path / "scores.ndjson"), "--prompts", str(over_long(tmp_path))])
     assert result.exit_code == 2
     assert result.stderr == f"error: {tmp_path / 'de.json'}: prompt 'fallen': text is longer than 200 characters\n"
+
+
+def test_show_json_is_a_prompt_file_to_start_a_translation_from(tmp_path):
+    result = runner.invoke(app, ["prompts", "show", "--json"])
+    assert result.exit_code == 0, result.output
+    copy = tmp_path / "de.json"
+    copy.write_text(result.stdout, encoding="utf-8")
+    shipped = json.loads(SHIPPED.read_text(encoding="utf-8"))
+    del shipped["$schema"]  # points beside the shipped file; a copy elsewhere would not find it
+    assert json.loads(result.stdout) == shipped
+    assert runner.invoke(app, ["prompts", "check", str(copy)]).stdout == "ok: 11 prompts (en)\n"

@@ -235,3 +235,11 @@ def test_a_file_that_is_not_json_or_not_there_is_one_line(tmp_path):
     assert refused(absent).startswith(f"{absent}: cannot read the prompt file (")
     listed = write(tmp_path, [], "list.json")  # type: ignore[arg-type]
     assert refused(listed).startswith(f"{listed}: expected a JSON object")
+
+
+def test_the_docs_table_shows_every_shipped_prompt_as_shipped():
+    """docs/prompts.md is what a clinic reads before translating: it must not drift from the file."""
+    page = (ROOT / "docs" / "prompts.md").read_text(encoding="utf-8")
+    for prompt in load_prompts().prompts:
+        assert f"| `{prompt.id}` |" in page and f"| {prompt.text} |" in page, prompt.id
+        assert prompt.source in page, prompt.id
