@@ -113,6 +113,9 @@ class PromptSet(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     schema_ref: str | None = Field(default=None, alias="$schema")
+    schema_version: Literal[1] = Field(
+        default=1, description="The prompt file format; a clinic's file of another version is refused, not guessed at."
+    )
     language: str = Field(pattern=_BCP47, description="BCP-47 language of the texts, e.g. 'en' or 'de-CH'.")
     title: PlainText
     source: PlainText = Field(description="Who wrote or translated this set, and when.")

@@ -243,3 +243,8 @@ def test_the_docs_table_shows_every_shipped_prompt_as_shipped():
     for prompt in load_prompts().prompts:
         assert f"| `{prompt.id}` |" in page and f"| {prompt.text} |" in page, prompt.id
         assert prompt.source in page, prompt.id
+
+
+def test_a_file_of_another_format_version_is_refused(tmp_path):
+    path = write(tmp_path, {**german(), "schema_version": 2})
+    assert refused(path) == f"{path}: schema_version must be 1"
