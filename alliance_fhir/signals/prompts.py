@@ -166,7 +166,7 @@ def load_prompts(path: Path | None = None) -> PromptSet:
     try:
         return PromptSet.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"{where}: {describe_errors(exc, data)}") from None
+        raise ConfigError(f"{where}: {_summarise_errors(exc, data)}") from None
 
 
 def _read_json(path: Path) -> Any:
@@ -186,7 +186,7 @@ def _read_json(path: Path) -> Any:
     return data
 
 
-def describe_errors(exc: ValidationError, data: Any, limit: int = 3) -> str:
+def _summarise_errors(exc: ValidationError, data: Any, limit: int = 3) -> str:
     """One line from the validation errors of a prompt file: each names its prompt and the reason."""
     errors = exc.errors()
     lines = [_describe(dict(e), data) for e in errors[:limit]]
