@@ -86,9 +86,10 @@ bench-quick: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks.bench_scoring --quick --cli --out benchmarks/results/scoring-quick.json
 	$(BIN)/python -m benchmarks.bench_sync --quick --out benchmarks/results/sync-quick.json
 
-## Regenerate the mapping JSON Schema after changing alliance_fhir/models.py.
+## Regenerate the JSON Schemas (mappings, prompts) after changing their models.
 schema: install
 	$(BIN)/alliance-fhir instruments schema > mappings/mapping.schema.json
+	$(BIN)/alliance-fhir prompts schema > prompts/prompts.schema.json
 
 clean:
 	rm -rf $(VENV) dist build .pytest_cache .hypothesis

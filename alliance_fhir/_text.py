@@ -19,7 +19,7 @@ import re
 from decimal import Decimal
 from typing import Any
 
-__all__ = ["MAX_SHOWN", "describe", "markdown_text", "safe_text"]
+__all__ = ["MAX_SHOWN", "describe", "markdown_text", "one_line", "safe_text"]
 
 MAX_SHOWN = 120
 """Characters of a data-derived value shown in a message before it is cut."""
@@ -45,6 +45,13 @@ _MARKDOWN_PUNCTUATION = re.compile(r"[!-/:-@\[-`{-~]")
 _MARKDOWN_SPACE = re.compile(r"\s+")
 
 
+def one_line(value: str) -> str:
+    """``value`` as one plain line: control characters (as in :func:`safe_text`) and runs of white
+    space become one space, and the ends are trimmed. For text that a data file gives and a
+    clinician reads (a discussion prompt): it cannot break a line, a log or a layout."""
+    return _MARKDOWN_SPACE.sub(" ", _UNSAFE.sub(" ", value)).strip()
+
+
 def markdown_text(value: str, limit: int = 200) -> str:
     """``value`` as markdown that renders as exactly this text: no link, image, HTML, entity or emphasis.
 
@@ -57,7 +64,7 @@ def markdown_text(value: str, limit: int = 200) -> str:
     table row) or end in a hard line break; control characters are dropped as in :func:`safe_text`;
     long values are cut at ``limit`` characters with an ellipsis.
     """
-    text = _MARKDOWN_SPACE.sub(" ", _UNSAFE.sub(" ", value)).strip()
+    text = one_line(value)
     if len(text) > limit:
         text = text[: limit - 1].rstrip() + "…"
     return _MARKDOWN_PUNCTUATION.sub(lambda m: "\\" + m.group(), text)

@@ -87,9 +87,13 @@ app = typer.Typer(
 instruments_app = typer.Typer(help="List, show and check alliance instruments.", no_args_is_help=True)
 questionnaires_app = typer.Typer(help="Export instruments as FHIR R4 Questionnaires.", no_args_is_help=True)
 package_app = typer.Typer(help="Build a FHIR NPM package of our content.", no_args_is_help=True)
+prompts_app = typer.Typer(
+    help="Check, show and describe the discussion prompts that cards and Tasks suggest.", no_args_is_help=True
+)
 app.add_typer(instruments_app, name="instruments")
 app.add_typer(questionnaires_app, name="questionnaires")
 app.add_typer(package_app, name="package")
+app.add_typer(prompts_app, name="prompts")
 
 
 class OutputFormat(StrEnum):
@@ -264,6 +268,53 @@ def instruments_check(
 def instruments_schema() -> None:
     """Print the JSON Schema of mapping files (for editors): ``> mappings/mapping.schema.json``."""
     sys.stdout.write(json.dumps(mapping_json_schema(), indent=2, ensure_ascii=False) + "\n")
+
+
+# ---------------------------------------------------------------- prompts
+# The prompt module is imported by each command, not at start-up: the other commands never need it.
+
+PromptFileArgument = Annotated[Path, typer.Argument(help="A prompt file (JSON), e.g. a clinic's translation.")]
+
+
+@prompts_app.command("check")
+def prompts_check(file: PromptFileArgument) -> None:
+    """Check a prompt file against the rules (every situation and part, sources, length); exit 2 if it breaks one."""
+    from ..signals.prompts import load_prompts
+
+    prompts = load_prompts(file)  # a ConfigError is one `error:` line and exit 2 (AllianceGroup)
+    out.print(f"ok: {len(prompts.prompts)} prompts ({prompts.language})", markup=False)
+
+
+@prompts_app.command("show")
+def prompts_show(
+    file: Annotated[Path | None, typer.Argument(help="A prompt file (default: the packaged English set).")] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the set as a prompt file (JSON): the start of a clinic's own.")
+    ] = False,
+) -> None:
+    """List the prompts: each situation's and each part's text, with whose it is and its source."""
+    from ..signals.prompts import load_prompts
+
+    prompts = load_prompts(file)
+    if as_json:  # indented, in the file's own order: for a person to edit
+        doc = prompts.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"schema_ref"})
+        sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+        return
+    out.print(f"{prompts.title} ({prompts.language}); {prompts.source}", markup=False)
+    for heading, group in (("Situations", prompts.situations), ("Parts of the alliance", prompts.parts)):
+        out.print(f"\n{heading}", markup=False)
+        for prompt in group:
+            tag = f", {prompt.confidence}" if prompt.confidence else ""
+            out.print(f"  {prompt.id}: {prompt.text}", markup=False)
+            out.print(f"      {prompt.whose}{tag}: {prompt.source}", markup=False)
+
+
+@prompts_app.command("schema")
+def prompts_schema() -> None:
+    """Print the JSON Schema of prompt files (for editors): ``> prompts/prompts.schema.json``."""
+    from ..signals.prompts import prompts_json_schema
+
+    sys.stdout.write(json.dumps(prompts_json_schema(), indent=2, ensure_ascii=False) + "\n")
 
 
 # ---------------------------------------------------------------- questionnaires

@@ -19,6 +19,7 @@ from ..instruments.catalog import Catalog
 from ..scoring.inputs import read_inputs
 from ..server.signal_sync import fetch_trajectories, run_signals
 from ..signals import MISSING_MATPLOTLIB
+from ..signals.prompts import load_prompts
 from ..signals.resources import signal_bundle
 from ..signals.rules import detect_signals
 from ..signals.situations import situation_history
@@ -45,6 +46,14 @@ PathsArgument = Annotated[
     typer.Argument(help="Local score Observations (JSON, NDJSON, Bundle, folder); instead of --server."),
 ]
 PatientOption = Annotated[str | None, typer.Option("--patient", help="Only this client, e.g. Patient/123.")]
+PromptsOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--prompts",
+        metavar="FILE",
+        help="Discussion prompts for the Tasks (a clinic's edited or translated file; default: the packaged English set).",
+    ),
+]
 
 
 def register(app: typer.Typer) -> None:
@@ -75,11 +84,14 @@ def signals(
         bool, typer.Option("--tasks", help="Also create one follow-up Task per open situation (its signals together).")
     ] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Detect and count; write nothing.")] = False,
+    prompts: PromptsOption = None,
     *,
     common: CommonOptions,
 ) -> None:
     """Detect alliance signals (low alliance, rupture, repair, early warning, gap, split) and write them as DetectedIssues."""
     setup_logging(common.verbose)
+    # Checked before any work: a bad prompt file is one `error:` line and exit 2, and nothing is written.
+    prompt_set = load_prompts(prompts)  # checked before any work: a bad file is one line and exit 2
     catalog = command_catalog(ctx, None)
     file = ConfigFile.read(common.config)  # read once, for the labels and the server
     labels = common.labels(file)
@@ -92,14 +104,18 @@ def signals(
             emit_json({"signals": [signal_listing(s) for s in found]})
         else:
             bundle = signal_bundle(
-                found, situations=situation_history(found, trajectories), tasks=tasks, security=labels
+                found,
+                situations=situation_history(found, trajectories),
+                tasks=tasks,
+                prompts=prompt_set,
+                security=labels,
             )
             sys.stdout.write(json.dumps(bundle, indent=2) + "\n")
         raise typer.Exit(0)
     cfg = common.server_config(server, file)
     with open_client(cfg) as client:
         result, found, trajectories = run_signals(
-            client, catalog, patient=patient, tasks=tasks, dry_run=dry_run, security=labels
+            client, catalog, patient=patient, tasks=tasks, dry_run=dry_run, security=labels, prompts=prompt_set
         )
     for problem in result.problems:
         say(problem, "note")

@@ -22,7 +22,7 @@ from ..errors import NotFound
 from ..fhirclient.client import FhirClient, search_token
 from ..fhirtypes import comparable
 from ..instruments.catalog import Catalog
-from ..signals.cards import PromptSource
+from ..signals.prompts import PromptSet
 from ..signals.resources import signal_resources, task_follow_ups, withdrawn_issues
 from ..signals.rules import SPLIT, Signal, detect_signals
 from ..signals.situations import situation_history
@@ -83,7 +83,7 @@ def run_signals(
     dry_run: bool = False,
     tag: dict[str, str] | None = None,
     security: SecurityLabels = NO_LABELS,
-    prompts: PromptSource | None = None,
+    prompts: PromptSet | None = None,
 ) -> tuple[SignalReport, list[Signal], Trajectories]:
     """Detect signals from the server's scores and write them (unless ``dry_run``).
 

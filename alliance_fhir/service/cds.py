@@ -57,8 +57,9 @@ from ..instruments.catalog import Catalog
 from ..server.people import fetch_names
 from ..server.signal_sync import fetch_scores, fetch_trajectories
 from ..server.state import StateStore
-from ..signals.cards import PromptSource, alliance_cards, open_issues, split_evidence
+from ..signals.cards import alliance_cards, open_issues, split_evidence
 from ..signals.names import Names
+from ..signals.prompts import PromptSet, load_prompts
 from ..signals.rules import detect_signals
 from ..signals.trajectory import Trajectories, build_trajectories, context_from_encounters, unbundle
 from .body import RequestRefused, read_json
@@ -135,7 +136,7 @@ class CdsService:
     metrics: ServeMetrics | None = None
     deadline_seconds: float = 3.0
     on_track_cards: bool = True
-    prompts: PromptSource | None = None
+    prompts: PromptSet | None = None
 
     @classmethod
     def build(
@@ -297,9 +298,9 @@ def _is_patient(resource: Any, patient: str) -> bool:
     return isinstance(resource, dict) and f"{resource.get('resourceType')}/{resource.get('id')}" == patient
 
 
-def _prompt_set(settings: CdsSettings) -> PromptSource | None:
-    """The clinic's prompt set (``[cds] prompts``), else the shipped one."""
-    return None
+def _prompt_set(settings: CdsSettings) -> PromptSet:
+    """The clinic's prompt set (``[cds] prompts``, already checked when the settings were read), else the shipped one."""
+    return load_prompts(settings.prompts)
 
 
 def _checked_context(request: Any) -> tuple[str, str]:

@@ -42,6 +42,7 @@ from .._config_file import ConfigFile, validate_settings
 from ..errors import CdsAuthError, ConfigError
 from ..fhirclient.fetch import FetchFailed, Transport, fetch_bounded
 from ..server.state import StateStore
+from ..signals.prompts import load_prompts
 
 __all__ = [
     "ALGORITHMS",
@@ -99,6 +100,11 @@ class CdsSettings(BaseModel):
         description="a quiet info card ('SRS 38 at session 5, on track') with the trend link for every client "
         "whose latest alliance score meets no rule; false: cards only when there is something to discuss",
     )
+    prompts: Path | None = Field(
+        None,
+        description="a prompt file (a clinic's edited or translated discussion prompts, checked by "
+        "`alliance-fhir prompts check`); none: the packaged English set",
+    )
 
 
 def load_cds_settings(file: Path | ConfigFile | None = None) -> CdsSettings:
@@ -117,6 +123,11 @@ def load_cds_settings(file: Path | ConfigFile | None = None) -> CdsSettings:
     for client in settings.clients:
         if client.jwks_file is not None and not client.jwks_file.is_file():
             raise ConfigError(f"{path}: [[cds.clients]] jwks_file {client.jwks_file} is not a file")
+    if settings.prompts is not None:  # checked at start: a clinic's bad translation stops serve with one line
+        try:
+            load_prompts(settings.prompts)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: [cds] prompts: {exc}") from None
     return settings
 
 

@@ -33,13 +33,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any
 
 from .._ids import CDS_CARD_ID_BASE, PROJECT_CODESYSTEM, SIGNAL_IDENTIFIER_SYSTEM, SIGNAL_STATUS_EXTENSION
 from .._refs import parse_reference, valid_id
 from .._text import markdown_text
 from ..instruments.models import InstrumentMapping
 from .names import Names
+from .prompts import PromptSet
 from .rules import EARLY_WARNING, GAP, LOW_ALLIANCE, RUPTURE, SIGNAL_KINDS, SPLIT, WHOSE_RULE, Signal
 from .rules import percent_of_maximum as _percent
 from .situations import LEVEL_WORDS, SUMMARY_LIMIT, Situation, current_situations, number
@@ -52,7 +53,6 @@ __all__ = [
     "REPAIR",
     "SOURCE_LABEL",
     "SUMMARY_LIMIT",
-    "PromptSource",
     "alliance_cards",
     "open_issues",
     "situation_card",
@@ -81,20 +81,6 @@ ReportLink = Callable[[str], str | None]
 """Patient reference -> the URL of that patient's report (or None: no link)."""
 
 
-class _Prompt(Protocol):
-    text: str
-    source: str
-    whose: str
-
-
-class PromptSource(Protocol):
-    """What the cards need from a prompt set (:class:`~alliance_fhir.signals.prompts.PromptSet`)."""
-
-    def situation(self, fact: str, /) -> _Prompt | None: ...
-
-    def part(self, part: str, /) -> _Prompt | None: ...
-
-
 def alliance_cards(
     signals: Sequence[Signal],
     trajectories: Trajectories,
@@ -103,7 +89,7 @@ def alliance_cards(
     hook_instance: str = "",
     report_link: ReportLink | None = None,
     names: Names | None = None,
-    prompts: PromptSource | None = None,
+    prompts: PromptSet | None = None,
     on_track: bool = True,
 ) -> list[dict[str, Any]]:
     """The cards for ``patient`` (``Patient/<id>``): one per current situation, the highest concern first.
@@ -129,7 +115,7 @@ def situation_card(
     hook_instance: str = "",
     link: str | None = None,
     names: Names | None = None,
-    prompts: PromptSource | None = None,
+    prompts: PromptSet | None = None,
     mappings: Mapping[str, InstrumentMapping] | None = None,
 ) -> dict[str, Any]:
     """One CDS Hooks card for one situation (``mappings``: every instrument's, for a client-therapist gap)."""
@@ -168,7 +154,7 @@ def topic_code(situation: Situation) -> str:
 def card_detail(
     situation: Situation,
     names: Names,
-    prompts: PromptSource | None,
+    prompts: PromptSet | None,
     mappings: Mapping[str, InstrumentMapping] | None = None,
 ) -> str:
     """Where the client is now, the part that fell, what to ask, the recent sessions, and the rules that fired."""
@@ -281,7 +267,7 @@ def _part_words(situation: Situation) -> str:
     return f"**Part of the alliance rated lowest:** {words}, {number(part.now)} of {maximum}."
 
 
-def _prompt_lines(situation: Situation, prompts: PromptSource | None) -> list[str]:
+def _prompt_lines(situation: Situation, prompts: PromptSet | None) -> list[str]:
     if prompts is None:
         return []
     chosen = []

@@ -31,7 +31,7 @@ from .._ids import (
 )
 from .._security import NO_LABELS, SecurityLabels, with_labels
 from .._version import installed_version
-from .cards import PromptSource
+from .prompts import PromptSet
 from .rules import RUPTURE, SIGNAL_KINDS, Signal
 from .situations import LEVEL_WORDS, ConcernLevel, Situation, number
 from .trajectory import ScorePoint
@@ -129,7 +129,7 @@ def detected_issue(
 
 
 def follow_up_task(
-    situation: Situation, *, prompts: PromptSource | None = None, security: SecurityLabels = NO_LABELS
+    situation: Situation, *, prompts: PromptSet | None = None, security: SecurityLabels = NO_LABELS
 ) -> dict[str, Any] | None:
     """One Task per open situation, asking the treating clinician to follow it up; None otherwise.
 
@@ -162,7 +162,7 @@ def follow_up_task(
     return with_labels(task, security)
 
 
-def task_description(situation: Situation, prompts: PromptSource | None = None) -> str:
+def task_description(situation: Situation, prompts: PromptSet | None = None) -> str:
     """ "Follow up the alliance (high concern): <summary> Part that fell most: ... What to ask: ..." in plain text."""
     parts = [f"Follow up the alliance ({LEVEL_WORDS[situation.level].lower()}): {situation.summary}"]
     part = situation.part
@@ -182,7 +182,7 @@ def signal_resources(
     *,
     situations: Sequence[Situation] = (),
     tasks: bool = False,
-    prompts: PromptSource | None = None,
+    prompts: PromptSet | None = None,
     software_version: str | None = None,
     security: SecurityLabels = NO_LABELS,
 ) -> list[dict[str, Any]]:
@@ -209,7 +209,7 @@ def signal_bundle(
     *,
     situations: Sequence[Situation] = (),
     tasks: bool = False,
-    prompts: PromptSource | None = None,
+    prompts: PromptSet | None = None,
     software_version: str | None = None,
     security: SecurityLabels = NO_LABELS,
 ) -> dict[str, Any]:

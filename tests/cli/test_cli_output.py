@@ -22,6 +22,7 @@ from ..support.cli_server import use_fake_server
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = str(ROOT / "examples" / "srs" / "complete.json")
+PROMPTS = ROOT / "prompts" / "en.json"
 BOX = re.compile("[\u2500-\u257f]")  # box drawing
 
 
@@ -40,6 +41,8 @@ def commands(tmp: Path) -> list[list[str]]:
         ["instruments", "show", "srs"],
         ["instruments", "check"],
         ["instruments", "schema"],
+        ["prompts", "show"],
+        ["prompts", "check", str(PROMPTS)],
         ["questionnaires", "export", str(tmp / "q")],
         ["questionnaires", "template", "srs"],
         ["package", "build", str(tmp / "p")],

@@ -253,6 +253,10 @@ jwks_file = "{jwks}"
         ('[[cds.clients]]\nissuer = "a"\njwks_url = "https://a"\nkey = 1\n', "key"),
         ("[cds]\nmax_token_seconds = 99999\n", "max_token_seconds"),
         (
+            '[cds]\nprompts = "/nonexistent/de.json"\n',
+            r"\[cds\] prompts: /nonexistent/de.json: cannot read the prompt file",
+        ),
+        (
             '[[cds.clients]]\nissuer = "a"\njwks_url = "https://a"\n[[cds.clients]]\nissuer = "a"\njwks_url = "https://b"\n',
             "names an issuer twice",
         ),
@@ -263,6 +267,21 @@ def test_bad_cds_config_is_one_clear_error(tmp_path, body, message):
     config.write_text(body, encoding="utf-8")
     with pytest.raises(ConfigError, match=message):
         load_cds_settings(config)
+
+
+def test_a_clinics_prompt_file_is_a_cds_setting_checked_at_start(tmp_path):
+    shipped = Path(__file__).resolve().parents[2] / "prompts" / "en.json"
+    config = tmp_path / "c.toml"
+    config.write_text(f'[cds]\nprompts = "{shipped}"\n', encoding="utf-8")
+    assert load_cds_settings(config).prompts == shipped
+    broken = tmp_path / "de.json"
+    broken.write_text(shipped.read_text(encoding="utf-8").replace('"whose": "project decision"', '"whose": "ours"', 1))
+    config.write_text(f'[cds]\nprompts = "{broken}"\n', encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_cds_settings(config)
+    assert str(caught.value) == (
+        f"{config}: [cds] prompts: {broken}: prompt 'split': whose must be 'literature' or 'project decision'"
+    )
 
 
 NOT_TIMES = [
