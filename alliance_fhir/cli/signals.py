@@ -22,7 +22,7 @@ from ..signals import MISSING_MATPLOTLIB
 from ..signals.prompts import load_prompts
 from ..signals.resources import signal_bundle
 from ..signals.rules import detect_signals
-from ..signals.situations import situation_history
+from ..signals.situations import apply_levels, situation_history
 from ..signals.trajectory import Trajectories, build_trajectories, context_from_encounters, unbundle
 from ._common import (
     CommonOptions,
@@ -99,13 +99,14 @@ def signals(
         trajectories = _local_trajectories(paths, catalog, patient)
         for problem in trajectories.problems:
             say(problem, "note")
-        found = detect_signals(trajectories)
+        history = situation_history(detect_signals(trajectories), trajectories)
+        found = apply_levels(detect_signals(trajectories), history)
         if common.as_json:
             emit_json({"signals": [signal_listing(s) for s in found]})
         else:
             bundle = signal_bundle(
                 found,
-                situations=situation_history(found, trajectories),
+                situations=history,
                 tasks=tasks,
                 prompts=prompt_set,
                 security=labels,

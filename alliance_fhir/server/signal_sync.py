@@ -25,7 +25,7 @@ from ..instruments.catalog import Catalog
 from ..signals.prompts import PromptSet
 from ..signals.resources import signal_resources, task_follow_ups, withdrawn_issues
 from ..signals.rules import SPLIT, Signal, detect_signals
-from ..signals.situations import situation_history
+from ..signals.situations import apply_levels, situation_history
 from ..signals.trajectory import Trajectories, build_trajectories, context_from_encounters, unbundle
 
 __all__ = ["SignalReport", "fetch_scores", "fetch_trajectories", "run_signals"]
@@ -104,6 +104,7 @@ def run_signals(
     signals = detect_signals(trajectories)
     report.signals, report.active = len(signals), sum(1 for s in signals if s.status == "active")
     situations = situation_history(signals, trajectories)
+    signals = apply_levels(signals, situations)
     resources = signal_resources(signals, situations=situations, tasks=tasks, prompts=prompts, security=security)
     if tag:
         for resource in resources:

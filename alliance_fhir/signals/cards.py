@@ -41,7 +41,7 @@ from .._text import markdown_text
 from ..instruments.models import InstrumentMapping
 from .names import Names
 from .prompts import PromptSet
-from .rules import EARLY_WARNING, GAP, LOW_ALLIANCE, RUPTURE, SIGNAL_KINDS, SPLIT, WHOSE_RULE, Signal
+from .rules import GAP, SIGNAL_KINDS, SPLIT, WHOSE_RULE, Signal
 from .rules import percent_of_maximum as _percent
 from .situations import LEVEL_WORDS, SUMMARY_LIMIT, Situation, current_situations, number
 from .trajectory import ScorePoint, Trajectories
@@ -71,7 +71,6 @@ PART_LABELS = {
     "overall": "the session overall",
 }
 """How a part-prompt's heading names the part ("About the goals")."""
-_LEADING = (RUPTURE, LOW_ALLIANCE, EARLY_WARNING, SPLIT, GAP)
 _TOPIC_DISPLAY = {**SIGNAL_KINDS, REPAIR: "Alliance repaired", ON_TRACK: "Alliance on track"}
 _CARD_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, CDS_CARD_ID_BASE)
 _RECENT_ROWS = 6
@@ -144,8 +143,7 @@ def topic_code(situation: Situation) -> str:
         return REPAIR
     if situation.kind == "on-track":
         return ON_TRACK
-    kinds = {s.kind for s in situation.active_signals}
-    return next(k for k in _LEADING if k in kinds)
+    return situation.leading.kind
 
 
 # ---- the detail: markdown a clinician reads in a narrow panel -------------------------------------

@@ -142,7 +142,7 @@ def follow_up_task(
     """
     if situation.kind != "concern" or situation.status != "active":
         return None
-    leading = situation.active_signals[0]
+    leading = situation.leading
     task: dict[str, Any] = {
         "resourceType": "Task",
         "identifier": [{"system": TASK_IDENTIFIER_SYSTEM, "value": situation.key}],

@@ -48,6 +48,7 @@ __all__ = [
     "ConcernLevel",
     "Fact",
     "PartChange",
+    "apply_levels",
     "Situation",
     "SituationKind",
     "current_situations",
@@ -83,6 +84,7 @@ PART_WORDS: dict[str, str] = {
 }
 """Bordin's parts of the alliance in plain words (Bordin 1979: goals, tasks, bond)."""
 _PART_ORDER = ["goals", "tasks", "bond", "overall"]
+_LEADING = [RUPTURE, LOW_ALLIANCE, EARLY_WARNING, SPLIT, GAP]
 _NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, f"{SIGNAL_IDENTIFIER_SYSTEM}/situation")
 
 
@@ -149,7 +151,13 @@ class Situation:
 
     @property
     def active_signals(self) -> tuple[Signal, ...]:
-        return tuple(s for s in self.signals if s.status == "active")
+        """The open signals, the leading kind first (rupture, low alliance, early warning, split, gap)."""
+        return tuple(sorted((s for s in self.signals if s.status == "active"), key=lambda s: _LEADING.index(s.kind)))
+
+    @property
+    def leading(self) -> Signal:
+        """The signal a Task follows and a card files under: the first open one, else the first of the run."""
+        return (self.active_signals or self.signals)[0]
 
 
 def situation_history(signals: Sequence[Signal], trajectories: Trajectories) -> list[Situation]:
@@ -159,6 +167,12 @@ def situation_history(signals: Sequence[Signal], trajectories: Trajectories) -> 
         if series.points:
             out += _concerns(series, _of_series(signals, series))
     return out
+
+
+def apply_levels(signals: Sequence[Signal], situations: Sequence[Situation]) -> list[Signal]:
+    """The signals with their situation's level of concern as ``severity``: one scale wherever a signal is shown."""
+    levels = {signal.key: situation.level for situation in situations for signal in situation.signals}
+    return [replace(s, severity=levels[s.key]) if s.key in levels else s for s in signals]
 
 
 def current_situations(

@@ -192,11 +192,12 @@ def test_tasks_follow_their_signal_withdrawn_cancels_resolved_notes(monkeypatch,
     fake = _fake_server(monkeypatch, tmp_path)
     assert runner.invoke(app, ["demo", "--server", BASE, "--json"]).exit_code == 0
     assert runner.invoke(app, ["signals", "--server", BASE, "--tasks"]).exit_code == 0
-    tasks = {t["identifier"][0]["value"]: t for t in fake.store["Task"].values()}
+    # one Task per open situation, following the DetectedIssue of the signal that opened it (its focus)
+    followed = {t["focus"]["identifier"]["value"]: t for t in fake.store["Task"].values()}
     active = [
         i
         for i in fake.store["DetectedIssue"].values()
-        if i["status"] == "final" and i["identifier"][0]["value"] in tasks
+        if i["status"] == "final" and i["identifier"][0]["value"] in followed
     ]
     assert active
     # withdraw the scores behind one active signal: its Observations become entered-in-error
@@ -210,7 +211,7 @@ def test_tasks_follow_their_signal_withdrawn_cancels_resolved_notes(monkeypatch,
     summary = json.loads(result.stdout)
     key = issue["identifier"][0]["value"]
     assert key in {w["identifier"] for w in summary["withdrawn_issues"]}
-    task = next(t for t in fake.store["Task"].values() if t["identifier"][0]["value"] == key)
+    task = next(t for t in fake.store["Task"].values() if t["focus"]["identifier"]["value"] == key)
     assert task["status"] == "cancelled" and "withdrawn" in task["statusReason"]["text"]
     assert summary["tasks_cancelled"] >= 1
     again = json.loads(runner.invoke(app, ["signals", "--server", BASE, "--json"]).stdout)
