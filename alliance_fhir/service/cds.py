@@ -40,6 +40,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
@@ -54,9 +55,11 @@ from .._refs import parse_reference, valid_id
 from ..errors import AllianceFhirError, CdsAuthError
 from ..fhirclient.client import FhirClient
 from ..instruments.catalog import Catalog
-from ..server.signal_sync import fetch_scores, fetch_trajectories
+from ..server.signal_sync import fetch_scores
 from ..server.state import StateStore
 from ..signals.cards import alliance_cards, open_issues, split_evidence
+from ..signals.names import Names
+from ..signals.report import render_report
 from ..signals.rules import detect_signals
 from ..signals.trajectory import Trajectories, build_trajectories, context_from_encounters, unbundle
 from .body import RequestRefused, read_json
@@ -242,20 +245,42 @@ class CdsService:
             issues=issues,
         )
 
-    def report(self, token: str) -> bytes | None:
+    def report(self, token: str, *, as_of: datetime | None = None) -> bytes | None:
         """The HTML report a link token opens; None when the token is not (or no longer) valid.
 
+        The same scores the hook reads, the other members' scores of joint sessions included (so
+        the split the card shows is in the report, without the others' names), and the names of
+        the client and the therapists. No optional extra: the page draws its own charts.
+        ``as_of``: the date the page states (now, unless a test fixes it).
+
         Raises:
-            ModuleNotFoundError: matplotlib (the ``report`` extra) is not installed.
             AllianceFhirError: the FHIR server could not be read.
         """
         patient = self.links.patient(token)
         if patient is None:
             return None
-        from ..signals.report import render_report  # matplotlib: only when a report is asked for
+        observations, encounters = fetch_scores(self.client, patient)
+        issues = self._issues(patient)
+        observations, encounters = self._with_joint_sessions(observations, encounters, issues, patient)
+        trajectories = build_trajectories(observations, self.catalog, context_from_encounters(encounters))
+        names = self._names(patient, trajectories)
+        when = as_of or datetime.now(UTC)
+        return render_report(
+            "html", trajectories, detect_signals(trajectories), subject=patient, names=names, as_of=when
+        )
 
-        trajectories = fetch_trajectories(self.client, self.catalog, patient)
-        return render_report("html", trajectories, detect_signals(trajectories), subject=patient)
+    def _names(self, patient: str, trajectories: Trajectories) -> Names:
+        """The client's and their therapists' names (Patient, Practitioner); none of the other members'."""
+        wanted: dict[str, set[str]] = {"Patient": {patient.split("/", 1)[1]}}
+        for series in trajectories.for_subject(patient):
+            ref = parse_reference(series.focus)
+            if ref is not None and ref.type == "Practitioner" and valid_id(ref.id):
+                wanted.setdefault("Practitioner", set()).add(ref.id)
+        found: list[dict[str, Any]] = []
+        for kind, ids in wanted.items():
+            params = {"_id": ",".join(sorted(ids)), "_count": str(len(ids))}
+            found += [r for r in self.client.search(kind, params) if r.get("resourceType") == kind]
+        return Names.from_resources(found)
 
     def _issues(self, patient: str) -> list[dict[str, Any]]:
         params = {"patient": patient, "identifier": f"{SIGNAL_IDENTIFIER_SYSTEM}|", "_count": "100"}
@@ -349,8 +374,6 @@ def cds_routes(service: CdsService, *, max_body_bytes: int) -> list[BaseRoute]:
         token = request.query_params.get("token", "")
         try:
             page = await run_in_threadpool(service.report, token) if token else None
-        except ModuleNotFoundError:
-            return _page(501, "Reports need the report extra on the service: pip install 'alliance-fhir[report]'.")
         except AllianceFhirError as exc:
             logger.error("report link: could not read the FHIR server: %s", exc)
             return _page(503, "The FHIR server could not be read; try again shortly.")
