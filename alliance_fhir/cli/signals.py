@@ -1,13 +1,15 @@
 """CLI commands for alliance signals and reports: ``signals`` and ``report``.
 
 Both work from a FHIR server (``--server``) or from local files of score Observations (and
-Encounters); writing DetectedIssues needs a server. matplotlib is imported only by ``report``.
+Encounters); writing DetectedIssues needs a server. ``report`` writes HTML on the base install;
+matplotlib (the ``report`` extra) is imported only for a PNG, SVG or PDF file.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -19,7 +21,9 @@ from ..instruments.catalog import Catalog
 from ..scoring.inputs import read_inputs
 from ..server.signal_sync import fetch_trajectories, run_signals
 from ..signals import MISSING_MATPLOTLIB
+from ..signals.names import Names
 from ..signals.prompts import load_prompts
+from ..signals.report import render_report
 from ..signals.resources import signal_bundle
 from ..signals.rules import detect_signals
 from ..signals.situations import apply_levels, situation_history
@@ -62,16 +66,36 @@ def register(app: typer.Typer) -> None:
     app.command("report")(report)
 
 
-def _local_trajectories(paths: list[str], catalog: Catalog, patient: str | None) -> Trajectories:
-    resources = []
+def _local_resources(paths: list[str]) -> list[object]:
+    resources: list[object] = []
     for _label, doc in read_inputs(paths):
         if isinstance(doc, InputError):
             raise doc
         resources.append(doc)
+    return resources
+
+
+def _local_trajectories(paths: list[str], catalog: Catalog, patient: str | None) -> Trajectories:
+    return _trajectories_of(_local_resources(paths), catalog, patient)
+
+
+def _trajectories_of(resources: list[object], catalog: Catalog, patient: str | None) -> Trajectories:
     observations, encounters = unbundle(resources)
     if patient:
         observations = [o for o in observations if (o.get("subject") or {}).get("reference") == patient]
     return build_trajectories(observations, catalog, context_from_encounters(encounters))
+
+
+def _local_names(resources: list[object]) -> Names:
+    """People's names from the files: Patients and Practitioners, also inside Bundles (one level)."""
+    people: list[object] = []
+    for resource in resources:
+        entries = resource.get("entry") if isinstance(resource, dict) else None
+        if isinstance(entries, list):
+            people += [e.get("resource") for e in entries if isinstance(e, dict)]
+        else:
+            people.append(resource)
+    return Names.from_resources(people)
 
 
 @common_options("config", "ca_bundle", "confidentiality", "sensitivity", "verbose", "as_json")
@@ -150,7 +174,7 @@ def report(
     *,
     common: CommonOptions,
 ) -> None:
-    """A client's alliance trajectory (plot + signals table), or a practitioner's caseload, as HTML, PNG, SVG or PDF."""
+    """A client's alliance report (charts by session, signals, history), or a practitioner's caseload, as HTML, PNG, SVG or PDF."""
     setup_logging(common.verbose)
     if bool(patient) == bool(practitioner):
         say("give exactly one of --patient or --practitioner", "error")
@@ -161,8 +185,10 @@ def report(
         say(f"--out {target}: unknown report format '{target.suffix}'; use .html, .png, .svg or .pdf", "error")
         raise typer.Exit(2)
     catalog = command_catalog(ctx, None)
-    if paths:
-        trajectories = _local_trajectories(paths, catalog, patient)
+    names = Names()
+    if paths:  # every member's scores: a joint session's split needs the others (the page names none of them)
+        resources = _local_resources(paths)
+        trajectories, names = _trajectories_of(resources, catalog, None), _local_names(resources)
     else:
         cfg = common.server_config(server)
         with open_client(cfg) as client:
@@ -170,13 +196,20 @@ def report(
     for problem in trajectories.problems:
         say(problem, "note")
     found = detect_signals(trajectories)
-    try:
-        from ..signals.report import render_report  # matplotlib: only when a report is asked for
+    try:  # HTML needs nothing extra; PNG, SVG and PDF need matplotlib
+        data = render_report(
+            fmt,
+            trajectories,
+            found,
+            subject=patient,
+            practitioner=practitioner,
+            names=names,
+            as_of=datetime.now(UTC),
+            prompts=load_prompts(),
+        )
     except ModuleNotFoundError:
         say(MISSING_MATPLOTLIB, "error")
         raise typer.Exit(2) from None
-
-    data = render_report(fmt, trajectories, found, subject=patient, practitioner=practitioner)
     try:
         target.write_bytes(data)
     except OSError as exc:

@@ -40,6 +40,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
@@ -55,11 +56,12 @@ from ..errors import AllianceFhirError, CdsAuthError
 from ..fhirclient.client import FhirClient
 from ..instruments.catalog import Catalog
 from ..server.people import fetch_names
-from ..server.signal_sync import fetch_scores, fetch_trajectories
+from ..server.signal_sync import fetch_scores
 from ..server.state import StateStore
 from ..signals.cards import alliance_cards, open_issues, split_evidence
 from ..signals.names import Names
 from ..signals.prompts import PromptSet, load_prompts
+from ..signals.report import render_report
 from ..signals.rules import detect_signals
 from ..signals.trajectory import Trajectories, build_trajectories, context_from_encounters, unbundle
 from .body import RequestRefused, read_json
@@ -81,7 +83,7 @@ SERVICE_ID = "alliance-patient-view"
 HIDDEN_FROM = ("Patient", "RelatedPerson")
 """User types that never get alliance cards (the client and the client's proxies)."""
 _NO_STORE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Content-Type-Options": "nosniff"}
-_REPORT_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+_REPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'"  # the page's charts are inline SVG: no images
 
 
 def discovery_document() -> dict[str, Any]:
@@ -273,20 +275,35 @@ class CdsService:
         wanted = [patient, *sorted({s.focus for s in trajectories.for_subject(patient) if s.focus})]
         return fetch_names(self.client, wanted)
 
-    def report(self, token: str) -> bytes | None:
+    def report(self, token: str, *, as_of: datetime | None = None) -> bytes | None:
         """The HTML report a link token opens; None when the token is not (or no longer) valid.
 
+        The same scores the hook reads, the other members' scores of joint sessions included (so
+        the split the card shows is in the report, without the others' names), and the names of
+        the client and the therapists. No optional extra: the page draws its own charts.
+        ``as_of``: the date the page states (now, unless a test fixes it).
+
         Raises:
-            ModuleNotFoundError: matplotlib (the ``report`` extra) is not installed.
             AllianceFhirError: the FHIR server could not be read.
         """
         patient = self.links.patient(token)
         if patient is None:
             return None
-        from ..signals.report import render_report  # matplotlib: only when a report is asked for
-
-        trajectories = fetch_trajectories(self.client, self.catalog, patient)
-        return render_report("html", trajectories, detect_signals(trajectories), subject=patient)
+        observations, encounters = fetch_scores(self.client, patient)
+        issues = self._issues(patient)
+        observations, encounters = self._with_joint_sessions(observations, encounters, issues, patient)
+        trajectories = build_trajectories(observations, self.catalog, context_from_encounters(encounters))
+        names = self._names(trajectories, patient, None)
+        when = as_of or datetime.now(UTC)
+        return render_report(
+            "html",
+            trajectories,
+            detect_signals(trajectories),
+            subject=patient,
+            names=names,
+            as_of=when,
+            prompts=self.prompts,
+        )
 
     def _issues(self, patient: str) -> list[dict[str, Any]]:
         params = {"patient": patient, "identifier": f"{SIGNAL_IDENTIFIER_SYSTEM}|", "_count": "100"}
@@ -390,8 +407,6 @@ def cds_routes(service: CdsService, *, max_body_bytes: int) -> list[BaseRoute]:
         token = request.query_params.get("token", "")
         try:
             page = await run_in_threadpool(service.report, token) if token else None
-        except ModuleNotFoundError:
-            return _page(501, "Reports need the report extra on the service: pip install 'alliance-fhir[report]'.")
         except AllianceFhirError as exc:
             logger.error("report link: could not read the FHIR server: %s", exc)
             return _page(503, "The FHIR server could not be read; try again shortly.")

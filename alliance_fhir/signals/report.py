@@ -1,73 +1,109 @@
-"""Reports for clinicians: a client's trajectories and a practitioner's caseload, each as a
-self-contained HTML page or as a PNG, SVG or PDF (:data:`REPORT_FORMATS`, :func:`render_report`).
+"""Reports for clinicians: a client's alliance report and a practitioner's caseload.
 
-Input is plain data (:class:`~alliance_fhir.signals.trajectory.Trajectories` and
-:class:`~alliance_fhir.signals.Signal`), so the same report works from local Observation files
-and from a server. Plots use matplotlib's object API on an Agg canvas (no pyplot global state,
-no display, safe in a server); the HTML embeds the PNG as a data URI and loads nothing from the
-network, because reports are opened on clinical workstations and carry patient data. Image
-output carries no creation date or software version, so the same data give the same bytes.
+The HTML report (the target of every CDS card's link) needs nothing beyond the base install: its
+charts are inline SVG drawn by :mod:`.svg_chart`, so ``make demo`` alone serves it. PNG, SVG and
+PDF files (``report --out x.png``) are drawn by matplotlib, an optional extra, in
+:mod:`.report_images`, imported only when such a format is asked for.
+
+What the client page shows, for a clinician who opens it from the chart in a 600 px side panel:
+
+- "Alliance report: <the client's name>" and an "as of" date (given by the caller: no clock here,
+  so the same data and date give the same bytes);
+- every situation a card shows (:func:`~.situations.current_situations`): its summary, level of
+  concern, the part of the alliance that fell, each rule that fired and whose rule it is, and the
+  discussion prompt when a prompt set is given;
+- per instrument and therapist: what the instrument is (range, what higher means, its level of
+  concern and whose it is), the total by session number with the level of concern shaded and
+  the signals marked, each part (WAI-SR subscales, SRS lines) as its own small chart on the same
+  y range, and a table mirror of every chart;
+- joint sessions (couple, family, group): this client's score against the highest score of the
+  other members, unnamed (see ``docs/signals.md``, "The report": another client's identity never
+  appears in this client's report);
+- the history: situations that are over.
+
+One column, ``max-width``, tables that wrap: readable at 600 px. No script, no external
+resource (the page carries patient data and is opened on clinical workstations). Every string
+from data (names, titles, citations) is escaped.
 """
 
 from __future__ import annotations
 
-import base64
 import html
-import io
-from collections.abc import Callable, Iterable, Sequence
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from decimal import Decimal
+from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Literal, Protocol
 
-from . import MISSING_MATPLOTLIB
-
-try:
-    from matplotlib import rc_context
-    from matplotlib.axes import Axes
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import FuncFormatter, MaxNLocator
-except ModuleNotFoundError as exc:  # an optional extra: say how to get it, not just "No module named"
-    raise ModuleNotFoundError(MISSING_MATPLOTLIB, name=exc.name) from exc
-
+from ..instruments.models import InstrumentMapping, ScaleSpec
+from .names import Names
 from .rules import EARLY_WARNING, GAP, LOW_ALLIANCE, RUPTURE, SIGNAL_KINDS, SPLIT, Signal, percent_of_maximum
+from .situations import PART_WORDS, Situation, current_situations, number, situation_history
+from .svg_chart import Band, Chart, Line, Marker, chart_table, line_chart
 from .trajectory import ScorePoint, Series, Trajectories
 
 __all__ = [
+    "IMAGE_FORMATS",
     "REPORT_FORMATS",
     "OverviewRow",
+    "PromptSource",
     "practitioner_overview",
     "render_client_html",
-    "render_client_png",
     "render_practitioner_html",
     "render_report",
 ]
 
 REPORT_FORMATS = ("html", "png", "svg", "pdf")
 """What ``report --out`` writes, chosen by the file's suffix."""
-# No dates or versions in the files: the same report is the same bytes (and leaks nothing about the host).
-_METADATA: dict[str, dict[str, str | None]] = {
-    "png": {"Software": None},
-    "svg": {"Date": None, "Creator": None},
-    "pdf": {"CreationDate": None, "Creator": None, "Producer": None},
-}
+IMAGE_FORMATS = ("png", "svg", "pdf")
+"""The formats drawn by matplotlib (the ``report`` extra); HTML needs nothing extra."""
 
-PANEL_WIDTH_IN = 10.0
-PANEL_HEIGHT_IN = 3.2
-_COLOURS = ["#1f4e79", "#2e7d32", "#6a1b9a", "#ef6c00", "#00838f"]
-# kind -> (marker, colour, size, label); drawn largest first so markers on one session nest visibly
-_MARKERS = {
-    LOW_ALLIANCE: ("o", "#c62828", 19, "low alliance (ring)"),
-    EARLY_WARNING: ("D", "#ef6c00", 13, "early warning"),
-    SPLIT: ("s", "#6a1b9a", 10, "split alliance"),
-    GAP: ("P", "#6a1b9a", 12, "client-therapist gap"),
-    RUPTURE: ("v", "#c62828", 9, "rupture"),
-}
 _CSS = (
-    "body{font-family:sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse;margin:1em 0}"
-    "th,td{border:1px solid #bbb;padding:.3em .6em;text-align:left;vertical-align:top}th{background:#eee}"
-    ".active{color:#b71c1c;font-weight:bold}.resolved{color:#2e7d32}img{max-width:100%}"
+    "body{font:16px/1.45 system-ui,sans-serif;color:#1a1a1a;margin:0 auto;padding:.75rem;max-width:46rem}"
+    "h1{font-size:1.35rem;margin:.2rem 0}h2{font-size:1.15rem;margin:1.6rem 0 .4rem}"
+    "h3{font-size:1rem;margin:1.1rem 0 .3rem}p{margin:.4rem 0}"
+    "svg{display:block;width:100%;height:auto;margin:.4rem 0}"
+    "table{width:100%;table-layout:fixed;border-collapse:collapse;margin:.4rem 0 1rem;font-size:.9rem}"
+    "caption{text-align:left;font-weight:600;padding:.2rem 0}"
+    "th,td{border:1px solid #c8c8c8;padding:.25rem .4rem;text-align:left;vertical-align:top;"
+    "overflow-wrap:anywhere;word-break:normal}th{background:#f0f0f0}"
+    ".asof,.source{color:#555;font-size:.9rem}"
+    ".situation{border-left:4px solid #9e9e9e;padding:.2rem .7rem;margin:.8rem 0}"
+    ".high{border-color:#b71c1c}.moderate{border-color:#e65100}.low{border-color:#2e7d32}"
+    ".level{font-weight:600}ul{padding-left:1.2rem;margin:.3rem 0}"
 )
+_LEVEL_WORDS = {"high": "High concern", "moderate": "Moderate concern", "low": "For information"}
+_RESPONDENT = {
+    "client": "the client",
+    "therapist": "the therapist",
+    "observer": "an observer",
+    "group-member": "each member of the group",
+    "parent": "a parent",
+}
+_WHOSE = {"authors": "the instrument's authors' rule", "project decision": "a project decision of alliance-fhir"}
+_SHORT = {LOW_ALLIANCE: "below level", RUPTURE: "drop", EARLY_WARNING: "early warning", SPLIT: "split", GAP: "gap"}
+
+
+class PromptText(Protocol):
+    """A discussion prompt (:mod:`.prompts`): its words, where it comes from and whose it is."""
+
+    @property
+    def text(self) -> str: ...
+
+    @property
+    def source(self) -> str: ...
+
+    @property
+    def whose(self) -> str: ...
+
+
+class PromptSource(Protocol):
+    """What the report needs of a prompt set: a prompt per situation fact and per part of the alliance."""
+
+    def situation(self, fact: str) -> PromptText | None: ...
+
+    def part(self, part: Literal["goals", "tasks", "bond", "overall"]) -> PromptText | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,73 +128,443 @@ def render_report(
     *,
     subject: str | None = None,
     practitioner: str | None = None,
+    names: Names | None = None,
+    prompts: PromptSource | None = None,
+    as_of: datetime | None = None,
 ) -> bytes:
     """The client view (``subject``) or the caseload view (``practitioner``) in ``fmt`` (one of :data:`REPORT_FORMATS`).
 
+    ``names`` turns references into people's names; ``prompts`` adds the discussion prompts;
+    ``as_of`` is the date the page says it was made (default: the latest score's date).
+    HTML needs no optional extra; the image formats import matplotlib (:mod:`.report_images`).
+
     Raises:
         ValueError: an unknown format, or not exactly one of subject and practitioner.
+        ModuleNotFoundError: an image format without matplotlib (the message names the extra).
     """
     if fmt not in REPORT_FORMATS:
         raise ValueError(f"unknown report format {fmt!r} (formats: {', '.join(REPORT_FORMATS)})")
     if (subject is None) == (practitioner is None):
         raise ValueError("give exactly one of subject or practitioner")
+    names = names or Names()
+    if fmt != "html":
+        from .report_images import render_image  # matplotlib: only for the image formats
+
+        return render_image(fmt, trajectories, signals, subject=subject, practitioner=practitioner, names=names)
     if practitioner is not None:
         rows = practitioner_overview(trajectories, signals, practitioner)
-        if fmt == "html":
-            return render_practitioner_html(rows, practitioner).encode("utf-8")
-        return _save(_practitioner_figure(rows, practitioner), fmt, 100)
+        situations = _caseload_situations(signals, trajectories, practitioner)
+        page = render_practitioner_html(rows, practitioner, names=names, situations=situations, as_of=as_of)
+        return page.encode("utf-8")
     assert subject is not None
-    if fmt == "html":
-        return render_client_html(trajectories, signals, subject).encode("utf-8")
-    return _save(_client_figure(trajectories, signals, subject, 100), fmt, 100)
+    return render_client_html(trajectories, signals, subject, names=names, prompts=prompts, as_of=as_of).encode("utf-8")
 
 
-def render_client_png(trajectories: Trajectories, signals: Sequence[Signal], subject: str, *, dpi: int = 100) -> bytes:
-    """One panel per instrument (plus a client-vs-therapist panel where both forms exist), as PNG bytes.
-
-    The image is PANEL_WIDTH_IN x (PANEL_HEIGHT_IN x panels) inches at ``dpi``.
-    """
-    return _save(_client_figure(trajectories, signals, subject, dpi), "png", dpi)
+# ---- the client page ---------------------------------------------------------------------------
 
 
-def _save(figure: Figure, fmt: str, dpi: int) -> bytes:
-    buffer = io.BytesIO()
-    with rc_context({"svg.hashsalt": "alliance-fhir", "svg.fonttype": "path"}):
-        figure.savefig(buffer, format=fmt, dpi=dpi, metadata=_METADATA[fmt])
-    return buffer.getvalue()
+def render_client_html(
+    trajectories: Trajectories,
+    signals: Sequence[Signal],
+    subject: str,
+    *,
+    names: Names | None = None,
+    prompts: PromptSource | None = None,
+    as_of: datetime | None = None,
+) -> str:
+    """The client's report as one self-contained HTML page (see the module docstring for what it shows)."""
+    names = names or Names()
+    mine = trajectories.for_subject(subject)
+    client = names.client(subject)
+    body = [f"<h1>Alliance report: {_e(client)}</h1>", _as_of_line(mine, as_of)]
+    body += _now_section(current_situations(signals, trajectories, subject), names, prompts)
+    counter = _Counter()
+    for series in sorted(mine, key=_series_order):
+        body += _series_section(series, trajectories, signals, names, counter)
+    body += _gap_sections(trajectories, subject, signals, names, counter)
+    body += _history_section(signals, trajectories, subject, names)
+    if not mine:
+        body.append("<p>No alliance or outcome scores for this client yet.</p>")
+    return _page(f"Alliance report: {client}", body)
 
 
-def _client_figure(trajectories: Trajectories, signals: Sequence[Signal], subject: str, dpi: int) -> Figure:
-    panels = _panels(trajectories, subject)
-    pairs = _gap_pairs(trajectories, subject)
-    count = max(1, len(panels) + len(pairs))
-    figure = Figure(figsize=(PANEL_WIDTH_IN, PANEL_HEIGHT_IN * count), dpi=dpi, layout="constrained")
-    FigureCanvasAgg(figure)
-    axes = figure.subplots(count, 1, squeeze=False)[:, 0]
-    mine = [s for s in signals if s.subject == subject]
-    for ax, (instrument, group) in zip(axes, panels, strict=False):
-        _plot_instrument(ax, group, [s for s in mine if s.instrument == instrument])
-    for ax, (client, therapist) in zip(axes[len(panels) :], pairs, strict=False):
-        _plot_gap(ax, client, therapist, [s for s in mine if s.kind == GAP and s.focus == client.focus])
-    if not panels and not pairs:
-        axes[0].text(0.5, 0.5, f"No scores for {subject}", ha="center", va="center", transform=axes[0].transAxes)
-        axes[0].set_axis_off()
-    return figure
+def _as_of_line(series: Sequence[Series], as_of: datetime | None) -> str:
+    points = [p for s in series for p in s.points]
+    when = as_of or max((p.time for p in points), default=None)
+    day = when.date().isoformat() if when else "no scores yet"
+    return f'<p class="asof">As of {_e(day)}.</p>'
 
 
-def render_client_html(trajectories: Trajectories, signals: Sequence[Signal], subject: str) -> str:
-    """A self-contained HTML page: the plot (inline PNG), the signals table and the scores table."""
-    png = base64.b64encode(render_client_png(trajectories, signals, subject)).decode("ascii")
-    mine = [s for s in signals if s.subject == subject]
-    body = [
-        f"<h1>Alliance report: {_e(subject)}</h1>",
-        f'<img alt="Alliance scores per session for {_e(subject)}" src="data:image/png;base64,{png}">',
-        "<h2>Signals</h2>",
-        _signals_table(mine) if mine else "<p>No signals.</p>",
-        "<h2>Scores</h2>",
-        _scores_table(trajectories.for_subject(subject)),
+def _series_order(series: Series) -> tuple[bool, str, str, str]:
+    return (series.mapping.measures != "alliance", series.instrument, series.focus or "", series.episode or "")
+
+
+class _Counter:
+    """Numbers the charts of one page, so their element ids are unique and the same every time."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def next(self) -> str:
+        self.count += 1
+        return f"chart-{self.count}"
+
+
+# ---- what needs attention now (every situation a card shows) ----------------------------------------
+
+
+def _now_section(situations: Sequence[Situation], names: Names, prompts: PromptSource | None) -> list[str]:
+    """One block per situation, as the cards show them: summary, level, part, prompt, the rules that fired."""
+    out = ["<h2>Now</h2>"]
+    if not situations:
+        return [*out, "<p>No alliance signal is open.</p>"]
+    for situation in situations:
+        out.append(_situation_block(situation, names, prompts))
+    return out
+
+
+def _situation_block(situation: Situation, names: Names, prompts: PromptSource | None) -> str:
+    mapping = situation.mapping
+    with_whom = names.known(situation.focus)
+    heading = f"{mapping.name}" + (f" with {with_whom}" if with_whom else "")
+    lines = [
+        f'<section class="situation {situation.level}"><h3>{_e(heading)}</h3>',
+        f"<p>{_e(situation.summary)}</p>",
+        f'<p class="level">{_e(_LEVEL_WORDS[situation.level])}</p>',
     ]
-    return _page(f"Alliance report: {subject}", body)
+    part = situation.part
+    if part is not None and part.change is not None and part.change < 0:
+        before = number(part.before) if part.before is not None else "-"
+        lines.append(
+            f"<p>Part that fell most: {_e(part.words)}, {_e(number(part.now))} of {_e(number(part.maximum))}"
+            f" (down {_e(number(-part.change))} from {_e(before)}).</p>"
+        )
+    lines += _prompt_lines(situation, prompts)
+    fired = [_signal_words(s, situation.series) for s in situation.signals]
+    if fired:
+        lines.append("<p>What fired:</p><ul>" + "".join(f"<li>{_e(f)}</li>" for f in fired) + "</ul>")
+    lines.append("</section>")
+    return "".join(lines)
+
+
+def _prompt_lines(situation: Situation, prompts: PromptSource | None) -> list[str]:
+    if prompts is None:
+        return []
+    fact = situation.kind if situation.kind != "concern" else (situation.facts[0] if situation.facts else None)
+    chosen = [prompts.situation(fact)] if fact else []
+    if situation.part is not None and situation.part.change is not None and situation.part.change < 0:
+        chosen.append(prompts.part(situation.part.part))
+    out = []
+    for prompt in (p for p in chosen if p is not None):
+        whose = "the literature" if prompt.whose == "literature" else prompt.whose
+        out.append(
+            f'<p>To ask: {_e(prompt.text)}</p><p class="source">Prompt: {_e(whose)}; source: {_e(prompt.source)}.</p>'
+        )
+    return out
+
+
+def _signal_words(signal: Signal, series: Series) -> str:
+    """One rule that fired, in plain words: what, at which session, whose rule (no ids, codes or operators)."""
+    opened = signal.opened
+    text = f"{SIGNAL_KINDS[signal.kind]}: {_what(signal, series)}"
+    if signal.resolved_by is not None:
+        verb = "repaired" if signal.kind == RUPTURE else "over"
+        text += f"; {verb} at session {signal.resolved_by.session_number} ({number(signal.resolved_by.value)})"
+    elif signal.kind != SPLIT:
+        text += (
+            f"; still open at session {series.points[-1].session_number if series.points else opened.session_number}"
+        )
+    return text + f". Rule: {_WHOSE.get(signal.source, signal.source)}."
+
+
+def _what(signal: Signal, series: Series) -> str:
+    opened = signal.opened
+    at = f"session {opened.session_number}"
+    if signal.kind == LOW_ALLIANCE:
+        cutoff = series.mapping.low_alliance_cutoff()
+        level = f" ({'below' if cutoff.operator == '<' else 'at or below'} {cutoff.threshold:g})" if cutoff else ""
+        return f"{number(opened.value)} at {at}, at the level of concern{level}"
+    if signal.kind in (RUPTURE, EARLY_WARNING):
+        before = _previous(series, opened)
+        fall = f", from {number(before.value)} at session {before.session_number}" if before is not None else ""
+        word = "fell to" if signal.kind == RUPTURE else "low or falling early:"
+        return f"{word} {number(opened.value)} at {at}{fall}"
+    if signal.kind == SPLIT:
+        return f"rated the joint session lower than the other members, from {at}"
+    return f"client and therapist rated the alliance far apart, from {at}"
+
+
+def _previous(series: Series, point: ScorePoint) -> ScorePoint | None:
+    earlier = [p for p in series.points if p.session_number < point.session_number]
+    return earlier[-1] if earlier else None
+
+
+# ---- one instrument with one therapist: explanation, total, parts, joint sessions --------------------
+
+
+def _series_section(
+    series: Series, trajectories: Trajectories, signals: Sequence[Signal], names: Names, counter: _Counter
+) -> list[str]:
+    mapping = series.mapping
+    with_whom = names.known(series.focus)
+    heading = f"{mapping.name}: {mapping.title}" + (f", with {with_whom}" if with_whom else "")
+    out = [f"<h2>{_e(heading)}</h2>", f"<p>{_e(_explain(mapping))}</p>"]
+    out += _cutoff_lines(mapping)
+    if not series.points:
+        return out
+    mine = [s for s in signals if (s.subject, s.instrument, s.focus or "", s.episode or "") == series.key]
+    total = _series_chart(series, mapping.total, mine, counter.next(), f"{mapping.total.title} by session")
+    out += [line_chart(total), chart_table(total)]
+    parts = [spec for spec in mapping.subscales if any(p.scale(spec.id) is not None for p in series.points)]
+    if parts:
+        out.append("<h3>Parts of the alliance</h3>" if mapping.measures == "alliance" else "<h3>Subscales</h3>")
+        out.append(f"<p>Each part on its own chart, all on the same range ({_e(_range(parts[0]))}).</p>")
+        for spec in parts:
+            chart = _series_chart(series, spec, [], counter.next(), _part_title(spec), height=150)
+            out += [line_chart(chart), chart_table(chart)]
+    out += _joint_section(series, trajectories, counter)
+    return out
+
+
+def _explain(mapping: InstrumentMapping) -> str:
+    """What the instrument is, in one or two plain sentences."""
+    who = _RESPONDENT.get(mapping.respondent, mapping.respondent)
+    text = f"{mapping.name} ({mapping.title}) is filled in by {who}. Scores run from {_range(mapping.total)}; "
+    if mapping.measures == "alliance":
+        return text + "higher means a stronger alliance."
+    return text + "it measures how the client is doing (an outcome), not the alliance."
+
+
+def _cutoff_lines(mapping: InstrumentMapping) -> list[str]:
+    cutoff = mapping.low_alliance_cutoff()
+    if cutoff is None:
+        if mapping.measures == "alliance":
+            return ["<p>This instrument has no published level of concern; its signals read changes only.</p>"]
+        return []
+    where = "below" if cutoff.operator == "<" else "at or below"
+    return [
+        f"<p>Level of concern: {where} {_e(f'{cutoff.threshold:g}')} (shaded), the instrument's authors' cutoff.</p>",
+        f'<p class="source">Source: {_e(_without_codes(cutoff.source))}</p>',
+    ]
+
+
+def _without_codes(text: str) -> str:
+    """A citation without our evidence-grading tags ("[C2]"): those are for maintainers, not clinicians."""
+    return re.sub(r"\s*\[(?:C1|C2|U|X)\]", "", text)
+
+
+def _range(spec: ScaleSpec) -> str:
+    return f"{spec.range.min:g} to {spec.range.max:g}"
+
+
+def _part_title(spec: ScaleSpec) -> str:
+    return f"{PART_WORDS[spec.part]} ({spec.title})" if spec.part else spec.title
+
+
+def _series_chart(
+    series: Series, spec: ScaleSpec, signals: Sequence[Signal], key: str, title: str, height: int = 220
+) -> Chart:
+    count = _session_count(series)
+    values = _by_session(series.points, count, spec.id)
+    mapping = series.mapping
+    band = _band(mapping) if spec.id == mapping.total.id else None
+    markers = _markers(signals)
+    missed = [str(m.session_number) for m in series.missing]
+    description = (
+        f"{spec.title} for sessions 1 to {count}, on a scale from {_range(spec)}"
+        + (f"; no score at session(s) {', '.join(missed)}" if missed else "")
+        + (f"; {band.label}" if band else "")
+        + (f"; signals: {'; '.join(f'{m.label} at session {m.session}' for m in markers)}" if markers else "")
+        + "."
+    )
+    return Chart(
+        title=title,
+        description=description,
+        sessions=count,
+        y_min=spec.range.min,
+        y_max=spec.range.max,
+        lines=(Line(spec.title, values),),
+        band=band,
+        markers=markers,
+        dates=_dates(series, count),
+        height=height,
+        key=key,
+    )
+
+
+def _session_count(series: Series) -> int:
+    numbers = [p.session_number for p in series.points] + [m.session_number for m in series.missing]
+    return max(numbers, default=0)
+
+
+def _by_session(points: Iterable[ScorePoint], count: int, scale: str) -> tuple[Decimal | None, ...]:
+    found = {p.session_number: p.scale(scale) for p in points}
+    return tuple(found.get(n) for n in range(1, count + 1))
+
+
+def _dates(series: Series, count: int) -> tuple[str, ...]:
+    days = {p.session_number: p.time.date().isoformat() for p in series.points}
+    days.update({m.session_number: m.time.date().isoformat() for m in series.missing})
+    return tuple(days.get(n, "") for n in range(1, count + 1))
+
+
+def _band(mapping: InstrumentMapping) -> Band | None:
+    cutoff = mapping.low_alliance_cutoff()
+    if cutoff is None:
+        return None
+    where = "below" if cutoff.operator == "<" else "at or below"
+    return Band(mapping.total.range.min, cutoff.threshold, f"level of concern: {where} {cutoff.threshold:g}")
+
+
+def _markers(signals: Sequence[Signal]) -> tuple[Marker, ...]:
+    """Where each signal opened, and where a rupture was repaired, in session order."""
+    found = [Marker(s.opened.session_number, "opened", _SHORT[s.kind]) for s in signals]
+    found += [
+        Marker(s.resolved_by.session_number, "repaired", "repaired")
+        for s in signals
+        if s.kind == RUPTURE and s.resolved_by is not None
+    ]
+    unique = dict.fromkeys(found)  # the same label at the same session once
+    return tuple(sorted(unique, key=lambda m: (m.session, m.shape, m.label)))
+
+
+# ---- joint sessions: the split, without another client's identity ------------------------------------
+
+
+def _joint_section(series: Series, trajectories: Trajectories, counter: _Counter) -> list[str]:
+    """This client's score in each joint session against the highest score of the other members, unnamed.
+
+    A joint session is one Encounter (or one ``partOf`` session) scored by other clients too, with
+    the same instrument and therapist: the same sessions the split rule compares.
+
+    Only values cross over: no name, reference or count of who was there beyond "the other
+    members". The highest is what the split rule compares with (``docs/signals.md``).
+    """
+    others = _highest_other(series, trajectories)
+    if not any(v is not None for v in others):
+        return []
+    count = _session_count(series)
+    spec = series.mapping.total
+    own = _by_session(series.points, count, "total")
+    joint = tuple(own[n] if others[n] is not None else None for n in range(count))
+    chart = Chart(
+        title=f"Joint sessions: {spec.title}, this client and the highest of the other members",
+        description=(
+            f"{spec.title} in the joint sessions (couple, family or group) among sessions 1 to {count}: this client's "
+            "score and the highest score of the other members, who are not named."
+        ),
+        sessions=count,
+        y_min=spec.range.min,
+        y_max=spec.range.max,
+        lines=(Line("This client", joint), Line("Highest of the other members", others)),
+        dates=_dates(series, count),
+        key=counter.next(),
+    )
+    note = (
+        "<p>In joint sessions the others' scores are shown only as the highest among them, without names: "
+        "this report is about this client.</p>"
+    )
+    return ["<h3>Joint sessions</h3>", note, line_chart(chart), chart_table(chart)]
+
+
+def _highest_other(series: Series, trajectories: Trajectories) -> tuple[Decimal | None, ...]:
+    count = _session_count(series)
+    by_session: dict[str, int] = {p.session: p.session_number for p in series.points if p.session}
+    highest: dict[int, Decimal] = {}
+    for other in trajectories.series:
+        if other.subject == series.subject or other.instrument != series.instrument or other.focus != series.focus:
+            continue
+        for point in other.points:
+            number_ = by_session.get(point.session or "")
+            if number_ is not None:
+                highest[number_] = max(highest.get(number_, point.value), point.value)
+    return tuple(highest.get(n) for n in range(1, count + 1))
+
+
+# ---- client and therapist forms side by side ----------------------------------------------------------
+
+
+def _gap_sections(
+    trajectories: Trajectories, subject: str, signals: Sequence[Signal], names: Names, counter: _Counter
+) -> list[str]:
+    out = []
+    for client, therapist in _gap_pairs(trajectories, subject):
+        count = _session_count(client)
+        by_key = {p.session or p.encounter: p for p in therapist.points}
+        own = tuple(
+            None if v is None else percent_of_maximum(v, client.mapping, "total")
+            for v in _by_session(client.points, count, "total")
+        )
+        theirs_by_number = {
+            p.session_number: percent_of_maximum(q.value, therapist.mapping, "total")
+            for p in client.points
+            if (q := by_key.get(p.session or p.encounter)) is not None
+        }
+        theirs = tuple(theirs_by_number.get(n) for n in range(1, count + 1))
+        mine = [s for s in signals if s.kind == GAP and s.subject == subject and s.focus == client.focus]
+        with_whom = names.known(client.focus)
+        chart = Chart(
+            title=f"{client.mapping.name} and {therapist.mapping.name}: client and therapist, percent of maximum",
+            description=(
+                f"The client's {client.mapping.name} and the therapist's {therapist.mapping.name} for sessions 1 to "
+                f"{count}, each as a percent of its form's maximum (0 to 100)."
+            ),
+            sessions=count,
+            y_min=0,
+            y_max=100,
+            lines=(Line("Client (%)", _rounded(own)), Line("Therapist (%)", _rounded(theirs))),
+            markers=_markers(mine),
+            dates=_dates(client, count),
+            key=counter.next(),
+        )
+        heading = "Client and therapist ratings" + (f", with {with_whom}" if with_whom else "")
+        out += [f"<h2>{_e(heading)}</h2>", line_chart(chart), chart_table(chart)]
+    return out
+
+
+def _rounded(values: tuple[Decimal | None, ...]) -> tuple[Decimal | None, ...]:
+    """Percentages to one decimal, halves up as people round (81.25 -> 81.3)."""
+    return tuple(None if v is None else v.quantize(Decimal("0.1"), rounding=ROUND_HALF_UP) for v in values)
+
+
+def _gap_pairs(trajectories: Trajectories, subject: str) -> list[tuple[Series, Series]]:
+    """(client series, therapist series) pairs declared by a gap rule, for this client."""
+    mine = trajectories.for_subject(subject)
+    pairs = []
+    for series in mine:
+        rule = series.mapping.signals.gap if series.mapping.signals else None
+        if rule is None:
+            continue
+        for other in (s for s in mine if s.instrument == rule.pairs_with and s.focus == series.focus):
+            pairs.append((other, series) if series.mapping.respondent == "therapist" else (series, other))
+    return pairs
+
+
+# ---- the history: situations that are over -------------------------------------------------------------
+
+
+def _history_section(signals: Sequence[Signal], trajectories: Trajectories, subject: str, names: Names) -> list[str]:
+    past = [s for s in situation_history(signals, trajectories) if s.subject == subject and s.status == "resolved"]
+    out = ["<h2>History</h2>"]
+    if not past:
+        return [*out, "<p>No earlier signal that is now over.</p>"]
+    head = ["Instrument", "Therapist", "From", "To", "What happened"]
+    rows = []
+    for situation in past:
+        end = situation.resolved_by
+        what = "; ".join(_signal_words(s, situation.series) for s in situation.signals)
+        cells = [
+            situation.mapping.name,
+            names.therapist(situation.focus),
+            f"Session {situation.opened.session_number} ({situation.opened.time.date().isoformat()})",
+            f"Session {end.session_number} ({end.time.date().isoformat()})" if end else "-",
+            what,
+        ]
+        rows.append("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in cells) + "</tr>")
+    return [*out, _table(head, rows, "Signals that are over")]
+
+
+# ---- the caseload view -------------------------------------------------------------------------------
 
 
 def practitioner_overview(
@@ -188,261 +594,54 @@ def practitioner_overview(
     return sorted(rows, key=lambda r: (-len(r.open_signals), r.subject, r.instrument, r.episode or ""))
 
 
-_CASELOAD_HEAD = [
-    "Client",
-    "Instrument",
-    "Episode",
-    "Scored sessions",
-    "Latest score",
-    "Date",
-    "Last change",
-    "Trend",
-    "Open signals",
-]
+def _caseload_situations(signals: Sequence[Signal], trajectories: Trajectories, practitioner: str) -> list[Situation]:
+    return [s for s in current_situations(signals, trajectories, on_track=False) if s.focus == practitioner]
 
 
-def _caseload_cells(row: OverviewRow) -> list[str]:
-    change = "-" if row.change is None else ("+" if row.change > 0 else "") + _num(row.change)
-    cells = [
-        row.subject,
-        row.instrument,
-        row.episode or "-",
-        str(row.sessions),
-        _num(row.latest),
-        row.latest_time.date().isoformat(),
-    ]
-    return [*cells, change, row.trend, ", ".join(SIGNAL_KINDS[k] for k in row.open_signals) or "none"]
+_CASELOAD_HEAD = ["Client", "Instrument", "Scored sessions", "Latest score", "Date", "Last change", "Now"]
 
 
-def render_practitioner_html(rows: Sequence[OverviewRow], practitioner: str) -> str:
-    """The organisation view for one practitioner as a self-contained HTML table."""
+def render_practitioner_html(
+    rows: Sequence[OverviewRow],
+    practitioner: str,
+    *,
+    names: Names | None = None,
+    situations: Sequence[Situation] = (),
+    as_of: datetime | None = None,
+) -> str:
+    """A practitioner's caseload as a self-contained HTML page: clients by name, with the situations the cards show."""
+    names = names or Names()
+    by_series: dict[tuple[str, str, str], list[Situation]] = {}
+    for situation in situations:
+        by_series.setdefault((situation.subject, situation.instrument, situation.series.episode or ""), []).append(
+            situation
+        )
     lines = []
-    for r in rows:
-        *cells, signals = _caseload_cells(r)
-        cls = ' class="active"' if r.open_signals else ""
-        lines.append("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in cells) + f"<td{cls}>{_e(signals)}</td></tr>")
-    table = _table(_CASELOAD_HEAD, lines) if rows else "<p>No clients with alliance scores.</p>"
-    return _page(f"Caseload: {practitioner}", [f"<h1>Alliance caseload: {_e(practitioner)}</h1>", table])
-
-
-def _practitioner_figure(rows: Sequence[OverviewRow], practitioner: str) -> Figure:
-    """The caseload table drawn as a figure (for PNG, SVG and PDF); open signals in red."""
-    height = 1.2 + 0.32 * max(1, len(rows))
-    figure = Figure(figsize=(PANEL_WIDTH_IN * 1.3, height), dpi=100, layout="constrained")
-    FigureCanvasAgg(figure)
-    ax = figure.subplots()
-    ax.set_axis_off()
-    ax.set_title(f"Alliance caseload: {practitioner}", loc="left", fontsize=11)
-    if not rows:
-        ax.text(0.5, 0.5, "No clients with alliance scores.", ha="center", va="center", transform=ax.transAxes)
-        return figure
-    table = ax.table(
-        cellText=[_caseload_cells(r) for r in rows], colLabels=_CASELOAD_HEAD, loc="upper left", cellLoc="left"
-    )
-    table.auto_set_font_size(False)
-    table.set_fontsize(8)
-    table.auto_set_column_width(list(range(len(_CASELOAD_HEAD))))
-    for column in range(len(_CASELOAD_HEAD)):
-        table[0, column].set_facecolor("#eeeeee")
-    for index, row in enumerate(rows, start=1):
-        if row.open_signals:
-            table[index, len(_CASELOAD_HEAD) - 1].get_text().set_color("#b71c1c")
-    return figure
-
-
-# ---- plotting ------------------------------------------------------------------------------
-
-
-def _panels(trajectories: Trajectories, subject: str) -> list[tuple[str, list[Series]]]:
-    grouped: dict[str, list[Series]] = {}
-    for series in trajectories.for_subject(subject):
-        grouped.setdefault(series.instrument, []).append(series)
-    return sorted(grouped.items(), key=lambda item: (item[1][0].mapping.measures != "alliance", item[0]))
-
-
-def _plot_instrument(ax: Axes, group: list[Series], signals: list[Signal]) -> None:
-    mapping = group[0].mapping
-    total = mapping.total
-    for index, series in enumerate(group):
-        colour = _COLOURS[index % len(_COLOURS)]
-        label = f"{total.title}, with {series.focus or 'unknown therapist'}" + (
-            f" ({series.episode})" if series.episode else ""
+    for row in rows:
+        shown = by_series.get((row.subject, row.instrument, row.episode or ""), [])
+        now = " ".join(f"{s.summary}" for s in shown) or (
+            ", ".join(SIGNAL_KINDS[k] for k in row.open_signals) or "nothing open"
         )
-        ax.plot(
-            [_x(p.time) for p in series.points],
-            [float(p.value) for p in series.points],
-            "-o",
-            color=colour,
-            label=label,
-            zorder=3,
-        )
-        for missing in series.missing:
-            ax.axvline(_x(missing.time), color="#9e9e9e", linestyle=":", linewidth=1.5, label="session without a score")
-    for cutoff in (c for c in total.cutoffs if c.confidence == "C2"):
-        rule = f"{cutoff.operator} {cutoff.threshold:g}"
-        ax.axhline(
-            cutoff.threshold, color="#c62828", linestyle="--", linewidth=1, label=f"cutoff: {rule} ({cutoff.id})"
-        )
-    _plot_subscales(ax, group)
-    _plot_markers(ax, signals, lambda p: float(p.value))
-    ax.set_ylim(total.range.min, total.range.max + (total.range.max - total.range.min) * 0.05)
-    ax.set_title(f"{mapping.name}: {mapping.title} ({mapping.measures})", loc="left", fontsize=10)
-    ax.set_ylabel(total.title)
-    _date_axis(ax)
-    ax.grid(alpha=0.3)
-    _legend(ax)
-
-
-def _plot_subscales(ax: Axes, group: list[Series]) -> None:
-    subscales = group[0].mapping.subscales
-    if not subscales or not any(p.subscales for s in group for p in s.points):
-        return
-    twin = ax.twinx()
-    for spec, style in zip(subscales, [":", "-.", "--", ":"], strict=False):
-        points = [(p.time, p.scale(spec.id)) for s in group for p in s.points if p.scale(spec.id) is not None]
-        twin.plot(
-            [_x(t) for t, _ in points],
-            [float(v) for _, v in points if v is not None],
-            style,
-            linewidth=1.2,
-            label=spec.title,
-        )
-    twin.set_ylim(
-        subscales[0].range.min, subscales[0].range.max + (subscales[0].range.max - subscales[0].range.min) * 0.05
-    )
-    twin.set_ylabel("subscales")
-    twin.legend(loc="lower right", fontsize=7)
-
-
-def _plot_markers(ax: Axes, signals: list[Signal], y: Callable[[ScorePoint], float]) -> None:
-    order = list(_MARKERS)
-    for signal in sorted((s for s in signals if s.kind in _MARKERS), key=lambda s: order.index(s.kind)):
-        marker, colour, size, label = _MARKERS[signal.kind]
-        face = "none" if signal.kind == LOW_ALLIANCE else colour
-        ax.plot(
-            [_x(signal.opened.time)],
-            [y(signal.opened)],
-            marker,
-            markersize=size,
-            markerfacecolor=face,
-            markeredgecolor=colour,
-            markeredgewidth=1.8,
-            linestyle="none",
-            label=label,
-            zorder=4 + order.index(signal.kind),
-        )
-        if signal.kind == RUPTURE and signal.resolved_by is not None:
-            ax.plot(
-                [_x(signal.resolved_by.time)],
-                [y(signal.resolved_by)],
-                "^",
-                markersize=9,
-                color="#2e7d32",
-                linestyle="none",
-                label="repair",
-                zorder=9,
-            )
-
-
-def _gap_pairs(trajectories: Trajectories, subject: str) -> list[tuple[Series, Series]]:
-    """(client series, therapist series) pairs declared by a gap rule, for this client."""
-    mine = trajectories.for_subject(subject)
-    pairs = []
-    for series in mine:
-        rule = series.mapping.signals.gap if series.mapping.signals else None
-        if rule is None:
-            continue
-        for other in (s for s in mine if s.instrument == rule.pairs_with and s.focus == series.focus):
-            pairs.append((other, series) if series.mapping.respondent == "therapist" else (series, other))
-    return pairs
-
-
-def _plot_gap(ax: Axes, client: Series, therapist: Series, signals: list[Signal]) -> None:
-    for series, colour, who in ((client, "#1f4e79", "client"), (therapist, "#ef6c00", "therapist")):
-        values = [float(percent_of_maximum(p.value, series.mapping, "total")) for p in series.points]
-        ax.plot([_x(p.time) for p in series.points], values, "-o", color=colour, label=f"{who}: {series.mapping.name}")
-    _plot_markers(ax, signals, lambda p: float(percent_of_maximum(p.value, client.mapping, "total")))
-    ax.set_ylim(0, 105)
-    ax.set_ylabel("% of maximum")
-    title = f"Client vs therapist, with {client.focus or 'unknown therapist'} (percent of each form's maximum)"
-    ax.set_title(title, loc="left", fontsize=10)
-    _date_axis(ax)
-    ax.grid(alpha=0.3)
-    _legend(ax)
-
-
-def _x(time: datetime) -> float:
-    """Days since 1970-01-01 UTC: matplotlib's date unit, computed here to keep the plotting typed."""
-    return time.timestamp() / 86400
-
-
-def _date_axis(ax: Axes) -> None:
-    ax.xaxis.set_major_locator(MaxNLocator(nbins=8, integer=True))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: datetime.fromtimestamp(x * 86400, UTC).date().isoformat()))
-
-
-def _legend(ax: Axes) -> None:
-    handles, labels = ax.get_legend_handles_labels()
-    unique = dict(zip(labels, handles, strict=True))  # one entry per label (markers repeat)
-    ax.legend(unique.values(), unique.keys(), loc="lower left", fontsize=7)
-
-
-# ---- HTML ----------------------------------------------------------------------------------
-
-
-def _signals_table(signals: Sequence[Signal]) -> str:
-    head = ["Signal", "Status", "Severity", "Instrument", "Therapist", "Opened", "Resolved", "Evidence", "Detail"]
-    lines = []
-    for s in signals:
-        resolved = s.resolved_at.date().isoformat() if s.resolved_at else "-"
+        change = "-" if row.change is None else ("+" if row.change > 0 else "") + number(row.change)
         cells = [
-            SIGNAL_KINDS[s.kind],
-            s.status,
-            s.severity,
-            s.instrument,
-            s.focus or "-",
-            s.opened_at.date().isoformat(),
-            resolved,
+            names.known(row.subject) or "(no name on file)",
+            row.instrument.upper(),
+            str(row.sessions),
+            number(row.latest),
+            row.latest_time.date().isoformat(),
+            change,
         ]
-        cells.append(f"{len(s.evidence)} score(s)")
-        row = "".join(f"<td{_status_class(c, s.status)}>{_e(c)}</td>" for c in cells)
-        lines.append(f"<tr>{row}<td>{_e(s.detail)}</td></tr>")
-    return _table(head, lines)
-
-
-def _scores_table(series_list: Sequence[Series]) -> str:
-    head = ["Instrument", "Therapist", "Session", "Date", "Score", "Subscales", "Status"]
-    lines = []
-    for series in series_list:
-        for p in series.points:
-            subs = ", ".join(f"{name} {_num(v)}" for name, v in p.subscales) or "-"
-            cells = [
-                series.instrument,
-                series.focus or "-",
-                str(p.session_number),
-                p.time.date().isoformat(),
-                _num(p.value),
-                subs,
-            ]
-            cells.append(p.status)
-            lines.append("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in cells) + "</tr>")
-    return _table(head, lines)
-
-
-def _status_class(cell: str, status: str) -> str:
-    return f' class="{status}"' if cell == status else ""
-
-
-def _table(head: list[str], lines: list[str]) -> str:
-    header = "".join(f"<th>{_e(h)}</th>" for h in head)
-    return f"<table><thead><tr>{header}</tr></thead><tbody>{''.join(lines)}</tbody></table>"
-
-
-def _page(title: str, body: list[str]) -> str:
-    return (
-        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
-        f"<style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
+        level = max((s.level for s in shown), key=["low", "moderate", "high"].index, default=None)
+        css = f' class="level {level}"' if level and level != "low" else ""
+        lines.append("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in cells) + f"<td{css}>{_e(now)}</td></tr>")
+    title = f"Alliance caseload: {names.therapist(practitioner)}"
+    table = (
+        _table(_CASELOAD_HEAD, lines, "Clients with alliance scores")
+        if rows
+        else ("<p>No clients with alliance scores.</p>")
     )
+    when = f'<p class="asof">As of {_e(as_of.date().isoformat())}.</p>' if as_of else ""
+    return _page(title, [f"<h1>{_e(title)}</h1>", when, table])
 
 
 def _trend(change: Decimal | None) -> str:
@@ -451,8 +650,25 @@ def _trend(change: Decimal | None) -> str:
     return "rising" if change > 0 else "falling" if change < 0 else "stable"
 
 
-def _num(value: Decimal) -> str:
-    return format(value.normalize(), "f")
+# ---- HTML --------------------------------------------------------------------------------------------
+
+
+def _table(head: list[str], lines: list[str], caption: str) -> str:
+    header = "".join(f'<th scope="col">{_e(h)}</th>' for h in head)
+    return (
+        f"<table><caption>{_e(caption)}</caption><thead><tr>{header}</tr></thead>"
+        f"<tbody>{''.join(lines)}</tbody></table>"
+    )
+
+
+def _page(title: str, body: list[str]) -> str:
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>\n"
+        + "\n".join(b for b in body if b)
+        + "\n</body></html>\n"
+    )
 
 
 def _e(text: str) -> str:

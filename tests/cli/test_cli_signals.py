@@ -22,10 +22,10 @@ runner = CliRunner()
 
 @pytest.fixture
 def demo_files(tmp_path: Path, catalog) -> Path:  # noqa: ANN001
-    """The demo caseload scored offline: score Observations (with ids) and Encounters in one Bundle."""
+    """The demo caseload scored offline: score Observations (with ids), Encounters and the people in one Bundle."""
     resources = []
     for resource in demo_resources(catalog):
-        if resource["resourceType"] == "Encounter":
+        if resource["resourceType"] in ("Encounter", "Patient", "Practitioner"):
             resources.append(resource)
         elif resource["resourceType"] == "QuestionnaireResponse":
             obs = build_observation(score_response(resource, catalog), resource)
@@ -68,9 +68,18 @@ def test_report_png_and_html(demo_files, tmp_path):
     html = tmp_path / "r.html"
     runner.invoke(app, ["report", str(demo_files), "--patient", "Patient/afdemo-rupture", "--out", str(html)])
     text = html.read_text()
-    assert "data:image/png;base64," in text and "http://" not in text.split("<body", 1)[1].replace(
-        "http://alliance-fhir.org", ""
-    )
+    # charts drawn inline, the client by name (the Patient in the files), nothing loaded from elsewhere
+    assert "<svg" in text and "data:image" not in text and "http" not in text
+    assert "<h1>Alliance report: Robin Rupture</h1>" in text and "afdemo-rupture" not in text
+
+
+def test_the_couples_report_shows_the_split_without_the_partner(demo_files, tmp_path):
+    html = tmp_path / "couple.html"
+    result = runner.invoke(app, ["report", str(demo_files), "--patient", "Patient/afdemo-couple-b", "--out", str(html)])
+    assert result.exit_code == 0, result.output
+    text = html.read_text()
+    assert "Split alliance" in text and "Highest of the other members" in text
+    assert "Kim Couple" in text and "Jo Couple" not in text and "afdemo-couple-a" not in text
 
 
 def test_report_practitioner_view(demo_files, tmp_path):
@@ -79,7 +88,9 @@ def test_report_practitioner_view(demo_files, tmp_path):
         app, ["report", str(demo_files), "--practitioner", "Practitioner/afdemo-t2", "--out", str(html)]
     )
     assert result.exit_code == 0, result.output
-    assert "afdemo-early-low" in html.read_text()
+    text = html.read_text()
+    assert "<h1>Alliance caseload: Lee Therapist</h1>" in text and "Practitioner/" not in text
+    assert "Sam Early" in text and "afdemo-early-low" not in text
 
 
 def test_report_needs_one_subject(demo_files):
@@ -218,21 +229,22 @@ def test_tasks_follow_their_signal_withdrawn_cancels_resolved_notes(monkeypatch,
     assert again["tasks_cancelled"] == 0 and again["tasks_noted"] == 0  # a second run changes nothing
 
 
-def test_report_without_matplotlib_says_which_extra_to_install(demo_files, monkeypatch, tmp_path):
+def test_report_without_matplotlib_writes_html_and_says_which_extra_images_need(demo_files, monkeypatch, tmp_path):
     import sys
-
-    import alliance_fhir.signals
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ModuleNotFoundError
     monkeypatch.setitem(sys.modules, "matplotlib.axes", None)
-    monkeypatch.delitem(sys.modules, "alliance_fhir.signals.report", raising=False)
-    monkeypatch.delattr(alliance_fhir.signals, "report", raising=False)  # else `from ..signals import report` finds it
-    result = runner.invoke(
-        app, ["report", str(demo_files), "--patient", "Patient/x", "--out", str(tmp_path / "r.html")]
+    monkeypatch.delitem(sys.modules, "alliance_fhir.signals.report_images", raising=False)
+    html = runner.invoke(
+        app, ["report", str(demo_files), "--patient", "Patient/afdemo-rupture", "--out", str(tmp_path / "r.html")]
     )
-    assert result.exit_code == 2
+    assert html.exit_code == 0, html.output  # the base install writes the HTML report (what the card links to)
+    assert "<svg" in (tmp_path / "r.html").read_text()
+    png = runner.invoke(
+        app, ["report", str(demo_files), "--patient", "Patient/afdemo-rupture", "--out", str(tmp_path / "r.png")]
+    )
+    assert png.exit_code == 2
     assert (
-        result.stderr.strip()
-        == "error: reports need matplotlib, an optional extra: pip install 'alliance-fhir[report]'"
+        png.stderr.strip() == "error: reports need matplotlib, an optional extra: pip install 'alliance-fhir[report]'"
     )
-    assert not (tmp_path / "r.html").exists()
+    assert not (tmp_path / "r.png").exists()

@@ -48,8 +48,11 @@ def bundle(resources: list[dict[str, Any]], next_link: bool = False) -> dict[str
     return page
 
 
+PATIENT = {"resourceType": "Patient", "id": "c1", "name": [{"given": ["Robin"], "family": "Rupture"}]}
+
+
 class FakeFhir:
-    """Serves one patient's score Observations and no DetectedIssues; records each request."""
+    """Serves one patient's score Observations, the Patient (named) and no DetectedIssues; records each request."""
 
     def __init__(self, observations: list[dict[str, Any]]) -> None:
         self.observations = observations
@@ -59,6 +62,8 @@ class FakeFhir:
         self.requests.append(request)
         if request.url.path.endswith("/Observation"):
             return httpx.Response(200, json=bundle(self.observations))
+        if request.url.path.endswith("/Patient") and request.url.params.get("_id") == "c1":
+            return httpx.Response(200, json=bundle([PATIENT]))
         return httpx.Response(200, json=bundle([]))
 
 
@@ -243,7 +248,9 @@ def test_the_report_link_opens_the_patients_report_and_only_while_valid(setup, e
     url = cards[0]["links"][0]["url"]
     assert url.startswith(f"{PUBLIC}/cds-report?token=") and "c1" not in url
     page = http.get(url.replace(PUBLIC, ""))
-    assert page.status_code == 200 and "Alliance report: Patient/c1" in page.text
+    # the client's name from the server, never the reference; the page loads nothing from elsewhere
+    assert page.status_code == 200 and "<h1>Alliance report: Robin Rupture</h1>" in page.text
+    assert "Patient/c1" not in page.text and "<script" not in page.text
     assert page.headers["cache-control"] == "no-store" and page.headers["referrer-policy"] == "no-referrer"
     token = url.split("token=", 1)[1]
     assert http.get(f"/cds-report?token={token[:-2]}xx").status_code == 401
