@@ -30,7 +30,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Final, Literal
 
 from .._ids import SIGNAL_IDENTIFIER_SYSTEM
@@ -107,7 +107,7 @@ class PartChange:
     def words(self) -> str:
         """ "approach or method (agreement on tasks)": the instrument's domain, then Bordin's part."""
         bordin = PART_WORDS[self.part]
-        return self.domain if self.domain.lower() in bordin else f"{self.domain} ({bordin})"
+        return bordin if self.domain.lower() in bordin else f"{self.domain} ({bordin})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -460,5 +460,5 @@ def _fit(parts: list[str], ending: str = "") -> str:
 
 def number(value: Decimal) -> str:
     """A score as clinicians write it: at most one decimal, no trailing zero ("32", "31.5")."""
-    rounded = value.quantize(Decimal("0.1")).normalize()
+    rounded = value.quantize(Decimal("0.1"), rounding=ROUND_HALF_UP).normalize()
     return format(rounded, "f")

@@ -11,13 +11,13 @@ from alliance_fhir import validate_resource
 from alliance_fhir._ids import DEVICE_IDENTIFIER_SYSTEM, SIGNAL_IDENTIFIER_SYSTEM, SIGNAL_STATUS_EXTENSION
 from alliance_fhir.signals.resources import (
     detected_issue,
-    follow_up_task,
     plugin_device,
     signal_bundle,
     signal_resources,
     withdrawn_issues,
 )
 from alliance_fhir.signals.rules import EARLY_WARNING, RUPTURE, SIGNAL_KINDS, detect_signals
+from alliance_fhir.signals.situations import situation_history
 from alliance_fhir.signals.trajectory import build_trajectories, context_from_encounters
 
 from ..trajectory_builders import CLIENT, CS, SID, THERAPIST, encounter, series_obs
@@ -109,36 +109,19 @@ def test_device_is_valid_and_fixed():
     assert plugin_device()["version"][0]["value"]  # the installed version
 
 
-def test_task_for_active_signals_only(catalog):
-    signals = signals_of(catalog, [38, 36.5])
-    task = follow_up_task(signals[EARLY_WARNING])
-    assert task is not None
-    validate_resource(task)
-    assert (task["status"], task["intent"], task["priority"]) == (
-        "requested",
-        "proposal",
-        "urgent",
-    )  # early warning is high
-    issue_ref = {
-        "type": "DetectedIssue",
-        "identifier": {"system": SIGNAL_IDENTIFIER_SYSTEM, "value": signals[EARLY_WARNING].key},
-    }
-    assert task["focus"] == issue_ref and task["reasonReference"] == issue_ref
-    assert task["owner"] == {"reference": THERAPIST} and task["for"] == {"reference": CLIENT}
-    assert follow_up_task(signals[RUPTURE])["priority"] == "routine"  # type: ignore[index]
-    assert follow_up_task(signals_of(catalog, [38, 36.5, 38])[RUPTURE]) is None
-
-
 def test_resources_and_bundle(catalog):
-    signals = list(signals_of(catalog, [38, 35]).values())
-    # rupture (active), early warning (active), low alliance (active)
-    resources = signal_resources(signals, tasks=True, software_version="9.9.9")
-    assert [r["resourceType"] for r in resources] == ["Device"] + ["DetectedIssue", "Task"] * 3
-    bundle = signal_bundle(signals, tasks=True, software_version="9.9.9")
+    trajectories = build_trajectories(series_obs("srs", [38, 35]), catalog)
+    signals = detect_signals(trajectories)
+    history = situation_history(signals, trajectories)
+    # rupture, early warning and low alliance, all open: three records of one situation, one Task
+    resources = signal_resources(signals, situations=history, tasks=True, software_version="9.9.9")
+    assert [r["resourceType"] for r in resources] == ["Device"] + ["DetectedIssue"] * 3 + ["Task"]
+    bundle = signal_bundle(signals, situations=history, tasks=True, software_version="9.9.9")
     validate_resource(bundle)
     urls = [e["fullUrl"] for e in bundle["entry"]]
     assert len(set(urls)) == len(urls) and all(u.startswith("urn:uuid:") for u in urls)
-    assert urls == [e["fullUrl"] for e in signal_bundle(signals, tasks=True, software_version="9.9.9")["entry"]]
+    again = signal_bundle(signals, situations=history, tasks=True, software_version="9.9.9")
+    assert urls == [e["fullUrl"] for e in again["entry"]]
     for resource in resources:
         validate_resource(resource)
 
@@ -157,8 +140,10 @@ def test_every_emitted_project_code_is_in_the_codesystem(catalog):
     codesystem = json.loads((ROOT / "questionnaires" / "alliance-fhir.codesystem.json").read_text())
     defined = {c["code"] for c in codesystem["concept"]}
     # resolved rupture (mitigation), active low alliance + early warning (Tasks), the Device
-    signals = detect_signals(build_trajectories(series_obs("srs", [38, 36.5, 38, 35]), catalog))
-    emitted = project_codes(signal_resources(signals, tasks=True))
+    trajectories = build_trajectories(series_obs("srs", [38, 36.5, 38, 35]), catalog)
+    signals = detect_signals(trajectories)
+    history = situation_history(signals, trajectories)
+    emitted = project_codes(signal_resources(signals, situations=history, tasks=True))
     assert emitted >= {"alliance-rupture", "alliance-repair", "low-alliance", "alliance-follow-up", "signal-engine"}
     assert emitted <= defined
     assert set(SIGNAL_KINDS) <= defined
@@ -224,27 +209,3 @@ def test_end_to_end_from_responses(catalog, make_response):
     issue = detected_issue(signals[1])
     validate_resource(issue)
     assert [d["identifier"] for d in issue["evidence"][0]["detail"]] == [o["identifier"][0] for o in observations]
-
-
-def test_tasks_follow_their_signal(catalog):
-    from alliance_fhir.signals.resources import follow_up_task, task_follow_ups
-
-    active = signals_of(catalog, [38, 38, 36.5])[RUPTURE]  # the drop opens a rupture (active)
-    rupture = signals_of(catalog, [38, 38, 36.5, 38])[RUPTURE]  # ... and a score back at 38 repairs it
-    resolved = [rupture]
-    assert (active.key, active.status, rupture.status) == (rupture.key, "active", "resolved")
-    follow_up = follow_up_task(active)
-    assert follow_up is not None
-    task = {**follow_up, "id": "t1", "meta": {"versionId": "3"}}
-    # resolved: one note, the Task stays open for the clinician
-    cancelled, noted = task_follow_ups({rupture.key: task}, resolved, [])
-    assert cancelled == [] and [t["status"] for t in noted] == ["requested"]
-    assert "resolved by the score of 2026-11-04" in noted[0]["note"][-1]["text"] and noted[0]["meta"] == {
-        "versionId": "3"
-    }
-    assert task_follow_ups({rupture.key: noted[0]}, resolved, []) == ([], [])  # noted once only
-    # withdrawn: the open Task is cancelled with the reason; a Task the clinician closed is left alone
-    issue = {"identifier": [{"system": "http://alliance-fhir.org/fhir/sid/alliance-signal", "value": rupture.key}]}
-    cancelled, _ = task_follow_ups({rupture.key: task}, [], [issue])
-    assert cancelled[0]["status"] == "cancelled" and "withdrawn" in cancelled[0]["statusReason"]["text"]
-    assert task_follow_ups({rupture.key: {**task, "status": "completed"}}, resolved, [issue]) == ([], [])
