@@ -26,6 +26,7 @@ from alliance_fhir.server.state import StateStore
 from alliance_fhir.server.sync import SyncOptions, run_sync
 from alliance_fhir.signals.resources import detected_issue, signal_resources
 from alliance_fhir.signals.rules import RUPTURE, detect_signals
+from alliance_fhir.signals.situations import situation_history
 from alliance_fhir.signals.trajectory import build_trajectories
 
 from .conftest import all_items
@@ -92,10 +93,12 @@ def test_score_output_carries_the_labels_in_every_format(catalog, make_response)
 
 
 def test_detected_issues_and_tasks_carry_the_labels_the_device_does_not(catalog) -> None:  # noqa: ANN001
-    found = detect_signals(build_trajectories(series_obs("srs", [38, 36.5]), catalog))
+    trajectories = build_trajectories(series_obs("srs", [38, 36.5]), catalog)
+    found = detect_signals(trajectories)
     signal = next(s for s in found if s.kind == RUPTURE)
     assert "meta" not in detected_issue(signal)
-    device, issue, task = signal_resources([signal], tasks=True, security=RESTRICTED)
+    history = situation_history([signal], trajectories)
+    device, issue, task = signal_resources([signal], situations=history, tasks=True, security=RESTRICTED)
     assert "meta" not in device
     assert issue["meta"]["security"] == RESTRICTED.codings() == task["meta"]["security"]
 

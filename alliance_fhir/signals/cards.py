@@ -41,7 +41,7 @@ from .._text import markdown_text
 from ..instruments.models import InstrumentMapping
 from .names import Names
 from .prompts import PromptSet
-from .rules import GAP, SIGNAL_KINDS, SPLIT, WHOSE_RULE, Signal
+from .rules import GAP, SIGNAL_KINDS, SPLIT, Signal
 from .rules import percent_of_maximum as _percent
 from .situations import LEVEL_WORDS, SUMMARY_LIMIT, Situation, current_situations, number
 from .trajectory import ScorePoint, Trajectories
@@ -72,6 +72,8 @@ PART_LABELS = {
 }
 """How a part-prompt's heading names the part ("About the goals")."""
 _TOPIC_DISPLAY = {**SIGNAL_KINDS, REPAIR: "Alliance repaired", ON_TRACK: "Alliance on track"}
+_WHOSE_PROMPT = {"literature": "the literature", "project decision": "a project decision"}
+_WHOSE_SHORT = {"authors": "the instrument's authors", "project decision": "a project decision of alliance-fhir"}
 _CARD_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, CDS_CARD_ID_BASE)
 _RECENT_ROWS = 6
 MAX_EVIDENCE = 200
@@ -164,7 +166,7 @@ def card_detail(
         f"**{who}**, {markdown_text(mapping.name)} ({markdown_text(mapping.title)}){with_whom}: "
         f"{_status_words(situation)}.",
         "",
-        f"**Where {who} is now:** {_now_words(situation, mappings or {situation.instrument: mapping})}",
+        f"**Where {who} is now:** {_now_words(situation, mappings or {situation.instrument: mapping}, who)}",
     ]
     part = _part_words(situation)
     if part:
@@ -187,7 +189,7 @@ def _status_words(situation: Situation) -> str:
     return f"{LEVEL_WORDS[situation.level].lower()} since session {situation.opened.session_number}"
 
 
-def _now_words(situation: Situation, mappings: Mapping[str, InstrumentMapping]) -> str:
+def _now_words(situation: Situation, mappings: Mapping[str, InstrumentMapping], who: str) -> str:
     mapping, now = situation.mapping, situation.latest
     text = f"{markdown_text(mapping.name)} {number(now.value)} at session {now.session_number} ({_day(now)})"
     best, change = situation.best, situation.change
@@ -203,11 +205,11 @@ def _now_words(situation: Situation, mappings: Mapping[str, InstrumentMapping]) 
         where = ("below" if cutoff.operator == "<" else "at or below") if low else "above"
         text += f"; {where} the level of concern ({cutoff.threshold:g})"
     text += "."
-    extra = _joint_words(situation) + _gap_words(situation, mappings)
+    extra = _joint_words(situation, who) + _gap_words(situation, mappings)
     return " ".join([text, *extra])
 
 
-def _joint_words(situation: Situation) -> list[str]:
+def _joint_words(situation: Situation, who: str) -> list[str]:
     """A split: how the other members rated the same joint session, without naming them."""
     split = next((s for s in situation.active_signals if s.kind == SPLIT), None)
     if split is None:
@@ -216,11 +218,12 @@ def _joint_words(situation: Situation) -> list[str]:
     others = [p.value for p in split.evidence if p.subject != situation.subject and p.session == last.session]
     if not others:
         return []
-    count = "1 other member" if len(others) == 1 else f"{len(others)} other members"
-    return [
-        f"In the joint session of {_day(last)}, {count} rated it up to {number(max(others))}; "
-        f"this client rated it {number(last.value)}."
-    ]
+    rated = (
+        f"the other member rated it {number(others[0])}"
+        if len(others) == 1
+        else f"the {len(others)} other members rated it up to {number(max(others))}"
+    )
+    return [f"In the joint session of {_day(last)}, {rated}; {who} rated it {number(last.value)}."]
 
 
 def _gap_words(situation: Situation, mappings: Mapping[str, InstrumentMapping]) -> list[str]:
@@ -252,7 +255,7 @@ def _gap_pair(gap: Signal, mappings: Mapping[str, InstrumentMapping]) -> tuple[D
 
 def _part_words(situation: Situation) -> str:
     part = situation.part
-    if part is None or situation.kind == "on-track":
+    if part is None or situation.kind != "concern":  # a repair or a client on track: no part to worry about
         return ""
     words = markdown_text(part.words)
     maximum = number(part.maximum)
@@ -272,7 +275,7 @@ def _prompt_lines(situation: Situation, prompts: PromptSet | None) -> list[str]:
     fact = _prompt_fact(situation)
     first = prompts.situation(fact) if fact else None
     if first is not None:
-        chosen.append(("What to ask", first))
+        chosen.append(("What to ask" if situation.kind == "concern" else "Next step", first))
     part = situation.part
     if part is not None and situation.kind == "concern":
         second = prompts.part(part.part)
@@ -280,11 +283,12 @@ def _prompt_lines(situation: Situation, prompts: PromptSet | None) -> list[str]:
             chosen.append((f"About {PART_LABELS.get(part.part, part.part)}", second))
     lines: list[str] = []
     for title, prompt in chosen:
-        whose = "the literature" if prompt.whose == "literature" else "a project decision"
+        source = prompt.source.rstrip(" .")
+        whose = "" if source.lower().startswith("project decision") else f"; {_WHOSE_PROMPT[prompt.whose]}"
         lines += [
             "",
             f"**{title}:** {markdown_text(prompt.text, limit=400)} "
-            f"_(Source: {markdown_text(prompt.source, limit=400)}; {whose}.)_",
+            f"_(Source: {markdown_text(source, limit=400)}{whose}.)_",
         ]
     return lines
 
@@ -316,10 +320,10 @@ def _recent_table(situation: Situation) -> str:
 
 
 def _rule_line(signal: Signal) -> str:
-    whose = WHOSE_RULE.get(signal.source, signal.source)
+    whose = _WHOSE_SHORT.get(signal.source, signal.source)
     return (
         f"- {SIGNAL_KINDS[signal.kind]}, since session {signal.opened.session_number}: "
-        f"{markdown_text(signal.rule, limit=600)} ({markdown_text(whose)})."
+        f"{markdown_text(signal.rule, limit=600)}. Whose rule: {markdown_text(whose)}."
     )
 
 

@@ -33,7 +33,7 @@ from .._security import NO_LABELS, SecurityLabels, with_labels
 from .._version import installed_version
 from .prompts import PromptSet
 from .rules import RUPTURE, SIGNAL_KINDS, Signal
-from .situations import LEVEL_WORDS, ConcernLevel, Situation, number
+from .situations import ConcernLevel, Situation, number
 from .trajectory import ScorePoint
 
 __all__ = [
@@ -163,11 +163,11 @@ def follow_up_task(
 
 
 def task_description(situation: Situation, prompts: PromptSet | None = None) -> str:
-    """ "Follow up the alliance (high concern): <summary> Part that fell most: ... What to ask: ..." in plain text."""
-    parts = [f"Follow up the alliance ({LEVEL_WORDS[situation.level].lower()}): {situation.summary}"]
+    """ "Follow up the alliance: <summary> Part that fell most: ... What to ask: ..." in plain text."""
+    parts = [f"Follow up the alliance: {situation.summary}"]
     part = situation.part
     if part is not None and part.change is not None and part.change < 0:
-        parts.append(f"Part that fell most: {part.words} (down {number(-part.change)}).")
+        parts.append(f"Part that fell most: {part.words}, down {number(-part.change)}.")
     elif part is not None:
         parts.append(f"Part rated lowest: {part.words}.")
     fact = situation.facts[0] if situation.facts else None

@@ -42,6 +42,7 @@ __all__ = [
     "FACT_OF_KIND",
     "LEVEL_WORDS",
     "PART_WORDS",
+    "PART_DROP",
     "PERSISTENT_SESSIONS",
     "RECENT_SESSIONS",
     "SUMMARY_LIMIT",
@@ -60,6 +61,10 @@ SUMMARY_LIMIT: Final = 140
 """A summary's limit in characters (CDS Hooks 2.0: one sentence under 140)."""
 RECENT_SESSIONS: Final = 5
 """How far back "the best recent level" looks: the 5 scored sessions before the latest (project decision)."""
+PART_DROP: Final = Decimal(1)
+"""A part of the alliance "fell" only by at least 1 point (a tenth of an SRS line, a sixteenth of a WAI-SR
+subscale); a smaller move is within the noise of a mark on a line, and the card names the lowest-rated part
+instead (project decision)."""
 PERSISTENT_SESSIONS: Final = 3
 """Below the level of concern this many sessions in a row is a high concern on its own (project decision)."""
 
@@ -353,7 +358,7 @@ def _part(series: Series, now: ScorePoint, best: ScorePoint | None) -> PartChang
                 scale.part, scale.id, _domain(series.mapping, scale.title), value, before, Decimal(str(scale.range.max))
             )
         )
-    fell = [c for c in changes if c.change is not None and c.change < 0]
+    fell = [c for c in changes if c.change is not None and -c.change >= PART_DROP]
     if fell:  # min() keeps the first at a tie: the Bordin order, "overall" last
         return min(
             fell, key=lambda c: _percent(series.mapping, c.scale, c.now) - _percent(series.mapping, c.scale, c.before)
@@ -419,11 +424,11 @@ def _summary(situation: Situation) -> str:
     cutoff = mapping.low_alliance_cutoff()
     if "below" in situation.facts and cutoff is not None:
         where = "below" if cutoff.operator == "<" else "at or below"
-        clauses.append(f"; {where} the level of concern ({cutoff.threshold:g})")
-    if "early" in situation.facts:
-        clauses.append("; since early in therapy")
+        clauses.append(f"; {where} {cutoff.threshold:g}, the level of concern")
     if "split" in situation.facts:
         clauses.append("; lower than others in joint sessions")
+    if "early" in situation.facts:
+        clauses.append("; in the first sessions")
     if "gap" in situation.facts:
         clauses.append("; client and therapist rate it apart")
     ending = ". High concern." if situation.level == "high" else ". Moderate concern."

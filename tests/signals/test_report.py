@@ -266,7 +266,7 @@ def test_practitioner_overview(catalog):
         in page
     )
     # c1's situation as its card says it: 36.5 at session 2, 1.5 down from 38 at session 1, in the first sessions
-    assert "SRS 36.5 at session 2, down 1.5 from 38 in 1 session; since early in therapy. Moderate concern." in page
+    assert "SRS 36.5 at session 2, down 1.5 from 38 in 1 session; in the first sessions. Moderate concern." in page
     assert "Patient/" not in page and "PractitionerRole/" not in page
 
 
