@@ -321,7 +321,7 @@ def _series_section(
         out.append(f"<p>Each part on its own chart, all on the same range ({_e(_range(parts[0]))}).</p>")
         for spec in parts:
             chart = _series_chart(series, spec, [], counter.next(), _part_title(spec), height=150)
-            out += [line_chart(chart), chart_table(chart)]
+            out += [f"<h4>{_e(_part_title(spec))}</h4>", line_chart(chart), chart_table(chart)]  # the name first
     out += _joint_section(series, trajectories, counter)
     return out
 
