@@ -68,9 +68,7 @@ def main() -> int:
     client = SandboxClient(url=hook_url, workflow="patient-view", timeout=30)
     with tempfile.TemporaryDirectory() as folder:
         for patient in expected:
-            prefetch = {
-                k: _read(args.fhir_server, _filled(t, patient, args.user)) for k, t in templates.items()
-            }
+            prefetch = {k: _read(args.fhir_server, _filled(t, patient, args.user)) for k, t in templates.items()}
             path = Path(folder) / f"{patient}.json"
             path.write_text(json.dumps(prefetch), encoding="utf-8")
             client.load_from_path(str(path))
