@@ -68,9 +68,7 @@ def main() -> int:
     client = SandboxClient(url=hook_url, workflow="patient-view", timeout=30)
     with tempfile.TemporaryDirectory() as folder:
         for patient in expected:
-            prefetch = {
-                k: _read(args.fhir_server, t.replace("{{context.patientId}}", patient)) for k, t in templates.items()
-            }
+            prefetch = {k: _read(args.fhir_server, _filled(t, patient, args.user)) for k, t in templates.items()}
             path = Path(folder) / f"{patient}.json"
             path.write_text(json.dumps(prefetch), encoding="utf-8")
             client.load_from_path(str(path))
@@ -97,6 +95,11 @@ def main() -> int:
         )
     print(f"HealthChain SandboxClient: {len(responses)} request(s) in {elapsed * 1000:.0f} ms, {failures} failed")
     return 1 if failures else 0
+
+
+def _filled(template: str, patient: str, user: str) -> str:
+    """A discovery prefetch template as an EHR fills it: the patient's and the user's context."""
+    return template.replace("{{context.patientId}}", patient).replace("{{context.userId}}", user)
 
 
 def _read(fhir_server: str, relative: str) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from .._config_file import ConfigFile
 from ..errors import InputError
 from ..instruments.catalog import Catalog
 from ..scoring.inputs import read_inputs
+from ..server.people import fetch_names
 from ..server.signal_sync import fetch_trajectories, run_signals
 from ..signals import MISSING_MATPLOTLIB
 from ..signals.names import Names
@@ -96,6 +97,16 @@ def _local_names(resources: list[object]) -> Names:
         else:
             people.append(resource)
     return Names.from_resources(people)
+
+
+def _people_of_report(trajectories: Trajectories, patient: str | None, practitioner: str | None) -> list[str]:
+    """Whom the page names: the client and their therapists, or the therapist and their clients.
+
+    Never the other members of a joint session: a client's page shows the split without them.
+    """
+    if patient:
+        return [patient, *sorted({s.focus for s in trajectories.for_subject(patient) if s.focus})]
+    return [str(practitioner), *sorted({s.subject for s in trajectories.series if s.focus == practitioner})]
 
 
 @common_options("config", "ca_bundle", "confidentiality", "sensitivity", "verbose", "as_json")
@@ -193,6 +204,7 @@ def report(
         cfg = common.server_config(server)
         with open_client(cfg) as client:
             trajectories = fetch_trajectories(client, catalog, patient)
+            names = fetch_names(client, _people_of_report(trajectories, patient, practitioner))
     for problem in trajectories.problems:
         say(problem, "note")
     found = detect_signals(trajectories)

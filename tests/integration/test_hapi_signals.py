@@ -147,4 +147,9 @@ def test_report_renders_for_the_demo_data(demo_server, tmp_path):
     result = runner.invoke(
         app, ["report", "--server", demo_server, "--practitioner", "Practitioner/afdemo-t2", "--out", str(html)]
     )
-    assert result.exit_code == 0 and "afdemo-early-low" in Path(html).read_text()
+    assert result.exit_code == 0, result.output
+    page = Path(html).read_text()
+    # the therapist and their clients by the names on the server (alliance_fhir/server/demo.py), never by id
+    assert "Alliance caseload: Lee Therapist" in page
+    assert all(name in page for name in ("Sam Early", "Kim Couple", "Jo Couple"))
+    assert "afdemo-" not in page
