@@ -163,8 +163,8 @@ def test_signed_request_with_prefetch(service, demo, ehr):
     # where Kim is now: 31 at session 3, 31.0 - 33.1 = -2.1 from the best of sessions 1-3 (session 1), below 36;
     # below the level of concern with a drop not yet repaired: high
     assert card["summary"] == (
-        "SRS 31 at session 3, down 2.1 from 33.1 in 2 sessions; below the level of concern (36); "
-        "since early in therapy. High concern."
+        "SRS 31 at session 3, down 2.1 from 33.1 in 2 sessions; below 36, the level of concern; "
+        "lower than others in joint sessions. High concern."
     )
     for rule in ("Alliance rupture", "Low alliance", "Early alliance warning", "Split alliance"):
         assert f"- {rule}, since session" in card["detail"]  # each rule that fired, in the one card
@@ -315,7 +315,7 @@ def test_the_split_card_is_the_split_detected_again_from_the_scores_its_issue_ci
         assert codes(answer) == [("alliance-rupture", "warning")]
         detail = answer["cards"][0]["detail"]
         assert "- Split alliance, since session 2:" in detail
-        assert "1 other member rated it up to 38.4; this client rated it 31." in detail
+        assert "the other member rated it 38.4; Kim Couple rated it 31." in detail
         assert "Jo Couple" not in detail  # the other member is never named in Kim's card
 
 
