@@ -38,7 +38,7 @@ from typing import Literal, Protocol
 
 from ..instruments.models import InstrumentMapping, ScaleSpec
 from .names import Names
-from .rules import EARLY_WARNING, GAP, LOW_ALLIANCE, RUPTURE, SIGNAL_KINDS, SPLIT, Signal, percent_of_maximum
+from .rules import EARLY_WARNING, GAP, LOW_ALLIANCE, RUPTURE, SIGNAL_KINDS, SPLIT, Signal, gap_pairs, percent_of_maximum
 from .situations import PART_WORDS, Situation, current_situations, number, situation_history
 from .svg_chart import Band, Chart, Line, Marker, chart_table, line_chart
 from .trajectory import ScorePoint, Series, Trajectories
@@ -488,7 +488,7 @@ def _gap_sections(
     trajectories: Trajectories, subject: str, signals: Sequence[Signal], names: Names, counter: _Counter
 ) -> list[str]:
     out = []
-    for client, therapist in _gap_pairs(trajectories, subject):
+    for client, therapist in gap_pairs(trajectories, subject):
         count = _session_count(client)
         by_key = {p.session or p.encounter: p for p in therapist.points}
         own = tuple(
@@ -525,22 +525,6 @@ def _gap_sections(
 def _rounded(values: tuple[Decimal | None, ...]) -> tuple[Decimal | None, ...]:
     """Percentages to one decimal, halves up as people round (81.25 -> 81.3)."""
     return tuple(None if v is None else v.quantize(Decimal("0.1"), rounding=ROUND_HALF_UP) for v in values)
-
-
-def _gap_pairs(trajectories: Trajectories, subject: str) -> list[tuple[Series, Series]]:
-    """(client series, therapist series) pairs declared by a gap rule, for this client."""
-    mine = trajectories.for_subject(subject)
-    pairs = []
-    for series in mine:
-        rule = series.mapping.signals.gap if series.mapping.signals else None
-        if rule is None:
-            continue
-        for other in (s for s in mine if s.instrument == rule.pairs_with and s.focus == series.focus):
-            pairs.append((other, series) if series.mapping.respondent == "therapist" else (series, other))
-    return pairs
-
-
-# ---- the history: situations that are over -------------------------------------------------------------
 
 
 def _history_section(signals: Sequence[Signal], trajectories: Trajectories, subject: str, names: Names) -> list[str]:

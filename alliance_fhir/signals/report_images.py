@@ -26,7 +26,7 @@ except ModuleNotFoundError as exc:  # an optional extra: say how to get it, not 
 
 from .names import Names
 from .report import OverviewRow, practitioner_overview
-from .rules import EARLY_WARNING, GAP, LOW_ALLIANCE, RUPTURE, SIGNAL_KINDS, SPLIT, Signal, percent_of_maximum
+from .rules import EARLY_WARNING, GAP, LOW_ALLIANCE, RUPTURE, SIGNAL_KINDS, SPLIT, Signal, gap_pairs, percent_of_maximum
 from .situations import number
 from .trajectory import ScorePoint, Series, Trajectories
 
@@ -92,7 +92,7 @@ def _client_figure(
 ) -> Figure:
     panels = _panels(trajectories, subject)
     parts = [(instrument, group) for instrument, group in panels if _has_parts(group)]
-    pairs = _gap_pairs(trajectories, subject)
+    pairs = gap_pairs(trajectories, subject)
     count = max(1, len(panels) + len(parts) + len(pairs))
     figure = Figure(figsize=(PANEL_WIDTH_IN, PANEL_HEIGHT_IN * count), dpi=dpi, layout="constrained")
     FigureCanvasAgg(figure)
@@ -255,19 +255,6 @@ def _plot_markers(ax: Axes, signals: list[Signal], y: Callable[[ScorePoint], flo
                 label="repair",
                 zorder=9,
             )
-
-
-def _gap_pairs(trajectories: Trajectories, subject: str) -> list[tuple[Series, Series]]:
-    """(client series, therapist series) pairs declared by a gap rule, for this client."""
-    mine = trajectories.for_subject(subject)
-    pairs = []
-    for series in mine:
-        rule = series.mapping.signals.gap if series.mapping.signals else None
-        if rule is None:
-            continue
-        for other in (s for s in mine if s.instrument == rule.pairs_with and s.focus == series.focus):
-            pairs.append((other, series) if series.mapping.respondent == "therapist" else (series, other))
-    return pairs
 
 
 def _plot_gap(ax: Axes, client: Series, therapist: Series, signals: list[Signal], names: Names) -> None:

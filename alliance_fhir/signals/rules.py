@@ -38,6 +38,7 @@ __all__ = [
     "Signal",
     "detect_signals",
     "early_warnings",
+    "gap_pairs",
     "gaps",
     "low_alliance",
     "percent_of_maximum",
@@ -275,6 +276,19 @@ def gaps(trajectories: Trajectories) -> list[Signal]:
             )
     # Both forms may declare the pairing; each side then finds the same gaps (same key): keep one.
     return list({signal.key: signal for signal in out}.values())
+
+
+def gap_pairs(trajectories: Trajectories, subject: str) -> list[tuple[Series, Series]]:
+    """(client series, therapist series) pairs declared by a gap rule, for this client."""
+    mine = trajectories.for_subject(subject)
+    pairs = []
+    for series in mine:
+        rule = series.mapping.signals.gap if series.mapping.signals else None
+        if rule is None:
+            continue
+        for other in (s for s in mine if s.instrument == rule.pairs_with and s.focus == series.focus):
+            pairs.append((other, series) if series.mapping.respondent == "therapist" else (series, other))
+    return pairs
 
 
 def splits(trajectories: Trajectories) -> list[Signal]:
