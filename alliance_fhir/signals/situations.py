@@ -264,22 +264,8 @@ def _concern(series: Series, run: list[Signal]) -> Situation:
 
 
 def _repair(concern: Situation) -> Situation:
-    repaired = Situation(
-        key=concern.key,
-        kind="repair",
-        status="resolved",
-        level="low",
-        facts=concern.facts,
-        series=concern.series,
-        signals=concern.signals,
-        opened=concern.opened,
-        resolved_by=concern.resolved_by,
-        latest=concern.latest,
-        best=concern.best,
-        part=concern.part,
-        summary="",
-    )
-    return _with_summary(repaired)
+    """A concern repaired at the latest session, told once as good news."""
+    return _with_summary(replace(concern, kind="repair", status="resolved", level="low"))
 
 
 def _on_track(series: Series) -> Situation:
