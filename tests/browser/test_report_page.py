@@ -71,7 +71,12 @@ def test_the_report_fits_a_600_px_panel_with_sessions_on_the_x_axis(browser: Any
     try:
         page = context.new_page()
         left: list[str] = []  # the page is self-contained: any request out of it is a failure
-        page.route("**/*", lambda route: (left.append(route.request.url), route.abort()))
+
+        def refuse(route: Any) -> None:
+            left.append(route.request.url)
+            route.abort()
+
+        page.route("**/*", refuse)
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
         page.set_content(html, wait_until="load")
