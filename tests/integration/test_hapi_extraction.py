@@ -241,7 +241,7 @@ def test_found_by_project_and_snomed_codes(session, wai_sr, srs):
         )
 
 
-def test_found_by_component_code_and_value(session, wai_sr):
+def test_found_by_component_code_and_value(session, wai_sr, srs):
     patient, obs_id = ref(session["patient"]), wai_sr["observation"]["id"]
     with client(session["base"]) as c:
         for subscale in ("task", "bond", "goal"):
@@ -252,7 +252,13 @@ def test_found_by_component_code_and_value(session, wai_sr):
         assert (
             ids(c, {"patient": patient, "component-code-value-quantity": f"{PROJECT_CODESYSTEM}|wai-sr-bond$19"}) == []
         )
-        assert ids(c, {"patient": patient, "component-value-quantity": "lt13"}) == [obs_id]  # Goal 12
+        # WAI-SR Goal 12; the SRS Observation's four lines (0-10 each) are components too
+        assert sorted(ids(c, {"patient": patient, "component-value-quantity": "lt13"})) == sorted(
+            [obs_id, srs["observation"]["id"]]
+        )
+        assert ids(
+            c, {"patient": patient, "code": f"{PROJECT_CODESYSTEM}|wai-sr-total", "component-value-quantity": "lt13"}
+        ) == [obs_id]
 
 
 def test_found_by_value_quantity(session, wai_sr, srs):

@@ -202,10 +202,12 @@ def test_signal_rows_from_the_export_are_the_hand_worked_signals(exported):
     folder, who = exported
     rows = [r for r in run_view(folder, VIEWS["alliance-signals"]) if r["patient"] == who["patient"]]
     got = sorted((r["signal"], r["severity"], r["status"], r["signal_status"]) for r in rows)
+    # SRS 37 then 32: one situation (below 36 with a drop of 5 not yet repaired: high); each of its
+    # DetectedIssues carries the situation's level
     assert got == [
-        ("alliance-rupture", "moderate", "final", "active"),
+        ("alliance-rupture", "high", "final", "active"),
         ("early-alliance-warning", "high", "final", "active"),
-        ("low-alliance", "moderate", "final", "active"),
+        ("low-alliance", "high", "final", "active"),
     ]
     scores = {
         r["identifier"]: r
