@@ -102,15 +102,30 @@ EPIC = Profile(
     name="epic",
     title="Epic (R4)",
     resources={
-        "Patient": ResourceRule(READ),  # Patient.Read/Search (Demographics) R4, api 931/932 (re-checked); Patient.Create 930 left out: we never create patients
-        "Practitioner": ResourceRule(READ),  # Practitioner.Read/Search (Organizational Directory) R4, api 935/936 (re-checked)
+        "Patient": ResourceRule(
+            READ
+        ),  # Patient.Read/Search (Demographics) R4, api 931/932 (re-checked); Patient.Create 930 left out: we never create patients
+        "Practitioner": ResourceRule(
+            READ
+        ),  # Practitioner.Read/Search (Organizational Directory) R4, api 935/936 (re-checked)
         "Encounter": ResourceRule(READ),  # Encounter.Read/Search (Patient Chart) R4, api 908/909 (re-checked)
-        "Group": ResourceRule(READ, operations=("export",)),  # Group.Read/Search (Employer Group) api 10315/10476; Bulk Data Kick-off api 10169 (re-checked)
-        "Questionnaire": ResourceRule(READ),  # Questionnaire.Read/Search (Patient-Entered Questionnaires) R4, api 10025/10081 (re-checked)
+        "Group": ResourceRule(
+            READ, operations=("export",)
+        ),  # Group.Read/Search (Employer Group) api 10315/10476; Bulk Data Kick-off api 10169 (re-checked)
+        "Questionnaire": ResourceRule(
+            READ
+        ),  # Questionnaire.Read/Search (Patient-Entered Questionnaires) R4, api 10025/10081 (re-checked)
         "QuestionnaireResponse": ResourceRule(
             READ_CREATE,  # QR.Create (Patient-Entered Questionnaires) api 10023, QR.Read api 10024, QR.Search api 10082 (re-checked); no update listed
-            search_params=("patient", "subject", "_id"),  # parameter names of api 10082 NOT re-checked (spec page not in the stored copy)
-            scoped_by=("patient", "subject"),  # the search is per patient (Patient-Entered Questionnaires, api 10082); refusal status not documented: ours
+            search_params=(
+                "patient",
+                "subject",
+                "_id",
+            ),  # parameter names of api 10082 NOT re-checked (spec page not in the stored copy)
+            scoped_by=(
+                "patient",
+                "subject",
+            ),  # the search is per patient (Patient-Entered Questionnaires, api 10082); refusal status not documented: ours
         ),
         "Observation": ResourceRule(
             READ_CREATE,  # Observation.Read/Search for vital signs, labs, Assessments (api 968/973, 11053/11052) and more (re-checked)
@@ -119,9 +134,15 @@ EPIC = Profile(
         "DocumentReference": ResourceRule(
             READ_CREATE,  # DocumentReference.Create (Clinical Notes) R4 api 1046, Read/Search 1047/1048 (re-checked); Update only for "Document Information" (10051)
         ),
-        "Flag": ResourceRule(READ),  # Flag.Read/Search (Patient FYI, Health Concerns, ...) R4 only, no create (re-checked)
-        "Task": ResourceRule(READ),  # Task.Read/Search (Community Resource, Episode Checklist); Task.Update only for Community Resource (api 10087); no create (re-checked)
-        "Communication": ResourceRule(READ),  # Communication.Create only for Community Resource Communication (api 10090), which ours are not (re-checked)
+        "Flag": ResourceRule(
+            READ
+        ),  # Flag.Read/Search (Patient FYI, Health Concerns, ...) R4 only, no create (re-checked)
+        "Task": ResourceRule(
+            READ
+        ),  # Task.Read/Search (Community Resource, Episode Checklist); Task.Update only for Community Resource (api 10087); no create (re-checked)
+        "Communication": ResourceRule(
+            READ
+        ),  # Communication.Create only for Community Resource Communication (api 10090), which ours are not (re-checked)
         "Binary": ResourceRule(frozenset({"read"})),  # Binary.Read (Clinical Notes) R4 api 1044 (re-checked)
         # No DetectedIssue, CodeSystem or Subscription at all: absent from the catalogue (re-checked); Epic points
         # notification needs to "an event based interface" (CDS Hooks entry on open.epic.com, re-checked).
@@ -144,22 +165,39 @@ ORACLE = Profile(
         "Patient": ResourceRule(READ),  # mfrap Patient read/search (not re-checked)
         "Practitioner": ResourceRule(READ),  # mfrap Practitioner read/search (not re-checked)
         "Encounter": ResourceRule(READ),  # mfrap Encounter read/search (not re-checked)
-        "Group": ResourceRule(frozenset(), operations=("export",)),  # mfbda/bulk_data_access.html: Group export (not re-checked)
-        "Questionnaire": ResourceRule(READ),  # mfrap/api-questionnaire.html: get list / get by id; social history only (re-checked)
+        "Group": ResourceRule(
+            frozenset(), operations=("export",)
+        ),  # mfbda/bulk_data_access.html: Group export (not re-checked)
+        "Questionnaire": ResourceRule(
+            READ
+        ),  # mfrap/api-questionnaire.html: get list / get by id; social history only (re-checked)
         "QuestionnaireResponse": ResourceRule(
-            READ | {"update"},  # mfrap/api-questionnaireresponse.html "currently, only social history is supported" (re-checked); op-questionnaireresponse-id-put.html (not re-checked)
-            search_params=("patient", "_id"),  # "first search QuestionnaireResponse by patient" (mfrap/api-questionnaire.html, re-checked); other names not re-checked
+            READ
+            | {
+                "update"
+            },  # mfrap/api-questionnaireresponse.html "currently, only social history is supported" (re-checked); op-questionnaireresponse-id-put.html (not re-checked)
+            search_params=(
+                "patient",
+                "_id",
+            ),  # "first search QuestionnaireResponse by patient" (mfrap/api-questionnaire.html, re-checked); other names not re-checked
             guard=oracle_qr_update_guard,  # op-questionnaireresponse-id-put.html: update body allows status in-progress only (not re-checked)
         ),
-        "Observation": ResourceRule(READ_CREATE),  # mfrap/op-observation-post.html documents POST /Observation (not re-checked); which categories it takes is not re-checked
-        "DocumentReference": ResourceRule(READ_WRITE),  # mfrap/op-documentreference-post.html create; api-documentreference.html "writing and updating documents" (re-checked)
-        "Binary": ResourceRule(frozenset({"read"})),  # mfrap/api-documentreference.html: documents downloaded through Binary (re-checked)
+        "Observation": ResourceRule(
+            READ_CREATE
+        ),  # mfrap/op-observation-post.html documents POST /Observation (not re-checked); which categories it takes is not re-checked
+        "DocumentReference": ResourceRule(
+            READ_WRITE
+        ),  # mfrap/op-documentreference-post.html create; api-documentreference.html "writing and updating documents" (re-checked)
+        "Binary": ResourceRule(
+            frozenset({"read"})
+        ),  # mfrap/api-documentreference.html: documents downloaded through Binary (re-checked)
         # No DetectedIssue, Flag, Task or Subscription: no public source found (anchors review §1 "?"); absent here.
     },
     system_interactions=frozenset(),  # transactions/batch: no public source found (anchors review §1 "?"); not offered here
     system_operations=(),  # Millennium offers Group export (and Patient export), not system-level export (mfbda, not re-checked)
     notes=(
-        "Conditional create is not documented: a forum question on If-None-Exist got no documented support (forums.oracle.com/ords/apexds/post/patient-create-4558, not re-checked).",
+        "Conditional create is not documented: a forum question on If-None-Exist got no documented support "
+        "(forums.oracle.com/ords/apexds/post/patient-create-4558, not re-checked).",
         "Observation POST: forum posts show vital-sign writes failing validation (forums.oracle.com ...-1064, not re-checked); the proxy does not model validation.",
     ),
 )
@@ -178,8 +216,12 @@ MEDITECH = Profile(
         "Observation": ResourceRule(READ),  # harvest: read/search only, no create (not re-checked)
         "DocumentReference": ResourceRule(READ),  # harvest: read/search only (not re-checked)
         "Questionnaire": ResourceRule(READ),  # harvest: read/search (not re-checked)
-        "QuestionnaireResponse": ResourceRule(READ_WRITE),  # harvest: read/search, create and update: one of two writable types (not re-checked)
-        "Communication": ResourceRule(frozenset({"create"})),  # harvest: create: the other writable type (not re-checked)
+        "QuestionnaireResponse": ResourceRule(
+            READ_WRITE
+        ),  # harvest: read/search, create and update: one of two writable types (not re-checked)
+        "Communication": ResourceRule(
+            frozenset({"create"})
+        ),  # harvest: create: the other writable type (not re-checked)
         # No DetectedIssue, Flag, Task, Group or Subscription in the harvest (not re-checked).
     },
     system_interactions=frozenset(),  # harvest: no transaction/batch (not re-checked)
@@ -203,15 +245,22 @@ ATHENA = Profile(
         "Encounter": ResourceRule(READ),  # same listing (not re-checked)
         "Observation": ResourceRule(READ),  # same listing: read only (not re-checked)
         "DocumentReference": ResourceRule(READ),  # same listing: read only (not re-checked)
-        "QuestionnaireResponse": ResourceRule(READ),  # UNVERIFIED: no public source found (anchors review §1 "?"); assumed readable so reads can be exercised
+        "QuestionnaireResponse": ResourceRule(
+            READ
+        ),  # UNVERIFIED: no public source found (anchors review §1 "?"); assumed readable so reads can be exercised
         "Subscription": ResourceRule(
             frozenset(),  # endpoints "not yet available externally" (aone-fhir-subscriptions README, re-checked): events are set up with athenahealth
-            supported_profiles=("http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-subscription",),
-            documentation="Backport-style events: rest-hook channel, id-only payload, signed messages to a public HTTPS webhook (github.com/athenahealth/aone-fhir-subscriptions).",
+            supported_profiles=(
+                "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-subscription",
+            ),
+            documentation="Backport-style events: rest-hook channel, id-only payload, signed messages to a public HTTPS webhook "
+            "(github.com/athenahealth/aone-fhir-subscriptions).",
         ),
     },
     system_interactions=frozenset(),  # no transaction/batch found (anchors review §1 "?")
-    instantiates=("http://hl7.org/fhir/uv/subscriptions-backport/CapabilityStatement/backport-subscription-server",),  # aone-fhir-subscriptions (re-checked)
+    instantiates=(
+        "http://hl7.org/fhir/uv/subscriptions-backport/CapabilityStatement/backport-subscription-server",
+    ),  # aone-fhir-subscriptions (re-checked)
     notes=("SMART: launch scopes listed (anchors review §1, second-hand, not re-checked).",),
 )
 
@@ -228,9 +277,13 @@ OPENEMR = Profile(
         "Organization": ResourceRule(READ_WRITE),  # #9076: write-enabled (re-checked)
         "Encounter": ResourceRule(READ),  # #9078: write still open (re-checked)
         "Observation": ResourceRule(READ),  # #14197: Observation write is an open issue (re-checked)
-        "DocumentReference": ResourceRule(READ),  # #9076: "Read-only resources (20+): All other FHIR resources" (re-checked)
+        "DocumentReference": ResourceRule(
+            READ
+        ),  # #9076: "Read-only resources (20+): All other FHIR resources" (re-checked)
         "Questionnaire": ResourceRule(READ),  # #8846 (not re-checked)
-        "QuestionnaireResponse": ResourceRule(READ),  # #8846 endpoints; writes not in #9076's list (re-checked for the list)
+        "QuestionnaireResponse": ResourceRule(
+            READ
+        ),  # #8846 endpoints; writes not in #9076's list (re-checked for the list)
         "Group": ResourceRule(READ, operations=("export",)),  # Bulk export #4582, #9373 (not re-checked)
         # PR #13281 (open) would add POST/PUT for 25 resources; this profile encodes the state #9076 describes.
     },

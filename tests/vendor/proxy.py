@@ -91,7 +91,9 @@ def trim_capabilities(statement: dict[str, Any], profile: Profile) -> dict[str, 
 
 
 def _trim_resource(hapi: dict[str, Any], name: str, rule: ResourceRule) -> dict[str, Any]:
-    entry = {k: v for k, v in hapi.items() if k not in _CONDITIONAL_KEYS and k not in ("searchInclude", "searchRevInclude")}
+    entry = {
+        k: v for k, v in hapi.items() if k not in _CONDITIONAL_KEYS and k not in ("searchInclude", "searchRevInclude")
+    }
     entry["type"] = name
     entry["interaction"] = [{"code": c} for c in sorted(rule.interactions)]
     if "search-type" not in rule.interactions:
@@ -122,7 +124,9 @@ class Decision:
 FORWARD = Decision(0)
 
 
-def decide(profile: Profile, method: str, parts: list[str], query: str, headers: dict[str, str], body: bytes) -> Decision:
+def decide(
+    profile: Profile, method: str, parts: list[str], query: str, headers: dict[str, str], body: bytes
+) -> Decision:
     """Whether the vendor would take this request; ``parts`` is the path below the FHIR base."""
     if profile.resources is None:
         return FORWARD
@@ -144,9 +148,13 @@ def decide(profile: Profile, method: str, parts: list[str], query: str, headers:
     if interaction.startswith("$"):
         if interaction[1:] in rule.operations:
             return FORWARD
-        return Decision(REFUSED, "not-supported", f"operation {interaction} on {parts[0]} is not offered by this server")
+        return Decision(
+            REFUSED, "not-supported", f"operation {interaction} on {parts[0]} is not offered by this server"
+        )
     if interaction.startswith("conditional-"):
-        return Decision(REFUSED, "not-supported", f"{interaction.replace('-', ' ')} of {parts[0]} is not supported by this server")
+        return Decision(
+            REFUSED, "not-supported", f"{interaction.replace('-', ' ')} of {parts[0]} is not supported by this server"
+        )
     if interaction not in rule.interactions:
         return Decision(REFUSED, "forbidden", f"{interaction} of {parts[0]} is not permitted by this server")
     if interaction == "search-type" and rule.scoped_by:
@@ -257,7 +265,9 @@ class VendorProxy:
             f"{self.upstream}/metadata", headers={"Accept": FHIR_JSON, "Host": request.headers.get("host", "")}
         )
         if answer.status_code != 200:
-            return Response(answer.content, status_code=answer.status_code, media_type=answer.headers.get("content-type"))
+            return Response(
+                answer.content, status_code=answer.status_code, media_type=answer.headers.get("content-type")
+            )
         return JSONResponse(trim_capabilities(answer.json(), self.profile), media_type=FHIR_JSON)
 
     async def _forward(self, request: Request, body: bytes) -> Response:
@@ -266,7 +276,9 @@ class VendorProxy:
         if request.url.query:
             target += "?" + request.url.query
         headers = {
-            k: v for k, v in request.headers.items() if k.lower() not in ("content-length", "connection", "accept-encoding")
+            k: v
+            for k, v in request.headers.items()
+            if k.lower() not in ("content-length", "connection", "accept-encoding")
         }
         headers["accept-encoding"] = "identity"  # relay the bytes as they are, no re-encoding
         upstream = self.client.build_request(request.method, target, content=body, headers=headers)

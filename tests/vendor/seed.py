@@ -42,7 +42,11 @@ def store_questionnaire(client: httpx.Client, fixture: str) -> None:
     """The vendor's own Questionnaire for ``fixture`` (HAPI checks a response's ``questionnaire``
     reference, as an EHR holds its own forms); item texts name the domain only."""
     questionnaire = json.loads((FIXTURES / f"{QUESTIONNAIRES[fixture]}.json").read_text())
-    answer = client.put(f"Questionnaire/{questionnaire['id']}", json=questionnaire, headers={"Content-Type": FHIR_JSON, "Accept": FHIR_JSON})
+    answer = client.put(
+        f"Questionnaire/{questionnaire['id']}",
+        json=questionnaire,
+        headers={"Content-Type": FHIR_JSON, "Accept": FHIR_JSON},
+    )
     if answer.status_code not in (200, 201):
         raise RuntimeError(f"seeding Questionnaire/{questionnaire['id']}: HTTP {answer.status_code}")
 

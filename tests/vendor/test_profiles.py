@@ -36,7 +36,10 @@ def marked(resource: dict[str, Any]) -> tuple[dict[str, Any], str]:
 
 def count(base: str, resource_type: str, **params: str) -> int:
     answer = httpx.get(
-        f"{base}/{resource_type}", params={"_summary": "count", "_total": "accurate", **params}, headers=FHIR_JSON, timeout=30
+        f"{base}/{resource_type}",
+        params={"_summary": "count", "_total": "accurate", **params},
+        headers=FHIR_JSON,
+        timeout=30,
     )
     assert answer.status_code == 200, answer.text
     return int(answer.json()["total"])
@@ -59,9 +62,22 @@ NOTE = {
     "subject": {"reference": "Patient/vendor-proxy-p1"},
     "content": [{"attachment": {"contentType": "text/plain", "data": "U2Vzc2lvbiAz"}}],
 }
-DETECTED_ISSUE = {"resourceType": "DetectedIssue", "status": "final", "patient": {"reference": "Patient/vendor-proxy-p1"}}
-TASK = {"resourceType": "Task", "status": "requested", "intent": "order", "for": {"reference": "Patient/vendor-proxy-p1"}}
-COMMUNICATION = {"resourceType": "Communication", "status": "completed", "subject": {"reference": "Patient/vendor-proxy-p1"}}
+DETECTED_ISSUE = {
+    "resourceType": "DetectedIssue",
+    "status": "final",
+    "patient": {"reference": "Patient/vendor-proxy-p1"},
+}
+TASK = {
+    "resourceType": "Task",
+    "status": "requested",
+    "intent": "order",
+    "for": {"reference": "Patient/vendor-proxy-p1"},
+}
+COMMUNICATION = {
+    "resourceType": "Communication",
+    "status": "completed",
+    "subject": {"reference": "Patient/vendor-proxy-p1"},
+}
 QR = {
     "resourceType": "QuestionnaireResponse",
     "status": "completed",
@@ -117,7 +133,9 @@ def test_each_vendor_capability_statement_lists_exactly_its_profile(vendor_serve
     for resource_type, rule in profile.resources.items():
         entry = listed[resource_type]
         assert {i["code"] for i in entry["interaction"]} == set(rule.interactions), resource_type
-        assert not any(key.startswith("conditional") for key in entry), f"{resource_type} advertises a conditional write"
+        assert not any(key.startswith("conditional") for key in entry), (
+            f"{resource_type} advertises a conditional write"
+        )
         assert "updateCreate" not in entry
         if rule.search_params is not None:
             assert [p["name"] for p in entry["searchParam"]] == list(rule.search_params)
@@ -197,16 +215,24 @@ def test_a_refused_write_is_refused_with_an_outcome_and_never_reaches_hapi(
 
 def test_oracle_refuses_a_questionnaire_response_update_that_is_not_in_progress(vendor_server, fhir_server):
     """mfrap op-questionnaireresponse-id-put: the update body allows status in-progress only."""
-    stored = httpx.post(f"{fhir_server}/QuestionnaireResponse", json={**QR, "status": "in-progress"}, headers=FHIR_JSON, timeout=30)
+    stored = httpx.post(
+        f"{fhir_server}/QuestionnaireResponse", json={**QR, "status": "in-progress"}, headers=FHIR_JSON, timeout=30
+    )
     assert stored.status_code == 201
     rid = stored.json()["id"]
     server = vendor_server("oracle")
 
     refused = httpx.put(
-        f"{server.url}/QuestionnaireResponse/{rid}", json={**QR, "id": rid, "status": "completed"}, headers=FHIR_JSON, timeout=30
+        f"{server.url}/QuestionnaireResponse/{rid}",
+        json={**QR, "id": rid, "status": "completed"},
+        headers=FHIR_JSON,
+        timeout=30,
     )
     assert refused.status_code == 403 and "in-progress only" in refused.json()["issue"][0]["diagnostics"]
-    assert httpx.get(f"{fhir_server}/QuestionnaireResponse/{rid}", headers=FHIR_JSON, timeout=30).json()["status"] == "in-progress"
+    assert (
+        httpx.get(f"{fhir_server}/QuestionnaireResponse/{rid}", headers=FHIR_JSON, timeout=30).json()["status"]
+        == "in-progress"
+    )
 
     kept = httpx.put(
         f"{server.url}/QuestionnaireResponse/{rid}",
@@ -215,13 +241,21 @@ def test_oracle_refuses_a_questionnaire_response_update_that_is_not_in_progress(
         timeout=30,
     )
     assert kept.status_code == 200
-    assert httpx.get(f"{fhir_server}/QuestionnaireResponse/{rid}", headers=FHIR_JSON, timeout=30).json()["authored"].startswith("2026-11-02")
+    assert (
+        httpx.get(f"{fhir_server}/QuestionnaireResponse/{rid}", headers=FHIR_JSON, timeout=30)
+        .json()["authored"]
+        .startswith("2026-11-02")
+    )
 
 
 def test_a_transaction_is_refused_where_the_vendor_lists_none(vendor_server, fhir_server):
     server = vendor_server("epic")
     body, value = marked(NOTE)
-    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [{"resource": body, "request": {"method": "POST", "url": "DocumentReference"}}]}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [{"resource": body, "request": {"method": "POST", "url": "DocumentReference"}}],
+    }
     answer = httpx.post(server.url, json=bundle, headers=FHIR_JSON, timeout=30)
     assert answer.status_code == 403 and answer.json()["resourceType"] == "OperationOutcome"
     assert count(fhir_server, "DocumentReference", _tag=f"{TAG}|{value}") == 0
@@ -264,11 +298,18 @@ def test_an_allowed_write_lands_on_hapi(vendor_server, fhir_server, name, resour
 
 def test_meditech_updates_a_questionnaire_response(vendor_server, fhir_server):
     server = vendor_server("meditech")
-    created = httpx.post(f"{server.url}/QuestionnaireResponse", json={**QR, "status": "in-progress"}, headers=FHIR_JSON, timeout=30)
+    created = httpx.post(
+        f"{server.url}/QuestionnaireResponse", json={**QR, "status": "in-progress"}, headers=FHIR_JSON, timeout=30
+    )
     rid = created.json()["id"]
-    updated = httpx.put(f"{server.url}/QuestionnaireResponse/{rid}", json={**QR, "id": rid}, headers=FHIR_JSON, timeout=30)
+    updated = httpx.put(
+        f"{server.url}/QuestionnaireResponse/{rid}", json={**QR, "id": rid}, headers=FHIR_JSON, timeout=30
+    )
     assert updated.status_code == 200
-    assert httpx.get(f"{fhir_server}/QuestionnaireResponse/{rid}", headers=FHIR_JSON, timeout=30).json()["status"] == "completed"
+    assert (
+        httpx.get(f"{fhir_server}/QuestionnaireResponse/{rid}", headers=FHIR_JSON, timeout=30).json()["status"]
+        == "completed"
+    )
 
 
 # ---------------------------------------------------------------- Epic: QuestionnaireResponses per patient
@@ -279,7 +320,12 @@ def test_epic_refuses_a_server_wide_questionnaire_response_search_and_answers_pe
     server = vendor_server("epic")
 
     for refused in (
-        httpx.get(f"{server.url}/QuestionnaireResponse", params={"questionnaire": "Questionnaire/epic-srs-1234"}, headers=FHIR_JSON, timeout=30),
+        httpx.get(
+            f"{server.url}/QuestionnaireResponse",
+            params={"questionnaire": "Questionnaire/epic-srs-1234"},
+            headers=FHIR_JSON,
+            timeout=30,
+        ),
         httpx.post(f"{server.url}/QuestionnaireResponse/_search", data={"status": "completed"}, timeout=30),
     ):
         assert refused.status_code == 403
@@ -287,7 +333,10 @@ def test_epic_refuses_a_server_wide_questionnaire_response_search_and_answers_pe
 
     for scope in ("patient", "subject"):
         bundle = httpx.get(
-            f"{server.url}/QuestionnaireResponse", params={scope: f"Patient/{seeded.patient}", "_count": "1"}, headers=FHIR_JSON, timeout=30
+            f"{server.url}/QuestionnaireResponse",
+            params={scope: f"Patient/{seeded.patient}", "_count": "1"},
+            headers=FHIR_JSON,
+            timeout=30,
         ).json()
         assert bundle["total"] == 2
         next_link = next(link["url"] for link in bundle["link"] if link["relation"] == "next")
@@ -299,7 +348,9 @@ def test_epic_refuses_a_server_wide_questionnaire_response_search_and_answers_pe
 def test_seeded_epic_responses_carry_epic_ids_and_decimals(vendor_server, fhir_server):
     seeded = seed(fhir_server, "epic-srs-qr", ["2026-11-03T10:00:00Z"])
     server = vendor_server("epic")
-    response = httpx.get(f"{server.url}/QuestionnaireResponse/{seeded.response_ids[0]}", headers=FHIR_JSON, timeout=30).json()
+    response = httpx.get(
+        f"{server.url}/QuestionnaireResponse/{seeded.response_ids[0]}", headers=FHIR_JSON, timeout=30
+    ).json()
     assert response["questionnaire"] == "Questionnaire/epic-srs-1234"
     assert [(i["linkId"], i["answer"][0]["valueDecimal"]) for i in response["item"]] == [
         ("10001001", 8.5),
@@ -312,7 +363,9 @@ def test_seeded_epic_responses_carry_epic_ids_and_decimals(vendor_server, fhir_s
 def test_seeded_openemr_responses_carry_labels_as_strings(vendor_server, fhir_server):
     seeded = seed(fhir_server, "openemr-wai-sr-qr", ["2026-11-03T10:00:00Z"])
     server = vendor_server("openemr")
-    response = httpx.get(f"{server.url}/QuestionnaireResponse/{seeded.response_ids[0]}", headers=FHIR_JSON, timeout=30).json()
+    response = httpx.get(
+        f"{server.url}/QuestionnaireResponse/{seeded.response_ids[0]}", headers=FHIR_JSON, timeout=30
+    ).json()
     assert response["questionnaire"] == "Questionnaire/openemr-wai-sr-12"
     assert response["item"][0] == {"linkId": "/wai-sr-q01", "answer": [{"valueString": "Very often"}]}
     assert len(response["item"]) == 12
@@ -322,9 +375,10 @@ def test_a_read_passes_through_byte_for_byte(vendor_server, fhir_server):
     seeded = seed(fhir_server, "openemr-wai-sr-qr", ["2026-11-03T10:00:00Z"])
     server = vendor_server("openemr")
     path = f"QuestionnaireResponse/{seeded.response_ids[0]}"
-    assert httpx.get(f"{server.url}/{path}", headers=FHIR_JSON, timeout=30).content == httpx.get(
-        f"{fhir_server}/{path}", headers=FHIR_JSON, timeout=30
-    ).content
+    assert (
+        httpx.get(f"{server.url}/{path}", headers=FHIR_JSON, timeout=30).content
+        == httpx.get(f"{fhir_server}/{path}", headers=FHIR_JSON, timeout=30).content
+    )
 
 
 def test_epic_profile_rules_are_the_documented_ones():
