@@ -199,9 +199,14 @@ def _check_number(answer: NumberConversion, low: Decimal, high: Decimal) -> list
     if ends[0] < low or ends[1] > high:
         return [
             f"the conversion turns the vendor range {answer.vendor_min:g}-{answer.vendor_max:g} into "
-            f"{ends[0]}-{ends[1]}, outside our item's range {low}-{high}"
+            f"{_plain(ends[0])}-{_plain(ends[1])}, outside our item's range {_plain(low)}-{_plain(high)}"
         ]
     return []
+
+
+def _plain(number: Decimal) -> str:
+    """A number as a person writes it: 100, 0, 7.5 (not 100.0 or 1E+2)."""
+    return format(number.normalize(), "f")
 
 
 def convert_number(value: Decimal, answer: NumberConversion) -> Decimal:
