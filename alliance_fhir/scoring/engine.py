@@ -138,11 +138,10 @@ def score_response(response: Any, catalog: Catalog) -> ScoreResult:
 def _as_our_form(response: Any, catalog: Catalog, ref: str) -> Any:
     """A scorable response to a vendor form that a form map claims, in our instrument's shape
     (:mod:`.vendor_forms`); anything else unchanged (its status or type is refused as usual)."""
-    if not (
-        isinstance(response, dict)
-        and response.get("resourceType") == "QuestionnaireResponse"
-        and response.get("status") in SCORABLE_STATUSES
-    ):
+    if not (isinstance(response, dict) and response.get("resourceType") == "QuestionnaireResponse"):
+        return response
+    status = response.get("status")
+    if not (isinstance(status, str) and status in SCORABLE_STATUSES):
         return response
     entry = catalog.forms.match(response)
     return response if entry is None else translate_response(response, entry, ref)

@@ -113,7 +113,7 @@ def test_instruments_check_shipped():
 def test_instruments_check_user_folder():
     result = run("instruments", "check", str(USER))
     assert result.exit_code == 0, result.output
-    assert "ok  test-alliance" in result.stdout and "1 instrument(s) ok" in result.stdout
+    assert "ok  test-alliance" in result.stdout and "1 instrument(s) and 0 form map(s) ok" in result.stdout
 
 
 def test_instruments_check_explains_problems(tmp_path):
@@ -132,7 +132,7 @@ def test_instruments_check_explains_problems(tmp_path):
 
 def test_instruments_check_empty_folder(tmp_path):
     result = run("instruments", "check", str(tmp_path))
-    assert result.exit_code == 1 and "no Questionnaire + mapping pair found" in result.stderr
+    assert result.exit_code == 1 and "no Questionnaire + mapping pair or form map found" in result.stderr
 
 
 def test_instruments_schema():
