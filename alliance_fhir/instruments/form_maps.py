@@ -229,4 +229,3 @@ def _check_choice(answer: ChoiceConversion, codes: set[str]) -> list[str]:
 
 def _link_key(link: str) -> tuple[int, str]:
     return (int(link), "") if link.isdigit() else (1 << 30, link)
-

@@ -107,7 +107,10 @@ def test_instruments_check_shipped():
     result = run("instruments", "check")
     assert result.exit_code == 0, result.output
     assert "7 instrument(s) and 2 form map(s) ok, 0 problem(s)" in result.stdout
-    assert "ok  form map epic-like-srs -> http://alliance-fhir.org/fhir/Questionnaire/srs|1.0.0 (example: invented ids)" in result.stdout
+    assert (
+        "ok  form map epic-like-srs -> http://alliance-fhir.org/fhir/Questionnaire/srs|1.0.0 (example: invented ids)"
+        in result.stdout
+    )
 
 
 def test_instruments_check_user_folder():

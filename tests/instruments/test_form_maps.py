@@ -58,7 +58,9 @@ def test_the_shipped_examples_load_and_are_marked_as_examples():
 
 def test_the_shipped_schema_is_generated_from_the_model():
     on_disk = json.loads((FORM_MAPS / "form-map.schema.json").read_text())
-    assert on_disk == form_map_json_schema(), "run: alliance-fhir instruments form-map-schema > form-maps/form-map.schema.json"
+    assert on_disk == form_map_json_schema(), (
+        "run: alliance-fhir instruments form-map-schema > form-maps/form-map.schema.json"
+    )
 
 
 def test_a_site_map_in_its_instruments_folder_is_checked_ok(tmp_path):
@@ -148,12 +150,19 @@ def test_a_map_naming_our_own_questionnaire_or_an_unknown_instrument_is_refused(
     ours = own_epic_map(
         lambda m: m.update(vendor_questionnaire={"canonical": "http://alliance-fhir.org/fhir/Questionnaire/srs"})
     )
-    unknown = own_epic_map(lambda m: m.update(form_map="x", instrument="http://alliance-fhir.org/fhir/Questionnaire/srs|9"))
+    unknown = own_epic_map(
+        lambda m: m.update(form_map="x", instrument="http://alliance-fhir.org/fhir/Questionnaire/srs|9")
+    )
     unknown["vendor_questionnaire"] = {"references": ["Questionnaire/other"]}
     code, lines = check(site_folder(tmp_path, ours, unknown))
     assert code == 1
-    assert any("map0.json: its vendor canonical" in line and "is one of our own Questionnaires" in line for line in lines)
-    assert any("map1.json: names instrument http://alliance-fhir.org/fhir/Questionnaire/srs|9, which is not loaded" in line for line in lines)
+    assert any(
+        "map0.json: its vendor canonical" in line and "is one of our own Questionnaires" in line for line in lines
+    )
+    assert any(
+        "map1.json: names instrument http://alliance-fhir.org/fhir/Questionnaire/srs|9, which is not loaded" in line
+        for line in lines
+    )
 
 
 def test_schema_rules_are_explained_without_the_values(tmp_path):

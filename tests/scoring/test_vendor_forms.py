@@ -167,9 +167,12 @@ def test_a_contained_vendor_questionnaire_is_matched_by_identifier(tmp_path):
     response = epic_srs((9.1, 8.4, 6.0, 7.5))
     response["questionnaire"] = "#q"
     response["contained"] = [
-        {"resourceType": "Questionnaire", "id": "q", "status": "active", "identifier": [
-            {"system": "urn:oid:1.2.840.999", "value": "SRS-7"}
-        ]}
+        {
+            "resourceType": "Questionnaire",
+            "id": "q",
+            "status": "active",
+            "identifier": [{"system": "urn:oid:1.2.840.999", "value": "SRS-7"}],
+        }
     ]
     assert str(score_response(response, with_map).total.value) == "31.0"
 
