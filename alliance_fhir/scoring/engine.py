@@ -5,6 +5,9 @@ because bulk back-fills score tens of thousands of responses per second and fhir
 costs about a millisecond per resource. Every check here is explicit and ends in a
 :class:`ScoringError` that names the resource, the item and the reason.
 
+A response to a vendor's own form that a form map claims (:mod:`.vendor_forms`) is first read
+into our instrument's shape, then scored by the same code as our own form.
+
 Answer values follow SDC 4's ``weight()`` order: a weight on the answer itself, then the
 Questionnaire's answerOption (matched by Coding system and code); a plain ``valueInteger`` /
 ``valueDecimal`` is the raw value. Our key is authoritative: an answer whose own weight
