@@ -89,6 +89,7 @@ bench-quick: $(BENCH_STAMP)
 ## Regenerate the JSON Schemas (mappings, prompts) after changing their models.
 schema: install
 	$(BIN)/alliance-fhir instruments schema > mappings/mapping.schema.json
+	$(BIN)/alliance-fhir instruments form-map-schema > form-maps/form-map.schema.json
 	$(BIN)/alliance-fhir prompts schema > prompts/prompts.schema.json
 
 clean:

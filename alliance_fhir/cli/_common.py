@@ -95,7 +95,7 @@ InstrumentsOption = Annotated[
     typer.Option(
         "--instruments",
         metavar="DIR",
-        help="Extra instruments folder (Questionnaire + mapping); repeatable. Also $ALLIANCE_FHIR_INSTRUMENTS.",
+        help="Extra instruments folder (Questionnaire + mapping, and form maps in its form-maps/); repeatable. Also $ALLIANCE_FHIR_INSTRUMENTS.",
     ),
 ]
 TextPackOption = Annotated[

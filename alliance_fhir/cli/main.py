@@ -23,7 +23,7 @@ from ..content.extraction import extraction_problems
 from ..content.package import write_package
 from ..content.questionnaires import content_resources, load_text_pack, text_pack_template, write_content
 from ..instruments.catalog import Instrument
-from ..instruments.schema import mapping_json_schema
+from ..instruments.schema import form_map_json_schema, mapping_json_schema
 from ._common import (
     AllianceGroup,
     ConfidentialityOption,
@@ -244,19 +244,32 @@ def instruments_check(
         Path | None, typer.Argument(help="Folder to check (default: every loaded instrument).")
     ] = None,
 ) -> None:
-    """Cross-check Questionnaire + mapping pairs and explain every problem."""
+    """Cross-check Questionnaire + mapping pairs and form maps, and explain every problem (one line each).
+
+    A form map that is ambiguous (a vendor linkId mapped twice, two maps claiming one vendor
+    Questionnaire) or partial (one of our scored items unmapped), or whose answers cannot all become
+    our answer codes or in-range values, is a problem naming its file, the item and the reason.
+    """
     catalog = command_catalog(ctx, [directory] if directory else [], report=False)
-    checked = [i for i in catalog if directory is None or Path(i.source).resolve().is_relative_to(directory.resolve())]
+
+    def inside(source: str) -> bool:
+        return directory is None or Path(source).resolve().is_relative_to(directory.resolve())
+
+    checked = [i for i in catalog if inside(i.source)]
+    maps = [m for m in catalog.forms if inside(m.source)]
     problems = list(catalog.problems)
-    if directory is not None and not checked and not problems:
-        problems.append(f"{directory}: no Questionnaire + mapping pair found")
+    if directory is not None and not checked and not maps and not problems:
+        problems.append(f"{directory}: no Questionnaire + mapping pair or form map found")
     for inst in checked:
         out.print(f"ok  {inst.id} {inst.canonical}", markup=False)
         for note in extraction_problems(inst):  # advisory: scoring does not depend on SDC extraction rules
             say(f"{inst.id}: SDC extraction: {note}", "note")
+    for entry in maps:
+        example = " (example: invented ids)" if entry.form_map.example else ""
+        out.print(f"ok  form map {entry.id} -> {entry.instrument.canonical}{example}", markup=False)
     for problem in problems:
         say(problem, "problem")
-    summary = f"{len(checked)} instrument(s) ok, {len(problems)} problem(s)"
+    summary = f"{len(checked)} instrument(s) and {len(maps)} form map(s) ok, {len(problems)} problem(s)"
     if problems:
         say(summary)
     else:
@@ -268,6 +281,12 @@ def instruments_check(
 def instruments_schema() -> None:
     """Print the JSON Schema of mapping files (for editors): ``> mappings/mapping.schema.json``."""
     sys.stdout.write(json.dumps(mapping_json_schema(), indent=2, ensure_ascii=False) + "\n")
+
+
+@instruments_app.command("form-map-schema")
+def instruments_form_map_schema() -> None:
+    """Print the JSON Schema of form-map files (for editors): ``> form-maps/form-map.schema.json``."""
+    sys.stdout.write(json.dumps(form_map_json_schema(), indent=2, ensure_ascii=False) + "\n")
 
 
 # ---------------------------------------------------------------- prompts

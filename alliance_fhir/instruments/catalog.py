@@ -1,7 +1,9 @@
-"""Finding, loading and cross-checking instruments (Questionnaire + mapping pairs).
+"""Finding, loading and cross-checking instruments (Questionnaire + mapping pairs) and form maps.
 
 Instruments are data: the shipped ``questionnaires/`` and ``mappings/`` folders, plus any
-folders a user adds through ``ALLIANCE_FHIR_INSTRUMENTS`` or ``--instruments``. Loading never
+folders a user adds through ``ALLIANCE_FHIR_INSTRUMENTS`` or ``--instruments``. Form maps (a
+vendor's own form -> one of our instruments, :mod:`.form_maps`) are data the same way: each
+folder's ``form-maps/`` (or, in a flat folder, any file with a ``vendor_questionnaire``). Loading never
 happens at import time (a broken data file must not break ``--help``), and every problem is
 collected with a sentence that explains it, so ``alliance-fhir instruments check`` can list
 them all instead of stopping at the first.
@@ -21,6 +23,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..errors import InstrumentError, summarise_validation
+from .form_maps import FormMaps, LoadedFormMap, check_form_map
+from .form_models import FormMap
 from .models import InstrumentMapping, ScaleSpec
 
 __all__ = [
@@ -46,7 +50,7 @@ CALCULATED = "http://hl7.org/fhir/uv/sdc/StructureDefinition/sdc-questionnaire-c
 
 
 def data_root() -> Path:
-    """Folder holding the shipped ``questionnaires/`` and ``mappings/``.
+    """Folder holding the shipped ``questionnaires/``, ``mappings/`` and ``form-maps/``.
 
     The wheel carries them inside the package (``alliance_fhir/_data``); an editable install
     or a source checkout has them at the repository's top level.
@@ -119,11 +123,12 @@ class Instrument:
 
 @dataclass
 class Catalog:
-    """All loaded instruments, the CodeSystems beside them, and every problem found."""
+    """All loaded instruments, the CodeSystems beside them, the form maps, and every problem found."""
 
     instruments: dict[str, Instrument] = field(default_factory=dict)
     codesystems: list[dict[str, Any]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    forms: FormMaps = field(default_factory=FormMaps)
 
     def __iter__(self) -> Iterator[Instrument]:
         return iter(sorted(self.instruments.values(), key=lambda i: (i.id, _version_key(i.version))))
@@ -140,6 +145,18 @@ class Catalog:
         if not matches:
             raise InstrumentError(f"unknown instrument '{ref}' (known: {', '.join(sorted({i.id for i in self}))})")
         return max(matches, key=lambda i: _version_key(i.version))
+
+    def instrument_for(self, response: dict[str, Any]) -> Instrument:
+        """The instrument a QuestionnaireResponse is scored as: through its form map when a map claims its
+        vendor Questionnaire, else by its ``questionnaire`` canonical (:meth:`resolve`).
+
+        Raises:
+            InstrumentError: neither a form map nor one of our instruments matches.
+        """
+        entry = self.forms.match(response) if self.forms else None
+        if entry is not None:
+            return entry.instrument
+        return self.resolve(str(response.get("questionnaire", "")))[0]
 
     def resolve(self, canonical: str) -> tuple[Instrument, str | None]:
         """Resolve ``QuestionnaireResponse.questionnaire`` to an instrument.
@@ -180,13 +197,35 @@ def load_catalog(extra_dirs: Sequence[Path | str] = (), *, include_shipped: bool
     catalog = Catalog()
     questionnaires: dict[str, tuple[dict[str, Any], str]] = {}
     mappings: list[tuple[InstrumentMapping, str]] = []
+    form_maps: list[tuple[FormMap, str]] = []
     for path, data in _read_json_files(dirs, catalog.problems):
-        _classify(path, data, questionnaires, mappings, catalog)
+        _classify(path, data, questionnaires, (mappings, form_maps), catalog)
     for mapping, where in mappings:
         _add_instrument(catalog, mapping, where, questionnaires)
     catalog.problems += _check_codes(catalog)
     catalog.problems += _check_client_urls(catalog)
+    for form_map, where in form_maps:
+        _add_form_map(catalog, form_map, where)
     return catalog
+
+
+def _add_form_map(catalog: Catalog, form_map: FormMap, where: str) -> None:
+    """Check one form map against its instrument and load it, or record why not (one line per problem)."""
+    instrument = catalog.instruments.get(form_map.instrument)
+    if instrument is None:
+        catalog.problems.append(f"{where}: names instrument {form_map.instrument}, which is not loaded")
+        return
+    problems = check_form_map(form_map, instrument)
+    canonical = form_map.vendor_questionnaire.canonical
+    if canonical and canonical.partition("|")[0] in {url for inst in catalog for url in inst.response_urls}:
+        problems.append(f"its vendor canonical {canonical} is one of our own Questionnaires (no map needed)")
+    if problems:
+        catalog.problems += [f"{where}: {problem}" for problem in problems]
+        return
+    items = {item.vendor_link_id: item for item in form_map.items}
+    clash = catalog.forms.add(LoadedFormMap(form_map, instrument, where, items, frozenset(form_map.ignore)))
+    if clash:
+        catalog.problems.append(f"{where}: {clash}")
 
 
 def _check_client_urls(catalog: Catalog) -> list[str]:
@@ -204,7 +243,7 @@ def _read_json_files(dirs: Iterable[Path], problems: list[str]) -> Iterator[tupl
         if not d.is_dir():
             problems.append(f"{d}: instruments folder does not exist")
             continue
-        subdirs = [d / "questionnaires", d / "mappings"]
+        subdirs = [d / "questionnaires", d / "mappings", d / "form-maps"]
         roots = [s for s in subdirs if s.is_dir()] or [d]
         for root in roots:
             for path in sorted(root.glob("*.json")):
@@ -220,9 +259,10 @@ def _classify(
     path: Path,
     data: Any,
     questionnaires: dict[str, tuple[dict[str, Any], str]],
-    mappings: list[tuple[InstrumentMapping, str]],
+    pending: tuple[list[tuple[InstrumentMapping, str]], list[tuple[FormMap, str]]],
     catalog: Catalog,
 ) -> None:
+    mappings, form_maps = pending
     if not isinstance(data, dict):
         catalog.problems.append(f"{path}: expected a JSON object")
     elif data.get("resourceType") == "Questionnaire":
@@ -238,6 +278,11 @@ def _classify(
         catalog.codesystems.append(data)
     elif "resourceType" in data:
         catalog.problems.append(f"{path}: a {data['resourceType']} is neither a Questionnaire nor a CodeSystem")
+    elif "vendor_questionnaire" in data:
+        try:
+            form_maps.append((FormMap.model_validate(data), str(path)))
+        except ValidationError as exc:
+            catalog.problems.append(f"{path}: invalid form map: {summarise_validation(exc)}")
     else:
         try:
             mappings.append((InstrumentMapping.model_validate(data), str(path)))

@@ -5,6 +5,9 @@ because bulk back-fills score tens of thousands of responses per second and fhir
 costs about a millisecond per resource. Every check here is explicit and ends in a
 :class:`ScoringError` that names the resource, the item and the reason.
 
+A response to a vendor's own form that a form map claims (:mod:`.vendor_forms`) is first read
+into our instrument's shape, then scored by the same code as our own form.
+
 Answer values follow SDC 4's ``weight()`` order: a weight on the answer itself, then the
 Questionnaire's answerOption (matched by Coding system and code); a plain ``valueInteger`` /
 ``valueDecimal`` is the raw value. Our key is authoritative: an answer whose own weight
@@ -44,6 +47,7 @@ from ..fhirtypes import plain_resource
 from ..instruments.catalog import WEIGHT_URLS, Catalog, Instrument, ItemSpec
 from ..instruments.models import Band, Cutoff, ScaleSpec
 from .results import ScaleScore, ScoreResult
+from .vendor_forms import translate_response
 
 __all__ = ["MAX_ITEM_DEPTH", "MAX_JSON_DEPTH", "SCORABLE_STATUSES", "resource_ref", "score_response"]
 
@@ -99,6 +103,8 @@ def score_response(response: Any, catalog: Catalog) -> ScoreResult:
     """
     response = plain_resource(response)
     ref = resource_ref(response)
+    if catalog.forms:
+        response = _as_our_form(response, catalog, ref)
     instrument, warnings = _resolve(response, ref, catalog)
     _check_elements(response, ref)
     plan = _plan(instrument)
@@ -130,6 +136,18 @@ def score_response(response: Any, catalog: Catalog) -> ScoreResult:
         warnings=tuple(warnings),
         omitted=tuple(omitted),
     )
+
+
+def _as_our_form(response: Any, catalog: Catalog, ref: str) -> Any:
+    """A scorable response to a vendor form that a form map claims, in our instrument's shape
+    (:mod:`.vendor_forms`); anything else unchanged (its status or type is refused as usual)."""
+    if not (isinstance(response, dict) and response.get("resourceType") == "QuestionnaireResponse"):
+        return response
+    status = response.get("status")
+    if not (isinstance(status, str) and status in SCORABLE_STATUSES):
+        return response
+    entry = catalog.forms.match(response)
+    return response if entry is None else translate_response(response, entry, ref)
 
 
 def _resolve(response: Any, ref: str, catalog: Catalog) -> tuple[Instrument, list[str]]:

@@ -372,6 +372,8 @@ class _Search:
         # Each instrument's url and its client-facing Questionnaire's (a client portal's responses name that one).
         values = list(dict.fromkeys(url for inst in self.instruments for url in inst.response_urls))
         values += self.questionnaires
+        # Vendor forms a form map claims (their canonicals and Questionnaire/<id> references), for these instruments.
+        values += self.catalog.forms.search_values({inst.url for inst in self.instruments}, self.server)
         params = {"questionnaire": ",".join(values), "_count": str(self.client.config.page_size)}
         if since:
             params["_lastUpdated"] = f"ge{since}"

@@ -296,7 +296,7 @@ class Pipeline(Closing):
     def _attributed(self, response: dict[str, Any]) -> dict[str, Any] | None:
         """The response with ``questionnaire`` as one of our canonicals, or None if it is not ours.
 
-        A literal reference (``Questionnaire/1005``, or that on our server's base URL) to one of our
+        A response to a vendor form that a form map claims is ours as it is. A literal reference (``Questionnaire/1005``, or that on our server's base URL) to one of our
         Questionnaires becomes that Questionnaire's url|version.
         """
         reference = response.get("questionnaire")
@@ -304,6 +304,8 @@ class Pipeline(Closing):
             return response  # scoring names the problem
         if reference.partition("|")[0] in {url for inst in self._catalog for url in inst.response_urls}:
             return response
+        if self._catalog.forms and self._catalog.forms.match(response) is not None:
+            return response  # a vendor form a form map claims: scoring reads it through the map
         ref = parse_reference(reference)
         if ref is not None and ref.type == "Questionnaire" and ref.on(self._server) and ref.id in self._our_ids:
             return {**response, "questionnaire": self._our_ids[ref.id]}
@@ -368,7 +370,7 @@ class Pipeline(Closing):
 
     def _instrument(self, response: dict[str, Any]) -> Instrument | None:
         try:
-            return self._catalog.resolve(str(response.get("questionnaire", "")))[0]
+            return self._catalog.instrument_for(response)
         except InstrumentError:
             return None
 

@@ -106,13 +106,17 @@ def test_instruments_show_unknown():
 def test_instruments_check_shipped():
     result = run("instruments", "check")
     assert result.exit_code == 0, result.output
-    assert "7 instrument(s) ok, 0 problem(s)" in result.stdout
+    assert "7 instrument(s) and 2 form map(s) ok, 0 problem(s)" in result.stdout
+    assert (
+        "ok  form map epic-like-srs -> http://alliance-fhir.org/fhir/Questionnaire/srs|1.0.0 (example: invented ids)"
+        in result.stdout
+    )
 
 
 def test_instruments_check_user_folder():
     result = run("instruments", "check", str(USER))
     assert result.exit_code == 0, result.output
-    assert "ok  test-alliance" in result.stdout and "1 instrument(s) ok" in result.stdout
+    assert "ok  test-alliance" in result.stdout and "1 instrument(s) and 0 form map(s) ok" in result.stdout
 
 
 def test_instruments_check_explains_problems(tmp_path):
@@ -131,7 +135,7 @@ def test_instruments_check_explains_problems(tmp_path):
 
 def test_instruments_check_empty_folder(tmp_path):
     result = run("instruments", "check", str(tmp_path))
-    assert result.exit_code == 1 and "no Questionnaire + mapping pair found" in result.stderr
+    assert result.exit_code == 1 and "no Questionnaire + mapping pair or form map found" in result.stderr
 
 
 def test_instruments_schema():

@@ -284,9 +284,11 @@ def test_patient_and_instrument_filters(server, catalog, store, make_response):
     assert report.written == 1
     params = dict(qr_search(server).url.params)
     assert params["subject"] == "Patient/a"
-    # every version, of the full form and of the client-facing one (a portal's responses)
+    # every version, of the full form and of the client-facing one (a portal's responses), and the vendor
+    # forms mapped onto the SRS (the shipped Epic-like example's invented id, relative and on this server)
     assert params["questionnaire"] == (
-        "http://alliance-fhir.org/fhir/Questionnaire/srs,http://alliance-fhir.org/fhir/Questionnaire/srs-for-client"
+        "http://alliance-fhir.org/fhir/Questionnaire/srs,http://alliance-fhir.org/fhir/Questionnaire/srs-for-client,"
+        f"Questionnaire/example-epic-srs-9990000,{BASE}/Questionnaire/example-epic-srs-9990000"
     )
 
 
