@@ -159,7 +159,7 @@ def test_a_signed_id_only_notification_queues_its_response_and_is_answered_200(u
 def test_a_notification_without_a_good_signature_is_401_one_line_and_queues_nothing(
     url, idle, case, signature_of, caplog
 ):
-    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="alliance_fhir.serve")
     body = json.dumps(athena_bundle("QuestionnaireResponse/qr-1", "Patient/secret-patient-9")).encode()
     answer = post(url, body, signature_of(body))
     assert answer.status_code == 401, case
@@ -239,7 +239,7 @@ def test_a_replayed_notification_is_answered_but_not_queued_again(url, idle):
 
 
 def test_only_questionnaire_response_focus_is_queued_other_resources_are_ignored_with_a_debug_line(url, idle, caplog):
-    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="alliance_fhir.serve")
     body = json.dumps(
         athena_bundle(
             "QuestionnaireResponse/qr-1",
@@ -258,7 +258,7 @@ def test_only_questionnaire_response_focus_is_queued_other_resources_are_ignored
 
 
 def test_each_malformed_event_is_one_line_and_the_others_are_queued(url, idle, caplog):
-    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.INFO, logger="alliance_fhir.serve")
     bundle = athena_bundle("QuestionnaireResponse/qr-1", "QuestionnaireResponse/qr-2")
     events = bundle["entry"][0]["resource"]["notificationEvent"]
     events.insert(1, {"id": "e-2", "focus": {"reference": 12}})  # a number
