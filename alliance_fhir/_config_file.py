@@ -37,7 +37,10 @@ __all__ = [
 ENV_PREFIX = "ALLIANCE_FHIR_"
 TABLES = ("server", "auth", "serve", "cds", "labels")
 # The keys that hold secrets, by table: a file holding any of them should be private (chmod 600).
-SECRETS: dict[str, tuple[str, ...]] = {"auth": ("token", "password", "private_key"), "serve": ("webhook_secret",)}
+SECRETS: dict[str, tuple[str, ...]] = {
+    "auth": ("token", "password", "private_key"),
+    "serve": ("webhook_secret", "event_signing_key"),
+}
 logger = logging.getLogger(__name__)
 Model = TypeVar("Model", bound=BaseModel)
 # Where each value of a model came from, by its location in the model: ("auth", "token") ->

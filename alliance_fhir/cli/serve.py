@@ -1,8 +1,9 @@
 """CLI commands of the long-running service: ``serve``, ``subscribe`` and ``cds-token``.
 
 ``serve`` listens at once, then (in the background, retried until the FHIR server answers)
-checks the server and manages its Subscription (unless ``--no-subscribe``), and scores what
-notifications point at; ``subscribe`` manages the Subscription alone (for a service that
+checks the server and manages its Subscription (unless ``--no-subscribe``, polling, or an event
+signing key: then the EHR's own platform notifies), and scores what notifications point at, or
+what the sync every ``--poll-minutes`` finds where the EHR has no Subscriptions; ``subscribe`` manages the Subscription alone (for a service that
 another process, a proxy or a different host runs); ``cds-token`` signs a CDS Hooks client's
 JWT as an EHR would (for the demo and for testing a registration). The webhook secret never appears as an
 option or in a log line: it comes from ``$ALLIANCE_FHIR_WEBHOOK_SECRET``, ``[serve]
@@ -23,10 +24,18 @@ from typing import Annotated
 import typer
 
 from .._config_file import ConfigFile
+from ..errors import ConfigError
 from ..server.state import StateStore
 from ..server.sync import SyncOptions
 from ..service.cds_auth import CdsSettings, load_cds_settings
-from ..service.settings import ServeSettings, load_serve_settings, webhook_secret
+from ..service.settings import (
+    ServeSettings,
+    configured_webhook_secret,
+    event_signing,
+    load_serve_settings,
+    webhook_secret,
+)
+from ..service.signing import EventSigning
 from ..service.subscription import ensure_subscription, remove_subscriptions
 from ..service.worker import Worker
 from ._common import (
@@ -47,7 +56,7 @@ from ._common import (
 )
 from ._output import configure_logging
 
-__all__ = ["cds_demo_lines", "register"]
+__all__ = ["cds_demo_lines", "path_line", "register"]
 
 logger = logging.getLogger("alliance_fhir.serve")
 ChannelOption = Annotated[
@@ -84,6 +93,14 @@ def serve(
     safety_net_minutes: Annotated[
         float | None, typer.Option("--safety-net-minutes", help="Full incremental sync this often (default 15).")
     ] = None,
+    poll_minutes: Annotated[
+        float | None,
+        typer.Option(
+            "--poll-minutes",
+            help="Poll instead of subscribing (EHRs without FHIR Subscriptions): an incremental sync this often; "
+            'the same as [serve] mode = "poll" with safety_net_minutes.',
+        ),
+    ] = None,
     ca_bundle: CaOption = None,
     instruments: InstrumentsOption = None,
     confidentiality: ConfidentialityOption = None,
@@ -100,19 +117,30 @@ def serve(
     file = ConfigFile.read(config)  # read once, for all four tables below
     cfg = server_config(server, file, ca_bundle=ca_bundle, state=state)
     labels = command_labels(file, confidentiality, sensitivity)
-    settings = _settings(file, channel=channel, safety_net_minutes=safety_net_minutes)
+    if poll_minutes is not None and safety_net_minutes is not None:
+        raise ConfigError("give --poll-minutes or --safety-net-minutes, not both (polling is that sync, made the path)")
+    settings = _settings(
+        file,
+        channel=channel,
+        safety_net_minutes=poll_minutes if poll_minutes is not None else safety_net_minutes,
+        mode="poll" if poll_minutes is not None else None,
+    )
+    signing = event_signing(settings)
     cds_settings = load_cds_settings(file)
     base = (public_url or f"http://{host}:{port}").rstrip("/")
     endpoint = f"{base}/hook"
     if public_url is None and host in ("0.0.0.0", "::"):
         say(f"listening on {host} without --public-url; the Subscription will name {endpoint}", "warning")
     catalog = command_catalog(ctx, instruments)
+    subscribing = not (no_subscribe or settings.polling or signing is not None)
     with StateStore(cfg.state_location()) as store, open_client(cfg) as client:
-        secret = webhook_secret(settings, store)
+        # with signed events the EHR's platform sends no header of ours: the secret only when the site configured one
+        secret = configured_webhook_secret(settings) if signing is not None else webhook_secret(settings, store)
 
         def prepare() -> None:  # retried by the worker until the server answers: serve starts during an outage
             client.r4_capabilities()
-            if not no_subscribe:
+            if subscribing:
+                assert secret is not None
                 result = ensure_subscription(client, list(catalog), endpoint, secret, settings.channel)
                 logger.info(
                     "Subscription/%s %s (%s, endpoint %s)",
@@ -129,18 +157,29 @@ def serve(
         cds = CdsService.build(client, catalog, store, cds_settings, base, worker.metrics)
         _log_cds(cds_settings, base)
         logger.info(
-            "listening on %s:%d for %s (safety-net sync every %g min)",
-            host,
-            port,
-            cfg.base_url,
-            settings.safety_net_minutes,
+            "listening on %s:%d for %s; %s", host, port, cfg.base_url, path_line(settings, signing, no_subscribe)
         )
         routes = tuple(cds_routes(cds, max_body_bytes=settings.max_body_bytes))
-        started = run_service(worker, secret, settings, host=host, port=port, extra_routes=routes)
+        started = run_service(worker, secret, settings, host=host, port=port, extra_routes=routes, signing=signing)
     if not started:
         say(f"could not serve on {host}:{port} (see the log above)", "error")
         raise typer.Exit(2)
     raise typer.Exit(0)
+
+
+def path_line(settings: ServeSettings, signing: EventSigning | None, no_subscribe: bool) -> str:
+    """How serve learns of new responses, and why: the start-up line's second half (no secret, no key)."""
+    every = f"{settings.safety_net_minutes:g} min"
+    if settings.polling:
+        return f"path: polling, an incremental sync every {every} (mode = poll: for EHRs without FHIR Subscriptions)"
+    if signing is not None:
+        return (
+            f"path: signed events from the EHR's platform ({signing.header}, {signing.method}; the Subscription is "
+            f"the EHR's, as an event signing key is set), with a safety-net sync every {every}"
+        )
+    if no_subscribe:
+        return f"path: notifications, the Subscription managed elsewhere (--no-subscribe), with a safety-net sync every {every}"
+    return f"path: subscription ({settings.channel}), with a safety-net sync every {every}"
 
 
 def subscribe(

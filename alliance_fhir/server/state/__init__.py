@@ -16,7 +16,7 @@ stores, each with its own tables:
 - ``inbox`` (:mod:`.inbox`): serve's notified responses;
 - ``bulk_jobs`` (:mod:`.bulk_jobs`): backfill's export job and files done;
 - ``settings`` (:mod:`.settings_store`): named values (webhook secret, report-link key, labels applied);
-- ``replay`` (:mod:`.replay`): CDS token ids seen.
+- ``replay`` (:mod:`.replay`): CDS token ids seen, and the signatures of serve's signed notifications.
 
 Every timestamp of ours is written as :func:`alliance_fhir._time.stamp`. The store's older
 method names (``record``, ``inbox_add``, ``bulk_job``, ``setting``, ...) still work and delegate;
@@ -45,7 +45,7 @@ from .ledger import (
     failure_reference,
 )
 from .migrations import MIGRATIONS, Migration, migrate, schema_version
-from .replay import TokenReplay
+from .replay import SIGNED_EVENTS, TokenReplay
 from .settings_store import NamedSettings
 
 __all__ = [
@@ -183,6 +183,12 @@ class StateStore(Closing):
 
     def first_use_of_jti(self, issuer: str, jti: str, expires_at: datetime) -> bool:
         return self.replay.first_use(issuer, jti, expires_at)
+
+    def signed_event_seen(self, digest: str) -> bool:
+        return self.replay.seen(SIGNED_EVENTS, digest)
+
+    def signed_event_accepted(self, digest: str, keep_until: datetime) -> None:
+        self.replay.first_use(SIGNED_EVENTS, digest, keep_until)
 
     def jti_count(self) -> int:
         return self.replay.count()
