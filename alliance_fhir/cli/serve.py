@@ -23,7 +23,7 @@ from typing import Annotated
 import typer
 
 from .._config_file import ConfigFile
-from ..server.state import StateStore
+from ..server.state import ServerPair, StateStore
 from ..server.sync import SyncOptions
 from ..service.cds_auth import CdsSettings, load_cds_settings
 from ..service.settings import ServeSettings, load_serve_settings, webhook_secret
@@ -35,6 +35,7 @@ from ._common import (
     ConfigOption,
     InstrumentsOption,
     JsonOption,
+    ResultsServerOption,
     SensitivityOption,
     ServerOption,
     StateOption,
@@ -42,6 +43,7 @@ from ._common import (
     command_labels,
     emit_json,
     open_client,
+    open_servers,
     say,
     server_config,
 )
@@ -65,6 +67,7 @@ def register(app: typer.Typer) -> None:
 def serve(
     ctx: typer.Context,
     server: ServerOption = None,
+    results_server: ResultsServerOption = None,
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")] = 8765,
     public_url: Annotated[
@@ -98,7 +101,7 @@ def serve(
     """
     _logging(verbose)
     file = ConfigFile.read(config)  # read once, for all four tables below
-    cfg = server_config(server, file, ca_bundle=ca_bundle, state=state)
+    cfg = server_config(server, file, ca_bundle=ca_bundle, state=state, results_server=results_server)
     labels = command_labels(file, confidentiality, sensitivity)
     settings = _settings(file, channel=channel, safety_net_minutes=safety_net_minutes)
     cds_settings = load_cds_settings(file)
@@ -107,11 +110,13 @@ def serve(
     if public_url is None and host in ("0.0.0.0", "::"):
         say(f"listening on {host} without --public-url; the Subscription will name {endpoint}", "warning")
     catalog = command_catalog(ctx, instruments)
-    with StateStore(cfg.state_location()) as store, open_client(cfg) as client:
+    with StateStore(cfg.state_location()) as store, open_servers(cfg) as servers:
         secret = webhook_secret(settings, store)
+        client = servers.source  # the Subscription is on the source; results go to servers.results
 
-        def prepare() -> None:  # retried by the worker until the server answers: serve starts during an outage
+        def prepare() -> None:  # retried by the worker until the servers answer: serve starts during an outage
             client.r4_capabilities()
+            servers.results.r4_capabilities()
             if not no_subscribe:
                 result = ensure_subscription(client, list(catalog), endpoint, secret, settings.channel)
                 logger.info(
@@ -125,14 +130,24 @@ def serve(
         from ..service.cds import CdsService, cds_routes
         from ..service.run import run_service  # the web stack, only for this command
 
-        worker = Worker(client, catalog, store, settings, options=SyncOptions(security=labels), prepare=prepare)
-        cds = CdsService.build(client, catalog, store, cds_settings, base, worker.metrics)
+        worker = Worker(
+            client,
+            catalog,
+            store,
+            settings,
+            options=SyncOptions(security=labels),
+            prepare=prepare,
+            results=servers.results if servers.split else None,
+        )
+        cds = CdsService.build(
+            client, catalog, store, cds_settings, base, worker.metrics, servers.results if servers.split else None
+        )
         _log_cds(cds_settings, base)
         logger.info(
             "listening on %s:%d for %s (safety-net sync every %g min)",
             host,
             port,
-            cfg.base_url,
+            ServerPair(cfg.base_url, cfg.results_url),
             settings.safety_net_minutes,
         )
         routes = tuple(cds_routes(cds, max_body_bytes=settings.max_body_bytes))

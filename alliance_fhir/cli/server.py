@@ -28,10 +28,10 @@ from ..fhirclient.config import WRITE_MODES
 from ..instruments.catalog import Catalog
 from ..server.demo import DEMO_TAG, cleanup_demo, post_demo_data
 from ..server.publish import publish_resources
+from ..server.results import roles
 from ..server.settings import ServerConfig
 from ..server.signal_sync import run_signals
 from ..server.since import since_value
-from ..server.results import roles
 from ..server.state import ServerPair, StateStore, failure_reference
 from ..server.sync import SyncOptions, SyncReport, run_sync
 from ..server.writes import choose_write_mode
@@ -78,9 +78,7 @@ def register(app: typer.Typer) -> None:
 
 
 @common_options("config", "ca_bundle", "verbose", "as_json")
-def check(
-    server: ServerOption = None, results_server: ResultsServerOption = None, *, common: CommonOptions
-) -> None:
+def check(server: ServerOption = None, results_server: ResultsServerOption = None, *, common: CommonOptions) -> None:
     """Say whether the servers support what sync needs, which FHIR version they speak, whether the credentials
     work, and which server does what (the source, the results store)."""
     setup_logging(common.verbose)
@@ -383,10 +381,10 @@ def _print_report(report: SyncReport, as_json: bool, failures_command: str) -> N
         report.requests,
         report.seconds,
     )
-    where = f"source {report.server} -> results store {report.results_server}" if report.results_server else report.server
-    emit_table(
-        f"Sync {where}" + (" (dry run: nothing written)" if report.dry_run else ""), columns, [row], console=out
+    where = (
+        f"source {report.server} -> results store {report.results_server}" if report.results_server else report.server
     )
+    emit_table(f"Sync {where}" + (" (dry run: nothing written)" if report.dry_run else ""), columns, [row], console=out)
 
 
 # ---------------------------------------------------------------- failures

@@ -28,7 +28,14 @@ from ..signals.rules import SPLIT, Signal, detect_signals
 from ..signals.situations import apply_levels, situation_history
 from ..signals.trajectory import Trajectories, build_trajectories, context_from_encounters, unbundle
 
-__all__ = ["ENCOUNTERS_PER_SEARCH", "SignalReport", "fetch_encounters", "fetch_scores", "fetch_trajectories", "run_signals"]
+__all__ = [
+    "ENCOUNTERS_PER_SEARCH",
+    "SignalReport",
+    "fetch_encounters",
+    "fetch_scores",
+    "fetch_trajectories",
+    "run_signals",
+]
 
 # Encounter ids per search on the source (a POSTed _search, so the list never makes a long URL).
 ENCOUNTERS_PER_SEARCH = 100

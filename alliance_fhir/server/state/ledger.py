@@ -168,7 +168,9 @@ class Ledger(FeatureStore):
     def unreadable_count(self, server: str | ServerPair) -> int:
         """How many unreadable export lines are outstanding: while any is, a back-fill does not move
         the checkpoint past them (the next sync or export must read that window again)."""
-        rows = self.db.execute(f"SELECT COUNT(*) FROM ledger WHERE {PAIR} AND outcome = ?", (*pair_key(server), UNREADABLE))
+        rows = self.db.execute(
+            f"SELECT COUNT(*) FROM ledger WHERE {PAIR} AND outcome = ?", (*pair_key(server), UNREADABLE)
+        )
         return int(rows[0][0])
 
     def dismiss(self, server: str | ServerPair, response_id: str, by: str, reason: str) -> OutstandingFailure | None:
