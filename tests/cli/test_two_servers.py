@@ -97,7 +97,9 @@ def test_a_rerun_writes_nothing_and_another_store_is_another_ledger_entry(server
         return real(cfg)
 
     monkeypatch.setattr(cli_common, "client_factory", factory)
-    third = json.loads(runner.invoke(app, ["sync", "--server", BASE, "--results-server", "http://other.test/fhir", "--json"]).stdout)
+    third = json.loads(
+        runner.invoke(app, ["sync", "--server", BASE, "--results-server", "http://other.test/fhir", "--json"]).stdout
+    )
     assert third["written"] == first["written"] and len(other.store["Observation"]) == first["written"]
     assert writes_to(source) == []
 
