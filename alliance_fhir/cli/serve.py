@@ -25,7 +25,7 @@ import typer
 
 from .._config_file import ConfigFile
 from ..errors import ConfigError
-from ..server.state import StateStore
+from ..server.state import ServerPair, StateStore
 from ..server.sync import SyncOptions
 from ..service.cds_auth import CdsSettings, load_cds_settings
 from ..service.settings import (
@@ -44,6 +44,7 @@ from ._common import (
     ConfigOption,
     InstrumentsOption,
     JsonOption,
+    ResultsServerOption,
     SensitivityOption,
     ServerOption,
     StateOption,
@@ -51,6 +52,7 @@ from ._common import (
     command_labels,
     emit_json,
     open_client,
+    open_servers,
     say,
     server_config,
 )
@@ -74,6 +76,7 @@ def register(app: typer.Typer) -> None:
 def serve(
     ctx: typer.Context,
     server: ServerOption = None,
+    results_server: ResultsServerOption = None,
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")] = 8765,
     public_url: Annotated[
@@ -115,7 +118,7 @@ def serve(
     """
     _logging(verbose)
     file = ConfigFile.read(config)  # read once, for all four tables below
-    cfg = server_config(server, file, ca_bundle=ca_bundle, state=state)
+    cfg = server_config(server, file, ca_bundle=ca_bundle, state=state, results_server=results_server)
     labels = command_labels(file, confidentiality, sensitivity)
     if poll_minutes is not None and safety_net_minutes is not None:
         raise ConfigError("give --poll-minutes or --safety-net-minutes, not both (polling is that sync, made the path)")
@@ -133,12 +136,14 @@ def serve(
         say(f"listening on {host} without --public-url; the Subscription will name {endpoint}", "warning")
     catalog = command_catalog(ctx, instruments)
     subscribing = not (no_subscribe or settings.polling or signing is not None)
-    with StateStore(cfg.state_location()) as store, open_client(cfg) as client:
+    with StateStore(cfg.state_location()) as store, open_servers(cfg) as servers:
         # with signed events the EHR's platform sends no header of ours: the secret only when the site configured one
         secret = configured_webhook_secret(settings) if signing is not None else webhook_secret(settings, store)
+        client = servers.source  # the Subscription is on the source; results go to servers.results
 
-        def prepare() -> None:  # retried by the worker until the server answers: serve starts during an outage
+        def prepare() -> None:  # retried by the worker until the servers answer: serve starts during an outage
             client.r4_capabilities()
+            servers.results.r4_capabilities()
             if subscribing:
                 assert secret is not None
                 result = ensure_subscription(client, list(catalog), endpoint, secret, settings.channel)
@@ -153,11 +158,25 @@ def serve(
         from ..service.cds import CdsService, cds_routes
         from ..service.run import run_service  # the web stack, only for this command
 
-        worker = Worker(client, catalog, store, settings, options=SyncOptions(security=labels), prepare=prepare)
-        cds = CdsService.build(client, catalog, store, cds_settings, base, worker.metrics)
+        worker = Worker(
+            client,
+            catalog,
+            store,
+            settings,
+            options=SyncOptions(security=labels),
+            prepare=prepare,
+            results=servers.results if servers.split else None,
+        )
+        cds = CdsService.build(
+            client, catalog, store, cds_settings, base, worker.metrics, servers.results if servers.split else None
+        )
         _log_cds(cds_settings, base)
         logger.info(
-            "listening on %s:%d for %s; %s", host, port, cfg.base_url, path_line(settings, signing, no_subscribe)
+            "listening on %s:%d for %s; %s",
+            host,
+            port,
+            ServerPair(cfg.base_url, cfg.results_url),
+            path_line(settings, signing, no_subscribe),
         )
         routes = tuple(cds_routes(cds, max_body_bytes=settings.max_body_bytes))
         started = run_service(worker, secret, settings, host=host, port=port, extra_routes=routes, signing=signing)

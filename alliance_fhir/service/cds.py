@@ -56,7 +56,7 @@ from ..errors import AllianceFhirError, CdsAuthError
 from ..fhirclient.client import FhirClient
 from ..instruments.catalog import Catalog
 from ..server.people import fetch_names
-from ..server.signal_sync import fetch_scores
+from ..server.signal_sync import fetch_encounters, fetch_scores
 from ..server.state import StateStore
 from ..signals.cards import alliance_cards, open_issues, split_evidence
 from ..signals.names import Names
@@ -128,7 +128,12 @@ class _Late(Exception):
 
 @dataclass
 class CdsService:
-    """What the hook needs: the FHIR server we score, the catalog, the verifier and the link signer."""
+    """What the hook needs: the FHIR servers, the catalog, the verifier and the link signer.
+
+    ``client`` is the source, the EHR that calls the hook (its ``fhirServer``; the people's names
+    are read there); ``results`` the results store, where the scores and DetectedIssues are read
+    (the source itself when None: the EHR's prefetch can carry only what the EHR holds).
+    """
 
     client: FhirClient
     catalog: Catalog
@@ -139,6 +144,12 @@ class CdsService:
     deadline_seconds: float = 3.0
     on_track_cards: bool = True
     prompts: PromptSet | None = None
+    results: FhirClient | None = None
+
+    @property
+    def store(self) -> FhirClient:
+        """Where scores and DetectedIssues are read: the results store, else the source."""
+        return self.client if self.results is None else self.results
 
     @classmethod
     def build(
@@ -149,6 +160,7 @@ class CdsService:
         settings: CdsSettings,
         public_url: str,
         metrics: ServeMetrics | None = None,
+        results: FhirClient | None = None,
     ) -> CdsService:
         links = ReportLinks.from_store(store, public_url, settings.report_link_minutes)
         verifier = TokenVerifier(settings, store)
@@ -162,6 +174,7 @@ class CdsService:
             settings.hook_deadline_seconds,
             settings.on_track_cards,
             _prompt_set(settings),
+            results,
         )
 
     def count(self, outcome: str) -> None:
@@ -204,9 +217,9 @@ class CdsService:
             # the two reads at once: the hook's latency is the slower of them, not their sum
             with ThreadPoolExecutor(max_workers=1) as pool:
                 pending = pool.submit(self._issues, patient)
-                observations, encounters = fetch_scores(self.client, patient)
+                observations, encounters = fetch_scores(self.store, patient, source=self.client)
                 issues = pending.result()
-            where = "FHIR server"
+            where = "FHIR server" if self.results is None else "results store"
         _on_time(deadline)
         observations, encounters = self._with_joint_sessions(observations, encounters, issues, patient)
         _on_time(deadline)
@@ -236,18 +249,17 @@ class CdsService:
         credentials, and the split is detected again from them; a card appears only when that
         detection finds the same open signal.
         """
-        wanted = split_evidence(open_issues(issues, patient).values(), self.client.base_url)
+        wanted = split_evidence(open_issues(issues, patient).values(), self.store.base_url)
         have = {str(o.get("id")) for o in observations}
         missing = sorted(wanted - have)
         if not missing:
             return observations, encounters
-        params = {
-            "_id": ",".join(missing),
-            "identifier": f"{IDENTIFIER_SYSTEM}|",
-            "_include": "Observation:encounter",
-            "_count": str(len(missing)),
-        }
-        more, their_encounters = unbundle(self.client.search_pages("Observation", params))
+        params = {"_id": ",".join(missing), "identifier": f"{IDENTIFIER_SYSTEM}|", "_count": str(len(missing))}
+        if self.results is None:  # the sessions are on the same server: one request
+            params["_include"] = "Observation:encounter"
+        more, their_encounters = unbundle(self.store.search_pages("Observation", params))
+        if self.results is not None:  # the sessions are on the source (the EHR)
+            their_encounters += fetch_encounters(self.client, more)
         return observations + more, encounters + their_encounters
 
     def cards(self, trajectories: Trajectories, patient: str, hook_instance: str, names: Names) -> list[dict[str, Any]]:
@@ -289,7 +301,7 @@ class CdsService:
         patient = self.links.patient(token)
         if patient is None:
             return None
-        observations, encounters = fetch_scores(self.client, patient)
+        observations, encounters = fetch_scores(self.store, patient, source=self.client)
         issues = self._issues(patient)
         observations, encounters = self._with_joint_sessions(observations, encounters, issues, patient)
         trajectories = build_trajectories(observations, self.catalog, context_from_encounters(encounters))
@@ -307,7 +319,7 @@ class CdsService:
 
     def _issues(self, patient: str) -> list[dict[str, Any]]:
         params = {"patient": patient, "identifier": f"{SIGNAL_IDENTIFIER_SYSTEM}|", "_count": "100"}
-        return list(self.client.search("DetectedIssue", params))
+        return list(self.store.search("DetectedIssue", params))
 
 
 def _is_patient(resource: Any, patient: str) -> bool:

@@ -57,6 +57,57 @@ def _restamp(table: str, column: str) -> tuple[str, str]:
     )
 
 
+# Step 7's tables: each keyed by the source server and, now, the results store too. Existing rows
+# were written when the source was its own results store, so their results server is their server.
+# SQLite cannot change a primary key in place, so each table is rebuilt (the same SQL on PostgreSQL).
+_PAIRED: tuple[tuple[str, str, str, str], ...] = (
+    (
+        "checkpoint",
+        "last_updated TEXT NOT NULL, updated_at TEXT NOT NULL",
+        "server, results_server",
+        "last_updated, updated_at",
+    ),
+    (
+        "ledger",
+        "response_id TEXT NOT NULL, version_id TEXT NOT NULL, outcome TEXT NOT NULL, detail TEXT, "
+        "observation_identifier TEXT, updated_at TEXT NOT NULL, since TEXT, dismissed_by TEXT, dismissed_reason TEXT",
+        "server, results_server, response_id",
+        "response_id, version_id, outcome, detail, observation_identifier, updated_at, since, dismissed_by, "
+        "dismissed_reason",
+    ),
+    (
+        "inbox",
+        "response_id TEXT NOT NULL, version_id TEXT NOT NULL, received_at TEXT NOT NULL, "
+        "attempts INTEGER NOT NULL DEFAULT 0",
+        "server, results_server, response_id, version_id",
+        "response_id, version_id, received_at, attempts",
+    ),
+    (
+        "bulk_job",
+        "request TEXT NOT NULL, status_url TEXT NOT NULL, kicked_off_at TEXT NOT NULL, transaction_time TEXT, "
+        "manifest TEXT",
+        "server, results_server",
+        "request, status_url, kicked_off_at, transaction_time, manifest",
+    ),
+    (
+        "bulk_file",
+        "url TEXT NOT NULL, done_at TEXT NOT NULL",
+        "server, results_server, url",
+        "url, done_at",
+    ),
+)
+
+
+def _paired(table: str, columns: str, key: str, copied: str) -> tuple[str, ...]:
+    """Rebuild ``table`` with a ``results_server`` column in its key; its rows keep results_server = server."""
+    return (
+        f"CREATE TABLE {table}_v7 (server TEXT NOT NULL, results_server TEXT NOT NULL, {columns}, PRIMARY KEY ({key}))",
+        f"INSERT INTO {table}_v7 (server, results_server, {copied}) SELECT server, server, {copied} FROM {table}",
+        f"DROP TABLE {table}",
+        f"ALTER TABLE {table}_v7 RENAME TO {table}",
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -143,6 +194,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         6,
         "one timestamp format: our stamps rewritten as fixed-width UTC microseconds with Z",
         tuple(sql for table, column in _OLD_STAMPS for sql in _restamp(table, column)),
+    ),
+    Migration(
+        7,
+        "two servers: checkpoint, ledger, inbox and export job keyed by the source and the results store",
+        tuple(sql for spec in _PAIRED for sql in _paired(*spec)),
     ),
 )
 
