@@ -113,7 +113,8 @@ def serve(
         def prepare() -> None:  # retried by the worker until the server answers: serve starts during an outage
             client.r4_capabilities()
             if not no_subscribe:
-                result = ensure_subscription(client, list(catalog), endpoint, secret, settings.channel)
+                vendor = catalog.forms.search_values(server=cfg.base_url)  # the EHR's own forms a map claims
+                result = ensure_subscription(client, list(catalog), endpoint, secret, settings.channel, vendor)
                 logger.info(
                     "Subscription/%s %s (%s, endpoint %s)",
                     result.subscription_id,
@@ -174,9 +175,9 @@ def subscribe(
             assert endpoint is not None
             with StateStore(cfg.state_location()) as store:
                 secret = webhook_secret(settings, store)
-            result = ensure_subscription(
-                client, list(command_catalog(ctx, instruments)), endpoint, secret, settings.channel
-            )
+            catalog = command_catalog(ctx, instruments)
+            vendor = catalog.forms.search_values(server=cfg.base_url)  # the EHR's own forms a map claims
+            result = ensure_subscription(client, list(catalog), endpoint, secret, settings.channel, vendor)
             summary = {
                 "action": result.action,
                 "subscription": f"Subscription/{result.subscription_id}",
