@@ -269,7 +269,7 @@ def instruments_check(
         example = " (example: invented ids)" if entry.form_map.example else ""
         out.print(f"ok  form map {entry.id} -> {entry.instrument.canonical}{example}", markup=False)
         if entry.form_map.example:  # a copied example left unfilled would search and score invented ids
-            say(f"{entry.source}: example map: its ids are invented; fill in your EHR's ids and drop \"example\"", "warning")
+            say(f"{entry.source}: example map: its ids are invented; use a copy with your EHR's ids", "warning")
     for problem in problems:
         say(problem, "problem")
     summary = f"{len(checked)} instrument(s) and {len(maps)} form map(s) ok, {len(problems)} problem(s)"

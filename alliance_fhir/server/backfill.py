@@ -272,7 +272,12 @@ class _Backfill:
             self.notify("kick-off", self.report)
             status_url = kick_off(self.client, request.path, request.parameters())
             self.report.status_url = status_url
-            record = {"asked": self.options.asked(), "since": request.since, "path": request.path, "vendor": self.vendor}
+            record = {
+                "asked": self.options.asked(),
+                "since": request.since,
+                "path": request.path,
+                "vendor": self.vendor,
+            }
             self.store.bulk_start(self.server, json.dumps(record, sort_keys=True), status_url)
         return self._poll(status_url)
 

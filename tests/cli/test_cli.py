@@ -121,7 +121,7 @@ def test_instruments_check_lists_the_example_maps_when_their_folder_is_named():
         )
         assert (
             f"warning: {EXAMPLES / 'form-maps' / name}.json: example map: its ids are invented; "
-            "fill in your EHR's ids and drop \"example\"" in result.stderr
+            "use a copy with your EHR's ids" in result.stderr
         )
 
 
