@@ -60,6 +60,19 @@ def catalog() -> Catalog:
     return loaded
 
 
+@pytest.fixture(scope="session")
+def vendor_catalog() -> Catalog:
+    """The shipped instruments plus the two example form maps, named explicitly as a site names its own folder.
+
+    ``examples/`` holds a ``form-maps/`` subfolder, so only that subfolder is read (the example
+    responses beside it are not instruments). The shipped catalog itself has no form maps.
+    """
+    loaded = load_catalog([Path(__file__).resolve().parent.parent / "examples"])
+    assert loaded.problems == []
+    assert sorted(m.id for m in loaded.forms) == ["epic-like-srs", "openemr-like-wai-sr"]
+    return loaded
+
+
 def _coding_for(catalog: Catalog, instrument_id: str, link: str, raw: float) -> dict[str, Any]:
     inst = catalog.get(instrument_id)
     spec = inst.items[link]

@@ -146,7 +146,8 @@ def serve(
             servers.results.r4_capabilities()
             if subscribing:
                 assert secret is not None
-                result = ensure_subscription(client, list(catalog), endpoint, secret, settings.channel)
+                vendor = catalog.forms.search_values(server=cfg.base_url)  # the EHR's own forms a map claims
+                result = ensure_subscription(client, list(catalog), endpoint, secret, settings.channel, vendor)
                 logger.info(
                     "Subscription/%s %s (%s, endpoint %s)",
                     result.subscription_id,
@@ -232,9 +233,9 @@ def subscribe(
             assert endpoint is not None
             with StateStore(cfg.state_location()) as store:
                 secret = webhook_secret(settings, store)
-            result = ensure_subscription(
-                client, list(command_catalog(ctx, instruments)), endpoint, secret, settings.channel
-            )
+            catalog = command_catalog(ctx, instruments)
+            vendor = catalog.forms.search_values(server=cfg.base_url)  # the EHR's own forms a map claims
+            result = ensure_subscription(client, list(catalog), endpoint, secret, settings.channel, vendor)
             summary = {
                 "action": result.action,
                 "subscription": f"Subscription/{result.subscription_id}",

@@ -1,7 +1,7 @@
 """The back-fill use case: score a server's history through FHIR Bulk Data ``$export``.
 
 Kick off an export of QuestionnaireResponses (system, Group or Patient level, one
-``_typeFilter`` per instrument canonical, ``_since``), poll it, then stream each NDJSON file and
+``_typeFilter`` per instrument canonical and per vendor Questionnaire a form map claims, ``_since``), poll it, then stream each NDJSON file and
 hand its responses, a chunk at a time, to sync's own path (:func:`.sync.process_stream`: the
 same scoring, verified idempotent writes and ledger), or with ``via="import"`` to
 :mod:`.backfill_import` (``$import`` of the Observations).
@@ -206,6 +206,8 @@ class _Backfill:
         self.key = ServerPair(client.base_url, self.results.base_url)
         self.instruments = [catalog.get(ref) for ref in options.instruments] if options.instruments else list(catalog)
         self.urls = {inst.url for inst in self.instruments}
+        # The vendor Questionnaires a form map claims for these instruments, searched as sync searches them.
+        self.vendor = catalog.forms.search_values(self.urls, self.server)
         self.report = BackfillReport(server=self.server, via=options.via)
         self.report.sync = new_report(self.key, dry_run=False)
         self.notify = on_progress or (lambda _what, _report: None)
@@ -248,7 +250,7 @@ class _Backfill:
         patient = self.options.patient
         if patient and "/" not in patient:
             patient = f"Patient/{patient}"
-        return ExportRequest(since, type_filters(sorted(self.urls)), self.options.group, patient)
+        return ExportRequest(since, type_filters([*sorted(self.urls), *self.vendor]), self.options.group, patient)
 
     def _manifest(self) -> Manifest:
         """Resume the stored job (its manifest, or more polling), else kick off a new export."""
@@ -261,6 +263,11 @@ class _Backfill:
                     f"a back-fill of {self.server} with other options is in progress (kicked off {job.kicked_off_at}: "
                     f"{_describe(stored.get('asked') or {})}); run it again with those options to resume it, "
                     "or backfill --cancel"
+                )
+            if stored.get("vendor", []) != self.vendor:  # its export would miss (or add) a vendor's responses
+                raise ConfigError(
+                    f"a back-fill of {self.server} kicked off {job.kicked_off_at} with other form maps is in progress; "
+                    "run it again with the same --instruments folders to resume it, or backfill --cancel"
                 )
             self.report.resumed = True
             self.report.status_url = job.status_url
@@ -276,7 +283,12 @@ class _Backfill:
             self.notify("kick-off", self.report)
             status_url = kick_off(self.client, request.path, request.parameters())
             self.report.status_url = status_url
-            record = {"asked": self.options.asked(), "since": request.since, "path": request.path}
+            record = {
+                "asked": self.options.asked(),
+                "since": request.since,
+                "path": request.path,
+                "vendor": self.vendor,
+            }
             self.store.bulk_start(self.key, json.dumps(record, sort_keys=True), status_url)
         return self._poll(status_url)
 
@@ -487,7 +499,11 @@ class _Backfill:
         """Our own filter: the instruments, the patient and ``_since`` (servers may ignore theirs)."""
         reference = response.get("questionnaire")
         literal = isinstance(reference, str) and reference.removeprefix(f"{self.server}/").startswith("Questionnaire/")
-        if isinstance(reference, str) and not literal and reference.partition("|")[0] not in self.urls:
+        mapped = self.catalog.forms.match(response) if self.catalog.forms else None
+        if mapped is not None:  # a vendor's form (canonical, reference or contained): asked for if its instrument is
+            if mapped.instrument.url not in self.urls:
+                return False
+        elif isinstance(reference, str) and not literal and reference.partition("|")[0] not in self.urls:
             return False  # a literal reference to one of our Questionnaires is resolved by sync's path
         patient = self.options.patient
         if patient:
