@@ -64,10 +64,10 @@ def catalog() -> Catalog:
 def vendor_catalog() -> Catalog:
     """The shipped instruments plus the two example form maps, named explicitly as a site names its own folder.
 
-    ``examples/`` holds a ``form-maps/`` subfolder, so only that subfolder is read (the example
-    responses beside it are not instruments). The shipped catalog itself has no form maps.
+    They live in ``form-maps/examples/``: shipped for reading, never loaded by default (the loader reads
+    ``form-maps/*.json`` only), so the shipped catalog itself has no form maps.
     """
-    loaded = load_catalog([Path(__file__).resolve().parent.parent / "examples"])
+    loaded = load_catalog([Path(__file__).resolve().parent.parent / "form-maps" / "examples"])
     assert loaded.problems == []
     assert sorted(m.id for m in loaded.forms) == ["epic-like-srs", "openemr-like-wai-sr"]
     return loaded

@@ -17,12 +17,12 @@ from alliance_fhir.instruments.schema import form_map_json_schema
 
 ROOT = Path(__file__).resolve().parents[2]
 FORM_MAPS = ROOT / "form-maps"  # shipped: the JSON Schema only
-EXAMPLES = ROOT / "examples"  # its form-maps/ holds the two example maps (invented ids)
+FORM_MAP_EXAMPLES = FORM_MAPS / "examples"  # the two example maps (invented ids), never loaded by default
 runner = CliRunner()
 
 
 def example(name: str) -> dict[str, Any]:
-    return json.loads((EXAMPLES / "form-maps" / f"{name}.json").read_text())
+    return json.loads((FORM_MAP_EXAMPLES / f"{name}.json").read_text())
 
 
 def site_folder(tmp_path: Path, *maps: dict[str, Any]) -> Path:
@@ -48,13 +48,15 @@ def check(folder: Path, *options: str) -> tuple[int, list[str]]:
 
 
 def test_no_form_map_is_shipped_active():
-    """A clinic never runs with invented ids: the shipped folder holds the schema only."""
-    assert sorted(p.name for p in FORM_MAPS.iterdir()) == ["form-map.schema.json"]
+    """A clinic never runs with invented ids: the shipped folder holds the schema and the examples' subfolder,
+    whose maps the loader never reads (it reads ``form-maps/*.json`` only)."""
+    assert sorted(p.name for p in FORM_MAPS.iterdir()) == ["examples", "form-map.schema.json"]
+    assert sorted(p.name for p in FORM_MAP_EXAMPLES.iterdir()) == ["epic-like-srs.json", "openemr-like-wai-sr.json"]
     assert list(load_catalog().forms) == []
 
 
 def test_the_examples_load_from_their_named_folder_and_are_marked_as_examples():
-    catalog = load_catalog([EXAMPLES])  # only examples/form-maps/ is read: the responses beside it are not data
+    catalog = load_catalog([FORM_MAP_EXAMPLES])  # a flat folder of maps, named as a site names its own
     assert catalog.problems == []
     by_id = {m.id: m for m in catalog.forms}
     assert sorted(by_id) == ["epic-like-srs", "openemr-like-wai-sr"]
@@ -149,7 +151,7 @@ def test_two_maps_claiming_the_same_vendor_questionnaire_are_refused(tmp_path):
 
 def test_a_map_claiming_the_examples_vendor_questionnaire_is_refused_when_both_load(tmp_path):
     doc = own_epic_map(lambda m: m.update(vendor_questionnaire=example("epic-like-srs")["vendor_questionnaire"]))
-    code, lines = check(site_folder(tmp_path, doc), "--instruments", str(EXAMPLES))
+    code, lines = check(site_folder(tmp_path, doc), "--instruments", str(FORM_MAP_EXAMPLES))
     assert code == 1 and any("as form map 'epic-like-srs'" in line for line in lines)
 
 

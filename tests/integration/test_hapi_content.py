@@ -52,7 +52,7 @@ def test_codesystem_validates(fhir_server):
 
 @pytest.mark.parametrize(
     "path",
-    sorted(p for p in EXAMPLES.glob("*/*.json") if p.parent.name != "form-maps"),
+    sorted(p for p in EXAMPLES.glob("*/*.json")),
     ids=lambda p: f"{p.parent.name}-{p.stem}",
 )
 def test_example_responses_validate_against_their_questionnaire(published, path):

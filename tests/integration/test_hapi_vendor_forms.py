@@ -1,4 +1,4 @@
-"""Vendor-shaped responses on the real HAPI, read by `sync` through the example form maps (examples/form-maps/,
+"""Vendor-shaped responses on the real HAPI, read by `sync` through the example form maps (form-maps/examples/,
 invented ids; named as a site names its own folder, the ``vendor_catalog`` fixture).
 
 No Questionnaire of ours is involved: the Epic-like response names the vendor's Questionnaire by a

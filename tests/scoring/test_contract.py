@@ -38,9 +38,7 @@ from alliance_fhir import (
 from alliance_fhir.scoring.engine import MAX_ITEM_DEPTH, MAX_JSON_DEPTH
 
 CATALOG = load_catalog()
-EXAMPLES = sorted(  # the example responses, not the example form maps beside them
-    p for p in Path(__file__).resolve().parents[2].joinpath("examples").rglob("*.json") if p.parent.name != "form-maps"
-)
+EXAMPLES = sorted(Path(__file__).resolve().parents[2].joinpath("examples").rglob("*.json"))
 RESPONSES = [json.loads(p.read_text(encoding="utf-8")) for p in EXAMPLES]
 CASES = int(os.environ.get("ALLIANCE_FHIR_FUZZ_EXAMPLES", "400"))
 FUZZ = settings(

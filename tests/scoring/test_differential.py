@@ -22,7 +22,7 @@ from alliance_fhir.scoring.observations import observation_json
 from benchmarks._responses import lines
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = sorted(p for p in (ROOT / "examples").glob("*/*.json") if p.parent.name != "form-maps")  # responses only
+EXAMPLES = sorted(p for p in (ROOT / "examples").glob("*/*.json"))
 PER_INSTRUMENT = 1_500
 
 

@@ -1,6 +1,6 @@
 """A response to a vendor's form scores exactly as our own form would, through its form map.
 
-The maps are the two examples in ``examples/form-maps/`` (invented ids), loaded as a site loads its own
+The maps are the two examples in ``form-maps/examples/`` (invented ids), loaded as a site loads its own
 folder (the ``vendor_catalog`` fixture); the shipped catalog has none.
 
 Numbers hand-computed from the instruments reference (/work/shared/instruments.md):
@@ -23,7 +23,7 @@ from alliance_fhir.scoring.engine import score_response
 from alliance_fhir.scoring.observations import build_observation, observation_identifier_for
 
 ROOT = Path(__file__).resolve().parents[2]
-EPIC_SRS = "Questionnaire/example-epic-srs-9990000"  # the example map's invented Epic-style id (examples/form-maps/)
+EPIC_SRS = "Questionnaire/example-epic-srs-9990000"  # the example map's invented Epic-style id (form-maps/examples/)
 OEMR_WAI = "http://example.org/openemr-like/Questionnaire/example-wai-sr"
 LABELS = ["Seldom", "Sometimes", "Fairly often", "Very often", "Always"]
 
@@ -160,7 +160,7 @@ def test_an_unanswered_vendor_item_follows_our_missing_data_rule(vendor_catalog)
 
 
 def test_a_contained_vendor_questionnaire_is_matched_by_identifier(tmp_path):
-    doc = json.loads((ROOT / "examples" / "form-maps" / "epic-like-srs.json").read_text())
+    doc = json.loads((ROOT / "form-maps" / "examples" / "epic-like-srs.json").read_text())
     doc.update(form_map="by-id", example=False)
     doc["vendor_questionnaire"] = {"identifiers": [{"system": "urn:oid:1.2.840.999", "value": "SRS-7"}]}
     (tmp_path / "form-maps").mkdir()

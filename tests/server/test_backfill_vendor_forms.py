@@ -2,7 +2,7 @@
 claims, the responses it returns are scored through their map, and a job kicked off with other maps is
 not resumed with these (its export would miss a vendor's responses, yet move sync's checkpoint).
 
-The maps are the examples (``examples/form-maps/``, invented ids), named as a site names its own folder.
+The maps are the examples (``form-maps/examples/``, invented ids), named as a site names its own folder.
 Hand-computed: SRS 9.1 + 8.4 + 6.0 + 7.5 = 31.0; WAI-SR twelve "Sometimes" (2) = 24.
 """
 

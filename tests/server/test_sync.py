@@ -291,7 +291,7 @@ def test_patient_and_instrument_filters(server, catalog, store, make_response):
 
 
 def test_the_shipped_catalog_has_no_form_maps_so_sync_searches_only_our_questionnaires(server, catalog, store):
-    """The example form maps (invented vendor ids) live in examples/form-maps/ and are never loaded by default."""
+    """The example form maps (invented vendor ids) live in form-maps/examples/ and are never loaded by default."""
     assert list(catalog.forms) == []
     sync(server, catalog, store)
     values = dict(qr_search(server).url.params)["questionnaire"].split(",")

@@ -1,7 +1,7 @@
 """Vendor-shaped responses end to end off line: `score` on a file, and `sync` against the fake server,
 which must search for the vendor's Questionnaire and write the same Observation our own form would get.
 
-The maps are the examples (``examples/form-maps/``, invented ids), named as a site names its own folder.
+The maps are the examples (``form-maps/examples/``, invented ids), named as a site names its own folder.
 Hand-computed: SRS 9.1 + 8.4 + 6.0 + 7.5 = 31.0; WAI-SR all "Sometimes" (2) x 12 = 24, each subscale 4 x 2 = 8.
 """
 
@@ -21,14 +21,14 @@ from ..scoring.test_vendor_forms import EPIC_SRS, OEMR_WAI, epic_srs, openemr_wa
 from .test_sync import observations, qr_search, sync
 
 runner = CliRunner()
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"  # its form-maps/ holds the two example maps
+FORM_MAP_EXAMPLES = Path(__file__).resolve().parents[2] / "form-maps" / "examples"  # the two example maps
 
 
 def test_score_reads_a_vendor_shaped_file_offline(tmp_path: Path):
     path = tmp_path / "epic.ndjson"
     good, bad = epic_srs((9.1, 8.4, 6.0, 7.5), rid="a1"), epic_srs((9.1, 8.4, 10.4, 7.5), rid="a2")
     path.write_text("\n".join(json.dumps(r) for r in (good, bad, openemr_wai([2] * 12, rid="w1"))) + "\n")
-    result = runner.invoke(app, ["score", "--instruments", str(EXAMPLES), "--format", "ndjson", str(path)])
+    result = runner.invoke(app, ["score", "--instruments", str(FORM_MAP_EXAMPLES), "--format", "ndjson", str(path)])
     assert result.exit_code == 1  # one response failed; the others are written
     written = [json.loads(line) for line in result.stdout.splitlines()]
     assert [(o["derivedFrom"][0]["reference"], o["valueQuantity"]["value"]) for o in written] == [

@@ -1,7 +1,7 @@
 """``serve``'s Subscription asks for the EHR's own forms a form map claims, as ``sync`` searches them:
 otherwise a response to the vendor's form would reach us only through the safety-net sync.
 
-The maps are the examples (``examples/form-maps/``, invented ids), named as a site names its own folder.
+The maps are the examples (``form-maps/examples/``, invented ids), named as a site names its own folder.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from ..fake_fhir import BASE, FakeFhir
 from ..scoring.test_vendor_forms import EPIC_SRS, OEMR_WAI
 from ..support.cli_server import use_fake_server
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+FORM_MAP_EXAMPLES = Path(__file__).resolve().parents[2] / "form-maps" / "examples"
 OURS = "http://alliance-fhir.org/fhir/Questionnaire/"
 
 
@@ -55,7 +55,15 @@ def test_subscribe_names_the_maps_of_the_instruments_folder_and_only_ours_withou
 
     result = runner.invoke(
         app,
-        ["subscribe", "--server", BASE, "--endpoint", "http://127.0.0.1:1/hook", "--instruments", str(EXAMPLES)],
+        [
+            "subscribe",
+            "--server",
+            BASE,
+            "--endpoint",
+            "http://127.0.0.1:1/hook",
+            "--instruments",
+            str(FORM_MAP_EXAMPLES),
+        ],
     )
     assert result.exit_code == 0, result.output
     assert "updated" in result.output

@@ -27,7 +27,7 @@ from ..conftest import all_items
 from ..support.sof import run_view
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = sorted(p for p in ROOT.glob("examples/*/*.json") if p.parent.name != "form-maps")  # responses only
+EXAMPLES = sorted(p for p in ROOT.glob("examples/*/*.json"))
 
 pytestmark = pytest.mark.slow  # a local Spark JVM: ~30 s to start, ~60 s for the file
 
