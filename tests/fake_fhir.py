@@ -122,13 +122,14 @@ class FakeFhir:
                 continue
             if "status" in params and res.get("status") not in params["status"].split(","):
                 continue
-            if "subject" in params and (res.get("subject") or {}).get("reference") != params["subject"]:
+            # a reference parameter's commas are OR, as on a real server (an absolute and a relative form)
+            if "subject" in params and (res.get("subject") or {}).get("reference") not in params["subject"].split(","):
                 continue
             if "_tag" in params and not any(
                 f"{t.get('system')}|{t.get('code')}" == params["_tag"] for t in (res.get("meta") or {}).get("tag", [])
             ):
                 continue
-            if "patient" in params and (res.get("patient") or {}).get("reference") != params["patient"]:
+            if "patient" in params and (res.get("patient") or {}).get("reference") not in params["patient"].split(","):
                 continue
             if "_lastUpdated" in params and res["meta"]["lastUpdated"] < params["_lastUpdated"].removeprefix("ge"):
                 continue

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._ids import IDENTIFIER_SYSTEM, SIGNAL_IDENTIFIER_SYSTEM, TASK_IDENTIFIER_SYSTEM
-from .._refs import parse_reference
+from .._refs import References, parse_reference
 from .._security import NO_LABELS, SecurityLabels, carries_labels
 from ..errors import NotFound
 from ..fhirclient.client import FhirClient, search_token
@@ -34,6 +34,7 @@ __all__ = [
     "fetch_encounters",
     "fetch_scores",
     "fetch_trajectories",
+    "references_between",
     "run_signals",
 ]
 
@@ -64,6 +65,11 @@ class SignalReport:
         return {k: v for k, v in vars(self).items() if k not in ("issue_ids", "withdrawn_issues")}
 
 
+def references_between(client: FhirClient, source: FhirClient | None) -> References:
+    """How results in ``client`` (the results store) name the resources of ``source`` (None: the store itself)."""
+    return References.between((source or client).base_url, client.base_url)
+
+
 def fetch_scores(
     client: FhirClient,
     patient: str | None = None,
@@ -75,14 +81,15 @@ def fetch_scores(
 
     ``client`` is the results store (where the Observations are). The Encounters are where the
     sessions are: on the store itself (``_include``, one request per page), or with a separate
-    ``source`` (the EHR) read from there by id (:func:`fetch_encounters`).
+    ``source`` (the EHR) read from there by id (:func:`fetch_encounters`). ``patient`` is named as
+    the source names it (``Patient/1``); the store is searched for it absolute on the source too.
     """
     split = source is not None and source is not client
     params = {"identifier": f"{IDENTIFIER_SYSTEM}|", "_count": "500"}
     if not split:
         params["_include"] = "Observation:encounter"
     if patient:
-        params["subject"] = patient
+        params["subject"] = references_between(client, source).search(patient)
     if tag:
         params["_tag"] = search_token(tag)
     observations, encounters = unbundle(client.search_pages("Observation", params))
@@ -127,7 +134,9 @@ def fetch_trajectories(
 ) -> Trajectories:
     """Our score Observations (all statuses) and their Encounters, as per-client series (see :func:`fetch_scores`)."""
     observations, encounters = fetch_scores(client, patient, tag, source=source)
-    return build_trajectories(observations, catalog, context_from_encounters(encounters))
+    return build_trajectories(
+        observations, catalog, context_from_encounters(encounters), references_between(client, source)
+    )
 
 
 def run_signals(
@@ -158,6 +167,7 @@ def run_signals(
     a label is written once more to carry it.
     """
     report = SignalReport(server=client.base_url, dry_run=dry_run)
+    references = references_between(client, source)
     trajectories = fetch_trajectories(client, catalog, patient, tag, source=source)
     report.observations = sum(len(s.points) for s in trajectories.series)
     report.problems = list(trajectories.problems)
@@ -165,13 +175,16 @@ def run_signals(
     report.signals, report.active = len(signals), sum(1 for s in signals if s.status == "active")
     situations = situation_history(signals, trajectories)
     signals = apply_levels(signals, situations)
-    resources = signal_resources(signals, situations=situations, tasks=tasks, prompts=prompts, security=security)
+    resources = signal_resources(
+        signals, situations=situations, tasks=tasks, prompts=prompts, security=security, references=references
+    )
     if tag:
         for resource in resources:
             if resource["resourceType"] != "Device":
                 resource["meta"] = {**(resource.get("meta") or {}), "tag": [tag]}
     issues = [r for r in resources if r["resourceType"] == "DetectedIssue"]
-    existing = _existing(client, "DetectedIssue", SIGNAL_IDENTIFIER_SYSTEM, patient, tag)
+    searched = references.search(patient) if patient else None
+    existing = _existing(client, "DetectedIssue", SIGNAL_IDENTIFIER_SYSTEM, searched, tag)
     withdrawn = withdrawn_issues(existing.values(), issues)
     if patient:  # one client's scores cannot show a split (it compares a joint session's members): keep those
         withdrawn = [w for w in withdrawn if not _is_kind(w, SPLIT)]
@@ -181,7 +194,7 @@ def run_signals(
     ]
     report.unchanged = len(issues) - sum(1 for r in writes if r["resourceType"] == "DetectedIssue")
     new_tasks = [r for r in resources if r["resourceType"] == "Task"]
-    known = _existing(client, "Task", TASK_IDENTIFIER_SYSTEM, patient, tag)  # always: Tasks follow their signal
+    known = _existing(client, "Task", TASK_IDENTIFIER_SYSTEM, searched, tag)  # always: Tasks follow their signal
     new_tasks = [t for t in new_tasks if t["identifier"][0]["value"] not in known]
     cancelled, noted = task_follow_ups(known, situations, withdrawn, signals)
     report.issue_ids = {key: str(r["id"]) for key, r in existing.items() if r.get("id")}

@@ -32,7 +32,7 @@ from typing import Any
 
 from .._closing import Closing
 from .._ids import IDENTIFIER_SYSTEM
-from .._refs import FHIR_ID_RULE, parse_reference, valid_id
+from .._refs import FHIR_ID_RULE, References, parse_reference, valid_id
 from .._text import describe, safe_text
 from ..errors import InstrumentError, ScoringError
 from ..fhirclient.client import FhirClient
@@ -60,7 +60,8 @@ class Pipeline(Closing):
 
     ``client`` is the source (responses are attributed by its base URL); ``results`` the results
     store, where the Observations are written, verified and looked up (the source when None). The
-    ledger and claims are keyed by both (:class:`.state.ServerPair`).
+    ledger and claims are keyed by both (:class:`.state.ServerPair`); the Observations name the
+    source's resources absolute on it when the two differ (:class:`~alliance_fhir._refs.References`).
     ``report`` is the caller's: counts add up in it (one report across a back-fill's files).
     ``relabel``: the labels differ from those the last complete sync applied, so every response
     read is rewritten once. Not thread-safe: one thread drives it (its pool only talks HTTP).
@@ -82,6 +83,7 @@ class Pipeline(Closing):
         self._client, self._catalog, self._store, self._options = client, catalog, store, options
         self._results = client if results is None else results
         self._server = ServerPair(client.base_url, self._results.base_url)
+        self._references = References.between(self._server.source, self._server.results)
         self._our_ids = plan.our_ids
         self._writer = Writer(self._results, plan.write.mode)
         self.report = report
@@ -391,7 +393,7 @@ class Pipeline(Closing):
         self.report.scored += 1
         for warning in result.warnings:
             self.report.warnings.append(SyncFailure(f"QuestionnaireResponse/{rid}", warning))
-        observation = build_observation(result, response, security=self._options.security)
+        observation = build_observation(result, response, security=self._options.security, references=self._references)
         if self._options.tag:
             observation["meta"] = {**observation.get("meta", {}), "tag": [self._options.tag]}
         identifier = observation["identifier"][0]["value"]

@@ -51,12 +51,12 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from .._ids import IDENTIFIER_SYSTEM, SIGNAL_IDENTIFIER_SYSTEM
-from .._refs import parse_reference, valid_id
+from .._refs import References, parse_reference, valid_id
 from ..errors import AllianceFhirError, CdsAuthError
 from ..fhirclient.client import FhirClient
 from ..instruments.catalog import Catalog
 from ..server.people import fetch_names
-from ..server.signal_sync import fetch_encounters, fetch_scores
+from ..server.signal_sync import fetch_encounters, fetch_scores, references_between
 from ..server.state import StateStore
 from ..signals.cards import alliance_cards, open_issues, split_evidence
 from ..signals.names import Names
@@ -151,6 +151,12 @@ class CdsService:
         """Where scores and DetectedIssues are read: the results store, else the source."""
         return self.client if self.results is None else self.results
 
+    @property
+    def references(self) -> References:
+        """How the store's results name the EHR's resources: the hook's ``Patient/<id>`` is found absolute
+        on the EHR in a results store beside it, relative on one server (and in older results)."""
+        return references_between(self.store, self.client)
+
     @classmethod
     def build(
         cls,
@@ -209,7 +215,8 @@ class CdsService:
             raise CannotServe("fhirServer is not the FHIR server this service scores")
         patient = f"Patient/{patient_id}"
         started = time.perf_counter()
-        from_prefetch = _prefetched(request.get("prefetch"), patient)
+        references = self.references
+        from_prefetch = _prefetched(request.get("prefetch"), patient, references)
         if from_prefetch is not None:
             observations, encounters, issues = from_prefetch
             where = "prefetch"
@@ -223,7 +230,7 @@ class CdsService:
         _on_time(deadline)
         observations, encounters = self._with_joint_sessions(observations, encounters, issues, patient)
         _on_time(deadline)
-        trajectories = build_trajectories(observations, self.catalog, context_from_encounters(encounters))
+        trajectories = build_trajectories(observations, self.catalog, context_from_encounters(encounters), references)
         names = self._names(trajectories, patient, request.get("prefetch") if from_prefetch is not None else None)
         _on_time(deadline)
         cards = self.cards(trajectories, patient, str(request.get("hookInstance", "")), names)
@@ -249,7 +256,7 @@ class CdsService:
         credentials, and the split is detected again from them; a card appears only when that
         detection finds the same open signal.
         """
-        wanted = split_evidence(open_issues(issues, patient).values(), self.store.base_url)
+        wanted = split_evidence(open_issues(issues, patient, self.references).values(), self.store.base_url)
         have = {str(o.get("id")) for o in observations}
         missing = sorted(wanted - have)
         if not missing:
@@ -304,7 +311,9 @@ class CdsService:
         observations, encounters = fetch_scores(self.store, patient, source=self.client)
         issues = self._issues(patient)
         observations, encounters = self._with_joint_sessions(observations, encounters, issues, patient)
-        trajectories = build_trajectories(observations, self.catalog, context_from_encounters(encounters))
+        trajectories = build_trajectories(
+            observations, self.catalog, context_from_encounters(encounters), self.references
+        )
         names = self._names(trajectories, patient, None)
         when = as_of or datetime.now(UTC)
         return render_report(
@@ -318,7 +327,11 @@ class CdsService:
         )
 
     def _issues(self, patient: str) -> list[dict[str, Any]]:
-        params = {"patient": patient, "identifier": f"{SIGNAL_IDENTIFIER_SYSTEM}|", "_count": "100"}
+        params = {
+            "patient": self.references.search(patient),
+            "identifier": f"{SIGNAL_IDENTIFIER_SYSTEM}|",
+            "_count": "100",
+        }
         return list(self.store.search("DetectedIssue", params))
 
 
@@ -440,7 +453,7 @@ async def _in_thread(call: Callable[..., Any], *args: Any) -> Any:
 
 
 def _prefetched(
-    prefetch: Any, patient: str
+    prefetch: Any, patient: str, references: References
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]] | None:
     """(Observations, Encounters, DetectedIssues) of the patient from a complete prefetch, else None.
 
@@ -454,7 +467,7 @@ def _prefetched(
     if not _complete_bundle(scores):
         return None
     observations, encounters = unbundle([scores])
-    observations = [o for o in observations if _subject(o) == patient]
+    observations = [o for o in observations if references.local(_subject(o)) == patient]
     issue_list = [r for r in _entries(issues) if r.get("resourceType") == "DetectedIssue"]
     return observations, encounters, issue_list
 

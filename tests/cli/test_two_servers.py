@@ -81,6 +81,37 @@ def test_sync_reads_the_source_and_writes_every_result_to_the_store_only(servers
     assert any("/Encounter" in r.url.path for r in source.requests)  # the sessions are the source's
 
 
+def identifiers(server: FakeFhir, rtype: str) -> set[str]:
+    return {i["value"] for r in server.store[rtype].values() for i in r["identifier"]}
+
+
+def test_results_in_the_store_name_the_sources_resources_absolute_with_the_same_identifiers(servers):
+    scratch, _source, store = servers
+    args = ["sync", "--server", BASE, "--results-server", STORE, "--signals", "--tasks", "--json"]
+    assert runner.invoke(app, args).exit_code == 0
+    for obs in store.store["Observation"].values():
+        assert obs["subject"]["reference"].startswith("http://fhir.test/fhir/Patient/afdemo-")
+        assert obs["encounter"]["reference"].startswith("http://fhir.test/fhir/Encounter/afdemo-")
+        assert obs["derivedFrom"][0]["reference"].startswith("http://fhir.test/fhir/QuestionnaireResponse/")
+    for issue in store.store["DetectedIssue"].values():
+        assert issue["patient"]["reference"].startswith("http://fhir.test/fhir/Patient/afdemo-")
+        assert all(d["reference"].startswith("Observation/") for d in issue["evidence"][0]["detail"])  # in the store
+    for task in store.store["Task"].values():
+        assert task["for"]["reference"].startswith("http://fhir.test/fhir/Patient/afdemo-")
+    # the one-server demo (scratch) wrote relative references, and the very same identifiers
+    assert all(o["subject"]["reference"].startswith("Patient/") for o in scratch.store["Observation"].values())
+    for rtype in ("Observation", "DetectedIssue"):  # (the demo writes no Tasks)
+        assert identifiers(store, rtype) == identifiers(scratch, rtype)
+    # signals for one client, as serve runs them: the client's scores are found in the store
+    one = runner.invoke(
+        app,
+        ["signals", "--server", BASE, "--results-server", STORE, "--patient", "Patient/afdemo-rupture", "--json"],
+    )
+    assert one.exit_code == 0, one.output
+    listed = json.loads(one.stdout)
+    assert listed["observations"] > 0 and listed["written"] == 0  # the same issues: nothing to write again
+
+
 def test_a_rerun_writes_nothing_and_another_store_is_another_ledger_entry(servers, monkeypatch):
     _scratch, source, store = servers
     args = ["sync", "--server", BASE, "--results-server", STORE, "--json"]

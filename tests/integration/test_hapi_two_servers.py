@@ -2,11 +2,12 @@
 
 The source is the session's HAPI (``$ALLIANCE_FHIR_TEST_SERVER``, else the harness); the results
 store is a second HAPI (``$ALLIANCE_FHIR_TEST_RESULTS_SERVER``, else the harness on the next port).
-HAPI enforces referential integrity on write (an Observation's subject, encounter and derivedFrom
-must be on the same server), so the store keeps copies of the demo's people, sessions and
-responses (docs/two-servers.md, "What the results store must accept"); sync reads the responses
-from the source only. Proven end to end: sync, signals and the CDS hook; Observations land only in the
-store, the source holds none, a re-run writes nothing.
+The store holds nothing of the source: our results name the source's people, sessions and
+responses absolute on the source's URL, which HAPI accepts as external references (the harness
+allows them, as a results store must: docs/two-servers.md, "What the results store must accept")
+while it keeps its default referential integrity on write. Proven end to end: sync, signals and
+the CDS hook; Observations land only in the store and name the source absolute, the store is
+searched by the source's absolute reference, a re-run writes nothing.
 """
 
 from __future__ import annotations
@@ -63,12 +64,10 @@ def _count(base: str, rtype: str) -> int:
 
 @pytest.fixture(scope="module")
 def seeded(fhir_server: str, results_server: str, catalog: Catalog) -> tuple[str, str]:
-    """The demo caseload on the source; the store has copies of it (references only: sync never reads them there)."""
-    everything = list(demo_resources(catalog))
-    with client(fhir_server) as source, client(results_server) as store:
+    """The demo caseload on the source only: the store gets nothing but what sync and signals write."""
+    with client(fhir_server) as source:
         publish_resources(source, content_resources(catalog))
-        put_by_id(source, everything)
-        put_by_id(store, everything)
+        put_by_id(source, list(demo_resources(catalog)))
     return fhir_server, results_server
 
 
@@ -84,6 +83,13 @@ def test_sync_signals_and_the_cds_hook_keep_every_result_in_the_store(seeded, ca
         assert first.failed == 0 and first.written == responses > 0  # one Observation per completed response
         assert first.results_server == store_url and first.server == source_url
         assert _count(store_url, "Observation") == responses and _count(source_url, "Observation") == 0
+        assert _count(store_url, "Patient") == _count(store_url, "Encounter") == 0  # no copies of the source
+        rupture = f"{source_url}/Patient/afdemo-rupture"
+        with client(store_url) as c:  # the store finds them by the source's absolute reference
+            scores = list(c.search("Observation", {"subject": rupture, "_tag": TAG}))
+        assert scores and all(o["subject"]["reference"] == rupture for o in scores)
+        assert all(o["derivedFrom"][0]["reference"].startswith(f"{source_url}/QuestionnaireResponse/") for o in scores)
+        assert all(o["encounter"]["reference"].startswith(f"{source_url}/Encounter/") for o in scores)
         again = run_sync(source, catalog, state, SyncOptions(tag=DEMO_TAG), results=store)
         assert again.written == 0 and again.unchanged == responses  # a re-run writes nothing
         assert state.checkpoint(ServerPair(source_url, store_url)) is not None
@@ -92,8 +98,14 @@ def test_sync_signals_and_the_cds_hook_keep_every_result_in_the_store(seeded, ca
         report, found, _ = run_signals(store, catalog, tag=DEMO_TAG, source=source)
         issues = _count(store_url, "DetectedIssue")
         assert report.written == issues > 0 and _count(source_url, "DetectedIssue") == 0
-        assert any(s.subject == "Patient/afdemo-rupture" for s in found)
+        assert any(s.subject == "Patient/afdemo-rupture" for s in found)  # read back as the source names it
         assert run_signals(store, catalog, tag=DEMO_TAG, source=source)[0].written == 0
+        with client(store_url) as c:
+            theirs = list(c.search("DetectedIssue", {"patient": rupture, "_tag": TAG}))
+        assert theirs and all(i["patient"]["reference"] == rupture for i in theirs)
+        # one client's signals, as serve runs them after a write: found by the absolute reference, unchanged
+        one, _, _ = run_signals(store, catalog, patient="Patient/afdemo-rupture", tag=DEMO_TAG, source=source)
+        assert one.observations > 0 and one.written == 0 and one.unchanged == len(theirs)
 
         cds = CdsService.build(source, catalog, state, CdsSettings(), "http://127.0.0.1:9", None, store)
         request = {
@@ -104,4 +116,5 @@ def test_sync_signals_and_the_cds_hook_keep_every_result_in_the_store(seeded, ca
         }
         cards = cds.answer(request)["cards"]
         assert cards and all("afdemo" not in card["summary"] for card in cards)  # names, never ids
+        assert any(card["detail"].startswith("**Robin Rupture**") for card in cards)  # the name from the source
         assert _count(source_url, "Observation") == 0  # the hook read the store; the source still holds none
