@@ -403,7 +403,7 @@ def _finish_export(report: BackfillReport, as_json: bool, state: str | None, con
 
 
 def _run_with_progress(
-    cfg: ServerConfig, catalog: Catalog, store: StateStore, options: SyncOptions, mode: ReadMode
+    cfg: ServerConfig, catalog: Catalog, store: StateStore, options: SyncOptions, mode: ReadMode | None = None
 ) -> SyncReport:
     written = "would write" if options.dry_run else "written"
     columns = [
@@ -429,7 +429,7 @@ def _run_with_progress(
                 failed=report.failed,
             )
 
-        if mode.kind == "patients":
+        if mode is not None and mode.kind == "patients":
             listed = read_patients(servers.source, mode.target or "")
             return run_patient_sync(servers.source, catalog, store, listed, options, update, results=servers.results)
         return run_sync(servers.source, catalog, store, options, update, results=servers.results)
