@@ -34,7 +34,7 @@ from ._common import (
     setup_logging,
 )
 
-__all__ = ["register"]
+__all__ = ["print_backfill", "register"]
 
 
 def register(app: typer.Typer) -> None:
@@ -190,13 +190,14 @@ def backfill(
     listing = follow_up(
         "failures", report.server, state=state, config=common.config, results=report.sync.results_server
     )
-    _print(report, common.as_json, listing)
+    print_backfill(report, common.as_json, listing)
     if report.stopped is not None:
         raise report.stopped  # one error line and exit 2, from the one place (_common.AllianceGroup)
     raise typer.Exit(0 if report.ok else 1)
 
 
-def _print(report: BackfillReport, as_json: bool, failures_command: str) -> None:
+def print_backfill(report: BackfillReport, as_json: bool, failures_command: str) -> None:
+    """The run's lines and table (``backfill``, and ``sync --via-export``, which runs one)."""
     say_run_lines(report.failures + report.sync.failures, report.sync.warnings, report.sync.unattributed)
     if report.ignored:
         say(f"{report.ignored} exported responses were outside what was asked (the server ignored a filter)", "note")

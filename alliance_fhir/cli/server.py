@@ -26,14 +26,19 @@ from ..errors import AuthError, ConfigError, FhirServerError
 from ..fhirclient.client import FhirClient
 from ..fhirclient.config import WRITE_MODES
 from ..instruments.catalog import Catalog
+from ..server.backfill import BackfillOptions, BackfillReport
 from ..server.demo import DEMO_TAG, cleanup_demo, post_demo_data
+from ..server.patient_list import read_patients
 from ..server.publish import publish_resources
+from ..server.read_mode import ReadMode, chosen_read_mode, read_mode_finding
 from ..server.results import roles
 from ..server.settings import ServerConfig
 from ..server.signal_sync import run_signals
 from ..server.since import since_value
 from ..server.state import ServerPair, StateStore, failure_reference
 from ..server.sync import SyncOptions, SyncReport, run_sync
+from ..server.sync_export import export_group, run_export_sync
+from ..server.sync_patients import run_patient_sync
 from ..server.writes import choose_write_mode
 from ._common import (
     CaOption,
@@ -61,6 +66,7 @@ from ._common import (
     signals_summary,
     signals_table,
 )
+from .backfill import print_backfill
 
 __all__ = ["register"]
 
@@ -84,10 +90,12 @@ def check(server: ServerOption = None, results_server: ResultsServerOption = Non
     setup_logging(common.verbose)
     cfg = common.server_config(server, results_server=results_server)
     with open_servers(cfg) as servers:
+        read_mode = read_mode_finding(servers.source, cfg, servers.source.r4_capabilities())
         if servers.split:
             findings = _source_findings(servers.source) + _results_findings(servers.results, cfg)
         else:
             findings = _source_findings(servers.source, cfg)
+        findings.append(read_mode)
     plan = roles(cfg)
     if common.as_json:
         emit_json(
@@ -254,6 +262,29 @@ def sync(
         ),
     ] = None,
     patient: Annotated[str | None, typer.Option("--patient", help="Only this subject, e.g. Patient/123.")] = None,
+    patients: Annotated[
+        str | None,
+        typer.Option(
+            "--patients",
+            metavar="SOURCE",
+            help="Read per patient (servers that scope QuestionnaireResponse search to a patient): Group/ID, "
+            "List/ID or a file of patient references; a checkpoint per patient.",
+        ),
+    ] = None,
+    via_export: Annotated[
+        str | None,
+        typer.Option(
+            "--via-export",
+            metavar="Group/ID",
+            help="Read by a Group $export with _since = the Group's last complete export (Bulk Data servers).",
+        ),
+    ] = None,
+    poll_interval: Annotated[
+        float, typer.Option("--poll-interval", min=1, help="--via-export: longest wait between status polls.")
+    ] = 120.0,
+    max_wait: Annotated[
+        float, typer.Option("--max-wait", min=1, help="--via-export: seconds to wait for the export (the job is kept).")
+    ] = 3600.0,
     instrument: Annotated[
         list[str] | None, typer.Option("--instrument", help="Only this instrument id; repeatable.")
     ] = None,
@@ -304,11 +335,24 @@ def sync(
             store.reset(ledger_key(cfg))
             say(f"forgot the checkpoint and ledger of {ledger_key(cfg)} in {store.location}", "reset")
             raise typer.Exit(0)
+        mode = chosen_read_mode(cfg, patients, via_export)
+        _check_read_options(mode, patient, dry_run)
         catalog = common.catalog(ctx)
+        if mode.kind == "export":
+            exported = _export_with_progress(
+                cfg,
+                catalog,
+                store,
+                mode,
+                BackfillOptions(
+                    since=since, instruments=tuple(instrument or ()), max_wait=max_wait, poll_interval=poll_interval
+                ),
+            )
+            _finish_export(exported, common.as_json, state, common.config)
         options = SyncOptions(
             since=since, patient=patient, instruments=tuple(instrument or ()), dry_run=dry_run, security=labels
         )
-        report = _run_with_progress(cfg, catalog, store, options)
+        report = _run_with_progress(cfg, catalog, store, options, mode)
     listing = follow_up("failures", report.server, state=state, config=common.config, results=report.results_server)
     _print_report(report, common.as_json, listing)
     if with_signals and not dry_run:
@@ -320,7 +364,47 @@ def sync(
     raise typer.Exit(0 if report.ok else 1)
 
 
-def _run_with_progress(cfg: ServerConfig, catalog: Catalog, store: StateStore, options: SyncOptions) -> SyncReport:
+def _check_read_options(mode: ReadMode, patient: str | None, dry_run: bool) -> None:
+    """Options that do not go with the read mode: one line, exit 2."""
+    if mode.kind != "search" and patient is not None:
+        raise ConfigError(f"--patient reads one patient; it does not go with the {mode.kind} read mode")
+    if mode.kind == "export" and dry_run:
+        raise ConfigError("--dry-run does not go with --via-export (an export cannot be undone: run it for real)")
+    if mode.kind == "export" and mode.target is not None:
+        export_group(mode.target)  # Group/ID, checked before anything is sent
+
+
+def _export_with_progress(
+    cfg: ServerConfig, catalog: Catalog, store: StateStore, mode: ReadMode, options: BackfillOptions
+) -> BackfillReport:
+    """``sync --via-export``: one incremental Group export (:func:`~alliance_fhir.server.sync_export.run_export_sync`)."""
+    group = export_group(mode.target or "")
+    with (
+        open_servers(cfg) as servers,
+        Progress(
+            TextColumn("{task.description}"), console=err, disable=not err.is_terminal, transient=True
+        ) as progress,
+    ):
+        task = progress.add_task("export")
+
+        def update(what: str, _report: BackfillReport) -> None:
+            progress.update(task, description=what[:60])
+
+        return run_export_sync(servers.source, catalog, store, group, options, update, results=servers.results)
+
+
+def _finish_export(report: BackfillReport, as_json: bool, state: str | None, config: Any) -> None:
+    """Print the export run as ``backfill`` does and exit with its code (2 when the download stopped)."""
+    listing = follow_up("failures", report.server, state=state, config=config, results=report.sync.results_server)
+    print_backfill(report, as_json, listing)
+    if report.stopped is not None:
+        raise report.stopped
+    raise typer.Exit(0 if report.ok else 1)
+
+
+def _run_with_progress(
+    cfg: ServerConfig, catalog: Catalog, store: StateStore, options: SyncOptions, mode: ReadMode | None = None
+) -> SyncReport:
     written = "would write" if options.dry_run else "written"
     columns = [
         TextColumn("{task.description}"),
@@ -345,6 +429,9 @@ def _run_with_progress(cfg: ServerConfig, catalog: Catalog, store: StateStore, o
                 failed=report.failed,
             )
 
+        if mode is not None and mode.kind == "patients":
+            listed = read_patients(servers.source, mode.target or "")
+            return run_patient_sync(servers.source, catalog, store, listed, options, update, results=servers.results)
         return run_sync(servers.source, catalog, store, options, update, results=servers.results)
 
 
@@ -353,6 +440,8 @@ def _print_report(report: SyncReport, as_json: bool, failures_command: str) -> N
     say_run_lines(report.failures, report.warnings, report.unattributed)
     if report.write_mode:
         say(f"{report.write_mode} ({report.write_mode_reason})", "write mode")
+    if report.patients is not None:
+        say(f"per patient: {report.patients_read} of {report.patients} patients read", "read mode")
     if report.outstanding:
         say(f"outstanding failures: {len(report.outstanding)} ({failures_command} lists them)")
     if as_json:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
@@ -27,11 +27,25 @@ __all__ = ["ServerConfig", "data_dir", "load_config"]
 class ServerConfig(ClientConfig):
     """Everything a client needs for one FHIR server, and where the sync state lives."""
 
-    ENVIRONMENT: ClassVar[dict[str, str]] = {**ClientConfig.ENVIRONMENT, "STATE_DB": "state_db"}
+    ENVIRONMENT: ClassVar[dict[str, str]] = {
+        **ClientConfig.ENVIRONMENT,
+        "STATE_DB": "state_db",
+        "READ_MODE": "read_mode",
+        "PATIENTS": "patients",
+    }
     OPTIONS: ClassVar[dict[str, str]] = {**ClientConfig.OPTIONS, "state_db": "--state"}
 
     state_db: str | None = Field(
         default=None, description="SQLite state file, or a postgresql:// URL shared by several workers."
+    )
+    read_mode: Literal["search", "patients", "export"] = Field(
+        default="search",
+        description="How sync reads responses: server-wide search, per patient of `patients`, or Group $export "
+        "of `patients` (docs/sync.md).",
+    )
+    patients: str | None = Field(
+        default=None,
+        description="read_mode patients: Group/ID, List/ID or a file of patient references; export: Group/ID.",
     )
     results: ResultsConfig | None = Field(
         default=None, description="The results store, when it is not this server (set by load_config, not a key)."

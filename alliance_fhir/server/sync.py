@@ -140,7 +140,7 @@ class SyncSession:
         self._client, self._catalog, self._store, self._options = client, catalog, store, options
         self._results = client if results is None else results
         self._key = ServerPair(client.base_url, self._results.base_url)
-        self._instruments = _instruments(catalog, options)
+        self._instruments = covered_instruments(catalog, options)
         self._plan: ServerPlan | None = None
 
     def sync(
@@ -216,7 +216,7 @@ def process_stream(
     """
     key = ServerPair(client.base_url, (results or client).base_url)
     report = report if report is not None else new_report(key, options.dry_run)
-    plan = plan_server(client, _instruments(catalog, options), options, report, results)
+    plan = plan_server(client, covered_instruments(catalog, options), options, report, results)
     with Pipeline(client, catalog, store, options, plan, report, on_progress=on_progress, results=results) as pipeline:
         pipeline.write_all(chunks)
     report.outstanding = store.outstanding(key)
@@ -247,7 +247,7 @@ class ExternalWrites:
         *,
         results: FhirClient | None = None,
     ) -> None:
-        plan = plan_server(client, _instruments(catalog, options), options, report, results)
+        plan = plan_server(client, covered_instruments(catalog, options), options, report, results)
         self._pipeline = Pipeline(client, catalog, store, options, plan, report, results=results)
 
     def pending(self, responses: list[dict[str, Any]]) -> list[PendingWrite]:
@@ -300,7 +300,7 @@ class _Search:
                     )
                     return
                 if not stamps:
-                    stamps.append(_bundle_time(page))
+                    stamps.append(bundle_time(page))
                 self._relay_notes(page)
                 yield [e["resource"] for e in page.get("entry", []) if is_match(e)]
 
@@ -333,41 +333,10 @@ class _Search:
         self.on_progress(self.report)
 
     def _relay_notes(self, page: dict[str, Any]) -> None:
-        """A searchset's OperationOutcome entries (``search.mode`` outcome: the server's warnings
-        about the search, as HAPI writes them) become warnings, each distinct one once a run; the
-        resources it added as ``include`` are not responses and are not used."""
-        for entry in page.get("entry", []):
-            resource = entry["resource"]
-            if (entry.get("search") or {}).get("mode") != "outcome" or resource.get(
-                "resourceType"
-            ) != "OperationOutcome":
-                continue
-            note = safe_text(summarise_outcome(resource), 300)
-            if note not in self.notes and len(self.notes) < MAX_NAMED:
-                self.notes.add(note)
-                warn(self.report, SEARCH, f"the server notes (search.mode outcome): {note}")
+        relay_notes(self.report, page, self.notes)
 
     def _sane(self, stamp: str) -> bool:
-        """A server stamp may be behind our clock, but not far ahead of it (see the module's clock rules)."""
-        tolerance = self.client.config.clock_tolerance_seconds
-        when = zoned_instant(stamp)
-        if when is None:
-            warn(
-                self.report,
-                "checkpoint",
-                f"the server's search stamp {stamp!r} is not an instant; the checkpoint was not moved",
-            )
-            return False
-        ahead = (when - datetime.now(UTC)).total_seconds()
-        if ahead > tolerance:
-            warn(
-                self.report,
-                "checkpoint",
-                f"the server's clock ({stamp}) is {ahead:.0f} s ahead of ours (tolerance {tolerance:.0f} s); "
-                "the checkpoint was not moved",
-            )
-            return False
-        return True
+        return sane_stamp(self.client, self.report, stamp)
 
     def _check_labels(self) -> str:
         """Compare the labels asked for with those the last complete run applied (the state's
@@ -415,10 +384,7 @@ class _Search:
         # `url|version` and `url` side by side (27 s vs 6 s for 2,000 responses). Literal
         # references to our Questionnaires' server ids are searched in the same list.
         # Each instrument's url and its client-facing Questionnaire's (a client portal's responses name that one).
-        values = list(dict.fromkeys(url for inst in self.instruments for url in inst.response_urls))
-        values += self.questionnaires
-        # Vendor forms a form map claims (their canonicals and Questionnaire/<id> references), for these instruments.
-        values += self.catalog.forms.search_values({inst.url for inst in self.instruments}, self.server)
+        values = questionnaire_values(self.catalog, self.instruments, self.questionnaires, self.server)
         params = {"questionnaire": ",".join(values), "_count": str(self.client.config.page_size)}
         if since:
             params["_lastUpdated"] = f"ge{since}"
@@ -429,7 +395,55 @@ class _Search:
         return params
 
 
-def _instruments(catalog: Catalog, options: SyncOptions) -> list[Instrument]:
+def questionnaire_values(
+    catalog: Catalog, instruments: Sequence[Instrument], literal: Sequence[str], server: str
+) -> list[str]:
+    """The ``questionnaire=`` values a response search sends: each instrument's url and its
+    client-facing Questionnaire's, ``literal`` references to our Questionnaires' server ids (the
+    plan's), and the vendor forms a form map claims for these instruments."""
+    values = list(dict.fromkeys(url for inst in instruments for url in inst.response_urls))
+    values += literal
+    values += catalog.forms.search_values({inst.url for inst in instruments}, server)
+    return values
+
+
+def relay_notes(report: SyncReport, page: dict[str, Any], seen: set[str]) -> None:
+    """A searchset's OperationOutcome entries (``search.mode`` outcome: the server's warnings
+    about the search, as HAPI writes them) become warnings, each distinct one once a run (``seen``);
+    the resources it added as ``include`` are not responses and are not used."""
+    for entry in page.get("entry", []):
+        resource = entry["resource"]
+        if (entry.get("search") or {}).get("mode") != "outcome" or resource.get("resourceType") != "OperationOutcome":
+            continue
+        note = safe_text(summarise_outcome(resource), 300)
+        if note not in seen and len(seen) < MAX_NAMED:
+            seen.add(note)
+            warn(report, SEARCH, f"the server notes (search.mode outcome): {note}")
+
+
+def sane_stamp(client: FhirClient, report: SyncReport, stamp: str) -> bool:
+    """A server stamp may be behind our clock, but not far ahead of it (see the module's clock rules);
+    a refused one is a warning in ``report`` saying the checkpoint was not moved."""
+    tolerance = client.config.clock_tolerance_seconds
+    when = zoned_instant(stamp)
+    if when is None:
+        warn(
+            report, "checkpoint", f"the server's search stamp {stamp!r} is not an instant; the checkpoint was not moved"
+        )
+        return False
+    ahead = (when - datetime.now(UTC)).total_seconds()
+    if ahead > tolerance:
+        warn(
+            report,
+            "checkpoint",
+            f"the server's clock ({stamp}) is {ahead:.0f} s ahead of ours (tolerance {tolerance:.0f} s); "
+            "the checkpoint was not moved",
+        )
+        return False
+    return True
+
+
+def covered_instruments(catalog: Catalog, options: SyncOptions) -> list[Instrument]:
     """The instruments a run covers: those asked for, else the whole catalog."""
     return [catalog.get(ref) for ref in options.instruments] if options.instruments else list(catalog)
 
@@ -458,7 +472,7 @@ def _prefetched(pages: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
             yield page  # type: ignore[misc]
 
 
-def _bundle_time(page: dict[str, Any]) -> str:
+def bundle_time(page: dict[str, Any]) -> str:
     """The server's clock at search time (HAPI stamps searchsets), else ours."""
     stamp = (page.get("meta") or {}).get("lastUpdated")
     return str(stamp) if stamp else datetime.now(UTC).isoformat(timespec="milliseconds")

@@ -16,6 +16,7 @@ stores, each with its own tables:
 - ``inbox`` (:mod:`.inbox`): serve's notified responses;
 - ``bulk_jobs`` (:mod:`.bulk_jobs`): backfill's export job and files done;
 - ``settings`` (:mod:`.settings_store`): named values (webhook secret, report-link key, labels applied);
+- ``read_checkpoints`` (:mod:`.read_checkpoints`): per-patient and per-Group-export checkpoints;
 - ``replay`` (:mod:`.replay`): CDS token ids seen, and the signatures of serve's signed notifications.
 
 Every timestamp of ours is written as :func:`alliance_fhir._time.stamp`. The store's older
@@ -46,6 +47,7 @@ from .ledger import (
 )
 from .migrations import MIGRATIONS, Migration, migrate, schema_version
 from .pair import ServerPair, pair_of
+from .read_checkpoints import ReadCheckpoint, ReadCheckpoints
 from .replay import SIGNED_EVENTS, TokenReplay
 from .settings_store import NamedSettings
 
@@ -58,6 +60,7 @@ __all__ = [
     "Migration",
     "Outcome",
     "OutstandingFailure",
+    "ReadCheckpoint",
     "ServerPair",
     "StateStore",
     "UNREADABLE",
@@ -85,6 +88,7 @@ class StateStore(Closing):
         self.bulk_jobs = BulkJobs(self._db)
         self.settings = NamedSettings(self._db)
         self.replay = TokenReplay(self._db)
+        self.read_checkpoints = ReadCheckpoints(self._db)
 
     @property
     def dialect(self) -> str:
@@ -102,6 +106,7 @@ class StateStore(Closing):
             self.ledger.forget(server)
             self.inbox.forget(server)
             self.bulk_jobs.forget(server)
+            self.read_checkpoints.forget(server)
 
     # ------------------------------------------------------------ the names from before the split
     # Each delegates to its feature store; callers move to the store (``store.ledger.record``).
