@@ -223,7 +223,7 @@ class EhrWriter:
         new_id = _created_id(answer.headers.get("Location", ""), answer.content, target.resource_type)
         if new_id is None:
             return f"the EHR answered HTTP {answer.status_code} without the id of the {target.resource_type} it created"
-        return self._confirm(target, resource, new_id, digest)
+        return self._confirm(target, resource, new_id, digest, answer.content)
 
     def _replace(self, target: EhrTarget, entry: EhrWrite, digest: str) -> str | None:
         caps = self._plan.capabilities
@@ -240,12 +240,23 @@ class EhrWriter:
             if caps.versioned_update.get(target.resource_type) and entry.version_id
             else None
         )
-        self._source.request("PUT", f"{target.resource_type}/{entry.resource_id}", json=resource, headers=headers)
-        return self._confirm(target, resource, entry.resource_id, digest)
+        answer = self._source.request(
+            "PUT", f"{target.resource_type}/{entry.resource_id}", json=resource, headers=headers
+        )
+        return self._confirm(target, resource, entry.resource_id, digest, answer.content)
 
-    def _confirm(self, target: EhrTarget, sent: dict[str, Any], resource_id: str, digest: str) -> str | None:
-        """Read back what the EHR holds under ``resource_id``; record it only if it says what we sent."""
-        held = self._source.read(target.resource_type, resource_id)
+    def _confirm(
+        self, target: EhrTarget, sent: dict[str, Any], resource_id: str, digest: str, answered: bytes
+    ) -> str | None:
+        """Read back what the EHR holds under ``resource_id``; record it only if it says what we sent.
+
+        Where the EHR offers no read of the type (MEDITECH's Communication is create-only), the
+        body of its 2xx answer is checked instead, when it returned one.
+        """
+        if self._plan.capabilities.can(target.resource_type, "read"):
+            held = self._source.read(target.resource_type, resource_id)
+        else:
+            held = _body(answered) or {**sent, "id": resource_id}
         mismatch = _differs(sent, held)
         if mismatch:
             return f"{target.resource_type}/{resource_id} read back differs from what was written ({mismatch})"
@@ -388,6 +399,14 @@ def _successor(resource: dict[str, Any], replaced: str) -> dict[str, Any]:
         text = "Correction of an earlier message about this session.\n" + str(payload[0].get("contentString", ""))
         return {**resource, "status": "completed", "payload": [{"contentString": text}]}
     return resource
+
+
+def _body(content: bytes) -> dict[str, Any] | None:
+    try:
+        found = json.loads(content or b"null")
+    except ValueError:
+        return None
+    return found if isinstance(found, dict) and found.get("resourceType") else None
 
 
 def _created_id(location: str, body: bytes, resource_type: str) -> str | None:
