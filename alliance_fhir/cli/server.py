@@ -174,8 +174,12 @@ def _observation_create(statement: dict[str, Any]) -> tuple[str, bool, str]:
     """Where results are written, Observation create (or update) must be offered: a server that lists
     neither refuses every score (the fault today's check missed: it read only conditional writes)."""
     caps = ehr_capabilities(statement)
-    offered = caps.can("Observation", "create") or caps.can("Observation", "update")
-    detail = "Observation create or update offered (interaction 'create'/'update')"
+    offered = (
+        caps.can("Observation", "create")
+        or caps.can("Observation", "update")
+        or caps.conditional_update.get("Observation", False)
+    )
+    detail = "Observation create or update offered (interaction 'create'/'update', or conditional update)"
     if not offered:
         detail = "Observation create and update NOT offered: every score would be refused here (use --results-server)"
     return ("write Observations", offered, detail)

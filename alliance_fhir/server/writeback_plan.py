@@ -106,7 +106,10 @@ class EhrCapabilities:
         return interaction in self.interactions.get(resource_type, frozenset())
 
     def searches_by(self, resource_type: str, param: str) -> bool:
-        return self.can(resource_type, "search-type") and param in self.search_params.get(resource_type, frozenset())
+        """The parameter is listed, and search-type is too (or the statement lists no interactions for the type)."""
+        listed = self.interactions.get(resource_type, frozenset())
+        searchable = "search-type" in listed or not listed
+        return searchable and param in self.search_params.get(resource_type, frozenset())
 
 
 def ehr_capabilities(statement: dict[str, Any]) -> EhrCapabilities:

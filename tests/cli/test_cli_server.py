@@ -58,6 +58,9 @@ def test_check_reports_capabilities(server):
         "search responses": True,
         "conditional update": True,
         "conditional create": True,
+        "write Observations": True,
+        "write-back scores": True,
+        "write-back signals": True,
         "write mode": True,
         "credentials": True,
     }

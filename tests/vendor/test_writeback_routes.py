@@ -185,7 +185,7 @@ def test_a_note_the_ehr_refuses_is_a_failure_that_failures_lists(fhir_server, st
         EPIC,
         name="epic-strict",
         resources={
-            **EPIC.resources,
+            **(EPIC.resources or {}),
             "DocumentReference": ResourceRule(frozenset({"read", "search-type", "create"}), guard=refuse_notes),
         },
     )
