@@ -1,9 +1,9 @@
 """The config file, read once: found, parsed and checked here; each layer validates its own table.
 
-One TOML file holds six tables. Each belongs to the layer that uses it and is validated by that
+One TOML file holds seven tables. Each belongs to the layer that uses it and is validated by that
 layer's model: ``[server]`` and ``[auth]`` by the transport's ``ClientConfig`` (extended by
 ``server/settings.py``), ``[results]`` (with ``[results.auth]``: the results store) by its
-``ResultsConfig``, ``[labels]`` by ``server/labels.py``, ``[serve]`` and ``[cds]`` by the
+``ResultsConfig``, ``[labels]`` by ``server/labels.py``, ``[writeback]`` by ``server/writeback_plan.py``, ``[serve]`` and ``[cds]`` by the
 service. What they share lives here, below every layer: finding the file, parsing it once into a
 :class:`ConfigFile` that a command passes to each loader, refusing a table the file may not have,
 warning when it holds secrets others can read, and validating a table (with its environment
@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 ENV_PREFIX = "ALLIANCE_FHIR_"
-TABLES = ("server", "auth", "results", "serve", "cds", "labels")
+TABLES = ("server", "auth", "results", "writeback", "serve", "cds", "labels")
 # The keys that hold secrets, by table: a file holding any of them should be private (chmod 600).
 # A dotted name is a table inside a table ([results.auth]).
 SECRETS: dict[str, tuple[str, ...]] = {
@@ -129,7 +129,7 @@ def _parse(path: Path) -> dict[str, Any]:
             kind = "table" if isinstance(value, dict) else "key"
             raise ConfigError(
                 f"config file {path}: unknown {kind} {'[' + key + ']' if kind == 'table' else repr(key)} "
-                "(the file has tables [server], [auth], [results], [serve], [cds] and [labels] only)"
+                "(the file has tables [server], [auth], [results], [writeback], [serve], [cds] and [labels] only)"
             )
         if not isinstance(value, dict):
             raise ConfigError(f"config file {path}: '{key}' must be a table ([{key}])")

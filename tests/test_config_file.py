@@ -19,6 +19,7 @@ from alliance_fhir.cli.main import app
 from alliance_fhir.errors import ConfigError
 from alliance_fhir.server.labels import load_labels
 from alliance_fhir.server.settings import load_config
+from alliance_fhir.server.writeback_plan import load_writeback
 from alliance_fhir.service.cds_auth import load_cds_settings
 from alliance_fhir.service.settings import load_serve_settings
 
@@ -112,6 +113,7 @@ BAD_VALUES: dict[str, tuple[str, str, str]] = {
     "serve": ("batch_size = 0", "serve.batch_size", "batch_size"),
     "cds": ("max_token_seconds = 1", "cds.max_token_seconds", "max_token_seconds"),
     "labels": ("sensitivity = 5", "labels.sensitivity", "sensitivity"),
+    "writeback": ('scores = "fax"', "writeback.scores", "scores"),
 }
 LOADERS: dict[str, Callable[[ConfigFile], object]] = {
     "server": lambda file: load_config(file=file),
@@ -120,6 +122,7 @@ LOADERS: dict[str, Callable[[ConfigFile], object]] = {
     "serve": load_serve_settings,
     "cds": load_cds_settings,
     "labels": load_labels,
+    "writeback": load_writeback,
 }
 
 

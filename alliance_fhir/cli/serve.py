@@ -27,6 +27,7 @@ from .._config_file import ConfigFile
 from ..errors import ConfigError
 from ..server.state import ServerPair, StateStore
 from ..server.sync import SyncOptions
+from ..server.writeback_plan import load_writeback
 from ..service.cds_auth import CdsSettings, load_cds_settings
 from ..service.settings import (
     ServeSettings,
@@ -164,7 +165,7 @@ def serve(
             catalog,
             store,
             settings,
-            options=SyncOptions(security=labels),
+            options=SyncOptions(security=labels, writeback=load_writeback(file)),
             prepare=prepare,
             results=servers.results if servers.split else None,
         )

@@ -39,6 +39,7 @@ from ..server.state import ServerPair, StateStore, failure_reference
 from ..server.sync import SyncOptions, SyncReport, run_sync
 from ..server.sync_export import export_group, run_export_sync
 from ..server.sync_patients import run_patient_sync
+from ..server.writeback_plan import RoutePlan, ehr_capabilities, load_writeback, plan_routes
 from ..server.writes import choose_write_mode
 from ._common import (
     CaOption,
@@ -83,19 +84,31 @@ def register(app: typer.Typer) -> None:
 # ---------------------------------------------------------------- check
 
 
-@common_options("config", "ca_bundle", "verbose", "as_json")
-def check(server: ServerOption = None, results_server: ResultsServerOption = None, *, common: CommonOptions) -> None:
+@common_options("config", "ca_bundle", "instruments", "verbose", "as_json")
+def check(
+    ctx: typer.Context,
+    server: ServerOption = None,
+    results_server: ResultsServerOption = None,
+    *,
+    common: CommonOptions,
+) -> None:
     """Say whether the servers support what sync needs, which FHIR version they speak, whether the credentials
-    work, and which server does what (the source, the results store)."""
+    work, which server does what (the source, the results store), and how each kind of result goes back into
+    the EHR (the write-back routes, with the reason)."""
     setup_logging(common.verbose)
-    cfg = common.server_config(server, results_server=results_server)
+    file = ConfigFile.read(common.config)
+    cfg = common.server_config(server, file, results_server=results_server)
+    writeback = load_writeback(file)
     with open_servers(cfg) as servers:
-        read_mode = read_mode_finding(servers.source, cfg, servers.source.r4_capabilities())
+        statement = servers.source.r4_capabilities()
+        read_mode = read_mode_finding(servers.source, cfg, statement)
+        routes = plan_routes(statement, writeback, one_server=not servers.split, catalog=common.catalog(ctx))
         if servers.split:
-            findings = _source_findings(servers.source) + _results_findings(servers.results, cfg)
+            findings = _source_findings(servers.source, statement) + _results_findings(servers.results, cfg)
         else:
-            findings = _source_findings(servers.source, cfg)
+            findings = _source_findings(servers.source, statement, cfg)
         findings.append(read_mode)
+    findings += _route_findings(routes)
     plan = roles(cfg)
     if common.as_json:
         emit_json(
@@ -103,6 +116,9 @@ def check(server: ServerOption = None, results_server: ResultsServerOption = Non
                 "server": cfg.base_url,
                 "results_server": cfg.results_url,
                 "roles": [{"role": r, "server": url, "does": why} for r, url, why in plan],
+                "routes": [
+                    {"kind": c.kind, "route": c.route, "reason": c.reason, "problem": c.problem} for c in routes.choices
+                ],
                 "checks": [{"check": c, "ok": ok, "detail": d} for c, ok, d in findings],
             }
         )
@@ -114,20 +130,40 @@ def check(server: ServerOption = None, results_server: ResultsServerOption = Non
         ]
         title = f"FHIR server {cfg.base_url}" if not cfg.two_servers else "FHIR servers (source, results store)"
         emit_table(title, ("check", "result", "detail"), rows, console=out)
+        emit_table(
+            "Write-back into the EHR",
+            ("kind", "route", "why"),
+            [(c.kind, c.route, c.reason + (f"; PROBLEM: {c.problem}" if c.problem else "")) for c in routes.choices],
+            console=out,
+        )
     raise typer.Exit(0 if all(ok or _is_write_capability(name) for name, ok, _ in findings) else 1)
 
 
-def _source_findings(client: FhirClient, writes: ServerConfig | None = None) -> list[tuple[str, bool, str]]:
+def _route_findings(routes: RoutePlan) -> list[tuple[str, bool, str]]:
+    """One line per kind of result: its route and why; a route the EHR does not offer fails (exit 1)."""
+    return [
+        (f"write-back {c.kind}", c.problem is None, c.reason if c.problem is None else f"{c.route}: {c.problem}")
+        for c in routes.choices
+    ]
+
+
+def _source_findings(
+    client: FhirClient, statement: dict[str, Any], writes: ServerConfig | None = None
+) -> list[tuple[str, bool, str]]:
     """The source's checks; with ``writes`` (one server) its write checks and write mode too."""
-    statement = client.r4_capabilities()
     findings = _capability_findings(statement)
     if writes is None:  # two servers: only what reading needs, each line named for the source
         keep = ("FHIR version", "search responses")
         return [(f"source: {n}", ok, d) for n, ok, d in findings if n in keep] + [
-            _named("source", _credentials_finding(client))
+            _named("source", _credentials_finding(client, statement))
         ]
     plan = choose_write_mode(statement, writes.write_mode)
-    return [*findings, ("write mode", True, f"{plan.mode}: {plan.reason}"), _credentials_finding(client)]
+    return [
+        *findings,
+        _observation_create(statement),
+        ("write mode", True, f"{plan.mode}: {plan.reason}"),
+        _credentials_finding(client, statement),
+    ]
 
 
 def _results_findings(client: FhirClient, cfg: ServerConfig) -> list[tuple[str, bool, str]]:
@@ -135,10 +171,26 @@ def _results_findings(client: FhirClient, cfg: ServerConfig) -> list[tuple[str, 
     statement = client.r4_capabilities()
     skip = ("search responses",)
     findings = [(f"results store: {n}", ok, d) for n, ok, d in _capability_findings(statement) if n not in skip]
+    findings.append(_named("results store", _observation_create(statement)))
     plan = choose_write_mode(statement, cfg.results_settings().write_mode)
     findings.append(("results store: write mode", True, f"{plan.mode}: {plan.reason}"))
     findings.append(_named("results store", _results_credentials(client)))
     return findings
+
+
+def _observation_create(statement: dict[str, Any]) -> tuple[str, bool, str]:
+    """Where results are written, Observation create (or update) must be offered: a server that lists
+    neither refuses every score (the fault today's check missed: it read only conditional writes)."""
+    caps = ehr_capabilities(statement)
+    offered = (
+        caps.can("Observation", "create")
+        or caps.can("Observation", "update")
+        or caps.conditional_update.get("Observation", False)
+    )
+    detail = "Observation create or update offered (interaction 'create'/'update', or conditional update)"
+    if not offered:
+        detail = "Observation create and update NOT offered: every score would be refused here (use --results-server)"
+    return ("write Observations", offered, detail)
 
 
 def _named(role: str, finding: tuple[str, bool, str]) -> tuple[str, bool, str]:
@@ -150,14 +202,8 @@ def _is_write_capability(name: str) -> bool:
 
 
 def _results_credentials(client: FhirClient) -> tuple[str, bool, str]:
-    """Raises AuthError (exit 2) when the results store refuses our credentials, like every other command."""
-    try:
-        client.request("GET", "Observation", params={"_count": "1", "_summary": "count"})
-    except AuthError:
-        raise
-    except FhirServerError as exc:
-        return ("credentials", False, f"search refused: HTTP {exc.status}")
-    return ("credentials", True, f"auth '{client.config.auth.kind}' accepted for an Observation search")
+    """Raises AuthError (exit 2) when the results store refuses our credentials (401), like every other command."""
+    return _probe(client, "Observation", {"_count": "1", "_summary": "count"}, "an Observation search")
 
 
 # Missing, these only change the write mode (the "write mode" line says which and why).
@@ -195,15 +241,35 @@ def _capability_findings(statement: dict[str, Any]) -> list[tuple[str, bool, str
     return findings
 
 
-def _credentials_finding(client: FhirClient) -> tuple[str, bool, str]:
-    """Raises AuthError (exit 2) when the server refuses our credentials, like every other command."""
+def _credentials_finding(client: FhirClient, statement: dict[str, Any]) -> tuple[str, bool, str]:
+    """Probe the credentials with a request the server's read mode allows (not one it refuses by design).
+
+    A server that searches QuestionnaireResponses server-wide is probed with that search; one that
+    scopes it per patient (Epic) with a count-only Patient search, else /metadata stands alone.
+    Raises AuthError (exit 2) on 401, like every other command; a 403 is reported, not a stop.
+    """
+    caps = ehr_capabilities(statement)
+    if caps.searches_by("QuestionnaireResponse", "questionnaire"):
+        return _probe(
+            client, "QuestionnaireResponse", {"_count": "1", "_summary": "count"}, "a QuestionnaireResponse search"
+        )
+    if caps.can("Patient", "search-type"):
+        return _probe(
+            client, "Patient", {"_count": "1", "_summary": "count"}, "a Patient search (responses are read per patient)"
+        )
+    return ("credentials", True, f"auth '{client.config.auth.kind}': /metadata only (no search offered to probe with)")
+
+
+def _probe(client: FhirClient, resource_type: str, params: dict[str, str], what: str) -> tuple[str, bool, str]:
     try:
-        client.request("GET", "QuestionnaireResponse", params={"_count": "1", "_summary": "count"})
-    except AuthError:
-        raise
+        client.request("GET", resource_type, params=params)
+    except AuthError as exc:
+        if exc.status == 401 or exc.status is None:
+            raise
+        return ("credentials", False, f"{what} refused: HTTP {exc.status} (a scope or a rule of the server)")
     except FhirServerError as exc:
-        return ("credentials", False, f"search refused: HTTP {exc.status}")
-    return ("credentials", True, f"auth '{client.config.auth.kind}' accepted for a QuestionnaireResponse search")
+        return ("credentials", False, f"{what} refused: HTTP {exc.status}")
+    return ("credentials", True, f"auth '{client.config.auth.kind}' accepted for {what}")
 
 
 # ---------------------------------------------------------------- publish
@@ -350,7 +416,12 @@ def sync(
             )
             _finish_export(exported, common.as_json, state, common.config)
         options = SyncOptions(
-            since=since, patient=patient, instruments=tuple(instrument or ()), dry_run=dry_run, security=labels
+            since=since,
+            patient=patient,
+            instruments=tuple(instrument or ()),
+            dry_run=dry_run,
+            security=labels,
+            writeback=load_writeback(file),
         )
         report = _run_with_progress(cfg, catalog, store, options, mode)
     listing = follow_up("failures", report.server, state=state, config=common.config, results=report.results_server)
@@ -442,6 +513,10 @@ def _print_report(report: SyncReport, as_json: bool, failures_command: str) -> N
         say(f"{report.write_mode} ({report.write_mode_reason})", "write mode")
     if report.patients is not None:
         say(f"per patient: {report.patients_read} of {report.patients} patients read", "read mode")
+    for line in report.writeback:
+        say(line, "write-back")
+    if report.ehr_written:
+        say(f"{report.ehr_written} resource(s) created or replaced in the EHR", "write-back")
     if report.outstanding:
         say(f"outstanding failures: {len(report.outstanding)} ({failures_command} lists them)")
     if as_json:

@@ -190,7 +190,7 @@ class SyncSession:
         return sent + (self._results.requests_sent if self._results is not self._client else 0)
 
     def _learn(self, report: SyncReport) -> ServerPlan:
-        plan = plan_server(self._client, self._instruments, self._options, report, self._results)
+        plan = plan_server(self._client, self._instruments, self._options, report, self._results, self._catalog)
         self._plan = plan if plan.looked_up else None
         return plan
 
@@ -216,7 +216,7 @@ def process_stream(
     """
     key = ServerPair(client.base_url, (results or client).base_url)
     report = report if report is not None else new_report(key, options.dry_run)
-    plan = plan_server(client, covered_instruments(catalog, options), options, report, results)
+    plan = plan_server(client, covered_instruments(catalog, options), options, report, results, catalog)
     with Pipeline(client, catalog, store, options, plan, report, on_progress=on_progress, results=results) as pipeline:
         pipeline.write_all(chunks)
     report.outstanding = store.outstanding(key)
@@ -247,7 +247,7 @@ class ExternalWrites:
         *,
         results: FhirClient | None = None,
     ) -> None:
-        plan = plan_server(client, covered_instruments(catalog, options), options, report, results)
+        plan = plan_server(client, covered_instruments(catalog, options), options, report, results, catalog)
         self._pipeline = Pipeline(client, catalog, store, options, plan, report, results=results)
 
     def pending(self, responses: list[dict[str, Any]]) -> list[PendingWrite]:

@@ -42,6 +42,7 @@ from ..scoring.observations import build_observation, observation_identifier_for
 from .state import LedgerEntry, ServerPair, StateStore
 from .sync_plan import ServerPlan
 from .sync_report import SyncFailure, SyncOptions, SyncReport, warn
+from .writeback import EhrWriter, Landed
 from .writes import PendingWrite, Writer, Written
 
 __all__ = ["SEARCH", "Pipeline"]
@@ -88,6 +89,11 @@ class Pipeline(Closing):
         self._writer = Writer(self._results, plan.write.mode)
         self.report = report
         report.write_mode, report.write_mode_reason = plan.write.mode, plan.write.reason
+        self._ehr: EhrWriter | None = None
+        if plan.routes is not None:
+            report.writeback = [c.line() for c in plan.routes.choices]
+            if plan.routes.writes_to_ehr and not options.dry_run:
+                self._ehr = EhrWriter(client, self._results, catalog, store, plan.routes, self._server)
         self._relabel = relabel
         self._on_progress = on_progress or (lambda _report: None)
         self._incomplete = False  # a response of this run did not land (a write failed, an id was refused)
@@ -136,7 +142,13 @@ class Pipeline(Closing):
         return writes
 
     def settle(self, results: list[Written]) -> None:
-        """Count and record what the server confirmed (and what it did not), then release those claims."""
+        """Count and record what the server confirmed (and what it did not), then release those claims.
+
+        With write-back routes, what landed in the results store is then written into the EHR
+        (:meth:`_write_back`): a response is recorded as written only when both landed; an EHR
+        refusal is a write failure with the EHR's reason (listed by ``failures``, retried next run).
+        """
+        results = self._write_back(results)
         ledger = []
         for write, error in results:
             subject = self._subjects_by_id.pop(write.response_id, None)
@@ -183,6 +195,20 @@ class Pipeline(Closing):
                 self._settle_done(done)
             in_flight.add(pool.submit(self._writer.write, batch))
         return in_flight
+
+    def _write_back(self, results: list[Written]) -> list[Written]:
+        """Write the landed Observations' routes into the EHR; an EHR failure becomes the write's failure."""
+        if self._ehr is None:
+            return results
+        landed = [
+            Landed(w.response_id, w.observation, w.outcome == "retracted") for w, error in results if error is None
+        ]
+        if not landed:
+            return results
+        before = self._ehr.written
+        failed = self._ehr.write(landed)
+        self.report.ehr_written += self._ehr.written - before
+        return [(w, failed.get(w.response_id) if error is None else error) for w, error in results]
 
     def _settle_done(self, done: Iterable[Future[list[Written]]]) -> None:
         for future in done:

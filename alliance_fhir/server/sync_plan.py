@@ -18,8 +18,9 @@ from dataclasses import dataclass
 
 from ..errors import FhirServerError, UnexpectedResponse
 from ..fhirclient.client import FhirClient
-from ..instruments.catalog import Instrument
+from ..instruments.catalog import Catalog, Instrument
 from .sync_report import SyncOptions, SyncReport, warn
+from .writeback_plan import RoutePlan, plan_routes
 from .writes import WritePlan, choose_write_mode
 
 __all__ = ["ServerPlan", "plan_server"]
@@ -32,6 +33,7 @@ class ServerPlan:
     write: WritePlan
     our_ids: Mapping[str, str]  # server id of one of our Questionnaires -> its url|version
     looked_up: bool  # False: the Questionnaire lookup failed (the run warned); a kept plan is not worth keeping
+    routes: RoutePlan | None = None  # write-back into the EHR (None: the results store only)
 
     def questionnaire_values(self, server: str) -> list[str]:
         """Our Questionnaires by literal reference, relative and on ``server``'s base URL (for the search)."""
@@ -46,12 +48,17 @@ def plan_server(
     options: SyncOptions,
     report: SyncReport,
     results: FhirClient | None = None,
+    catalog: Catalog | None = None,
 ) -> ServerPlan:
     """Refuse a server that is not FHIR R4; choose the write mode; learn our Questionnaires' ids.
 
     ``client`` is the source (our Questionnaires' ids are its own: its responses refer to them);
     the write mode is the results store's (``results``; the source itself when None), read from
     its own CapabilityStatement, which must be R4 too.
+
+    With ``options.writeback``, the write-back routes into the source are planned from the
+    source's CapabilityStatement (:func:`.writeback_plan.plan_routes`; ``catalog`` checks a
+    flowsheet map).
 
     A lookup that fails for a server reason is a warning in ``report`` (responses referring to
     our Questionnaires by id are then not searched), not a failed run.
@@ -65,6 +72,9 @@ def plan_server(
     lookup = {"url": ",".join(urls), "_elements": "url,version", "_count": "200"}
     statement, ours = client.r4_capabilities_and_search("Questionnaire", lookup)
     store = client if results is None else results
+    routes = None
+    if options.writeback is not None:
+        routes = plan_routes(statement, options.writeback, one_server=store is client, catalog=catalog)
     if store is not client:
         statement = store.r4_capabilities()
     write = choose_write_mode(statement, options.write_mode or store.config.write_mode)
@@ -84,5 +94,5 @@ def plan_server(
             "Questionnaire",
             f"our Questionnaires could not be looked up ({exc}); responses referring to them by id are not searched",
         )
-        return ServerPlan(write, ids, looked_up=False)
-    return ServerPlan(write, ids, looked_up=True)
+        return ServerPlan(write, ids, looked_up=False, routes=routes)
+    return ServerPlan(write, ids, looked_up=True, routes=routes)

@@ -15,6 +15,7 @@ from typing import Any
 from .._security import NO_LABELS, SecurityLabels
 from ..fhirclient.config import WriteMode
 from .state import OutstandingFailure
+from .writeback_plan import WritebackSettings
 
 __all__ = ["SyncFailure", "SyncOptions", "SyncReport", "warn"]
 
@@ -33,6 +34,7 @@ class SyncOptions:
     tag: dict[str, str] | None = None  # only responses with this meta.tag; the Observations carry it too
     write_mode: WriteMode | None = None  # None: the config's
     security: SecurityLabels = NO_LABELS  # meta.security of every Observation written (docs/hiding-results.md)
+    writeback: WritebackSettings | None = None  # [writeback]: routes into the EHR (None: none, as before)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +77,9 @@ class SyncReport:
     # sync --patients: the patients listed and those read to the end (in as_dict only then)
     patients: int | None = None
     patients_read: int = 0
+    # write-back into the EHR: the routes (as check prints them) and the resources created or replaced there
+    writeback: list[str] = field(default_factory=list)
+    ehr_written: int = 0
 
     @property
     def ok(self) -> bool:
@@ -85,6 +90,7 @@ class SyncReport:
         lists = ("failures", "warnings", "unattributed", "outstanding")
         hidden = ("subjects", "write_failures") + (() if self.results_server else ("results_server",))
         hidden += () if self.patients is not None else ("patients", "patients_read")
+        hidden += () if self.writeback else ("writeback", "ehr_written")
         data = {k: v for k, v in vars(self).items() if k not in lists and k not in hidden}
         for name in lists[:3]:
             data[name] = [{"resource": f.resource, "reason": f.reason} for f in getattr(self, name)]

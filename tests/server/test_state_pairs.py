@@ -59,7 +59,7 @@ def _at_version_6(location: str | Path) -> None:
 def test_a_version_6_state_is_upgraded_in_place_each_row_its_own_results_store(location):
     _at_version_6(location)
     with StateStore(location) as store:
-        assert store.schema_version() == 7 == MIGRATIONS[-1].version
+        assert store.schema_version() == 8 == MIGRATIONS[-1].version
         one = ServerPair(EHR, EHR)
         assert store.checkpoint(one) == store.checkpoint(EHR) == "2026-11-01T09:00:00Z"
         assert store.lookup(EHR, ["qr-ok"])["qr-ok"].observation_identifier == "obs-1"

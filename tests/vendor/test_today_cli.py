@@ -1,4 +1,4 @@
-"""Today's ``check`` and ``sync`` against the vendor-shaped servers (before issue 26's routes exist).
+"""``check`` and ``sync`` against the vendor-shaped servers, one server each (no results store).
 
 These record what the commands do now: ``check`` says per profile what it finds, and ``sync``
 against the Epic profile fails loudly (non-zero exit, one line per failure) instead of reporting
@@ -41,25 +41,26 @@ def test_check_on_the_open_profile_finds_everything_sync_needs(vendor_server):
             "search responses",
             "conditional update",
             "conditional create",
+            "write Observations",
             "write mode",
             "credentials",
             "read mode",
+            "write-back scores",
+            "write-back signals",
         ],
         True,
     )
 
 
 @pytest.mark.parametrize("name", ["meditech", "athena", "openemr"])
-def test_check_today_sees_no_transactions_or_conditional_writes_but_misses_the_refused_observation_create(
-    vendor_server, name
-):
-    """Today's check passes these servers with write mode 'search', although they refuse Observation
-    create (their profiles): it does not read the Observation interactions. Issue 26's route
-    planning (another part) is what closes this; the sync of these profiles then fails per response."""
+def test_check_on_one_server_that_refuses_observation_create_fails_and_says_so(vendor_server, name):
+    """(B1, fixed) check reads the Observation interactions: these servers offer no Observation create,
+    so as their own results store they would refuse every score: "write Observations" fails (exit 1)."""
     code, found = checks(vendor_server(name).url)
-    assert code == 0
+    assert code == 1
+    assert found["write Observations"] is False
     assert (found["transactions"], found["conditional update"], found["conditional create"]) == (False, False, False)
-    assert found["search responses"] and found["write mode"] and found["credentials"]
+    assert found["credentials"]
 
 
 def test_check_on_oracle_misses_a_server_wide_response_search(vendor_server):
@@ -68,13 +69,15 @@ def test_check_on_oracle_misses_a_server_wide_response_search(vendor_server):
     assert found["search responses"] is False and found["transactions"] is False
 
 
-def test_check_on_epic_stops_at_the_refused_server_wide_search_with_one_line(vendor_server):
-    """Today's credentials probe is a server-wide QuestionnaireResponse search; Epic refuses it (403),
-    which check reports as one error line and exit 2 instead of its table."""
-    run = cli("check", "--server", vendor_server("epic").url)
-    assert run.returncode == 2
-    lines = run.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:") and "patient=" in lines[0]
+def test_check_on_epic_probes_credentials_per_patient_and_prints_its_table(vendor_server):
+    """(B2, fixed) the credentials probe follows the read mode: Epic searches responses per patient, so the
+    probe is a count-only Patient search, which Epic allows. check prints its table and the plan instead of
+    stopping at a refused server-wide search (exit 1: no server-wide response search, another part's read mode)."""
+    run = cli("check", "--server", vendor_server("epic").url, "--json")
+    assert run.returncode == 1
+    found = {c["check"]: (c["ok"], c["detail"]) for c in json.loads(run.stdout)["checks"]}
+    assert found["credentials"][0] is True and "Patient search" in found["credentials"][1]
+    assert found["search responses"][0] is False
 
 
 @pytest.fixture

@@ -17,7 +17,8 @@ stores, each with its own tables:
 - ``bulk_jobs`` (:mod:`.bulk_jobs`): backfill's export job and files done;
 - ``settings`` (:mod:`.settings_store`): named values (webhook secret, report-link key, labels applied);
 - ``read_checkpoints`` (:mod:`.read_checkpoints`): per-patient and per-Group-export checkpoints;
-- ``replay`` (:mod:`.replay`): CDS token ids seen, and the signatures of serve's signed notifications.
+- ``replay`` (:mod:`.replay`): CDS token ids seen, and the signatures of serve's signed notifications;
+- ``ehr_writes`` (:mod:`.ehr_writes`): what was written back into the EHR, per identifier.
 
 Every timestamp of ours is written as :func:`alliance_fhir._time.stamp`. The store's older
 method names (``record``, ``inbox_add``, ``bulk_job``, ``setting``, ...) still work and delegate;
@@ -34,6 +35,7 @@ from ..._closing import Closing
 from .._statedb import Database, open_database
 from .bulk_jobs import BulkJob, BulkJobs
 from .claims import Claims
+from .ehr_writes import EhrWrite, EhrWrites, EhrWriteStatus
 from .inbox import Inbox, InboxItem
 from .ledger import (
     FAILURE_OUTCOMES,
@@ -53,6 +55,8 @@ from .settings_store import NamedSettings
 
 __all__ = [
     "BulkJob",
+    "EhrWrite",
+    "EhrWriteStatus",
     "FAILURE_OUTCOMES",
     "InboxItem",
     "LedgerEntry",
@@ -89,6 +93,7 @@ class StateStore(Closing):
         self.settings = NamedSettings(self._db)
         self.replay = TokenReplay(self._db)
         self.read_checkpoints = ReadCheckpoints(self._db)
+        self.ehr_writes = EhrWrites(self._db)
 
     @property
     def dialect(self) -> str:
@@ -107,6 +112,7 @@ class StateStore(Closing):
             self.inbox.forget(server)
             self.bulk_jobs.forget(server)
             self.read_checkpoints.forget(server)
+            self.ehr_writes.forget(server)
 
     # ------------------------------------------------------------ the names from before the split
     # Each delegates to its feature store; callers move to the store (``store.ledger.record``).

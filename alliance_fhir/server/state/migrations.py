@@ -200,6 +200,26 @@ MIGRATIONS: tuple[Migration, ...] = (
         "two servers: checkpoint, ledger, inbox and export job keyed by the source and the results store",
         tuple(sql for spec in _PAIRED for sql in _paired(*spec)),
     ),
+    Migration(
+        8,
+        "write-back into the EHR: one write-once entry per deterministic identifier (the EHR's id, a digest)",
+        (
+            """CREATE TABLE IF NOT EXISTS ehr_write (
+            server TEXT NOT NULL,
+            results_server TEXT NOT NULL,
+            identifier TEXT NOT NULL,
+            route TEXT NOT NULL,
+            resource_type TEXT NOT NULL,
+            status TEXT NOT NULL,
+            resource_id TEXT,
+            version_id TEXT,
+            digest TEXT,
+            response_id TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            PRIMARY KEY (server, results_server, identifier)
+        )""",
+        ),
+    ),
 )
 
 
