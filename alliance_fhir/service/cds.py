@@ -37,8 +37,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -55,10 +54,8 @@ from .._refs import parse_reference, valid_id
 from ..errors import AllianceFhirError, CdsAuthError
 from ..fhirclient.client import FhirClient
 from ..instruments.catalog import Catalog
-from ..server.people import fetch_names
-from ..server.signal_sync import fetch_scores
 from ..server.state import StateStore
-from ..signals.cards import alliance_cards, open_issues, split_evidence
+from ..signals.cards import alliance_cards
 from ..signals.names import Names
 from ..signals.prompts import PromptSet, load_prompts
 from ..signals.report import render_report
@@ -66,6 +63,7 @@ from ..signals.rules import detect_signals
 from ..signals.trajectory import Trajectories, build_trajectories, context_from_encounters, unbundle
 from .body import RequestRefused, read_json
 from .cds_auth import CdsSettings, TokenVerifier
+from .cds_read import PatientReader, with_joint_sessions
 from .metrics import ServeMetrics
 from .report_links import ReportLinks
 
@@ -139,6 +137,7 @@ class CdsService:
     deadline_seconds: float = 3.0
     on_track_cards: bool = True
     prompts: PromptSet | None = None
+    reader: PatientReader | None = None  # None: every hook without prefetch reads the server
 
     @classmethod
     def build(
@@ -162,6 +161,7 @@ class CdsService:
             settings.hook_deadline_seconds,
             settings.on_track_cards,
             _prompt_set(settings),
+            PatientReader(client, catalog, store.cds_summaries, settings.stored_read_max_age_seconds),
         )
 
     def count(self, outcome: str) -> None:
@@ -196,59 +196,28 @@ class CdsService:
             raise CannotServe("fhirServer is not the FHIR server this service scores")
         patient = f"Patient/{patient_id}"
         started = time.perf_counter()
-        from_prefetch = _prefetched(request.get("prefetch"), patient)
+        prefetch = request.get("prefetch")
+        from_prefetch = _prefetched(prefetch, patient)
         if from_prefetch is not None:
             observations, encounters, issues = from_prefetch
+            _on_time(deadline)
+            observations, encounters = with_joint_sessions(self.client, observations, encounters, issues, patient)
+            _on_time(deadline)
+            trajectories = build_trajectories(observations, self.catalog, context_from_encounters(encounters))
+            names = self._prefetched_names(patient, prefetch)
             where = "prefetch"
         else:
-            # the two reads at once: the hook's latency is the slower of them, not their sum
-            with ThreadPoolExecutor(max_workers=1) as pool:
-                pending = pool.submit(self._issues, patient)
-                observations, encounters = fetch_scores(self.client, patient)
-                issues = pending.result()
-            where = "FHIR server"
-        _on_time(deadline)
-        observations, encounters = self._with_joint_sessions(observations, encounters, issues, patient)
-        _on_time(deadline)
-        trajectories = build_trajectories(observations, self.catalog, context_from_encounters(encounters))
-        names = self._names(trajectories, patient, request.get("prefetch") if from_prefetch is not None else None)
+            read, where = self._reader().read(patient)
+            _on_time(deadline)
+            trajectories, names = read.trajectories(self.catalog), Names(read.names)
         _on_time(deadline)
         cards = self.cards(trajectories, patient, str(request.get("hookInstance", "")), names)
         seconds = time.perf_counter() - started
         logger.info("patient-view: %d card(s) from the %s in %.0f ms", len(cards), where, 1000 * seconds)
         if self.metrics is not None:
-            self.metrics.cds_latency.labels("prefetch" if from_prefetch is not None else "fhir-server").observe(seconds)
+            self.metrics.cds_latency.labels(where.replace(" ", "-").lower()).observe(seconds)
         self.count("cards" if cards else "no_cards")
         return {"cards": cards}
-
-    def _with_joint_sessions(
-        self,
-        observations: list[dict[str, Any]],
-        encounters: list[dict[str, Any]],
-        issues: Sequence[dict[str, Any]],
-        patient: str,
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """The patient's scores plus the other members' scores that our open split issues cite.
-
-        A split alliance compares every member of a joint session, so one client's scores cannot
-        show it. Its DetectedIssue is not shown as such (anyone who can write to the server can
-        write one): it only says which scores to read. They are read from our server with our
-        credentials, and the split is detected again from them; a card appears only when that
-        detection finds the same open signal.
-        """
-        wanted = split_evidence(open_issues(issues, patient).values(), self.client.base_url)
-        have = {str(o.get("id")) for o in observations}
-        missing = sorted(wanted - have)
-        if not missing:
-            return observations, encounters
-        params = {
-            "_id": ",".join(missing),
-            "identifier": f"{IDENTIFIER_SYSTEM}|",
-            "_include": "Observation:encounter",
-            "_count": str(len(missing)),
-        }
-        more, their_encounters = unbundle(self.client.search_pages("Observation", params))
-        return observations + more, encounters + their_encounters
 
     def cards(self, trajectories: Trajectories, patient: str, hook_instance: str, names: Names) -> list[dict[str, Any]]:
         signals = detect_signals(trajectories)
@@ -263,17 +232,17 @@ class CdsService:
             on_track=self.on_track_cards,
         )
 
-    def _names(self, trajectories: Trajectories, patient: str, prefetch: Any) -> Names:
-        """The people's names: from the prefetch when the scores came from it (the client, and the user, who
-        is usually the therapist: no extra round trip), else read with the scores' therapists (one search per type).
-        """
-        if isinstance(prefetch, dict):
-            people = [r for r in (prefetch.get("patient"), prefetch.get("user")) if isinstance(r, dict)]
-            if not _is_patient(people[0] if people else None, patient):
-                people = [r for r in people if r.get("resourceType") != "Patient"]
-            return Names.from_resources(people)
-        wanted = [patient, *sorted({s.focus for s in trajectories.for_subject(patient) if s.focus})]
-        return fetch_names(self.client, wanted)
+    def _prefetched_names(self, patient: str, prefetch: dict[str, Any]) -> Names:
+        """The people's names from the prefetch (the client, and the user, who is usually the therapist:
+        no extra round trip); a prefetched Patient counts only when it is the patient of the call."""
+        people = [r for r in (prefetch.get("patient"), prefetch.get("user")) if isinstance(r, dict)]
+        if not _is_patient(people[0] if people else None, patient):
+            people = [r for r in people if r.get("resourceType") != "Patient"]
+        return Names.from_resources(people)
+
+    def _reader(self) -> PatientReader:
+        """The one way the hook and the report read a patient without prefetch (the stored reads, else the server)."""
+        return self.reader or PatientReader(self.client, self.catalog)
 
     def report(self, token: str, *, as_of: datetime | None = None) -> bytes | None:
         """The HTML report a link token opens; None when the token is not (or no longer) valid.
@@ -289,11 +258,8 @@ class CdsService:
         patient = self.links.patient(token)
         if patient is None:
             return None
-        observations, encounters = fetch_scores(self.client, patient)
-        issues = self._issues(patient)
-        observations, encounters = self._with_joint_sessions(observations, encounters, issues, patient)
-        trajectories = build_trajectories(observations, self.catalog, context_from_encounters(encounters))
-        names = self._names(trajectories, patient, None)
+        read, _ = self._reader().read(patient)
+        trajectories, names = read.trajectories(self.catalog), Names(read.names)
         when = as_of or datetime.now(UTC)
         return render_report(
             "html",
@@ -304,10 +270,6 @@ class CdsService:
             as_of=when,
             prompts=self.prompts,
         )
-
-    def _issues(self, patient: str) -> list[dict[str, Any]]:
-        params = {"patient": patient, "identifier": f"{SIGNAL_IDENTIFIER_SYSTEM}|", "_count": "100"}
-        return list(self.client.search("DetectedIssue", params))
 
 
 def _is_patient(resource: Any, patient: str) -> bool:

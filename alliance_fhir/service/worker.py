@@ -35,7 +35,7 @@ from ..errors import AllianceFhirError
 from ..fhirclient.client import FhirClient
 from ..instruments.catalog import Catalog
 from ..server.signal_sync import run_signals
-from ..server.state import InboxItem, StateStore
+from ..server.state import InboxItem, StateStore, patient_keys
 from ..server.sync import SyncOptions, SyncReport, SyncSession
 from .hints import Hint
 from .metrics import ServeMetrics
@@ -415,9 +415,11 @@ class Worker:
 
     def _signals_of(self, subject: str) -> None:
         try:
-            run_signals(
+            report, _, _ = run_signals(
                 self.client, self.catalog, patient=subject, tag=self.options.tag, security=self.options.security
             )
+            if report.written or report.withdrawn:  # the CDS hook's stored read of this patient is out of date
+                self.store.cds_summaries.changed(self.server, patient_keys([subject], self.server))
         except AllianceFhirError as exc:
             self.metrics.signals.labels("error").inc()
             logger.warning("signals of one patient could not be updated: %s", exc)

@@ -16,7 +16,8 @@ stores, each with its own tables:
 - ``inbox`` (:mod:`.inbox`): serve's notified responses;
 - ``bulk_jobs`` (:mod:`.bulk_jobs`): backfill's export job and files done;
 - ``settings`` (:mod:`.settings_store`): named values (webhook secret, report-link key, labels applied);
-- ``replay`` (:mod:`.replay`): CDS token ids seen.
+- ``replay`` (:mod:`.replay`): CDS token ids seen;
+- ``cds_summaries`` (:mod:`.cds_summaries`): the CDS hook's stored reads and patients' results changes.
 
 Every timestamp of ours is written as :func:`alliance_fhir._time.stamp`. The store's older
 method names (``record``, ``inbox_add``, ``bulk_job``, ``setting``, ...) still work and delegate;
@@ -32,6 +33,7 @@ from pathlib import Path
 from ..._closing import Closing
 from .._statedb import Database, open_database
 from .bulk_jobs import BulkJob, BulkJobs
+from .cds_summaries import CdsSummaries, patient_keys
 from .claims import Claims
 from .inbox import Inbox, InboxItem
 from .ledger import (
@@ -61,6 +63,7 @@ __all__ = [
     "UNREADABLE",
     "UNREAD_VERSION",
     "failure_reference",
+    "patient_keys",
 ]
 
 
@@ -82,6 +85,7 @@ class StateStore(Closing):
         self.bulk_jobs = BulkJobs(self._db)
         self.settings = NamedSettings(self._db)
         self.replay = TokenReplay(self._db)
+        self.cds_summaries = CdsSummaries(self._db)
 
     @property
     def dialect(self) -> str:
@@ -94,9 +98,10 @@ class StateStore(Closing):
         return schema_version(self._db)
 
     def reset(self, server: str) -> None:
-        """Forget everything about one server (checkpoint, ledger, inbox, export job) in one transaction."""
+        """Forget everything about one server (checkpoint, ledger, inbox, export job, CDS reads) in one transaction."""
         with self._db.transaction():
             self.ledger.forget(server)
+            self.cds_summaries.forget(server)
             self.inbox.forget(server)
             self.bulk_jobs.forget(server)
 

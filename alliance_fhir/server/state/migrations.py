@@ -144,6 +144,28 @@ MIGRATIONS: tuple[Migration, ...] = (
         "one timestamp format: our stamps rewritten as fixed-width UTC microseconds with Z",
         tuple(sql for table, column in _OLD_STAMPS for sql in _restamp(table, column)),
     ),
+    Migration(
+        7,
+        "CDS Hooks: patients' results changes and the hook's stored reads",
+        (
+            """CREATE TABLE IF NOT EXISTS cds_change (
+            server TEXT NOT NULL,
+            patient TEXT NOT NULL,
+            generation INTEGER NOT NULL,
+            PRIMARY KEY (server, patient)
+        )""",
+            """CREATE TABLE IF NOT EXISTS cds_summary (
+            server TEXT NOT NULL,
+            patient TEXT NOT NULL,
+            seen TEXT NOT NULL,
+            filled_at TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            PRIMARY KEY (server, patient)
+        )""",
+            "CREATE INDEX IF NOT EXISTS cds_change_latest ON cds_change (server, generation)",
+            "CREATE INDEX IF NOT EXISTS cds_summary_age ON cds_summary (filled_at)",
+        ),
+    ),
 )
 
 
