@@ -259,25 +259,31 @@ def _call(
 
 def _table(calls: list[Call], concurrency: int) -> None:
     print(
-        f"| variant | n | late (412) | p50 ms | p95 ms | max ms | first views: n, max ms | goal p95 < {GOAL_P95_MS:.0f} ms |"
+        f"| variant | n | late (412) | p50 ms | p95 ms | max ms | first views: n, max ms | repeat views p95 ms | goal p95 < {GOAL_P95_MS:.0f} ms |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for callers in (1, concurrency):
         for variant in VARIANTS:
             key = f"{variant}, {callers} caller(s)"
             times = sorted(c.ms for c in calls if c.variant == key)
             if not times:
-                print(f"| {key} | 0 | | | | | | (no call in this phase) |")
+                print(f"| {key} | 0 | | | | | | | (no call in this phase) |")
                 continue
             firsts = [c.ms for c in calls if c.variant == key and c.first_view]
-            p95 = times[max(0, -(-95 * len(times) // 100) - 1)]
+            p95 = _p95(times)
+            repeats = sorted(c.ms for c in calls if c.variant == key and not c.first_view)
             met = "met" if p95 < GOAL_P95_MS else f"MISSED by {p95 - GOAL_P95_MS:.0f} ms"
             first = f"{len(firsts)}, {max(firsts):.0f}" if firsts else "0"
             late = sum(1 for c in calls if c.variant == key and c.status != 200)
             print(
                 f"| {key} | {len(times)} | {late} | {statistics.median(times):.1f} | {p95:.1f} | {times[-1]:.1f} "
-                f"| {first} | {met} |"
+                f"| {first} | {_p95(repeats) if repeats else float('nan'):.1f} | {met} |"
             )
+
+
+def _p95(ordered: list[float]) -> float:
+    """The nearest-rank 95th percentile of sorted values."""
+    return ordered[max(0, -(-95 * len(ordered) // 100) - 1)]
 
 
 def _seed(fhir: str, n: int) -> int:
