@@ -34,7 +34,7 @@ THERAPIST_ROLE = {
     "id": "t1",
     "practitioner": {"reference": "Practitioner/pr1"},
 }
-PEOPLE = [
+PEOPLE: list[dict[str, Any]] = [
     {"resourceType": "Patient", "id": "c1", "name": [{"given": ["Robin"], "family": "Rupture"}]},
     THERAPIST_ROLE,
     {"resourceType": "Practitioner", "id": "pr1", "name": [{"given": ["Sam"], "family": "Stone"}]},
