@@ -1,8 +1,9 @@
 """The config file, read once: found, parsed and checked here; each layer validates its own table.
 
-One TOML file holds five tables. Each belongs to the layer that uses it and is validated by that
+One TOML file holds six tables. Each belongs to the layer that uses it and is validated by that
 layer's model: ``[server]`` and ``[auth]`` by the transport's ``ClientConfig`` (extended by
-``server/settings.py``), ``[labels]`` by ``server/labels.py``, ``[serve]`` and ``[cds]`` by the
+``server/settings.py``), ``[results]`` (with ``[results.auth]``: the results store) by its
+``ResultsConfig``, ``[labels]`` by ``server/labels.py``, ``[serve]`` and ``[cds]`` by the
 service. What they share lives here, below every layer: finding the file, parsing it once into a
 :class:`ConfigFile` that a command passes to each loader, refusing a table the file may not have,
 warning when it holds secrets others can read, and validating a table (with its environment
@@ -35,9 +36,14 @@ __all__ = [
 ]
 
 ENV_PREFIX = "ALLIANCE_FHIR_"
-TABLES = ("server", "auth", "serve", "cds", "labels")
+TABLES = ("server", "auth", "results", "serve", "cds", "labels")
 # The keys that hold secrets, by table: a file holding any of them should be private (chmod 600).
-SECRETS: dict[str, tuple[str, ...]] = {"auth": ("token", "password", "private_key"), "serve": ("webhook_secret",)}
+# A dotted name is a table inside a table ([results.auth]).
+SECRETS: dict[str, tuple[str, ...]] = {
+    "auth": ("token", "password", "private_key"),
+    "results.auth": ("token", "password", "private_key"),
+    "serve": ("webhook_secret", "event_signing_key"),
+}
 logger = logging.getLogger(__name__)
 Model = TypeVar("Model", bound=BaseModel)
 # Where each value of a model came from, by its location in the model: ("auth", "token") ->
@@ -100,10 +106,17 @@ class ConfigFile:
         held = [
             f"[{table}] {', '.join(found)}"
             for table, keys in SECRETS.items()
-            if (found := [key for key in keys if self.tables.get(table, {}).get(key)])
+            if (found := [key for key in keys if self._at(table).get(key)])
         ]
         if held and self.path is not None:
             warn_if_readable(self.path, f"holds secrets ({'; '.join(held)})")
+
+    def _at(self, dotted: str) -> Mapping[str, Any]:
+        """The table at a dotted name (``results.auth``), empty when absent or not a table."""
+        found: Any = self.tables
+        for part in dotted.split("."):
+            found = found.get(part, {}) if isinstance(found, Mapping) else {}
+        return found if isinstance(found, Mapping) else {}
 
 
 def _parse(path: Path) -> dict[str, Any]:
@@ -116,7 +129,7 @@ def _parse(path: Path) -> dict[str, Any]:
             kind = "table" if isinstance(value, dict) else "key"
             raise ConfigError(
                 f"config file {path}: unknown {kind} {'[' + key + ']' if kind == 'table' else repr(key)} "
-                "(the file has tables [server], [auth], [serve], [cds] and [labels] only)"
+                "(the file has tables [server], [auth], [results], [serve], [cds] and [labels] only)"
             )
         if not isinstance(value, dict):
             raise ConfigError(f"config file {path}: '{key}' must be a table ([{key}])")

@@ -60,6 +60,19 @@ def catalog() -> Catalog:
     return loaded
 
 
+@pytest.fixture(scope="session")
+def vendor_catalog() -> Catalog:
+    """The shipped instruments plus the two example form maps, named explicitly as a site names its own folder.
+
+    They live in ``form-maps/examples/``: shipped for reading, never loaded by default (the loader reads
+    ``form-maps/*.json`` only), so the shipped catalog itself has no form maps.
+    """
+    loaded = load_catalog([Path(__file__).resolve().parent.parent / "form-maps" / "examples"])
+    assert loaded.problems == []
+    assert sorted(m.id for m in loaded.forms) == ["epic-like-srs", "openemr-like-wai-sr"]
+    return loaded
+
+
 def _coding_for(catalog: Catalog, instrument_id: str, link: str, raw: float) -> dict[str, Any]:
     inst = catalog.get(instrument_id)
     spec = inst.items[link]

@@ -80,6 +80,10 @@ class FakeFhir:
             return _json(200, self.capabilities)
         if request.method == "GET" and "_getpages" in params:
             return self._page(params["_getpages"], int(params["_offset"]), int(params["_count"]))
+        if request.method == "GET" and path.partition("/")[0] in ("Group", "List") and "/" in path:  # read by id
+            rtype, _, rid = path.partition("/")
+            found = self.store[rtype].get(rid)
+            return _json(200, found) if found else _json(404, _outcome(f"{path} is not known"))
         if request.method == "GET":
             return self._search(path, params)
         if request.method == "PUT" and "/" in path:  # update by id
@@ -122,13 +126,15 @@ class FakeFhir:
                 continue
             if "status" in params and res.get("status") not in params["status"].split(","):
                 continue
-            if "subject" in params and (res.get("subject") or {}).get("reference") != params["subject"]:
+            # a reference parameter's commas are OR, as on a real server (an absolute and a relative form)
+            if "subject" in params and (res.get("subject") or {}).get("reference") not in params["subject"].split(","):
                 continue
             if "_tag" in params and not any(
                 f"{t.get('system')}|{t.get('code')}" == params["_tag"] for t in (res.get("meta") or {}).get("tag", [])
             ):
                 continue
-            if "patient" in params and (res.get("patient") or {}).get("reference") != params["patient"]:
+            holder = "subject" if rtype == "QuestionnaireResponse" else "patient"  # QR's patient param is its subject
+            if "patient" in params and (res.get(holder) or {}).get("reference") not in params["patient"].split(","):
                 continue
             if "_lastUpdated" in params and res["meta"]["lastUpdated"] < params["_lastUpdated"].removeprefix("ge"):
                 continue

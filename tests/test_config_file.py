@@ -108,6 +108,7 @@ BAD_VALUES: dict[str, tuple[str, str, str]] = {
     # table: (the table's text, the field as named in the message, the key the blame names)
     "server": ("timeout = -1", "timeout", "timeout"),
     "auth": ('kind = "kerberos"', "auth.kind", "kind"),
+    "results": ('url = "http://results/fhir"\ntimeout = -1', "results.timeout", "timeout"),
     "serve": ("batch_size = 0", "serve.batch_size", "batch_size"),
     "cds": ("max_token_seconds = 1", "cds.max_token_seconds", "max_token_seconds"),
     "labels": ("sensitivity = 5", "labels.sensitivity", "sensitivity"),
@@ -115,6 +116,7 @@ BAD_VALUES: dict[str, tuple[str, str, str]] = {
 LOADERS: dict[str, Callable[[ConfigFile], object]] = {
     "server": lambda file: load_config(file=file),
     "auth": lambda file: load_config(file=file),
+    "results": lambda file: load_config(file=file),
     "serve": load_serve_settings,
     "cds": load_cds_settings,
     "labels": load_labels,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from alliance_fhir._refs import Reference, parse_reference, valid_id
+from alliance_fhir._refs import ONE_SERVER, Reference, References, parse_reference, valid_id
 
 
 @pytest.mark.parametrize(
@@ -78,3 +78,68 @@ def test_relative_and_on():
 )
 def test_valid_id(value, ok):
     assert valid_id(value) is ok
+
+
+# ---- References: how results name the source's resources -----------------------------------------
+
+EHR = "https://ehr.example.org/fhir"
+STORE = "https://results.example.org/fhir"
+SPLIT = References.between(EHR, STORE)
+ONE = References.between(EHR, EHR + "/")  # a trailing slash is the same server
+
+
+def test_results_beside_the_source_name_its_resources_absolute_on_it():
+    assert SPLIT == References(EHR, absolute=True)
+    assert SPLIT.text("Patient/123") == "https://ehr.example.org/fhir/Patient/123"
+    assert SPLIT.text("QuestionnaireResponse/r1/_history/2") == f"{EHR}/QuestionnaireResponse/r1/_history/2"
+    reference = {"reference": "Encounter/e1", "display": "Session 3"}
+    assert SPLIT.value(reference) == {"reference": f"{EHR}/Encounter/e1", "display": "Session 3"}
+    assert reference == {"reference": "Encounter/e1", "display": "Session 3"}  # the response is never edited
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "https://other.example.org/fhir/Patient/123",  # already absolute: another server's, kept
+        f"{EHR}/Patient/123",  # already absolute on the source
+        "#contained",
+        "urn:uuid:8b3e1f2a-0000-4000-8000-000000000001",
+        "not a reference",
+    ],
+)
+def test_only_relative_references_are_made_absolute(text):
+    assert SPLIT.text(text) == text
+
+
+def test_a_reference_without_a_literal_reference_is_written_as_found():
+    by_identifier = {"identifier": {"system": "urn:mrn", "value": "42"}}
+    assert SPLIT.value(by_identifier) is by_identifier
+
+
+def test_one_server_keeps_relative_references_exactly_as_today():
+    assert ONE == References(EHR, absolute=False)
+    for policy in (ONE, ONE_SERVER):
+        assert policy.text("Patient/123") == "Patient/123"
+        assert policy.search("Patient/123") == "Patient/123"
+        reference = {"reference": "Patient/123"}
+        assert policy.value(reference) is reference
+
+
+@pytest.mark.parametrize("policy", [SPLIT, ONE])
+def test_reading_back_an_absolute_reference_on_the_source_is_the_relative_one(policy):
+    assert policy.local(f"{EHR}/Patient/123") == "Patient/123"
+    assert policy.local(f"{EHR}/QuestionnaireResponse/r1/_history/2") == "QuestionnaireResponse/r1/_history/2"
+    assert policy.local("Patient/123") == "Patient/123"  # one server, or results written before
+    # another server's Patient/123 is another person: never read as the source's
+    assert policy.local("https://other.example.org/fhir/Patient/123") == "https://other.example.org/fhir/Patient/123"
+    assert policy.local(None) is None
+
+
+def test_without_a_known_source_references_are_read_as_found():
+    assert ONE_SERVER.local(f"{EHR}/Patient/123") == f"{EHR}/Patient/123"
+
+
+def test_a_store_is_searched_for_the_absolute_form_and_the_relative_one_of_older_results():
+    expected = "https://ehr.example.org/fhir/Patient/123,Patient/123"
+    assert SPLIT.search("Patient/123") == expected
+    assert SPLIT.search(f"{EHR}/Patient/123") == expected  # the same patient, however it was named

@@ -41,6 +41,8 @@ from ._output import LogFormat, configure_logging, emit_json, emit_table, say, s
 
 if TYPE_CHECKING:  # annotations only: `score` must not load the transport (httpx)
     from ..fhirclient.client import FhirClient
+    from ..fhirclient.config import ClientConfig
+    from ..server.results import Servers
     from ..server.signal_sync import SignalReport
     from ..server.sync_report import SyncFailure
 
@@ -54,6 +56,7 @@ __all__ = [
     "InstrumentsOption",
     "JsonOption",
     "SensitivityOption",
+    "ResultsServerOption",
     "ServerOption",
     "StateOption",
     "TextPackOption",
@@ -70,6 +73,7 @@ __all__ = [
     "LogFormat",
     "LogFormatOption",
     "open_client",
+    "open_servers",
     "out",
     "say",
     "say_run_lines",
@@ -102,7 +106,20 @@ TextPackOption = Annotated[
     list[Path] | None, typer.Option("--text-pack", help="Text pack JSON (licensed or translated wording); repeatable.")
 ]
 ServerOption = Annotated[
-    str | None, typer.Option("--server", help="FHIR R4 base URL (or $ALLIANCE_FHIR_SERVER / config file).")
+    str | None,
+    typer.Option(
+        "--server", help="FHIR R4 base URL of the source (or $ALLIANCE_FHIR_SERVER / config file [server] url)."
+    ),
+]
+ResultsServerOption = Annotated[
+    str | None,
+    typer.Option(
+        "--results-server",
+        metavar="URL",
+        help="FHIR R4 base URL of the results store, where Observations, DetectedIssues and Tasks are written and "
+        "read (or $ALLIANCE_FHIR_RESULTS_SERVER / config file [results] url; its credentials from "
+        "$ALLIANCE_FHIR_RESULTS_TOKEN ... or [results.auth]). Default: the source (--server) itself.",
+    ),
 ]
 ConfigOption = Annotated[
     Path | None,
@@ -186,11 +203,22 @@ class CommonOptions:
     as_json: bool = False
 
     def server_config(
-        self, server: str | None, file: ConfigFile | None = None, *, state: str | None = None, **overrides: Any
+        self,
+        server: str | None,
+        file: ConfigFile | None = None,
+        *,
+        state: str | None = None,
+        results_server: str | None = None,
+        **overrides: Any,
     ) -> ServerConfig:
         """:func:`server_config` with ``--config`` (or ``file``, when the command read it already) and ``--ca-bundle``."""
         return server_config(
-            server, self.config if file is None else file, state=state, ca_bundle=self.ca_bundle, **overrides
+            server,
+            self.config if file is None else file,
+            state=state,
+            results_server=results_server,
+            ca_bundle=self.ca_bundle,
+            **overrides,
         )
 
     def labels(self, file: ConfigFile) -> SecurityLabels:
@@ -310,9 +338,16 @@ def command_catalog(ctx: typer.Context, extra: list[Path] | None, *, report: boo
 
 
 def server_config(
-    server: str | None, config: Path | ConfigFile | None, *, state: str | None = None, **overrides: Any
+    server: str | None,
+    config: Path | ConfigFile | None,
+    *,
+    state: str | None = None,
+    results_server: str | None = None,
+    **overrides: Any,
 ) -> ServerConfig:
     """The server settings: option > environment > config file (see :mod:`alliance_fhir.server.settings`).
+
+    ``results_server`` is ``--results-server`` (the results store; its settings ride in ``cfg.results``).
 
     A command that loads more than this from the file reads it once (``ConfigFile.read``) and passes it.
     ``state`` is a command's ``--state``, checked here (:func:`_checked_state`) so that no command
@@ -320,14 +355,19 @@ def server_config(
     """
     if state is not None:
         overrides["state_db"] = _checked_state(state)
-    return load_config(server, file=config, **overrides)
+    return load_config(server, file=config, results_server=results_server, **overrides)
 
 
-def follow_up(command: str, server: str, *, state: str | None = None, config: Path | None = None) -> str:
-    """A command to run next, as the operator can paste it: with ``--server`` and the ``--state`` and
-    ``--config`` this command was given, so it reads the same server's same state (a hint without
-    them would read the default state and find nothing). Shell-quoted."""
+def follow_up(
+    command: str, server: str, *, state: str | None = None, config: Path | None = None, results: str | None = None
+) -> str:
+    """A command to run next, as the operator can paste it: with ``--server`` (and ``--results-server``
+    when results go elsewhere) and the ``--state`` and ``--config`` this command was given, so it
+    reads the same servers' same state (a hint without them would read the default state and find
+    nothing). Shell-quoted."""
     words = ["alliance-fhir", *command.split(), "--server", server]
+    if results and results != server:
+        words += ["--results-server", results]
     if state:
         words += ["--state", state]
     if config is not None:
@@ -352,8 +392,9 @@ def command_labels(
     return load_labels(config, confidentiality=confidentiality, sensitivity=sensitivity or None)
 
 
-def client_factory(cfg: ServerConfig) -> FhirClient:
-    """How commands get a client; tests replace it to plug in an ``httpx.MockTransport``."""
+def client_factory(cfg: ClientConfig) -> FhirClient:
+    """How commands get a client (for the source or the results store); tests replace it to plug in an
+    ``httpx.MockTransport``."""
     from ..fhirclient.client import FhirClient  # imported here so that commands that never talk to a server skip httpx
 
     return FhirClient(cfg)
@@ -362,6 +403,14 @@ def client_factory(cfg: ServerConfig) -> FhirClient:
 def open_client(cfg: ServerConfig) -> FhirClient:
     """A client through :func:`client_factory` (looked up at call time, so a test's replacement wins)."""
     return client_factory(cfg)
+
+
+def open_servers(cfg: ServerConfig) -> Servers:
+    """The source's client and the results store's (:func:`alliance_fhir.server.results.open_servers`),
+    each through :func:`client_factory` (so a test's replacement makes both)."""
+    from ..server.results import open_servers as _open
+
+    return _open(cfg, lambda one: client_factory(one))
 
 
 def say_run_lines(failures: list[SyncFailure], warnings: list[SyncFailure], unattributed: list[SyncFailure]) -> None:

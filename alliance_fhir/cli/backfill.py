@@ -19,6 +19,7 @@ from ..server.since import since_value
 from ..server.state import StateStore
 from ._common import (
     CommonOptions,
+    ResultsServerOption,
     ServerOption,
     StateOption,
     common_options,
@@ -26,14 +27,14 @@ from ._common import (
     emit_table,
     err,
     follow_up,
-    open_client,
+    open_servers,
     out,
     say,
     say_run_lines,
     setup_logging,
 )
 
-__all__ = ["register"]
+__all__ = ["print_backfill", "register"]
 
 
 def register(app: typer.Typer) -> None:
@@ -121,6 +122,7 @@ def backfill(
         ),
     ] = 15,
     state: StateOption = None,
+    results_server: ResultsServerOption = None,
     concurrency: Annotated[int | None, typer.Option("--concurrency", help="Requests in flight.")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Observations per transaction Bundle.")] = None,
     *,
@@ -129,10 +131,13 @@ def backfill(
     """Back-fill score Observations from a Bulk Data $export of QuestionnaireResponses (resumable, idempotent)."""
     setup_logging(common.verbose)
     since = since_value(since) if since is not None else None
-    cfg = common.server_config(server, concurrency=concurrency, batch_size=batch_size, state=state)
-    with StateStore(cfg.state_location()) as store, open_client(cfg) as client:
+    cfg = common.server_config(
+        server, concurrency=concurrency, batch_size=batch_size, state=state, results_server=results_server
+    )
+    with StateStore(cfg.state_location()) as store, open_servers(cfg) as servers:
+        client = servers.source  # exported from the source; the Observations go to servers.results
         if cancel:
-            cancelled = cancel_backfill(client, store)
+            cancelled = cancel_backfill(client, store, cfg.results_url)
             if common.as_json:
                 emit_json({"server": cfg.base_url, "cancelled": cancelled})
             else:
@@ -181,14 +186,18 @@ def backfill(
                     failed=report.sync.failed + len(report.failures),
                 )
 
-            report = run_backfill(client, catalog, store, options, update)
-    _print(report, common.as_json, follow_up("failures", report.server, state=state, config=common.config))
+            report = run_backfill(client, catalog, store, options, update, results=servers.results)
+    listing = follow_up(
+        "failures", report.server, state=state, config=common.config, results=report.sync.results_server
+    )
+    print_backfill(report, common.as_json, listing)
     if report.stopped is not None:
         raise report.stopped  # one error line and exit 2, from the one place (_common.AllianceGroup)
     raise typer.Exit(0 if report.ok else 1)
 
 
-def _print(report: BackfillReport, as_json: bool, failures_command: str) -> None:
+def print_backfill(report: BackfillReport, as_json: bool, failures_command: str) -> None:
+    """The run's lines and table (``backfill``, and ``sync --via-export``, which runs one)."""
     say_run_lines(report.failures + report.sync.failures, report.sync.warnings, report.sync.unattributed)
     if report.ignored:
         say(f"{report.ignored} exported responses were outside what was asked (the server ignored a filter)", "note")
@@ -210,5 +219,6 @@ def _print(report: BackfillReport, as_json: bool, failures_command: str) -> None
         report.export_seconds,
         report.seconds,
     )
-    title = f"Back-fill {report.server} via {report.via}" + (" (resumed)" if report.resumed else "")
+    where = report.server + (f" -> results store {report.sync.results_server}" if report.sync.results_server else "")
+    title = f"Back-fill {where} via {report.via}" + (" (resumed)" if report.resumed else "")
     emit_table(title, columns, [row], console=out)

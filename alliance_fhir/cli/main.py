@@ -246,7 +246,8 @@ def instruments_check(
 ) -> None:
     """Cross-check Questionnaire + mapping pairs and form maps, and explain every problem (one line each).
 
-    A form map that is ambiguous (a vendor linkId mapped twice, two maps claiming one vendor
+    A form map marked ``"example": true`` loads (its ids are invented) but is warned about: a site's
+    copy of an example must carry its own EHR's ids. A form map that is ambiguous (a vendor linkId mapped twice, two maps claiming one vendor
     Questionnaire) or partial (one of our scored items unmapped), or whose answers cannot all become
     our answer codes or in-range values, is a problem naming its file, the item and the reason.
     """
@@ -267,6 +268,8 @@ def instruments_check(
     for entry in maps:
         example = " (example: invented ids)" if entry.form_map.example else ""
         out.print(f"ok  form map {entry.id} -> {entry.instrument.canonical}{example}", markup=False)
+        if entry.form_map.example:  # a copied example left unfilled would search and score invented ids
+            say(f"{entry.source}: example map: its ids are invented; use a copy with your EHR's ids", "warning")
     for problem in problems:
         say(problem, "problem")
     summary = f"{len(checked)} instrument(s) and {len(maps)} form map(s) ok, {len(problems)} problem(s)"

@@ -1,8 +1,9 @@
 """CLI commands of the long-running service: ``serve``, ``subscribe`` and ``cds-token``.
 
 ``serve`` listens at once, then (in the background, retried until the FHIR server answers)
-checks the server and manages its Subscription (unless ``--no-subscribe``), and scores what
-notifications point at; ``subscribe`` manages the Subscription alone (for a service that
+checks the server and manages its Subscription (unless ``--no-subscribe``, polling, or an event
+signing key: then the EHR's own platform notifies), and scores what notifications point at, or
+what the sync every ``--poll-minutes`` finds where the EHR has no Subscriptions; ``subscribe`` manages the Subscription alone (for a service that
 another process, a proxy or a different host runs); ``cds-token`` signs a CDS Hooks client's
 JWT as an EHR would (for the demo and for testing a registration). The webhook secret never appears as an
 option or in a log line: it comes from ``$ALLIANCE_FHIR_WEBHOOK_SECRET``, ``[serve]
@@ -23,10 +24,18 @@ from typing import Annotated
 import typer
 
 from .._config_file import ConfigFile
-from ..server.state import StateStore
+from ..errors import ConfigError
+from ..server.state import ServerPair, StateStore
 from ..server.sync import SyncOptions
 from ..service.cds_auth import CdsSettings, load_cds_settings
-from ..service.settings import ServeSettings, load_serve_settings, webhook_secret
+from ..service.settings import (
+    ServeSettings,
+    configured_webhook_secret,
+    event_signing,
+    load_serve_settings,
+    webhook_secret,
+)
+from ..service.signing import EventSigning
 from ..service.subscription import ensure_subscription, remove_subscriptions
 from ..service.worker import Worker
 from ._common import (
@@ -35,6 +44,7 @@ from ._common import (
     ConfigOption,
     InstrumentsOption,
     JsonOption,
+    ResultsServerOption,
     SensitivityOption,
     ServerOption,
     StateOption,
@@ -42,12 +52,13 @@ from ._common import (
     command_labels,
     emit_json,
     open_client,
+    open_servers,
     say,
     server_config,
 )
 from ._output import configure_logging
 
-__all__ = ["cds_demo_lines", "register"]
+__all__ = ["cds_demo_lines", "path_line", "register"]
 
 logger = logging.getLogger("alliance_fhir.serve")
 ChannelOption = Annotated[
@@ -65,6 +76,7 @@ def register(app: typer.Typer) -> None:
 def serve(
     ctx: typer.Context,
     server: ServerOption = None,
+    results_server: ResultsServerOption = None,
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")] = 8765,
     public_url: Annotated[
@@ -84,6 +96,14 @@ def serve(
     safety_net_minutes: Annotated[
         float | None, typer.Option("--safety-net-minutes", help="Full incremental sync this often (default 15).")
     ] = None,
+    poll_minutes: Annotated[
+        float | None,
+        typer.Option(
+            "--poll-minutes",
+            help="Poll instead of subscribing (EHRs without FHIR Subscriptions): an incremental sync this often; "
+            'the same as [serve] mode = "poll" with safety_net_minutes.',
+        ),
+    ] = None,
     ca_bundle: CaOption = None,
     instruments: InstrumentsOption = None,
     confidentiality: ConfidentialityOption = None,
@@ -98,22 +118,36 @@ def serve(
     """
     _logging(verbose)
     file = ConfigFile.read(config)  # read once, for all four tables below
-    cfg = server_config(server, file, ca_bundle=ca_bundle, state=state)
+    cfg = server_config(server, file, ca_bundle=ca_bundle, state=state, results_server=results_server)
     labels = command_labels(file, confidentiality, sensitivity)
-    settings = _settings(file, channel=channel, safety_net_minutes=safety_net_minutes)
+    if poll_minutes is not None and safety_net_minutes is not None:
+        raise ConfigError("give --poll-minutes or --safety-net-minutes, not both (polling is that sync, made the path)")
+    settings = _settings(
+        file,
+        channel=channel,
+        safety_net_minutes=poll_minutes if poll_minutes is not None else safety_net_minutes,
+        mode="poll" if poll_minutes is not None else None,
+    )
+    signing = event_signing(settings)
     cds_settings = load_cds_settings(file)
     base = (public_url or f"http://{host}:{port}").rstrip("/")
     endpoint = f"{base}/hook"
     if public_url is None and host in ("0.0.0.0", "::"):
         say(f"listening on {host} without --public-url; the Subscription will name {endpoint}", "warning")
     catalog = command_catalog(ctx, instruments)
-    with StateStore(cfg.state_location()) as store, open_client(cfg) as client:
-        secret = webhook_secret(settings, store)
+    subscribing = not (no_subscribe or settings.polling or signing is not None)
+    with StateStore(cfg.state_location()) as store, open_servers(cfg) as servers:
+        # with signed events the EHR's platform sends no header of ours: the secret only when the site configured one
+        secret = configured_webhook_secret(settings) if signing is not None else webhook_secret(settings, store)
+        client = servers.source  # the Subscription is on the source; results go to servers.results
 
-        def prepare() -> None:  # retried by the worker until the server answers: serve starts during an outage
+        def prepare() -> None:  # retried by the worker until the servers answer: serve starts during an outage
             client.r4_capabilities()
-            if not no_subscribe:
-                result = ensure_subscription(client, list(catalog), endpoint, secret, settings.channel)
+            servers.results.r4_capabilities()
+            if subscribing:
+                assert secret is not None
+                vendor = catalog.forms.search_values(server=cfg.base_url)  # the EHR's own forms a map claims
+                result = ensure_subscription(client, list(catalog), endpoint, secret, settings.channel, vendor)
                 logger.info(
                     "Subscription/%s %s (%s, endpoint %s)",
                     result.subscription_id,
@@ -125,22 +159,47 @@ def serve(
         from ..service.cds import CdsService, cds_routes
         from ..service.run import run_service  # the web stack, only for this command
 
-        worker = Worker(client, catalog, store, settings, options=SyncOptions(security=labels), prepare=prepare)
-        cds = CdsService.build(client, catalog, store, cds_settings, base, worker.metrics)
+        worker = Worker(
+            client,
+            catalog,
+            store,
+            settings,
+            options=SyncOptions(security=labels),
+            prepare=prepare,
+            results=servers.results if servers.split else None,
+        )
+        cds = CdsService.build(
+            client, catalog, store, cds_settings, base, worker.metrics, servers.results if servers.split else None
+        )
         _log_cds(cds_settings, base)
         logger.info(
-            "listening on %s:%d for %s (safety-net sync every %g min)",
+            "listening on %s:%d for %s; %s",
             host,
             port,
-            cfg.base_url,
-            settings.safety_net_minutes,
+            ServerPair(cfg.base_url, cfg.results_url),
+            path_line(settings, signing, no_subscribe),
         )
         routes = tuple(cds_routes(cds, max_body_bytes=settings.max_body_bytes))
-        started = run_service(worker, secret, settings, host=host, port=port, extra_routes=routes)
+        started = run_service(worker, secret, settings, host=host, port=port, extra_routes=routes, signing=signing)
     if not started:
         say(f"could not serve on {host}:{port} (see the log above)", "error")
         raise typer.Exit(2)
     raise typer.Exit(0)
+
+
+def path_line(settings: ServeSettings, signing: EventSigning | None, no_subscribe: bool) -> str:
+    """How serve learns of new responses, and why: the start-up line's second half (no secret, no key)."""
+    every = f"{settings.safety_net_minutes:g} min"
+    if settings.polling:
+        return f"path: polling, an incremental sync every {every} (mode = poll: for EHRs without FHIR Subscriptions)"
+    if signing is not None:
+        return (
+            f"path: signed events from the EHR's platform ({signing.header}, {signing.method}; the Subscription is "
+            f"the EHR's, as an event signing key is set), with a safety-net sync every {every}"
+        )
+    if no_subscribe:
+        return f"path: notifications, the Subscription managed elsewhere (--no-subscribe), with a safety-net sync every {every}"
+    return f"path: subscription ({settings.channel}), with a safety-net sync every {every}"
 
 
 def subscribe(
@@ -174,9 +233,9 @@ def subscribe(
             assert endpoint is not None
             with StateStore(cfg.state_location()) as store:
                 secret = webhook_secret(settings, store)
-            result = ensure_subscription(
-                client, list(command_catalog(ctx, instruments)), endpoint, secret, settings.channel
-            )
+            catalog = command_catalog(ctx, instruments)
+            vendor = catalog.forms.search_values(server=cfg.base_url)  # the EHR's own forms a map claims
+            result = ensure_subscription(client, list(catalog), endpoint, secret, settings.channel, vendor)
             summary = {
                 "action": result.action,
                 "subscription": f"Subscription/{result.subscription_id}",

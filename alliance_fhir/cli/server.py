@@ -26,13 +26,19 @@ from ..errors import AuthError, ConfigError, FhirServerError
 from ..fhirclient.client import FhirClient
 from ..fhirclient.config import WRITE_MODES
 from ..instruments.catalog import Catalog
+from ..server.backfill import BackfillOptions, BackfillReport
 from ..server.demo import DEMO_TAG, cleanup_demo, post_demo_data
+from ..server.patient_list import read_patients
 from ..server.publish import publish_resources
+from ..server.read_mode import ReadMode, chosen_read_mode, read_mode_finding
+from ..server.results import roles
 from ..server.settings import ServerConfig
 from ..server.signal_sync import run_signals
 from ..server.since import since_value
-from ..server.state import StateStore, failure_reference
+from ..server.state import ServerPair, StateStore, failure_reference
 from ..server.sync import SyncOptions, SyncReport, run_sync
+from ..server.sync_export import export_group, run_export_sync
+from ..server.sync_patients import run_patient_sync
 from ..server.writes import choose_write_mode
 from ._common import (
     CaOption,
@@ -40,6 +46,7 @@ from ._common import (
     ConfigOption,
     InstrumentsOption,
     JsonOption,
+    ResultsServerOption,
     ServerOption,
     StateOption,
     VerboseOption,
@@ -50,6 +57,7 @@ from ._common import (
     err,
     follow_up,
     open_client,
+    open_servers,
     out,
     say,
     say_run_lines,
@@ -58,6 +66,7 @@ from ._common import (
     signals_summary,
     signals_table,
 )
+from .backfill import print_backfill
 
 __all__ = ["register"]
 
@@ -75,25 +84,80 @@ def register(app: typer.Typer) -> None:
 
 
 @common_options("config", "ca_bundle", "verbose", "as_json")
-def check(server: ServerOption = None, *, common: CommonOptions) -> None:
-    """Say whether a server supports what sync needs, which FHIR version it speaks, and whether the credentials work."""
+def check(server: ServerOption = None, results_server: ResultsServerOption = None, *, common: CommonOptions) -> None:
+    """Say whether the servers support what sync needs, which FHIR version they speak, whether the credentials
+    work, and which server does what (the source, the results store)."""
     setup_logging(common.verbose)
-    cfg = common.server_config(server)
-    with open_client(cfg) as client:
-        statement = client.r4_capabilities()
-        findings = _capability_findings(statement)
-        plan = choose_write_mode(statement, cfg.write_mode)
-        findings.append(("write mode", True, f"{plan.mode}: {plan.reason}"))
-        findings.append(_credentials_finding(client))
+    cfg = common.server_config(server, results_server=results_server)
+    with open_servers(cfg) as servers:
+        read_mode = read_mode_finding(servers.source, cfg, servers.source.r4_capabilities())
+        if servers.split:
+            findings = _source_findings(servers.source) + _results_findings(servers.results, cfg)
+        else:
+            findings = _source_findings(servers.source, cfg)
+        findings.append(read_mode)
+    plan = roles(cfg)
     if common.as_json:
-        emit_json({"server": cfg.base_url, "checks": [{"check": c, "ok": ok, "detail": d} for c, ok, d in findings]})
+        emit_json(
+            {
+                "server": cfg.base_url,
+                "results_server": cfg.results_url,
+                "roles": [{"role": r, "server": url, "does": why} for r, url, why in plan],
+                "checks": [{"check": c, "ok": ok, "detail": d} for c, ok, d in findings],
+            }
+        )
     else:
+        emit_table("Servers", ("role", "server", "what it is used for"), plan, console=out)
         rows = [
-            (name, "ok" if ok else "no" if name in _WRITE_CAPABILITIES else "MISSING", detail)
+            (name, "ok" if ok else "no" if _is_write_capability(name) else "MISSING", detail)
             for name, ok, detail in findings
         ]
-        emit_table(f"FHIR server {cfg.base_url}", ("check", "result", "detail"), rows, console=out)
-    raise typer.Exit(0 if all(ok or name in _WRITE_CAPABILITIES for name, ok, _ in findings) else 1)
+        title = f"FHIR server {cfg.base_url}" if not cfg.two_servers else "FHIR servers (source, results store)"
+        emit_table(title, ("check", "result", "detail"), rows, console=out)
+    raise typer.Exit(0 if all(ok or _is_write_capability(name) for name, ok, _ in findings) else 1)
+
+
+def _source_findings(client: FhirClient, writes: ServerConfig | None = None) -> list[tuple[str, bool, str]]:
+    """The source's checks; with ``writes`` (one server) its write checks and write mode too."""
+    statement = client.r4_capabilities()
+    findings = _capability_findings(statement)
+    if writes is None:  # two servers: only what reading needs, each line named for the source
+        keep = ("FHIR version", "search responses")
+        return [(f"source: {n}", ok, d) for n, ok, d in findings if n in keep] + [
+            _named("source", _credentials_finding(client))
+        ]
+    plan = choose_write_mode(statement, writes.write_mode)
+    return [*findings, ("write mode", True, f"{plan.mode}: {plan.reason}"), _credentials_finding(client)]
+
+
+def _results_findings(client: FhirClient, cfg: ServerConfig) -> list[tuple[str, bool, str]]:
+    """The results store's checks: R4, how it takes writes (the write mode is chosen here), its credentials."""
+    statement = client.r4_capabilities()
+    skip = ("search responses",)
+    findings = [(f"results store: {n}", ok, d) for n, ok, d in _capability_findings(statement) if n not in skip]
+    plan = choose_write_mode(statement, cfg.results_settings().write_mode)
+    findings.append(("results store: write mode", True, f"{plan.mode}: {plan.reason}"))
+    findings.append(_named("results store", _results_credentials(client)))
+    return findings
+
+
+def _named(role: str, finding: tuple[str, bool, str]) -> tuple[str, bool, str]:
+    return (f"{role}: {finding[0]}", finding[1], finding[2])
+
+
+def _is_write_capability(name: str) -> bool:
+    return name.rpartition(": ")[2] in _WRITE_CAPABILITIES
+
+
+def _results_credentials(client: FhirClient) -> tuple[str, bool, str]:
+    """Raises AuthError (exit 2) when the results store refuses our credentials, like every other command."""
+    try:
+        client.request("GET", "Observation", params={"_count": "1", "_summary": "count"})
+    except AuthError:
+        raise
+    except FhirServerError as exc:
+        return ("credentials", False, f"search refused: HTTP {exc.status}")
+    return ("credentials", True, f"auth '{client.config.auth.kind}' accepted for an Observation search")
 
 
 # Missing, these only change the write mode (the "write mode" line says which and why).
@@ -198,6 +262,29 @@ def sync(
         ),
     ] = None,
     patient: Annotated[str | None, typer.Option("--patient", help="Only this subject, e.g. Patient/123.")] = None,
+    patients: Annotated[
+        str | None,
+        typer.Option(
+            "--patients",
+            metavar="SOURCE",
+            help="Read per patient (servers that scope QuestionnaireResponse search to a patient): Group/ID, "
+            "List/ID or a file of patient references; a checkpoint per patient.",
+        ),
+    ] = None,
+    via_export: Annotated[
+        str | None,
+        typer.Option(
+            "--via-export",
+            metavar="Group/ID",
+            help="Read by a Group $export with _since = the Group's last complete export (Bulk Data servers).",
+        ),
+    ] = None,
+    poll_interval: Annotated[
+        float, typer.Option("--poll-interval", min=1, help="--via-export: longest wait between status polls.")
+    ] = 120.0,
+    max_wait: Annotated[
+        float, typer.Option("--max-wait", min=1, help="--via-export: seconds to wait for the export (the job is kept).")
+    ] = 3600.0,
     instrument: Annotated[
         list[str] | None, typer.Option("--instrument", help="Only this instrument id; repeatable.")
     ] = None,
@@ -212,6 +299,7 @@ def sync(
     ] = False,
     tasks: Annotated[bool, typer.Option("--tasks", help="With --signals: a follow-up Task per active signal.")] = False,
     state: StateOption = None,
+    results_server: ResultsServerOption = None,
     concurrency: Annotated[int | None, typer.Option("--concurrency", help="Requests in flight.")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Observations per transaction Bundle.")] = None,
     page_size: Annotated[int | None, typer.Option("--page-size", help="Responses per search page.")] = None,
@@ -240,26 +328,83 @@ def sync(
         page_size=page_size,
         state=state,
         write_mode=write_mode,
+        results_server=results_server,
     )
     with StateStore(cfg.state_location()) as store:
         if reset:
-            store.reset(cfg.base_url)
-            say(f"forgot the checkpoint and ledger of {cfg.base_url} in {store.location}", "reset")
+            store.reset(ledger_key(cfg))
+            say(f"forgot the checkpoint and ledger of {ledger_key(cfg)} in {store.location}", "reset")
             raise typer.Exit(0)
+        mode = chosen_read_mode(cfg, patients, via_export)
+        _check_read_options(mode, patient, dry_run)
         catalog = common.catalog(ctx)
+        if mode.kind == "export":
+            exported = _export_with_progress(
+                cfg,
+                catalog,
+                store,
+                mode,
+                BackfillOptions(
+                    since=since, instruments=tuple(instrument or ()), max_wait=max_wait, poll_interval=poll_interval
+                ),
+            )
+            _finish_export(exported, common.as_json, state, common.config)
         options = SyncOptions(
             since=since, patient=patient, instruments=tuple(instrument or ()), dry_run=dry_run, security=labels
         )
-        report = _run_with_progress(cfg, catalog, store, options)
-    _print_report(report, common.as_json, follow_up("failures", report.server, state=state, config=common.config))
+        report = _run_with_progress(cfg, catalog, store, options, mode)
+    listing = follow_up("failures", report.server, state=state, config=common.config, results=report.results_server)
+    _print_report(report, common.as_json, listing)
     if with_signals and not dry_run:
-        with open_client(cfg) as client:
-            result = run_signals(client, catalog, patient=patient, tasks=tasks, security=labels)[0]
+        with open_servers(cfg) as servers:
+            result = run_signals(
+                servers.results, catalog, patient=patient, tasks=tasks, security=labels, source=servers.source
+            )[0]
         say(signals_summary(result))
     raise typer.Exit(0 if report.ok else 1)
 
 
-def _run_with_progress(cfg: ServerConfig, catalog: Catalog, store: StateStore, options: SyncOptions) -> SyncReport:
+def _check_read_options(mode: ReadMode, patient: str | None, dry_run: bool) -> None:
+    """Options that do not go with the read mode: one line, exit 2."""
+    if mode.kind != "search" and patient is not None:
+        raise ConfigError(f"--patient reads one patient; it does not go with the {mode.kind} read mode")
+    if mode.kind == "export" and dry_run:
+        raise ConfigError("--dry-run does not go with --via-export (an export cannot be undone: run it for real)")
+    if mode.kind == "export" and mode.target is not None:
+        export_group(mode.target)  # Group/ID, checked before anything is sent
+
+
+def _export_with_progress(
+    cfg: ServerConfig, catalog: Catalog, store: StateStore, mode: ReadMode, options: BackfillOptions
+) -> BackfillReport:
+    """``sync --via-export``: one incremental Group export (:func:`~alliance_fhir.server.sync_export.run_export_sync`)."""
+    group = export_group(mode.target or "")
+    with (
+        open_servers(cfg) as servers,
+        Progress(
+            TextColumn("{task.description}"), console=err, disable=not err.is_terminal, transient=True
+        ) as progress,
+    ):
+        task = progress.add_task("export")
+
+        def update(what: str, _report: BackfillReport) -> None:
+            progress.update(task, description=what[:60])
+
+        return run_export_sync(servers.source, catalog, store, group, options, update, results=servers.results)
+
+
+def _finish_export(report: BackfillReport, as_json: bool, state: str | None, config: Any) -> None:
+    """Print the export run as ``backfill`` does and exit with its code (2 when the download stopped)."""
+    listing = follow_up("failures", report.server, state=state, config=config, results=report.sync.results_server)
+    print_backfill(report, as_json, listing)
+    if report.stopped is not None:
+        raise report.stopped
+    raise typer.Exit(0 if report.ok else 1)
+
+
+def _run_with_progress(
+    cfg: ServerConfig, catalog: Catalog, store: StateStore, options: SyncOptions, mode: ReadMode | None = None
+) -> SyncReport:
     written = "would write" if options.dry_run else "written"
     columns = [
         TextColumn("{task.description}"),
@@ -269,7 +414,7 @@ def _run_with_progress(cfg: ServerConfig, catalog: Catalog, store: StateStore, o
         ),
     ]
     with (
-        open_client(cfg) as client,
+        open_servers(cfg) as servers,
         Progress(*columns, console=err, disable=not err.is_terminal, transient=True) as progress,
     ):
         task = progress.add_task("sync", found=0, scored=0, written=0, unchanged=0, failed=0)
@@ -284,7 +429,10 @@ def _run_with_progress(cfg: ServerConfig, catalog: Catalog, store: StateStore, o
                 failed=report.failed,
             )
 
-        return run_sync(client, catalog, store, options, update)
+        if mode is not None and mode.kind == "patients":
+            listed = read_patients(servers.source, mode.target or "")
+            return run_patient_sync(servers.source, catalog, store, listed, options, update, results=servers.results)
+        return run_sync(servers.source, catalog, store, options, update, results=servers.results)
 
 
 def _print_report(report: SyncReport, as_json: bool, failures_command: str) -> None:
@@ -292,6 +440,8 @@ def _print_report(report: SyncReport, as_json: bool, failures_command: str) -> N
     say_run_lines(report.failures, report.warnings, report.unattributed)
     if report.write_mode:
         say(f"{report.write_mode} ({report.write_mode_reason})", "write mode")
+    if report.patients is not None:
+        say(f"per patient: {report.patients_read} of {report.patients} patients read", "read mode")
     if report.outstanding:
         say(f"outstanding failures: {len(report.outstanding)} ({failures_command} lists them)")
     if as_json:
@@ -320,9 +470,10 @@ def _print_report(report: SyncReport, as_json: bool, failures_command: str) -> N
         report.requests,
         report.seconds,
     )
-    emit_table(
-        f"Sync {report.server}" + (" (dry run: nothing written)" if report.dry_run else ""), columns, [row], console=out
+    where = (
+        f"source {report.server} -> results store {report.results_server}" if report.results_server else report.server
     )
+    emit_table(f"Sync {where}" + (" (dry run: nothing written)" if report.dry_run else ""), columns, [row], console=out)
 
 
 # ---------------------------------------------------------------- failures
@@ -330,6 +481,7 @@ def _print_report(report: SyncReport, as_json: bool, failures_command: str) -> N
 
 def failures(
     server: ServerOption = None,
+    results_server: ResultsServerOption = None,
     dismiss: Annotated[
         str | None,
         typer.Option(
@@ -346,17 +498,19 @@ def failures(
 ) -> None:
     """List the responses whose last sync failed, and exported lines a back-fill could not read (outstanding until
     fixed, changed, read again or dismissed); exit 1 while any remain."""
-    cfg = server_config(server, config, state=state)
+    cfg = server_config(server, config, state=state, results_server=results_server)
+    key = ledger_key(cfg)
     with StateStore(cfg.state_location()) as store:
         if dismiss is not None:
-            _dismiss(store, cfg.base_url, dismiss, reason, by)
-        outstanding = store.outstanding(cfg.base_url)
+            _dismiss(store, key, dismiss, reason, by)
+        outstanding = store.outstanding(key)
     if as_json:
         rows = [f.as_dict() for f in outstanding]
-        emit_json({"server": cfg.base_url, "outstanding_count": len(outstanding), "outstanding": rows})
+        extra = {"results_server": key.results} if key.split else {}
+        emit_json({"server": cfg.base_url, **extra, "outstanding_count": len(outstanding), "outstanding": rows})
     else:
         emit_table(
-            f"Outstanding failures on {cfg.base_url}: {len(outstanding)}",
+            f"Outstanding failures on {key}: {len(outstanding)}",
             ("response", "since", "reason"),
             [(f.resource, f.since, f.reason) for f in outstanding],
             console=out,
@@ -368,7 +522,7 @@ def failures(
 _UNREADABLE_LINE = re.compile(r"/\S{0,4095}(?: line [0-9]{1,12})?")
 
 
-def _dismiss(store: StateStore, server: str, ref: str, reason: str | None, by: str | None) -> None:
+def _dismiss(store: StateStore, server: ServerPair, ref: str, reason: str | None, by: str | None) -> None:
     if not reason or not reason.strip():
         raise ConfigError("--dismiss needs --reason (why the failure is accepted; it is kept in the ledger)")
     parsed = parse_reference(ref)
@@ -384,6 +538,11 @@ def _dismiss(store: StateStore, server: str, ref: str, reason: str | None, by: s
     if dismissed is None:
         raise ConfigError(f"{failure_reference(response_id)} has no outstanding failure on {server}")
     say(f"{dismissed.resource} by {who}: {reason.strip()} (was: {dismissed.reason})", "dismissed")
+
+
+def ledger_key(cfg: ServerConfig) -> ServerPair:
+    """What the state is keyed by for these settings: the source and the results store."""
+    return ServerPair(cfg.base_url, cfg.results_url)
 
 
 def _login_name() -> str:

@@ -31,11 +31,12 @@ from ..signals.situations import apply_levels, situation_history
 from ..signals.trajectory import Trajectories, build_trajectories, context_from_encounters, unbundle
 from ._common import (
     CommonOptions,
+    ResultsServerOption,
     ServerOption,
     command_catalog,
     common_options,
     emit_json,
-    open_client,
+    open_servers,
     say,
     setup_logging,
     signal_listing,
@@ -114,6 +115,7 @@ def signals(
     ctx: typer.Context,
     paths: PathsArgument = None,
     server: ServerOption = None,
+    results_server: ResultsServerOption = None,
     patient: PatientOption = None,
     tasks: Annotated[
         bool, typer.Option("--tasks", help="Also create one follow-up Task per open situation (its signals together).")
@@ -148,10 +150,17 @@ def signals(
             )
             sys.stdout.write(json.dumps(bundle, indent=2) + "\n")
         raise typer.Exit(0)
-    cfg = common.server_config(server, file)
-    with open_client(cfg) as client:
+    cfg = common.server_config(server, file, results_server=results_server)
+    with open_servers(cfg) as servers:  # scores read from and issues written to the results store
         result, found, trajectories = run_signals(
-            client, catalog, patient=patient, tasks=tasks, dry_run=dry_run, security=labels, prompts=prompt_set
+            servers.results,
+            catalog,
+            patient=patient,
+            tasks=tasks,
+            dry_run=dry_run,
+            security=labels,
+            prompts=prompt_set,
+            source=servers.source,
         )
     for problem in result.problems:
         say(problem, "note")
@@ -169,6 +178,7 @@ def report(
     ctx: typer.Context,
     paths: PathsArgument = None,
     server: ServerOption = None,
+    results_server: ResultsServerOption = None,
     patient: PatientOption = None,
     practitioner: Annotated[
         str | None,
@@ -201,10 +211,10 @@ def report(
         resources = _local_resources(paths)
         trajectories, names = _trajectories_of(resources, catalog, None), _local_names(resources)
     else:
-        cfg = common.server_config(server)
-        with open_client(cfg) as client:
-            trajectories = fetch_trajectories(client, catalog, patient)
-            names = fetch_names(client, _people_of_report(trajectories, patient, practitioner))
+        cfg = common.server_config(server, results_server=results_server)
+        with open_servers(cfg) as servers:  # scores from the results store, people's names from the source (the EHR)
+            trajectories = fetch_trajectories(servers.results, catalog, patient, source=servers.source)
+            names = fetch_names(servers.source, _people_of_report(trajectories, patient, practitioner))
     for problem in trajectories.problems:
         say(problem, "note")
     found = detect_signals(trajectories)

@@ -25,9 +25,11 @@ from ..errors import ConfigError
 __all__ = [
     "AuthSettings",
     "ClientConfig",
+    "ResultsConfig",
     "WRITE_MODES",
     "check_header_token",
     "check_no_controls",
+    "load_results_settings",
     "load_settings",
 ]
 
@@ -186,21 +188,55 @@ class ClientConfig(BaseModel):
     @classmethod
     def _plain_http_url(cls, value: str) -> str:
         """http(s) with a host, and no credentials: they would land in logs, shell history and ps."""
-        parts = urlsplit(value.strip())
-        if parts.scheme not in ("http", "https"):
-            raise ValueError("the server URL must start with http:// or https://")
-        if "@" in parts.netloc:
-            raise ValueError(
-                "the server URL must not contain credentials (user:password@); "
-                "use ALLIANCE_FHIR_USERNAME and ALLIANCE_FHIR_PASSWORD or the config file"
-            )
-        if not parts.hostname:
-            raise ValueError("the server URL has no host")
-        return value.strip()
+        return plain_http_url(value, "the server URL", "ALLIANCE_FHIR_USERNAME and ALLIANCE_FHIR_PASSWORD")
 
     @property
     def base_url(self) -> str:
         return self.url.rstrip("/")
+
+
+def plain_http_url(value: str, what: str, variables: str) -> str:
+    """``value`` stripped, when it is http(s) with a host and no credentials (``variables``: where they go instead).
+
+    Raises:
+        ValueError: another scheme, no host, or ``user:password@`` in it (the message never holds the URL).
+    """
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"{what} must start with http:// or https://")
+    if "@" in parts.netloc:
+        raise ValueError(f"{what} must not contain credentials (user:password@); use {variables} or the config file")
+    if not parts.hostname:
+        raise ValueError(f"{what} has no host")
+    return value.strip()
+
+
+class ResultsConfig(ClientConfig):
+    """The results store's connection (``--results-server``, ``[results]``): where Observations,
+    DetectedIssues and Tasks are written when that is not the server the responses are read from.
+
+    Its credentials are its own (``[results.auth]``, ``ALLIANCE_FHIR_RESULTS_TOKEN`` ...): the
+    source's are never sent to it, since the two are usually run by different parties (an EHR and
+    a clinic's own HAPI). What is not given in ``[results]`` (timeouts, concurrency, batch size,
+    write mode, TLS) is the source's setting.
+    """
+
+    ENVIRONMENT: ClassVar[dict[str, str]] = {
+        "RESULTS_SERVER": "url",
+        "RESULTS_CA_BUNDLE": "ca_bundle",
+        "RESULTS_VERIFY": "verify",
+        "RESULTS_TIMEOUT": "timeout",
+        "RESULTS_WRITE_MODE": "write_mode",
+    }
+    OPTIONS: ClassVar[dict[str, str]] = {"url": "--results-server"}
+
+    @field_validator("url")
+    @classmethod
+    def _plain_http_url(cls, value: str) -> str:
+        """As for the source: no credentials in the URL (they would land in logs, shell history and ps)."""
+        return plain_http_url(
+            value, "the results server URL", "ALLIANCE_FHIR_RESULTS_USERNAME and ALLIANCE_FHIR_RESULTS_PASSWORD"
+        )
 
 
 Settings = TypeVar("Settings", bound=ClientConfig)
@@ -259,3 +295,52 @@ def load_settings(
             "no FHIR server: pass --server URL, set ALLIANCE_FHIR_SERVER, or add [server] url to alliance-fhir.toml"
         )
     return validate_settings(model, {**server, "auth": auth}, sources)
+
+
+# The results store's credentials: the same names as the source's, with RESULTS_ after the prefix.
+_ENV_RESULTS_AUTH = {f"RESULTS_{suffix}": key for suffix, key in _ENV_AUTH.items()}
+# What the results store takes from the source's settings when [results] does not say (never its url or auth).
+_INHERITED = tuple(name for name in ClientConfig.model_fields if name not in ("url", "auth"))
+
+
+def load_results_settings(
+    source: ClientConfig, url: str | None = None, *, file: Path | ConfigFile | None = None
+) -> ResultsConfig | None:
+    """The results store's settings, or None when none is named (one server: results go to the source).
+
+    Named by ``--results-server`` (``url``), ``ALLIANCE_FHIR_RESULTS_SERVER`` or ``[results] url``;
+    its credentials from ``ALLIANCE_FHIR_RESULTS_*`` or ``[results.auth]`` only (the source's are
+    never reused); every other setting is ``[results]``'s, else the environment's, else the
+    source's. A results URL equal to the source's is one server (None).
+
+    Raises:
+        ConfigError: an invalid setting (blamed on its source), e.g. a URL with credentials in it.
+    """
+    loaded = ConfigFile.of(file)
+    table = loaded.table("results")
+    auth = table.pop("auth", None) or {}
+    if not isinstance(auth, dict):
+        raise ConfigError(f"config file {loaded.path}: [results] auth must be a table ([results.auth])")
+    auth = dict(auth)
+    sources = {k: v for k, v in loaded.sources("results").items() if k != ("auth",)}
+    sources.update({("auth", key): f"{loaded.path} [results.auth] {key}" for key in auth})
+    for env, under, target in ((ResultsConfig.ENVIRONMENT, (), table), (_ENV_RESULTS_AUTH, ("auth",), auth)):
+        for suffix, key in env.items():
+            if f"{ENV_PREFIX}{suffix}" in os.environ:
+                target[key] = os.environ[f"{ENV_PREFIX}{suffix}"]
+                sources[(*under, key)] = f"environment {ENV_PREFIX}{suffix}"
+    if isinstance(auth.get("token_hosts"), str):
+        auth["token_hosts"] = [h.strip() for h in auth["token_hosts"].split(",") if h.strip()]
+    if url:
+        table["url"] = url
+        sources[("url",)] = "option --results-server"
+    if not table.get("url"):
+        if auth or len(table) > 0:
+            raise ConfigError(
+                "results store settings without a URL: pass --results-server URL, set "
+                "ALLIANCE_FHIR_RESULTS_SERVER, or add [results] url to alliance-fhir.toml"
+            )
+        return None
+    inherited = {name: getattr(source, name) for name in _INHERITED if name not in table}
+    results = validate_settings(ResultsConfig, {**inherited, **table, "auth": auth}, sources, prefix="results")
+    return None if results.base_url == source.base_url else results

@@ -153,7 +153,8 @@ class FormMap(_Strict):
     title: str
     vendor: str = Field(description="Whose form it is, e.g. 'Epic (site X)'.")
     example: bool = Field(
-        default=False, description="True: the ids are invented (a shipped example); a site fills in its own."
+        default=False,
+        description="True: the ids are invented (an example; instruments check warns); a site fills in its own.",
     )
     source: str = Field(description="Where the vendor ids come from (the site's build, an export of the form).")
     note: str | None = None

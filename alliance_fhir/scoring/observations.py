@@ -34,6 +34,7 @@ from .._ids import (
     SURVEY_CATEGORY,
 )
 from .._json import dumps
+from .._refs import ONE_SERVER, References
 from .._security import NO_LABELS, SecurityLabels, with_labels
 from ..fhirtypes import plain_resource
 from ..instruments.codings import method_coding, score_quantity
@@ -96,17 +97,23 @@ def _uuid5(key: str, suffix: bytes) -> str:
 
 
 def build_observation(
-    result: ScoreResult, response: dict[str, Any] | BaseModel, *, security: SecurityLabels = NO_LABELS
+    result: ScoreResult,
+    response: dict[str, Any] | BaseModel,
+    *,
+    security: SecurityLabels = NO_LABELS,
+    references: References = ONE_SERVER,
 ) -> dict[str, Any]:
     """The score Observation (R4 JSON) for one scored response (a dict or a fhir.resources model).
 
     ``security``: the ``meta.security`` labels to carry (none by default, and then the
-    Observation has no ``meta`` at all).
+    Observation has no ``meta`` at all). ``references``: how the subject, encounter, focus,
+    performer and derivedFrom name the source's resources (as found by default; absolute on the
+    source when the Observation goes to a results store beside it). The identifier never depends on it.
     """
-    return with_labels(_observation(result, plain_resource(response)), security)
+    return with_labels(_observation(result, plain_resource(response), references), security)
 
 
-def _observation(result: ScoreResult, response: dict[str, Any]) -> dict[str, Any]:
+def _observation(result: ScoreResult, response: dict[str, Any], refs: References) -> dict[str, Any]:
     mapping = result.mapping
     total = result.total
     parts, total_parts = _mapping_parts(mapping), _scale_parts(total.scale)
@@ -120,14 +127,14 @@ def _observation(result: ScoreResult, response: dict[str, Any]) -> dict[str, Any
     }
     for key in ("subject", "encounter"):
         if isinstance(response.get(key), dict):
-            obs[key] = _copied(response[key])
-    focus = _focus(response)
+            obs[key] = _copied(refs.value(response[key]))
+    focus = _focus_reference(response)
     if focus:
-        obs["focus"] = [focus]
+        obs["focus"] = [_copied(refs.value(focus))]
     if isinstance(response.get("authored"), str):
         obs["effectiveDateTime"] = response["authored"]
     if isinstance(response.get("author"), dict):
-        obs["performer"] = [_copied(response["author"])]
+        obs["performer"] = [_copied(refs.value(response["author"]))]
     obs["valueQuantity"] = score_quantity(total.value)
     if total.flags:
         obs["interpretation"] = _interpretation(total.flags)
@@ -135,7 +142,7 @@ def _observation(result: ScoreResult, response: dict[str, Any]) -> dict[str, Any
     if notes:
         obs["note"] = notes
     obs["method"] = {"coding": [parts.method_coding.copy()], "text": parts.method_text}
-    obs["derivedFrom"] = [_response_reference(response)]
+    obs["derivedFrom"] = [_response_reference(response, refs)]
     obs["referenceRange"] = _reference_ranges(total_parts)
     components = [_component(score) for score in result.scores[1:]]
     if components:
@@ -143,7 +150,13 @@ def _observation(result: ScoreResult, response: dict[str, Any]) -> dict[str, Any
     return obs
 
 
-def observation_json(result: ScoreResult, response: dict[str, Any], *, security: SecurityLabels = NO_LABELS) -> bytes:
+def observation_json(
+    result: ScoreResult,
+    response: dict[str, Any],
+    *,
+    security: SecurityLabels = NO_LABELS,
+    references: References = ONE_SERVER,
+) -> bytes:
     """:func:`build_observation` as compact JSON bytes, equal to ``_json.dumps(build_observation(...))``, made faster.
 
     The parts that are the same for every response of an instrument (code, category, method,
@@ -159,21 +172,21 @@ def observation_json(result: ScoreResult, response: dict[str, Any], *, security:
     for key in ("subject", "encounter"):
         value = response.get(key)
         if isinstance(value, dict):
-            out += (_KEY[key], _value(value))
+            out += (_KEY[key], _value(references.value(value)))
     focus = _focus_reference(response)
     if focus is not None:
-        out += (b',"focus":[', _value(focus), b"]")
+        out += (b',"focus":[', _value(references.value(focus)), b"]")
     authored = response.get("authored")
     if isinstance(authored, str):
         out += (b',"effectiveDateTime":', dumps(authored))
     author = response.get("author")
     if isinstance(author, dict):
-        out += (b',"performer":[', _value(author), b"]")
+        out += (b',"performer":[', _value(references.value(author)), b"]")
     out.append(_total_json(total))
     notes = _notes(result, _mapping_parts(mapping))
     if notes:
         out += (b',"note":', dumps(notes))
-    out += (t.method, b',"derivedFrom":[', dumps(_response_reference(response)), b"]", t.reference_range)
+    out += (t.method, b',"derivedFrom":[', dumps(_response_reference(response, references)), b"]", t.reference_range)
     if len(result.scores) > 1:
         out += (b',"component":[', b",".join([_component_json(score) for score in result.scores[1:]]), b"]")
     out.append(b"}")
@@ -202,18 +215,13 @@ def _notes(result: ScoreResult, parts: _MappingParts) -> list[dict[str, str]]:
     return [{"text": t} for t in texts]
 
 
-def _response_reference(response: dict[str, Any]) -> dict[str, str]:
+def _response_reference(response: dict[str, Any], refs: References) -> dict[str, str]:
     rid = response.get("id")
     if not (isinstance(rid, str) and rid):
         return {"display": "QuestionnaireResponse without a server id"}
     version = (response.get("meta") or {}).get("versionId")
     ref = f"QuestionnaireResponse/{rid}" + (f"/_history/{version}" if isinstance(version, str) and version else "")
-    return {"reference": ref}
-
-
-def _focus(response: dict[str, Any]) -> dict[str, Any] | None:
-    found = _focus_reference(response)
-    return _copied(found) if found is not None else None
+    return {"reference": refs.text(ref)}
 
 
 def _focus_reference(response: dict[str, Any]) -> dict[str, Any] | None:

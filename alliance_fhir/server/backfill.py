@@ -1,7 +1,7 @@
 """The back-fill use case: score a server's history through FHIR Bulk Data ``$export``.
 
 Kick off an export of QuestionnaireResponses (system, Group or Patient level, one
-``_typeFilter`` per instrument canonical, ``_since``), poll it, then stream each NDJSON file and
+``_typeFilter`` per instrument canonical and per vendor Questionnaire a form map claims, ``_since``), poll it, then stream each NDJSON file and
 hand its responses, a chunk at a time, to sync's own path (:func:`.sync.process_stream`: the
 same scoring, verified idempotent writes and ledger), or with ``via="import"`` to
 :mod:`.backfill_import` (``$import`` of the Observations).
@@ -61,8 +61,8 @@ from ..fhirclient.bulk import (
 from ..fhirclient.client import FhirClient, safe_origin, safe_path
 from ..instruments.catalog import Catalog
 from .backfill_import import import_file
-from .state import UNREAD_VERSION, UNREADABLE, LedgerEntry, StateStore
-from .sync import ExternalWrites, SyncFailure, SyncOptions, SyncReport, process_stream
+from .state import UNREAD_VERSION, UNREADABLE, LedgerEntry, ServerPair, StateStore
+from .sync import ExternalWrites, SyncFailure, SyncOptions, SyncReport, new_report, process_stream
 
 __all__ = ["BackfillOptions", "BackfillReport", "cancel_backfill", "run_backfill"]
 
@@ -154,29 +154,35 @@ def run_backfill(
     store: StateStore,
     options: BackfillOptions = BackfillOptions(),
     on_progress: ProgressHook | None = None,
+    *,
+    results: FhirClient | None = None,
 ) -> BackfillReport:
     """One back-fill run: export (or resume the export in the state), then score and write each file.
+
+    The export is the source's (``client``); the Observations go to ``results`` (the results store;
+    the source when None), and the export job, ledger and checkpoint are kept for the two together.
 
     Raises:
         ConfigError: another back-fill with other options is in progress on this state.
         FhirServerError, FhirTransportError: the kick-off or the polling failed (the job is kept
             unless the server no longer knows it).
     """
-    return _Backfill(client, catalog, store, options, on_progress).run()
+    return _Backfill(client, catalog, store, options, on_progress, results).run()
 
 
-def cancel_backfill(client: FhirClient, store: StateStore) -> str | None:
+def cancel_backfill(client: FhirClient, store: StateStore, results: str | None = None) -> str | None:
     """DELETE the export job in the state (if any) and forget it; its status path, or None if there was none.
 
     Raises:
         FhirServerError, FhirTransportError: the server refused the DELETE (the job is kept).
     """
-    job = store.bulk_job(client.base_url)
+    key = ServerPair(client.base_url, results or client.base_url)  # results: the results store's base URL
+    job = store.bulk_job(key)
     if job is None:
         return None
     if not cancel_job(client, job.status_url):
         logger.warning("the server no longer knew the export job (404/410); forgetting it")
-    store.bulk_clear(client.base_url)
+    store.bulk_clear(key)
     return safe_path(job.status_url)
 
 
@@ -188,6 +194,7 @@ class _Backfill:
         store: StateStore,
         options: BackfillOptions,
         on_progress: ProgressHook | None,
+        results: FhirClient | None = None,
     ) -> None:
         if options.via not in VIA:
             raise ConfigError(f"--via must be one of {', '.join(VIA)}, not {options.via!r}")
@@ -195,10 +202,14 @@ class _Backfill:
             raise ConfigError("--group and --patient exclude each other (one export level)")
         self.client, self.catalog, self.store, self.options = client, catalog, store, options
         self.server = client.base_url
+        self.results = client if results is None else results
+        self.key = ServerPair(client.base_url, self.results.base_url)
         self.instruments = [catalog.get(ref) for ref in options.instruments] if options.instruments else list(catalog)
         self.urls = {inst.url for inst in self.instruments}
+        # The vendor Questionnaires a form map claims for these instruments, searched as sync searches them.
+        self.vendor = catalog.forms.search_values(self.urls, self.server)
         self.report = BackfillReport(server=self.server, via=options.via)
-        self.report.sync = SyncReport(server=self.server, dry_run=False)
+        self.report.sync = new_report(self.key, dry_run=False)
         self.notify = on_progress or (lambda _what, _report: None)
         self.sync_options = SyncOptions(instruments=tuple(options.instruments))
         self.since_cut: datetime | None = None
@@ -208,12 +219,14 @@ class _Backfill:
 
     def run(self) -> BackfillReport:
         started = time.perf_counter()
-        requests_before = self.client.requests_sent
+        requests_before = self._requests_sent()
         try:
             statement = self.client.r4_capabilities()
+            if self.key.split:  # the writes' server: R4 too, and the one whose $import counts
+                statement = self.results.r4_capabilities()
             if self.options.via == "import" and not supports_operation(statement, "import"):
                 raise ConfigError(
-                    f"--via import: {self.server} does not offer $import (no 'import' operation in its "
+                    f"--via import: {self.results.base_url} does not offer $import (no 'import' operation in its "
                     "CapabilityStatement); use --via transactions"
                 )
             manifest = self._manifest()
@@ -224,25 +237,25 @@ class _Backfill:
             self._files(manifest)
             self._finish(manifest)
         finally:
-            self.report.sync.requests = self.client.requests_sent - requests_before
+            self.report.sync.requests = self._requests_sent() - requests_before
             self.report.seconds = round(time.perf_counter() - started, 3)
             self.report.sync.seconds = self.report.seconds
         return self.report
 
     def _request(self) -> ExportRequest:
         since = self.options.since
-        if since is None and (checkpoint := self.store.checkpoint(self.server)) is not None:
+        if since is None and (checkpoint := self.store.checkpoint(self.key)) is not None:
             overlap = timedelta(seconds=self.client.config.overlap_seconds)
             since = (parse_instant(checkpoint) - overlap).isoformat().replace("+00:00", "Z")  # sync's own window
         patient = self.options.patient
         if patient and "/" not in patient:
             patient = f"Patient/{patient}"
-        return ExportRequest(since, type_filters(sorted(self.urls)), self.options.group, patient)
+        return ExportRequest(since, type_filters([*sorted(self.urls), *self.vendor]), self.options.group, patient)
 
     def _manifest(self) -> Manifest:
         """Resume the stored job (its manifest, or more polling), else kick off a new export."""
         asked = json.dumps(self.options.asked(), sort_keys=True)
-        job = self.store.bulk_job(self.server)
+        job = self.store.bulk_job(self.key)
         if job is not None:
             stored = json.loads(job.request)
             if json.dumps(stored.get("asked"), sort_keys=True) != asked:
@@ -250,6 +263,11 @@ class _Backfill:
                     f"a back-fill of {self.server} with other options is in progress (kicked off {job.kicked_off_at}: "
                     f"{_describe(stored.get('asked') or {})}); run it again with those options to resume it, "
                     "or backfill --cancel"
+                )
+            if stored.get("vendor", []) != self.vendor:  # its export would miss (or add) a vendor's responses
+                raise ConfigError(
+                    f"a back-fill of {self.server} kicked off {job.kicked_off_at} with other form maps is in progress; "
+                    "run it again with the same --instruments folders to resume it, or backfill --cancel"
                 )
             self.report.resumed = True
             self.report.status_url = job.status_url
@@ -265,8 +283,13 @@ class _Backfill:
             self.notify("kick-off", self.report)
             status_url = kick_off(self.client, request.path, request.parameters())
             self.report.status_url = status_url
-            record = {"asked": self.options.asked(), "since": request.since, "path": request.path}
-            self.store.bulk_start(self.server, json.dumps(record, sort_keys=True), status_url)
+            record = {
+                "asked": self.options.asked(),
+                "since": request.since,
+                "path": request.path,
+                "vendor": self.vendor,
+            }
+            self.store.bulk_start(self.key, json.dumps(record, sort_keys=True), status_url)
         return self._poll(status_url)
 
     def _poll(self, status_url: str) -> Manifest:
@@ -285,7 +308,7 @@ class _Backfill:
                 stalled_polls=self.options.stalled_polls,
             )
         except NotFound:
-            self.store.bulk_clear(self.server)
+            self.store.bulk_clear(self.key)
             raise UnexpectedResponse(
                 "GET",
                 safe_path(status_url),
@@ -294,7 +317,7 @@ class _Backfill:
                 "the next back-fill starts a new export",
             ) from None
         manifest = parse_manifest(body, safe_path(status_url))
-        self.store.bulk_complete(self.server, manifest.transaction_time, json.dumps(body))
+        self.store.bulk_complete(self.key, manifest.transaction_time, json.dumps(body))
         return manifest
 
     def _set_since_cut(self, since: str | None) -> None:
@@ -331,7 +354,7 @@ class _Backfill:
             )
 
     def _files(self, manifest: Manifest) -> None:
-        done = self.store.bulk_files_done(self.server)
+        done = self.store.bulk_files_done(self.key)
         wanted = [f for f in manifest.output if f.type == "QuestionnaireResponse"]
         for other in {f.type for f in manifest.output} - {"QuestionnaireResponse"}:
             self.report.sync.warnings.append(
@@ -351,7 +374,7 @@ class _Backfill:
             self.notify(f"file {number}/{len(wanted)}", self.report)
             landed = self._import_file(file) if self.options.via == "import" else self._write_file(file)
             if landed:
-                self.store.bulk_file_done(self.server, file.url)
+                self.store.bulk_file_done(self.key, file.url)
                 self.report.files_done += 1
             if self.report.stopped is not None:
                 return
@@ -382,6 +405,7 @@ class _Backfill:
             self.sync_options,
             report=self.report.sync,
             on_progress=lambda _sync: self.notify("write", self.report),
+            results=self.results,
         )
         return not broken and self.report.sync.write_failures == failed_before
 
@@ -389,13 +413,15 @@ class _Backfill:
         """The same chunks, scored by sync's path, but written by ``$import`` (:mod:`.backfill_import`)."""
         failed_before = self.report.sync.write_failures  # a response refused for its id did not land either
         broken: list[str] = []
-        writes = ExternalWrites(self.client, self.catalog, self.store, self.sync_options, self.report.sync)
+        writes = ExternalWrites(
+            self.client, self.catalog, self.store, self.sync_options, self.report.sync, results=self.results
+        )
         self.report.sync.write_mode = "import"
         self.report.sync.write_mode_reason = (
             "--via import: the server offers $import; Observations are pulled as NDJSON"
         )
         landed = import_file(
-            self.client,
+            self.results,
             writes,
             self.chunks(file, broken),
             listen=self.options.import_listen,
@@ -404,8 +430,13 @@ class _Backfill:
             sleep=self.options.sleep,
             clock=self.options.clock,
         )
-        self.report.sync.outstanding = self.store.outstanding(self.server)
+        self.report.sync.outstanding = self.store.outstanding(self.key)
         return landed and not broken and self.report.sync.write_failures == failed_before
+
+    def _requests_sent(self) -> int:
+        """Requests sent to both servers (each once when they are one)."""
+        extra = self.results.requests_sent if self.key.split else 0
+        return self.client.requests_sent + extra
 
     def chunks(self, file: ExportFile, broken: list[str]) -> Iterator[list[dict[str, Any]]]:
         """The file's responses that were asked for, ``page_size`` at a time.
@@ -468,7 +499,11 @@ class _Backfill:
         """Our own filter: the instruments, the patient and ``_since`` (servers may ignore theirs)."""
         reference = response.get("questionnaire")
         literal = isinstance(reference, str) and reference.removeprefix(f"{self.server}/").startswith("Questionnaire/")
-        if isinstance(reference, str) and not literal and reference.partition("|")[0] not in self.urls:
+        mapped = self.catalog.forms.match(response) if self.catalog.forms else None
+        if mapped is not None:  # a vendor's form (canonical, reference or contained): asked for if its instrument is
+            if mapped.instrument.url not in self.urls:
+                return False
+        elif isinstance(reference, str) and not literal and reference.partition("|")[0] not in self.urls:
             return False  # a literal reference to one of our Questionnaires is resolved by sync's path
         patient = self.options.patient
         if patient:
@@ -495,9 +530,9 @@ class _Backfill:
 
     def _finish(self, manifest: Manifest) -> None:
         """Complete: every file landed and no export error. Then the checkpoint (full scope only) and clear the job."""
-        self.report.sync.outstanding = self.store.outstanding(self.server)
+        self.report.sync.outstanding = self.store.outstanding(self.key)
         landed = self.report.files_done + self.report.files_done_before == self.report.files
-        unread = self.store.unreadable_count(self.server)
+        unread = self.store.unreadable_count(self.key)
         self.report.complete = landed and not self.export_failed and not unread
         if not landed:
             self.report.checkpoint_note = (
@@ -511,7 +546,7 @@ class _Backfill:
                 else f"not moved: {unread} exported line(s) could not be read and are outstanding (failures lists "
                 "them) until a sync or back-fill reads them or they are dismissed"
             )
-            self.store.bulk_clear(self.server)
+            self.store.bulk_clear(self.key)
             return
         partial = [
             name
@@ -529,10 +564,10 @@ class _Backfill:
                 f"not moved: the server's transactionTime {manifest.transaction_time} is ahead of our clock"
             )
         else:
-            self.store.set_checkpoint(self.server, manifest.transaction_time)
+            self.store.set_checkpoint(self.key, manifest.transaction_time)
             self.report.checkpoint = manifest.transaction_time
             self.report.checkpoint_note = "sync continues from the export's transactionTime"
-        self.store.bulk_clear(self.server)
+        self.store.bulk_clear(self.key)
 
     def _sane(self, stamp: str) -> bool:
         ahead = (parse_instant(stamp) - datetime.now(UTC)).total_seconds()

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._ids import IDENTIFIER_SYSTEM, SIGNAL_IDENTIFIER_SYSTEM, TASK_IDENTIFIER_SYSTEM
-from .._refs import parse_reference
+from .._refs import References, parse_reference
 from .._security import NO_LABELS, SecurityLabels, carries_labels
 from ..errors import NotFound
 from ..fhirclient.client import FhirClient, search_token
@@ -28,14 +28,25 @@ from ..signals.rules import SPLIT, Signal, detect_signals
 from ..signals.situations import apply_levels, situation_history
 from ..signals.trajectory import Trajectories, build_trajectories, context_from_encounters, unbundle
 
-__all__ = ["SignalReport", "fetch_scores", "fetch_trajectories", "run_signals"]
+__all__ = [
+    "ENCOUNTERS_PER_SEARCH",
+    "SignalReport",
+    "fetch_encounters",
+    "fetch_scores",
+    "fetch_trajectories",
+    "references_between",
+    "run_signals",
+]
+
+# Encounter ids per search on the source (a POSTed _search, so the list never makes a long URL).
+ENCOUNTERS_PER_SEARCH = 100
 
 
 @dataclass
 class SignalReport:
     """What one signals run found and wrote."""
 
-    server: str
+    server: str  # the results store: where scores are read and DetectedIssues and Tasks written
     dry_run: bool
     observations: int = 0
     signals: int = 0
@@ -54,24 +65,78 @@ class SignalReport:
         return {k: v for k, v in vars(self).items() if k not in ("issue_ids", "withdrawn_issues")}
 
 
+def references_between(client: FhirClient, source: FhirClient | None) -> References:
+    """How results in ``client`` (the results store) name the resources of ``source`` (None: the store itself)."""
+    return References.between((source or client).base_url, client.base_url)
+
+
 def fetch_scores(
-    client: FhirClient, patient: str | None = None, tag: dict[str, str] | None = None
+    client: FhirClient,
+    patient: str | None = None,
+    tag: dict[str, str] | None = None,
+    *,
+    source: FhirClient | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Our score Observations (all statuses) and their Encounters, as read (the CDS hook adds to them)."""
-    params = {"identifier": f"{IDENTIFIER_SYSTEM}|", "_include": "Observation:encounter", "_count": "500"}
+    """Our score Observations (all statuses) and their Encounters, as read (the CDS hook adds to them).
+
+    ``client`` is the results store (where the Observations are). The Encounters are where the
+    sessions are: on the store itself (``_include``, one request per page), or with a separate
+    ``source`` (the EHR) read from there by id (:func:`fetch_encounters`). ``patient`` is named as
+    the source names it (``Patient/1``); the store is searched for it absolute on the source too.
+    """
+    split = source is not None and source is not client
+    params = {"identifier": f"{IDENTIFIER_SYSTEM}|", "_count": "500"}
+    if not split:
+        params["_include"] = "Observation:encounter"
     if patient:
-        params["subject"] = patient
+        params["subject"] = references_between(client, source).search(patient)
     if tag:
         params["_tag"] = search_token(tag)
-    return unbundle(client.search_pages("Observation", params))
+    observations, encounters = unbundle(client.search_pages("Observation", params))
+    if split and source is not None:
+        encounters += fetch_encounters(source, observations)
+    return observations, encounters
+
+
+def fetch_encounters(source: FhirClient, observations: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The Encounters the Observations name, read from the source by id (:data:`ENCOUNTERS_PER_SEARCH` a search).
+
+    References to another server than the source are left out (their sessions are unknown, as an
+    ``_include`` that finds nothing would leave them).
+
+    Raises:
+        FhirTransportError, FhirServerError: the source could not be read.
+    """
+    ids = sorted(
+        {
+            ref.id
+            for obs in observations
+            if (ref := parse_reference((obs.get("encounter") or {}).get("reference"))) is not None
+            and ref.type == "Encounter"
+            and ref.on(source.base_url)
+        }
+    )
+    found: list[dict[str, Any]] = []
+    for start in range(0, len(ids), ENCOUNTERS_PER_SEARCH):
+        chunk = ids[start : start + ENCOUNTERS_PER_SEARCH]
+        params = {"_id": ",".join(chunk), "_count": str(len(chunk))}
+        found += [r for r in source.search("Encounter", params, post=True) if r.get("resourceType") == "Encounter"]
+    return found
 
 
 def fetch_trajectories(
-    client: FhirClient, catalog: Catalog, patient: str | None = None, tag: dict[str, str] | None = None
+    client: FhirClient,
+    catalog: Catalog,
+    patient: str | None = None,
+    tag: dict[str, str] | None = None,
+    *,
+    source: FhirClient | None = None,
 ) -> Trajectories:
-    """Our score Observations (all statuses) and their Encounters, as per-client series."""
-    observations, encounters = fetch_scores(client, patient, tag)
-    return build_trajectories(observations, catalog, context_from_encounters(encounters))
+    """Our score Observations (all statuses) and their Encounters, as per-client series (see :func:`fetch_scores`)."""
+    observations, encounters = fetch_scores(client, patient, tag, source=source)
+    return build_trajectories(
+        observations, catalog, context_from_encounters(encounters), references_between(client, source)
+    )
 
 
 def run_signals(
@@ -84,8 +149,12 @@ def run_signals(
     tag: dict[str, str] | None = None,
     security: SecurityLabels = NO_LABELS,
     prompts: PromptSet | None = None,
+    source: FhirClient | None = None,
 ) -> tuple[SignalReport, list[Signal], Trajectories]:
     """Detect signals from the server's scores and write them (unless ``dry_run``).
+
+    ``client`` is the results store: scores are read from it and DetectedIssues and Tasks written
+    to it. ``source``, when it is another server (the EHR), is where the sessions' Encounters are read.
 
     With ``patient``, only that client's scores are read, so a split alliance (which compares the
     members of a joint session) cannot be judged: its DetectedIssues are left as they are, never
@@ -98,20 +167,24 @@ def run_signals(
     a label is written once more to carry it.
     """
     report = SignalReport(server=client.base_url, dry_run=dry_run)
-    trajectories = fetch_trajectories(client, catalog, patient, tag)
+    references = references_between(client, source)
+    trajectories = fetch_trajectories(client, catalog, patient, tag, source=source)
     report.observations = sum(len(s.points) for s in trajectories.series)
     report.problems = list(trajectories.problems)
     signals = detect_signals(trajectories)
     report.signals, report.active = len(signals), sum(1 for s in signals if s.status == "active")
     situations = situation_history(signals, trajectories)
     signals = apply_levels(signals, situations)
-    resources = signal_resources(signals, situations=situations, tasks=tasks, prompts=prompts, security=security)
+    resources = signal_resources(
+        signals, situations=situations, tasks=tasks, prompts=prompts, security=security, references=references
+    )
     if tag:
         for resource in resources:
             if resource["resourceType"] != "Device":
                 resource["meta"] = {**(resource.get("meta") or {}), "tag": [tag]}
     issues = [r for r in resources if r["resourceType"] == "DetectedIssue"]
-    existing = _existing(client, "DetectedIssue", SIGNAL_IDENTIFIER_SYSTEM, patient, tag)
+    searched = references.search(patient) if patient else None
+    existing = _existing(client, "DetectedIssue", SIGNAL_IDENTIFIER_SYSTEM, searched, tag)
     withdrawn = withdrawn_issues(existing.values(), issues)
     if patient:  # one client's scores cannot show a split (it compares a joint session's members): keep those
         withdrawn = [w for w in withdrawn if not _is_kind(w, SPLIT)]
@@ -121,7 +194,7 @@ def run_signals(
     ]
     report.unchanged = len(issues) - sum(1 for r in writes if r["resourceType"] == "DetectedIssue")
     new_tasks = [r for r in resources if r["resourceType"] == "Task"]
-    known = _existing(client, "Task", TASK_IDENTIFIER_SYSTEM, patient, tag)  # always: Tasks follow their signal
+    known = _existing(client, "Task", TASK_IDENTIFIER_SYSTEM, searched, tag)  # always: Tasks follow their signal
     new_tasks = [t for t in new_tasks if t["identifier"][0]["value"] not in known]
     cancelled, noted = task_follow_ups(known, situations, withdrawn, signals)
     report.issue_ids = {key: str(r["id"]) for key, r in existing.items() if r.get("id")}

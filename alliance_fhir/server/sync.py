@@ -39,7 +39,7 @@ from .._time import parse_instant, zoned_instant
 from ..errors import summarise_outcome
 from ..fhirclient.client import FhirClient, is_match, search_token
 from ..instruments.catalog import Catalog, Instrument
-from .state import StateStore
+from .state import ServerPair, StateStore
 from .sync_pipeline import MAX_NAMED, SEARCH, Pipeline
 from .sync_plan import ServerPlan, plan_server
 from .sync_report import SyncFailure, SyncOptions, SyncReport, warn
@@ -51,6 +51,7 @@ __all__ = [
     "SyncOptions",
     "SyncReport",
     "SyncSession",
+    "new_report",
     "process_response",
     "process_responses",
     "process_stream",
@@ -68,8 +69,11 @@ def run_sync(
     options: SyncOptions = SyncOptions(),
     on_progress: Callable[[SyncReport], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    *,
+    results: FhirClient | None = None,
 ) -> SyncReport:
-    """One sync run against ``client``'s server.
+    """One sync run: responses read from ``client``'s server (the source), Observations written to
+    ``results`` (the results store; the source itself when None).
 
     ``should_stop`` is asked before each page: once it says yes (serve is stopping), no further
     page is read, the writes in flight settle, and the checkpoint stays where it was (the next run
@@ -79,7 +83,7 @@ def run_sync(
         FhirTransportError, FhirServerError: the search itself failed (nothing is lost: the
             checkpoint does not move).
     """
-    return SyncSession(client, catalog, store, options).sync(on_progress, should_stop)
+    return SyncSession(client, catalog, store, options, results=results).sync(on_progress, should_stop)
 
 
 def process_response(
@@ -88,6 +92,8 @@ def process_response(
     store: StateStore,
     response: dict[str, Any],
     options: SyncOptions = SyncOptions(),
+    *,
+    results: FhirClient | None = None,
 ) -> SyncReport:
     """Sync's path for one response (e.g. delivered by a Subscription): score it, write its
     Observation with verification, record the ledger. The report counts this one response and
@@ -96,7 +102,7 @@ def process_response(
     Raises:
         FhirTransportError, FhirServerError: the server is unreachable or not FHIR R4.
     """
-    return process_responses(client, catalog, store, [response], options)
+    return process_responses(client, catalog, store, [response], options, results=results)
 
 
 def process_responses(
@@ -105,10 +111,12 @@ def process_responses(
     store: StateStore,
     responses: Sequence[dict[str, Any]],
     options: SyncOptions = SyncOptions(),
+    *,
+    results: FhirClient | None = None,
 ) -> SyncReport:
     """:func:`process_response` for several responses at once (a :class:`SyncSession` keeps what
     it learnt of the server between rounds; this learns it afresh)."""
-    return SyncSession(client, catalog, store, options).process(responses)
+    return SyncSession(client, catalog, store, options, results=results).process(responses)
 
 
 class SyncSession:
@@ -120,9 +128,19 @@ class SyncSession:
     failed is not kept. The two may run on different threads: the plan is replaced whole.
     """
 
-    def __init__(self, client: FhirClient, catalog: Catalog, store: StateStore, options: SyncOptions) -> None:
+    def __init__(
+        self,
+        client: FhirClient,
+        catalog: Catalog,
+        store: StateStore,
+        options: SyncOptions,
+        *,
+        results: FhirClient | None = None,
+    ) -> None:
         self._client, self._catalog, self._store, self._options = client, catalog, store, options
-        self._instruments = _instruments(catalog, options)
+        self._results = client if results is None else results
+        self._key = ServerPair(client.base_url, self._results.base_url)
+        self._instruments = covered_instruments(catalog, options)
         self._plan: ServerPlan | None = None
 
     def sync(
@@ -136,14 +154,13 @@ class SyncSession:
             FhirTransportError, FhirServerError: the search itself failed (nothing is lost: the
                 checkpoint does not move).
         """
-        client = self._client
-        started, requests_before = time.perf_counter(), client.requests_sent
-        report = SyncReport(server=client.base_url, dry_run=self._options.dry_run)
+        started, requests_before = time.perf_counter(), self._requests_sent()
+        report = self._report()
         try:
             plan = self._learn(report)
             _Search(self, report, on_progress, should_stop).run(plan)
         finally:
-            report.requests = client.requests_sent - requests_before
+            report.requests = self._requests_sent() - requests_before
             report.seconds = round(time.perf_counter() - started, 3)
         return report
 
@@ -154,15 +171,26 @@ class SyncSession:
         Raises:
             FhirTransportError, FhirServerError: the server is unreachable or not FHIR R4.
         """
-        report = SyncReport(server=self._client.base_url, dry_run=self._options.dry_run)
+        report = self._report()
         plan = self._plan or self._learn(report)
-        with Pipeline(self._client, self._catalog, self._store, self._options, plan, report) as pipeline:
+        with Pipeline(
+            self._client, self._catalog, self._store, self._options, plan, report, results=self._results
+        ) as pipeline:
             pipeline.write_all([list(responses)])
-        report.outstanding = self._store.outstanding(self._client.base_url)
+        report.outstanding = self._store.outstanding(self._key)
         return report
 
+    def _report(self) -> SyncReport:
+        """An empty report naming the source, and the results store when it is another server."""
+        return new_report(self._key, self._options.dry_run)
+
+    def _requests_sent(self) -> int:
+        """Requests sent to both servers (each once when they are one)."""
+        sent = self._client.requests_sent
+        return sent + (self._results.requests_sent if self._results is not self._client else 0)
+
     def _learn(self, report: SyncReport) -> ServerPlan:
-        plan = plan_server(self._client, self._instruments, self._options, report)
+        plan = plan_server(self._client, self._instruments, self._options, report, self._results)
         self._plan = plan if plan.looked_up else None
         return plan
 
@@ -175,6 +203,8 @@ def process_stream(
     options: SyncOptions = SyncOptions(),
     report: SyncReport | None = None,
     on_progress: Callable[[SyncReport], None] | None = None,
+    *,
+    results: FhirClient | None = None,
 ) -> SyncReport:
     """Sync's path for responses from elsewhere (``backfill``'s exported files), chunk by chunk in
     constant memory: the same scoring, verified writes and ledger as :func:`run_sync`, without the
@@ -184,12 +214,18 @@ def process_stream(
     Raises:
         FhirTransportError, FhirServerError: the server is unreachable or not FHIR R4.
     """
-    report = report if report is not None else SyncReport(server=client.base_url, dry_run=options.dry_run)
-    plan = plan_server(client, _instruments(catalog, options), options, report)
-    with Pipeline(client, catalog, store, options, plan, report, on_progress=on_progress) as pipeline:
+    key = ServerPair(client.base_url, (results or client).base_url)
+    report = report if report is not None else new_report(key, options.dry_run)
+    plan = plan_server(client, covered_instruments(catalog, options), options, report, results)
+    with Pipeline(client, catalog, store, options, plan, report, on_progress=on_progress, results=results) as pipeline:
         pipeline.write_all(chunks)
-    report.outstanding = store.outstanding(client.base_url)
+    report.outstanding = store.outstanding(key)
     return report
+
+
+def new_report(key: ServerPair, dry_run: bool) -> SyncReport:
+    """An empty run report naming the source, and the results store when it is another server."""
+    return SyncReport(server=key.source, dry_run=dry_run, results_server=key.results if key.split else None)
 
 
 class ExternalWrites:
@@ -202,10 +238,17 @@ class ExternalWrites:
     """
 
     def __init__(
-        self, client: FhirClient, catalog: Catalog, store: StateStore, options: SyncOptions, report: SyncReport
+        self,
+        client: FhirClient,
+        catalog: Catalog,
+        store: StateStore,
+        options: SyncOptions,
+        report: SyncReport,
+        *,
+        results: FhirClient | None = None,
     ) -> None:
-        plan = plan_server(client, _instruments(catalog, options), options, report)
-        self._pipeline = Pipeline(client, catalog, store, options, plan, report)
+        plan = plan_server(client, covered_instruments(catalog, options), options, report, results)
+        self._pipeline = Pipeline(client, catalog, store, options, plan, report, results=results)
 
     def pending(self, responses: list[dict[str, Any]]) -> list[PendingWrite]:
         return self._pipeline.stage(responses)
@@ -230,6 +273,7 @@ class _Search:
         # a search is one run of its session: the same client, catalog, state, options and instruments
         self.client, self.catalog, self.store = session._client, session._catalog, session._store
         self.options, self.instruments, self.report = session._options, session._instruments, report
+        self.results, self.key = session._results, session._key
         self.server = self.client.base_url
         self.on_progress = on_progress or (lambda _report: None)
         self.should_stop = should_stop or (lambda: False)
@@ -256,7 +300,7 @@ class _Search:
                     )
                     return
                 if not stamps:
-                    stamps.append(_bundle_time(page))
+                    stamps.append(bundle_time(page))
                 self._relay_notes(page)
                 yield [e["resource"] for e in page.get("entry", []) if is_match(e)]
 
@@ -269,6 +313,7 @@ class _Search:
             self.report,
             relabel=self.relabel,
             on_progress=self.on_progress,
+            results=self.results,
         )
         with pipeline:
             pipeline.write_all(chunks())
@@ -280,56 +325,25 @@ class _Search:
             and started_at
             and self._sane(started_at)
         ):
-            self.store.set_checkpoint(self.server, started_at)
+            self.store.set_checkpoint(self.key, started_at)
             self.report.checkpoint = started_at
             if self.relabel and self._whole_server():
-                self.store.set_setting(_labels_setting(self.server, self.options.tag), applied)
-        self.report.outstanding = self.store.outstanding(self.server)
+                self.store.set_setting(_labels_setting(self.key.scope, self.options.tag), applied)
+        self.report.outstanding = self.store.outstanding(self.key)
         self.on_progress(self.report)
 
     def _relay_notes(self, page: dict[str, Any]) -> None:
-        """A searchset's OperationOutcome entries (``search.mode`` outcome: the server's warnings
-        about the search, as HAPI writes them) become warnings, each distinct one once a run; the
-        resources it added as ``include`` are not responses and are not used."""
-        for entry in page.get("entry", []):
-            resource = entry["resource"]
-            if (entry.get("search") or {}).get("mode") != "outcome" or resource.get(
-                "resourceType"
-            ) != "OperationOutcome":
-                continue
-            note = safe_text(summarise_outcome(resource), 300)
-            if note not in self.notes and len(self.notes) < MAX_NAMED:
-                self.notes.add(note)
-                warn(self.report, SEARCH, f"the server notes (search.mode outcome): {note}")
+        relay_notes(self.report, page, self.notes)
 
     def _sane(self, stamp: str) -> bool:
-        """A server stamp may be behind our clock, but not far ahead of it (see the module's clock rules)."""
-        tolerance = self.client.config.clock_tolerance_seconds
-        when = zoned_instant(stamp)
-        if when is None:
-            warn(
-                self.report,
-                "checkpoint",
-                f"the server's search stamp {stamp!r} is not an instant; the checkpoint was not moved",
-            )
-            return False
-        ahead = (when - datetime.now(UTC)).total_seconds()
-        if ahead > tolerance:
-            warn(
-                self.report,
-                "checkpoint",
-                f"the server's clock ({stamp}) is {ahead:.0f} s ahead of ours (tolerance {tolerance:.0f} s); "
-                "the checkpoint was not moved",
-            )
-            return False
-        return True
+        return sane_stamp(self.client, self.report, stamp)
 
     def _check_labels(self) -> str:
         """Compare the labels asked for with those the last complete run applied (the state's
         setting); when they differ, this run re-reads every response and rewrites its Observation
         once. Returns the labels' fingerprint, stored when such a run completes."""
         wanted = self.options.security.fingerprint
-        applied = self.store.setting(_labels_setting(self.server, self.options.tag)) or ""
+        applied = self.store.setting(_labels_setting(self.key.scope, self.options.tag)) or ""
         self.relabel = wanted != applied
         if self.relabel:
             logger.info(
@@ -357,7 +371,7 @@ class _Search:
             return self.options.since
         if self.relabel:
             return None
-        checkpoint = self.store.checkpoint(self.server)
+        checkpoint = self.store.checkpoint(self.key)
         if checkpoint is None:
             return None
         overlap = timedelta(seconds=self.client.config.overlap_seconds)
@@ -370,10 +384,7 @@ class _Search:
         # `url|version` and `url` side by side (27 s vs 6 s for 2,000 responses). Literal
         # references to our Questionnaires' server ids are searched in the same list.
         # Each instrument's url and its client-facing Questionnaire's (a client portal's responses name that one).
-        values = list(dict.fromkeys(url for inst in self.instruments for url in inst.response_urls))
-        values += self.questionnaires
-        # Vendor forms a form map claims (their canonicals and Questionnaire/<id> references), for these instruments.
-        values += self.catalog.forms.search_values({inst.url for inst in self.instruments}, self.server)
+        values = questionnaire_values(self.catalog, self.instruments, self.questionnaires, self.server)
         params = {"questionnaire": ",".join(values), "_count": str(self.client.config.page_size)}
         if since:
             params["_lastUpdated"] = f"ge{since}"
@@ -384,7 +395,55 @@ class _Search:
         return params
 
 
-def _instruments(catalog: Catalog, options: SyncOptions) -> list[Instrument]:
+def questionnaire_values(
+    catalog: Catalog, instruments: Sequence[Instrument], literal: Sequence[str], server: str
+) -> list[str]:
+    """The ``questionnaire=`` values a response search sends: each instrument's url and its
+    client-facing Questionnaire's, ``literal`` references to our Questionnaires' server ids (the
+    plan's), and the vendor forms a form map claims for these instruments."""
+    values = list(dict.fromkeys(url for inst in instruments for url in inst.response_urls))
+    values += literal
+    values += catalog.forms.search_values({inst.url for inst in instruments}, server)
+    return values
+
+
+def relay_notes(report: SyncReport, page: dict[str, Any], seen: set[str]) -> None:
+    """A searchset's OperationOutcome entries (``search.mode`` outcome: the server's warnings
+    about the search, as HAPI writes them) become warnings, each distinct one once a run (``seen``);
+    the resources it added as ``include`` are not responses and are not used."""
+    for entry in page.get("entry", []):
+        resource = entry["resource"]
+        if (entry.get("search") or {}).get("mode") != "outcome" or resource.get("resourceType") != "OperationOutcome":
+            continue
+        note = safe_text(summarise_outcome(resource), 300)
+        if note not in seen and len(seen) < MAX_NAMED:
+            seen.add(note)
+            warn(report, SEARCH, f"the server notes (search.mode outcome): {note}")
+
+
+def sane_stamp(client: FhirClient, report: SyncReport, stamp: str) -> bool:
+    """A server stamp may be behind our clock, but not far ahead of it (see the module's clock rules);
+    a refused one is a warning in ``report`` saying the checkpoint was not moved."""
+    tolerance = client.config.clock_tolerance_seconds
+    when = zoned_instant(stamp)
+    if when is None:
+        warn(
+            report, "checkpoint", f"the server's search stamp {stamp!r} is not an instant; the checkpoint was not moved"
+        )
+        return False
+    ahead = (when - datetime.now(UTC)).total_seconds()
+    if ahead > tolerance:
+        warn(
+            report,
+            "checkpoint",
+            f"the server's clock ({stamp}) is {ahead:.0f} s ahead of ours (tolerance {tolerance:.0f} s); "
+            "the checkpoint was not moved",
+        )
+        return False
+    return True
+
+
+def covered_instruments(catalog: Catalog, options: SyncOptions) -> list[Instrument]:
     """The instruments a run covers: those asked for, else the whole catalog."""
     return [catalog.get(ref) for ref in options.instruments] if options.instruments else list(catalog)
 
@@ -413,7 +472,7 @@ def _prefetched(pages: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
             yield page  # type: ignore[misc]
 
 
-def _bundle_time(page: dict[str, Any]) -> str:
+def bundle_time(page: dict[str, Any]) -> str:
     """The server's clock at search time (HAPI stamps searchsets), else ours."""
     stamp = (page.get("meta") or {}).get("lastUpdated")
     return str(stamp) if stamp else datetime.now(UTC).isoformat(timespec="milliseconds")

@@ -32,14 +32,14 @@ from typing import Any
 
 from .._closing import Closing
 from .._ids import IDENTIFIER_SYSTEM
-from .._refs import FHIR_ID_RULE, parse_reference, valid_id
+from .._refs import FHIR_ID_RULE, References, parse_reference, valid_id
 from .._text import describe, safe_text
 from ..errors import InstrumentError, ScoringError
 from ..fhirclient.client import FhirClient
 from ..instruments.catalog import Catalog, Instrument
 from ..scoring.engine import resource_ref, score_response
 from ..scoring.observations import build_observation, observation_identifier_for
-from .state import LedgerEntry, StateStore, patient_keys
+from .state import LedgerEntry, ServerPair, StateStore, patient_keys
 from .sync_plan import ServerPlan
 from .sync_report import SyncFailure, SyncOptions, SyncReport, warn
 from .writes import PendingWrite, Writer, Written
@@ -58,6 +58,10 @@ Futures = set[Future[list[Written]]]
 class Pipeline(Closing):
     """Score, claim, decide, write and record the responses of one run (see the module docstring).
 
+    ``client`` is the source (responses are attributed by its base URL); ``results`` the results
+    store, where the Observations are written, verified and looked up (the source when None). The
+    ledger and claims are keyed by both (:class:`.state.ServerPair`); the Observations name the
+    source's resources absolute on it when the two differ (:class:`~alliance_fhir._refs.References`).
     ``report`` is the caller's: counts add up in it (one report across a back-fill's files).
     ``relabel``: the labels differ from those the last complete sync applied, so every response
     read is rewritten once. Not thread-safe: one thread drives it (its pool only talks HTTP).
@@ -74,11 +78,14 @@ class Pipeline(Closing):
         *,
         relabel: bool = False,
         on_progress: Callable[[SyncReport], None] | None = None,
+        results: FhirClient | None = None,
     ) -> None:
         self._client, self._catalog, self._store, self._options = client, catalog, store, options
-        self._server = client.base_url
+        self._results = client if results is None else results
+        self._server = ServerPair(client.base_url, self._results.base_url)
+        self._references = References.between(self._server.source, self._server.results)
         self._our_ids = plan.our_ids
-        self._writer = Writer(client, plan.write.mode)
+        self._writer = Writer(self._results, plan.write.mode)
         self.report = report
         report.write_mode, report.write_mode_reason = plan.write.mode, plan.write.reason
         self._relabel = relabel
@@ -104,7 +111,7 @@ class Pipeline(Closing):
         Returns when every write has settled (landed or recorded as failed).
         """
         self._check_open()
-        config = self._client.config
+        config = self._results.config
         # Workers only talk HTTP; the ledger and the counts are updated here, on this thread.
         with ThreadPoolExecutor(max_workers=config.concurrency, thread_name_prefix="sync-write") as pool:
             in_flight: Futures = set()
@@ -173,7 +180,7 @@ class Pipeline(Closing):
     # ------------------------------------------------------------ writing
 
     def _submit(self, pool: ThreadPoolExecutor, in_flight: Futures, writes: list[PendingWrite]) -> Futures:
-        config = self._client.config
+        config = self._results.config
         for batch in _batches(writes, config.batch_size):
             while len(in_flight) >= config.concurrency * 2:
                 done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
@@ -311,7 +318,7 @@ class Pipeline(Closing):
         if self._catalog.forms and self._catalog.forms.match(response) is not None:
             return response  # a vendor form a form map claims: scoring reads it through the map
         ref = parse_reference(reference)
-        if ref is not None and ref.type == "Questionnaire" and ref.on(self._server) and ref.id in self._our_ids:
+        if ref is not None and ref.type == "Questionnaire" and ref.on(self._server.source) and ref.id in self._our_ids:
             return {**response, "questionnaire": self._our_ids[ref.id]}
         return None
 
@@ -353,7 +360,7 @@ class Pipeline(Closing):
         params = {"identifier": values, "_elements": "identifier", "_count": str(len(written))}
         present = {
             ident.get("value")
-            for resource in self._client.search("Observation", params, post=True)
+            for resource in self._results.search("Observation", params, post=True)
             for ident in resource.get("identifier", []) or []
             if isinstance(ident, dict) and ident.get("system") == IDENTIFIER_SYSTEM
         }
@@ -390,7 +397,7 @@ class Pipeline(Closing):
         self.report.scored += 1
         for warning in result.warnings:
             self.report.warnings.append(SyncFailure(f"QuestionnaireResponse/{rid}", warning))
-        observation = build_observation(result, response, security=self._options.security)
+        observation = build_observation(result, response, security=self._options.security, references=self._references)
         if self._options.tag:
             observation["meta"] = {**observation.get("meta", {}), "tag": [self._options.tag]}
         identifier = observation["identifier"][0]["value"]
@@ -406,7 +413,7 @@ class Pipeline(Closing):
                 rid, version, f"{resource_ref(response)}: entered-in-error, but its Questionnaire is unknown"
             )
         identifier = observation_identifier_for(response, instrument.mapping)
-        existing = list(self._client.search("Observation", {"identifier": f"{IDENTIFIER_SYSTEM}|{identifier}"}))
+        existing = list(self._results.search("Observation", {"identifier": f"{IDENTIFIER_SYSTEM}|{identifier}"}))
         if not existing or existing[0].get("status") == "entered-in-error":
             return LedgerEntry(rid, version, "retracted", "no Observation to retract", identifier)
         observation = {k: v for k, v in existing[0].items() if k not in ("meta", "text")}

@@ -41,9 +41,17 @@ class ServerPlan:
 
 
 def plan_server(
-    client: FhirClient, instruments: Sequence[Instrument], options: SyncOptions, report: SyncReport
+    client: FhirClient,
+    instruments: Sequence[Instrument],
+    options: SyncOptions,
+    report: SyncReport,
+    results: FhirClient | None = None,
 ) -> ServerPlan:
     """Refuse a server that is not FHIR R4; choose the write mode; learn our Questionnaires' ids.
+
+    ``client`` is the source (our Questionnaires' ids are its own: its responses refer to them);
+    the write mode is the results store's (``results``; the source itself when None), read from
+    its own CapabilityStatement, which must be R4 too.
 
     A lookup that fails for a server reason is a warning in ``report`` (responses referring to
     our Questionnaires by id are then not searched), not a failed run.
@@ -56,7 +64,10 @@ def plan_server(
     urls = dict.fromkeys(url for inst in instruments for url in inst.response_urls)  # and the client forms'
     lookup = {"url": ",".join(urls), "_elements": "url,version", "_count": "200"}
     statement, ours = client.r4_capabilities_and_search("Questionnaire", lookup)
-    write = choose_write_mode(statement, options.write_mode or client.config.write_mode)
+    store = client if results is None else results
+    if store is not client:
+        statement = store.r4_capabilities()
+    write = choose_write_mode(statement, options.write_mode or store.config.write_mode)
     known = {c for inst in instruments for c in (inst.canonical, inst.client_canonical)}
     ids: dict[str, str] = {}
     try:

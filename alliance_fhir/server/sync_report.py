@@ -47,7 +47,7 @@ class SyncFailure:
 class SyncReport:
     """Counts and failures of one run (``--json`` prints this)."""
 
-    server: str
+    server: str  # the source: where the responses were read
     dry_run: bool
     since: str | None = None
     checkpoint: str | None = None
@@ -70,6 +70,11 @@ class SyncReport:
     subjects: set[str] = field(default_factory=set, repr=False)
     # responses whose Observation did not land: a write failed, or the id was refused (backfill keeps the file open)
     write_failures: int = field(default=0, repr=False)
+    # the results store the Observations went to, when that is not ``server`` (in as_dict only then)
+    results_server: str | None = None
+    # sync --patients: the patients listed and those read to the end (in as_dict only then)
+    patients: int | None = None
+    patients_read: int = 0
 
     @property
     def ok(self) -> bool:
@@ -78,7 +83,9 @@ class SyncReport:
 
     def as_dict(self) -> dict[str, Any]:
         lists = ("failures", "warnings", "unattributed", "outstanding")
-        data = {k: v for k, v in vars(self).items() if k not in lists and k not in ("subjects", "write_failures")}
+        hidden = ("subjects", "write_failures") + (() if self.results_server else ("results_server",))
+        hidden += () if self.patients is not None else ("patients", "patients_read")
+        data = {k: v for k, v in vars(self).items() if k not in lists and k not in hidden}
         for name in lists[:3]:
             data[name] = [{"resource": f.resource, "reason": f.reason} for f in getattr(self, name)]
         data["outstanding_count"] = len(self.outstanding)

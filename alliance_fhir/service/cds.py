@@ -50,10 +50,11 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from .._ids import IDENTIFIER_SYSTEM, SIGNAL_IDENTIFIER_SYSTEM
-from .._refs import parse_reference, valid_id
+from .._refs import References, parse_reference, valid_id
 from ..errors import AllianceFhirError, CdsAuthError
 from ..fhirclient.client import FhirClient
 from ..instruments.catalog import Catalog
+from ..server.signal_sync import references_between
 from ..server.state import StateStore
 from ..signals.cards import alliance_cards
 from ..signals.names import Names
@@ -82,6 +83,8 @@ HIDDEN_FROM = ("Patient", "RelatedPerson")
 """User types that never get alliance cards (the client and the client's proxies)."""
 _NO_STORE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Content-Type-Options": "nosniff"}
 _REPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'"  # the page's charts are inline SVG: no images
+# /metrics' label of the hook's latency by where the scores came from (a read of either server: fhir-server)
+_LATENCY_SOURCE = {"prefetch": "prefetch", "stored read": "stored-read"}
 
 
 def discovery_document() -> dict[str, Any]:
@@ -126,7 +129,14 @@ class _Late(Exception):
 
 @dataclass
 class CdsService:
-    """What the hook needs: the FHIR server we score, the catalog, the verifier and the link signer."""
+    """What the hook needs: the FHIR servers, the catalog, the verifier and the link signer.
+
+    ``client`` is the source, the EHR that calls the hook (its ``fhirServer``; the people's names
+    are read there); ``results`` the results store, where the scores and DetectedIssues are read
+    (the source itself when None: the EHR's prefetch can carry only what the EHR holds). Without a
+    prefetch, the hook and the report read through ``reader`` (the state's stored reads, else both
+    servers: :mod:`.cds_read`; None: every read goes to the servers).
+    """
 
     client: FhirClient
     catalog: Catalog
@@ -137,7 +147,19 @@ class CdsService:
     deadline_seconds: float = 3.0
     on_track_cards: bool = True
     prompts: PromptSet | None = None
-    reader: PatientReader | None = None  # None: every hook without prefetch reads the server
+    results: FhirClient | None = None
+    reader: PatientReader | None = None
+
+    @property
+    def store(self) -> FhirClient:
+        """Where scores and DetectedIssues are read: the results store, else the source."""
+        return self.client if self.results is None else self.results
+
+    @property
+    def references(self) -> References:
+        """How the store's results name the EHR's resources: the hook's ``Patient/<id>`` is found absolute
+        on the EHR in a results store beside it, relative on one server (and in older results)."""
+        return references_between(self.store, self.client)
 
     @classmethod
     def build(
@@ -148,6 +170,7 @@ class CdsService:
         settings: CdsSettings,
         public_url: str,
         metrics: ServeMetrics | None = None,
+        results: FhirClient | None = None,
     ) -> CdsService:
         links = ReportLinks.from_store(store, public_url, settings.report_link_minutes)
         verifier = TokenVerifier(settings, store)
@@ -161,7 +184,8 @@ class CdsService:
             settings.hook_deadline_seconds,
             settings.on_track_cards,
             _prompt_set(settings),
-            PatientReader(client, catalog, store.cds_summaries, settings.stored_read_max_age_seconds),
+            results,
+            PatientReader(client, catalog, store.cds_summaries, settings.stored_read_max_age_seconds, results),
         )
 
     def count(self, outcome: str) -> None:
@@ -196,26 +220,31 @@ class CdsService:
             raise CannotServe("fhirServer is not the FHIR server this service scores")
         patient = f"Patient/{patient_id}"
         started = time.perf_counter()
+        references = self.references
         prefetch = request.get("prefetch")
-        from_prefetch = _prefetched(prefetch, patient)
+        from_prefetch = _prefetched(prefetch, patient, references)
         if from_prefetch is not None:
             observations, encounters, issues = from_prefetch
             _on_time(deadline)
-            observations, encounters = with_joint_sessions(self.client, observations, encounters, issues, patient)
+            observations, encounters = with_joint_sessions(
+                self.client, self.store, observations, encounters, issues, patient
+            )
             _on_time(deadline)
-            trajectories = build_trajectories(observations, self.catalog, context_from_encounters(encounters))
+            trajectories = build_trajectories(
+                observations, self.catalog, context_from_encounters(encounters), references
+            )
             names = self._prefetched_names(patient, prefetch)
             where = "prefetch"
         else:
             read, where = self._reader().read(patient)
             _on_time(deadline)
-            trajectories, names = read.trajectories(self.catalog), Names(read.names)
+            trajectories, names = read.trajectories(self.catalog, references), Names(read.names)
         _on_time(deadline)
         cards = self.cards(trajectories, patient, str(request.get("hookInstance", "")), names)
         seconds = time.perf_counter() - started
         logger.info("patient-view: %d card(s) from the %s in %.0f ms", len(cards), where, 1000 * seconds)
         if self.metrics is not None:
-            self.metrics.cds_latency.labels(where.replace(" ", "-").lower()).observe(seconds)
+            self.metrics.cds_latency.labels(_LATENCY_SOURCE.get(where, "fhir-server")).observe(seconds)
         self.count("cards" if cards else "no_cards")
         return {"cards": cards}
 
@@ -241,8 +270,8 @@ class CdsService:
         return Names.from_resources(people)
 
     def _reader(self) -> PatientReader:
-        """The one way the hook and the report read a patient without prefetch (the stored reads, else the server)."""
-        return self.reader or PatientReader(self.client, self.catalog)
+        """The one way the hook and the report read a patient without prefetch (the stored reads, else the servers)."""
+        return self.reader or PatientReader(self.client, self.catalog, results=self.results)
 
     def report(self, token: str, *, as_of: datetime | None = None) -> bytes | None:
         """The HTML report a link token opens; None when the token is not (or no longer) valid.
@@ -259,7 +288,7 @@ class CdsService:
         if patient is None:
             return None
         read, _ = self._reader().read(patient)
-        trajectories, names = read.trajectories(self.catalog), Names(read.names)
+        trajectories, names = read.trajectories(self.catalog, self.references), Names(read.names)
         when = as_of or datetime.now(UTC)
         return render_report(
             "html",
@@ -390,7 +419,7 @@ async def _in_thread(call: Callable[..., Any], *args: Any) -> Any:
 
 
 def _prefetched(
-    prefetch: Any, patient: str
+    prefetch: Any, patient: str, references: References
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]] | None:
     """(Observations, Encounters, DetectedIssues) of the patient from a complete prefetch, else None.
 
@@ -404,7 +433,7 @@ def _prefetched(
     if not _complete_bundle(scores):
         return None
     observations, encounters = unbundle([scores])
-    observations = [o for o in observations if _subject(o) == patient]
+    observations = [o for o in observations if references.local(_subject(o)) == patient]
     issue_list = [r for r in _entries(issues) if r.get("resourceType") == "DetectedIssue"]
     return observations, encounters, issue_list
 

@@ -47,6 +47,9 @@ class TopicNotification:
     events_since_start: int | None = None
     hints: list[Hint] = field(default_factory=list)
     rejected: int = 0  # references that were not QuestionnaireResponses of our server
+    events: int = 0  # notification events (focus entries) the notification carries
+    ignored: list[str] = field(default_factory=list)  # focus of another resource type ("Patient"), or identifier only
+    skipped: list[str] = field(default_factory=list)  # one line per malformed event: where, and why (no value)
 
 
 def hint_from_put(response_id: str, body: object) -> Hint | None:
@@ -94,6 +97,8 @@ def topic_notification(bundle: object, base_url: str) -> TopicNotification | Non
         return None
     entries = [_object(e, f"entry[{i}]") for i, e in enumerate(bundle["entry"])]
     status = entries[0].get("resource") if entries else None
+    if isinstance(status, dict) and status.get("resourceType") == "SubscriptionStatus":
+        return _status_notification(status, base_url)
     if not isinstance(status, dict) or status.get("resourceType") != "Parameters":
         return None
     notification = TopicNotification(kind="")
@@ -107,6 +112,7 @@ def topic_notification(bundle: object, base_url: str) -> TopicNotification | Non
         elif name == "events-since-subscription-start":
             notification.events_since_start = _integer(parameter.get("valueString", parameter.get("valueInteger64")))
         elif name == "notification-event":
+            notification.events += 1
             for j, part in enumerate(_objects(parameter, "part", where)):
                 if _field(part, "name", str, f"{where}part[{j}].") == "focus":
                     references.append(_reference(part, f"{where}part[{j}]."))
@@ -120,6 +126,62 @@ def topic_notification(bundle: object, base_url: str) -> TopicNotification | Non
             seen[hint.response_id] = hint
     notification.hints = list(seen.values())
     return notification
+
+
+def _status_notification(status: dict[str, Any], base_url: str) -> TopicNotification:
+    """An id-only notification led by a ``SubscriptionStatus`` resource (the R4B/R5 shape athenahealth sends).
+
+    athenahealth's Event Subscription Platform sends "R5 Backport"-style Bundles whose first and
+    only entry is a SubscriptionStatus with ``type``, ``subscription`` and ``notificationEvent[]``
+    (each an ``id``, a ``timestamp`` and a ``focus`` with a relative ``reference`` and/or an
+    ``identifier``), id-only: no resource content (https://github.com/athenahealth/aone-fhir-subscriptions#event-payload).
+    A QuestionnaireResponse focus becomes a hint; a focus of another type (Patient, Encounter...)
+    or one with an identifier only is ignored (counted, a debug line); a malformed event is one
+    line in ``skipped`` and the others go on. ``eventsSinceSubscriptionStart`` is not read: in
+    athenahealth's platform it counts the events of this Bundle only (same README, "Event
+    Payload"), so it cannot show missed notifications.
+
+    Raises:
+        MalformedNotification: ``type``, ``subscription`` or ``notificationEvent`` has the wrong JSON type.
+    """
+    where = "SubscriptionStatus."
+    notification = TopicNotification(kind=_field(status, "type", str, where) or "")
+    subscription = _field(status, "subscription", dict, where)
+    if subscription is not None:
+        notification.subscription = (_field(subscription, "reference", str, f"{where}subscription.") or "")[:200]
+    seen: dict[str, Hint] = {}
+    for i, event in enumerate(_field(status, "notificationEvent", list, where) or []):
+        notification.events += 1
+        at = f"{where}notificationEvent[{i}]"
+        reference = _focus_reference(event, at, notification)
+        if reference is None:
+            continue
+        hint = hint_from_reference(reference, base_url)
+        if hint is not None:
+            if hint.response_id not in seen or not seen[hint.response_id].version_id:
+                seen[hint.response_id] = hint
+        elif (ref := parse_reference(reference)) is not None and ref.type != _RESOURCE:
+            notification.ignored.append(ref.type)
+        else:
+            notification.rejected += 1
+    notification.hints = list(seen.values())
+    return notification
+
+
+def _focus_reference(event: object, at: str, notification: TopicNotification) -> str | None:
+    """The event's ``focus.reference``; None (with a line in ``skipped`` or ``ignored``) when it has none to use."""
+    try:
+        focus = _field(_object(event, at), "focus", dict, f"{at}.")
+        if focus is None:
+            notification.skipped.append(f"{at}: no focus")
+            return None
+        reference = _field(focus, "reference", str, f"{at}.focus.")
+    except MalformedNotification as exc:
+        notification.skipped.append(str(exc))
+        return None
+    if reference is None:  # a proprietary identifier only: nothing FHIR to re-read
+        notification.ignored.append("identifier")
+    return reference
 
 
 class MalformedNotification(ValueError):

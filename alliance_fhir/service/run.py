@@ -25,6 +25,7 @@ from starlette.routing import BaseRoute
 
 from .deadlines import deadline_protocol
 from .settings import ServeSettings
+from .signing import EventSigning
 from .worker import Worker
 
 __all__ = ["run_service", "uvicorn_config"]
@@ -58,12 +59,13 @@ class _Server(uvicorn.Server):
 
 def run_service(
     worker: Worker,
-    secret: SecretStr,
+    secret: SecretStr | None,
     settings: ServeSettings,
     *,
     host: str,
     port: int,
     extra_routes: tuple[BaseRoute, ...] = (),
+    signing: EventSigning | None = None,
 ) -> bool:
     """Serve until SIGTERM/SIGINT; False when the server could not start (port taken, startup failed)."""
     from .app import build_app  # the ASGI app; imported here so that library users of Worker need no web stack
@@ -79,6 +81,8 @@ def run_service(
         worker,
         secret,
         max_body_bytes=settings.max_body_bytes,
+        signing=signing,
+        max_events=settings.max_events_per_notification,
         extra_routes=extra_routes,
         on_startup=worker.start,
         on_shutdown=stop_worker,

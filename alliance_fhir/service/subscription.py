@@ -1,7 +1,8 @@
 """``serve``'s one Subscription on the FHIR server: create, update, find again, remove.
 
 R4 Subscriptions have no identifier, so ours is found again by a tag (``SUBSCRIPTION_TAG``).
-Its criteria name our Questionnaires' urls only (plain canonicals match every version) and never
+Its criteria name our Questionnaires' urls (plain canonicals match every version), and the vendor
+Questionnaires a form map claims (as ``sync`` searches them), and never
 ``status``: HAPI 8.8 does not deliver an update *out of* a status criteria (a response turned
 ``entered-in-error``), so filtering on status would silently lose retractions. The webhook
 secret travels in ``channel.header``.
@@ -56,19 +57,24 @@ class SubscriptionResult:
     removed: int = 0  # stale duplicates of ours deleted
 
 
-def criteria(instruments: Iterable[Instrument]) -> str:
+def criteria(instruments: Iterable[Instrument], vendor: Iterable[str] = ()) -> str:
     """``QuestionnaireResponse?questionnaire=<url>,<url>...``: our Questionnaires (and their client-facing
-    forms), every version, every status."""
-    urls = dict.fromkeys(url for inst in instruments for url in inst.response_urls)
+    forms), every version, every status; then ``vendor``, the vendor Questionnaires a form map claims
+    (:meth:`.FormMaps.search_values`), so a response to the EHR's own form is delivered too."""
+    urls = dict.fromkeys([*(url for inst in instruments for url in inst.response_urls), *vendor])
     return "QuestionnaireResponse?questionnaire=" + ",".join(urls)
 
 
 def subscription_resource(
-    instruments: Iterable[Instrument], endpoint: str, secret: SecretStr, channel: Channel
+    instruments: Iterable[Instrument],
+    endpoint: str,
+    secret: SecretStr,
+    channel: Channel,
+    vendor: Iterable[str] = (),
 ) -> dict[str, Any]:
     """Our Subscription (status ``requested``: the server activates it)."""
     header = [f"Authorization: Bearer {secret.get_secret_value()}"]
-    wanted = criteria(instruments)
+    wanted = criteria(instruments, vendor)
     resource: dict[str, Any] = {
         "resourceType": "Subscription",
         "meta": {"tag": [SUBSCRIPTION_TAG]},
@@ -135,8 +141,11 @@ def ensure_subscription(
     endpoint: str,
     secret: SecretStr,
     channel: Channel = "rest-hook",
+    vendor: Iterable[str] = (),
 ) -> SubscriptionResult:
     """Create ours, or bring it up to date; delete any other Subscription carrying our tag.
+
+    ``vendor``: the vendor Questionnaires a form map claims, listed in the criteria after ours.
 
     An unchanged, active Subscription is left alone (an update makes HAPI re-activate it, a
     window in which writes are not delivered).
@@ -144,7 +153,7 @@ def ensure_subscription(
     Raises:
         FhirServerError, FhirTransportError: the server refused or could not be reached.
     """
-    wanted = subscription_resource(list(instruments), endpoint, secret, channel)
+    wanted = subscription_resource(list(instruments), endpoint, secret, channel, list(vendor))
     if channel == "topic":
         ensure_topic(client)
     ours = _ours(client, "Subscription")

@@ -35,7 +35,7 @@ from ..errors import AllianceFhirError
 from ..fhirclient.client import FhirClient
 from ..instruments.catalog import Catalog
 from ..server.signal_sync import run_signals
-from ..server.state import InboxItem, StateStore, patient_keys
+from ..server.state import InboxItem, ServerPair, StateStore, patient_keys
 from ..server.sync import SyncOptions, SyncReport, SyncSession
 from .hints import Hint
 from .metrics import ServeMetrics
@@ -61,18 +61,22 @@ class Worker:
         *,
         options: SyncOptions | None = None,
         prepare: Callable[[], None] | None = None,
+        results: FhirClient | None = None,
     ) -> None:
         self.client, self.catalog, self.store, self.settings = client, catalog, store, settings
+        # the results store (Observations, DetectedIssues, Tasks); the source itself when None
+        self.results = client if results is None else results
         self.options = options or SyncOptions()
-        self.server = client.base_url
+        self.server = client.base_url  # the source: notifications name its responses
+        self.key = ServerPair(client.base_url, self.results.base_url)  # what the inbox and ledger are keyed by
         # the catch-up syncs and the rounds share what was learnt of the server (write mode, our Questionnaires)
-        self._session = SyncSession(client, catalog, store, self.options)
+        self._session = SyncSession(client, catalog, store, self.options, results=self.results)
         # what must succeed once before the service is ready (the R4 check; serve adds its Subscription)
         self._prepare = prepare or self._check_r4
         self._prepared = threading.Event()
         self._start_error: str | None = None
         self._outstanding: tuple[float, int | None] = (0.0, None)
-        self.metrics = ServeMetrics(lambda: float(self.store.inbox_depth(self.server)), self._outstanding_failures)
+        self.metrics = ServeMetrics(lambda: float(self.store.inbox_depth(self.key)), self._outstanding_failures)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._signals_stop_by: float | None = None  # set by stop(): when the signals thread takes no more patients
@@ -83,6 +87,7 @@ class Worker:
         self._last_progress = time.monotonic()
         self._last_failure: float | None = None
         self._probe: tuple[float, bool] = (0.0, False)
+        self._results_probe: tuple[float, bool] = (0.0, False)
         self.last_sync: dict[str, Any] | None = None
         self._topic_events: dict[str, int] = {}
         self._signals_pending: set[str] = set()  # patients whose scores changed since their signals ran
@@ -97,7 +102,7 @@ class Worker:
     def record(self, hints: Iterable[Hint], channel: str) -> int:
         """Record hints durably (before the notification is acknowledged) and wake the worker."""
         rows = [(h.response_id, h.version_id) for h in hints]
-        self.store.inbox_add(self.server, rows)
+        self.store.inbox_add(self.key, rows)
         self.metrics.received.labels(channel).inc()
         self._wake.set()
         return len(rows)
@@ -136,16 +141,19 @@ class Worker:
         have an orchestrator or load balancer route notifications away from the one service
         that records them. ``/metrics`` (``alliance_fhir_outstanding_failures``) is what to alert on.
         """
-        depth = self.store.inbox_depth(self.server)
+        depth = self.store.inbox_depth(self.key)
         alive = self._alive()
         stalled = depth > 0 and time.monotonic() - self._last_progress > self.settings.stall_seconds
         reachable = self._reachable()
+        store_reachable = self._results_reachable() if self.key.split else reachable
         started = self._prepared.is_set()
+        both = {"results_store_reachable": store_reachable} if self.key.split else {}
         return {
-            "status": "ok" if started and reachable and alive and not stalled else "unavailable",
+            "status": "ok" if started and reachable and store_reachable and alive and not stalled else "unavailable",
             "started": started,
             "start_error": None if started else self._start_error,
             "server_reachable": reachable,
+            **both,
             "worker_running": alive,
             "inbox_depth": depth,
             "inbox_draining": not stalled,
@@ -193,7 +201,7 @@ class Worker:
     # ------------------------------------------------------------ the worker thread
 
     def _loop(self) -> None:
-        logger.info("worker started; %d notifications waiting in the inbox", self.store.inbox_depth(self.server))
+        logger.info("worker started; %d notifications waiting in the inbox", self.store.inbox_depth(self.key))
         while not self._stop.is_set():
             self._wake.clear()
             try:
@@ -269,7 +277,7 @@ class Worker:
         return reason
 
     def _sleep_seconds(self) -> float:
-        if self.store.inbox_depth(self.server) and self._last_failure is None:
+        if self.store.inbox_depth(self.key) and self._last_failure is None:
             return 0.0
         return 5.0 if self._last_failure is not None else 3600.0
 
@@ -277,7 +285,7 @@ class Worker:
         """Handle inbox rounds until it is empty, stopping, or the server fails; hints handled."""
         handled = 0
         while not self._stop.is_set():
-            items = self.store.inbox_batch(self.server, self.settings.batch_size)
+            items = self.store.inbox_batch(self.key, self.settings.batch_size)
             if not items:
                 self._last_progress = time.monotonic()
                 break
@@ -302,7 +310,7 @@ class Worker:
         if len(responses) < len(ids):
             logger.info("%d notified responses are no longer on the server (deleted)", len(ids) - len(responses))
         self._queue_signals(report.subjects)
-        self.store.inbox_done(self.server, items)
+        self.store.inbox_done(self.key, items)
         now = datetime.now(UTC)
         for item in items:
             if item.received_at:
@@ -318,9 +326,9 @@ class Worker:
             logger.warning(
                 "%d notifications failed %d times; left to the next sync", len(given_up), self.settings.max_attempts
             )
-            self.store.inbox_done(self.server, given_up)
+            self.store.inbox_done(self.key, given_up)
             self.request_sync("given-up")
-        self.store.inbox_retry(self.server, [i for i in items if i not in given_up])
+        self.store.inbox_retry(self.key, [i for i in items if i not in given_up])
 
     def catch_up(self, reason: str) -> SyncReport | None:
         """One incremental sync from the checkpoint (the same ``run_sync`` as the command); the
@@ -415,11 +423,21 @@ class Worker:
 
     def _signals_of(self, subject: str) -> None:
         try:
-            report, _, _ = run_signals(
-                self.client, self.catalog, patient=subject, tag=self.options.tag, security=self.options.security
-            )
+            if self.key.split:  # the sessions' Encounters from the source, when results are kept apart from it
+                report, _, _ = run_signals(
+                    self.results,
+                    self.catalog,
+                    patient=subject,
+                    tag=self.options.tag,
+                    security=self.options.security,
+                    source=self.client,
+                )
+            else:
+                report, _, _ = run_signals(
+                    self.client, self.catalog, patient=subject, tag=self.options.tag, security=self.options.security
+                )
             if report.written or report.withdrawn:  # the CDS hook's stored read of this patient is out of date
-                self.store.cds_summaries.changed(self.server, patient_keys([subject], self.server))
+                self.store.cds_summaries.changed(self.key, patient_keys([subject], self.key))
         except AllianceFhirError as exc:
             self.metrics.signals.labels("error").inc()
             logger.warning("signals of one patient could not be updated: %s", exc)
@@ -432,7 +450,7 @@ class Worker:
         if count is not None and time.monotonic() - counted_at < _COUNT_SECONDS:
             return count
         try:
-            count = len(self.store.outstanding(self.server))
+            count = len(self.store.outstanding(self.key))
         except AllianceFhirError as exc:
             logger.warning("could not count outstanding failures: %s", exc)
             return None
@@ -444,14 +462,25 @@ class Worker:
         return float("nan") if count is None else float(count)
 
     def _reachable(self) -> bool:
-        checked_at, ok = self._probe
-        if time.monotonic() - checked_at < _PROBE_SECONDS:
-            return ok
-        try:
-            # one attempt: healthz answers now, a monitor asks again (retries would hold the request for minutes)
-            self.client.request("GET", "metadata", idempotent=False)
-            ok = True
-        except AllianceFhirError:
-            ok = False
-        self._probe = (time.monotonic(), ok)
-        return ok
+        """The source answers (checked at most every few seconds)."""
+        self._probe = _probed(self.client, self._probe)
+        return self._probe[1]
+
+    def _results_reachable(self) -> bool:
+        """The results store answers (two servers only; checked at most every few seconds)."""
+        self._results_probe = _probed(self.results, self._results_probe)
+        return self._results_probe[1]
+
+
+def _probed(client: FhirClient, last: tuple[float, bool]) -> tuple[float, bool]:
+    """(when, whether ``client``'s server answered /metadata): ``last`` while it is fresh, else asked once now."""
+    checked_at, ok = last
+    if time.monotonic() - checked_at < _PROBE_SECONDS:
+        return last
+    try:
+        # one attempt: healthz answers now, a monitor asks again (retries would hold the request for minutes)
+        client.request("GET", "metadata", idempotent=False)
+        ok = True
+    except AllianceFhirError:
+        ok = False
+    return (time.monotonic(), ok)

@@ -36,7 +36,7 @@ from decimal import Decimal
 from typing import Any
 
 from .._ids import CDS_CARD_ID_BASE, PROJECT_CODESYSTEM, SIGNAL_IDENTIFIER_SYSTEM, SIGNAL_STATUS_EXTENSION
-from .._refs import parse_reference, valid_id
+from .._refs import ONE_SERVER, References, parse_reference, valid_id
 from .._text import markdown_text
 from ..instruments.models import InstrumentMapping
 from .names import Names
@@ -334,14 +334,22 @@ def _day(point: ScorePoint) -> str:
 # ---- reading our DetectedIssues (only to know which other members' scores to read) ---------------
 
 
-def open_issues(issues: Iterable[Any], patient: str) -> dict[str, dict[str, Any]]:
-    """Our open DetectedIssues about ``patient`` (with a valid FHIR id), by signal key; malformed ones are skipped."""
+def open_issues(issues: Iterable[Any], patient: str, references: References = ONE_SERVER) -> dict[str, dict[str, Any]]:
+    """Our open DetectedIssues about ``patient`` (with a valid FHIR id), by signal key; malformed ones are skipped.
+
+    ``patient`` is named as the source names it (``Patient/1``); an issue in a results store names
+    it absolute on the source, which ``references`` reads as the same patient.
+    """
     found: dict[str, dict[str, Any]] = {}
     for issue in issues:
         if not isinstance(issue, dict) or issue.get("resourceType") != "DetectedIssue" or not valid_id(issue.get("id")):
             continue
         subject = issue.get("patient")
-        if not isinstance(subject, dict) or subject.get("reference") != patient or issue.get("status") != "final":
+        if (
+            not isinstance(subject, dict)
+            or references.local(subject.get("reference")) != patient
+            or issue.get("status") != "final"
+        ):
             continue
         status = next(
             (e.get("valueCode") for e in _dicts(issue.get("extension")) if e.get("url") == SIGNAL_STATUS_EXTENSION),

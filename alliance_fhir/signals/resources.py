@@ -11,7 +11,10 @@ carried three ways that agree: ``status`` ``final`` while active and ``amended``
 (``active`` / ``resolved``). A repaired rupture also gets a ``mitigation`` entry. The identifier
 is the signal's deterministic key, so an update lands on the same resource.
 
-Everything here is a pure function of the signals: no clock, no server.
+Everything here is a pure function of the signals: no clock, no server. ``references``
+(:class:`~alliance_fhir._refs.References`) says how the client, the therapist and the episode are
+named: as the scores name them on one server, absolute on the source when the results are stored
+beside it. The evidence names our Observations, which are where the DetectedIssue is: relative.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from .._ids import (
     SIGNAL_STATUS_EXTENSION,
     TASK_IDENTIFIER_SYSTEM,
 )
+from .._refs import ONE_SERVER, References
 from .._security import NO_LABELS, SecurityLabels, with_labels
 from .._version import installed_version
 from .prompts import PromptSet
@@ -92,21 +96,27 @@ def device_reference() -> dict[str, Any]:
 
 
 def detected_issue(
-    signal: Signal, *, level: ConcernLevel | None = None, security: SecurityLabels = NO_LABELS
+    signal: Signal,
+    *,
+    level: ConcernLevel | None = None,
+    security: SecurityLabels = NO_LABELS,
+    references: References = ONE_SERVER,
 ) -> dict[str, Any]:
     """The DetectedIssue (R4 JSON) for one signal; the same signal always gives the same resource.
 
     ``level``: the level of concern of the signal's situation (:mod:`.situations`), its
     ``severity``; without it, the severity configured on the rule. ``security``: ``meta.security``
-    labels to carry (none by default: no ``meta`` at all).
+    labels to carry (none by default: no ``meta`` at all). ``references``: how the patient, the
+    therapist (focus extension) and the episode (``implicated``) name the source's resources.
     """
+    name = references.text
     concept = _kind_concept(signal.kind)
     period: dict[str, str] = {"start": signal.opened_at.isoformat()}
     if signal.resolved_at is not None:
         period["end"] = signal.resolved_at.isoformat()
     extensions: list[dict[str, Any]] = [{"url": SIGNAL_STATUS_EXTENSION, "valueCode": signal.status}]
     if signal.focus:
-        extensions.insert(0, {"url": FOCUS_EXTENSION, "valueReference": {"reference": signal.focus}})
+        extensions.insert(0, {"url": FOCUS_EXTENSION, "valueReference": {"reference": name(signal.focus)}})
     issue: dict[str, Any] = {
         "resourceType": "DetectedIssue",
         "extension": extensions,
@@ -114,14 +124,14 @@ def detected_issue(
         "status": "final" if signal.status == "active" else "amended",
         "code": concept,
         "severity": level or signal.severity,
-        "patient": {"reference": signal.subject},
+        "patient": {"reference": name(signal.subject)},
         "identifiedPeriod": period,
         "author": device_reference(),
         "evidence": [{"code": [concept], "detail": [p.observation.reference() for p in signal.evidence]}],
         "detail": signal.detail,
     }
     if signal.episode:
-        issue["implicated"] = [{"reference": signal.episode}]
+        issue["implicated"] = [{"reference": name(signal.episode)}]
     if signal.kind == RUPTURE and signal.resolved_by is not None:
         action = {"coding": [_REPAIR], "text": "Score back to at least the pre-rupture level"}
         issue["mitigation"] = [{"action": action, "date": signal.resolved_by.time.isoformat()}]
@@ -129,7 +139,11 @@ def detected_issue(
 
 
 def follow_up_task(
-    situation: Situation, *, prompts: PromptSet | None = None, security: SecurityLabels = NO_LABELS
+    situation: Situation,
+    *,
+    prompts: PromptSet | None = None,
+    security: SecurityLabels = NO_LABELS,
+    references: References = ONE_SERVER,
 ) -> dict[str, Any] | None:
     """One Task per open situation, asking the treating clinician to follow it up; None otherwise.
 
@@ -138,7 +152,8 @@ def follow_up_task(
     concern (high: ``urgent``; moderate: ``routine``). It names the client, so it carries the same
     ``security`` labels as the DetectedIssues. Write it with conditional create only
     (``If-None-Exist`` on its identifier) and never update it after: the Task belongs to the
-    clinician, whose status must not be overwritten by the next run.
+    clinician, whose status must not be overwritten by the next run. ``references``: how ``for``
+    (the client) and ``owner`` (the therapist) name the source's resources.
     """
     if situation.kind != "concern" or situation.status != "active":
         return None
@@ -152,13 +167,13 @@ def follow_up_task(
         "code": {"coding": [_FOLLOW_UP], "text": _FOLLOW_UP["display"]},
         "description": task_description(situation, prompts),
         "focus": _issue_reference(leading),
-        "for": {"reference": situation.subject},
+        "for": {"reference": references.text(situation.subject)},
         "authoredOn": situation.opened.time.isoformat(),
         "requester": device_reference(),
         "reasonReference": _issue_reference(leading),
     }
     if situation.focus:
-        task["owner"] = {"reference": situation.focus}
+        task["owner"] = {"reference": references.text(situation.focus)}
     return with_labels(task, security)
 
 
@@ -185,20 +200,22 @@ def signal_resources(
     prompts: PromptSet | None = None,
     software_version: str | None = None,
     security: SecurityLabels = NO_LABELS,
+    references: References = ONE_SERVER,
 ) -> list[dict[str, Any]]:
     """The Device first, then each signal's DetectedIssue, then (``tasks``) one Task per open situation.
 
     ``situations`` (:func:`~.situations.situation_history` of the same signals) give each
     DetectedIssue its situation's level of concern and make the Tasks; without them the issues
     carry the rules' configured severity and no Task is made. ``security`` labels the
-    DetectedIssues and Tasks (they are about the client); the Device is not.
+    DetectedIssues and Tasks (they are about the client); the Device is not. ``references``: how
+    they name the source's resources (:func:`detected_issue`).
     """
     levels = {signal.key: situation.level for situation in situations for signal in situation.signals}
     out = [plugin_device(software_version)]
     for signal in signals:
-        out.append(detected_issue(signal, level=levels.get(signal.key), security=security))
+        out.append(detected_issue(signal, level=levels.get(signal.key), security=security, references=references))
     for situation in situations if tasks else ():
-        task = follow_up_task(situation, prompts=prompts, security=security)
+        task = follow_up_task(situation, prompts=prompts, security=security, references=references)
         if task is not None:
             out.append(task)
     return out
@@ -212,6 +229,7 @@ def signal_bundle(
     prompts: PromptSet | None = None,
     software_version: str | None = None,
     security: SecurityLabels = NO_LABELS,
+    references: References = ONE_SERVER,
 ) -> dict[str, Any]:
     """A ``collection`` Bundle of :func:`signal_resources`, with fullUrls derived from identifiers."""
     resources = signal_resources(
@@ -221,6 +239,7 @@ def signal_bundle(
         prompts=prompts,
         software_version=software_version,
         security=security,
+        references=references,
     )
     entries = [{"fullUrl": f"urn:uuid:{_entry_uuid(r)}", "resource": r} for r in resources]
     return {"resourceType": "Bundle", "type": "collection", "entry": entries}

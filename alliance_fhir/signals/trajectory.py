@@ -17,6 +17,10 @@ here, so the rules about which Observation counts live in one place:
   is named in ``Trajectories.problems``;
 - series are kept apart by subject, instrument, focus (the therapist the alliance is with) and
   episode of care, because a drop from one therapist's score to another's is not a rupture;
+- the subject, encounter and therapist are read as the source names them (``Patient/1``): a score
+  in a results store names them absolute on the source (``https://ehr/fhir/Patient/1``), one
+  written on the source itself (or before results stores) relative, and both are the same client
+  in the same series, so the signals' identifiers do not depend on where the scores are kept;
 - sessions of the episode without a score are kept (``Series.missing``) and counted in
   ``ScorePoint.session_number``, so "the first three sessions" means sessions, not scores.
 """
@@ -31,6 +35,7 @@ from decimal import Decimal
 from typing import Any
 
 from .._ids import INSTANTIATES
+from .._refs import ONE_SERVER, References
 from .._time import instant_or_none, parse_instant
 from ..errors import AllianceFhirError, InputError
 from ..instruments.catalog import Catalog
@@ -227,12 +232,16 @@ def context_from_encounters(encounters: Iterable[dict[str, Any]]) -> SessionCont
 
 
 def build_trajectories(
-    observations: Iterable[dict[str, Any]], catalog: Catalog, context: SessionContext | None = None
+    observations: Iterable[dict[str, Any]],
+    catalog: Catalog,
+    context: SessionContext | None = None,
+    references: References = ONE_SERVER,
 ) -> Trajectories:
     """Group counted score Observations into series, ordered by session.
 
     Observations that are not score Observations of a loaded instrument, or that lack a
     subject, a value or a time, are left out with a sentence in ``Trajectories.problems``.
+    ``references`` knows the source's base URL: references absolute on it read as relative ones.
     """
     context = context or SessionContext()
     problems: list[str] = []
@@ -244,7 +253,7 @@ def build_trajectories(
             continue
         try:
             mapping = _mapping_of(obs, key, catalog)
-            point = _point(obs, key, mapping, context)
+            point = _point(obs, key, mapping, context, references)
         except InputError as exc:
             problems.append(str(exc))
             continue
@@ -306,14 +315,16 @@ def _mapping_of(obs: dict[str, Any], key: str, catalog: Catalog) -> InstrumentMa
     raise InputError(key, "not a score Observation of a loaded instrument")
 
 
-def _point(obs: dict[str, Any], key: str, mapping: InstrumentMapping, context: SessionContext) -> ScorePoint:
-    subject = (obs.get("subject") or {}).get("reference")
+def _point(
+    obs: dict[str, Any], key: str, mapping: InstrumentMapping, context: SessionContext, refs: References
+) -> ScorePoint:
+    subject = refs.local((obs.get("subject") or {}).get("reference"))
     if not isinstance(subject, str):
         raise InputError(key, "no subject reference")
     value = _decimal((obs.get("valueQuantity") or {}).get("value"))
     if value is None:
         raise InputError(key, "no numeric valueQuantity")
-    encounter = (obs.get("encounter") or {}).get("reference")
+    encounter = refs.local((obs.get("encounter") or {}).get("reference"))
     info = context.encounters.get(encounter) if isinstance(encounter, str) else None
     time = (info.start if info else None) or _maybe_time(obs.get("effectiveDateTime"))
     time = time or _maybe_time((obs.get("effectivePeriod") or {}).get("start"))
@@ -323,7 +334,7 @@ def _point(obs: dict[str, Any], key: str, mapping: InstrumentMapping, context: S
     return ScorePoint(
         instrument=mapping.instrument,
         subject=subject,
-        focus=_dyad(obs, mapping),
+        focus=refs.local(_dyad(obs, mapping)),
         episode=info.episode if info else None,
         session=(info.part_of or encounter) if info else encounter,
         encounter=encounter,

@@ -17,6 +17,7 @@ from ..shipped import shipped_ids
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
+FORM_MAP_EXAMPLES = ROOT / "form-maps" / "examples"  # never loaded by default
 USER = Path(__file__).resolve().parents[1] / "fixtures" / "user-instrument"
 PACKS = Path(__file__).resolve().parents[1] / "fixtures" / "text-packs"
 
@@ -106,11 +107,23 @@ def test_instruments_show_unknown():
 def test_instruments_check_shipped():
     result = run("instruments", "check")
     assert result.exit_code == 0, result.output
+    assert "7 instrument(s) and 0 form map(s) ok, 0 problem(s)" in result.stdout  # no example is ever active
+    assert "form map" not in result.stdout.replace("0 form map(s)", "") and "warning" not in result.stderr
+
+
+def test_instruments_check_lists_the_example_maps_when_their_folder_is_named():
+    result = run("--instruments", str(FORM_MAP_EXAMPLES), "instruments", "check")
+    assert result.exit_code == 0, result.output  # a warning, not a problem: the examples are well-formed
     assert "7 instrument(s) and 2 form map(s) ok, 0 problem(s)" in result.stdout
-    assert (
-        "ok  form map epic-like-srs -> http://alliance-fhir.org/fhir/Questionnaire/srs|1.0.0 (example: invented ids)"
-        in result.stdout
-    )
+    for name, instrument in (("epic-like-srs", "srs"), ("openemr-like-wai-sr", "wai-sr")):
+        assert (
+            f"ok  form map {name} -> http://alliance-fhir.org/fhir/Questionnaire/{instrument}|1.0.0 "
+            "(example: invented ids)" in result.stdout
+        )
+        assert (
+            f"warning: {FORM_MAP_EXAMPLES / name}.json: example map: its ids are invented; "
+            "use a copy with your EHR's ids" in result.stderr
+        )
 
 
 def test_instruments_check_user_folder():
@@ -196,8 +209,9 @@ def test_score_ndjson_folder_and_errors():
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(lines) == 7 * 2 + 2  # complete + amended for all, incomplete for WAI-SR and HAq-II
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 5
-    assert all("incomplete" in e and "status 'in-progress' is not scorable" in e for e in errors)
+    incomplete = [e for e in errors if "incomplete" in e and "status 'in-progress' is not scorable" in e]
+    assert len(incomplete) == 5
+    assert errors == incomplete
 
 
 def test_score_table():

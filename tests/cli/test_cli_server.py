@@ -60,6 +60,7 @@ def test_check_reports_capabilities(server):
         "conditional create": True,
         "write mode": True,
         "credentials": True,
+        "read mode": True,
     }
     mode = next(c["detail"] for c in json.loads(result.stdout)["checks"] if c["check"] == "write mode")
     assert mode == "transaction: the server offers transactions and conditional update on Observation"
@@ -155,3 +156,39 @@ def test_publish_retries_a_conflicting_concurrent_write_once(server):
     result = run("publish", "--server", BASE, "--json")
     assert result.exit_code == 0, result.output
     assert {r["action"] for r in json.loads(result.stdout)} == {"created"}
+
+
+# ---------------------------------------------------------------- read modes (docs/sync.md#read-modes)
+
+
+def test_sync_patients_reads_each_patient_of_a_file_and_names_a_bad_line(server, make_response, tmp_path):
+    server.put(make_response("srs", {1: 9.5, 2: 9, 3: 8.1, 4: 7}, rid="qr-a", subject={"reference": "Patient/a"}))
+    listed = tmp_path / "caseload.txt"
+    listed.write_text("# caseload\nPatient/a\nPractitioner/t\n")
+    result = run("sync", "--server", BASE, "--patients", str(listed), "--json")
+    assert result.exit_code == 1  # the bad line fails the run; the good patient is read
+    report = json.loads(result.stdout)
+    assert (report["patients"], report["patients_read"], report["written"]) == (1, 1, 1)
+    assert report["failures"] == [
+        {
+            "resource": "caseload.txt line 3",
+            "reason": "a Practitioner reference, not a Patient (only patients are read)",
+        }
+    ]
+    total = next(o for o in server.store["Observation"].values() if o["code"]["coding"][0]["code"].endswith("total"))
+    assert total["valueQuantity"]["value"] == 33.6  # 9.5 + 9 + 8.1 + 7
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (("--patients", "Group/1", "--via-export", "Group/1"), "exclude each other"),
+        (("--patients", "Group/1", "--patient", "Patient/a"), "--patient reads one patient"),
+        (("--via-export", "Group/1", "--dry-run"), "--dry-run does not go with --via-export"),
+        (("--via-export", "List/1"), "--via-export needs Group/ID"),
+    ],
+)
+def test_read_mode_options_that_do_not_go_together_are_one_line_and_exit_2(server, args, said):
+    result = run("sync", "--server", BASE, *args)
+    assert result.exit_code == 2 and said in result.stderr
+    assert not [r for r in server.requests if r.url.path.endswith("/QuestionnaireResponse")]

@@ -155,7 +155,7 @@ def test_a_broken_view_file_is_one_clear_error(tmp_path):
 
 def example_observations(catalog) -> list[dict[str, Any]]:
     out = []
-    for n, path in enumerate(sorted(ROOT.glob("examples/*/*.json"))):
+    for n, path in enumerate(sorted(p for p in ROOT.glob("examples/*/*.json"))):
         response = json.loads(path.read_text())
         if path.stem == "incomplete":
             continue

@@ -1,4 +1,4 @@
-"""Form maps as data: the shipped examples load, the schema is in step, and a map that is ambiguous,
+"""Form maps as data: the examples load only when their folder is named, the schema is in step, and a map that is ambiguous,
 partial or cannot give in-range answers is refused with one line naming the file, the item and the reason."""
 
 from __future__ import annotations
@@ -16,12 +16,13 @@ from alliance_fhir.instruments.catalog import load_catalog
 from alliance_fhir.instruments.schema import form_map_json_schema
 
 ROOT = Path(__file__).resolve().parents[2]
-FORM_MAPS = ROOT / "form-maps"
+FORM_MAPS = ROOT / "form-maps"  # shipped: the JSON Schema only
+FORM_MAP_EXAMPLES = FORM_MAPS / "examples"  # the two example maps (invented ids), never loaded by default
 runner = CliRunner()
 
 
-def shipped(name: str) -> dict[str, Any]:
-    return json.loads((FORM_MAPS / f"{name}.json").read_text())
+def example(name: str) -> dict[str, Any]:
+    return json.loads((FORM_MAP_EXAMPLES / f"{name}.json").read_text())
 
 
 def site_folder(tmp_path: Path, *maps: dict[str, Any]) -> Path:
@@ -35,19 +36,27 @@ def site_folder(tmp_path: Path, *maps: dict[str, Any]) -> Path:
 
 def own_epic_map(change: Callable[[dict[str, Any]], None] = lambda _m: None) -> dict[str, Any]:
     """What a site writes after copying the Epic-like example: its own ids, then ``change``."""
-    doc = shipped("epic-like-srs")
+    doc = example("epic-like-srs")
     doc.update(form_map="site-srs", example=False, vendor_questionnaire={"references": ["Questionnaire/e4Kq.site"]})
     change(doc)
     return doc
 
 
-def check(folder: Path) -> tuple[int, list[str]]:
-    result = runner.invoke(app, ["instruments", "check", str(folder)])
+def check(folder: Path, *options: str) -> tuple[int, list[str]]:
+    result = runner.invoke(app, [*options, "instruments", "check", str(folder)])
     return result.exit_code, [line for line in result.stderr.splitlines() if line.strip()]
 
 
-def test_the_shipped_examples_load_and_are_marked_as_examples():
-    catalog = load_catalog()
+def test_no_form_map_is_shipped_active():
+    """A clinic never runs with invented ids: the shipped folder holds the schema and the examples' subfolder,
+    whose maps the loader never reads (it reads ``form-maps/*.json`` only)."""
+    assert sorted(p.name for p in FORM_MAPS.iterdir()) == ["examples", "form-map.schema.json"]
+    assert sorted(p.name for p in FORM_MAP_EXAMPLES.iterdir()) == ["epic-like-srs.json", "openemr-like-wai-sr.json"]
+    assert list(load_catalog().forms) == []
+
+
+def test_the_examples_load_from_their_named_folder_and_are_marked_as_examples():
+    catalog = load_catalog([FORM_MAP_EXAMPLES])  # a flat folder of maps, named as a site names its own
     assert catalog.problems == []
     by_id = {m.id: m for m in catalog.forms}
     assert sorted(by_id) == ["epic-like-srs", "openemr-like-wai-sr"]
@@ -121,7 +130,7 @@ def test_an_ambiguous_or_partial_map_is_refused_with_one_line(tmp_path, name, ba
     if base == "epic":
         doc = own_epic_map(change)
     else:
-        doc = shipped("openemr-like-wai-sr")
+        doc = example("openemr-like-wai-sr")
         doc.update(form_map="site-wai", example=False, vendor_questionnaire={"canonical": "http://emr.example/Q/wai"})
         change(doc)
     code, lines = check(site_folder(tmp_path, doc))
@@ -140,9 +149,9 @@ def test_two_maps_claiming_the_same_vendor_questionnaire_are_refused(tmp_path):
     assert "map0.json" in problem  # the other file is named too
 
 
-def test_a_map_claiming_the_shipped_examples_vendor_questionnaire_is_refused(tmp_path):
-    doc = own_epic_map(lambda m: m.update(vendor_questionnaire=shipped("epic-like-srs")["vendor_questionnaire"]))
-    code, lines = check(site_folder(tmp_path, doc))
+def test_a_map_claiming_the_examples_vendor_questionnaire_is_refused_when_both_load(tmp_path):
+    doc = own_epic_map(lambda m: m.update(vendor_questionnaire=example("epic-like-srs")["vendor_questionnaire"]))
+    code, lines = check(site_folder(tmp_path, doc), "--instruments", str(FORM_MAP_EXAMPLES))
     assert code == 1 and any("as form map 'epic-like-srs'" in line for line in lines)
 
 
@@ -175,7 +184,7 @@ def test_schema_rules_are_explained_without_the_values(tmp_path):
 
 
 def test_labels_that_fold_to_the_same_text_are_ambiguous(tmp_path):
-    doc = shipped("openemr-like-wai-sr")
+    doc = example("openemr-like-wai-sr")
     doc.update(form_map="site-wai", example=False, vendor_questionnaire={"canonical": "http://emr.example/Q/wai"})
     doc["items"][0]["answer"]["labels"]["ALWAYS "] = "wai-sr-always"
     code, lines = check(site_folder(tmp_path, doc))

@@ -73,9 +73,16 @@ class Service:
     """One `alliance-fhir serve` process (its own port, state and JSON log) on one channel."""
 
     def __init__(
-        self, base: str, workdir: Path, *args: str, channel: str = "rest-hook", state: str | None = None
+        self,
+        base: str,
+        workdir: Path,
+        *args: str,
+        channel: str = "rest-hook",
+        state: str | None = None,
+        env: dict[str, str | None] | None = None,
     ) -> None:
         self.base, self.channel, self.args = base, channel, args
+        self.env = env or {}  # added to (a str) or removed from (None) the environment serve starts with
         self.state = state or str(workdir / "state.sqlite")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -84,6 +91,11 @@ class Service:
 
     def start(self, wait_subscription: bool = True, wait_ready: bool = True) -> Service:
         env = {**os.environ, "ALLIANCE_FHIR_WEBHOOK_SECRET": SECRET}
+        for name, value in self.env.items():
+            if value is None:
+                env.pop(name, None)
+            else:
+                env[name] = value
         command = [
             sys.executable,
             "-m",

@@ -1,4 +1,5 @@
-"""Vendor-shaped responses on the real HAPI, read through the shipped example form maps by `sync`.
+"""Vendor-shaped responses on the real HAPI, read by `sync` through the example form maps (form-maps/examples/,
+invented ids; named as a site names its own folder, the ``vendor_catalog`` fixture).
 
 No Questionnaire of ours is involved: the Epic-like response names the vendor's Questionnaire by a
 literal reference (HAPI refuses a dangling local reference, so the vendor's bare Questionnaire is
@@ -12,13 +13,14 @@ from pathlib import Path
 
 import pytest
 
+from alliance_fhir.instruments.catalog import Catalog
 from alliance_fhir.scoring.observations import observation_identifier_for
 from alliance_fhir.server.state import StateStore
 from alliance_fhir.server.sync import SyncOptions, run_sync
 
 from ..scoring.test_vendor_forms import EPIC_SRS, epic_srs, openemr_wai
 from .helpers import client, unique
-from .test_hapi_sync import CATALOG, observations, post_all
+from .test_hapi_sync import observations, post_all
 
 pytestmark = pytest.mark.integration
 
@@ -32,12 +34,12 @@ def server(fhir_server: str) -> str:
     return fhir_server
 
 
-def sync(base: str, state: Path, patient: str):  # noqa: ANN201
+def sync(base: str, catalog: Catalog, state: Path, patient: str):  # noqa: ANN201
     with client(base) as c, StateStore(state) as store:
-        return run_sync(c, CATALOG, store, SyncOptions(patient=patient))
+        return run_sync(c, catalog, store, SyncOptions(patient=patient))
 
 
-def test_vendor_responses_on_hapi_are_scored_exactly_once(server, tmp_path):
+def test_vendor_responses_on_hapi_are_scored_exactly_once(server, vendor_catalog, tmp_path):
     patient = f"Patient/{unique('p')}"
     epic = {**epic_srs((9.1, 8.4, 6.0, 7.5), rid=unique("epic")), "subject": {"reference": patient}}
     oemr = {**openemr_wai([2] * 12, rid=unique("oemr")), "subject": {"reference": patient}}
@@ -45,7 +47,7 @@ def test_vendor_responses_on_hapi_are_scored_exactly_once(server, tmp_path):
     bad["item"][0]["item"][6]["answer"] = [{"valueString": "7,5"}]
     post_all(server, [epic, oemr, bad])
 
-    report = sync(server, tmp_path / "s.sqlite", patient)
+    report = sync(server, vendor_catalog, tmp_path / "s.sqlite", patient)
     assert (report.found, report.written, report.failed) == (3, 2, 1), report.failures
     [failure] = report.failures
     assert failure.reason == (
@@ -58,8 +60,8 @@ def test_vendor_responses_on_hapi_are_scored_exactly_once(server, tmp_path):
     assert [c["valueQuantity"]["value"] for c in found[epic["id"]]["component"]] == [9.1, 8.4, 6.0, 7.5]
     assert found[oemr["id"]]["valueQuantity"]["value"] == 24
     assert found[epic["id"]]["identifier"][0]["value"] == observation_identifier_for(
-        {"id": epic["id"]}, CATALOG.get("srs").mapping
+        {"id": epic["id"]}, vendor_catalog.get("srs").mapping
     )
 
-    again = sync(server, tmp_path / "s.sqlite", patient)
+    again = sync(server, vendor_catalog, tmp_path / "s.sqlite", patient)
     assert (again.written, again.failed) == (0, 0) and len(observations(server, patient)) == 2

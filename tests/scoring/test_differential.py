@@ -22,7 +22,7 @@ from alliance_fhir.scoring.observations import observation_json
 from benchmarks._responses import lines
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = sorted((ROOT / "examples").glob("*/*.json"))
+EXAMPLES = sorted(p for p in (ROOT / "examples").glob("*/*.json"))
 PER_INSTRUMENT = 1_500
 
 

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from alliance_fhir import build_observation, observation_identifier, score_response, validate_resource
+from alliance_fhir._refs import References
 from alliance_fhir.errors import FhirValidationError
+from alliance_fhir.scoring.observations import observation_json
 
 from ..conftest import CS
 from ..shipped import shipped_ids
@@ -146,3 +148,34 @@ def test_editing_one_observation_never_changes_the_next(catalog):
 
     scribble(first)
     assert "scribbled" not in json.dumps(observe(catalog, response))
+
+
+EHR = "https://ehr.example.org/fhir"
+BESIDE_THE_EHR = References.between(EHR, "https://results.example.org/fhir")
+
+
+def test_an_observation_for_a_results_store_names_the_ehrs_resources_absolute_on_it(catalog):
+    response = example("wai-sr", "complete")
+    result = score_response(response, catalog)
+    obs = build_observation(result, response, references=BESIDE_THE_EHR)
+    assert obs["subject"] == {"reference": "https://ehr.example.org/fhir/Patient/example-client"}
+    assert obs["encounter"] == {"reference": "https://ehr.example.org/fhir/Encounter/example-session-3"}
+    assert obs["performer"] == [{"reference": "https://ehr.example.org/fhir/Patient/example-client"}]
+    assert obs["focus"] == [{"reference": "https://ehr.example.org/fhir/PractitionerRole/example-therapist"}]
+    assert obs["derivedFrom"] == [
+        {"reference": "https://ehr.example.org/fhir/QuestionnaireResponse/example-wai-sr-complete/_history/1"}
+    ]
+    # the same score, the same identity: only where the references point changed
+    one_server = build_observation(result, response)
+    assert obs["identifier"] == one_server["identifier"] == [observation_identifier(response, result)]
+    assert obs["valueQuantity"] == one_server["valueQuantity"]
+    assert response["subject"] == {"reference": "Patient/example-client"}  # the response is not edited
+    validate_resource(obs)
+
+
+def test_the_fast_serialiser_writes_the_same_absolute_references(catalog):
+    response = example("srs", "complete")
+    result = score_response(response, catalog)
+    fast = observation_json(result, response, references=BESIDE_THE_EHR)
+    assert json.loads(fast) == build_observation(result, response, references=BESIDE_THE_EHR)
+    assert json.loads(fast)["subject"]["reference"].startswith("https://ehr.example.org/fhir/Patient/")

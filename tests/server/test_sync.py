@@ -284,12 +284,20 @@ def test_patient_and_instrument_filters(server, catalog, store, make_response):
     assert report.written == 1
     params = dict(qr_search(server).url.params)
     assert params["subject"] == "Patient/a"
-    # every version, of the full form and of the client-facing one (a portal's responses), and the vendor
-    # forms mapped onto the SRS (the shipped Epic-like example's invented id, relative and on this server)
+    # every version, of the full form and of the client-facing one (a portal's responses)
     assert params["questionnaire"] == (
-        "http://alliance-fhir.org/fhir/Questionnaire/srs,http://alliance-fhir.org/fhir/Questionnaire/srs-for-client,"
-        f"Questionnaire/example-epic-srs-9990000,{BASE}/Questionnaire/example-epic-srs-9990000"
+        "http://alliance-fhir.org/fhir/Questionnaire/srs,http://alliance-fhir.org/fhir/Questionnaire/srs-for-client"
     )
+
+
+def test_the_shipped_catalog_has_no_form_maps_so_sync_searches_only_our_questionnaires(server, catalog, store):
+    """The example form maps (invented vendor ids) live in form-maps/examples/ and are never loaded by default."""
+    assert list(catalog.forms) == []
+    sync(server, catalog, store)
+    values = dict(qr_search(server).url.params)["questionnaire"].split(",")
+    ids = ["cors", "csrs", "gsrs", "haq-ii", "ors", "srs", "wai-sr"]  # the seven shipped instruments
+    ours = [f"http://alliance-fhir.org/fhir/Questionnaire/{i}{suffix}" for i in ids for suffix in ("", "-for-client")]
+    assert sorted(values) == sorted(ours)  # 7 x 2 = 14 canonicals, no vendor id
 
 
 def test_report_as_json_has_counts_and_failures(server, catalog, store, make_response):

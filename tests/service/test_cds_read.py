@@ -3,7 +3,8 @@ a writer of the state says the patient's results changed (or the read is older t
 
 The FHIR server is a MockTransport that records every request ("no round trip" is checked);
 tests/integration/test_hapi_cds_stored_reads.py runs the same against the real HAPI, after sync and
-after an amendment.
+after an amendment. Beside a results store, the stored read is kept for the pair (source, results
+store) and read as the hook reads: scores and issues from the store, names from the source.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pytest
 
 from alliance_fhir.fhirclient.client import FhirClient
 from alliance_fhir.server.settings import ServerConfig
-from alliance_fhir.server.state import StateStore, patient_keys
+from alliance_fhir.server.state import ServerPair, StateStore, patient_keys
 from alliance_fhir.server.sync import run_sync
 from alliance_fhir.server.sync_report import SyncOptions
 from alliance_fhir.service.cds import CdsService
@@ -28,6 +29,7 @@ from .. import fake_fhir
 from ..trajectory_builders import score_obs, series_obs
 
 FHIR = "http://fhir.test/fhir"
+STORE = "http://results.test/fhir"
 PATIENT = "Patient/c1"
 THERAPIST_ROLE = {
     "resourceType": "PractitionerRole",
@@ -51,9 +53,11 @@ class Server:
     def __init__(self, observations: list[dict[str, Any]]) -> None:
         self.observations = observations
         self.requests = 0
+        self.seen: list[httpx.Request] = []
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.requests += 1
+        self.seen.append(request)
         path = request.url.path
         if path.endswith("/Observation"):
             return httpx.Response(200, json=bundle(self.observations))
@@ -213,3 +217,81 @@ def test_a_state_that_cannot_be_read_falls_back_to_the_server(fhir, catalog, tmp
     read, where = PatientReader(client, catalog, state.cds_summaries).read(PATIENT)
     assert where == "FHIR server" and len(read.observations) == 4
     assert read == read_patient(client, catalog, PATIENT)
+
+
+def on_the_source(obs: dict[str, Any]) -> dict[str, Any]:
+    """A score as sync writes it to a results store beside the source: the source's resources absolute on it."""
+    absolute = {key: {"reference": f"{FHIR}/{obs[key]['reference']}"} for key in ("subject", "encounter")}
+    return {**obs, **absolute, "focus": [{"reference": f"{FHIR}/{f['reference']}"} for f in obs["focus"]]}
+
+
+@pytest.fixture
+def two() -> Iterator[tuple[Server, Server, FhirClient, FhirClient]]:
+    """(the source with the people, the results store with the scores naming them absolute, their clients)."""
+    source, results = Server([]), Server([on_the_source(o) for o in rupture()])
+    with (
+        FhirClient(ServerConfig(url=FHIR), transport=httpx.MockTransport(source)) as ehr,
+        FhirClient(ServerConfig(url=STORE), transport=httpx.MockTransport(results)) as kept,
+    ):
+        yield source, results, ehr, kept
+
+
+def test_beside_a_results_store_a_stored_read_is_kept_for_the_pair_with_the_cards_of_a_fresh_read(store, two, catalog):
+    source, results, ehr, kept = two
+    stored = CdsService.build(ehr, catalog, store, CdsSettings(), "http://cds.test", None, kept)
+    fresh = CdsService.build(
+        ehr, catalog, store, CdsSettings(stored_read_max_age_seconds=0), "http://cds.test", None, kept
+    )
+    first = hook(stored)
+    assert [c["source"]["topic"]["code"] for c in first] == ["alliance-rupture"]
+    assert first[0]["detail"].startswith("**Robin Rupture**")  # the name read from the source
+    # scores and issues were read from the store, for the patient in both forms; nothing of them at the source
+    scoped = [r for r in results.seen if r.url.path in ("/fhir/Observation", "/fhir/DetectedIssue")]
+    assert {r.url.path for r in scoped} == {"/fhir/Observation", "/fhir/DetectedIssue"}
+    assert all(
+        r.url.params.get("subject", r.url.params.get("patient")) == f"{FHIR}/Patient/c1,Patient/c1" for r in scoped
+    )
+    assert not any(r.url.path.endswith(("/Observation", "/DetectedIssue")) for r in source.seen)
+    pair = ServerPair(FHIR, STORE)
+    assert store.cds_summaries.count(pair) == 1 and store.cds_summaries.count(FHIR) == 0  # kept for the pair
+    before = source.requests + results.requests
+    assert hook(stored) == first and source.requests + results.requests == before  # no request at all
+    assert hook(fresh) == first
+
+
+def test_beside_a_results_store_a_change_of_the_source_patient_makes_the_read_out_of_date(store, two, catalog):
+    """The store names the patient absolute; the change is numbered for the source's Patient/c1, as sync says."""
+    _, results, ehr, kept = two
+    reader = PatientReader(ehr, catalog, store.cds_summaries, results=kept)
+    reader.read(PATIENT)
+    results.observations.append(on_the_source({**score_obs("wai-sr", 55, day=5), "id": "o5"}))
+    pair = ServerPair(FHIR, STORE)
+    store.cds_summaries.changed(FHIR, [PATIENT])  # the one-server key: another state entirely
+    assert reader.read(PATIENT)[1] == "stored read"
+    store.cds_summaries.changed(pair, patient_keys([f"{FHIR}/Patient/c1"], pair))
+    read, where = reader.read(PATIENT)
+    assert where == "results store"
+    values = [p.value for s in read.trajectories(catalog, reader.references).for_subject(PATIENT) for p in s.points]
+    assert [float(v) for v in values] == [48, 50, 41, 44, 55]
+
+
+def test_sync_to_a_results_store_numbers_the_change_for_the_source_patient_and_the_pair(
+    tmp_path, catalog, make_response
+):
+    """The store's score names the patient absolute on the source; the change is for ``Patient/p1``."""
+    source, results = fake_fhir.FakeFhir(), fake_fhir.FakeFhir()
+    source.put(make_response("srs", {1: 9, 2: 9, 3: 9, 4: 8}, rid="qr1", subject={"reference": "Patient/p1"}))
+    with (
+        StateStore(tmp_path / "s.db") as state,
+        FhirClient(
+            ServerConfig(url=fake_fhir.BASE), transport=httpx.MockTransport(source), sleep=lambda _s: None
+        ) as ehr,
+        FhirClient(ServerConfig(url=STORE), transport=httpx.MockTransport(results), sleep=lambda _s: None) as kept,
+    ):
+        report = run_sync(ehr, catalog, state, SyncOptions(), results=kept)
+        assert report.written == 1
+        (observation,) = results.store["Observation"].values()
+        assert observation["subject"]["reference"] == f"{fake_fhir.BASE}/Patient/p1"
+        pair = ServerPair(fake_fhir.BASE, STORE)
+        assert state.cds_summaries.generations(pair, ["Patient/p1"]) == {"Patient/p1": 1}
+        assert state.cds_summaries.latest(fake_fhir.BASE) == 0  # the one-server state is untouched

@@ -278,3 +278,41 @@ def test_a_report_link_expires_and_hides_the_patient():
     clock[0] -= 60
     assert ReportLinks("another-key-of-enough-length-0123456789", PUBLIC, 15).patient(token) is None
     assert ReportLinks("a-link-key-of-enough-length-0123456789", "http://elsewhere", 15).patient(token) is None
+
+
+STORE = "http://results.test/fhir"
+
+
+def on_the_ehr(obs: dict[str, Any]) -> dict[str, Any]:
+    """A score as sync writes it to a results store beside the EHR: the EHR's resources named absolute on it."""
+    absolute = {key: {"reference": f"{FHIR}/{obs[key]['reference']}"} for key in ("subject", "encounter")}
+    return {**obs, **absolute, "focus": [{"reference": f"{FHIR}/{f['reference']}"} for f in obs["focus"]]}
+
+
+def test_beside_a_results_store_the_hook_finds_the_scores_that_name_the_ehrs_patient_absolute(tmp_path, catalog):
+    source, store = FakeFhir([]), FakeFhir([on_the_ehr(o) for o in RUPTURE])
+    with (
+        StateStore(tmp_path / "s.db") as state,
+        FhirClient(ServerConfig(url=FHIR), transport=httpx.MockTransport(source)) as ehr_client,
+        FhirClient(ServerConfig(url=STORE), transport=httpx.MockTransport(store)) as store_client,
+    ):
+        service = CdsService.build(ehr_client, catalog, state, CdsSettings(), PUBLIC, None, store_client)
+        cards = service.answer(request())["cards"]
+        # the same card as on one server: the stored Patient is the hook's Patient/c1
+        assert [c["source"]["topic"]["code"] for c in cards] == ["alliance-rupture"]
+        # WAI-SR 48, 50, 41, 44: the latest 44 at session 4, the best recent 50, 6 lower two sessions later
+        assert (
+            cards[0]["summary"]
+            == "WAI-SR 44 at session 4, down 6 from 50 in 2 sessions; in the first sessions. Moderate concern."
+        )
+        assert cards[0]["detail"].startswith("**Robin Rupture**")  # the name read from the EHR
+        scoped = [r for r in store.requests if r.url.path in ("/fhir/Observation", "/fhir/DetectedIssue")]
+        assert {r.url.path for r in scoped} == {"/fhir/Observation", "/fhir/DetectedIssue"}
+        # the store is asked for the absolute form (what sync writes) and the relative one (older results)
+        assert all(
+            r.url.params.get("subject", r.url.params.get("patient")) == "http://fhir.test/fhir/Patient/c1,Patient/c1"
+            for r in scoped
+        )
+        assert not any(r.url.path.endswith(("/Observation", "/DetectedIssue")) for r in source.requests)
+        page = service.report(service.links.token("Patient/c1"))
+        assert page is not None and b"<h1>Alliance report: Robin Rupture</h1>" in page

@@ -85,3 +85,39 @@ def test_heartbeats_and_non_notifications():
     ]
     for shape in shapes:
         assert topic_notification(shape, BASE) is None
+
+
+def test_an_id_only_subscription_status_notification_names_its_questionnaire_response_focus_only():
+    """athenahealth's shape: the SubscriptionStatus is the only entry; each event's focus is a relative reference."""
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "history",
+        "entry": [
+            {
+                "resource": {
+                    "resourceType": "SubscriptionStatus",
+                    "type": "event-notification",
+                    "eventsSinceSubscriptionStart": "4",
+                    "subscription": {"reference": "Subscription/a9c3784c"},
+                    "notificationEvent": [
+                        {"id": "e1", "focus": {"reference": "QuestionnaireResponse/a-432.qr-1"}},
+                        {"id": "e2", "focus": {"reference": "Patient/a-432.E-5"}},
+                        {"id": "e3", "focus": {"identifier": {"system": "urn:athenahealth:x", "value": "2"}}},
+                        {"id": "e4", "focus": {"reference": "http://evil.test/fhir/QuestionnaireResponse/9"}},
+                        {"id": "e5", "focus": ["QuestionnaireResponse/3"]},
+                    ],
+                }
+            }
+        ],
+    }
+    notification = topic_notification(bundle, BASE)
+    assert notification is not None
+    assert notification.kind == "event-notification" and notification.subscription == "Subscription/a9c3784c"
+    assert notification.hints == [Hint("a-432.qr-1")]
+    assert notification.events == 5 and notification.ignored == ["Patient", "identifier"]
+    assert notification.rejected == 1  # a QuestionnaireResponse of another server
+    assert notification.skipped == [
+        "SubscriptionStatus.notificationEvent[4].focus is a JSON array (1 elements), not a JSON object"
+    ]
+    # athenahealth counts events per Bundle, so the counter is no gap detector: not read
+    assert notification.events_since_start is None

@@ -9,8 +9,10 @@ import pytest
 
 from alliance_fhir import validate_resource
 from alliance_fhir._ids import DEVICE_IDENTIFIER_SYSTEM, SIGNAL_IDENTIFIER_SYSTEM, SIGNAL_STATUS_EXTENSION
+from alliance_fhir._refs import References
 from alliance_fhir.signals.resources import (
     detected_issue,
+    follow_up_task,
     plugin_device,
     signal_bundle,
     signal_resources,
@@ -209,3 +211,68 @@ def test_end_to_end_from_responses(catalog, make_response):
     issue = detected_issue(signals[1])
     validate_resource(issue)
     assert [d["identifier"] for d in issue["evidence"][0]["detail"]] == [o["identifier"][0] for o in observations]
+
+
+# ---- results in a store beside the EHR: absolute references to the EHR, the same series and signals ----
+
+EHR = "https://ehr.example.org/fhir"
+BESIDE_THE_EHR = References.between(EHR, "https://results.example.org/fhir")
+ONE_SERVER = References.between(EHR, EHR)
+
+
+def on_the_ehr(obs: dict) -> dict:
+    """The score Observation as sync writes it to a results store: subject, encounter, focus absolute on the EHR."""
+    return {
+        **obs,
+        "subject": {"reference": f"{EHR}/{obs['subject']['reference']}"},
+        "encounter": {"reference": f"{EHR}/{obs['encounter']['reference']}"},
+        "focus": [{"reference": f"{EHR}/{f['reference']}"} for f in obs["focus"]],
+    }
+
+
+def test_absolute_and_relative_scores_are_one_series_with_the_same_signals(catalog):
+    # SRS 38 then 36.5 in one episode: a drop of 1.5, the rupture of the test above
+    relative = series_obs("srs", [38, 36.5])
+    absolute = [on_the_ehr(o) for o in relative]
+    mixed = [relative[0], absolute[1]]  # an older score written relative, a newer one absolute
+    context = context_from_encounters([encounter(CLIENT, 1), encounter(CLIENT, 2)])
+    expected = build_trajectories(relative, catalog, context, ONE_SERVER)
+    assert [(s.subject, s.focus, s.episode) for s in expected.series] == [(CLIENT, THERAPIST, "EpisodeOfCare/ep1")]
+    for observations in (absolute, mixed):
+        found = build_trajectories(observations, catalog, context, BESIDE_THE_EHR)
+        assert found.series == expected.series and found.problems == ()
+        # the sessions were matched to the EHR's Encounters: numbered 1 and 2 in the episode
+        assert [p.session_number for p in found.series[0].points] == [1, 2]
+        assert {s.key for s in detect_signals(found)} == {s.key for s in detect_signals(expected)}
+
+
+def test_a_score_naming_another_servers_patient_is_another_client(catalog):
+    theirs = {**series_obs("srs", [30])[0], "subject": {"reference": "https://other.example.org/fhir/Patient/c1"}}
+    found = build_trajectories([*series_obs("srs", [38, 36.5]), theirs], catalog, None, BESIDE_THE_EHR)
+    assert found.subjects() == [CLIENT, "https://other.example.org/fhir/Patient/c1"]
+
+
+def test_issue_and_task_for_a_results_store_name_the_ehrs_resources_absolute(catalog):
+    obs = [on_the_ehr(o) for o in series_obs("srs", [38, 36.5])]
+    obs[1]["id"] = "obs-42"
+    context = context_from_encounters([encounter(CLIENT, 1), encounter(CLIENT, 2)])
+    trajectories = build_trajectories(obs, catalog, context, BESIDE_THE_EHR)
+    signals = detect_signals(trajectories)
+    rupture = next(s for s in signals if s.kind == RUPTURE)
+    issue = detected_issue(rupture, references=BESIDE_THE_EHR)
+    validate_resource(issue)
+    assert issue["patient"] == {"reference": "https://ehr.example.org/fhir/Patient/c1"}
+    assert issue["implicated"] == [{"reference": "https://ehr.example.org/fhir/EpisodeOfCare/ep1"}]
+    assert issue["extension"][0]["valueReference"] == {"reference": "https://ehr.example.org/fhir/PractitionerRole/t1"}
+    # the evidence is our Observation, in the store beside the issue: relative
+    assert issue["evidence"][0]["detail"][1]["reference"] == "Observation/obs-42"
+    assert issue["identifier"] == detected_issue(rupture)["identifier"]  # the same signal, the same identity
+    situation = next(s for s in situation_history(signals, trajectories) if s.status == "active")
+    task = follow_up_task(situation, references=BESIDE_THE_EHR)
+    assert task is not None
+    validate_resource(task)
+    assert task["for"] == {"reference": "https://ehr.example.org/fhir/Patient/c1"}
+    assert task["owner"] == {"reference": "https://ehr.example.org/fhir/PractitionerRole/t1"}
+    assert "reference" not in task["focus"]  # the issue by its identifier, wherever it is
+    here = follow_up_task(situation)
+    assert here is not None and here["for"] == {"reference": CLIENT}  # one server: relative, as before

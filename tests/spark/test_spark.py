@@ -27,7 +27,7 @@ from ..conftest import all_items
 from ..support.sof import run_view
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = sorted(ROOT.glob("examples/*/*.json"))
+EXAMPLES = sorted(p for p in ROOT.glob("examples/*/*.json"))
 
 pytestmark = pytest.mark.slow  # a local Spark JVM: ~30 s to start, ~60 s for the file
 

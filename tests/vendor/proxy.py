@@ -138,6 +138,10 @@ def decide(
         op = parts[0][1:]
         if op in profile.system_operations:
             return FORWARD
+        if op == "export-poll-status" and _offers_export(profile):
+            # The Bulk Data IG's status request: the kick-off's Content-Location (HAPI's is $export-poll-status).
+            # Epic lists it beside the kick-off (Bulk Data Status Request, api 10170, https://open.epic.com/Interface/FHIR).
+            return FORWARD
         return Decision(REFUSED, "not-supported", f"operation ${op} is not offered by this server")
     if parts[0] == "metadata":
         return FORWARD
@@ -169,6 +173,12 @@ def decide(
         if reason:
             return Decision(REFUSED, "forbidden", reason)
     return FORWARD
+
+
+def _offers_export(profile: Profile) -> bool:
+    """Whether the profile offers Bulk ``$export`` at any level (system, Group or Patient)."""
+    rules = (profile.resources or {}).values()
+    return "export" in profile.system_operations or any("export" in rule.operations for rule in rules)
 
 
 def _decide_system(profile: Profile, method: str, body: bytes) -> Decision:

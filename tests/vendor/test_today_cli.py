@@ -43,6 +43,7 @@ def test_check_on_the_open_profile_finds_everything_sync_needs(vendor_server):
             "conditional create",
             "write mode",
             "credentials",
+            "read mode",
         ],
         True,
     )

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from ..._time import stamp
 from .._statedb import FeatureStore
+from .pair import PAIR, ServerPair, pair_key
 
 __all__ = ["BulkJob", "BulkJobs"]
 
@@ -28,11 +29,11 @@ class BulkJob:
 class BulkJobs(FeatureStore):
     """The export job in progress and its files done, per server (tables ``bulk_job``, ``bulk_file``)."""
 
-    def job(self, server: str) -> BulkJob | None:
+    def job(self, server: str | ServerPair) -> BulkJob | None:
         """The export job a back-fill of ``server`` kicked off and has not finished or cancelled."""
         rows = self.db.execute(
-            "SELECT request, status_url, kicked_off_at, transaction_time, manifest FROM bulk_job WHERE server = ?",
-            (server,),
+            f"SELECT request, status_url, kicked_off_at, transaction_time, manifest FROM bulk_job WHERE {PAIR}",
+            pair_key(server),
         )
         if not rows:
             return None
@@ -45,33 +46,39 @@ class BulkJobs(FeatureStore):
             None if manifest is None else str(manifest),
         )
 
-    def start(self, server: str, request: str, status_url: str) -> None:
+    def start(self, server: str | ServerPair, request: str, status_url: str) -> None:
         """Remember a kicked-off export (before anything is downloaded), replacing any finished one's files."""
         with self.db.transaction():
             self.forget(server)
-            self.db.run("INSERT INTO bulk_job VALUES (?, ?, ?, ?, NULL, NULL)", (server, request, status_url, stamp()))
+            self.db.run(
+                "INSERT INTO bulk_job (server, results_server, request, status_url, kicked_off_at) VALUES (?, ?, ?, ?, ?)",
+                (*pair_key(server), request, status_url, stamp()),
+            )
 
-    def complete(self, server: str, transaction_time: str, manifest: str) -> None:
+    def complete(self, server: str | ServerPair, transaction_time: str, manifest: str) -> None:
         """The export finished: keep its manifest, so a resumed back-fill need not poll again."""
         self.db.write(
-            "UPDATE bulk_job SET transaction_time = ?, manifest = ? WHERE server = ?",
-            [(transaction_time, manifest, server)],
+            f"UPDATE bulk_job SET transaction_time = ?, manifest = ? WHERE {PAIR}",
+            [(transaction_time, manifest, *pair_key(server))],
         )
 
-    def file_done(self, server: str, url: str) -> None:
+    def file_done(self, server: str | ServerPair, url: str) -> None:
         """Every response of one exported file was handled (and its writes landed)."""
-        self.db.write("INSERT INTO bulk_file VALUES (?, ?, ?) ON CONFLICT DO NOTHING", [(server, url, stamp())])
+        self.db.write(
+            "INSERT INTO bulk_file (server, results_server, url, done_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            [(*pair_key(server), url, stamp())],
+        )
 
-    def files_done(self, server: str) -> set[str]:
+    def files_done(self, server: str | ServerPair) -> set[str]:
         """The URLs of the job's files already handled (skipped when the back-fill resumes)."""
-        return {str(r[0]) for r in self.db.execute("SELECT url FROM bulk_file WHERE server = ?", (server,))}
+        return {str(r[0]) for r in self.db.execute(f"SELECT url FROM bulk_file WHERE {PAIR}", pair_key(server))}
 
-    def clear(self, server: str) -> None:
+    def clear(self, server: str | ServerPair) -> None:
         """Forget the export job and its files (done, or cancelled)."""
         with self.db.transaction():
             self.forget(server)
 
-    def forget(self, server: str) -> None:
+    def forget(self, server: str | ServerPair) -> None:
         """Inside a transaction: delete the server's job and files (also part of ``StateStore.reset``)."""
-        self.db.run("DELETE FROM bulk_file WHERE server = ?", (server,))
-        self.db.run("DELETE FROM bulk_job WHERE server = ?", (server,))
+        self.db.run(f"DELETE FROM bulk_file WHERE {PAIR}", pair_key(server))
+        self.db.run(f"DELETE FROM bulk_job WHERE {PAIR}", pair_key(server))

@@ -10,7 +10,10 @@ only when that read may be out of date.
 When is a read out of date? Every writer of this state says which patients' results it changed
 (``cds_change``), *after* the server confirmed the write: sync, and serve's catch-up and rounds
 (score Observations written or retracted), and serve's signals (DetectedIssues written or
-withdrawn). A change takes the next number of one sequence per server. Before reading the server
+withdrawn). A change takes the next number of one sequence per server pair (the source and the
+results store, :class:`.pair.ServerPair`, as the rest of the state is keyed; a plain URL is one
+server). Patients are keyed as the source names them (``Patient/id``), whether the results store
+holds the reference relative or absolute on the source (:mod:`alliance_fhir._refs`). Before reading the server
 the hook takes the sequence's highest number; after the read it stores what it found with the
 numbers of every patient whose scores it holds (the patient, and the other members of a joint
 session) only if none of them is higher, i.e. no write landed during the read. A stored read is
@@ -33,6 +36,7 @@ from datetime import UTC, datetime, timedelta
 from ..._refs import parse_reference
 from ..._time import stamp
 from .._statedb import FeatureStore
+from .pair import PAIR, ServerPair, pair_key, pair_of
 
 __all__ = ["CdsSummaries", "patient_keys"]
 
@@ -42,25 +46,25 @@ _CHUNK = 500  # patients per IN (...) list: far below SQLite's and PostgreSQL's 
 class CdsSummaries(FeatureStore):
     """Patients' results changes (table ``cds_change``) and the hook's stored reads (table ``cds_summary``)."""
 
-    def changed(self, server: str, patients: Iterable[str]) -> None:
-        """Give each patient (``Patient/id``) the next change number: their stored reads are out of date."""
+    def changed(self, server: str | ServerPair, patients: Iterable[str]) -> None:
+        """Give each patient (``Patient/id`` of the source) the next change number: their stored reads are out of date."""
         keys = sorted(set(patients))
         if not keys:
             return
         with self.db.transaction():
             number = self.latest(server) + 1
             self.db.executemany(
-                "INSERT INTO cds_change (server, patient, generation) VALUES (?, ?, ?) "
-                "ON CONFLICT(server, patient) DO UPDATE SET generation = excluded.generation",
-                [(server, key, number) for key in keys],
+                "INSERT INTO cds_change (server, results_server, patient, generation) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(server, results_server, patient) DO UPDATE SET generation = excluded.generation",
+                [(*pair_key(server), key, number) for key in keys],
             )
 
-    def latest(self, server: str) -> int:
+    def latest(self, server: str | ServerPair) -> int:
         """The highest change number of ``server`` (0 before any change): take it before reading the server."""
-        rows = self.db.execute("SELECT MAX(generation) FROM cds_change WHERE server = ?", (server,))
+        rows = self.db.execute(f"SELECT MAX(generation) FROM cds_change WHERE {PAIR}", pair_key(server))
         return int(rows[0][0] or 0)
 
-    def generations(self, server: str, patients: Sequence[str]) -> dict[str, int]:
+    def generations(self, server: str | ServerPair, patients: Sequence[str]) -> dict[str, int]:
         """The change number of each patient (0 for one never changed)."""
         found: dict[str, int] = {p: 0 for p in patients}
         unique = sorted(found)
@@ -68,16 +72,17 @@ class CdsSummaries(FeatureStore):
             chunk = unique[start : start + _CHUNK]
             marks = ", ".join("?" for _ in chunk)
             rows = self.db.execute(
-                f"SELECT patient, generation FROM cds_change WHERE server = ? AND patient IN ({marks})",
-                (server, *chunk),
+                f"SELECT patient, generation FROM cds_change WHERE {PAIR} AND patient IN ({marks})",
+                (*pair_key(server), *chunk),
             )
             found.update({str(patient): int(generation) for patient, generation in rows})
         return found
 
-    def current(self, server: str, patient: str, max_age_seconds: float) -> str | None:
+    def current(self, server: str | ServerPair, patient: str, max_age_seconds: float) -> str | None:
         """The stored read of ``patient`` when it is still current (see the module), else None."""
         rows = self.db.execute(
-            "SELECT seen, filled_at, payload FROM cds_summary WHERE server = ? AND patient = ?", (server, patient)
+            f"SELECT seen, filled_at, payload FROM cds_summary WHERE {PAIR} AND patient = ?",
+            (*pair_key(server), patient),
         )
         if not rows:
             return None
@@ -90,7 +95,13 @@ class CdsSummaries(FeatureStore):
         return str(payload)
 
     def store(
-        self, server: str, patient: str, holds: Sequence[str], before: int, payload: str, max_age_seconds: float
+        self,
+        server: str | ServerPair,
+        patient: str,
+        holds: Sequence[str],
+        before: int,
+        payload: str,
+        max_age_seconds: float,
     ) -> bool:
         """Keep a read of ``patient`` holding the scores of ``holds``, made after :meth:`latest` gave ``before``;
         False (nothing kept) when one of them changed since. Reads past the maximum age are dropped."""
@@ -100,30 +111,33 @@ class CdsSummaries(FeatureStore):
                 return False
             self.db.run("DELETE FROM cds_summary WHERE filled_at < ?", (_cutoff(max_age_seconds),))
             self.db.run(
-                "INSERT INTO cds_summary (server, patient, seen, filled_at, payload) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT(server, patient) DO UPDATE SET seen = excluded.seen, filled_at = excluded.filled_at, "
-                "payload = excluded.payload",
-                (server, patient, json.dumps(seen), stamp(), payload),
+                "INSERT INTO cds_summary (server, results_server, patient, seen, filled_at, payload) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(server, results_server, patient) DO UPDATE SET "
+                "seen = excluded.seen, filled_at = excluded.filled_at, payload = excluded.payload",
+                (*pair_key(server), patient, json.dumps(seen), stamp(), payload),
             )
         return True
 
-    def count(self, server: str) -> int:
+    def count(self, server: str | ServerPair) -> int:
         """Stored reads for ``server`` (for tests and health: bounded by the patients viewed within the maximum age)."""
-        return int(self.db.execute("SELECT COUNT(*) FROM cds_summary WHERE server = ?", (server,))[0][0])
+        return int(self.db.execute(f"SELECT COUNT(*) FROM cds_summary WHERE {PAIR}", pair_key(server))[0][0])
 
-    def forget(self, server: str) -> None:
+    def forget(self, server: str | ServerPair) -> None:
         """Drop every stored read and change counter of ``server`` (``sync --reset``)."""
-        self.db.run("DELETE FROM cds_summary WHERE server = ?", (server,))
-        self.db.run("DELETE FROM cds_change WHERE server = ?", (server,))
+        self.db.run(f"DELETE FROM cds_summary WHERE {PAIR}", pair_key(server))
+        self.db.run(f"DELETE FROM cds_change WHERE {PAIR}", pair_key(server))
 
 
-def patient_keys(references: Iterable[str], server: str) -> list[str]:
-    """``Patient/id`` for each reference to a Patient of ``server`` (relative or absolute), the key of
-    ``cds_change``; references to other types or servers are left out (the hook never reads them)."""
+def patient_keys(references: Iterable[str], server: str | ServerPair) -> list[str]:
+    """``Patient/id`` for each reference to a Patient of the source (``server``'s, or the pair's), the key
+    of ``cds_change``: a relative reference and one absolute on the source read the same (as results in a
+    store beside the source name it). References to other types or servers are left out (the hook never
+    reads them)."""
+    source = pair_of(server).source
     keys = set()
     for reference in references:
         ref = parse_reference(reference)
-        if ref is not None and ref.type == "Patient" and ref.on(server):
+        if ref is not None and ref.type == "Patient" and ref.on(source):
             keys.add(f"Patient/{ref.id}")
     return sorted(keys)
 

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 
 from ...errors import StateError
 from .._statedb import FeatureStore, claim_key
+from .pair import ServerPair, pair_of
 
 __all__ = ["Claims"]
 
@@ -18,22 +19,22 @@ __all__ = ["Claims"]
 class Claims(FeatureStore):
     """Claims on responses, per server (no table: the database's locks)."""
 
-    def claim(self, server: str, response_ids: Sequence[str]) -> set[str]:
+    def claim(self, server: str | ServerPair, response_ids: Sequence[str]) -> set[str]:
         """Claim the responses no other worker is handling (one query); the ids claimed."""
-        keys = {claim_key(server, rid): rid for rid in response_ids}
+        keys = {claim_key(pair_of(server).scope, rid): rid for rid in response_ids}
         return {keys[k] for k in self.db.try_claim(list(keys))}
 
-    def wait_claim(self, server: str, response_id: str, timeout: float) -> None:
+    def wait_claim(self, server: str | ServerPair, response_id: str, timeout: float) -> None:
         """Claim one response, waiting (bounded) for the worker that holds it.
 
         Raises:
             StateError: still held after ``timeout`` seconds.
         """
         try:
-            self.db.wait_claim(claim_key(server, response_id), timeout)
+            self.db.wait_claim(claim_key(pair_of(server).scope, response_id), timeout)
         except StateError as exc:
             raise StateError(f"QuestionnaireResponse/{response_id}: {exc}") from exc
 
-    def release(self, server: str, response_ids: Iterable[str]) -> None:
+    def release(self, server: str | ServerPair, response_ids: Iterable[str]) -> None:
         """Let other workers have these responses (those not claimed here are ignored)."""
-        self.db.release(claim_key(server, rid) for rid in response_ids)
+        self.db.release(claim_key(pair_of(server).scope, rid) for rid in response_ids)

@@ -57,6 +57,57 @@ def _restamp(table: str, column: str) -> tuple[str, str]:
     )
 
 
+# Step 7's tables: each keyed by the source server and, now, the results store too. Existing rows
+# were written when the source was its own results store, so their results server is their server.
+# SQLite cannot change a primary key in place, so each table is rebuilt (the same SQL on PostgreSQL).
+_PAIRED: tuple[tuple[str, str, str, str], ...] = (
+    (
+        "checkpoint",
+        "last_updated TEXT NOT NULL, updated_at TEXT NOT NULL",
+        "server, results_server",
+        "last_updated, updated_at",
+    ),
+    (
+        "ledger",
+        "response_id TEXT NOT NULL, version_id TEXT NOT NULL, outcome TEXT NOT NULL, detail TEXT, "
+        "observation_identifier TEXT, updated_at TEXT NOT NULL, since TEXT, dismissed_by TEXT, dismissed_reason TEXT",
+        "server, results_server, response_id",
+        "response_id, version_id, outcome, detail, observation_identifier, updated_at, since, dismissed_by, "
+        "dismissed_reason",
+    ),
+    (
+        "inbox",
+        "response_id TEXT NOT NULL, version_id TEXT NOT NULL, received_at TEXT NOT NULL, "
+        "attempts INTEGER NOT NULL DEFAULT 0",
+        "server, results_server, response_id, version_id",
+        "response_id, version_id, received_at, attempts",
+    ),
+    (
+        "bulk_job",
+        "request TEXT NOT NULL, status_url TEXT NOT NULL, kicked_off_at TEXT NOT NULL, transaction_time TEXT, "
+        "manifest TEXT",
+        "server, results_server",
+        "request, status_url, kicked_off_at, transaction_time, manifest",
+    ),
+    (
+        "bulk_file",
+        "url TEXT NOT NULL, done_at TEXT NOT NULL",
+        "server, results_server, url",
+        "url, done_at",
+    ),
+)
+
+
+def _paired(table: str, columns: str, key: str, copied: str) -> tuple[str, ...]:
+    """Rebuild ``table`` with a ``results_server`` column in its key; its rows keep results_server = server."""
+    return (
+        f"CREATE TABLE {table}_v7 (server TEXT NOT NULL, results_server TEXT NOT NULL, {columns}, PRIMARY KEY ({key}))",
+        f"INSERT INTO {table}_v7 (server, results_server, {copied}) SELECT server, server, {copied} FROM {table}",
+        f"DROP TABLE {table}",
+        f"ALTER TABLE {table}_v7 RENAME TO {table}",
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -146,23 +197,30 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         7,
-        "CDS Hooks: patients' results changes and the hook's stored reads",
+        "two servers: checkpoint, ledger, inbox and export job keyed by the source and the results store",
+        tuple(sql for spec in _PAIRED for sql in _paired(*spec)),
+    ),
+    Migration(
+        8,
+        "CDS Hooks: patients' results changes and the hook's stored reads, per source and results store",
         (
             """CREATE TABLE IF NOT EXISTS cds_change (
             server TEXT NOT NULL,
+            results_server TEXT NOT NULL,
             patient TEXT NOT NULL,
             generation INTEGER NOT NULL,
-            PRIMARY KEY (server, patient)
+            PRIMARY KEY (server, results_server, patient)
         )""",
             """CREATE TABLE IF NOT EXISTS cds_summary (
             server TEXT NOT NULL,
+            results_server TEXT NOT NULL,
             patient TEXT NOT NULL,
             seen TEXT NOT NULL,
             filled_at TEXT NOT NULL,
             payload TEXT NOT NULL,
-            PRIMARY KEY (server, patient)
+            PRIMARY KEY (server, results_server, patient)
         )""",
-            "CREATE INDEX IF NOT EXISTS cds_change_latest ON cds_change (server, generation)",
+            "CREATE INDEX IF NOT EXISTS cds_change_latest ON cds_change (server, results_server, generation)",
             "CREATE INDEX IF NOT EXISTS cds_summary_age ON cds_summary (filled_at)",
         ),
     ),
