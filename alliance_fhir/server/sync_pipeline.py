@@ -39,7 +39,7 @@ from ..fhirclient.client import FhirClient
 from ..instruments.catalog import Catalog, Instrument
 from ..scoring.engine import resource_ref, score_response
 from ..scoring.observations import build_observation, observation_identifier_for
-from .state import LedgerEntry, ServerPair, StateStore
+from .state import LedgerEntry, ServerPair, StateStore, patient_keys
 from .sync_plan import ServerPlan
 from .sync_report import SyncFailure, SyncOptions, SyncReport, warn
 from .writeback import EhrWriter, Landed
@@ -150,6 +150,7 @@ class Pipeline(Closing):
         """
         results = self._write_back(results)
         ledger = []
+        changed: set[str] = set()
         for write, error in results:
             subject = self._subjects_by_id.pop(write.response_id, None)
             if error is not None:
@@ -168,9 +169,12 @@ class Pipeline(Closing):
                 self.report.written += 1
             if subject is not None:
                 self.report.subjects.add(subject)
+                changed.add(subject)
             ledger.append(LedgerEntry(write.response_id, write.version_id, write.outcome, None, write.identifier))
         try:
             self._store.record(self._server, ledger)
+            if not self._options.dry_run:  # after the server confirmed: the CDS hook's stored reads are out of date
+                self._store.cds_summaries.changed(self._server, patient_keys(changed, self._server))
         finally:
             self._release([write.response_id for write, _ in results])
         self._on_progress(self.report)

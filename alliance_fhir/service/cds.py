@@ -37,8 +37,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -55,10 +54,9 @@ from .._refs import References, parse_reference, valid_id
 from ..errors import AllianceFhirError, CdsAuthError
 from ..fhirclient.client import FhirClient
 from ..instruments.catalog import Catalog
-from ..server.people import fetch_names
-from ..server.signal_sync import fetch_encounters, fetch_scores, references_between
+from ..server.signal_sync import references_between
 from ..server.state import StateStore
-from ..signals.cards import alliance_cards, open_issues, split_evidence
+from ..signals.cards import alliance_cards
 from ..signals.names import Names
 from ..signals.prompts import PromptSet, load_prompts
 from ..signals.report import render_report
@@ -66,6 +64,7 @@ from ..signals.rules import detect_signals
 from ..signals.trajectory import Trajectories, build_trajectories, context_from_encounters, unbundle
 from .body import RequestRefused, read_json
 from .cds_auth import CdsSettings, TokenVerifier
+from .cds_read import PatientReader, with_joint_sessions
 from .metrics import ServeMetrics
 from .report_links import ReportLinks
 
@@ -84,6 +83,8 @@ HIDDEN_FROM = ("Patient", "RelatedPerson")
 """User types that never get alliance cards (the client and the client's proxies)."""
 _NO_STORE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Content-Type-Options": "nosniff"}
 _REPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'"  # the page's charts are inline SVG: no images
+# /metrics' label of the hook's latency by where the scores came from (a read of either server: fhir-server)
+_LATENCY_SOURCE = {"prefetch": "prefetch", "stored read": "stored-read"}
 
 
 def discovery_document() -> dict[str, Any]:
@@ -132,7 +133,9 @@ class CdsService:
 
     ``client`` is the source, the EHR that calls the hook (its ``fhirServer``; the people's names
     are read there); ``results`` the results store, where the scores and DetectedIssues are read
-    (the source itself when None: the EHR's prefetch can carry only what the EHR holds).
+    (the source itself when None: the EHR's prefetch can carry only what the EHR holds). Without a
+    prefetch, the hook and the report read through ``reader`` (the state's stored reads, else both
+    servers: :mod:`.cds_read`; None: every read goes to the servers).
     """
 
     client: FhirClient
@@ -145,6 +148,7 @@ class CdsService:
     on_track_cards: bool = True
     prompts: PromptSet | None = None
     results: FhirClient | None = None
+    reader: PatientReader | None = None
 
     @property
     def store(self) -> FhirClient:
@@ -181,6 +185,7 @@ class CdsService:
             settings.on_track_cards,
             _prompt_set(settings),
             results,
+            PatientReader(client, catalog, store.cds_summaries, settings.stored_read_max_age_seconds, results),
         )
 
     def count(self, outcome: str) -> None:
@@ -216,58 +221,32 @@ class CdsService:
         patient = f"Patient/{patient_id}"
         started = time.perf_counter()
         references = self.references
-        from_prefetch = _prefetched(request.get("prefetch"), patient, references)
+        prefetch = request.get("prefetch")
+        from_prefetch = _prefetched(prefetch, patient, references)
         if from_prefetch is not None:
             observations, encounters, issues = from_prefetch
+            _on_time(deadline)
+            observations, encounters = with_joint_sessions(
+                self.client, self.store, observations, encounters, issues, patient
+            )
+            _on_time(deadline)
+            trajectories = build_trajectories(
+                observations, self.catalog, context_from_encounters(encounters), references
+            )
+            names = self._prefetched_names(patient, prefetch)
             where = "prefetch"
         else:
-            # the two reads at once: the hook's latency is the slower of them, not their sum
-            with ThreadPoolExecutor(max_workers=1) as pool:
-                pending = pool.submit(self._issues, patient)
-                observations, encounters = fetch_scores(self.store, patient, source=self.client)
-                issues = pending.result()
-            where = "FHIR server" if self.results is None else "results store"
-        _on_time(deadline)
-        observations, encounters = self._with_joint_sessions(observations, encounters, issues, patient)
-        _on_time(deadline)
-        trajectories = build_trajectories(observations, self.catalog, context_from_encounters(encounters), references)
-        names = self._names(trajectories, patient, request.get("prefetch") if from_prefetch is not None else None)
+            read, where = self._reader().read(patient)
+            _on_time(deadline)
+            trajectories, names = read.trajectories(self.catalog, references), Names(read.names)
         _on_time(deadline)
         cards = self.cards(trajectories, patient, str(request.get("hookInstance", "")), names)
         seconds = time.perf_counter() - started
         logger.info("patient-view: %d card(s) from the %s in %.0f ms", len(cards), where, 1000 * seconds)
         if self.metrics is not None:
-            self.metrics.cds_latency.labels("prefetch" if from_prefetch is not None else "fhir-server").observe(seconds)
+            self.metrics.cds_latency.labels(_LATENCY_SOURCE.get(where, "fhir-server")).observe(seconds)
         self.count("cards" if cards else "no_cards")
         return {"cards": cards}
-
-    def _with_joint_sessions(
-        self,
-        observations: list[dict[str, Any]],
-        encounters: list[dict[str, Any]],
-        issues: Sequence[dict[str, Any]],
-        patient: str,
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """The patient's scores plus the other members' scores that our open split issues cite.
-
-        A split alliance compares every member of a joint session, so one client's scores cannot
-        show it. Its DetectedIssue is not shown as such (anyone who can write to the server can
-        write one): it only says which scores to read. They are read from our server with our
-        credentials, and the split is detected again from them; a card appears only when that
-        detection finds the same open signal.
-        """
-        wanted = split_evidence(open_issues(issues, patient, self.references).values(), self.store.base_url)
-        have = {str(o.get("id")) for o in observations}
-        missing = sorted(wanted - have)
-        if not missing:
-            return observations, encounters
-        params = {"_id": ",".join(missing), "identifier": f"{IDENTIFIER_SYSTEM}|", "_count": str(len(missing))}
-        if self.results is None:  # the sessions are on the same server: one request
-            params["_include"] = "Observation:encounter"
-        more, their_encounters = unbundle(self.store.search_pages("Observation", params))
-        if self.results is not None:  # the sessions are on the source (the EHR)
-            their_encounters += fetch_encounters(self.client, more)
-        return observations + more, encounters + their_encounters
 
     def cards(self, trajectories: Trajectories, patient: str, hook_instance: str, names: Names) -> list[dict[str, Any]]:
         signals = detect_signals(trajectories)
@@ -282,17 +261,17 @@ class CdsService:
             on_track=self.on_track_cards,
         )
 
-    def _names(self, trajectories: Trajectories, patient: str, prefetch: Any) -> Names:
-        """The people's names: from the prefetch when the scores came from it (the client, and the user, who
-        is usually the therapist: no extra round trip), else read with the scores' therapists (one search per type).
-        """
-        if isinstance(prefetch, dict):
-            people = [r for r in (prefetch.get("patient"), prefetch.get("user")) if isinstance(r, dict)]
-            if not _is_patient(people[0] if people else None, patient):
-                people = [r for r in people if r.get("resourceType") != "Patient"]
-            return Names.from_resources(people)
-        wanted = [patient, *sorted({s.focus for s in trajectories.for_subject(patient) if s.focus})]
-        return fetch_names(self.client, wanted)
+    def _prefetched_names(self, patient: str, prefetch: dict[str, Any]) -> Names:
+        """The people's names from the prefetch (the client, and the user, who is usually the therapist:
+        no extra round trip); a prefetched Patient counts only when it is the patient of the call."""
+        people = [r for r in (prefetch.get("patient"), prefetch.get("user")) if isinstance(r, dict)]
+        if not _is_patient(people[0] if people else None, patient):
+            people = [r for r in people if r.get("resourceType") != "Patient"]
+        return Names.from_resources(people)
+
+    def _reader(self) -> PatientReader:
+        """The one way the hook and the report read a patient without prefetch (the stored reads, else the servers)."""
+        return self.reader or PatientReader(self.client, self.catalog, results=self.results)
 
     def report(self, token: str, *, as_of: datetime | None = None) -> bytes | None:
         """The HTML report a link token opens; None when the token is not (or no longer) valid.
@@ -308,13 +287,8 @@ class CdsService:
         patient = self.links.patient(token)
         if patient is None:
             return None
-        observations, encounters = fetch_scores(self.store, patient, source=self.client)
-        issues = self._issues(patient)
-        observations, encounters = self._with_joint_sessions(observations, encounters, issues, patient)
-        trajectories = build_trajectories(
-            observations, self.catalog, context_from_encounters(encounters), self.references
-        )
-        names = self._names(trajectories, patient, None)
+        read, _ = self._reader().read(patient)
+        trajectories, names = read.trajectories(self.catalog, self.references), Names(read.names)
         when = as_of or datetime.now(UTC)
         return render_report(
             "html",
@@ -325,14 +299,6 @@ class CdsService:
             as_of=when,
             prompts=self.prompts,
         )
-
-    def _issues(self, patient: str) -> list[dict[str, Any]]:
-        params = {
-            "patient": self.references.search(patient),
-            "identifier": f"{SIGNAL_IDENTIFIER_SYSTEM}|",
-            "_count": "100",
-        }
-        return list(self.store.search("DetectedIssue", params))
 
 
 def _is_patient(resource: Any, patient: str) -> bool:

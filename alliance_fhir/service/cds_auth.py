@@ -100,6 +100,13 @@ class CdsSettings(BaseModel):
         description="a quiet info card ('SRS 38 at session 5, on track') with the trend link for every client "
         "whose latest alliance score meets no rule; false: cards only when there is something to discuss",
     )
+    stored_read_max_age_seconds: float = Field(
+        300.0,
+        ge=0,
+        le=3600,
+        description="a hook without prefetch answers from the service's stored read of the patient while no writer "
+        "of this state changed the patient's results and the read is younger than this; 0: always read the server",
+    )
     prompts: Path | None = Field(
         None,
         description="a prompt file (a clinic's edited or translated discussion prompts, checked by "

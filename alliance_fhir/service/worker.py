@@ -35,7 +35,7 @@ from ..errors import AllianceFhirError
 from ..fhirclient.client import FhirClient
 from ..instruments.catalog import Catalog
 from ..server.signal_sync import run_signals
-from ..server.state import InboxItem, ServerPair, StateStore
+from ..server.state import InboxItem, ServerPair, StateStore, patient_keys
 from ..server.sync import SyncOptions, SyncReport, SyncSession
 from .hints import Hint
 from .metrics import ServeMetrics
@@ -424,7 +424,7 @@ class Worker:
     def _signals_of(self, subject: str) -> None:
         try:
             if self.key.split:  # the sessions' Encounters from the source, when results are kept apart from it
-                run_signals(
+                report, _, _ = run_signals(
                     self.results,
                     self.catalog,
                     patient=subject,
@@ -433,9 +433,11 @@ class Worker:
                     source=self.client,
                 )
             else:
-                run_signals(
+                report, _, _ = run_signals(
                     self.client, self.catalog, patient=subject, tag=self.options.tag, security=self.options.security
                 )
+            if report.written or report.withdrawn:  # the CDS hook's stored read of this patient is out of date
+                self.store.cds_summaries.changed(self.key, patient_keys([subject], self.key))
         except AllianceFhirError as exc:
             self.metrics.signals.labels("error").inc()
             logger.warning("signals of one patient could not be updated: %s", exc)

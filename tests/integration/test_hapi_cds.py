@@ -81,15 +81,15 @@ def ehr() -> CdsTestClient:
     return CdsTestClient("https://ehr.test.example")
 
 
-@pytest.fixture(scope="module")
-def service(
-    demo: str, ehr: CdsTestClient, big_jwks_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Service]:
-    folder = tmp_path_factory.mktemp("cds-serve")
+def serving(demo: str, ehr: CdsTestClient, big_jwks_url: str, folder: Path, cds: str = "") -> Iterator[Service]:
+    """`serve` trusting the two CDS clients; ``cds``: more lines of its ``[cds]`` table."""
     jwks = ehr.write_jwks(folder / "ehr-jwks.json")
     config = folder / "alliance-fhir.toml"
     config.write_text(
-        f"""[[cds.clients]]
+        f"""[cds]
+{cds}
+
+[[cds.clients]]
 issuer = "{ehr.issuer}"
 jwks_file = "{jwks}"
 
@@ -103,6 +103,22 @@ jwks_url = "{big_jwks_url}"
     yield running
     if running.proc is not None and running.proc.poll() is None:
         assert running.stop() == 0
+
+
+@pytest.fixture(scope="module")
+def service(
+    demo: str, ehr: CdsTestClient, big_jwks_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Service]:
+    yield from serving(demo, ehr, big_jwks_url, tmp_path_factory.mktemp("cds-serve"))
+
+
+@pytest.fixture(scope="module")
+def reading_service(
+    demo: str, ehr: CdsTestClient, big_jwks_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Service]:
+    """A `serve` without stored reads: every hook without prefetch reads HAPI (what a test of that read needs)."""
+    folder = tmp_path_factory.mktemp("cds-serve-reading")
+    yield from serving(demo, ehr, big_jwks_url, folder, "stored_read_max_age_seconds = 0")
 
 
 def aud(service: Service) -> str:
@@ -284,9 +300,12 @@ def forged_split_issue(patient: str, cites: list[str]) -> dict[str, Any]:
     }
 
 
-def test_a_forged_detected_issue_makes_no_card_and_its_text_reaches_none(service, demo, ehr):
+def test_a_forged_detected_issue_makes_no_card_and_its_text_reaches_none(reading_service, demo, ehr):
     # a split "recorded" for the rupture client, citing one of couple-a's real scores: detected again from the
-    # cited scores there is no split (no joint session), so no card; and no server text is ever shown
+    # cited scores there is no split (no joint session), so no card; and no server text is ever shown.
+    # The service keeps no stored reads, so the call without prefetch reads HAPI, the forged issue with it.
+    service = reading_service
+    read_hapi = 'alliance_fhir_cds_seconds_count{source="fhir-server"}'
     with client(demo) as c:
         couple_a = next(iter(c.search("Observation", {"subject": "Patient/afdemo-couple-a", "_count": "1"})))
         made = c.request("POST", "DetectedIssue", json=forged_split_issue(RUPTURE, [f"Observation/{couple_a['id']}"]))
@@ -296,8 +315,10 @@ def test_a_forged_detected_issue_makes_no_card_and_its_text_reaches_none(service
                 if prefetch is not None:
                     held = [e["resource"]["id"] for e in prefetch["issues"].get("entry", [])]
                     assert forged in held  # the EHR's prefetch carries the forged issue to the service
+                reads = service.metric(read_hapi)
                 answer = call(service, hook_request(demo, RUPTURE, prefetch), ehr.token(aud(service)))
                 assert answer.status_code == 200, answer.text
+                assert service.metric(read_hapi) == reads + (prefetch is None)  # without prefetch: read from HAPI
                 assert codes(answer.json()) == [("alliance-repair", "info")]
                 text = json.dumps(answer.json())
                 assert "evil.example" not in text and "<img" not in text and "<script" not in text

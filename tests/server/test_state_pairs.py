@@ -59,7 +59,7 @@ def _at_version_6(location: str | Path) -> None:
 def test_a_version_6_state_is_upgraded_in_place_each_row_its_own_results_store(location):
     _at_version_6(location)
     with StateStore(location) as store:
-        assert store.schema_version() == 8 == MIGRATIONS[-1].version
+        assert store.schema_version() == 9 == MIGRATIONS[-1].version  # 7 keys by the pair, 8 write-back, 9 CDS reads
         one = ServerPair(EHR, EHR)
         assert store.checkpoint(one) == store.checkpoint(EHR) == "2026-11-01T09:00:00Z"
         assert store.lookup(EHR, ["qr-ok"])["qr-ok"].observation_identifier == "obs-1"
@@ -90,3 +90,15 @@ def test_a_plain_url_is_the_one_server_pair(store):
     assert [f.response_id for f in store.outstanding(ServerPair(EHR, EHR))] == ["qr-1"]
     assert str(ServerPair(EHR, EHR)) == EHR
     assert str(ServerPair(EHR, STORE_A)) == f"source {EHR}, results store {STORE_A}"
+
+
+def test_the_cds_hooks_stored_reads_and_changes_are_kept_per_pair(store):
+    a, b = ServerPair(EHR, STORE_A), ServerPair(EHR, STORE_B)
+    reads = store.cds_summaries
+    assert reads.store(a, "Patient/p1", ["Patient/p1"], 0, '{"from": "a"}', 300)
+    assert reads.current(b, "Patient/p1", 300) is None  # b's results were never read
+    reads.changed(b, ["Patient/p1"])  # a score written to b: the read of a's results still holds
+    assert reads.current(a, "Patient/p1", 300) == '{"from": "a"}'
+    assert reads.latest(a) == 0 and reads.latest(b) == 1
+    store.reset(b)  # forgets b's changes only
+    assert reads.latest(b) == 0 and reads.count(a) == 1

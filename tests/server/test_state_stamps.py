@@ -34,6 +34,7 @@ OUR_STAMPS = (
     ("bulk_job", "kicked_off_at"),
     ("bulk_file", "done_at"),
     ("cds_jti", "expires_at"),
+    ("cds_summary", "filled_at"),
 )
 
 
@@ -69,6 +70,7 @@ def test_every_feature_writes_the_one_stamp(store: StateStore) -> None:
     store.bulk_jobs.start(SERVER, "{}", "https://fhir.example.org/status/1")
     store.bulk_jobs.file_done(SERVER, "https://fhir.example.org/files/1")
     store.replay.first_use(ISSUER, "j1", datetime.now(UTC) + timedelta(minutes=5))
+    store.cds_summaries.store(SERVER, "Patient/p1", ["Patient/p1"], 0, "{}", 60)
     found = stamps_in(store._db)
     assert {(table, column) for table, column, _ in found} == set(OUR_STAMPS)
     assert [f for f in found if not STAMP.fullmatch(f[2])] == []
@@ -140,10 +142,10 @@ def _database_at_version_5(location: str | Path) -> None:
 def test_opening_a_version_5_database_rewrites_every_old_stamp(location: str | Path) -> None:
     _database_at_version_5(location)
     with StateStore(location) as store:
-        assert store.schema_version() == MIGRATIONS[-1].version == 8
+        assert store.schema_version() == MIGRATIONS[-1].version == 9
         found = stamps_in(store._db)
         assert [f for f in found if not STAMP.fullmatch(f[2])] == [("checkpoint", "updated_at", "not a stamp")]
-        assert len(found) == 8 + 2 + 4 + 2 + 2 + 1 + 1 + 2  # nothing lost (8 steps now, 4 ledger updated_at, 2 since)
+        assert len(found) == 9 + 2 + 4 + 2 + 2 + 1 + 1 + 2  # nothing lost (9 steps now, 4 ledger updated_at, 2 since)
         rows = {str(s): str(u) for s, u in store._db.execute("SELECT server, updated_at FROM checkpoint")}
         assert rows == {SERVER: "2020-01-01T10:00:05.000000Z", OTHER: "not a stamp"}  # other text is left alone
         assert store.checkpoint(SERVER) == "2020-03-01T10:00:00.000+00:00"  # the server's own text is kept

@@ -17,6 +17,7 @@ import pytest
 
 from alliance_fhir.fhirclient.client import FhirClient
 from alliance_fhir.server.settings import ServerConfig
+from alliance_fhir.server.signal_sync import SignalReport
 from alliance_fhir.server.state import StateStore
 from alliance_fhir.service import worker as worker_module
 from alliance_fhir.service.hints import Hint
@@ -56,6 +57,11 @@ def started(server: FakeFhir, store: StateStore, catalog, **settings: Any) -> Wo
     worker.start()
     wait_for("the start sync", lambda: worker.last_sync)
     return worker
+
+
+def nothing_written(client: FhirClient) -> tuple[SignalReport, list[Any], None]:
+    """What a stand-in for ``run_signals`` returns: it wrote no DetectedIssue."""
+    return SignalReport(server=client.base_url, dry_run=False), [], None
 
 
 def written(worker: Worker, n: int) -> Callable[[], bool]:
@@ -113,7 +119,7 @@ def test_many_rounds_for_one_patient_recompute_its_signals_once_the_writes_are_d
     def recompute(client, catalog, *, patient, tag, security):  # noqa: ANN001, ANN202
         calls.append(patient)
         release.wait(10)
-        return None
+        return nothing_written(client)
 
     monkeypatch.setattr(worker_module, "run_signals", recompute)
     worker = started(server, store, catalog, batch_size=2)
@@ -139,6 +145,7 @@ def test_stop_finishes_the_signals_the_last_writes_queued(srs, server, store, ca
         calls.append(patient)
         if patient == "Patient/p1":
             release.wait(10)  # the signals thread is busy with p1 while p2's score is written
+        return nothing_written(client)
 
     monkeypatch.setattr(worker_module, "run_signals", recompute)
     worker = started(server, store, catalog)
@@ -162,6 +169,7 @@ def test_stop_leaves_the_signals_it_has_no_time_for_and_says_how_many(srs, serve
     def recompute(client, catalog, *, patient, tag, security):  # noqa: ANN001, ANN202
         calls.append(patient)
         release.wait(10)  # every patient's signals outlast the whole grace below
+        return nothing_written(client)
 
     monkeypatch.setattr(worker_module, "run_signals", recompute)
     worker = started(server, store, catalog)

@@ -18,7 +18,8 @@ stores, each with its own tables:
 - ``settings`` (:mod:`.settings_store`): named values (webhook secret, report-link key, labels applied);
 - ``read_checkpoints`` (:mod:`.read_checkpoints`): per-patient and per-Group-export checkpoints;
 - ``replay`` (:mod:`.replay`): CDS token ids seen, and the signatures of serve's signed notifications;
-- ``ehr_writes`` (:mod:`.ehr_writes`): what was written back into the EHR, per identifier.
+- ``ehr_writes`` (:mod:`.ehr_writes`): what was written back into the EHR, per identifier;
+- ``cds_summaries`` (:mod:`.cds_summaries`): the CDS hook's stored reads and patients' results changes.
 
 Every timestamp of ours is written as :func:`alliance_fhir._time.stamp`. The store's older
 method names (``record``, ``inbox_add``, ``bulk_job``, ``setting``, ...) still work and delegate;
@@ -34,6 +35,7 @@ from pathlib import Path
 from ..._closing import Closing
 from .._statedb import Database, open_database
 from .bulk_jobs import BulkJob, BulkJobs
+from .cds_summaries import CdsSummaries, patient_keys
 from .claims import Claims
 from .ehr_writes import EhrWrite, EhrWrites, EhrWriteStatus
 from .inbox import Inbox, InboxItem
@@ -71,6 +73,7 @@ __all__ = [
     "UNREAD_VERSION",
     "failure_reference",
     "pair_of",
+    "patient_keys",
 ]
 
 
@@ -94,6 +97,7 @@ class StateStore(Closing):
         self.replay = TokenReplay(self._db)
         self.read_checkpoints = ReadCheckpoints(self._db)
         self.ehr_writes = EhrWrites(self._db)
+        self.cds_summaries = CdsSummaries(self._db)
 
     @property
     def dialect(self) -> str:
@@ -106,9 +110,10 @@ class StateStore(Closing):
         return schema_version(self._db)
 
     def reset(self, server: str | ServerPair) -> None:
-        """Forget everything about one server (checkpoint, ledger, inbox, export job) in one transaction."""
+        """Forget everything about one server (checkpoint, ledger, inbox, export job, CDS reads) in one transaction."""
         with self._db.transaction():
             self.ledger.forget(server)
+            self.cds_summaries.forget(server)
             self.inbox.forget(server)
             self.bulk_jobs.forget(server)
             self.read_checkpoints.forget(server)

@@ -220,6 +220,30 @@ MIGRATIONS: tuple[Migration, ...] = (
         )""",
         ),
     ),
+    Migration(
+        9,
+        "CDS Hooks: patients' results changes and the hook's stored reads, per source and results store",
+        (
+            """CREATE TABLE IF NOT EXISTS cds_change (
+            server TEXT NOT NULL,
+            results_server TEXT NOT NULL,
+            patient TEXT NOT NULL,
+            generation INTEGER NOT NULL,
+            PRIMARY KEY (server, results_server, patient)
+        )""",
+            """CREATE TABLE IF NOT EXISTS cds_summary (
+            server TEXT NOT NULL,
+            results_server TEXT NOT NULL,
+            patient TEXT NOT NULL,
+            seen TEXT NOT NULL,
+            filled_at TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            PRIMARY KEY (server, results_server, patient)
+        )""",
+            "CREATE INDEX IF NOT EXISTS cds_change_latest ON cds_change (server, results_server, generation)",
+            "CREATE INDEX IF NOT EXISTS cds_summary_age ON cds_summary (filled_at)",
+        ),
+    ),
 )
 
 
