@@ -677,7 +677,7 @@ def demo(
         second = _run_with_progress(cfg, catalog, store, options)
     with open_servers(cfg) as servers:
         signal_report, found, _ = run_signals(servers.results, catalog, tag=DEMO_TAG, source=servers.source)
-        note = chart_note(servers.source, "afdemo-rupture") if cfg.two_servers else None
+        note = chart_note(servers.source, "afdemo-couple-b") if cfg.two_servers else None
     if common.as_json:
         emit_json({"first": first.as_dict(), "second": second.as_dict(), "signals": signal_report.as_dict()})
     else:
@@ -717,7 +717,7 @@ def _demo_summary(
         f"on the first run and {second.ehr_written} on the second"
     )
     if note is not None:
-        say("What the chart receives: the latest note for Robin Rupture, as the EHR holds it:")
+        say("What the chart receives: the latest note for Kim Couple, as the EHR holds it:")
         for line in note.splitlines():
             say(f"  {line}")
 

@@ -119,9 +119,10 @@ def test_the_output_names_the_stand_in_ehr_shows_a_note_and_the_two_server_next_
     text = " ".join(result.stderr.split())
     assert f"{BASE} plays the EHR (a stand-in: plain FHIR, not a vendor's EHR), {STORE} is the results store" in text
     assert f"the EHR received {RESPONSES} resource(s) by write-back on the first run and 0 on the second" in text
-    # Robin Rupture's last WAI-SR form: session 5 (7 September 2026 + 4 weeks), total 51 of 60 (12-60; no cutoff)
-    assert "What the chart receives: the latest note for Robin Rupture" in text
-    assert "(WAI-SR), session 5, 5 October 2026" in text and "Total 51 of 60." in text
+    # Kim Couple's last SRS form: session 3 (7 September 2026 + 2 weeks), total 31.0 of 40, below the cutoff 36
+    assert "What the chart receives: the latest note for Kim Couple" in text
+    assert "(SRS), session 3, 21 September 2026" in text
+    assert "Total 31 of 40: below 36, the level of concern." in text
     # the CDS client's config names the results store, so the card is computed from it
     config = (tmp_path / "alliance-fhir" / "cds-demo-two-servers" / "alliance-fhir.toml").read_text()
     assert f'[server]\nurl = "{BASE}"' in config and f'[results]\nurl = "{STORE}"' in config
@@ -133,7 +134,9 @@ def test_the_note_in_the_ehr_is_the_session_in_plain_words(two):
     ehr, _ = two
     assert demo("--json").exit_code == 0
     rupture = [
-        n for n in ehr.store["DocumentReference"].values() if n["subject"]["reference"].endswith("Patient/afdemo-rupture")
+        n
+        for n in ehr.store["DocumentReference"].values()
+        if n["subject"]["reference"].endswith("Patient/afdemo-rupture")
     ]
     assert len(rupture) == 5  # one per WAI-SR session
     texts = [base64.b64decode(n["content"][0]["attachment"]["data"]).decode() for n in rupture]
