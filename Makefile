@@ -7,8 +7,13 @@ STAMP := $(VENV)/.installed-stamp
 HAPI_PORT ?= 8080
 export HAPI_PORT
 HAPI_URL := http://127.0.0.1:$(HAPI_PORT)/fhir
+# make demo-ehr: two local HAPI servers, one playing the EHR, one the results store
+EHR_PORT ?= 8081
+RESULTS_PORT ?= 8082
+EHR_URL := http://127.0.0.1:$(EHR_PORT)/fhir
+RESULTS_URL := http://127.0.0.1:$(RESULTS_PORT)/fhir
 
-.PHONY: install demo demo-offline test test-scale lint docs schema clean hapi-start hapi-stop bench bench-quick
+.PHONY: install demo demo-ehr demo-ehr-stop demo-offline test test-scale lint docs schema clean hapi-start hapi-stop bench bench-quick
 
 install: $(STAMP)
 
@@ -31,6 +36,20 @@ $(STAMP): pyproject.toml
 ## caseload, sync, sync again (nothing to write), and print the summaries.
 demo: $(RUN_STAMP) hapi-start
 	$(BIN)/alliance-fhir demo --server $(HAPI_URL)
+
+## Two servers: a local HAPI plays the EHR (a stand-in: plain HAPI, not a vendor's EHR) and another is the
+## results store. check prints both roles and the write-back plan; the demo's people, sessions and responses
+## go to the EHR, the scores and signals to the store, and the EHR gets one note per session.
+demo-ehr: $(RUN_STAMP)
+	@HAPI_PORT=$(EHR_PORT) bash hapi/ctl.sh start >/dev/null
+	@HAPI_PORT=$(RESULTS_PORT) bash hapi/ctl.sh start >/dev/null
+	$(BIN)/alliance-fhir check --server $(EHR_URL) --results-server $(RESULTS_URL)
+	$(BIN)/alliance-fhir demo --server $(EHR_URL) --results-server $(RESULTS_URL)
+	@echo "Stop both servers: make demo-ehr-stop EHR_PORT=$(EHR_PORT) RESULTS_PORT=$(RESULTS_PORT)"
+
+demo-ehr-stop:
+	@HAPI_PORT=$(EHR_PORT) bash hapi/ctl.sh stop
+	@HAPI_PORT=$(RESULTS_PORT) bash hapi/ctl.sh stop
 
 ## Score the example responses offline (no server).
 demo-offline: install

@@ -80,7 +80,7 @@ class FakeFhir:
             return _json(200, self.capabilities)
         if request.method == "GET" and "_getpages" in params:
             return self._page(params["_getpages"], int(params["_offset"]), int(params["_count"]))
-        if request.method == "GET" and path.partition("/")[0] in ("Group", "List") and "/" in path:  # read by id
+        if request.method == "GET" and path.partition("/")[0] in _READ_BY_ID and "/" in path:  # read by id
             rtype, _, rid = path.partition("/")
             found = self.store[rtype].get(rid)
             return _json(200, found) if found else _json(404, _outcome(f"{path} is not known"))
@@ -234,6 +234,9 @@ class FakeFhir:
             200, {"resourceType": "Bundle", "type": f"{bundle.get('type', 'transaction')}-response", "entry": entries}
         )
 
+
+# Types read by id here (``GET Type/id``); others answer a search, as the sync tests expect.
+_READ_BY_ID = ("Group", "List", "DocumentReference", "Communication")
 
 CAPABILITIES: dict[str, Any] = {
     "resourceType": "CapabilityStatement",

@@ -272,17 +272,20 @@ def cds_token(
     typer.echo(mint_token(key, issuer=issuer, kid=kid, audience=audience, lifetime=lifetime, algorithm=algorithm))
 
 
-def cds_demo_lines(fhir_base: str, port: int = 8765) -> list[str]:
+def cds_demo_lines(fhir_base: str, port: int = 8765, results_base: str | None = None) -> list[str]:
     """What ``demo`` prints so that a CDS Hooks call for the rupture client works when followed.
 
     The demo EHR's key, JWKS and config go to a private folder under the data directory; the
     ``curl`` line mints a fresh token (``cds-token``) each time it runs, so it never goes stale.
+    With ``results_base`` (the two-server demo) the config names the results store, so the card
+    is computed from the scores and signals there; its own folder keeps the one-server demo's intact.
     """
     from ..server.settings import data_dir
     from ..service.cds import SERVICE_ID
     from ..service.cds_demo import DEMO_ISSUER, DEMO_KID, write_demo_client
 
-    files = write_demo_client(data_dir() / "cds-demo", fhir_base)
+    folder = data_dir() / ("cds-demo-two-servers" if results_base else "cds-demo")
+    files = write_demo_client(folder, fhir_base, results_base)
     exe = _this_command()
     hook = f"http://127.0.0.1:{port}/cds-services/{SERVICE_ID}"
     body = {
@@ -294,8 +297,9 @@ def cds_demo_lines(fhir_base: str, port: int = 8765) -> list[str]:
     mint = (
         f"{exe} cds-token --key {shlex.quote(str(files.key))} --kid {DEMO_KID} --issuer {DEMO_ISSUER} --audience {hook}"
     )
+    reads = f" (the card is computed from the results store {results_base})" if results_base else ""
     return [
-        f"CDS Hooks: the demo EHR's key, JWKS and config are in {files.folder}. Start the service:",
+        f"CDS Hooks: the demo EHR's key, JWKS and config are in {files.folder}. Start the service{reads}:",
         f"  {exe} serve --config {shlex.quote(str(files.config))} --no-subscribe --port {port}",
         "then, in another shell, call the patient-view hook for the rupture client (Patient/afdemo-rupture):",
         f"  curl -sS -X POST {hook} -H 'Content-Type: application/json' "

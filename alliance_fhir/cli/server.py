@@ -27,7 +27,7 @@ from ..fhirclient.client import FhirClient
 from ..fhirclient.config import WRITE_MODES
 from ..instruments.catalog import Catalog
 from ..server.backfill import BackfillOptions, BackfillReport
-from ..server.demo import DEMO_TAG, cleanup_demo, post_demo_data
+from ..server.demo import DEMO_TAG, chart_note, cleanup_demo, demo_response_ids, post_demo_data
 from ..server.patient_list import read_patients
 from ..server.publish import publish_resources
 from ..server.read_mode import ReadMode, chosen_read_mode, read_mode_finding
@@ -635,44 +635,98 @@ def demo(
     ctx: typer.Context,
     server: ServerOption = None,
     cleanup: Annotated[
-        bool, typer.Option("--cleanup", help="Delete everything the demo created (it is tagged), then exit.")
+        bool,
+        typer.Option(
+            "--cleanup", help="Delete everything the demo created (it is tagged), on both servers, then exit."
+        ),
     ] = False,
     state: StateOption = None,
+    results_server: ResultsServerOption = None,
     *,
     common: CommonOptions,
 ) -> None:
-    """The round trip: publish the instruments, post a synthetic caseload, sync, sync again, summarise."""
+    """The round trip: publish the instruments, post a synthetic caseload, sync, sync again, summarise.
+
+    With --results-server, two servers: --server plays the EHR (people, sessions, responses; it
+    receives a note per session), the results store keeps the scores and signals."""
     setup_logging(common.verbose)
-    cfg = common.server_config(server, state=state)
+    file = ConfigFile.read(common.config)
+    cfg = common.server_config(server, file, state=state, results_server=results_server)
     catalog = command_catalog(ctx, None)
-    with open_client(cfg) as client:
-        if cleanup:
-            say(f"deleted {cleanup_demo(client)} demo resources from {cfg.base_url}")
-            raise typer.Exit(0)
-        published = publish_resources(client, content_resources(catalog))
+    if cleanup:
+        _demo_cleanup(cfg, catalog)
+        raise typer.Exit(0)
+    if cfg.two_servers:
+        say(
+            f"two servers: {cfg.base_url} plays the EHR (a stand-in: plain FHIR, not a vendor's EHR), "
+            f"{cfg.results_url} is the results store"
+        )
+    with open_servers(cfg) as servers:
+        published = publish_resources(servers.source, content_resources(catalog))
         say(
             f"published {len(published)} resources: "
             + ", ".join(f"{n} {a}" for a, n in Counter(r.action for r in published).items())
         )
-        say(f"posted {post_demo_data(client, catalog)} demo resources (patients, practitioners, sessions, responses)")
+        posted = post_demo_data(servers.source, catalog)
+        say(f"posted {posted} demo resources (patients, practitioners, sessions, responses)")
+    # the demo syncs only its own (tagged) data: on a shared server it never touches anyone else's;
+    # with two servers, write-back takes the route check plans from the EHR's CapabilityStatement
+    options = SyncOptions(tag=DEMO_TAG, writeback=load_writeback(file) if cfg.two_servers else None)
     with StateStore(cfg.state_location()) as store:
-        # the demo syncs only its own (tagged) data: on a shared server it never touches anyone else's
-        first = _run_with_progress(cfg, catalog, store, SyncOptions(tag=DEMO_TAG))
-        second = _run_with_progress(cfg, catalog, store, SyncOptions(tag=DEMO_TAG))
-    with open_client(cfg) as client:
-        signal_report, found, _ = run_signals(client, catalog, tag=DEMO_TAG)
+        first = _run_with_progress(cfg, catalog, store, options)
+        second = _run_with_progress(cfg, catalog, store, options)
+    with open_servers(cfg) as servers:
+        signal_report, found, _ = run_signals(servers.results, catalog, tag=DEMO_TAG, source=servers.source)
+        note = chart_note(servers.source, "afdemo-couple-b") if cfg.two_servers else None
     if common.as_json:
         emit_json({"first": first.as_dict(), "second": second.as_dict(), "signals": signal_report.as_dict()})
     else:
-        listing = follow_up("failures", cfg.base_url, state=state, config=common.config)
-        _print_report(first, False, listing)
-        _print_report(second, False, listing)
-        if second.written == 0 and second.retracted == 0:
-            say("The second sync wrote nothing: everything was already in step.")
+        _demo_summary(cfg, first, second, note, state, common.config)
         signals_table(found)
         say(f"signals written as DetectedIssues: {signal_report.written} (unchanged {signal_report.unchanged})")
-        from .serve import cds_demo_lines  # loads the service layer, which only the demo's last lines need here
-
-        for line in cds_demo_lines(cfg.base_url):
-            say(line)
+        _demo_next_steps(cfg)
     raise typer.Exit(0 if first.ok and second.ok else 1)
+
+
+def _demo_cleanup(cfg: ServerConfig, catalog: Catalog) -> None:
+    """``demo --cleanup``: the demo's resources on both servers, and the record of the notes it wrote back
+    (so the next demo writes them again); nobody else's data or state."""
+    with open_servers(cfg) as servers:
+        deleted = cleanup_demo(servers.source, servers.results if servers.split else None)
+    where = f"{cfg.base_url} and {cfg.results_url}" if cfg.two_servers else cfg.base_url
+    say(f"deleted {deleted} demo resources from {where}")
+    if cfg.two_servers:
+        with StateStore(cfg.state_location()) as store:
+            forgotten = store.ehr_writes.forget_responses(ledger_key(cfg), demo_response_ids(catalog))
+        say(f"forgot {forgotten} write-back records of the demo's notes")
+
+
+def _demo_summary(
+    cfg: ServerConfig, first: SyncReport, second: SyncReport, note: str | None, state: str | None, config: Any
+) -> None:
+    """The two runs' reports; with two servers, what the EHR received and a note as the chart shows it."""
+    listing = follow_up("failures", cfg.base_url, state=state, config=config, results=first.results_server)
+    _print_report(first, False, listing)
+    _print_report(second, False, listing)
+    if second.written == 0 and second.retracted == 0 and second.ehr_written == 0:
+        say("The second sync wrote nothing: everything was already in step.")
+    if not cfg.two_servers:
+        return
+    say(
+        f"the results store holds the scores; the EHR received {first.ehr_written} resource(s) by write-back "
+        f"on the first run and {second.ehr_written} on the second"
+    )
+    if note is not None:
+        say("What the chart receives: the latest note for Kim Couple, as the EHR holds it:")
+        for line in note.splitlines():
+            say(f"  {line}")
+
+
+def _demo_next_steps(cfg: ServerConfig) -> None:
+    from .serve import cds_demo_lines  # loads the service layer, which only the demo's last lines need here
+
+    for line in cds_demo_lines(cfg.base_url, results_base=cfg.results_url if cfg.two_servers else None):
+        say(line)
+    if cfg.two_servers:
+        say("Remove the demo's data from both servers:")
+        say(f"  alliance-fhir demo --server {cfg.base_url} --results-server {cfg.results_url} --cleanup")

@@ -5,10 +5,17 @@ clients' responses: a steady SRS client with ORS outcomes, a WAI-SR client with 
 its repair, a client whose alliance starts low, a couple seen together whose ratings split, a
 GSRS group, and a HAq-II client. Everything carries the demo tag so ``--cleanup`` removes
 exactly what the demo made. All names are invented.
+
+With a results store beside the source (``demo --results-server``, ``make demo-ehr``) the source
+plays a stand-in EHR: it holds the people, sessions and responses, and receives what write-back
+sends (a note per session); the scores and signals are in the store. The notes carry no demo tag
+(they are built as any site's are), so cleanup finds them by the demo's patients and our
+write-back identifier.
 """
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -19,9 +26,20 @@ from .._ids import FOCUS_EXTENSION, PROJECT_CODESYSTEM
 from ..errors import FhirServerError, InstrumentError
 from ..fhirclient.client import FhirClient, search_token
 from ..instruments.catalog import Catalog, Instrument
+from ..signals.writeback import WRITEBACK_IDENTIFIER_SYSTEM
 from .transactions import put_by_id
 
-__all__ = ["DEMO_TAG", "DemoClient", "cleanup_demo", "demo_clients", "demo_resources", "post_demo_data"]
+__all__ = [
+    "DEMO_TAG",
+    "DemoClient",
+    "chart_note",
+    "cleanup_demo",
+    "demo_clients",
+    "demo_patient_ids",
+    "demo_resources",
+    "demo_response_ids",
+    "post_demo_data",
+]
 
 DEMO_TAG = {"system": PROJECT_CODESYSTEM, "code": "demo"}
 _START = datetime(2026, 9, 7, 10, 0, tzinfo=UTC)
@@ -81,26 +99,94 @@ def post_demo_data(client: FhirClient, catalog: Catalog, batch: int = 50) -> int
     return put_by_id(client, list(demo_resources(catalog)), batch)
 
 
-def cleanup_demo(client: FhirClient) -> int:
-    """Delete every resource carrying the demo tag (Observations first, references last)."""
+def demo_patient_ids() -> list[str]:
+    """The demo's Patient ids (fixed), one per client."""
+    return list(dict.fromkeys(f"afdemo-{c.key}" for c in demo_clients()))
+
+
+def demo_response_ids(catalog: Catalog) -> list[str]:
+    """The demo's QuestionnaireResponse ids (fixed): what the state keys the demo's write-back by."""
+    return [r["id"] for r in demo_resources(catalog) if r["resourceType"] == "QuestionnaireResponse"]
+
+
+# Results first, references last: a resource is deleted before what it names.
+_RESULT_TYPES = ("Task", "DetectedIssue", "Observation")
+_SOURCE_TYPES = ("QuestionnaireResponse", "Encounter", "Patient", "Practitioner")
+_WRITTEN_BACK = ("DocumentReference", "Communication")  # the note and message routes' resources
+
+
+def cleanup_demo(client: FhirClient, results: FhirClient | None = None) -> int:
+    """Delete every resource the demo made; returns the count deleted.
+
+    One server: everything carrying the demo tag (results first, references last). With
+    ``results`` (a results store beside the source, the stand-in EHR): the notes and messages
+    written back into the source go first, then the tagged results in the store, then the tagged
+    people, sessions and responses in the source.
+    """
+    deleted = 0
+    if results is not None and results is not client:
+        deleted += _delete_written_back(client)
+        deleted += _delete_tagged(results, _RESULT_TYPES)
+    else:
+        deleted += _delete_tagged(client, _RESULT_TYPES)
+    return deleted + _delete_tagged(client, _SOURCE_TYPES)
+
+
+def chart_note(client: FhirClient, patient_id: str) -> str | None:
+    """The text of the latest note written back for one demo patient, as the EHR holds it (None: no note).
+
+    The demo prints it to show what a clinician's chart receives; it reads the EHR, not our memory
+    of what was sent.
+    """
+    notes = [
+        n
+        for n in _written_back(client, "DocumentReference", [patient_id])
+        if n.get("status") == "current" and isinstance(n.get("date"), str)
+    ]
+    if not notes:
+        return None
+    latest = max(notes, key=lambda n: str(n["date"]))
+    for content in latest.get("content") or []:
+        data = (content.get("attachment") or {}).get("data")
+        if isinstance(data, str):
+            return base64.b64decode(data).decode("utf-8", errors="replace")
+    return None
+
+
+def _delete_tagged(client: FhirClient, types: tuple[str, ...]) -> int:
     tag = search_token(DEMO_TAG)
     deleted = 0
-    for rtype in (
-        "Task",
-        "DetectedIssue",
-        "Observation",
-        "QuestionnaireResponse",
-        "Encounter",
-        "Patient",
-        "Practitioner",
-    ):
+    for rtype in types:
         for resource in list(client.search(rtype, {"_tag": tag, "_count": "200", "_elements": "id"})):
-            try:
-                client.request("DELETE", f"{rtype}/{resource['id']}")
-                deleted += 1
-            except FhirServerError:
-                continue  # already gone, or still referenced: reported by the count
+            deleted += _delete(client, rtype, str(resource["id"]))
     return deleted
+
+
+def _delete_written_back(client: FhirClient) -> int:
+    """The notes and messages our write-back made for the demo's patients (a successor before what it replaces)."""
+    deleted = 0
+    for rtype in _WRITTEN_BACK:
+        found = _written_back(client, rtype, demo_patient_ids())
+        successors_first = sorted(found, key=lambda r: not r.get("relatesTo"))
+        for resource in successors_first:
+            deleted += _delete(client, rtype, str(resource["id"]))
+    return deleted
+
+
+def _written_back(client: FhirClient, rtype: str, patient_ids: list[str]) -> list[dict[str, Any]]:
+    """The ``rtype`` resources with our write-back identifier about these patients (relative or absolute)."""
+    subjects = [f"Patient/{p}" for p in patient_ids]
+    subjects += [f"{client.base_url}/{s}" for s in subjects]
+    found = client.search(rtype, {"subject": ",".join(subjects), "_count": "200"})
+    return [r for r in found if any(i.get("system") == WRITEBACK_IDENTIFIER_SYSTEM for i in r.get("identifier", []))]
+
+
+def _delete(client: FhirClient, rtype: str, rid: str) -> int:
+    try:
+        client.request("DELETE", f"{rtype}/{rid}")
+    except FhirServerError:
+        return 0  # already gone, or still referenced: reported by the count
+    return 1
 
 
 def _tagged(resource: dict[str, Any]) -> dict[str, Any]:

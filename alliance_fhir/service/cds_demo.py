@@ -39,8 +39,11 @@ class DemoClientFiles:
     config: Path
 
 
-def write_demo_client(folder: Path, fhir_base: str) -> DemoClientFiles:
+def write_demo_client(folder: Path, fhir_base: str, results_base: str | None = None) -> DemoClientFiles:
     """The demo EHR's files under ``folder`` (kept when present, so earlier printed lines keep working).
+
+    ``results_base``: the results store beside the EHR (the two-server demo); the config names it
+    in ``[results]``, so the hook reads the scores and signals there.
 
     Raises:
         ConfigError: the folder or files cannot be written.
@@ -68,7 +71,8 @@ def write_demo_client(folder: Path, fhir_base: str) -> DemoClientFiles:
         files.config.write_text(
             "# The demo's CDS client (a pretend EHR); written by `alliance-fhir demo`.\n"
             f"[server]\nurl = {json.dumps(fhir_base)}\n\n"
-            f"[[cds.clients]]\nissuer = {json.dumps(DEMO_ISSUER)}\njwks_file = {json.dumps(str(files.jwks))}\n",
+            + (f"[results]\nurl = {json.dumps(results_base)}\n\n" if results_base else "")
+            + f"[[cds.clients]]\nissuer = {json.dumps(DEMO_ISSUER)}\njwks_file = {json.dumps(str(files.jwks))}\n",
             encoding="utf-8",
         )
     except OSError as exc:

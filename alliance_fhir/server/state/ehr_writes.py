@@ -97,3 +97,18 @@ class EhrWrites(FeatureStore):
 
         A reset forgets what the EHR holds: the next run writes every note again (see the docs)."""
         self.db.run(f"DELETE FROM ehr_write WHERE {PAIR}", pair_key(server))
+
+    def forget_responses(self, server: str | ServerPair, response_ids: Sequence[str]) -> int:
+        """Delete the pair's entries of these responses (one transaction); returns how many.
+
+        For ``demo --cleanup``, which deletes the demo's notes from the EHR: forgetting their entries
+        lets the next demo write them again, and leaves every other response's record alone."""
+        forgotten = 0
+        with self.db.transaction():
+            for start in range(0, len(response_ids), 500):
+                chunk = list(response_ids[start : start + 500])
+                marks = ",".join("?" * len(chunk))
+                forgotten += self.db.run(
+                    f"DELETE FROM ehr_write WHERE {PAIR} AND response_id IN ({marks})", [*pair_key(server), *chunk]
+                )
+        return forgotten
