@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from .._refs import valid_id
+from .._refs import References, valid_id
 from ..errors import AllianceFhirError, FhirServerError, summarise_outcome
 from ..fhirclient.client import FhirClient
 from ..instruments.catalog import Catalog
@@ -97,6 +97,8 @@ class EhrWriter:
     ) -> None:
         self._source, self._results, self._catalog = source, results, catalog
         self._store, self._plan, self._server = store, plan, server
+        # the results store's Observations name the EHR's patient absolute when split: read them as the EHR does
+        self._refs = References.between(source.base_url, results.base_url)
         self.written = 0  # resources created or replaced in the EHR this run
 
     def write(self, landed: Sequence[Landed]) -> dict[str, str]:
@@ -104,7 +106,7 @@ class EhrWriter:
         failures: dict[str, str] = {}
         by_subject: dict[str, list[Landed]] = defaultdict(list)
         for item in landed:
-            by_subject[item.subject].append(item)
+            by_subject[self._refs.local(item.subject) or item.subject].append(item)
         for subject, items in by_subject.items():
             try:
                 targets = self._targets(subject, items)
@@ -147,7 +149,7 @@ class EhrWriter:
             return None
         point = _point_of(trajectories, item.identifier) if trajectories is not None else None
         if point is None:
-            point = _bare_point(item.observation, mapping)
+            point = _bare_point(item.observation, mapping, self._refs)
         situation = next((s for s in situations if s.latest.observation.value == item.identifier), None)
         if not self._plan.signals_in_message:
             situation = None
@@ -338,7 +340,7 @@ def _point_of(trajectories: Trajectories, identifier: str) -> ScorePoint | None:
     )
 
 
-def _bare_point(observation: dict[str, Any], mapping: InstrumentMapping) -> ScorePoint:
+def _bare_point(observation: dict[str, Any], mapping: InstrumentMapping, refs: References) -> ScorePoint:
     """A score known only from its Observation (a withdrawn one is in no series): no session number."""
     when_text = observation.get("effectiveDateTime")
     when = parse_time(when_text) if isinstance(when_text, str) else datetime(1970, 1, 1, tzinfo=UTC)
@@ -346,7 +348,7 @@ def _bare_point(observation: dict[str, Any], mapping: InstrumentMapping) -> Scor
     identifier = str(observation["identifier"][0]["value"])
     return ScorePoint(
         instrument=mapping.instrument,
-        subject=str((observation.get("subject") or {}).get("reference", "")),
+        subject=refs.local((observation.get("subject") or {}).get("reference")) or "",
         focus=None,
         episode=None,
         session=None,

@@ -156,3 +156,19 @@ def test_cleanup_removes_the_demo_from_both_servers_and_the_next_demo_writes_the
     assert again.exit_code == 0, again.output
     assert json.loads(again.stdout)["first"]["ehr_written"] == RESPONSES
     assert count(ehr, "DocumentReference") == RESPONSES and count(store, "Observation") == RESPONSES
+
+
+def test_the_note_of_a_session_with_an_open_signal_says_so_although_the_store_names_the_patient_absolute(two):
+    # Kim Couple (afdemo-couple-b): SRS 33.1, 30.2, 31 over three joint sessions, below 36 and fallen: the note of
+    # her latest session carries her open situation, read from the store whose scores name her absolute on the EHR
+    ehr, _ = two
+    assert demo("--json").exit_code == 0
+    notes = [
+        base64.b64decode(n["content"][0]["attachment"]["data"]).decode()
+        for n in ehr.store["DocumentReference"].values()
+        if n["subject"]["reference"].endswith("Patient/afdemo-couple-b")
+    ]
+    latest = [t for t in notes if "Total 31 of 40" in t]
+    assert len(latest) == 1
+    assert "Open alliance signal (high concern): SRS 31 at session 3, down 2.1 from 33.1 in 2 sessions" in latest[0]
+    assert "No open alliance signal" not in latest[0]
