@@ -137,6 +137,29 @@ TEST_HAPI_PORT = os.environ.get("ALLIANCE_FHIR_TEST_HAPI_PORT", "8091")
 
 
 @pytest.fixture(scope="session")
+def results_fhir_server() -> Iterator[str]:
+    """A second real FHIR server, the results store of the two-server tests: $ALLIANCE_FHIR_TEST_RESULTS_SERVER,
+    else the harness on the port after the first one's, started once per session with an empty database (and
+    stopped at the end if this session started it). Shared by the modules that need it: their assertions count
+    their own data, never the whole server.
+    """
+    external = os.environ.get("ALLIANCE_FHIR_TEST_RESULTS_SERVER")
+    if external:
+        yield external.rstrip("/")
+        return
+    env = {**os.environ, "HAPI_PORT": str(int(TEST_HAPI_PORT) + 1), "HAPI_FRESH": "1"}
+    env.pop("HAPI_DB_URL", None)
+    ctl = ["bash", str(ROOT / "hapi" / "ctl.sh")]
+    was_running = subprocess.run([*ctl, "status"], env=env, capture_output=True, text=True).returncode == 0
+    proc = subprocess.run([*ctl, "start"], env=env, capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0:
+        pytest.fail(f"the second HAPI server (the results store) did not start:\n{proc.stderr[-3000:]}")
+    yield proc.stdout.strip().splitlines()[-1]
+    if not was_running and not os.environ.get("ALLIANCE_FHIR_KEEP_HAPI"):
+        subprocess.run([*ctl, "stop"], env=env, capture_output=True, text=True)
+
+
+@pytest.fixture(scope="session")
 def fhir_server() -> Iterator[str]:
     """Base URL of a real FHIR R4 server: $ALLIANCE_FHIR_TEST_SERVER, else the local HAPI harness.
 

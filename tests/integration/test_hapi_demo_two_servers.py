@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +22,6 @@ from alliance_fhir.cli.main import app
 from alliance_fhir.server.demo import DEMO_TAG, demo_patient_ids
 from alliance_fhir.signals.writeback import WRITEBACK_IDENTIFIER_SYSTEM
 
-from ..conftest import ROOT, TEST_HAPI_PORT
 from .helpers import client
 
 pytestmark = pytest.mark.integration
@@ -35,22 +32,9 @@ _CALLS = itertools.count()
 
 
 @pytest.fixture(scope="module")
-def results_server() -> Iterator[str]:
-    """A second real FHIR server: $ALLIANCE_FHIR_TEST_RESULTS_SERVER, else the harness on the next port."""
-    external = os.environ.get("ALLIANCE_FHIR_TEST_RESULTS_SERVER")
-    if external:
-        yield external.rstrip("/")
-        return
-    env = {**os.environ, "HAPI_PORT": str(int(TEST_HAPI_PORT) + 1), "HAPI_FRESH": "1"}
-    env.pop("HAPI_DB_URL", None)
-    ctl = ["bash", str(ROOT / "hapi" / "ctl.sh")]
-    was_running = subprocess.run([*ctl, "status"], env=env, capture_output=True, text=True).returncode == 0
-    proc = subprocess.run([*ctl, "start"], env=env, capture_output=True, text=True, timeout=1800)
-    if proc.returncode != 0:
-        pytest.fail(f"the second HAPI server did not start:\n{proc.stderr[-3000:]}")
-    yield proc.stdout.strip().splitlines()[-1]
-    if not was_running and not os.environ.get("ALLIANCE_FHIR_KEEP_HAPI"):
-        subprocess.run([*ctl, "stop"], env=env, capture_output=True, text=True)
+def results_server(results_fhir_server: str) -> str:
+    """The suite's second HAPI (tests/conftest.py), the results store."""
+    return results_fhir_server
 
 
 @pytest.fixture(scope="module")

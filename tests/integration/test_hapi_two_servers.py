@@ -12,9 +12,6 @@ searched by the source's absolute reference, a re-run writes nothing.
 
 from __future__ import annotations
 
-import os
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,7 +27,6 @@ from alliance_fhir.server.transactions import put_by_id
 from alliance_fhir.service.cds import CdsService
 from alliance_fhir.service.cds_auth import CdsSettings
 
-from ..conftest import ROOT, TEST_HAPI_PORT
 from .helpers import client
 
 pytestmark = pytest.mark.integration
@@ -38,22 +34,9 @@ TAG = f"{DEMO_TAG['system']}|{DEMO_TAG['code']}"
 
 
 @pytest.fixture(scope="module")
-def results_server() -> Iterator[str]:
-    """A second real FHIR server: $ALLIANCE_FHIR_TEST_RESULTS_SERVER, else the harness on the next port."""
-    external = os.environ.get("ALLIANCE_FHIR_TEST_RESULTS_SERVER")
-    if external:
-        yield external.rstrip("/")
-        return
-    env = {**os.environ, "HAPI_PORT": str(int(TEST_HAPI_PORT) + 1), "HAPI_FRESH": "1"}
-    env.pop("HAPI_DB_URL", None)
-    ctl = ["bash", str(ROOT / "hapi" / "ctl.sh")]
-    was_running = subprocess.run([*ctl, "status"], env=env, capture_output=True, text=True).returncode == 0
-    proc = subprocess.run([*ctl, "start"], env=env, capture_output=True, text=True, timeout=1800)
-    if proc.returncode != 0:
-        pytest.fail(f"the second HAPI server did not start:\n{proc.stderr[-3000:]}")
-    yield proc.stdout.strip().splitlines()[-1]
-    if not was_running and not os.environ.get("ALLIANCE_FHIR_KEEP_HAPI"):
-        subprocess.run([*ctl, "stop"], env=env, capture_output=True, text=True)
+def results_server(results_fhir_server: str) -> str:
+    """The suite's second HAPI (tests/conftest.py), the results store."""
+    return results_fhir_server
 
 
 def _count(base: str, rtype: str) -> int:
@@ -77,6 +60,7 @@ def test_sync_signals_and_the_cds_hook_keep_every_result_in_the_store(seeded, ca
     # the source is the suite's shared HAPI: other tests' one-server demo runs may have left their own results
     # there; what this test proves is that the two-server run adds none
     on_source = {rtype: _count(source_url, rtype) for rtype in ("Observation", "DetectedIssue")}
+    in_store = {rtype: _count(store_url, rtype) for rtype in ("Observation", "DetectedIssue")}  # a shared store too
     with (
         StateStore(tmp_path / "state.sqlite") as state,
         client(source_url) as source,
@@ -85,7 +69,7 @@ def test_sync_signals_and_the_cds_hook_keep_every_result_in_the_store(seeded, ca
         first = run_sync(source, catalog, state, SyncOptions(tag=DEMO_TAG), results=store)
         assert first.failed == 0 and first.written == responses > 0  # one Observation per completed response
         assert first.results_server == store_url and first.server == source_url
-        assert _count(store_url, "Observation") == responses
+        assert _count(store_url, "Observation") == in_store["Observation"] + responses
         assert _count(source_url, "Observation") == on_source["Observation"]
         assert _count(store_url, "Patient") == _count(store_url, "Encounter") == 0  # no copies of the source
         rupture = f"{source_url}/Patient/afdemo-rupture"
@@ -100,7 +84,7 @@ def test_sync_signals_and_the_cds_hook_keep_every_result_in_the_store(seeded, ca
         assert state.checkpoint(source_url) is None  # the one-server entry of the source is another entry
 
         report, found, _ = run_signals(store, catalog, tag=DEMO_TAG, source=source)
-        issues = _count(store_url, "DetectedIssue")
+        issues = _count(store_url, "DetectedIssue") - in_store["DetectedIssue"]
         assert report.written == issues > 0 and _count(source_url, "DetectedIssue") == on_source["DetectedIssue"]
         assert any(s.subject == "Patient/afdemo-rupture" for s in found)  # read back as the source names it
         assert run_signals(store, catalog, tag=DEMO_TAG, source=source)[0].written == 0

@@ -8,7 +8,6 @@ The EHR is the suite's HAPI behind a vendor proxy; the results store is a second
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import uuid
@@ -31,11 +30,9 @@ CORRECTED = {1: 9.1, 2: 8.4, 3: 7.0, 4: 7.5}
 
 
 @pytest.fixture
-def store() -> str:
-    url = os.environ.get("ALLIANCE_FHIR_TEST_RESULTS_SERVER")
-    if not url:
-        pytest.fail("set ALLIANCE_FHIR_TEST_RESULTS_SERVER to a second HAPI (the results store)")
-    return url.rstrip("/")
+def store(results_fhir_server: str) -> str:
+    """The results store: the suite's second HAPI (tests/conftest.py)."""
+    return results_fhir_server
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
