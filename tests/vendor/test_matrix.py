@@ -183,7 +183,7 @@ def a_client(upstream: str, profile: str, make_response: Any) -> Client:
 
 def sync(ehr: VendorServer, store: str, state: Path, who: Client, *extra: str) -> subprocess.CompletedProcess[str]:
     """sync as check's plan says: per patient (a file of one) where the server-wide read is refused."""
-    if ehr.profile.name in PER_PATIENT:
+    if ehr.profile.name.split("-")[0] in PER_PATIENT:
         listing = state.with_suffix(".patients")
         listing.write_text(f"Patient/{who.patient}\n")
         reads = ("--patients", str(listing))
@@ -303,3 +303,81 @@ def test_matrix(profile, vendor_server, published, store, make_response, tmp_pat
     assert who.patient not in cards[0]["summary"]
 
 
+
+
+def test_matrix_epic_killed_mid_run_and_run_again_converges(vendor_server, published, store, make_response, tmp_path):
+    """5. SIGKILL once the results store has a score, then a re-run: exactly one Observation per response
+    in the store and one note per session in the EHR (a note whose EHR answer came after the kill is
+    adopted by the re-run's search by patient: docs/write-back.md, "The one race that remains")."""
+    ehr = vendor_server("epic")
+    clients = [a_client(ehr.upstream, "epic", make_response) for _ in range(8)]
+    listing = tmp_path / "caseload.patients"
+    listing.write_text("".join(f"Patient/{c.patient}\n" for c in clients))
+    state = tmp_path / "state.sqlite"
+    command = [
+        sys.executable, "-m", "alliance_fhir", "sync", "--server", ehr.url, "--results-server", store,
+        "--state", str(state), "--instruments", EXAMPLES, "--patients", str(listing),
+        "--concurrency", "1", "--batch-size", "1",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
+    try:
+        _until_a_score_lands(store, ehr.url, clients, process, timeout=120)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    killed_before_the_end = sum(bool(written_back(ehr.upstream, "DocumentReference", c.patient)) for c in clients)
+    assert killed_before_the_end < len(clients)  # the kill came mid-run: some sessions had no note yet
+
+    run = cli(
+        "sync", "--server", ehr.url, "--results-server", store, "--state", str(state), "--instruments", EXAMPLES,
+        "--patients", str(listing), "--json",
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    for c in clients:
+        scores = results_of(store, ehr.url, "Observation", c.patient, one_server=False)
+        assert [total_of(o) for o in scores] == [34.5]  # one Observation per response, none twice
+        assert len(written_back(ehr.upstream, "DocumentReference", c.patient)) == 1  # one note per session
+    assert refused_writes(ehr) == []
+
+
+def _until_a_score_lands(store: str, source: str, clients: list[Client], process: Any, timeout: float) -> None:
+    """Poll the results store (each search's round trip paces the loop) until one of the clients has a
+    score; bounded by ``timeout`` and by the process still running."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(results_of(store, source, "Observation", c.patient, one_server=False) for c in clients[:2]):
+            return
+        if process.poll() is not None:
+            raise AssertionError(f"sync ended (exit {process.returncode}) before a score was seen in the store")
+    raise AssertionError(f"no Observation reached the results store within {timeout:.0f} s")
+
+
+def _refuse_notes(resource: dict[str, Any]) -> str | None:
+    return "this note type is not built at this site"
+
+
+def test_matrix_a_note_the_ehr_refuses_is_listed_by_failures(published, fhir_server, store, make_response, tmp_path):
+    """7. The Epic-shaped EHR refuses the note (a site that has not built the note type): sync exits 1 with
+    one failed line, the score is in the results store all the same, and failures lists the refused write."""
+    strict = replace(
+        EPIC,
+        name="epic-no-note-type",  # read per patient, as Epic
+        resources={
+            **(EPIC.resources or {}),
+            "DocumentReference": ResourceRule(frozenset({"read", "search-type", "create"}), guard=_refuse_notes),
+        },
+    )
+    with run_vendor_server(strict, fhir_server) as ehr:
+        who = a_client(ehr.upstream, "epic", make_response)
+        state = tmp_path / "state.sqlite"
+        run = sync(ehr, store, state, who)
+        assert run.returncode == 1
+        failed = [line for line in run.stderr.splitlines() if line.startswith("failed:")]
+        assert len(failed) == 1 and "EHR note (DocumentReference): refused: HTTP 403" in failed[0], run.stderr
+        listed = cli("failures", "--server", ehr.url, "--results-server", store, "--state", str(state))
+        refused = refused_writes(ehr)
+    assert listed.returncode == 1
+    assert "this note type is not built at this site" in listed.stdout + listed.stderr
+    assert [total_of(o) for o in results_of(store, ehr.url, "Observation", who.patient, one_server=False)] == [34.5]
+    assert written_back(fhir_server, "DocumentReference", who.patient) == []
+    assert [(m, p.rsplit("/", 1)[-1], s) for m, p, s, _ in refused] == [("POST", "DocumentReference", 403)]
