@@ -21,7 +21,6 @@ and the early alliance warning (low in the first 3 sessions; docs/signals.md). d
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import signal
@@ -301,8 +300,6 @@ def test_matrix(profile, vendor_server, published, store, make_response, tmp_pat
         expected.append("WAI-SR 47 at session 1, on track.")  # no WAI-SR cutoff (docs/signals.md): no signal
     assert [card["summary"] for card in cards] == expected
     assert who.patient not in cards[0]["summary"]
-
-
 
 
 def test_matrix_epic_killed_mid_run_and_run_again_converges(vendor_server, published, store, make_response, tmp_path):
