@@ -28,7 +28,7 @@ from alliance_fhir.server.read_mode import read_mode_finding
 from alliance_fhir.server.settings import ServerConfig
 
 from ..integration.helpers import client, unique
-from ..integration.test_hapi_sync import by_response, caseload, observations, post_all
+from ..integration.test_hapi_sync import caseload, observations, post_all
 
 pytestmark = pytest.mark.integration
 CATALOG = load_catalog()
@@ -77,10 +77,19 @@ def synced(source: str, results: str, state: Path, *args: str) -> tuple[int, dic
     return run.returncode, json.loads(run.stdout) if run.stdout.strip().startswith("{") else {}, run.stderr
 
 
-def scored(upstream: str, patients: list[str]) -> dict[str, float]:
+def stored(results: str, source: str, patient: str) -> list[dict[str, Any]]:
+    """The patient's Observations in the results store: they name the source's patient absolute on the
+    source's base URL (docs/two-servers.md), or relative if written before; both in one OR'd search."""
+    return observations(results, f"{source}/{patient},{patient}")
+
+
+def scored(upstream: str, patients: list[str], source: str) -> dict[str, float]:
     found: dict[str, float] = {}
     for patient in patients:
-        found.update(by_response(observations(upstream, patient)))
+        for o in stored(upstream, source, patient):  # derivedFrom: <source>/QuestionnaireResponse/<id>/_history/<n>
+            found[o["derivedFrom"][0]["reference"].split("/QuestionnaireResponse/")[1].split("/")[0]] = o[
+                "valueQuantity"
+            ]["value"]
     return found
 
 
@@ -127,7 +136,7 @@ def test_sync_without_a_read_mode_is_refused_and_per_patient_scores_every_member
         6,
         0,
     )
-    assert scored(epic.upstream, patients) == expected
+    assert scored(epic.upstream, patients, epic.url) == expected
     # nothing was written to the EHR: its only refusals are reads (the server-wide search, and the
     # batch in which sync asks for /metadata and our Questionnaires at once, then asks one by one)
     assert {reason for _m, _p, _s, reason in epic.proxy.log.refused} == {
@@ -150,7 +159,7 @@ def test_group_export_mode_scores_new_responses_and_a_rerun_writes_nothing(vendo
     code, first, stderr = synced(epic.url, epic.upstream, state, *export)
     assert code == 0, stderr
     assert (first["responses"]["written"], first["responses"]["failed"], first["complete"]) == (4, 0, True)
-    assert scored(epic.upstream, patients) == expected  # 12, 25.8 for each patient
+    assert scored(epic.upstream, patients, epic.url) == expected  # 12, 25.8 for each patient
     assert first["checkpoint"] == first["transaction_time"]  # the Group's mark for the next run
 
     code, again, stderr = synced(epic.url, epic.upstream, state, *export)
@@ -164,7 +173,7 @@ def test_group_export_mode_scores_new_responses_and_a_rerun_writes_nothing(vendo
     code, later, stderr = synced(epic.url, epic.upstream, state, *export)
     assert code == 0, stderr
     assert later["responses"]["written"] == 1
-    assert scored(epic.upstream, [patients[0]])[newest["id"]] == 36  # 12 items x 3
+    assert scored(epic.upstream, [patients[0]], epic.url)[newest["id"]] == 36  # 12 items x 3
 
 
 def test_a_per_patient_sync_killed_mid_run_and_run_again_converges(vendor_server, published, tmp_path):
@@ -192,23 +201,23 @@ def test_a_per_patient_sync_killed_mid_run_and_run_again_converges(vendor_server
     ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
     try:
-        _wait_for_first_write(epic.upstream, patients, timeout=120)
+        _wait_for_first_write(epic.upstream, epic.url, patients, timeout=120)
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
     code, report, stderr = synced(epic.url, epic.upstream, state, "--patients", f"Group/{gid}")
     assert code == 0, stderr
     assert report["failed"] == 0
-    assert scored(epic.upstream, patients) == expected  # every response once, with its hand-computed total
+    assert scored(epic.upstream, patients, epic.url) == expected  # every response once, with its hand-computed total
     for patient in patients:
-        assert len(observations(epic.upstream, patient)) == 4  # one Observation a response, none twice
+        assert len(stored(epic.upstream, epic.url, patient)) == 4  # one Observation a response, none twice
 
 
-def _wait_for_first_write(upstream: str, patients: list[str], timeout: float) -> None:
+def _wait_for_first_write(upstream: str, source: str, patients: list[str], timeout: float) -> None:
     """Until one Observation of these patients exists (a bounded poll of the results store)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if any(observations(upstream, p) for p in patients[:2]):
+        if any(stored(upstream, source, p) for p in patients[:2]):
             return
         time.sleep(0.05)  # the poll interval of a bounded wait
     raise AssertionError(f"no Observation was written within {timeout:.0f} s")

@@ -157,7 +157,7 @@ def test_openemr_gets_nothing_and_the_store_everything(vendor_server, fhir_serve
     assert ours(fhir_server, "DocumentReference", patient) == [] and ours(fhir_server, "Communication", patient) == []
     observations = httpx.get(
         f"{store}/Observation",
-        params={"subject": f"Patient/{patient}", "_summary": "count"},
+        params={"subject": f"{ehr.url}/Patient/{patient}", "_summary": "count"},  # absolute on the EHR
         headers=FHIR_JSON,
         timeout=30,
     )
