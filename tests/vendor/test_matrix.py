@@ -97,11 +97,9 @@ PER_PATIENT = {"epic", "oracle"}  # check's read mode says these need --patients
 
 
 @pytest.fixture
-def store() -> str:
-    url = os.environ.get("ALLIANCE_FHIR_TEST_RESULTS_SERVER")
-    if not url:
-        pytest.fail("set ALLIANCE_FHIR_TEST_RESULTS_SERVER to a second HAPI (the results store)")
-    return url.rstrip("/")
+def store(results_fhir_server: str) -> str:
+    """The results store: the suite's second HAPI (tests/conftest.py)."""
+    return results_fhir_server
 
 
 @pytest.fixture(scope="module")
