@@ -98,7 +98,7 @@ class EhrWriter:
         self._source, self._results, self._catalog = source, results, catalog
         self._store, self._plan, self._server = store, plan, server
         # the results store's Observations name the EHR's patient absolute when split: read them as the EHR does
-        self._refs = References.between(source.base_url, results.base_url)
+        self._refs = References.between(server.source, server.results)
         self.written = 0  # resources created or replaced in the EHR this run
 
     def write(self, landed: Sequence[Landed]) -> dict[str, str]:
