@@ -39,7 +39,7 @@ from typing import Literal, Protocol
 from ..instruments.models import InstrumentMapping, ScaleSpec
 from .names import Names
 from .rules import EARLY_WARNING, GAP, LOW_ALLIANCE, RUPTURE, SIGNAL_KINDS, SPLIT, Signal, gap_pairs, percent_of_maximum
-from .situations import PART_WORDS, Situation, current_situations, number, situation_history
+from .situations import LEVEL_WORDS, PART_WORDS, Situation, current_situations, number, situation_history
 from .svg_chart import Band, Chart, Line, Marker, chart_table, line_chart
 from .trajectory import ScorePoint, Series, Trajectories
 
@@ -73,7 +73,6 @@ _CSS = (
     ".high{border-color:#b71c1c}.moderate{border-color:#e65100}.low{border-color:#2e7d32}"
     ".level{font-weight:600}ul{padding-left:1.2rem;margin:.3rem 0}"
 )
-_LEVEL_WORDS = {"high": "High concern", "moderate": "Moderate concern", "low": "For information"}
 _RESPONDENT = {
     "client": "the client",
     "therapist": "the therapist",
@@ -230,8 +229,9 @@ def _situation_block(situation: Situation, names: Names, prompts: PromptSource |
     lines = [
         f'<section class="situation {situation.level}"><h3>{_e(heading)}</h3>',
         f"<p>{_e(situation.summary)}</p>",
-        f'<p class="level">{_e(_LEVEL_WORDS[situation.level])}</p>',
     ]
+    if situation.level == "low":  # a concern's summary already ends with its level ("High concern.")
+        lines.append(f'<p class="level">{_e(LEVEL_WORDS["low"])}</p>')
     part = situation.part
     if part is not None and part.change is not None and part.change < 0:
         before = number(part.before) if part.before is not None else "-"
@@ -282,8 +282,8 @@ def _what(signal: Signal, series: Series) -> str:
     at = f"session {opened.session_number}"
     if signal.kind == LOW_ALLIANCE:
         cutoff = series.mapping.low_alliance_cutoff()
-        level = f" ({'below' if cutoff.operator == '<' else 'at or below'} {cutoff.threshold:g})" if cutoff else ""
-        return f"{number(opened.value)} at {at}, at the level of concern{level}"
+        level = f", {'below' if cutoff.operator == '<' else 'at or below'} {cutoff.threshold:g}" if cutoff else ""
+        return f"{number(opened.value)} at {at}{level}, the level of concern"
     if signal.kind in (RUPTURE, EARLY_WARNING):
         before = _previous(series, opened)
         fall = f", from {number(before.value)} at session {before.session_number}" if before is not None else ""
